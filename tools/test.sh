@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds asa-serve and runs the whole test suite, then the CPU tests again
+# under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Usage: tools/test.sh            (from anywhere; builds into build/ and build-asan/)
+set -eu
+cd "$(dirname "$0")/.."
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build -j "$JOBS"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DASA_SANITIZE=ON -DASA_CUDA=OFF
+cmake --build build-asan -j "$JOBS"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS" -L cpu -LE slow
