@@ -102,7 +102,9 @@ void kv_seq_destroy(kv_pool *p, kv_seq *s);
  * incremented).  All-or-nothing: ASA_ENOSPACE (or ASA_ENOMEM, or ASA_EINVAL
  * when max_copies is too small) leaves pool and sequence unchanged.
  * Calling it again before kv_seq_commit with a larger n_new extends the
- * reservation. */
+ * reservation (a smaller one keeps it).  n_new == 0 is a no-op; n_new < 0
+ * is ASA_EINVAL.  *n_copies is only incremented, never reset.  With
+ * window == 0 no local pages are ever taken (the local table stays empty). */
 asa_err kv_seq_alloc(kv_pool *p, kv_seq *s, int n_new, kv_copy *copies,
                      int max_copies, int *n_copies);
 /* Pages kv_seq_alloc would need for n_new more tokens (per class), without
@@ -111,11 +113,16 @@ void kv_seq_pages_needed(const kv_pool *p, const kv_seq *s, int n_new,
                          int32_t needed[KV_NCLASS]);
 /* Records that n tokens (<= the reservation) were written by the step:
  * num_tokens += n.  Then frees local pages that no future token can read
- * (blocks entirely before num_tokens - window + 1). */
+ * (blocks entirely before num_tokens - window + 1).  n beyond the
+ * reservation is clamped to it; n <= 0 is a no-op.  Pages reserved but not
+ * committed stay reserved for the next step. */
 void kv_seq_commit(kv_pool *p, kv_seq *s, int n);
 
 /* A new sequence sharing all of src's pages (refcounts incremented) and its
- * token count.  Later writes into shared pages copy first (see alloc). */
+ * token count.  Later writes into shared pages copy first (see alloc).
+ * src must have no uncommitted reservation (alloc without the matching
+ * commit): that would let src write a now-shared page without a copy, so
+ * it is ASA_EINVAL.  ASA_ENOMEM on host memory; *out set only on success. */
 asa_err kv_seq_fork(kv_pool *p, const kv_seq *src, kv_seq **out);
 
 /* Tokens written so far. */
