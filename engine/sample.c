@@ -1,0 +1,323 @@
+/*
+ * engine/sample.c - the CPU token sampler (contract in sample.h).
+ *
+ * Layout of the caller's scratch ([2V] floats):
+ *   w = scratch[0, V):  the adjusted logits, then (in place) the unnormalised
+ *                       probabilities e_i = exp((w_i - max) / T), with
+ *                       e = 0 for tokens that a filter removed.
+ *   aux = scratch[V, 2V): first a per-token mark/count array for the
+ *                       penalties, later an int32 list of candidate ids for
+ *                       the top-k/top-p selection heap.
+ */
+#include "sample.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* NaN -> -inf, +inf -> FLT_MAX (sample.h "Non-finite logits"). */
+static inline float smp_clean(float x) {
+    if (isnan(x))
+        return -INFINITY;
+    if (x > FLT_MAX)
+        return FLT_MAX;
+    return x;
+}
+
+static inline uint64_t smp_mix(uint64_t z) {
+    z ^= z >> 30;
+    z *= 0xbf58476d1ce4e5b9ull;
+    z ^= z >> 27;
+    z *= 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return z;
+}
+
+double eng_sample_u01(uint64_t seed, uint64_t k) {
+    uint64_t h = smp_mix(seed + 0x9e3779b97f4a7c15ull * (k + 1));
+    h = smp_mix(h ^ 0xd1b54a32d192ed03ull);
+    return (double)(h >> 11) * 0x1.0p-53;
+}
+
+/* log_softmax entry of a cleaned logit x; -inf when x or the whole row is. */
+static inline float smp_logprob(float x, float raw_max, double log_s) {
+    if (x == -INFINITY)
+        return -INFINITY;
+    return (float)(((double)x - raw_max) - log_s);
+}
+
+/* ---- top-n of the raw logits (logprobs) --------------------------------- */
+
+/* Keeps the n largest cleaned logits in ids/vals, descending, ties to the
+ * lower id: scanning ids upward, a value enters only when strictly larger
+ * than the current last entry, and is placed after every entry >= it. */
+static void smp_top_n(const float *logits, int V, int n, int32_t *ids, float *vals) {
+    int have = 0;
+    for (int i = 0; i < V; i++) {
+        float x = smp_clean(logits[i]);
+        if (have == n && !(x > vals[n - 1]))
+            continue;
+        int j = have < n ? have++ : n - 1;
+        while (j > 0 && vals[j - 1] < x) {
+            vals[j] = vals[j - 1];
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        vals[j] = x;
+        ids[j] = i;
+    }
+}
+
+/* ---- candidate heap: order by e descending, then id ascending ----------- */
+
+static inline bool smp_before(const float *e, int32_t a, int32_t b) {
+    return e[a] > e[b] || (e[a] == e[b] && a < b);
+}
+
+static void smp_sift(const float *e, int32_t *h, int n, int i) {
+    int32_t x = h[i];
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && smp_before(e, h[c + 1], h[c]))
+            c++;
+        if (!smp_before(e, h[c], x))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+static void smp_heapify(const float *e, int32_t *h, int n) {
+    for (int i = n / 2 - 1; i >= 0; i--)
+        smp_sift(e, h, n, i);
+}
+
+/* Moves the heap's first element to h[n-1] and shrinks the heap to n-1, so
+ * that after r pops h[n-r..n) holds the r best in reverse order. */
+static int32_t smp_pop(const float *e, int32_t *h, int n) {
+    int32_t top = h[0];
+    h[0] = h[n - 1];
+    h[n - 1] = top;
+    smp_sift(e, h, n - 1, 0);
+    return top;
+}
+
+/* Collects the ids with e >= thr (thr > 0) or e > 0 (thr == 0) into idx and
+ * returns their number; *mass gets their sum (double, id order). */
+static int smp_gather(const float *e, int V, float thr, int32_t *idx, double *mass) {
+    int n = 0;
+    double s = 0;
+    for (int i = 0; i < V; i++) {
+        float x = e[i];
+        if (thr > 0 ? x >= thr : x > 0) {
+            idx[n++] = i;
+            s += x;
+        }
+    }
+    *mass = s;
+    return n;
+}
+
+/* Candidate thresholds on e (relative to the maximum, which is 1), tried
+ * from the top: a peaked distribution is settled with few candidates, a
+ * flat one ends at 0 (all positive entries). */
+static const float smp_thresholds[] = {0x1p-4f, 0x1p-10f, 0x1p-20f, 0.0f};
+#define SMP_NTHR ((int)(sizeof smp_thresholds / sizeof smp_thresholds[0]))
+
+/* Keeps, of the positive e, the first `keep` in (e desc, id asc) order when
+ * keep > 0, or (keep == 0) the shortest prefix of that order whose mass
+ * reaches `mass_goal`, and zeroes every other entry. */
+static void smp_keep_best(float *e, int V, int32_t *idx, int keep, double mass_goal) {
+    int n = 0;
+    float thr = 0;
+    double mass = 0;
+    for (int t = 0; t < SMP_NTHR; t++) {
+        thr = smp_thresholds[t];
+        n = smp_gather(e, V, thr, idx, &mass);
+        if (keep > 0 ? n >= keep : mass >= mass_goal)
+            break;
+    }
+    /* idx[0, n) is a prefix of the sorted order that contains the answer. */
+    smp_heapify(e, idx, n);
+    int r = 0;
+    double cum = 0;
+    while (r < n) {
+        if (keep > 0 ? r == keep : (r > 0 && cum >= mass_goal))
+            break;
+        int32_t id = smp_pop(e, idx, n - r);
+        cum += e[id];
+        r++;
+    }
+    for (int j = 0; j < n - r; j++)
+        e[idx[j]] = 0;
+    if (thr > 0)
+        for (int i = 0; i < V; i++)
+            if (e[i] < thr)
+                e[i] = 0;
+}
+
+/* ---- argument checks --------------------------------------------------- */
+
+static bool smp_ids_ok(const int32_t *ids, int n, int V) {
+    if (n < 0 || (n > 0 && !ids))
+        return false;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return false;
+    return true;
+}
+
+static bool smp_args_ok(const float *logits, int V, const eng_sampling *sp,
+                        const int32_t *prompt, int n_prompt, const int32_t *output,
+                        int n_output, const float *scratch, const eng_seq_result *res) {
+    if (!logits || V < 1 || !sp || !scratch || !res)
+        return false;
+    if (!(sp->temperature >= 0) || !(sp->top_p > 0 && sp->top_p <= 1) ||
+        !(sp->min_p >= 0 && sp->min_p <= 1) || !(sp->repetition_penalty > 0) ||
+        !isfinite(sp->presence_penalty) || !isfinite(sp->frequency_penalty) ||
+        sp->n_logprobs < 0 || sp->n_logprobs > ENG_MAX_LOGPROBS)
+        return false;
+    if (!smp_ids_ok(sp->bias_ids, sp->n_bias, V) || (sp->n_bias > 0 && !sp->bias_vals))
+        return false;
+    for (int i = 0; i < sp->n_bias; i++)
+        if (isnan(sp->bias_vals[i]))
+            return false;
+    return smp_ids_ok(prompt, n_prompt, V) && smp_ids_ok(output, n_output, V);
+}
+
+/* ---- the sampler ------------------------------------------------------- */
+
+asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
+                   const int32_t *prompt, int n_prompt, const int32_t *output,
+                   int n_output, float *scratch, eng_seq_result *res) {
+    if (!smp_args_ok(logits, V, sp, prompt, n_prompt, output, n_output, scratch, res))
+        return ASA_EINVAL;
+    float *w = scratch;
+    float *aux = scratch + V;
+
+    /* Raw log_softmax normaliser (double) and the raw argmax (fallback). */
+    int raw_best = 0;
+    float raw_max = -INFINITY;
+    for (int i = 0; i < V; i++) {
+        float x = smp_clean(logits[i]);
+        if (x > raw_max) {
+            raw_max = x;
+            raw_best = i;
+        }
+    }
+    /* logprob(x) = (x - raw_max) - log_s; kept apart so that a FLT_MAX
+     * maximum does not swallow log_s. */
+    double log_s = 0;
+    if (raw_max > -INFINITY) {
+        double s = 0;
+        for (int i = 0; i < V; i++)
+            s += exp((double)smp_clean(logits[i]) - raw_max);
+        log_s = log(s);
+    }
+
+    /* Stages 1-3: bias and penalties on the cleaned logits. */
+    for (int i = 0; i < V; i++)
+        w[i] = smp_clean(logits[i]);
+    for (int i = 0; i < sp->n_bias; i++) {
+        int32_t t = sp->bias_ids[i];
+        w[t] = smp_clean(w[t] + sp->bias_vals[i]);
+    }
+    if (sp->repetition_penalty != 1.0f && n_prompt + n_output > 0) {
+        const float rp = sp->repetition_penalty;
+        memset(aux, 0, (size_t)V * sizeof *aux);
+        for (int s = 0; s < 2; s++) {
+            const int32_t *ids = s == 0 ? prompt : output;
+            int n = s == 0 ? n_prompt : n_output;
+            for (int i = 0; i < n; i++) {
+                int32_t t = ids[i];
+                if (aux[t] != 0)
+                    continue;
+                aux[t] = 1;
+                w[t] = smp_clean(w[t] > 0 ? w[t] / rp : w[t] * rp);
+            }
+        }
+    }
+    if ((sp->frequency_penalty != 0 || sp->presence_penalty != 0) && n_output > 0) {
+        memset(aux, 0, (size_t)V * sizeof *aux);
+        for (int i = 0; i < n_output; i++)
+            aux[output[i]] += 1;
+        for (int i = 0; i < n_output; i++) {
+            int32_t t = output[i];
+            if (aux[t] == 0)
+                continue; /* already applied */
+            w[t] = smp_clean(w[t] - (sp->frequency_penalty * aux[t] + sp->presence_penalty));
+            aux[t] = 0;
+        }
+    }
+
+    /* Stage 4: the adjusted maximum (ties to the lower id). */
+    int best = 0;
+    float wmax = -INFINITY;
+    for (int i = 0; i < V; i++) {
+        if (w[i] > wmax) {
+            wmax = w[i];
+            best = i;
+        }
+    }
+
+    int32_t token;
+    if (wmax == -INFINITY) {
+        token = raw_best; /* everything banned or NaN */
+    } else if (sp->temperature < ENG_SAMPLE_GREEDY_EPS) {
+        token = best;
+    } else {
+        /* e_i = exp((w_i - wmax) / T): the maximum maps to exactly 1. */
+        const double invT = 1.0 / (double)sp->temperature;
+        for (int i = 0; i < V; i++)
+            w[i] = (float)exp(((double)w[i] - wmax) * invT);
+        float *e = w;
+        int32_t *idx = (int32_t *)aux;
+
+        /* Stages 5-7. */
+        if (sp->top_k > 0 && sp->top_k < V)
+            smp_keep_best(e, V, idx, sp->top_k, 0);
+        if (sp->top_p < 1.0f) {
+            double total = 0;
+            for (int i = 0; i < V; i++)
+                total += e[i];
+            smp_keep_best(e, V, idx, 0, (double)sp->top_p * total);
+        }
+        if (sp->min_p > 0) {
+            /* p_max / total = 1 / total, so p < min_p * p_max is e < min_p. */
+            for (int i = 0; i < V; i++)
+                if (e[i] < sp->min_p)
+                    e[i] = 0;
+        }
+
+        /* Stage 8: the draw, in id order. */
+        double total = 0;
+        for (int i = 0; i < V; i++)
+            total += e[i];
+        double target = eng_sample_u01(sp->seed, (uint64_t)n_output) * total;
+        double cum = 0;
+        token = best; /* e[best] = 1 always survives */
+        for (int i = 0; i < V; i++) {
+            if (e[i] <= 0)
+                continue;
+            token = i; /* if rounding lets target reach the end: the last */
+            cum += e[i];
+            if (cum > target)
+                break;
+        }
+    }
+
+    /* Logprobs, from the raw distribution. */
+    res->token = token;
+    res->logprob = smp_logprob(smp_clean(logits[token]), raw_max, log_s);
+    res->n_top = sp->n_logprobs;
+    if (sp->n_logprobs > 0) {
+        smp_top_n(logits, V, sp->n_logprobs, res->top_ids, res->top_logprobs);
+        for (int j = 0; j < sp->n_logprobs; j++)
+            res->top_logprobs[j] = smp_logprob(res->top_logprobs[j], raw_max, log_s);
+    }
+    return ASA_OK;
+}
