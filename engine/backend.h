@@ -1,0 +1,49 @@
+/*
+ * engine/backend.h - the boundary between the generic engine (eng.c: options,
+ * the kv_pool, sequence slots, batch validation) and a compute backend (the
+ * CPU backend in cpu.c; the CUDA backend later).  Internal to the engine.
+ *
+ * A backend owns the memory behind the KV pages (its own layout; it reports
+ * the bytes of one page of each class before the pool is created), its
+ * scratch buffers and the per-slot selection-share state.  eng.c validates a
+ * batch completely before calling step, so a backend trusts its inputs.
+ */
+#ifndef ASA_ENG_BACKEND_H
+#define ASA_ENG_BACKEND_H
+
+#include "eng.h"
+
+typedef struct eng_backend_ops {
+    const char *name;
+    /* Bytes behind one page of each class for this model (0 for a class the
+     * model does not use). */
+    void (*page_bytes)(const eng_model *m, size_t out[KV_NCLASS]);
+    /* Creates the backend state for e (e->m, e->opt, e->num_pages filled).
+     * Returns ASA_EUNSUPPORTED, ASA_ENOMEM, ASA_EINVAL with a reason in eb. */
+    asa_err (*create)(eng *e, void **be, asa_errbuf *eb);
+    void (*destroy)(void *be);
+    /* Selection-share state of a slot: reset to empty, or copy. */
+    void (*seq_reset)(void *be, int slot);
+    void (*seq_copy)(void *be, int src_slot, int dst_slot);
+    /* Anchor position of the slot's stored selection sets, -1 when none. */
+    int (*seq_anchor)(void *be, int slot);
+    /* Runs a validated batch. */
+    asa_err (*step)(void *be, const eng_batch *b, eng_seq_result *res);
+} eng_backend_ops;
+
+struct eng {
+    const eng_model *m;
+    eng_options opt;               /* max_seq_len resolved */
+    int32_t num_pages[KV_NCLASS];  /* resolved page counts */
+    size_t page_bytes[KV_NCLASS];
+    kv_pool *pool;
+    const eng_backend_ops *ops;
+    void *be;
+    unsigned char *slot_open;      /* [max_seqs] */
+    int *slot_mark;                /* [max_seqs] batch validation scratch */
+    bool dead;
+};
+
+extern const eng_backend_ops eng_cpu_backend;
+
+#endif /* ASA_ENG_BACKEND_H */
