@@ -169,6 +169,8 @@ void kv_pool_stats(const kv_pool *p, kv_stats *st) {
     st->num_seqs = p->num_seqs;
 }
 
+const kv_pool_config *kv_pool_get_config(const kv_pool *p) { return &p->cfg; }
+
 double kv_pool_usage(const kv_pool *p) {
     kv_stats st;
     kv_pool_stats(p, &st);

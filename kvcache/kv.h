@@ -78,6 +78,9 @@ asa_err kv_pool_create(const kv_pool_config *cfg, kv_pool **out);
 /* Frees the pool (and any sequences still alive).  NULL is a no-op. */
 void kv_pool_destroy(kv_pool *p);
 void kv_pool_stats(const kv_pool *p, kv_stats *st);
+/* The configuration the pool was created with (borrowed, lives as long as
+ * the pool).  Added for admission control (block_size, window). */
+const kv_pool_config *kv_pool_get_config(const kv_pool *p);
 /* Fraction of pages in use over both classes weighted by bytes, in [0, 1]. */
 double kv_pool_usage(const kv_pool *p);
 /* Invariant walker: every page's refcount equals the number of table entries
