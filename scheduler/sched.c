@@ -645,8 +645,38 @@ static sched_finish check_finish(const sched *s, sched_req *r, int32_t tok) {
     return SCHED_FINISH_NONE;
 }
 
+/* The batch in flight was not run (sched_update with n == 0): nothing is
+ * committed.  A request whose item carried page copies loses its pages (the
+ * copies were never made, so the fresh pages hold nothing) and is preempted;
+ * the others keep their reservation, which the next alloc reuses. */
+static void discard_batch(sched *s) {
+    sched_batch *b = &s->batch;
+    for (int k = 0; k < b->n_items; k++) {
+        sched_req *r = s->items[k].req;
+        int c1 = k + 1 < b->n_items ? s->item_copy0[k + 1] : b->n_copies;
+        r->in_flight = false;
+        if (r->abort_pending) {
+            req_finish(s, r, r->pending_reason);
+        } else if (c1 > s->item_copy0[k]) {
+            int i = running_index(s, r);
+            if (i >= 0)
+                req_preempt(s, i);
+        }
+    }
+    s->in_flight = false;
+    b->n_items = b->n_tokens = b->n_copies = 0;
+}
+
 asa_err sched_update(sched *s, const int32_t *sampled, int n) {
-    if (!s || !s->in_flight || n != s->batch.n_items)
+    if (!s)
+        return ASA_EINVAL;
+    if (!s->in_flight)
+        return n == 0 ? ASA_OK : ASA_EINVAL;
+    if (n == 0) {
+        discard_batch(s);
+        return ASA_OK;
+    }
+    if (n != s->batch.n_items)
         return ASA_EINVAL;
     for (int k = 0; k < n; k++)
         if (s->items[k].sample && !s->items[k].req->abort_pending &&
@@ -696,6 +726,8 @@ asa_err sched_abort(sched *s, uint64_t id, sched_finish reason) {
         }
     if (!r)
         return ASA_ENOTFOUND;
+    if (reason == SCHED_FINISH_ERROR && !r->err[0])
+        snprintf(r->err, sizeof r->err, "aborted with an error");
     if (r->in_flight) {
         if (!r->abort_pending) {
             r->abort_pending = true;

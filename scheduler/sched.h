@@ -194,10 +194,16 @@ asa_err sched_step(sched *s, const sched_batch **out);
  * and checks finish conditions (EOS unless ignore_eos, stop ids, both only
  * from min_tokens on; max_tokens; max_model_len).  Finished requests free
  * their pages and slot and move to the finished list.  n must equal the
- * batch's n_items; sampled may be NULL when no item samples.  ASA_EINVAL
- * (no batch in flight, wrong n, negative sampled token): nothing changes.
- * ASA_ENOMEM: the request whose token could not be stored finishes with
- * SCHED_FINISH_ERROR; the rest of the update is applied. */
+ * batch's n_items; sampled may be NULL when no item samples; sampled[i] of
+ * an item aborted in flight is ignored.
+ * n == 0 (sampled ignored) says the batch was NOT run (engine failure, out
+ * of memory): nothing is committed, pending aborts are applied, a request
+ * whose item carried page copies is preempted, the others simply run again
+ * later.  After an empty batch, n == 0 is a no-op returning 0.
+ * ASA_EINVAL (no batch in flight and n > 0, wrong n, negative sampled token
+ * for a sampling item): nothing changes.  ASA_ENOMEM: the request whose
+ * token could not be stored finishes with SCHED_FINISH_ERROR; the rest of
+ * the update is applied. */
 asa_err sched_update(sched *s, const int32_t *sampled, int n);
 
 /* Finishes a live request with reason (SCHED_FINISH_ABORT for a client

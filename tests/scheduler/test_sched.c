@@ -275,7 +275,9 @@ static void test_config_errors(void **state) {
     assert_int_equal(sched_add(s, 1, prompt, 3, &p, NULL, NULL, NULL), ASA_OK);
     assert_int_equal(sched_add(s, 1, prompt, 3, &p, NULL, NULL, NULL), ASA_EINVAL); /* dup */
     assert_int_equal(sched_abort(s, 99, SCHED_FINISH_ABORT), ASA_ENOTFOUND);
-    assert_int_equal(sched_update(s, NULL, 0), ASA_EINVAL); /* nothing in flight */
+    int32_t one = 5;
+    assert_int_equal(sched_update(s, &one, 1), ASA_EINVAL); /* nothing in flight */
+    assert_int_equal(sched_update(s, NULL, 0), ASA_OK);      /* after an empty batch */
     /* No callbacks: slot -1. */
     const sched_batch *b;
     assert_int_equal(sched_step(s, &b), ASA_OK);
@@ -711,6 +713,41 @@ static void test_blocked_by_outside_pages(void **state) {
     env_free(&e);
 }
 
+/* sched_update(n == 0): the engine did not run the batch. */
+static void test_discarded_batch(void **state) {
+    (void)state;
+    env e;
+    env_init(&e, 4, 8, 64, 64, 4, 16, 0, 0);
+    add(&e, 1, 5, 4, 0);
+    add(&e, 2, 30, 4, 0);
+    step_rec r;
+    one_step(&e, &r);
+    const sched_batch *b;
+    assert_int_equal(sched_step(e.s, &b), ASA_OK);
+    assert_int_equal(b->n_items, 2);
+    int pos0[2] = {b->items[0].pos0, b->items[1].pos0};
+    int ntok[2] = {b->items[0].n_tokens, b->items[1].n_tokens};
+    assert_int_equal(sched_abort(e.s, 2, SCHED_FINISH_ERROR), ASA_OK); /* deferred */
+    assert_int_equal(sched_update(e.s, NULL, 0), ASA_OK);
+    assert_int_equal(sched_check(e.s), ASA_OK);
+    collect(&e);
+    sched_req *q2 = done_by_id(&e, 2);
+    assert_non_null(q2);
+    assert_int_equal(sched_req_finish(q2), SCHED_FINISH_ERROR);
+    assert_true(sched_req_error(q2)[0] != 0);
+    /* Nothing of request 1 was committed: the next step repeats its item. */
+    assert_int_equal(sched_req_num_computed(sched_find(e.s, 1)), pos0[0]);
+    one_step(&e, &r);
+    assert_int_equal(r.n_items, 1);
+    assert_int_equal(r.pos0[0], pos0[0]);
+    assert_int_equal(r.n_tok[0], ntok[0]);
+    (void)ntok[1];
+    (void)pos0[1];
+    run_idle(&e, 20);
+    expect_script_output(&e, 1, 4);
+    env_free(&e);
+}
+
 static void test_slot_refused(void **state) {
     (void)state;
     /* The engine refuses a slot: admission waits, nothing leaks. */
@@ -832,6 +869,7 @@ int main(void) {
         cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_blocked_by_outside_pages),
         cmocka_unit_test(test_slot_refused),
+        cmocka_unit_test(test_discarded_batch),
         cmocka_unit_test(test_soak),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
