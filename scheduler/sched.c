@@ -739,6 +739,26 @@ asa_err sched_abort(sched *s, uint64_t id, sched_finish reason) {
     return ASA_OK;
 }
 
+int sched_abort_all(sched *s, sched_finish reason) {
+    if (!s || reason == SCHED_FINISH_NONE)
+        return 0;
+    int n = 0;
+    for (sched_req *r = s->all; r; r = r->all_next) {
+        if (r->status == SCHED_FINISHED || r->abort_pending)
+            continue;
+        if (reason == SCHED_FINISH_ERROR && !r->err[0])
+            snprintf(r->err, sizeof r->err, "aborted with an error");
+        if (r->in_flight) {
+            r->abort_pending = true;
+            r->pending_reason = reason;
+        } else {
+            req_finish(s, r, reason);
+        }
+        n++;
+    }
+    return n;
+}
+
 int sched_take_finished(sched *s, sched_req **out, int max) {
     int k = 0;
     while (s && s->fin_head && k < max) {

@@ -214,7 +214,12 @@ asa_err sched_update(sched *s, const int32_t *sampled, int n);
  * when no live request has this id (already finished: no change). */
 asa_err sched_abort(sched *s, uint64_t id, sched_finish reason);
 
-/* The live or finished-but-not-freed request with this id, or NULL. */
+/* sched_abort for every live request (shutdown, dead engine); returns how
+ * many were aborted.  O(requests). */
+int sched_abort_all(sched *s, sched_finish reason);
+
+/* The live or finished-but-not-freed request with this id, or NULL.
+ * O(requests). */
 sched_req *sched_find(const sched *s, uint64_t id);
 
 /* Moves up to max finished requests (oldest first) to out[]; returns how
@@ -231,7 +236,7 @@ void sched_get_stats(const sched *s, sched_stats *st);
 /* Invariant walker: list membership and order, statuses, per-request token
  * counts against their kv_seq, budget and cap of the batch in flight, slots,
  * and kv_pool_check of the pool.  Returns 0 or ASA_EINTERNAL (logs what
- * broke). */
+ * broke).  O(requests^2): for tests and debug builds. */
 asa_err sched_check(const sched *s);
 
 /* ---- request accessors (borrowed pointers, valid until sched_req_free, or

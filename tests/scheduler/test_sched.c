@@ -745,6 +745,25 @@ static void test_discarded_batch(void **state) {
     (void)pos0[1];
     run_idle(&e, 20);
     expect_script_output(&e, 1, 4);
+    /* Abort everything: waiting, running and in flight alike. */
+    add(&e, 3, 5, 4, 0);
+    add(&e, 4, 50, 4, 0);
+    add(&e, 5, 5, 4, 0);
+    one_step(&e, &r);
+    add(&e, 6, 5, 4, 0);
+    assert_int_equal(sched_step(e.s, &b), ASA_OK);
+    assert_true(b->n_items > 0);
+    assert_int_equal(sched_abort_all(e.s, SCHED_FINISH_ABORT), 4);
+    assert_int_equal(sched_abort_all(e.s, SCHED_FINISH_ABORT), 0);
+    assert_int_equal(sched_check(e.s), ASA_OK);
+    int32_t sampled[8];
+    fe_run(&e.fe, b, sampled);
+    assert_int_equal(sched_update(e.s, sampled, b->n_items), ASA_OK);
+    assert_int_equal(sched_check(e.s), ASA_OK);
+    assert_false(sched_has_work(e.s));
+    collect(&e);
+    for (uint64_t id = 3; id <= 6; id++)
+        assert_int_equal(sched_req_finish(done_by_id(&e, id)), SCHED_FINISH_ABORT);
     env_free(&e);
 }
 
