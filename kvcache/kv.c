@@ -55,7 +55,7 @@ struct kv_pool {
     int num_seqs;
 };
 
-/* ---- small helpers ------------------------------------------------------ */
+/* ---- small utilities ---------------------------------------------------- */
 
 static int div_up(int a, int b) { return (a + b - 1) / b; }
 

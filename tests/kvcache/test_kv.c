@@ -12,7 +12,7 @@
 
 #include "kv.h"
 
-/* ---- helpers ------------------------------------------------------------ */
+/* ---- utilities ---------------------------------------------------------- */
 
 /* Seeded generator (xorshift32), the same on every platform. */
 static unsigned rnd(unsigned *s) {

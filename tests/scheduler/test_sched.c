@@ -126,7 +126,7 @@ static void fe_run(fake_eng *fe, const sched_batch *b, int32_t *sampled) {
     }
 }
 
-/* ---- fixture helpers ---------------------------------------------------- */
+/* ---- fixture utilities -------------------------------------------------- */
 
 typedef struct env {
     kv_pool *pool;
