@@ -20,6 +20,11 @@
  * - Holes between tensors in the data section are allowed; overlaps are not.
  * - Shard names in the index must be plain file names: no '/', no '\\',
  *   not "." or ".." (shards may still be symlinks, as in the HF hub cache).
+ * - Files are opened with O_NONBLOCK so that a FIFO planted under a model
+ *   file name cannot hang the loader; anything but a regular file is refused.
+ * - The mapping assumes the files do not shrink while the model is loaded:
+ *   truncating a mapped file under a running server raises SIGBUS on the
+ *   next read, as with any mmap-based loader.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "model.h"
@@ -392,7 +397,7 @@ static asa_err read_small(const char *dir, const char *name, size_t max, char **
         *missing = false;
     if (!path)
         return asa_errf(eb, ASA_ENOMEM, "%s: out of memory", name);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (missing)
             *missing = errno == ENOENT;
@@ -452,7 +457,7 @@ static asa_err map_file(const char *dir, const char *name, eng__map *mp, bool *m
         *missing = false;
     if (!path)
         return asa_errf(eb, ASA_ENOMEM, "%s: out of memory", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (missing)
             *missing = errno == ENOENT;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/model_writer.h"
@@ -334,6 +335,19 @@ static void rm_config(mw_model *w, const char *dir) {
     snprintf(p, sizeof p, "%s/config.json", dir);
     assert_int_equal(unlink(p), 0);
 }
+static void config_is_dir(mw_model *w, const char *dir) {
+    rm_config(w, dir);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    assert_int_equal(mkdir(p, 0700), 0);
+}
+static void weights_fifo(mw_model *w, const char *dir) {
+    (void)w;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(mkfifo(p, 0600), 0); /* opening it must not block */
+}
 static void config_not_json(mw_model *w, const char *dir) {
     (void)w;
     assert_int_equal(mw_write_file(dir, "config.json", "{\"model_type\": \"asa\",", 21), 0);
@@ -620,6 +634,8 @@ static void two_shards(mw_model *w) {
 static const corrupt_case CASES[] = {
     /* config.json */
     {"missing config.json", F32, NULL, NULL, rm_config, ASA_EIO, {"config.json", "No such file"}},
+    {"config.json is a directory", F32, NULL, NULL, config_is_dir, ASA_EIO, {"config.json", "not a regular file"}},
+    {"weights file is a FIFO", F32, NULL, NULL, weights_fifo, ASA_EIO, {"model.safetensors", "not a regular file"}},
     {"config.json not JSON", F32, NULL, NULL, config_not_json, ASA_EFORMAT, {"config.json", "not valid JSON"}},
     {"config.json not an object", F32, NULL, NULL, config_array, ASA_EFORMAT, {"config.json", "not a JSON object"}},
     {"missing required field", F32, no_hidden, NULL, NULL, ASA_EINVAL, {"config.json", "'hidden_size'", "missing"}},
