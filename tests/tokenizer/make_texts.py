@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Writes texts.json: the tokenizer parity test texts (name -> text).
+
+Run from anywhere: python3 tests/tokenizer/make_texts.py.  The output is
+committed; rerun only to change the set (then regenerate expected_ids.json
+with gen_expected.mjs)."""
+import json, os
+
+T = []
+def add(name, text):
+    T.append({"name": name, "text": text})
+
+add("empty", "")
+add("single_space", " ")
+add("single_char", "a")
+add("prose", "The quick brown fox jumps over the lazy dog. It was the best of times, "
+    "it was the worst of times; it was the age of wisdom, it was the age of foolishness.")
+add("prose_paragraphs", "Call me Ishmael. Some years ago\u2014never mind how long precisely\u2014having "
+    "little or no money in my purse, and nothing particular to interest me on shore, "
+    "I thought I would sail about a little and see the watery part of the world.\n\n"
+    "\u201cWhat do you think?\u201d she asked. \u2018Nothing,\u2019 he said.\n")
+add("code_c", "#include <stdio.h>\n\nint main(int argc, char **argv) {\n    for (int i = 0; i < argc; i++) {\n"
+    "\tprintf(\"%d: %s\\n\", i, argv[i]);\n    }\n    return 0; // done\n}\n")
+add("code_python", "def fib(n: int) -> int:\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
+    "    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n\n"
+    "print([fib(i) for i in range(10)])  # [0, 1, 1, 2, ...]\n")
+add("code_json", '{"key": [1, 2.5, -3e10, true, null], "nested": {"a": "b\\u00e9"}}')
+add("spaces_runs", "a  b   c    d     e      f" + " " * 17 + "g")
+add("spaces_leading_trailing", "   leading and trailing   ")
+add("tabs", "\tone\t\ttwo\t\t\tthree \t mixed\t ")
+add("newlines", "line1\nline2\n\nline3\n\n\n\nline4\n")
+add("crlf", "first line\r\nsecond line\r\n\r\nthird\r\n")
+add("whitespace_only", " \t\n \r\n  \n\n\t\t  ")
+add("numbers", "0 1 12 123 1234 12345 123456789 3.14159 -42 1e-10 0xDEADBEEF 1,000,000 2024-11-28 12:34:56")
+add("punctuation", "Hello, world! How's it going? (Fine.) [ok] {yes} <no> \"quoted\" 'single' --dash-- ...dots... !!! ??? ;;; :::")
+add("contractions", "I'm sure you're right; they've said we'll go, but he'd not; it's John's and I'd've. DON'T SHOUT, Y'ALL'RE LOUD.")
+add("accented_latin", "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 fa\u00e7ade \u00fcber Stra\u00dfe \u00e0 l'h\u00f4pital, \u0142\u00f3d\u017a, \u0159e\u0161en\u00ed, se\u00f1or, co\u00f6perate, \u00c5ngstr\u00f6m")
+add("accented_decomposed", "Cafe\u0301 nai\u0308ve re\u0301sume\u0301")
+add("cjk", "\u4eca\u65e5\u306f\u3044\u3044\u5929\u6c17\u3067\u3059\u306d\u3002\u6211\u559c\u6b22\u5b66\u4e60\u4e2d\u6587\u3002\ud55c\uad6d\uc5b4\ub3c4 \uc788\uc2b5\ub2c8\ub2e4. \u6f22\u5b57\u3068\u304b\u306a\u3068\u30ab\u30bf\u30ab\u30ca")
+add("arabic", "\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645! \u0647\u0630\u0627 \u0646\u0635 \u0639\u0631\u0628\u064a \u0645\u0639 \u0623\u0631\u0642\u0627\u0645 \u0661\u0662\u0663 \u0648 123.")
+add("hebrew_devanagari_thai", "\u05e9\u05dc\u05d5\u05dd \u05e2\u05d5\u05dc\u05dd \u0928\u092e\u0938\u094d\u0924\u0947 \u0926\u0941\u0928\u093f\u092f\u093e \u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35\u0e04\u0e23\u0e31\u0e1a")
+add("cyrillic_greek", "\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440! \u0393\u03b5\u03b9\u03ac \u03c3\u03bf\u03c5 \u03ba\u03cc\u03c3\u03bc\u03b5.")
+add("emoji_basic", "I love pizza \U0001F355 and cats \U0001F408! \U0001F600\U0001F603\U0001F604")
+add("emoji_skin_tones", "\U0001F44D\U0001F3FB \U0001F44D\U0001F3FC \U0001F44D\U0001F3FD \U0001F44D\U0001F3FE \U0001F44D\U0001F3FF waving \U0001F44B\U0001F3FD")
+add("emoji_zwj", "family \U0001F468\u200D\U0001F469\u200D\U0001F467\u200D\U0001F466 couple \U0001F469\u200D\u2764\uFE0F\u200D\U0001F468 "
+    "rainbow flag \U0001F3F3\uFE0F\u200D\U0001F308 technologist \U0001F469\U0001F3FE\u200D\U0001F4BB flags \U0001F1EF\U0001F1F5\U0001F1FA\U0001F1F8")
+add("symbols_math", "\u2200x \u2208 \u211d: x\u00b2 \u2265 0 \u21d2 \u221a(x\u00b2) = |x| \u2248 \u03c0 \u00b1 \u221e \u00a9 \u00ae \u2122 \u20ac100 \u00a350 \u00a51000")
+add("special_gpt2_inside", "Hello<|endoftext|>world <|endoftext|> again<|endoftext|>")
+add("special_llama_inside", "<s>Hello</s> world <s> again </s><unk>")
+add("special_lookalikes", "<|endoftext|<|endoftext> </s <s>> <<s>> <|endoftext|><|endoftext|>")
+add("long_repeat_char", "a" * 3000)
+add("long_repeat_word", "hello " * 500)
+add("long_repeat_pattern", "ab" * 1500)
+add("long_word_no_spaces", "".join("supercalifragilisticexpialidocious" for _ in range(60)))
+add("long_spaces", " " * 1000 + "x")
+add("long_newlines", "\n" * 300 + "end")
+add("long_emoji", "\U0001F600" * 300)
+add("long_digits", "1234567890" * 100)
+add("control_chars", "bell\x07 esc\x1b[0m del\x7f nbsp\u00a0here zwsp\u200bthere bom\ufeffx")
+add("unicode_spaces", "a\u2003b\u2009c\u3000d\u202fe\u00a0 f")
+add("replacement_char", "bad \ufffd char and \ufffd\ufffd two")
+add("mixed_scripts", "English \u65e5\u672c\u8a9e \u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u0420\u0443\u0441\u0441\u043a\u0438\u0439 \U0001F600 code: x += 1;")
+add("url_email", "Visit https://example.com/path?q=1&r=two#frag or mail someone@example.org.")
+add("markdown", "# Title\n\n- item *one*\n- item **two**\n\n```c\nint x = 1;\n```\n\n| a | b |\n|---|---|\n")
+add("apostrophe_variants", "it's it\u2019s it`s 's 'S 'll 'LL")
+add("trailing_newline_space", "end \n")
+add("leading_space_word", " hello")
+add("double_space_word", "  hello")
+
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "texts.json")
+with open(out, "w", encoding="utf-8") as f:
+    json.dump(T, f, ensure_ascii=True, indent=1)
+    f.write("\n")
+print(f"{len(T)} texts -> {out}")
