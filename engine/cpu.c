@@ -109,6 +109,8 @@ typedef struct cpu_be {
     const eng_batch *b;
     int ntok;
     const cpu_layer *cl; /* layer being run by a parallel phase */
+    int nitems, per_task; /* items of the current phase, items per task */
+    bool expand;         /* cpu__heads: W_UV (true) or W_UK^T (false) */
 } cpu_be;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -467,11 +469,32 @@ static int cpu_seq_anchor(void *p, int slot) { return ((cpu_be *)p)->sel_anchor[
 
 /* ---- per-token preparation (RoPE, cache writes) --------------------------- */
 
-static void cpu__prep_tokens(void *ctx, int tid, int nt) {
+/* The item range [*i0, *i1) of a task. */
+static void cpu__range(const cpu_be *c, int task, int *i0, int *i1) {
+    *i0 = task * c->per_task;
+    *i1 = *i0 + c->per_task < c->nitems ? *i0 + c->per_task : c->nitems;
+}
+
+/* Runs fn over nitems items split into contiguous ranges (tasks); a task's
+ * results never depend on the split, only the speed does. */
+static void cpu__par(cpu_be *c, tp_fn fn, int nitems, bool parallel) {
+    int nt = parallel ? tp_size(c->pool) : 1;
+    int ntasks = nitems < 4 * nt ? nitems : 4 * nt;
+    if (ntasks < 1)
+        return;
+    c->nitems = nitems;
+    c->per_task = (nitems + ntasks - 1) / ntasks;
+    ntasks = (nitems + c->per_task - 1) / c->per_task;
+    tp_run(parallel ? c->pool : NULL, fn, c, ntasks);
+}
+
+static void cpu__prep_tokens(void *ctx, int task, int tid) {
     cpu_be *c = ctx;
     const cpu_layer *y = c->cl;
     const int G = y->G, dg = y->dg, half = c->half;
-    for (int t = tid; t < c->ntok; t += nt) {
+    int t0, t1;
+    cpu__range(c, task, &t0, &t1);
+    for (int t = t0; t < t1; t++) {
         float *q = c->qa + (size_t)t * y->n_in;
         const float *cs = c->cosv + (size_t)t * half, *sn = c->sinv + (size_t)t * half;
         for (int i = 0; i < c->H; i++)
@@ -491,19 +514,15 @@ static void cpu__prep_tokens(void *ctx, int tid, int nt) {
     }
 }
 
-/* q~ = W_UK^T qC (phase "absorb") and o = W_UV u (phase "expand"), per head */
-typedef struct cpu_heads_job {
-    cpu_be *c;
-    bool expand;
-} cpu_heads_job;
-
-static void cpu__heads(void *ctx, int tid, int nt) {
-    const cpu_heads_job *j = ctx;
-    cpu_be *c = j->c;
+/* q~ = W_UK^T qC (absorb) or o = W_UV u (expand), per head */
+static void cpu__heads(void *ctx, int task, int tid) {
+    cpu_be *c = ctx;
     const cpu_layer *y = c->cl;
     const int H = c->H, dg = y->dg, dh = c->dh, dv = c->dv;
-    for (int i = tid; i < H; i += nt) {
-        if (!j->expand)
+    int i0, i1;
+    cpu__range(c, task, &i0, &i1);
+    for (int i = i0; i < i1; i++) {
+        if (!c->expand)
             matmul_f32_cols(c->qa + (size_t)i * (dh + c->dR), y->n_in,
                             y->wuk_t + (size_t)i * dg * dh, dh, c->qt + (size_t)i * dg,
                             H * dg, c->ntok, dh, 0, dg);
@@ -522,12 +541,14 @@ static inline void cpu__axpy(float *u, float p, const float *v, int n) {
 }
 
 /* Local layer: one (token, head) item. */
-static void cpu__attn_local(void *ctx, int tid, int nt) {
+static void cpu__attn_local(void *ctx, int task, int tid) {
     cpu_be *c = ctx;
     const cpu_layer *y = c->cl;
     const int H = c->H, G = y->G, dg = y->dg, hpg = H / G;
     float *sc = c->thr + (size_t)tid * c->thr_stride;
-    for (int it = tid; it < c->ntok * H; it += nt) {
+    int it0, it1;
+    cpu__range(c, task, &it0, &it1);
+    for (int it = it0; it < it1; it++) {
         int t = it / H, i = it % H, g = i / hpg;
         int pos = c->tok_pos[t], si = c->tok_seq[t];
         const int32_t *tab = c->ltab[si];
@@ -588,13 +609,15 @@ static int cpu__choose(const cpu_be *c, float *S, int pos, int32_t *out) {
 
 /* Global layer, phase A: one (token, group) item: the compression branch of
  * the group's heads into u, and at anchors the group's block choice. */
-static void cpu__attn_cmp(void *ctx, int tid, int nt) {
+static void cpu__attn_cmp(void *ctx, int task, int tid) {
     cpu_be *c = ctx;
     const cpu_layer *y = c->cl;
     const int H = c->H, G = y->G, dg = y->dg, hpg = H / G, B = c->B;
     float *sc = c->thr + (size_t)tid * c->thr_stride;
     float *S = sc + (c->thr_stride - c->nb_max - c->dg_max - 16);
-    for (int it = tid; it < c->ntok * G; it += nt) {
+    int it0, it1;
+    cpu__range(c, task, &it0, &it1);
+    for (int it = it0; it < it1; it++) {
         int t = it / G, g = it % G;
         int pos = c->tok_pos[t], si = c->tok_seq[t];
         const int32_t *tab = c->gtab[si];
@@ -630,13 +653,15 @@ static void cpu__attn_cmp(void *ctx, int tid, int nt) {
 
 /* Global layer, phase C: one (token, group) item: the selection branch over
  * the token's block set (j <= t), then the gated combination into u. */
-static void cpu__attn_slc(void *ctx, int tid, int nt) {
+static void cpu__attn_slc(void *ctx, int task, int tid) {
     cpu_be *c = ctx;
     const cpu_layer *y = c->cl;
     const int H = c->H, G = y->G, dg = y->dg, hpg = H / G, B = c->B;
     float *sc = c->thr + (size_t)tid * c->thr_stride;
     float *us = sc + (c->thr_stride - c->dg_max - 16);
-    for (int it = tid; it < c->ntok * G; it += nt) {
+    int it0, it1;
+    cpu__range(c, task, &it0, &it1);
+    for (int it = it0; it < it1; it++) {
         int t = it / G, g = it % G;
         int pos = c->tok_pos[t], si = c->tok_seq[t];
         const int32_t *tab = c->gtab[si];
@@ -749,22 +774,22 @@ static void cpu__layer(cpu_be *c, const cpu_layer *y) {
     /* 1-2: projections, RoPE, cache writes */
     cpu__rmsnorm_rows(c, c->x, y->attn_norm, c->hn);
     matmul_f32(c->pool, c->hn, d, y->w_in, d, c->qa, y->n_in, T, y->n_in, d);
-    tp_run(T >= 8 ? c->pool : NULL, cpu__prep_tokens, c);
+    cpu__par(c, cpu__prep_tokens, T, T >= 8);
     /* 3: absorbed queries */
-    cpu_heads_job hj = {c, false};
-    tp_run(T >= 4 ? c->pool : NULL, cpu__heads, &hj);
+    c->expand = false;
+    cpu__par(c, cpu__heads, H, T >= 4);
     /* 4-5: attention */
     if (y->type == ENG_LAYER_GLOBAL) {
         cpu__compress(c, y);
-        tp_run(c->pool, cpu__attn_cmp, c);
+        cpu__par(c, cpu__attn_cmp, T * y->G, true);
         cpu__share_sets(c, y);
-        tp_run(c->pool, cpu__attn_slc, c);
+        cpu__par(c, cpu__attn_slc, T * y->G, true);
     } else {
-        tp_run(c->pool, cpu__attn_local, c);
+        cpu__par(c, cpu__attn_local, T * H, true);
     }
     /* 6: W_UV, o_proj, residual */
-    hj.expand = true;
-    tp_run(T >= 4 ? c->pool : NULL, cpu__heads, &hj);
+    c->expand = true;
+    cpu__par(c, cpu__heads, H, T >= 4);
     matmul_f32(c->pool, c->o, H * c->dv, y->o_proj, H * c->dv, c->hn, d, T, d, H * c->dv);
     for (size_t k = 0; k < (size_t)T * d; k++)
         c->x[k] += c->hn[k];

@@ -165,27 +165,28 @@ float matmul_dot(const float *a, const float *b, int K) {
 typedef struct mm_job {
     const float *x, *w;
     float *y;
-    int ldx, ldw, ldy, M, N, K;
+    int ldx, ldw, ldy, M, N, K, per;
 } mm_job;
 
-static void mm_job_run(void *ctx, int tid, int nt) {
+static void mm_job_run(void *ctx, int task, int tid) {
     const mm_job *j = ctx;
-    /* Contiguous column ranges, multiples of 4 wide. */
-    int per = ((j->N + nt - 1) / nt + 3) & ~3;
-    int n0 = tid * per, n1 = n0 + per;
+    int n0 = task * j->per, n1 = n0 + j->per;
     if (n1 > j->N)
         n1 = j->N;
-    if (n0 < n1)
-        matmul_f32_cols(j->x, j->ldx, j->w, j->ldw, j->y, j->ldy, j->M, j->K, n0, n1);
+    matmul_f32_cols(j->x, j->ldx, j->w, j->ldw, j->y, j->ldy, j->M, j->K, n0, n1);
 }
 
 void matmul_f32(tp_pool *pool, const float *x, int ldx, const float *w,
                 int ldw, float *y, int ldy, int M, int N, int K) {
-    mm_job j = {x, w, y, ldx, ldw, ldy, M, N, K};
     /* Small products are not worth a wakeup of the workers. */
-    if ((long)M * N * K < 32768 || N < 8) {
+    int nt = tp_size(pool);
+    if (nt == 1 || (long)M * N * K < 65536 || N < 16) {
         matmul_f32_cols(x, ldx, w, ldw, y, ldy, M, K, 0, N);
         return;
     }
-    tp_run(pool, mm_job_run, &j);
+    /* About 4 column ranges per thread, multiples of 8 wide: enough slack
+     * for dynamic claiming to balance a busy machine. */
+    int per = ((N + 4 * nt - 1) / (4 * nt) + 7) & ~7;
+    mm_job j = {x, w, y, ldx, ldw, ldy, M, N, K, per};
+    tp_run(pool, mm_job_run, &j, (N + per - 1) / per);
 }

@@ -1,16 +1,25 @@
 /*
- * kernels/threadpool.c - persistent workers; see threadpool.h.
+ * kernels/threadpool.c - persistent workers with dynamic task claiming; see
+ * threadpool.h.
  *
- * A run publishes (fn, ctx) and bumps a generation counter.  Workers spin on
- * the counter for a short while (a step issues dozens of runs back to back)
- * and then sleep on a condition variable.  Completion is a countdown of the
- * workers still busy; the caller spins on it, then sleeps as well.
+ * A run publishes (fn, ctx, ntasks), then a 64-bit claim word
+ * (generation << 32 | next task) and bumps the generation.  Every thread
+ * claims tasks by compare-and-swap on the claim word, which fails for a
+ * worker that woke up for an older generation, so a late worker can never run
+ * a task of the wrong run.  The caller returns once the count of finished
+ * tasks reaches ntasks; tasks are only counted by the thread that claimed
+ * them, after running them, so no count from an old run can leak into a new
+ * one.  Idle workers spin on the generation for a short while, then sleep
+ * on a condition variable (a sleeper count lets a run skip the wakeup call
+ * when everybody is spinning).
  */
 #define _GNU_SOURCE
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -21,24 +30,45 @@
 #define TP_RELAX() ((void)0)
 #endif
 
-enum { TP_SPIN = 20000 };
+enum { TP_SPIN = 4000 };
 
 struct tp_pool {
     int n;
     pthread_t *th;
     pthread_mutex_t mu;
-    pthread_cond_t cv_start, cv_done;
-    atomic_uint gen;     /* bumped by every run (and by destroy) */
-    atomic_int pending;  /* workers that have not finished the current run */
+    pthread_cond_t cv;
+    atomic_uint gen;          /* bumped by every run and by destroy */
+    atomic_uint_least64_t claim; /* gen << 32 | next task */
+    atomic_int done;          /* tasks finished in the current run */
+    atomic_int sleepers;
     atomic_int stop;
-    tp_fn fn;
-    void *ctx;
+    _Atomic(tp_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_int ntasks;
 };
 
 typedef struct tp_arg {
     tp_pool *p;
     int tid;
 } tp_arg;
+
+/* Claims and runs tasks of generation g until none are left. */
+static void tp__work(tp_pool *p, unsigned g, int tid) {
+    tp_fn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
+    void *ctx = atomic_load_explicit(&p->ctx, memory_order_acquire);
+    int ntasks = atomic_load_explicit(&p->ntasks, memory_order_acquire);
+    uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(c >> 32) != (uint32_t)g || (int64_t)(c & 0xffffffffu) >= ntasks)
+            return;
+        if (atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+            fn(ctx, (int)(c & 0xffffffffu), tid);
+            atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+            c = atomic_load_explicit(&p->claim, memory_order_acquire);
+        }
+    }
+}
 
 static void *tp__worker(void *arg) {
     tp_pool *p = ((tp_arg *)arg)->p;
@@ -48,26 +78,31 @@ static void *tp__worker(void *arg) {
     for (;;) {
         unsigned g;
         int spins = 0;
-        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
-               spins < TP_SPIN) {
+        while ((g = atomic_load(&p->gen)) == seen && spins < TP_SPIN) {
             TP_RELAX();
             spins++;
         }
         if (g == seen) {
             pthread_mutex_lock(&p->mu);
-            while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen)
-                pthread_cond_wait(&p->cv_start, &p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
+            while ((g = atomic_load(&p->gen)) == seen)
+                pthread_cond_wait(&p->cv, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
         }
         seen = g;
-        if (atomic_load_explicit(&p->stop, memory_order_acquire))
+        if (atomic_load(&p->stop))
             return NULL;
-        p->fn(p->ctx, tid, p->n);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_broadcast(&p->cv_done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        tp__work(p, g, tid);
+    }
+}
+
+static void tp__publish(tp_pool *p) {
+    atomic_fetch_add(&p->gen, 1);
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
     }
 }
 
@@ -83,11 +118,15 @@ asa_err tp_create(int nthreads, tp_pool **out) {
         return ASA_ENOMEM;
     p->n = nthreads;
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->claim, 0);
+    atomic_init(&p->done, 0);
+    atomic_init(&p->sleepers, 0);
     atomic_init(&p->stop, 0);
+    atomic_init(&p->fn, NULL);
+    atomic_init(&p->ctx, NULL);
+    atomic_init(&p->ntasks, 0);
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv_start, NULL);
-    pthread_cond_init(&p->cv_done, NULL);
+    pthread_cond_init(&p->cv, NULL);
     p->th = calloc((size_t)nthreads, sizeof *p->th);
     if (!p->th) {
         p->n = 1;
@@ -117,46 +156,43 @@ asa_err tp_create(int nthreads, tp_pool **out) {
 void tp_destroy(tp_pool *p) {
     if (!p)
         return;
+    atomic_store(&p->stop, 1);
     pthread_mutex_lock(&p->mu);
-    atomic_store_explicit(&p->stop, 1, memory_order_release);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-    pthread_cond_broadcast(&p->cv_start);
+    atomic_fetch_add(&p->gen, 1);
+    pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n; i++)
         pthread_join(p->th[i], NULL);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv_start);
-    pthread_cond_destroy(&p->cv_done);
+    pthread_cond_destroy(&p->cv);
     free(p->th);
     free(p);
 }
 
 int tp_size(const tp_pool *p) { return p ? p->n : 1; }
 
-void tp_run(tp_pool *p, tp_fn fn, void *ctx) {
-    if (!p || p->n == 1) {
-        fn(ctx, 0, 1);
+void tp_run(tp_pool *p, tp_fn fn, void *ctx, int ntasks) {
+    if (ntasks <= 0)
+        return;
+    if (!p || p->n == 1 || ntasks == 1) {
+        for (int i = 0; i < ntasks; i++)
+            fn(ctx, i, 0);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-    pthread_cond_broadcast(&p->cv_start);
-    pthread_mutex_unlock(&p->mu);
-
-    fn(ctx, 0, p->n);
-
+    unsigned g = atomic_load(&p->gen) + 1;
+    atomic_store_explicit(&p->fn, fn, memory_order_release);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_release);
+    atomic_store_explicit(&p->ntasks, ntasks, memory_order_release);
+    atomic_store_explicit(&p->done, 0, memory_order_release);
+    atomic_store_explicit(&p->claim, (uint64_t)(uint32_t)g << 32, memory_order_release);
+    tp__publish(p);
+    tp__work(p, g, 0);
+    /* Only tasks that a worker is running remain. */
     int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0 && spins < TP_SPIN) {
-        TP_RELAX();
-        spins++;
-    }
-    if (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
-        pthread_mutex_lock(&p->mu);
-        while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0)
-            pthread_cond_wait(&p->cv_done, &p->mu);
-        pthread_mutex_unlock(&p->mu);
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < ntasks) {
+        if (++spins < TP_SPIN)
+            TP_RELAX();
+        else
+            sched_yield();
     }
 }

@@ -111,26 +111,26 @@ static void test_order_contract(void **st) {
     free(y);
 }
 
-static void count_fn(void *ctx, int tid, int nt) {
+static void count_fn(void *ctx, int task, int tid) {
     int *hits = ctx;
-    __atomic_fetch_add(&hits[tid], 1, __ATOMIC_RELAXED);
-    (void)nt;
+    __atomic_fetch_add(&hits[task], 1, __ATOMIC_RELAXED);
+    (void)tid;
 }
 
 static void test_pool_runs_every_thread(void **st) {
     (void)st;
     tp_pool *p = NULL;
     assert_int_equal(tp_create(4, &p), ASA_OK);
-    int hits[4] = {0};
+    int hits[37] = {0};
     for (int i = 0; i < 1000; i++)
-        tp_run(p, count_fn, hits);
-    for (int t = 0; t < 4; t++)
-        assert_int_equal(hits[t], 1000);
+        tp_run(p, count_fn, hits, 1 + i % 37);
+    for (int t = 0; t < 37; t++) /* task t ran in runs i with i % 37 >= t */
+        assert_int_equal(hits[t], 1000 / 37 * (37 - t) + (1000 % 37 > t ? 1000 % 37 - t : 0));
     tp_destroy(p);
     tp_destroy(NULL);
-    int one = 0;
-    tp_run(NULL, count_fn, &one);
-    assert_int_equal(one, 1);
+    int one[2] = {0};
+    tp_run(NULL, count_fn, one, 2);
+    assert_int_equal(one[0] + one[1], 2);
 }
 
 int main(void) {
