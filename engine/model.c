@@ -34,6 +34,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,31 +80,42 @@ static void describe(const json_t *v, char *s, size_t n) {
     free(d);
 }
 
-/* Reads integer field `key` of obj (its full name for messages is
- * prefix+key).  Absent: error if required, else *out = def. */
+/* Every config value error goes through here: "config.json: field 'F': ...".
+ * `v`, when non-NULL, is appended as ", got <json>". */
+static asa_err bad_field(asa_errbuf *eb, const char *field, const json_t *v, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+static asa_err bad_field(asa_errbuf *eb, const char *field, const json_t *v, const char *fmt,
+                         ...) {
+    char what[160], got[48] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (v)
+        describe(v, got, sizeof got);
+    return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field '%.*s': %s%s%s", NAMEW, field, what,
+                    v ? ", got " : "", got);
+}
+
+/* Reads integer field `key` of obj (named prefix+key in messages).  Absent:
+ * an error if required, else *out = def. */
 static asa_err get_int(const json_t *obj, const char *prefix, const char *key, bool required,
                        int def, int64_t lo, int64_t hi, int *out, asa_errbuf *eb) {
+    char field[64];
+    snprintf(field, sizeof field, "%s%s", prefix, key);
     const json_t *v = json_object_get(obj, key);
     if (!v) {
         if (required)
-            return asa_errf(eb, ASA_EINVAL,
-                            CONFIG_NAME ": field '%s%s': required field is missing", prefix,
-                            key);
+            return bad_field(eb, field, NULL, "required field is missing");
         *out = def;
         return ASA_OK;
     }
-    char d[48];
-    if (!json_is_integer(v)) {
-        describe(v, d, sizeof d);
-        return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field '%s%s': must be an integer, got %s",
-                        prefix, key, d);
-    }
+    if (!json_is_integer(v))
+        return bad_field(eb, field, v, "must be an integer");
     json_int_t x = json_integer_value(v);
     if (x < lo || x > hi)
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field '%s%s': must be an integer in [%" PRId64
-                        ", %" PRId64 "], got %lld",
-                        prefix, key, lo, hi, (long long)x);
+        return bad_field(eb, field, v, "must be an integer in [%" PRId64 ", %" PRId64 "]", lo,
+                         hi);
     *out = (int)x;
     return ASA_OK;
 }
@@ -116,15 +128,9 @@ static asa_err get_pos_real(const json_t *obj, const char *key, double def, doub
         *out = def;
         return ASA_OK;
     }
-    char d[48];
-    describe(v, d, sizeof d);
-    if (!json_is_number(v))
-        return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field '%s': must be a number, got %s",
-                        key, d);
     double x = json_number_value(v);
-    if (!isfinite(x) || !(x > 0))
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field '%s': must be a positive number, got %s", key, d);
+    if (!json_is_number(v) || !isfinite(x) || !(x > 0))
+        return bad_field(eb, key, v, "must be a positive number");
     *out = x;
     return ASA_OK;
 }
@@ -149,9 +155,11 @@ static asa_err check_keys(const json_t *obj, const char *prefix, const char *con
         bool ok = false;
         for (int i = 0; known[i]; i++)
             ok = ok || !strcmp(key, known[i]);
-        if (!ok)
-            return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field '%s.%.*s': unknown field",
-                            prefix, NAMEW, key);
+        if (!ok) {
+            char field[NAMEW + 16];
+            snprintf(field, sizeof field, "%s.%.*s", prefix, NAMEW, key);
+            return bad_field(eb, field, NULL, "unknown field");
+        }
     }
     return ASA_OK;
 }
@@ -160,14 +168,9 @@ static asa_err get_object(const json_t *root, const char *key, const json_t **ou
                           asa_errbuf *eb) {
     const json_t *v = json_object_get(root, key);
     if (!v)
-        return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field '%s': required field is missing",
-                        key);
-    if (!json_is_object(v)) {
-        char d[48];
-        describe(v, d, sizeof d);
-        return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field '%s': must be an object, got %s",
-                        key, d);
-    }
+        return bad_field(eb, key, NULL, "required field is missing");
+    if (!json_is_object(v))
+        return bad_field(eb, key, v, "must be an object");
     *out = v;
     return ASA_OK;
 }
@@ -175,141 +178,122 @@ static asa_err get_object(const json_t *root, const char *key, const json_t **ou
 /* The whole config from a parsed root object; c->layer_types allocated. */
 static asa_err config_from_json(const json_t *root, eng_config *c, asa_errbuf *eb) {
     asa_err rc;
-    char d[48];
 #define TRY(x)                                                                                \
     do {                                                                                      \
         if ((rc = (x)))                                                                       \
             return rc;                                                                        \
     } while (0)
+#define DIM ENG_DIM_MAX
+#define SMALL 65536
 
     /* model_type first: a config for another architecture should say so,
      * not complain about a missing ASA field. */
     const json_t *mt = json_object_get(root, "model_type");
     if (!mt)
-        return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field 'model_type': required field is missing");
-    if (!json_is_string(mt)) {
-        describe(mt, d, sizeof d);
-        return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field 'model_type': must be a string, got %s", d);
-    }
+        return bad_field(eb, "model_type", NULL, "required field is missing");
+    if (!json_is_string(mt))
+        return bad_field(eb, "model_type", mt, "must be a string");
     if (strcmp(json_string_value(mt), "asa"))
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field 'model_type': unknown model_type '%.*s' (expected 'asa')",
-                        NAMEW, json_string_value(mt));
+        return bad_field(eb, "model_type", mt, "unknown model_type (expected \"asa\")");
 
-    TRY(get_int(root, "", "vocab_size", true, 0, 1, ENG_DIM_MAX, &c->vocab_size, eb));
-    TRY(get_int(root, "", "hidden_size", true, 0, 1, ENG_DIM_MAX, &c->hidden_size, eb));
-    TRY(get_int(root, "", "intermediate_size", true, 0, 1, ENG_DIM_MAX, &c->intermediate_size, eb));
-    TRY(get_int(root, "", "num_hidden_layers", true, 0, 1, 65536, &c->num_hidden_layers, eb));
-    TRY(get_int(root, "", "num_heads", true, 0, 1, 65536, &c->num_heads, eb));
-    TRY(get_int(root, "", "head_dim", true, 0, 1, 65536, &c->head_dim, eb));
-    TRY(get_int(root, "", "v_head_dim", false, c->head_dim, 1, 65536, &c->v_head_dim, eb));
-    TRY(get_int(root, "", "rope_dim", true, 0, 1, 65536, &c->rope_dim, eb));
+    TRY(get_int(root, "", "vocab_size", true, 0, 1, DIM, &c->vocab_size, eb));
+    TRY(get_int(root, "", "hidden_size", true, 0, 1, DIM, &c->hidden_size, eb));
+    TRY(get_int(root, "", "intermediate_size", true, 0, 1, DIM, &c->intermediate_size, eb));
+    TRY(get_int(root, "", "num_hidden_layers", true, 0, 1, SMALL, &c->num_hidden_layers, eb));
+    TRY(get_int(root, "", "num_heads", true, 0, 1, SMALL, &c->num_heads, eb));
+    TRY(get_int(root, "", "head_dim", true, 0, 1, SMALL, &c->head_dim, eb));
+    TRY(get_int(root, "", "v_head_dim", false, c->head_dim, 1, SMALL, &c->v_head_dim, eb));
+    TRY(get_int(root, "", "rope_dim", true, 0, 1, SMALL, &c->rope_dim, eb));
     TRY(get_pos_real(root, "rope_theta", 10000.0, &c->rope_theta, eb));
     TRY(get_pos_real(root, "rms_norm_eps", 1e-6, &c->rms_norm_eps, eb));
     TRY(get_int(root, "", "max_position_embeddings", false, 8192, 1, INT_MAX,
                 &c->max_position_embeddings, eb));
 
     const json_t *tie = json_object_get(root, "tie_word_embeddings");
-    c->tie_word_embeddings = false;
-    if (tie) {
-        if (!json_is_boolean(tie)) {
-            describe(tie, d, sizeof d);
-            return asa_errf(eb, ASA_EINVAL,
-                            CONFIG_NAME ": field 'tie_word_embeddings': must be true or false, got %s", d);
-        }
-        c->tie_word_embeddings = json_is_true(tie);
-    }
+    if (tie && !json_is_boolean(tie))
+        return bad_field(eb, "tie_word_embeddings", tie, "must be true or false");
+    c->tie_word_embeddings = tie && json_is_true(tie);
     TRY(get_token_id(root, "bos_token_id", c->vocab_size, &c->bos_token_id, eb));
     TRY(get_token_id(root, "eos_token_id", c->vocab_size, &c->eos_token_id, eb));
     const json_t *td = json_object_get(root, "torch_dtype");
-    if (td && !json_is_string(td) && !json_is_null(td)) {
-        describe(td, d, sizeof d);
-        return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field 'torch_dtype': must be a string, got %s", d);
-    }
+    if (td && !json_is_string(td) && !json_is_null(td))
+        return bad_field(eb, "torch_dtype", td, "must be a string");
 
     /* local.* */
     static const char *const local_keys[] = {"latent_heads", "latent_dim", "window", NULL};
     const json_t *lo;
+    eng_attn_cfg *la = &c->local.attn;
     TRY(get_object(root, "local", &lo, eb));
     TRY(check_keys(lo, "local", local_keys, eb));
-    TRY(get_int(lo, "local.", "latent_heads", true, 0, 1, 65536, &c->local.attn.latent_heads, eb));
-    TRY(get_int(lo, "local.", "latent_dim", true, 0, 1, 65536, &c->local.attn.latent_dim, eb));
+    TRY(get_int(lo, "local.", "latent_heads", true, 0, 1, SMALL, &la->latent_heads, eb));
+    TRY(get_int(lo, "local.", "latent_dim", true, 0, 1, SMALL, &la->latent_dim, eb));
     TRY(get_int(lo, "local.", "window", true, 0, 1, INT_MAX, &c->local.window, eb));
 
     /* global.* */
-    static const char *const global_keys[] = {"latent_heads", "latent_dim", "block_size",
-                                              "top_n", "init_blocks", "local_blocks",
-                                              "selection_share", "compression", NULL};
+    static const char *const global_keys[] = {
+        "latent_heads", "latent_dim",      "block_size",  "top_n", "init_blocks",
+        "local_blocks", "selection_share", "compression", NULL};
     const json_t *gl;
+    eng_attn_cfg *ga = &c->global.attn;
     TRY(get_object(root, "global", &gl, eb));
     TRY(check_keys(gl, "global", global_keys, eb));
-    TRY(get_int(gl, "global.", "latent_heads", true, 0, 1, 65536, &c->global.attn.latent_heads, eb));
-    TRY(get_int(gl, "global.", "latent_dim", true, 0, 1, 65536, &c->global.attn.latent_dim, eb));
-    TRY(get_int(gl, "global.", "block_size", true, 0, 1, 65536, &c->global.block_size, eb));
-    TRY(get_int(gl, "global.", "top_n", true, 0, 1, 65536, &c->global.top_n, eb));
-    TRY(get_int(gl, "global.", "init_blocks", true, 0, 0, 65536, &c->global.init_blocks, eb));
-    TRY(get_int(gl, "global.", "local_blocks", true, 0, 1, 65536, &c->global.local_blocks, eb));
-    TRY(get_int(gl, "global.", "selection_share", false, 4, 1, 65536,
+    TRY(get_int(gl, "global.", "latent_heads", true, 0, 1, SMALL, &ga->latent_heads, eb));
+    TRY(get_int(gl, "global.", "latent_dim", true, 0, 1, SMALL, &ga->latent_dim, eb));
+    TRY(get_int(gl, "global.", "block_size", true, 0, 1, SMALL, &c->global.block_size, eb));
+    TRY(get_int(gl, "global.", "top_n", true, 0, 1, SMALL, &c->global.top_n, eb));
+    TRY(get_int(gl, "global.", "init_blocks", true, 0, 0, SMALL, &c->global.init_blocks, eb));
+    TRY(get_int(gl, "global.", "local_blocks", true, 0, 1, SMALL, &c->global.local_blocks, eb));
+    TRY(get_int(gl, "global.", "selection_share", false, 4, 1, SMALL,
                 &c->global.selection_share, eb));
     const json_t *comp = json_object_get(gl, "compression");
-    if (comp && !(json_is_string(comp) && !strcmp(json_string_value(comp), "mean"))) {
-        describe(comp, d, sizeof d);
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field 'global.compression': must be \"mean\" (the only value defined), got %s", d);
-    }
+    if (comp && !(json_is_string(comp) && !strcmp(json_string_value(comp), "mean")))
+        return bad_field(eb, "global.compression", comp,
+                         "must be \"mean\" (the only value defined)");
 
     /* Load-time checks (ASA-SPEC 1). */
+#define VAL(obj, key) json_object_get((obj), (key))
     if (c->rope_dim % 2)
-        return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field 'rope_dim': must be even, got %d",
-                        c->rope_dim);
-    if (c->num_heads % c->local.attn.latent_heads)
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field 'local.latent_heads': must divide num_heads (%d), got %d",
-                        c->num_heads, c->local.attn.latent_heads);
-    if (c->num_heads % c->global.attn.latent_heads)
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field 'global.latent_heads': must divide num_heads (%d), got %d",
-                        c->num_heads, c->global.attn.latent_heads);
+        return bad_field(eb, "rope_dim", VAL(root, "rope_dim"), "must be even");
+    if (c->num_heads % la->latent_heads)
+        return bad_field(eb, "local.latent_heads", VAL(lo, "latent_heads"),
+                         "must divide num_heads (%d)", c->num_heads);
+    if (c->num_heads % ga->latent_heads)
+        return bad_field(eb, "global.latent_heads", VAL(gl, "latent_heads"),
+                         "must divide num_heads (%d)", c->num_heads);
     if (c->global.block_size % c->global.selection_share)
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field 'global.block_size': must be a multiple of "
-                                    "global.selection_share (%d), got %d",
-                        c->global.selection_share, c->global.block_size);
+        return bad_field(eb, "global.block_size", VAL(gl, "block_size"),
+                         "must be a multiple of global.selection_share (%d)",
+                         c->global.selection_share);
     if ((int64_t)c->global.init_blocks + c->global.local_blocks > c->global.top_n)
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field 'global.top_n': must be >= init_blocks + local_blocks (%d), got %d",
-                        c->global.init_blocks + c->global.local_blocks, c->global.top_n);
-    /* Every derived row count must fit in int (caps above make this hold for
-     * sane configs; checked anyway). */
-    int64_t H = c->num_heads;
-    int64_t rows_max = H * (c->head_dim + (int64_t)(c->rope_dim > c->v_head_dim ? c->rope_dim : c->v_head_dim));
-    int64_t lat_l = (int64_t)c->local.attn.latent_heads * c->local.attn.latent_dim + c->rope_dim;
-    int64_t lat_g = (int64_t)c->global.attn.latent_heads * c->global.attn.latent_dim + c->rope_dim;
-    if (rows_max > INT_MAX || lat_l > INT_MAX || lat_g > INT_MAX)
-        return asa_errf(eb, ASA_EINVAL,
-                        CONFIG_NAME ": field 'num_heads': derived projection sizes exceed %d",
-                        INT_MAX);
+        return bad_field(eb, "global.top_n", VAL(gl, "top_n"),
+                         "must be >= init_blocks + local_blocks (%d)",
+                         c->global.init_blocks + c->global.local_blocks);
+#undef VAL
+    /* Every derived row count must fit in int (the caps above make this
+     * hold for sane configs; checked anyway). */
+    int64_t H = c->num_heads, dmax = c->rope_dim > c->v_head_dim ? c->rope_dim : c->v_head_dim;
+    int64_t lat_l = (int64_t)la->latent_heads * la->latent_dim + c->rope_dim;
+    int64_t lat_g = (int64_t)ga->latent_heads * ga->latent_dim + c->rope_dim;
+    if (H * (c->head_dim + dmax) > INT_MAX || lat_l > INT_MAX || lat_g > INT_MAX)
+        return bad_field(eb, "num_heads", NULL, "derived projection sizes exceed %d", INT_MAX);
 
     /* layer_types */
     int L = c->num_hidden_layers;
     const json_t *lt = json_object_get(root, "layer_types");
     if (lt) {
-        if (!json_is_array(lt)) {
-            describe(lt, d, sizeof d);
-            return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": field 'layer_types': must be an array, got %s", d);
-        }
+        if (!json_is_array(lt))
+            return bad_field(eb, "layer_types", lt, "must be an array");
         if (json_array_size(lt) != (size_t)L)
-            return asa_errf(eb, ASA_EINVAL,
-                            CONFIG_NAME ": field 'layer_types': has %zu entries but num_hidden_layers is %d",
-                            json_array_size(lt), L);
+            return bad_field(eb, "layer_types", NULL,
+                             "has %zu entries but num_hidden_layers is %d",
+                             json_array_size(lt), L);
         for (int i = 0; i < L; i++) {
             const json_t *e = json_array_get(lt, (size_t)i);
             const char *s = json_is_string(e) ? json_string_value(e) : NULL;
             if (!s || (strcmp(s, "local") && strcmp(s, "global"))) {
-                describe(e, d, sizeof d);
-                return asa_errf(eb, ASA_EINVAL,
-                                CONFIG_NAME ": field 'layer_types[%d]': must be \"local\" or \"global\", got %s",
-                                i, d);
+                char field[32];
+                snprintf(field, sizeof field, "layer_types[%d]", i);
+                return bad_field(eb, field, e, "must be \"local\" or \"global\"");
             }
         }
     }
@@ -318,18 +302,17 @@ static asa_err config_from_json(const json_t *root, eng_config *c, asa_errbuf *e
         return asa_errf(eb, ASA_ENOMEM, CONFIG_NAME ": out of memory");
     c->n_local_layers = c->n_global_layers = 0;
     for (int i = 0; i < L; i++) {
-        if (lt)
-            c->layer_types[i] = strcmp(json_string_value(json_array_get(lt, (size_t)i)), "local")
-                                    ? ENG_LAYER_GLOBAL
-                                    : ENG_LAYER_LOCAL;
-        else
-            c->layer_types[i] = i % 2 ? ENG_LAYER_GLOBAL : ENG_LAYER_LOCAL;
-        if (c->layer_types[i] == ENG_LAYER_LOCAL)
-            c->n_local_layers++;
-        else
+        bool global = lt ? !strcmp(json_string_value(json_array_get(lt, (size_t)i)), "global")
+                         : i % 2 == 1;
+        c->layer_types[i] = global ? ENG_LAYER_GLOBAL : ENG_LAYER_LOCAL;
+        if (global)
             c->n_global_layers++;
+        else
+            c->n_local_layers++;
     }
     return ASA_OK;
+#undef SMALL
+#undef DIM
 #undef TRY
 }
 
@@ -722,14 +705,6 @@ static wentry *wfind(wset *w, const char *name) {
     return NULL;
 }
 
-static void shape_str(char *s, size_t n, const int64_t *shape, int ndim) {
-    size_t k = (size_t)snprintf(s, n, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(s + k, n - k, "%s%" PRId64, i ? ", " : "", shape[i]);
-    if (k < n)
-        snprintf(s + k, n - k, "]");
-}
-
 /* Binds tensor `name` of expected shape [rows] (cols == 0) or [rows, cols]. */
 static asa_err bind(wset *w, const char *name, int64_t rows, int64_t cols, const char *why,
                     eng_tensor *dst, asa_errbuf *eb) {
@@ -741,8 +716,8 @@ static asa_err bind(wset *w, const char *name, int64_t rows, int64_t cols, const
     int64_t want[2] = {rows, cols};
     if (t->ndim != ndim || t->shape[0] != rows || (ndim == 2 && t->shape[1] != cols)) {
         char got[128], exp[64];
-        shape_str(got, sizeof got, t->shape, t->ndim);
-        shape_str(exp, sizeof exp, want, ndim);
+        eng__shape_str(got, sizeof got, t->shape, t->ndim);
+        eng__shape_str(exp, sizeof exp, want, ndim);
         return asa_errf(eb, ASA_EFORMAT, "%s: tensor '%s': shape %s != expected %s",
                         e->f->name, name, got, exp);
     }
@@ -840,11 +815,13 @@ static asa_err bind_all(eng_model *m, wset *w, asa_errbuf *eb) {
         long li = gproj_layer(tn);
         if (!strcmp(tn, "lm_head.weight"))
             return asa_errf(eb, ASA_EFORMAT,
-                            "%s: tensor 'lm_head.weight' is present but tie_word_embeddings is true",
+                            "%s: tensor 'lm_head.weight' is present but "
+                            "tie_word_embeddings is true",
                             e->f->name);
         if (li >= 0 && li < c->num_hidden_layers)
             return asa_errf(eb, ASA_EFORMAT,
-                            "%s: tensor '%s': g_proj is only allowed on global layers (layer %ld is local)",
+                            "%s: tensor '%s': g_proj is only allowed on global layers "
+                            "(layer %ld is local)",
                             e->f->name, tn, li);
         return asa_errf(eb, ASA_EFORMAT, "%s: unknown tensor '%.*s'", e->f->name, NAMEW, tn);
     }

@@ -22,7 +22,7 @@
  * a hostile 1 MB tensor name cannot push the useful part out of the message. */
 #define NAMEW 200
 
-static void fmt_shape(char *s, size_t n, const int64_t *shape, int ndim) {
+void eng__shape_str(char *s, size_t n, const int64_t *shape, int ndim) {
     size_t k = 0;
     int w = snprintf(s, n, "[");
     k = w > 0 ? (size_t)w : 0;
@@ -126,7 +126,7 @@ static asa_err parse_tensor(const char *fname, const char *name, json_t *val,
         if (t->shape[i] == 0)
             overflow = false, nelem = 0;
     char sh[128];
-    fmt_shape(sh, sizeof sh, t->shape, t->ndim);
+    eng__shape_str(sh, sizeof sh, t->shape, t->ndim);
     if (overflow)
         return asa_errf(eb, ASA_EFORMAT, "%s: tensor '%.*s': shape %s is too large", fname,
                         NAMEW, name, sh);

@@ -59,6 +59,9 @@ void eng__st_deinit(eng__st_file *f);
 /* Binary search by name; NULL when absent. */
 const eng__st_tensor *eng__st_find(const eng__st_file *f, const char *name);
 
+/* Writes "[a, b, ...]" into s (truncated to n bytes, always terminated). */
+void eng__shape_str(char *s, size_t n, const int64_t *shape, int ndim);
+
 /* Size in bytes of one element of dtype. */
 static inline size_t eng__dtype_size(eng_dtype t) { return t == ENG_F32 ? 4 : 2; }
 static inline const char *eng__dtype_name(eng_dtype t) {
