@@ -84,7 +84,7 @@ mw_tensor *mw_add(mw_model *m, const char *name, const char *dtype, int ndim,
     t->data = malloc(t->nbytes ? t->nbytes : 1);
     if (!t->data)
         return NULL;
-    uint32_t s = name_seed(name, 0);
+    uint32_t s = name_seed(name, m->seed);
     for (size_t i = 0; i < t->nbytes / es; i++) {
         uint32_t r = rnd(&s);
         if (es == 4) {
@@ -110,7 +110,7 @@ void mw_build_tensors(mw_model *m, mw_dtypes dtypes, uint32_t seed) {
     for (int i = 0; i < m->n; i++)
         free(m->t[i].data);
     m->n = 0;
-    (void)seed;
+    m->seed = seed;
     const json_t *c = m->config;
     const json_t *lo = json_object_get(c, "local"), *gl = json_object_get(c, "global");
     int64_t V = cfg_int(c, "vocab_size", 1), d = cfg_int(c, "hidden_size", 1);

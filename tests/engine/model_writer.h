@@ -49,6 +49,7 @@ typedef struct mw_model {
     int n, cap;
     int n_shards;         /* 0: single file */
     int misalign;         /* extra header bytes after the 8-byte padding */
+    uint32_t seed;        /* mixed into every tensor's pseudo-random fill */
     /* Called on each file's header object just before it is written. */
     void (*header_hook)(json_t *hdr, int shard, void *arg);
     void *hook_arg;
