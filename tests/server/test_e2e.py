@@ -1,0 +1,559 @@
+#!/usr/bin/env python3
+"""End-to-end tests of asa-serve with Python's standard library.
+
+usage: test_e2e.py --serve BUILD/server/asa-serve --generate BUILD/engine/asa-generate
+                   --model MODEL_DIR [-k NAME]
+
+Starts the real server on free ports and checks the OpenAI shapes,
+streaming, stop strings, seeds, errors, metrics, disconnects, overload and
+SIGTERM draining."""
+import argparse
+import json
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+from e2e_util import Server, parse_sse
+
+ARGS = None
+SRV = None
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+def err_shape(j, status=None, param=None):
+    assert isinstance(j, dict) and "error" in j, j
+    e = j["error"]
+    for k in ("message", "type", "param", "code"):
+        assert k in e, (k, e)
+    assert isinstance(e["message"], str) and e["message"], e
+    if param is not None:
+        assert e["param"] == param, (param, e)
+
+
+def complete(body, **kw):
+    st, h, j = SRV.post("/v1/completions", body, **kw)
+    assert st == 200, (st, j)
+    return j
+
+
+# ---- basic endpoints --------------------------------------------------------
+
+@test
+def live_health_models():
+    assert SRV.request("GET", "/live")[0] == 200
+    assert SRV.request("GET", "/health")[0] == 200
+    st, _, body = SRV.request("GET", "/v1/models")
+    j = json.loads(body)
+    assert st == 200 and j["object"] == "list" and j["data"][0]["id"] == "test-model", j
+    st, _, body = SRV.request("GET", "/v1/models/test-model")
+    assert st == 200
+    st, _, body = SRV.request("GET", "/v1/models/nope")
+    assert st == 404
+    err_shape(json.loads(body))
+
+
+@test
+def completion_shape_and_usage():
+    j = complete({"prompt": "Hello there", "max_tokens": 7, "temperature": 0, "ignore_eos": True})
+    assert j["object"] == "text_completion" and j["id"].startswith("cmpl-"), j
+    assert j["model"] == "test-model" and isinstance(j["created"], int)
+    (c,) = j["choices"]
+    assert c["index"] == 0 and isinstance(c["text"], str) and c["logprobs"] is None
+    assert c["finish_reason"] == "length", c
+    st, _, tk = SRV.post("/tokenize", {"prompt": "Hello there"})
+    u = j["usage"]
+    assert u["prompt_tokens"] == tk["count"] == len("Hello there") + 1, (u, tk)  # bytes + BOS
+    assert u["completion_tokens"] == 7 and u["total_tokens"] == u["prompt_tokens"] + 7, u
+
+
+@test
+def prompt_forms_and_n():
+    j = complete({"prompt": [256, 72, 105], "max_tokens": 3, "temperature": 0})
+    assert j["usage"]["prompt_tokens"] == 3
+    j = complete({"prompt": ["ab", "cde"], "max_tokens": 2, "n": 2, "seed": 5})
+    assert [c["index"] for c in j["choices"]] == [0, 1, 2, 3], j
+    assert j["usage"]["prompt_tokens"] == 3 + 4, j["usage"]
+    j = complete({"prompt": [[256, 1, 2], [256, 3]], "max_tokens": 2, "temperature": 0})
+    assert len(j["choices"]) == 2 and j["usage"]["prompt_tokens"] == 5
+
+
+@test
+def greedy_matches_asa_generate():
+    ids = [256, 84, 104, 101, 32]
+    out = subprocess.run([ARGS.generate, "--model", ARGS.model, "--prompt-ids",
+                          ",".join(map(str, ids)), "--max-tokens", "24", "--greedy",
+                          "--ignore-eos"], capture_output=True, text=True, check=True)
+    gen = [int(x) for x in out.stdout.strip().split(",") if x]
+    st, _, dt = SRV.post("/detokenize", {"tokens": gen})
+    j = complete({"prompt": ids, "max_tokens": 24, "temperature": 0, "ignore_eos": True})
+    assert j["choices"][0]["text"] == dt["prompt"], (j["choices"][0]["text"], dt)
+
+
+@test
+def seeded_reproducible_under_load():
+    body = {"prompt": "Seeds", "max_tokens": 24, "temperature": 1.0, "top_p": 0.9, "seed": 1234,
+            "ignore_eos": True}
+    alone = complete(body)["choices"][0]["text"]
+    results, errors = [], []
+
+    def noise(i):
+        try:
+            complete({"prompt": "x" * (5 + 7 * i), "max_tokens": 20 + i, "temperature": 0.8,
+                      "ignore_eos": True})
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    def target():
+        results.append(complete(body)["choices"][0]["text"])
+
+    threads = [threading.Thread(target=noise, args=(i,)) for i in range(6)]
+    threads += [threading.Thread(target=target) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert results == [alone, alone], (alone, results)
+    other = complete(dict(body, seed=99))["choices"][0]["text"]
+    assert other != alone
+
+
+# ---- streaming ----------------------------------------------------------------
+
+def stream_text(events, index=0, chat=False):
+    out = ""
+    for e in events:
+        if e == "[DONE]" or not e.get("choices"):
+            continue
+        for c in e["choices"]:
+            if c["index"] != index:
+                continue
+            if chat:
+                out += c["delta"].get("content", "") or ""
+            else:
+                out += c["text"]
+    return out
+
+
+@test
+def streaming_shape():
+    body = {"prompt": "Stream me", "max_tokens": 30, "temperature": 0.7, "seed": 7,
+            "ignore_eos": True}
+    full = complete(body)["choices"][0]["text"]
+    st, events, raw = SRV.stream("/v1/completions", dict(body, stream=True,
+                                                         stream_options={"include_usage": True}))
+    assert st == 200
+    assert events[-1] == "[DONE]"
+    usage = events[-2]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 30, usage
+    body_events = events[:-2]
+    for e in body_events[:-1]:
+        assert e["choices"][0]["finish_reason"] is None, e
+        assert e["usage"] is None and e["object"] == "text_completion"
+    assert body_events[-1]["choices"][0]["finish_reason"] == "length"
+    assert stream_text(events) == full, (stream_text(events), full)
+    ids = {e["id"] for e in events if e != "[DONE]"}
+    assert len(ids) == 1
+
+
+@test
+def streaming_without_usage_has_no_usage_field():
+    st, events, raw = SRV.stream("/v1/completions", {"prompt": "a", "max_tokens": 3, "stream": True})
+    assert events[-1] == "[DONE]"
+    for e in events[:-1]:
+        assert "usage" not in e, e
+
+
+@test
+def utf8_never_split():
+    # Random bytes from a random model: many multi-byte characters get split
+    # across tokens; the stream must hold them back, never emit U+FFFD that
+    # the one-shot text does not have, and agree with it exactly.
+    for seed in range(8):
+        body = {"prompt": "\u00e9\u4e2d", "max_tokens": 40, "temperature": 1.5, "seed": seed,
+                "ignore_eos": True}
+        full = complete(body)["choices"][0]["text"]
+        st, events, raw = SRV.stream("/v1/completions", dict(body, stream=True))
+        assert stream_text(events) == full
+        raw.encode("utf-8")
+
+
+@test
+def stop_strings():
+    # Bias the random model towards lower-case ASCII so that the text has
+    # substrings to stop on.
+    bias = {str(b): 30 for b in range(97, 123)}
+    base = {"prompt": "Stop test", "max_tokens": 48, "temperature": 1, "seed": 3, "ignore_eos": True,
+            "logit_bias": bias}
+    text = complete(base)["choices"][0]["text"]
+    # Pick a stop string from the middle of the text (first occurrence).
+    cand = None
+    for start in range(6, len(text) - 3):
+        s = text[start:start + 3]
+        if text.find(s) == start and "\ufffd" not in s:
+            cand = (start, s)
+            break
+    assert cand, repr(text)
+    start, stop = cand
+    j = complete(dict(base, stop=[stop, "never-there"]))
+    c = j["choices"][0]
+    assert c["text"] == text[:start] and c["finish_reason"] == "stop", (c, text, stop)
+    st, events, _ = SRV.stream("/v1/completions", dict(base, stop=stop, stream=True))
+    assert stream_text(events) == text[:start]
+    finals = [e for e in events if e != "[DONE]" and e["choices"][0]["finish_reason"]]
+    assert finals[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@test
+def logprobs_and_echo():
+    j = complete({"prompt": "lp", "max_tokens": 5, "temperature": 0, "logprobs": 3, "ignore_eos": True})
+    lp = j["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == 5 and len(lp["token_logprobs"]) == 5
+    assert len(lp["top_logprobs"]) == 5 and len(lp["text_offset"]) == 5
+    for v, top in zip(lp["token_logprobs"], lp["top_logprobs"]):
+        assert v <= 0 and 1 <= len(top) <= 4
+        assert abs(max(top.values()) - v) < 1e-4  # greedy: the sampled token is the best
+    j = complete({"prompt": "echo me", "max_tokens": 3, "echo": True, "temperature": 0})
+    assert j["choices"][0]["text"].startswith("echo me")
+
+
+@test
+def chat_completions():
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    st, _, j = SRV.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 6, "temperature": 0})
+    assert st == 200 and j["object"] == "chat.completion", j
+    m = j["choices"][0]["message"]
+    assert m["role"] == "assistant" and isinstance(m["content"], str)
+    st, events, _ = SRV.stream("/v1/chat/completions",
+                               {"messages": msgs, "max_tokens": 6, "temperature": 0, "stream": True})
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[0]["object"] == "chat.completion.chunk"
+    assert stream_text(events, chat=True) == m["content"]
+    st, _, j = SRV.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 3, "logprobs": True,
+                                                 "top_logprobs": 2, "temperature": 0})
+    content = j["choices"][0]["logprobs"]["content"]
+    assert len(content) == 3 and len(content[0]["top_logprobs"]) == 2, content
+
+
+@test
+def tokenize_detokenize():
+    st, _, j = SRV.post("/tokenize", {"prompt": "h\u00e9llo"})
+    assert st == 200 and j["tokens"][0] == 256 and j["count"] == len(j["tokens"])
+    st, _, j2 = SRV.post("/tokenize", {"prompt": "h\u00e9llo", "add_special_tokens": False})
+    assert j2["tokens"] == j["tokens"][1:]
+    st, _, d = SRV.post("/detokenize", {"tokens": j2["tokens"]})
+    assert d["prompt"] == "h\u00e9llo"
+
+
+# ---- errors -------------------------------------------------------------------
+
+@test
+def error_cases():
+    cases = [
+        ({"prompt": "x", "temperature": -1}, 400, "temperature"),
+        ({"prompt": "x", "best_of": 2}, 400, "best_of"),
+        ({"prompt": "x", "suffix": "y"}, 400, "suffix"),
+        ({"prompt": "x", "logprobs": 21}, 400, "logprobs"),
+        ({"prompt": "x", "n": 0}, 400, "n"),
+        ({"prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream_options"),
+        ({"prompt": "x", "model": "nope"}, 404, "model"),
+        ({"prompt": "x", "max_tokens": "many"}, 400, "max_tokens"),
+        ({"prompt": [], "max_tokens": 1}, 400, "prompt"),
+        ({"prompt": [999999]}, 400, "prompt"),
+        ({"prompt": "x", "logit_bias": {"abc": 1}}, 400, "logit_bias"),
+        ({"prompt": "x", "stop": ""}, 400, "stop"),
+        ({"max_tokens": 3}, 400, "prompt"),
+    ]
+    for body, status, param in cases:
+        st, _, j = SRV.post("/v1/completions", body)
+        assert st == status, (body, st, j)
+        err_shape(j, param=param)
+    st, _, j = SRV.post("/v1/completions", {"prompt": "x" * 10, "max_tokens": 100000})
+    assert st == 400, (st, j)
+    err_shape(j)
+    assert "4096" in j["error"]["message"] and "100000" in j["error"]["message"], j
+    st, _, j = SRV.post("/v1/completions", {"prompt": "x", "unknown_field": {"a": 1}, "max_tokens": 1})
+    assert st == 200
+    st, _, body = SRV.request("POST", "/v1/completions", raw="{not json")
+    assert st == 400
+    err_shape(json.loads(body))
+    st, _, body = SRV.request("GET", "/v1/completions")
+    assert st == 405
+    st, _, body = SRV.request("GET", "/nope")
+    assert st == 404
+    err_shape(json.loads(body))
+    st, _, body = SRV.request("POST", "/v1/completions", raw="[1, 2]")
+    assert st == 400
+    st, _, j = SRV.post("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]})
+    assert st == 400
+    err_shape(j, param="messages")
+    st, _, j = SRV.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                 "tools": [{"type": "function"}]})
+    assert st == 400
+    err_shape(j, param="tools")
+
+
+def raw_exchange(head, body_chunks=(), read_first=False):
+    """Sends a raw HTTP request; returns (status, body bytes)."""
+    s = socket.create_connection(("127.0.0.1", SRV.port), timeout=20)
+    s.sendall(head)
+    try:
+        if not read_first:
+            for chunk in body_chunks:
+                s.sendall(chunk)
+    except OSError:
+        pass  # the server may answer and close before reading everything
+    data = b""
+    while True:
+        try:
+            b = s.recv(65536)
+        except OSError:
+            break
+        if not b:
+            break
+        data += b
+        if b"\r\n\r\n" in data:
+            hdr, _, rest = data.partition(b"\r\n\r\n")
+            cl = [l for l in hdr.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+            if cl and len(rest) >= int(cl[0].split(b":")[1]):
+                break
+    s.close()
+    status = int(data.split(b" ", 2)[1])
+    return status, data.partition(b"\r\n\r\n")[2]
+
+
+@test
+def body_too_large():
+    # Announced by Content-Length: refused before the body is read.
+    head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 9437184\r\n\r\n")
+    st, body = raw_exchange(head, read_first=True)
+    assert st == 413, st
+    err_shape(json.loads(body))
+    # Chunked, no length: refused once the limit is crossed.
+    head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    piece = b"a" * 65536
+    chunks = [b"%x\r\n" % len(piece) + piece + b"\r\n"] * 140 + [b"0\r\n\r\n"]
+    st, body = raw_exchange(head, chunks)
+    assert st == 413, st
+    err_shape(json.loads(body))
+    assert SRV.request("GET", "/health")[0] == 200
+
+
+@test
+def garbage_never_500():
+    rnd = random.Random(42)
+    valid = json.dumps({"prompt": "hi", "max_tokens": 2, "temperature": 0.5, "stop": ["a"],
+                        "logit_bias": {"3": 2}, "n": 1})
+    for i in range(300):
+        b = bytearray(valid.encode())
+        for _ in range(rnd.randint(1, 6)):
+            op = rnd.random()
+            pos = rnd.randrange(len(b) + 1)
+            if op < 0.4 and b:
+                b[rnd.randrange(len(b))] = rnd.randrange(256)
+            elif op < 0.7:
+                b[pos:pos] = bytes([rnd.randrange(256)])
+            elif b:
+                del b[rnd.randrange(len(b))]
+        st, _, payload = SRV.request("POST", "/v1/completions", raw=bytes(b))
+        assert st < 500, (st, bytes(b), payload)
+        if st != 200:
+            err_shape(json.loads(payload))
+    assert SRV.request("GET", "/health")[0] == 200
+
+
+# ---- metrics, disconnects -------------------------------------------------------
+
+@test
+def metrics_names():
+    complete({"prompt": "m", "max_tokens": 2})
+    m = SRV.metrics()
+    names = {k.split("{")[0] for k in m}
+    for n in ["asa:num_requests_running", "asa:num_requests_waiting", "asa:kv_cache_usage_perc",
+              "asa:prompt_tokens_total", "asa:generation_tokens_total", "asa:request_success_total",
+              "asa:num_preemptions_total", "asa:time_to_first_token_seconds_bucket",
+              "asa:inter_token_latency_seconds_bucket", "asa:e2e_request_latency_seconds_count",
+              "asa:request_queue_time_seconds_sum"]:
+        assert n in names, n
+    assert SRV.metric("asa:prompt_tokens_total") > 0
+    assert SRV.metric("asa:generation_tokens_total") > 0
+
+
+def wait_idle(srv, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = srv.metrics()
+        run = sum(v for k, v in m.items() if k.startswith("asa:num_requests_running"))
+        wait = sum(v for k, v in m.items() if k.startswith("asa:num_requests_waiting"))
+        kv = sum(v for k, v in m.items() if k.startswith("asa:kv_cache_usage_perc"))
+        if run == 0 and wait == 0 and kv == 0:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@test
+def disconnect_frees_everything():
+    # A second client streams alongside and must be unaffected.
+    other = {}
+
+    def bystander():
+        other["r"] = SRV.stream("/v1/completions", {"prompt": "by", "max_tokens": 60, "stream": True,
+                                                    "ignore_eos": True, "temperature": 0})
+
+    aborts0 = sum(v for k, v in SRV.metrics().items() if 'finished_reason="abort"' in k)
+    t = threading.Thread(target=bystander)
+    t.start()
+    for stream in (True, False):
+        s = socket.create_connection(("127.0.0.1", SRV.port))
+        body = json.dumps({"prompt": "long", "max_tokens": 4000, "ignore_eos": True, "stream": stream})
+        s.sendall(("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+        if stream:
+            s.recv(200)  # headers and a first chunk
+        else:
+            time.sleep(0.05)
+        s.close()
+        assert wait_idle(SRV, 5.0) or t.is_alive(), "request not cancelled"
+    t.join()
+    st, events, _ = other["r"]
+    assert st == 200 and events[-1] == "[DONE]", events[-3:]
+    assert wait_idle(SRV, 5.0), SRV.metrics()
+    assert SRV.metric("asa:request_success_total") > 0
+    aborts = sum(v for k, v in SRV.metrics().items() if 'finished_reason="abort"' in k)
+    assert aborts - aborts0 >= 2, (aborts0, aborts)
+
+
+# ---- separate servers ------------------------------------------------------------
+
+@test
+def api_keys():
+    s = Server(ARGS.serve, ARGS.model, ["--served-model-name", "k", "--api-key", "sekret",
+                                        "--api-key", "other"])
+    try:
+        st, _, j = s.post("/v1/completions", {"prompt": "x", "max_tokens": 1})
+        assert st == 401, st
+        err_shape(j)
+        st, _, j = s.post("/v1/completions", {"prompt": "x", "max_tokens": 1},
+                          headers={"Authorization": "Bearer wrong"})
+        assert st == 401
+        for key in ("sekret", "other"):
+            st, _, j = s.post("/v1/completions", {"prompt": "x", "max_tokens": 1},
+                              headers={"Authorization": f"Bearer {key}"})
+            assert st == 200, (st, j)
+        assert s.request("GET", "/health")[0] == 200
+        assert s.request("GET", "/live")[0] == 200
+        assert s.request("GET", "/metrics")[0] == 401
+        assert s.request("GET", "/v1/models")[0] == 401
+    finally:
+        s.stop()
+
+
+@test
+def overload_429():
+    s = Server(ARGS.serve, ARGS.model, ["--served-model-name", "o", "--max-num-seqs", "1",
+                                        "--max-queued-requests", "2"])
+    try:
+        out = []
+
+        def one(i):
+            st, h, j = s.post("/v1/completions", {"prompt": "q" * 4, "max_tokens": 60,
+                                                  "ignore_eos": True, "temperature": 0})
+            out.append((st, h, j))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(st for st, _, _ in out)
+        assert 429 in codes and 200 in codes, codes
+        assert set(codes) <= {200, 429}, codes
+        for st, h, j in out:
+            if st == 429:
+                assert "retry-after" in h
+                err_shape(j)
+            else:
+                assert j["usage"]["completion_tokens"] == 60
+        assert s.request("GET", "/health")[0] == 200
+    finally:
+        s.stop()
+
+
+@test
+def sigterm_drains():
+    s = Server(ARGS.serve, ARGS.model, ["--served-model-name", "d"])
+    res = {}
+
+    def streamer():
+        res["r"] = s.stream("/v1/completions", {"prompt": "drain", "max_tokens": 200, "stream": True,
+                                                "ignore_eos": True, "temperature": 0})
+
+    t = threading.Thread(target=streamer)
+    t.start()
+    time.sleep(0.3)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    try:
+        st, _, _ = s.request("GET", "/health", timeout=2)
+        assert st == 503, st
+    except OSError:
+        pass
+    t.join(60)
+    code = s.proc.wait(60)
+    st, events, _ = res["r"]
+    assert st == 200 and events[-1] == "[DONE]", events[-2:]
+    assert events[-2]["choices"][0]["finish_reason"] == "length", events[-2]
+    assert code == 0, (code, s.logs())
+    s.log.close()
+
+
+def main():
+    global ARGS, SRV
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--serve", required=True)
+    ap.add_argument("--generate", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("-k", default=None)
+    ARGS = ap.parse_args()
+    SRV = Server(ARGS.serve, ARGS.model, ["--served-model-name", "test-model", "--max-num-seqs", "8",
+                                          "--max-num-batched-tokens", "64"])
+    passed = failed = 0
+    try:
+        for fn in TESTS:
+            if ARGS.k and ARGS.k not in fn.__name__:
+                continue
+            t0 = time.time()
+            try:
+                fn()
+                passed += 1
+                print(f"PASS {fn.__name__} ({time.time() - t0:.2f}s)", flush=True)
+            except Exception:  # noqa: BLE001
+                failed += 1
+                print(f"FAIL {fn.__name__}", flush=True)
+                traceback.print_exc()
+    finally:
+        code = SRV.stop()
+        if failed:
+            print(SRV.logs() if not SRV.log.closed else "")
+    print(f"{passed} passed, {failed} failed")
+    if code != 0:
+        print(f"server exit code {code}")
+        return 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
