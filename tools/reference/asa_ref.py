@@ -471,10 +471,11 @@ def choose_blocks(S_g, t0, B, n, init_blocks, local_blocks):
     """Spec 3.3 "Block choice" for one anchor t0 and one latent group.
     S_g[b]: the selection score of block b from t0's compression
     probabilities (defined at least for every block complete at t0).
-    Returns (chosen: sorted list of block ids, gap), where gap is the score
-    of the lowest chosen candidate minus the best unchosen candidate's
-    score, or None when no unchosen candidate exists or every chosen block
-    is forced (then the choice has no boundary that rounding could move)."""
+    Returns (chosen, gap, rel_gap): chosen is the sorted list of block ids;
+    gap is the score of the lowest chosen candidate minus the best unchosen
+    candidate's score, rel_gap = gap / (that lowest chosen score); both are
+    None when no unchosen candidate exists or every chosen block is forced
+    (then the choice has no boundary that rounding could move)."""
     cur = t0 // B
     score = {}
     candidates = []
@@ -493,10 +494,12 @@ def choose_blocks(S_g, t0, B, n, init_blocks, local_blocks):
     chosen = ranked[:n]
     unchosen = [b for b in candidates if b not in chosen]
     chosen_cands = [b for b in chosen if b in candidates]
-    gap = None
+    gap = rel_gap = None
     if unchosen and chosen_cands:
-        gap = min(score[b] for b in chosen_cands) - max(score[b] for b in unchosen)
-    return sorted(chosen), gap
+        low = min(score[b] for b in chosen_cands)
+        gap = low - max(score[b] for b in unchosen)
+        rel_gap = gap / low if low > 0 else math.inf
+    return sorted(chosen), gap, rel_gap
 
 
 def global_attention(model, i, h, pos, trace=None):
@@ -536,16 +539,18 @@ def global_attention(model, i, h, pos, trace=None):
     n_blocks = (T + B - 1) // B                                      # blocks incl. a partial last one
     anchors = list(range(0, T, s))
     chosen = np.zeros((G, len(anchors), n_blocks), dtype=bool)
-    rec = {"layer": i, "anchors": anchors, "blocks": [], "gaps": []}
+    rec = {"layer": i, "anchors": anchors, "blocks": [], "gaps": [], "rel_gaps": []}
     for a_idx, t0 in enumerate(anchors):
-        row_blocks, row_gaps = [], []
+        row_blocks, row_gaps, row_rel = [], [], []
         for g in range(G):
-            blocks, gap = choose_blocks(S[g, t0], t0, B, n, g_["init_blocks"], g_["local_blocks"])
+            blocks, gap, rel = choose_blocks(S[g, t0], t0, B, n, g_["init_blocks"], g_["local_blocks"])
             chosen[g, a_idx, blocks] = True
             row_blocks.append(blocks)
             row_gaps.append(gap)
+            row_rel.append(rel)
         rec["blocks"].append(row_blocks)
         rec["gaps"].append(row_gaps)
+        rec["rel_gaps"].append(row_rel)
     if trace is not None:
         trace.append(rec)
 
@@ -601,11 +606,12 @@ def selections(model, tokens):
     (one entry per global layer, in layer order) of
       {"layer": i, "anchors": [t0, ...],
        "blocks": [[sorted block ids of group g for g in 0..G-1] per anchor],
-       "gaps":   [[gap of group g] per anchor]}
+       "gaps":   [[gap of group g] per anchor],
+       "rel_gaps": [[gap / lowest chosen candidate score] per anchor]}
     gap = (lowest score among chosen non-forced blocks) - (highest score
     among unchosen candidates), in units of summed probability (scores lie
     in [0, H/G]); None where nothing could be swapped.  Spec 6: compare block
-    sets only where gap > 1e-3 relative (gap / that lowest chosen score)."""
+    sets only where rel_gap > 1e-3."""
     trace = []
     forward(model, tokens, trace)
     return trace

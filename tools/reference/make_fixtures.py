@@ -250,11 +250,13 @@ def make_fixture(fx, out_root):
     layers = []
     for rec in trace:
         layers.append({"layer": rec["layer"], "anchors": rec["anchors"], "blocks": rec["blocks"],
-                       "gaps": [[short(x) for x in r] for r in rec["gaps"]]})
+                       "gaps": [[short(x) for x in r] for r in rec["gaps"]],
+                       "rel_gaps": [[short(x) for x in r] for r in rec["rel_gaps"]]})
     with open(os.path.join(folder, "selection.json"), "w", encoding="utf-8") as f:
         f.write("{\n  \"note\": \"per global layer: anchors t0, then per anchor the sorted chosen "
-                "block ids of each latent group and the top-n score gap (lowest chosen candidate "
-                "score minus best unchosen candidate score; null: nothing could be swapped)\",\n")
+                "block ids of each latent group, the top-n score gap (lowest chosen candidate "
+                "score minus best unchosen candidate score; null: nothing could be swapped) and "
+                "rel_gap = gap / lowest chosen candidate score\",\n")
         f.write("  \"sequence_length\": %d,\n  \"layers\": [\n" % len(seq))
         for k, L in enumerate(layers):
             f.write("    " + json.dumps(L, separators=(",", ":")) + ("," if k + 1 < len(layers) else "") + "\n")
@@ -263,15 +265,17 @@ def make_fixture(fx, out_root):
     # Statistics (printed only).
     clear = sum(margin_ok(r) for r in rows)
     gaps = [x for rec in trace for r in rec["gaps"] for x in r if x is not None]
+    rels = [x for rec in trace for r in rec["rel_gaps"] for x in r if x is not None]
     small = sum(1 for x in gaps if x < 1e-3)
     min_gap = min(gaps) if gaps else float("nan")
+    min_rel = min(rels) if rels else float("nan")
     # A top-n choice this close to a tie could flip in an f32 engine; keep
     # the fixtures clear of that (change the seed if this ever fires).
     assert not gaps or min_gap > 1e-5, f"{name}: top-n gap {min_gap} too small"
     secs = time.time() - t_start
     print(f"{name}: {len(seq)} positions, {len(set(cont))} distinct greedy ids, "
           f"{clear}/{len(rows)} steps with clear margin, {len(gaps)} contested choices "
-          f"({small} with gap < 1e-3, min {min_gap:.2g}), logit std {logits.std():.2f}, {secs:.1f} s", flush=True)
+          f"({small} with gap < 1e-3, min {min_gap:.2g}, min rel {min_rel:.2g}), logit std {logits.std():.2f}, {secs:.1f} s", flush=True)
 
 
 def main():

@@ -339,20 +339,23 @@ class TestPieces(unittest.TestCase):
     def test_choose_blocks_rules(self):
         # cur = 9 (t0 = 36..39 with B=4); init 1, local 2 -> forced {0, 8, 9}
         S = [0.0, 0.5, 0.2, 0.5, 0.1, 0.5, 0.3, 0.0, 0.9, 0.9]
-        got, gap = R.choose_blocks(S, 36, 4, 5, 1, 2)
+        got, gap, rel = R.choose_blocks(S, 36, 4, 5, 1, 2)
         self.assertEqual(got, [0, 1, 3, 8, 9])            # ties 1,3,5 -> lower ids 1, 3
         self.assertEqual(gap, 0.0)
-        got, gap = R.choose_blocks(S, 36, 4, 3, 1, 2)
+        self.assertEqual(rel, 0.0)
+        got, gap, rel = R.choose_blocks(S, 36, 4, 3, 1, 2)
         self.assertEqual(got, [0, 8, 9])
         self.assertIsNone(gap)                            # all slots forced
-        got, _ = R.choose_blocks(S, 12, 4, 8, 1, 2)       # cur = 3: fewer than n -> all
+        self.assertIsNone(rel)
+        got, _, _ = R.choose_blocks(S, 12, 4, 8, 1, 2)       # cur = 3: fewer than n -> all
         self.assertEqual(got, [0, 1, 2, 3])
-        got, _ = R.choose_blocks(S, 0, 4, 3, 1, 2)        # position 0: only block 0
+        got, _, _ = R.choose_blocks(S, 0, 4, 3, 1, 2)        # position 0: only block 0
         self.assertEqual(got, [0])
-        got, gap = R.choose_blocks(S, 16, 4, 3, 0, 1)     # s=1 style, init 0, local 1
+        got, gap, rel = R.choose_blocks(S, 16, 4, 3, 0, 1)     # s=1 style, init 0, local 1
         self.assertEqual(got, [1, 3, 4])
         self.assertAlmostEqual(gap, 0.5 - 0.2)
-        got, _ = R.choose_blocks(S, 19, 4, 3, 0, 1)       # t0 = 19: block 4 complete, still forced
+        self.assertAlmostEqual(rel, (0.5 - 0.2) / 0.5)
+        got, _, _ = R.choose_blocks(S, 19, 4, 3, 0, 1)       # t0 = 19: block 4 complete, still forced
         self.assertEqual(got, [1, 3, 4])
 
 
