@@ -22,16 +22,25 @@ typedef float mm_v8 __attribute__((vector_size(32), aligned(4), __may_alias__));
 enum { MM_NB = 32 };
 
 /* A macro, not a function: returning a 32-byte vector by value from code
- * compiled without AVX changes the ABI. */
-#define MM_LOAD(v, p) memcpy(&(v), (p), sizeof(v))
+ * compiled without AVX changes the ABI.  mm_v8 is declared with 4-byte
+ * alignment and may_alias, so this is an unaligned, alias-safe load. */
+#define MM_LOAD(v, p)                                                         \
+    do {                                                                      \
+        if (WIDE)                                                             \
+            (v) = *(const mm_v8 *)(const void *)(p);                          \
+        else                                                                  \
+            memcpy(&(v), (p), sizeof(v));                                     \
+    } while (0)
 
 static inline __attribute__((always_inline)) float mm_reduce(const float l[8]) {
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-/* One MR x NR tile; MR and NR are constants after inlining. */
+/* One MR x NR tile; MR, NR and WIDE are constants after inlining.  WIDE
+ * selects the load idiom each target compiles best (a direct unaligned
+ * vector load for AVX2, memcpy for SSE2); the arithmetic is identical. */
 static inline __attribute__((always_inline)) void
-mm_tile(const int MR, const int NR, const float *x, int ldx, const float *w,
+mm_tile(const int MR, const int NR, const int WIDE, const float *x, int ldx, const float *w,
         int ldw, float *y, int ldy, int K) {
     mm_v8 acc[6][4];
     for (int i = 0; i < MR; i++)
@@ -51,10 +60,13 @@ mm_tile(const int MR, const int NR, const float *x, int ldx, const float *w,
     }
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) {
-            float l[8]; /* by subscript: taking acc's address would keep it
-                           out of registers */
-            for (int q = 0; q < 8; q++)
-                l[q] = acc[i][j][q];
+            float l[8]; /* AVX2: by subscript (taking acc's address keeps it
+                           out of registers); SSE2 compiles memcpy better */
+            if (WIDE)
+                for (int q = 0; q < 8; q++)
+                    l[q] = acc[i][j][q];
+            else
+                memcpy(l, &acc[i][j], sizeof l);
             for (int k = K8; k < K; k++) {
                 float p = x[(size_t)i * ldx + k] * w[(size_t)j * ldw + k];
                 l[k - K8] += p;
@@ -65,14 +77,15 @@ mm_tile(const int MR, const int NR, const float *x, int ldx, const float *w,
 
 #define MM_CASE(mr, nr)                                                       \
     case (mr) * 8 + (nr):                                                     \
-        mm_tile(mr, nr, xr, ldx, wr, ldw, yr, ldy, K);                        \
+        mm_tile(mr, nr, WIDE_, xr, ldx, wr, ldw, yr, ldy, K);                 \
         break;
 
 /* A driver per variant: panels, then MRMAX x NRMAX tiles (smaller at the
  * edges). */
-#define MM_DRIVER(NAME, ATTR, MRMAX, NRMAX, CASES)                            \
+#define MM_DRIVER(NAME, ATTR, WIDE, MRMAX, NRMAX, CASES)                      \
     ATTR static void NAME(const float *x, int ldx, const float *w, int ldw,   \
                           float *y, int ldy, int M, int K, int n0, int n1) {  \
+        const int WIDE_ = WIDE;                                               \
         for (int nb = n0; nb < n1; nb += MM_NB) {                             \
             int nbe = nb + MM_NB < n1 ? nb + MM_NB : n1;                      \
             for (int m = 0; m < M; m += MRMAX) {                              \
@@ -94,11 +107,11 @@ mm_tile(const int MR, const int NR, const float *x, int ldx, const float *w,
     MM_CASE(2, 3) MM_CASE(3, 1) MM_CASE(3, 2) MM_CASE(3, 3) MM_CASE(4, 1)     \
     MM_CASE(4, 2) MM_CASE(4, 3)
 
-MM_DRIVER(mm_cols_generic, , 2, 2, MM_CASES_2x2)
+MM_DRIVER(mm_cols_generic, , 0, 2, 2, MM_CASES_2x2)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MM_HAVE_AVX2 1
-MM_DRIVER(mm_cols_avx2, __attribute__((target("avx2"))), 4, 3, MM_CASES_4x3)
+MM_DRIVER(mm_cols_avx2, __attribute__((target("avx2"))), 1, 4, 3, MM_CASES_4x3)
 #else
 #define MM_HAVE_AVX2 0
 #endif
