@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Writes the reference test fixtures (tests/fixtures/<name>/), see README.md.
 
-Each fixture folder is a model directory (config.json, model.safetensors)
+Each fixture folder is a model directory (config.json, model.safetensors or
+shards with model.safetensors.index.json)
 plus case.json (prompt + 256 greedy tokens), logits.f32 (the reference
 logits at every position) and selection.json (the block choices).
 
@@ -140,6 +141,28 @@ FIXTURES = [
                        "compression": "mean"},
         },
     },
+    {
+        "name": "sharded_mixed",
+        "seed": 6,
+        "dtype": "MIXED",
+        "shards": 2,
+        "prompt_len": 77,
+        "description": "weights in 2 shards with model.safetensors.index.json; mixed dtypes "
+                       "(embedding and norm vectors F32, other matrices BF16); global "
+                       "latent_heads 4 = num_heads (one head per latent group), local "
+                       "latent_heads 2; window 16; B=8, n=5, s=4; 3 layers, layer_types omitted "
+                       "(local, global, local); untied; prompt 77 and sequence 332 end mid-block.",
+        "config": {
+            "model_type": "asa", "vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 3, "num_heads": 4, "head_dim": 8, "v_head_dim": 8,
+            "rope_dim": 4, "max_position_embeddings": 512, "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16",
+            "local": {"latent_heads": 2, "latent_dim": 8, "window": 16},
+            "global": {"latent_heads": 4, "latent_dim": 8, "block_size": 8, "top_n": 5,
+                       "init_blocks": 1, "local_blocks": 2, "selection_share": 4,
+                       "compression": "mean"},
+        },
+    },
 ]
 
 
@@ -211,17 +234,36 @@ def make_fixture(fx, out_root):
     assert P0 >= (g["top_n"] + g["local_blocks"] + 2) * g["block_size"], "prompt too short to select"
     assert total <= c["max_position_embeddings"]
 
-    # Model directory: config.json + model.safetensors.
+    # Model directory: config.json + model.safetensors (or shards + index).
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
         f.write(json.dumps(cfg, indent=2) + "\n")
     w32 = make_weights(cfg, fx["seed"])
     tensors = []
     for tname, arr in w32.items():
-        if fx["dtype"] == "BF16":
+        # "MIXED": vectors and the embedding F32, every other matrix BF16.
+        bf16 = fx["dtype"] == "BF16" or (fx["dtype"] == "MIXED" and arr.ndim == 2
+                                         and tname != "embed_tokens.weight")
+        if bf16:
             tensors.append((tname, "BF16", asa_ref.f32_to_bf16_bits(arr)))
         else:
             tensors.append((tname, "F32", arr))
-    asa_ref.write_safetensors(os.path.join(folder, "model.safetensors"), tensors)
+    shards = fx.get("shards", 1)
+    if shards == 1:
+        asa_ref.write_safetensors(os.path.join(folder, "model.safetensors"), tensors)
+    else:
+        # Contiguous runs of tensors, one file each, and the index naming them.
+        per = -(-len(tensors) // shards)
+        weight_map, total = {}, 0
+        for k in range(shards):
+            fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+            part = tensors[k * per:(k + 1) * per]
+            asa_ref.write_safetensors(os.path.join(folder, fname), part)
+            for tname, _, arr in part:
+                weight_map[tname] = fname
+                total += arr.nbytes
+        with open(os.path.join(folder, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
+            f.write(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
+                               indent=2) + "\n")
     model = asa_ref.load_model(folder)        # the reference runs on the stored weights
 
     # Prompt: uniform ids from the same seed's second stream.

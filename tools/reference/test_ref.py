@@ -392,6 +392,9 @@ class TestForward(unittest.TestCase):
     def test_slow_l3_window7(self):
         self.check_against_slow("l3_window7_share2", 61)
 
+    def test_slow_sharded_mixed(self):     # one head per latent group (G = H)
+        self.check_against_slow("sharded_mixed", 80)
+
     def test_slow_asa_tiny_shape(self):
         def edit(c):   # 'asa-tiny' shape with a shorter window so the test stays fast
             c["local"]["window"] = 40
