@@ -171,7 +171,7 @@ asa_err matmul_f32_cols_isa(int isa, const float *x, int ldx, const float *w,
 
 float matmul_dot(const float *a, const float *b, int K) {
     float y;
-    mm_cols_generic(a, K, b, K, &y, 1, 1, K, 0, 1);
+    matmul_f32_cols(a, K, b, K, &y, 1, 1, K, 0, 1);
     return y;
 }
 
