@@ -321,6 +321,8 @@ asa_err eng_config_parse(const char *json_text, size_t len, eng_config *cfg, asa
         return asa_errf(eb, ASA_EINVAL, CONFIG_NAME ": no text to parse");
     json_error_t je;
     json_t *root = json_loadb(json_text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root && eng__json_oom(&je))
+        return asa_errf(eb, ASA_ENOMEM, CONFIG_NAME ": out of memory");
     if (!root)
         return asa_errf(eb, ASA_EFORMAT, CONFIG_NAME ": not valid JSON: %s (line %d, column %d)",
                         je.text, je.line, je.column);
@@ -558,6 +560,8 @@ static asa_err load_index(eng_model *m, wset *w, bool *missing, asa_errbuf *eb) 
     json_error_t je;
     w->index = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     free(text);
+    if (!w->index && eng__json_oom(&je))
+        return asa_errf(eb, ASA_ENOMEM, INDEX_NAME ": out of memory");
     if (!w->index)
         return asa_errf(eb, ASA_EFORMAT, INDEX_NAME ": not valid JSON: %s (line %d, column %d)",
                         je.text, je.line, je.column);

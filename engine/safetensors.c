@@ -241,6 +241,8 @@ asa_err eng__st_parse(const char *fname, const void *buf, size_t size, eng__st_f
 
     json_error_t je;
     root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
+    if (!root && eng__json_oom(&je))
+        return asa_errf(eb, ASA_ENOMEM, "%s: out of memory", fname);
     if (!root) {
         char key[NAMEW + 1];
         if (strstr(je.text, "duplicate") && last_string(p + 8, hlen, je.position, key, sizeof key))

@@ -22,8 +22,11 @@
 #ifndef ASA_ENG_SAFETENSORS_H
 #define ASA_ENG_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <jansson.h>
 
 #include "asa.h"
 #include "model.h"
@@ -61,6 +64,13 @@ const eng__st_tensor *eng__st_find(const eng__st_file *f, const char *name);
 
 /* Writes "[a, b, ...]" into s (truncated to n bytes, always terminated). */
 void eng__shape_str(char *s, size_t n, const int64_t *shape, int ndim);
+
+/* Whether a failed json_loadb failed for lack of memory.  jansson sets the
+ * out-of-memory code on most paths, but a failure to set up its lexer
+ * returns with the error text still empty. */
+static inline bool eng__json_oom(const json_error_t *e) {
+    return json_error_code(e) == json_error_out_of_memory || e->text[0] == '\0';
+}
 
 /* Size in bytes of one element of dtype. */
 static inline size_t eng__dtype_size(eng_dtype t) { return t == ENG_F32 ? 4 : 2; }
