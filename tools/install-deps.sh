@@ -4,10 +4,15 @@
 set -eu
 PKGS="build-essential cmake ninja-build pkg-config git curl ca-certificates
   libjansson-dev libopenblas-dev libcmocka-dev libpcre2-dev libuv1-dev
-  libmicrohttpd-dev libsystemd-dev python3 python3-numpy nodejs npm"
+  libmicrohttpd-dev libsystemd-dev python3 python3-numpy"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
 # shellcheck disable=SC2086
 $SUDO apt-get install -y --no-install-recommends $PKGS
+# Node.js and npm run the OpenAI SDK tests; keep an existing installation
+# (e.g. a newer Node.js from another repository that bundles npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  $SUDO apt-get install -y --no-install-recommends nodejs npm
+fi

@@ -6,6 +6,12 @@ set -eu
 cd "$(dirname "$0")/.."
 JOBS=$(nproc 2>/dev/null || echo 2)
 
+# The OpenAI Node SDK for the end-to-end tests (version pinned in
+# tests/server/sdk/package.json and package-lock.json).
+if command -v npm >/dev/null 2>&1; then
+  (cd tests/server/sdk && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build -j "$JOBS"
 ctest --test-dir build --output-on-failure -j "$JOBS"
