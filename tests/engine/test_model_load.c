@@ -18,6 +18,7 @@
 
 #include "engine/model_writer.h"
 #include "model.h"
+#include "safetensors.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -281,6 +282,130 @@ static void test_metadata_strings_ok(void **s) {
     eng_model *m = load_ok(dir);
     check_all_tensors(w, m);
     eng_model_destroy(m);
+    mw_rmtree(dir);
+    free(dir);
+    mw_destroy(w);
+}
+
+/* ------------------------------------------------- parser on memory */
+
+/* Parses a safetensors image made of `header` (padded to 8) and `data`
+ * zero bytes, from an exactly-sized heap copy. */
+static asa_err parse_mem(const char *header, size_t data, eng__st_file *f, char *msg,
+                         size_t msgn) {
+    size_t hl = strlen(header), padded = (hl + 7) / 8 * 8, n = 8 + padded + data;
+    unsigned char *b = calloc(1, n);
+    assert_non_null(b);
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memset(b + 8, ' ', padded);
+    memcpy(b + 8, header, hl);
+    asa_errbuf eb = {msg, msgn};
+    msg[0] = 0;
+    asa_err rc = eng__st_parse("mem", b, n, f, &eb);
+    if (rc == ASA_OK) {
+        /* the data pointers borrow b: check them, then drop them */
+        for (int i = 0; i < f->n; i++)
+            assert_true((const unsigned char *)f->tensors[i].data >= b + 8 + padded &&
+                        (const unsigned char *)f->tensors[i].data <= b + n);
+    }
+    free(b);
+    return rc;
+}
+
+static void test_parser_edges(void **s) {
+    (void)s;
+    eng__st_file f;
+    char msg[512];
+    /* empty header object: no tensors */
+    assert_int_equal(parse_mem("{}", 0, &f, msg, sizeof msg), ASA_OK);
+    assert_int_equal(f.n, 0);
+    eng__st_deinit(&f);
+    /* zero-size tensors overlap nothing; holes between tensors are fine;
+     * the table comes back sorted by name */
+    assert_int_equal(parse_mem("{\"z\":{\"dtype\":\"F32\",\"shape\":[0,5],\"data_offsets\":[4,4]},"
+                               "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                               "\"a\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[12,14]}}",
+                               16, &f, msg, sizeof msg),
+                     ASA_OK);
+    assert_int_equal(f.n, 3);
+    assert_string_equal(f.tensors[0].name, "a");
+    assert_int_equal(f.tensors[0].ndim, 0);
+    assert_string_equal(f.tensors[2].name, "z");
+    assert_non_null(eng__st_find(&f, "b"));
+    assert_null(eng__st_find(&f, "c"));
+    eng__st_deinit(&f);
+    /* element count overflowing 64 bits */
+    assert_int_equal(parse_mem("{\"t\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],"
+                               "\"data_offsets\":[0,0]}}",
+                               0, &f, msg, sizeof msg),
+                     ASA_EFORMAT);
+    assert_non_null(strstr(msg, "too large"));
+    /* ... unless another dimension is zero */
+    assert_int_equal(parse_mem("{\"t\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4,0],"
+                               "\"data_offsets\":[0,0]}}",
+                               0, &f, msg, sizeof msg),
+                     ASA_OK);
+    eng__st_deinit(&f);
+    /* too many dimensions */
+    assert_int_equal(parse_mem("{\"t\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],"
+                               "\"data_offsets\":[0,4]}}",
+                               4, &f, msg, sizeof msg),
+                     ASA_EFORMAT);
+    assert_non_null(strstr(msg, "'t'"));
+    /* a tensor entry that is not an object; a non-object __metadata__ */
+    assert_int_equal(parse_mem("{\"t\":[1]}", 0, &f, msg, sizeof msg), ASA_EFORMAT);
+    assert_non_null(strstr(msg, "'t'"));
+    assert_int_equal(parse_mem("{\"__metadata__\":[]}", 0, &f, msg, sizeof msg), ASA_EFORMAT);
+    assert_non_null(strstr(msg, "__metadata__"));
+    /* data_offsets of the wrong arity */
+    assert_int_equal(parse_mem("{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}",
+                               4, &f, msg, sizeof msg),
+                     ASA_EFORMAT);
+    assert_non_null(strstr(msg, "data_offsets"));
+    /* a NUL escaped into a name is refused by the JSON parser */
+    assert_int_equal(parse_mem("{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[1],"
+                               "\"data_offsets\":[0,4]}}",
+                               4, &f, msg, sizeof msg),
+                     ASA_EFORMAT);
+}
+
+/* Every prefix of a valid file is rejected, from an exactly-sized copy (so
+ * that the sanitizer build catches any read past the end). */
+static void test_every_truncation(void **s) {
+    (void)s;
+    mw_model *w = mw_create(&(mw_opts){.dtypes = MW_MIXED});
+    char *dir = write_model(w);
+    size_t n;
+    unsigned char *full = mw_read_file(dir, "model.safetensors", &n);
+    assert_non_null(full);
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++)
+        hl |= (uint64_t)full[i] << (8 * i);
+    char msg[512];
+    asa_errbuf eb = {msg, sizeof msg};
+    eng__st_file f;
+    long tried = 0;
+    for (size_t len = 0; len <= n; len++) {
+        /* the header region and the last 64 bytes exhaustively, the rest
+         * of the data section sampled */
+        if (len > 8 + hl && len + 64 < n && len % 13)
+            continue;
+        unsigned char *b = malloc(len ? len : 1);
+        assert_non_null(b);
+        memcpy(b, full, len);
+        asa_err rc = eng__st_parse("model.safetensors", b, len, &f, &eb);
+        if (len == n) {
+            assert_int_equal(rc, ASA_OK);
+            eng__st_deinit(&f);
+        } else if (rc != ASA_EFORMAT) {
+            fail_msg("prefix of %zu / %zu bytes: got %s", len, n, asa_errname(rc));
+        }
+        free(b);
+        tried++;
+    }
+    assert_true(tried > 100);
+    free(full);
     mw_rmtree(dir);
     free(dir);
     mw_destroy(w);
@@ -710,7 +835,7 @@ static const corrupt_case CASES[] = {
 
 int main(void) {
     enum { NCASES = sizeof CASES / sizeof CASES[0] };
-    struct CMUnitTest tests[9 + NCASES] = {
+    struct CMUnitTest tests[11 + NCASES] = {
         cmocka_unit_test(test_load_f32_untied),
         cmocka_unit_test(test_load_bf16_tied),
         cmocka_unit_test(test_load_mixed_sharded),
@@ -720,8 +845,10 @@ int main(void) {
         cmocka_unit_test(test_config_nulls_and_reals),
         cmocka_unit_test(test_single_file_wins),
         cmocka_unit_test(test_metadata_strings_ok),
+        cmocka_unit_test(test_parser_edges),
+        cmocka_unit_test(test_every_truncation),
     };
-    int n = 9;
+    int n = 11;
     for (int i = 0; i < NCASES; i++) {
         tests[n] = (struct CMUnitTest){CASES[i].label, run_case, NULL, NULL, (void *)&CASES[i]};
         n++;
