@@ -132,7 +132,11 @@ asa_err tok_token_to_piece(const tok_tokenizer *t, int32_t id, tok_str *out,
  * SentencePiece leading space) apply exactly as in a one-shot tok_decode:
  * the concatenation of everything a stream emits, including its flush, equals
  * tok_decode of all ids fed (this is what Hugging Face's DecodeStream does,
- * plus a flush at the end). */
+ * plus a flush at the end).  One exception, inherent to streaming: when a run
+ * of byte-fallback tokens that already formed complete characters goes on
+ * with bytes that make the run invalid, tok_decode (like the library) turns
+ * the whole run into U+FFFD, while the stream has already emitted the good
+ * characters; it then emits U+FFFD for the rest only. */
 typedef struct tok_stream tok_stream;
 
 /* Returns 0 and *out, or ASA_EINVAL / ASA_ENOMEM.  skip_special as in

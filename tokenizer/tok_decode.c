@@ -350,13 +350,25 @@ asa_err tok_stream_push(tok_stream *s, int32_t id, tok_str *out) {
     if (s->text.len <= s->prefix.len || ends_incomplete(&s->text))
         return ASA_OK;
     if (memcmp(s->text.data, s->prefix.data ? s->prefix.data : "", s->prefix.len) != 0) {
-        /* the new id changed text already emitted (no decoder of ours does
-         * this); emit nothing for it and restart the window at this id */
-        ASA_LOGD("tok", "stream: decode of the window no longer starts with its prefix");
-        s->ids.ids[0] = id;
-        s->ids.len = 1;
-        s->prefix_index = 0;
+        /* The new id changed text already emitted: only a run of byte
+         * tokens that turned invalid does this (the library's ByteFallback
+         * then replaces the whole run).  Emit the ids not yet emitted,
+         * decoded on their own, and restart the window with them. */
+        s->text.len = 0;
+        const int32_t *rest = s->ids.ids + s->prefix_index;
+        size_t nrest = s->ids.len - s->prefix_index;
+        if ((e = decode_append(s->t, rest, nrest, s->skip, false, &s->text)))
+            goto fail;
+        if (ends_incomplete(&s->text))
+            return ASA_OK;
+        if ((e = tok__str_append(out, s->text.data ? s->text.data : "", s->text.len)))
+            goto fail;
+        memmove(s->ids.ids, rest, nrest * sizeof(int32_t));
+        s->ids.len = nrest;
+        s->prefix_index = nrest;
         s->prefix.len = 0;
+        if ((e = tok__str_append(&s->prefix, s->text.data ? s->text.data : "", s->text.len)))
+            goto fail_hard;
         return ASA_OK;
     }
     if ((e = tok__str_append(out, s->text.data + s->prefix.len,
@@ -391,9 +403,17 @@ asa_err tok_stream_flush(tok_stream *s, tok_str *out) {
         return ASA_EINVAL;
     s->text.len = 0;
     asa_err e = decode_append(s->t, s->ids.ids, s->ids.len, s->skip, false, &s->text);
-    if (!e && s->text.len > s->prefix.len &&
+    if (!e && s->text.len >= s->prefix.len &&
         memcmp(s->text.data, s->prefix.data ? s->prefix.data : "", s->prefix.len) == 0)
         e = tok__str_append(out, s->text.data + s->prefix.len, s->text.len - s->prefix.len);
+    else if (!e) {
+        /* see tok_stream_push: the ids not yet emitted, on their own */
+        s->text.len = 0;
+        e = decode_append(s->t, s->ids.ids + s->prefix_index, s->ids.len - s->prefix_index,
+                          s->skip, false, &s->text);
+        if (!e)
+            e = tok__str_append(out, s->text.data ? s->text.data : "", s->text.len);
+    }
     if (!e && tok__str_reserve(out, 0))
         e = ASA_ENOMEM;
     s->ids.len = 0;

@@ -1,0 +1,59 @@
+/* Helpers shared by the tokenizer tests: the decompressed vocabularies in the
+ * build tree (TOK_DATA_DIR), the committed test texts and expected ids. */
+#ifndef TOK_TEST_UTIL_H
+#define TOK_TEST_UTIL_H
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok.h"
+
+static inline tok_tokenizer *tt_load(const char *vocab) {
+    char path[1024], msg[512] = "";
+    asa_errbuf eb = {msg, sizeof msg};
+    snprintf(path, sizeof path, "%s/%s/tokenizer.json", TOK_DATA_DIR, vocab);
+    tok_tokenizer *t = NULL;
+    int e = tok_load(path, &t, &eb);
+    if (e)
+        fprintf(stderr, "tok_load(%s): %s: %s\n", path, asa_errname(e), msg);
+    return t;
+}
+
+/* texts.json as an array of {name, text}; expected_ids.json's "vocabs". */
+static inline json_t *tt_json(const char *name) {
+    char path[1024];
+    json_error_t err;
+    snprintf(path, sizeof path, "%s/tests/tokenizer/%s", ASA_SOURCE_DIR, name);
+    json_t *j = json_load_file(path, 0, &err);
+    if (!j)
+        fprintf(stderr, "%s: line %d: %s\n", path, err.line, err.text);
+    return j;
+}
+
+/* true when ids[n] equals the JSON array a */
+static inline int tt_ids_equal(const int32_t *ids, size_t n, json_t *a) {
+    if (json_array_size(a) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (json_integer_value(json_array_get(a, i)) != ids[i])
+            return 0;
+    return 1;
+}
+
+static inline void tt_print_ids(const char *what, const int32_t *ids, size_t n) {
+    fprintf(stderr, "%s (%zu):", what, n);
+    for (size_t i = 0; i < n && i < 40; i++)
+        fprintf(stderr, " %d", (int)ids[i]);
+    fprintf(stderr, n > 40 ? " ...\n" : "\n");
+}
+
+static inline void tt_print_json_ids(const char *what, json_t *a) {
+    fprintf(stderr, "%s (%zu):", what, json_array_size(a));
+    for (size_t i = 0; i < json_array_size(a) && i < 40; i++)
+        fprintf(stderr, " %lld", (long long)json_integer_value(json_array_get(a, i)));
+    fprintf(stderr, json_array_size(a) > 40 ? " ...\n" : "\n");
+}
+
+#endif
