@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -285,6 +286,33 @@ static void test_metadata_strings_ok(void **s) {
     mw_rmtree(dir);
     free(dir);
     mw_destroy(w);
+}
+
+/* Every model directory under tests/fixtures (written by the Python
+ * reference tools, not by model_writer) loads. */
+static void test_fixtures_load(void **s) {
+    (void)s;
+    DIR *d = opendir(ASA_FIXTURES_DIR);
+    if (!d)
+        skip();
+    struct dirent *e;
+    int n = 0;
+    char path[4096], cfg[4200];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", ASA_FIXTURES_DIR, e->d_name);
+        snprintf(cfg, sizeof cfg, "%s/config.json", path);
+        if (access(cfg, R_OK))
+            continue;
+        eng_model *m = load_ok(path);
+        assert_int_equal(m->cfg.n_local_layers + m->cfg.n_global_layers,
+                         m->cfg.num_hidden_layers);
+        eng_model_destroy(m);
+        n++;
+    }
+    closedir(d);
+    print_message("%d fixture models loaded\n", n);
 }
 
 /* ------------------------------------------------- parser on memory */
@@ -835,7 +863,7 @@ static const corrupt_case CASES[] = {
 
 int main(void) {
     enum { NCASES = sizeof CASES / sizeof CASES[0] };
-    struct CMUnitTest tests[11 + NCASES] = {
+    struct CMUnitTest tests[12 + NCASES] = {
         cmocka_unit_test(test_load_f32_untied),
         cmocka_unit_test(test_load_bf16_tied),
         cmocka_unit_test(test_load_mixed_sharded),
@@ -847,8 +875,9 @@ int main(void) {
         cmocka_unit_test(test_metadata_strings_ok),
         cmocka_unit_test(test_parser_edges),
         cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_fixtures_load),
     };
-    int n = 11;
+    int n = 12;
     for (int i = 0; i < NCASES; i++) {
         tests[n] = (struct CMUnitTest){CASES[i].label, run_case, NULL, NULL, (void *)&CASES[i]};
         n++;
