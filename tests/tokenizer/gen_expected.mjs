@@ -1,32 +1,48 @@
 // Writes expected_ids.json: for every test text (texts.json) and both
-// vocabularies, the ids that the JavaScript port of Hugging Face tokenizers
-// gives with add_special_tokens on and off, and its decode of those ids.
+// vocabularies, the ids that Hugging Face tokenizers 0.23.2 (the Rust library,
+// through its official Node binding) gives with add_special_tokens on and off,
+// and its decode of those ids with and without skip_special_tokens.  Also
+// reports where the JavaScript port (@huggingface/tokenizers) differs.
 // Usage: node tests/tokenizer/gen_expected.mjs [--check]
-//   --check: compare with the committed file instead of writing it (exit 1 on
-//   any difference).
+//   --check: compare the committed file with the live library instead of
+//   writing it (exit 1 on any difference).  Exit 77 when not installed.
 import fs from "node:fs";
 import path from "node:path";
-import { HERE, VOCABS, HFJS_VERSION, loadPort, loadVocab, loadTexts } from "./hfjs.mjs";
+import { HERE, VOCABS, HFJS_VERSION, RUST_VERSION, loadPort, loadRust, loadVocab,
+         loadTexts, vocabFile } from "./hfjs.mjs";
 
-const mod = await loadPort();
-if (!mod) {
-  console.error("node_modules/@huggingface/tokenizers missing: cd tests/tokenizer && npm install --no-save @huggingface/tokenizers@" + HFJS_VERSION);
+const rs = await loadRust();
+if (!rs) {
+  console.error(`node_modules/tokenizers missing: cd tests/tokenizer && npm install --no-save --no-package-lock tokenizers@${RUST_VERSION} @huggingface/tokenizers@${HFJS_VERSION}`);
   process.exit(77);
 }
+const port = await loadPort();
 const texts = loadTexts();
-const out = { generator: `@huggingface/tokenizers@${HFJS_VERSION} (npm)`, vocabs: {} };
+const out = { generator: `tokenizers@${RUST_VERSION} (npm: Hugging Face's Node binding of the Rust library)`, vocabs: {} };
+let portDiffs = 0;
 for (const v of VOCABS) {
-  const { json, cfg } = loadVocab(v);
-  const tok = new mod.Tokenizer(json, cfg);
+  const tok = rs.Tokenizer.fromFile(vocabFile(v));
+  let js = null;
+  if (port) { const { json, cfg } = loadVocab(v); js = new port.Tokenizer(json, cfg); }
   const res = {};
   for (const { name, text } of texts) {
-    const special = tok.encode(text, { add_special_tokens: true }).ids;
-    const nospecial = tok.encode(text, { add_special_tokens: false }).ids;
-    const dec = (ids, skip) => ids.length ? tok.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: false }) : "";
-    res[name] = { special, nospecial, decode: dec(special, false), decode_skip: dec(special, true) };
+    const special = (await tok.encode(text, null, { addSpecialTokens: true })).getIds();
+    const nospecial = (await tok.encode(text, null, { addSpecialTokens: false })).getIds();
+    res[name] = { special, nospecial, decode: await tok.decode(special, false),
+                  decode_skip: await tok.decode(special, true) };
+    if (js) {
+      for (const [k, add] of [["special", true], ["nospecial", false]]) {
+        const ids = js.encode(text, { add_special_tokens: add }).ids;
+        if (JSON.stringify(ids) !== JSON.stringify(res[name][k])) {
+          portDiffs++;
+          console.error(`JS port differs: ${v}/${name} ${k}`);
+        }
+      }
+    }
   }
   out.vocabs[v] = res;
 }
+if (port) console.error(`JS port @huggingface/tokenizers@${HFJS_VERSION}: ${portDiffs} encodings differ from the Rust library`);
 const file = path.join(HERE, "expected_ids.json");
 // One line per text keeps diffs readable.
 let s = "{\n" + ` "generator": ${JSON.stringify(out.generator)},\n "vocabs": {\n`;
@@ -35,8 +51,8 @@ s += VOCABS.map((v) => `  ${JSON.stringify(v)}: {\n` + Object.entries(out.vocabs
 s += "\n }\n}\n";
 if (process.argv.includes("--check")) {
   const old = fs.readFileSync(file, "utf8");
-  if (old !== s) { console.error("expected_ids.json differs from the live JS port"); process.exit(1); }
-  console.log("expected_ids.json matches the live JS port");
+  if (old !== s) { console.error("expected_ids.json differs from the live library"); process.exit(1); }
+  console.log("expected_ids.json matches the live library: 1 passed, 0 failed");
 } else {
   fs.writeFileSync(file, s);
   console.log(`wrote ${file}`);

@@ -1,8 +1,12 @@
-// Shared helpers for the node scripts: load the JavaScript port of Hugging Face
-// tokenizers (@huggingface/tokenizers, installed into ./node_modules by
-// `npm install --no-save @huggingface/tokenizers@0.2.0`) and the committed
-// vocabularies (data/<name>/tokenizer.json.gz).
+// Shared helpers for the node scripts.  Two reference implementations come
+// from npm into ./node_modules (git-ignored):
+//   npm install --no-save --no-package-lock tokenizers@0.23.2 @huggingface/tokenizers@0.2.0
+// - tokenizers@0.23.2: Hugging Face's own Node binding of the Rust library
+//   (the reference itself, same version as the Python package), prebuilt;
+// - @huggingface/tokenizers@0.2.0: the pure JavaScript port.
+// The vocabularies are the committed data/<name>/tokenizer.json.gz.
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
 import { fileURLToPath } from "node:url";
@@ -10,6 +14,27 @@ import { fileURLToPath } from "node:url";
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const VOCABS = ["gpt2", "mistral"];
 export const HFJS_VERSION = "0.2.0";
+export const RUST_VERSION = "0.23.2";
+
+// The Rust library's Node binding, or null when not installed.
+export async function loadRust() {
+  const pkg = path.join(HERE, "node_modules", "tokenizers");
+  if (!fs.existsSync(pkg)) return null;
+  const meta = JSON.parse(fs.readFileSync(path.join(pkg, "package.json"), "utf8"));
+  if (meta.version !== RUST_VERSION)
+    throw new Error(`tokenizers ${meta.version} installed, ${RUST_VERSION} pinned`);
+  const { createRequire } = await import("node:module");
+  return createRequire(import.meta.url)(pkg);
+}
+
+// Decompresses a vocabulary to a temporary file (the binding loads files).
+export function vocabFile(name) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tok-"));
+  fs.mkdirSync(path.join(dir, name));
+  const f = path.join(dir, name, "tokenizer.json");
+  fs.writeFileSync(f, zlib.gunzipSync(fs.readFileSync(path.join(HERE, "data", name, "tokenizer.json.gz"))));
+  return f;
+}
 
 export async function loadPort() {
   const pkg = path.join(HERE, "node_modules", "@huggingface", "tokenizers");

@@ -67,6 +67,35 @@ add("trailing_newline_space", "end \n")
 add("leading_space_word", " hello")
 add("double_space_word", "  hello")
 
+add("unicode_space_zoo", "a\u0085b\u2028c\u2029d\u1680e\u180ef\u205fg\u3000h\u000bi\u000cj\u001ck")
+add("numbers_other", "\u00b2 \u00bd \u2162 \u216b \u0966\u0967 \uff11\uff12 \u2460 x\u00b3y")
+add("combining_after_space", "a \u0301b  \u0308c\t\u0327d")
+add("lone_cr_and_mixed", "a\rb\r\rc\n\rd \r\n e")
+add("special_with_spaces", "  <s>  text  </s>  <|endoftext|>  ")
+
+# Seeded random texts over a mix of character classes (the same every run).
+import random
+rng = random.Random(20261128)
+POOLS = [
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "0123456789", " ", "  ", "\t", "\n", "\r\n", "'s", "'t", "'re", "'LL", ".,;:!?-_()[]{}<>\"'/\\@#$%^&*+=~`|",
+    "\u00e9\u00e8\u00fc\u00f1\u00e7\u00df\u00f8\u00e5", "\u0301\u0308\u0327",
+    "\u4e00\u4e8c\u4e09\u65e5\u672c\u8a9e\u3042\u30a2\ud55c",
+    "\u0627\u0644\u0639\u0631\u0628", "\u0430\u0431\u0432\u0433\u03b1\u03b2",
+    "\U0001F600\U0001F44D\U0001F3FD\u200d\u2764\ufe0f\U0001F1EF\U0001F1F5",
+    "\u00a0\u2003\u3000\u2028\u0085\u180e\ufeff\u200b",
+    "\u00b2\u00bd\u2162\u0966", "<s>", "</s>", "<unk>", "<|endoftext|>", "\ufffd", "\x7f\x01",
+]
+for i in range(40):
+    parts = []
+    for _ in range(rng.randint(1, 60)):
+        pool = rng.choice(POOLS)
+        if len(pool) > 3 and not pool.startswith("<"):
+            parts.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 6))))
+        else:
+            parts.append(pool)
+    add(f"random_{i:02d}", "".join(parts))
+
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "texts.json")
 with open(out, "w", encoding="utf-8") as f:
     json.dump(T, f, ensure_ascii=True, indent=1)

@@ -21,11 +21,17 @@ static inline tok_tokenizer *tt_load(const char *vocab) {
     return t;
 }
 
-/* texts.json as an array of {name, text}; expected_ids.json's "vocabs". */
+/* texts.json (an array of {name, text}) or expected_ids.json, from the source
+ * tree; $TOK_PARITY_TEXTS / $TOK_PARITY_EXPECTED name other files (used by
+ * tools/tokenizer/fuzz_parity.sh). */
 static inline json_t *tt_json(const char *name) {
     char path[1024];
     json_error_t err;
-    snprintf(path, sizeof path, "%s/tests/tokenizer/%s", ASA_SOURCE_DIR, name);
+    const char *env = getenv(strcmp(name, "texts.json") ? "TOK_PARITY_EXPECTED" : "TOK_PARITY_TEXTS");
+    if (env && *env)
+        snprintf(path, sizeof path, "%s", env);
+    else
+        snprintf(path, sizeof path, "%s/tests/tokenizer/%s", ASA_SOURCE_DIR, name);
     json_t *j = json_load_file(path, 0, &err);
     if (!j)
         fprintf(stderr, "%s: line %d: %s\n", path, err.line, err.text);
