@@ -10,6 +10,8 @@
    for token wherever ASA-SPEC 6's margin rule applies (top-1/top-2 margin
    > 1e-3 of the row's max |logit|); after the first step where it does not
    apply, the rest is not compared.
+   With --engine PATH (asa-generate), the CPU engine's greedy continuation
+   is compared the same way.
 3. With torch importable: the training model's float64 forward on the
    prompt + continuation equals the reference's (relative L2 < 1e-9).
 Exit 0 on success, 1 on a mismatch, 77 when the directory or numpy is
@@ -29,6 +31,7 @@ def main():
     ap.add_argument("model_dir")
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--engine", help="asa-generate binary: compare its greedy continuation too")
     a = ap.parse_args()
     try:
         import numpy as np
@@ -47,6 +50,13 @@ def main():
     for smp in samples:
         seq = list(smp["prompt_ids"])
         want = smp["greedy_ids"][:a.steps]
+        eng = None
+        if a.engine:
+            import subprocess
+            r = subprocess.run([a.engine, "--model", a.model_dir, "--prompt-ids",
+                                ",".join(map(str, seq)), "--max-tokens", str(len(want)), "--greedy",
+                                "--ignore-eos"], capture_output=True, text=True, check=True)
+            eng = [int(x) for x in r.stdout.strip().split("\n")[-1].split(",")]
         compared = 0
         for k, w in enumerate(want):
             logits = asa_ref.forward(model, seq)[-1]
@@ -54,13 +64,15 @@ def main():
             margin = logits[order[0]] - logits[order[1]]
             if margin <= 1e-3 * np.max(np.abs(logits)):
                 break
-            if int(order[0]) != w:
-                print("MISMATCH %r step %d: reference %d, torch %d" % (smp["prompt"], k, order[0], w))
+            if int(order[0]) != w or (eng is not None and eng[k] != w):
+                print("MISMATCH %r step %d: reference %d, torch %d, engine %s" % (
+                    smp["prompt"], k, order[0], w, eng[k] if eng else "-"))
                 fails += 1
                 break
             compared += 1
             seq.append(w)
-        print("%r: %d of %d greedy tokens equal (margin rule)" % (smp["prompt"], compared, len(want)))
+        print("%r: %d of %d greedy tokens equal (reference, torch%s; margin rule)" % (
+            smp["prompt"], compared, len(want), ", engine" if eng is not None else ""))
     try:
         import torch
     except ImportError:

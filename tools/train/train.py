@@ -285,7 +285,7 @@ def main():
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--epochs", type=float, default=8, help="cap on passes over the training tokens")
+    ap.add_argument("--epochs", type=float, default=10, help="cap on passes over the training tokens")
     ap.add_argument("--max-steps", type=int, default=0, help="cap on steps (0: none)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--lr-min-ratio", type=float, default=0.1)
