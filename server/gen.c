@@ -402,8 +402,6 @@ static void on_finish(void *ud, eng_finish_reason why, const eng_request_stats *
                                    : why == ENG_FINISH_LENGTH ? SRV_FIN_LENGTH
                                    : why == ENG_FINISH_ABORT  ? SRV_FIN_ABORT
                                                               : SRV_FIN_ERROR);
-    if (st->n_preemptions)
-        srv_metrics_add_preemptions(s->metrics, 0); /* counted by the loop */
 
     pthread_mutex_lock(&g->mu);
     c->finished = true;

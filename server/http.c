@@ -179,6 +179,7 @@ static enum MHD_Result handle_simple(srv *s, struct MHD_Connection *c, srv_conn 
             g.num_requests_waiting = st.num_waiting;
             g.kv_cache_usage_perc = st.kv_usage;
             g.engine_alive = st.alive;
+            g.num_preemptions = st.num_preemptions;
         }
         size_t len = 0;
         char *text = srv_metrics_render(s->metrics, &g, &len);

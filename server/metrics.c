@@ -32,7 +32,7 @@ struct srv_metrics {
     pthread_mutex_t mu;
     char *model;
     hist h[SRV_H_COUNT];
-    uint64_t prompt_tokens, generation_tokens, preemptions;
+    uint64_t prompt_tokens, generation_tokens;
     uint64_t finished[SRV_FIN_COUNT];
     uint64_t http_2xx, http_4xx, http_5xx;
 };
@@ -90,7 +90,6 @@ void srv_metrics_observe(srv_metrics *m, srv_hist_id id, double s) {
     }
 COUNTER_ADD(srv_metrics_add_prompt_tokens, prompt_tokens)
 COUNTER_ADD(srv_metrics_add_generation_tokens, generation_tokens)
-COUNTER_ADD(srv_metrics_add_preemptions, preemptions)
 
 void srv_metrics_finish(srv_metrics *m, srv_finish why) {
     if (!m || why < 0 || why >= SRV_FIN_COUNT)
@@ -188,7 +187,7 @@ char *srv_metrics_render(srv_metrics *m, const srv_gauges *g, size_t *len) {
             model, g->engine_alive);
     bprintf(&b, "# HELP asa:num_preemptions_total Cumulative number of preemptions from the engine.\n"
                 "# TYPE asa:num_preemptions_total counter\nasa:num_preemptions_total{model_name=\"%s\"} %llu\n",
-            model, (unsigned long long)m->preemptions);
+            model, (unsigned long long)g->num_preemptions);
     bprintf(&b, "# HELP asa:prompt_tokens_total Number of prefill tokens processed.\n"
                 "# TYPE asa:prompt_tokens_total counter\nasa:prompt_tokens_total{model_name=\"%s\"} %llu\n",
             model, (unsigned long long)m->prompt_tokens);

@@ -31,6 +31,7 @@ typedef struct srv_gauges {
     int num_requests_waiting;
     double kv_cache_usage_perc; /* 0..1, as vLLM */
     int engine_alive;
+    uint64_t num_preemptions;   /* cumulative, from the engine loop */
 } srv_gauges;
 
 srv_metrics *srv_metrics_create(const char *model_name);
@@ -39,7 +40,6 @@ void srv_metrics_destroy(srv_metrics *m);
 void srv_metrics_observe(srv_metrics *m, srv_hist_id h, double seconds);
 void srv_metrics_add_prompt_tokens(srv_metrics *m, uint64_t n);
 void srv_metrics_add_generation_tokens(srv_metrics *m, uint64_t n);
-void srv_metrics_add_preemptions(srv_metrics *m, uint64_t n);
 void srv_metrics_finish(srv_metrics *m, srv_finish why);
 void srv_metrics_http(srv_metrics *m, int status);
 

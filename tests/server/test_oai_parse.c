@@ -199,13 +199,14 @@ static void test_metrics(void **st) {
     srv_metrics_observe(m, SRV_H_TTFT, 100.0);
     srv_metrics_add_prompt_tokens(m, 12);
     srv_metrics_finish(m, SRV_FIN_LENGTH);
-    srv_gauges g = {3, 4, 0.25, 1};
+    srv_gauges g = {3, 4, 0.25, 1, 7};
     size_t len;
     char *t = srv_metrics_render(m, &g, &len);
     assert_non_null(t);
     assert_int_equal(strlen(t), len);
     assert_non_null(strstr(t, "asa:num_requests_running{model_name=\"my\\\"model\"} 3\n"));
     assert_non_null(strstr(t, "asa:prompt_tokens_total{model_name=\"my\\\"model\"} 12\n"));
+    assert_non_null(strstr(t, "asa:num_preemptions_total{model_name=\"my\\\"model\"} 7\n"));
     assert_non_null(strstr(t, "asa:time_to_first_token_seconds_bucket{le=\"0.001\",model_name=\"my\\\"model\"} 0\n"));
     assert_non_null(strstr(t, "asa:time_to_first_token_seconds_bucket{le=\"0.005\",model_name=\"my\\\"model\"} 1\n"));
     assert_non_null(strstr(t, "asa:time_to_first_token_seconds_bucket{le=\"+Inf\",model_name=\"my\\\"model\"} 2\n"));
