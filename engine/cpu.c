@@ -2,9 +2,12 @@
  * engine/cpu.c - the CPU backend: the exact engine (ASA-SPEC 6).
  *
  * Numerics: f32 activations and an f32 KV cache; bf16 weights are widened
- * exactly to f32 once, at create, into f32 copies (the models this backend
- * serves are small: asa-tiny is ~10M parameters, 40 MB as f32; a large model
- * would want on-the-fly widening instead).  Every sum is f32 in a fixed
+ * exactly to f32.  The projection matrices are copied once at create into
+ * concatenated layouts (q|kv_a|g, gate|up): kept as bf16 bits when the
+ * checkpoint is bf16 and widened inside the matmul as they are loaded (the
+ * same f32 values, half the bytes to stream per decode step), otherwise
+ * widened to f32 copies.  The small per-head W_UK^T / W_UV blocks and the
+ * norms are f32 copies.  Every sum is f32 in a fixed
  * order; softmax subtracts the maximum; RoPE angles are computed from the
  * integer position in double and then rounded (ASA-SPEC 3).
  *
@@ -49,6 +52,14 @@
 
 #define CPU_LOGIT_ROWS 64
 
+/* A projection matrix [rows, cols], row-major: bf16 bits when every source
+ * tensor was bf16 (widened exactly inside the matmul, half the bytes to
+ * stream), else f32 (exact widening of mixed inputs).  One of f/h is set. */
+typedef struct cpu_mat {
+    float *f;
+    uint16_t *h;
+} cpu_mat;
+
 typedef struct cpu_layer {
     eng_layer_type type;
     int ti;          /* index among layers of its type */
@@ -57,12 +68,12 @@ typedef struct cpu_layer {
     float *attn_norm; /* [d] */
     float *mlp_norm;  /* [d] */
     float *kv_a_norm; /* [G*dg] */
-    float *w_in;      /* [n_in, d]: q_proj rows, kv_a_proj rows, g_proj rows (global) */
+    cpu_mat w_in;     /* [n_in, d]: q_proj rows, kv_a_proj rows, g_proj rows (global) */
     float *wuk_t;     /* [H][dg][dh]: W_UK,i transposed */
     float *wuv;       /* [H][dv][dg]: W_UV,i */
-    float *o_proj;    /* [d, H*dv] */
-    float *w_gu;      /* [2F, d]: gate_proj rows, up_proj rows */
-    float *down;      /* [d, F] */
+    cpu_mat o_proj;   /* [d, H*dv] */
+    cpu_mat w_gu;     /* [2F, d]: gate_proj rows, up_proj rows */
+    cpu_mat down;     /* [d, F] */
 } cpu_layer;
 
 typedef struct cpu_be {
@@ -75,7 +86,8 @@ typedef struct cpu_be {
     float scale, eps;
     double *inv_freq;             /* [half] theta^(-2k/dR) */
     cpu_layer *layers;
-    float *embed, *lm_head, *norm; /* lm_head may alias embed (tied) */
+    cpu_mat embed, lm_head; /* [V, d]; lm_head may alias embed (tied) */
+    float *norm;
     float *gmem, *lmem;           /* page memory */
     size_t gpage, lpage;          /* floats per page */
     int max_seqs;
@@ -180,6 +192,57 @@ static void cpu_page_bytes(const eng_model *m, size_t out[KV_NCLASS]) {
     out[KV_LOCAL] = (size_t)k->n_local_layers * B * Sl * sizeof(float);
 }
 
+static void cpu__mat_free(cpu_mat *m) {
+    free(m->f);
+    free(m->h);
+    m->f = NULL;
+    m->h = NULL;
+}
+
+/* Concatenates the rows of parts[0..n) (each [rows_i, cols]) into one
+ * matrix, bf16 if all parts are bf16.  ASA_EINVAL on a shape mismatch. */
+static asa_err cpu__mat_init(cpu_mat *m, int cols, const eng_tensor *const *parts,
+                             const int *rows, int n) {
+    size_t total = 0;
+    bool all_bf16 = true;
+    for (int i = 0; i < n; i++) {
+        const eng_tensor *t = parts[i];
+        if (!t->data || t->ndim != 2 || t->shape[0] != rows[i] || t->shape[1] != cols)
+            return ASA_EINVAL;
+        total += (size_t)rows[i] * cols;
+        all_bf16 = all_bf16 && t->dtype == ENG_BF16;
+    }
+    if (all_bf16) {
+        m->h = malloc((total ? total : 1) * sizeof(uint16_t));
+        if (!m->h)
+            return ASA_ENOMEM;
+    } else {
+        m->f = malloc((total ? total : 1) * sizeof(float));
+        if (!m->f)
+            return ASA_ENOMEM;
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t cnt = (size_t)rows[i] * cols;
+        if (all_bf16)
+            memcpy(m->h + off, parts[i]->data, cnt * sizeof(uint16_t));
+        else
+            for (size_t k = 0; k < cnt; k++)
+                m->f[off + k] = eng_tensor_get(parts[i], (int64_t)k);
+        off += cnt;
+    }
+    return ASA_OK;
+}
+
+/* y[M, N] = x[M, K] W^T for a cpu_mat W [N, K]. */
+static void cpu__mm(tp_pool *pool, const float *x, int ldx, const cpu_mat *w, float *y,
+                    int ldy, int M, int N, int K) {
+    if (w->h)
+        matmul_bf16w(pool, x, ldx, w->h, K, y, ldy, M, N, K);
+    else
+        matmul_f32(pool, x, ldx, w->f, K, y, ldy, M, N, K);
+}
+
 static void cpu_destroy(void *p) {
     cpu_be *c = p;
     if (!c)
@@ -191,17 +254,17 @@ static void cpu_destroy(void *p) {
             free(y->attn_norm);
             free(y->mlp_norm);
             free(y->kv_a_norm);
-            free(y->w_in);
+            cpu__mat_free(&y->w_in);
             free(y->wuk_t);
             free(y->wuv);
-            free(y->o_proj);
-            free(y->w_gu);
-            free(y->down);
+            cpu__mat_free(&y->o_proj);
+            cpu__mat_free(&y->w_gu);
+            cpu__mat_free(&y->down);
         }
     free(c->layers);
-    if (c->lm_head != c->embed)
-        free(c->lm_head);
-    free(c->embed);
+    if (c->lm_head.f != c->embed.f || c->lm_head.h != c->embed.h)
+        cpu__mat_free(&c->lm_head);
+    cpu__mat_free(&c->embed);
     free(c->norm);
     free(c->inv_freq);
     free(c->gmem);
@@ -253,28 +316,30 @@ static asa_err cpu__load_layer(cpu_be *c, const eng_layer *ly, cpu_layer *y) {
     y->attn_norm = cpu__alloc((size_t)d, &ok);
     y->mlp_norm = cpu__alloc((size_t)d, &ok);
     y->kv_a_norm = cpu__alloc((size_t)y->G * y->dg, &ok);
-    y->w_in = cpu__alloc((size_t)y->n_in * d, &ok);
     y->wuk_t = cpu__alloc((size_t)H * y->dg * dh, &ok);
     y->wuv = cpu__alloc((size_t)H * dv * y->dg, &ok);
-    y->o_proj = cpu__alloc((size_t)d * H * dv, &ok);
-    y->w_gu = cpu__alloc((size_t)2 * F * d, &ok);
-    y->down = cpu__alloc((size_t)d * F, &ok);
     float *kvb = cpu__alloc((size_t)H * (dh + dv) * y->dg, &ok);
     if (!ok) {
         free(kvb);
         return ASA_ENOMEM;
     }
     asa_err err = ASA_OK;
+    const eng_tensor *in_parts[3] = {&ly->q_proj, &ly->kv_a_proj, &ly->g_proj};
+    const int in_rows[3] = {c->nq, y->S, ng};
+    const eng_tensor *gu_parts[2] = {&ly->gate_proj, &ly->up_proj};
+    const int gu_rows[2] = {F, F};
+    const eng_tensor *o_part = &ly->o_proj, *d_part = &ly->down_proj;
+    const int o_rows = d, d_rows = d;
+    if ((err = cpu__mat_init(&y->w_in, d, in_parts, in_rows, ng ? 3 : 2)) ||
+        (err = cpu__mat_init(&y->o_proj, H * dv, &o_part, &o_rows, 1)) ||
+        (err = cpu__mat_init(&y->w_gu, d, gu_parts, gu_rows, 2)) ||
+        (err = cpu__mat_init(&y->down, F, &d_part, &d_rows, 1))) {
+        free(kvb);
+        return err;
+    }
     if (cpu__widen(&ly->attn_norm, y->attn_norm, (size_t)d) ||
         cpu__widen(&ly->mlp_norm, y->mlp_norm, (size_t)d) ||
         cpu__widen(&ly->kv_a_norm, y->kv_a_norm, (size_t)y->G * y->dg) ||
-        cpu__widen(&ly->q_proj, y->w_in, (size_t)c->nq * d) ||
-        cpu__widen(&ly->kv_a_proj, y->w_in + (size_t)c->nq * d, (size_t)y->S * d) ||
-        (ng && cpu__widen(&ly->g_proj, y->w_in + (size_t)(c->nq + y->S) * d, (size_t)ng * d)) ||
-        cpu__widen(&ly->o_proj, y->o_proj, (size_t)d * H * dv) ||
-        cpu__widen(&ly->gate_proj, y->w_gu, (size_t)F * d) ||
-        cpu__widen(&ly->up_proj, y->w_gu + (size_t)F * d, (size_t)F * d) ||
-        cpu__widen(&ly->down_proj, y->down, (size_t)d * F) ||
         cpu__widen(&ly->kv_b_proj, kvb, (size_t)H * (dh + dv) * y->dg)) {
         err = ASA_EINVAL;
     } else {
@@ -343,25 +408,22 @@ static asa_err cpu_create(eng *e, void **out, asa_errbuf *eb) {
 
     /* weights */
     c->layers = calloc((size_t)c->L, sizeof *c->layers);
-    c->embed = cpu__alloc((size_t)V * d, &ok);
     c->norm = cpu__alloc((size_t)d, &ok);
     if (!c->layers || !ok)
         goto fail;
-    if (cpu__widen(&m->embed, c->embed, (size_t)V * d) ||
+    const eng_tensor *emb = &m->embed, *head = &m->lm_head;
+    if ((err = cpu__mat_init(&c->embed, d, &emb, &V, 1)) ||
         cpu__widen(&m->norm, c->norm, (size_t)d)) {
-        err = asa_errf(eb, ASA_EINVAL, "cpu backend: embedding/norm shape mismatch");
+        err = asa_errf(eb, err ? err : ASA_EINVAL, "cpu backend: embedding/norm: %s",
+                       err == ASA_ENOMEM ? "out of memory" : "shape mismatch");
         goto fail;
     }
     if (k->tie_word_embeddings || m->lm_head.data == m->embed.data) {
         c->lm_head = c->embed;
-    } else {
-        c->lm_head = cpu__alloc((size_t)V * d, &ok);
-        if (!ok)
-            goto fail;
-        if (cpu__widen(&m->lm_head, c->lm_head, (size_t)V * d)) {
-            err = asa_errf(eb, ASA_EINVAL, "cpu backend: lm_head shape mismatch");
-            goto fail;
-        }
+    } else if ((err = cpu__mat_init(&c->lm_head, d, &head, &V, 1))) {
+        asa_errf(eb, err, "cpu backend: lm_head: %s",
+                 err == ASA_ENOMEM ? "out of memory" : "shape mismatch");
+        goto fail;
     }
     for (int l = 0; l < c->L; l++) {
         err = cpu__load_layer(c, &m->layers[l], &c->layers[l]);
@@ -773,7 +835,7 @@ static void cpu__layer(cpu_be *c, const cpu_layer *y) {
     c->cl = y;
     /* 1-2: projections, RoPE, cache writes */
     cpu__rmsnorm_rows(c, c->x, y->attn_norm, c->hn);
-    matmul_f32(c->pool, c->hn, d, y->w_in, d, c->qa, y->n_in, T, y->n_in, d);
+    cpu__mm(c->pool, c->hn, d, &y->w_in, c->qa, y->n_in, T, y->n_in, d);
     cpu__par(c, cpu__prep_tokens, T, T >= 8);
     /* 3: absorbed queries */
     c->expand = false;
@@ -790,18 +852,18 @@ static void cpu__layer(cpu_be *c, const cpu_layer *y) {
     /* 6: W_UV, o_proj, residual */
     c->expand = true;
     cpu__par(c, cpu__heads, H, T >= 4);
-    matmul_f32(c->pool, c->o, H * c->dv, y->o_proj, H * c->dv, c->hn, d, T, d, H * c->dv);
+    cpu__mm(c->pool, c->o, H * c->dv, &y->o_proj, c->hn, d, T, d, H * c->dv);
     for (size_t k = 0; k < (size_t)T * d; k++)
         c->x[k] += c->hn[k];
     /* MLP */
     cpu__rmsnorm_rows(c, c->x, y->mlp_norm, c->hn);
-    matmul_f32(c->pool, c->hn, d, y->w_gu, d, c->gu, 2 * F, T, 2 * F, d);
+    cpu__mm(c->pool, c->hn, d, &y->w_gu, c->gu, 2 * F, T, 2 * F, d);
     for (int t = 0; t < T; t++) {
         float *g = c->gu + (size_t)t * 2 * F; /* silu(gate) * up, in place */
         for (int q = 0; q < F; q++)
             g[q] = g[q] / (1.0f + expf(-g[q])) * g[F + q];
     }
-    matmul_f32(c->pool, c->gu, 2 * F, y->down, F, c->hn, d, T, d, F);
+    cpu__mm(c->pool, c->gu, 2 * F, &y->down, c->hn, d, T, d, F);
     for (size_t k = 0; k < (size_t)T * d; k++)
         c->x[k] += c->hn[k];
 }
@@ -833,8 +895,13 @@ static asa_err cpu_step(void *p, const eng_batch *b, eng_seq_result *res) {
         for (int k = 0; k < s->n_tokens; k++, T++) {
             c->tok_seq[T] = i;
             c->tok_pos[T] = s->pos0 + k;
-            memcpy(c->x + (size_t)T * d, c->embed + (size_t)s->tokens[k] * d,
-                   (size_t)d * sizeof(float));
+            float *xr = c->x + (size_t)T * d;
+            size_t row = (size_t)s->tokens[k] * d;
+            if (c->embed.h)
+                for (int q = 0; q < d; q++)
+                    xr[q] = asa_bf16_to_f32(c->embed.h[row + q]);
+            else
+                memcpy(xr, c->embed.f + row, (size_t)d * sizeof(float));
             for (int q = 0; q < c->half; q++) {
                 double ang = (double)(s->pos0 + k) * c->inv_freq[q];
                 c->cosv[(size_t)T * c->half + q] = (float)cos(ang);
@@ -869,7 +936,7 @@ static asa_err cpu_step(void *p, const eng_batch *b, eng_seq_result *res) {
         for (int r = 0; r < n; r++)
             cpu__rmsnorm(c->x + (size_t)c->rows[r0 + r] * d, c->norm,
                          c->hn + (size_t)r * d, d, c->eps);
-        matmul_f32(c->pool, c->hn, d, c->lm_head, d, c->logits, V, n, V, d);
+        cpu__mm(c->pool, c->hn, d, &c->lm_head, c->logits, V, n, V, d);
         for (int r = 0; r < n; r++) {
             int t = c->rows[r0 + r], i = c->tok_seq[t];
             const eng_seq_step *s = &b->seqs[i];

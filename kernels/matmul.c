@@ -14,6 +14,8 @@
  */
 #include "matmul.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 /* GCC vector extension: 8 floats; unaligned, may alias float. */
@@ -36,12 +38,28 @@ static inline __attribute__((always_inline)) float mm_reduce(const float l[8]) {
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
-/* One MR x NR tile; MR, NR and WIDE are constants after inlining.  WIDE
+/* 8 bf16 weights widened exactly to f32 (shift into the high half). */
+typedef uint16_t mm_h8 __attribute__((vector_size(16), aligned(2), __may_alias__));
+typedef uint32_t mm_u8 __attribute__((vector_size(32)));
+#define MM_LOADH(v, p)                                                        \
+    do {                                                                      \
+        mm_h8 h_;                                                             \
+        if (WIDE)                                                             \
+            h_ = *(const mm_h8 *)(const void *)(p);                           \
+        else                                                                  \
+            memcpy(&h_, (p), sizeof h_);                                      \
+        (v) = (mm_v8)(__builtin_convertvector(h_, mm_u8) << 16);              \
+    } while (0)
+
+/* One MR x NR tile; MR, NR, WIDE and BF are constants after inlining.  WIDE
  * selects the load idiom each target compiles best (a direct unaligned
- * vector load for AVX2, memcpy for SSE2); the arithmetic is identical. */
+ * vector load for AVX2, memcpy for SSE2); BF says W holds bf16 values,
+ * widened exactly on load.  The arithmetic is identical in every case. */
 static inline __attribute__((always_inline)) void
-mm_tile(const int MR, const int NR, const int WIDE, const float *x, int ldx, const float *w,
-        int ldw, float *y, int ldy, int K) {
+mm_tile(const int MR, const int NR, const int WIDE, const int BF, const float *x, int ldx,
+        const void *wp, int ldw, float *y, int ldy, int K) {
+    const float *w = wp;
+    const uint16_t *wh = wp;
     mm_v8 acc[6][4];
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++)
@@ -49,8 +67,12 @@ mm_tile(const int MR, const int NR, const int WIDE, const float *x, int ldx, con
     const int K8 = K & ~7;
     for (int k = 0; k < K8; k += 8) {
         mm_v8 wv[4];
-        for (int j = 0; j < NR; j++)
-            MM_LOAD(wv[j], w + (size_t)j * ldw + k);
+        for (int j = 0; j < NR; j++) {
+            if (BF)
+                MM_LOADH(wv[j], wh + (size_t)j * ldw + k);
+            else
+                MM_LOAD(wv[j], w + (size_t)j * ldw + k);
+        }
         for (int i = 0; i < MR; i++) {
             mm_v8 xv;
             MM_LOAD(xv, x + (size_t)i * ldx + k);
@@ -68,7 +90,9 @@ mm_tile(const int MR, const int NR, const int WIDE, const float *x, int ldx, con
             else
                 memcpy(l, &acc[i][j], sizeof l);
             for (int k = K8; k < K; k++) {
-                float p = x[(size_t)i * ldx + k] * w[(size_t)j * ldw + k];
+                float wk = BF ? asa_bf16_to_f32(wh[(size_t)j * ldw + k])
+                              : w[(size_t)j * ldw + k];
+                float p = x[(size_t)i * ldx + k] * wk;
                 l[k - K8] += p;
             }
             y[(size_t)i * ldy + j] = mm_reduce(l);
@@ -77,15 +101,16 @@ mm_tile(const int MR, const int NR, const int WIDE, const float *x, int ldx, con
 
 #define MM_CASE(mr, nr)                                                       \
     case (mr) * 8 + (nr):                                                     \
-        mm_tile(mr, nr, WIDE_, xr, ldx, wr, ldw, yr, ldy, K);                 \
+        mm_tile(mr, nr, WIDE_, BF_, xr, ldx, wr, ldw, yr, ldy, K);            \
         break;
 
 /* A driver per variant: panels, then MRMAX x NRMAX tiles (smaller at the
  * edges). */
-#define MM_DRIVER(NAME, ATTR, WIDE, MRMAX, NRMAX, CASES)                      \
-    ATTR static void NAME(const float *x, int ldx, const float *w, int ldw,   \
+#define MM_DRIVER(NAME, ATTR, WIDE, BF, MRMAX, NRMAX, CASES)                  \
+    ATTR static void NAME(const float *x, int ldx, const void *w, int ldw,    \
                           float *y, int ldy, int M, int K, int n0, int n1) {  \
-        const int WIDE_ = WIDE;                                               \
+        const int WIDE_ = WIDE, BF_ = BF;                                     \
+        const size_t esz = BF ? sizeof(uint16_t) : sizeof(float);             \
         for (int nb = n0; nb < n1; nb += MM_NB) {                             \
             int nbe = nb + MM_NB < n1 ? nb + MM_NB : n1;                      \
             for (int m = 0; m < M; m += MRMAX) {                              \
@@ -93,7 +118,7 @@ mm_tile(const int MR, const int NR, const int WIDE, const float *x, int ldx, con
                 for (int n = nb; n < nbe; n += NRMAX) {                       \
                     int nr = nbe - n < NRMAX ? nbe - n : NRMAX;               \
                     const float *xr = x + (size_t)m * ldx;                    \
-                    const float *wr = w + (size_t)n * ldw;                    \
+                    const void *wr = (const char *)w + (size_t)n * ldw * esz; \
                     float *yr = y + (size_t)m * ldy + n;                      \
                     switch (mr * 8 + nr) { CASES }                            \
                 }                                                             \
@@ -107,11 +132,42 @@ mm_tile(const int MR, const int NR, const int WIDE, const float *x, int ldx, con
     MM_CASE(2, 3) MM_CASE(3, 1) MM_CASE(3, 2) MM_CASE(3, 3) MM_CASE(4, 1)     \
     MM_CASE(4, 2) MM_CASE(4, 3)
 
-MM_DRIVER(mm_cols_generic, , 0, 2, 2, MM_CASES_2x2)
+/* bf16 weights with many rows of x (prefill): widen a panel of W rows
+ * once into an f32 buffer on the stack and run the f32 kernel over it, so the
+ * widening is paid once per panel instead of once per row tile.  Few rows
+ * (decode) read the bf16 bits directly: half the bytes. */
+enum { MM_PANEL_FLOATS = 16384 }; /* 64 KiB of stack */
+#define MM_DRIVER_BFP(NAME, ATTR, F32, BF)                                    \
+    ATTR static void NAME(const float *x, int ldx, const void *w, int ldw,    \
+                          float *y, int ldy, int M, int K, int n0, int n1) {  \
+        int pr = K > 0 ? MM_PANEL_FLOATS / K : MM_NB;                         \
+        if (pr > MM_NB)                                                       \
+            pr = MM_NB;                                                       \
+        if (M < 8 || pr < 4) {                                                \
+            BF(x, ldx, w, ldw, y, ldy, M, K, n0, n1);                         \
+            return;                                                           \
+        }                                                                     \
+        float buf[MM_PANEL_FLOATS];                                           \
+        const uint16_t *wh = w;                                               \
+        for (int nb = n0; nb < n1; nb += pr) {                                \
+            int nbe = nb + pr < n1 ? nb + pr : n1;                            \
+            for (int r = nb; r < nbe; r++)                                    \
+                for (int k = 0; k < K; k++)                                   \
+                    buf[(size_t)(r - nb) * K + k] =                           \
+                        asa_bf16_to_f32(wh[(size_t)r * ldw + k]);             \
+            F32(x, ldx, buf, K, y + nb, ldy, M, K, 0, nbe - nb);              \
+        }                                                                     \
+    }
+
+MM_DRIVER(mm_cols_generic, , 0, 0, 2, 2, MM_CASES_2x2)
+MM_DRIVER(mm_cols_generic_bfd, , 0, 1, 2, 2, MM_CASES_2x2)
+MM_DRIVER_BFP(mm_cols_generic_bf, , mm_cols_generic, mm_cols_generic_bfd)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MM_HAVE_AVX2 1
-MM_DRIVER(mm_cols_avx2, __attribute__((target("avx2"))), 1, 4, 3, MM_CASES_4x3)
+MM_DRIVER(mm_cols_avx2, __attribute__((target("avx2"))), 1, 0, 4, 3, MM_CASES_4x3)
+MM_DRIVER(mm_cols_avx2_bfd, __attribute__((target("avx2"))), 1, 1, 4, 3, MM_CASES_4x3)
+MM_DRIVER_BFP(mm_cols_avx2_bf, __attribute__((target("avx2"))), mm_cols_avx2, mm_cols_avx2_bfd)
 #else
 #define MM_HAVE_AVX2 0
 #endif
@@ -153,6 +209,35 @@ void matmul_f32_cols(const float *x, int ldx, const float *w, int ldw,
     mm_cols_generic(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
 }
 
+void matmul_bf16w_cols(const float *x, int ldx, const uint16_t *w, int ldw,
+                       float *y, int ldy, int M, int K, int n0, int n1) {
+    if (M <= 0 || n1 <= n0)
+        return;
+#if MM_HAVE_AVX2
+    if (mm_have_avx2()) {
+        mm_cols_avx2_bf(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
+        return;
+    }
+#endif
+    mm_cols_generic_bf(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
+}
+
+asa_err matmul_bf16w_cols_isa(int isa, const float *x, int ldx, const uint16_t *w,
+                              int ldw, float *y, int ldy, int M, int K, int n0,
+                              int n1) {
+    if (isa == 0) {
+        mm_cols_generic_bf(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
+        return ASA_OK;
+    }
+#if MM_HAVE_AVX2
+    if (isa == 1 && mm_have_avx2()) {
+        mm_cols_avx2_bf(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
+        return ASA_OK;
+    }
+#endif
+    return ASA_EUNSUPPORTED;
+}
+
 asa_err matmul_f32_cols_isa(int isa, const float *x, int ldx, const float *w,
                             int ldw, float *y, int ldy, int M, int K, int n0,
                             int n1) {
@@ -176,9 +261,11 @@ float matmul_dot(const float *a, const float *b, int K) {
 }
 
 typedef struct mm_job {
-    const float *x, *w;
+    const float *x;
+    const void *w;
     float *y;
     int ldx, ldw, ldy, M, N, K, per;
+    bool bf16;
 } mm_job;
 
 static void mm_job_run(void *ctx, int task, int tid) {
@@ -186,20 +273,31 @@ static void mm_job_run(void *ctx, int task, int tid) {
     int n0 = task * j->per, n1 = n0 + j->per;
     if (n1 > j->N)
         n1 = j->N;
-    matmul_f32_cols(j->x, j->ldx, j->w, j->ldw, j->y, j->ldy, j->M, j->K, n0, n1);
+    if (j->bf16)
+        matmul_bf16w_cols(j->x, j->ldx, j->w, j->ldw, j->y, j->ldy, j->M, j->K, n0, n1);
+    else
+        matmul_f32_cols(j->x, j->ldx, j->w, j->ldw, j->y, j->ldy, j->M, j->K, n0, n1);
+}
+
+static void mm_run(tp_pool *pool, const float *x, int ldx, const void *w, bool bf16,
+                   int ldw, float *y, int ldy, int M, int N, int K) {
+    /* About 4 column ranges per thread, multiples of 8 wide: enough slack
+     * for dynamic claiming to balance a busy machine.  Small products are
+     * not worth a wakeup of the workers. */
+    int nt = tp_size(pool);
+    int per = ((N + 4 * nt - 1) / (4 * nt) + 7) & ~7;
+    if (nt == 1 || (long)M * N * K < 65536 || N < 16)
+        per = N > 0 ? N : 1;
+    mm_job j = {x, w, y, ldx, ldw, ldy, M, N, K, per, bf16};
+    tp_run(per >= N ? NULL : pool, mm_job_run, &j, (N + per - 1) / per);
 }
 
 void matmul_f32(tp_pool *pool, const float *x, int ldx, const float *w,
                 int ldw, float *y, int ldy, int M, int N, int K) {
-    /* Small products are not worth a wakeup of the workers. */
-    int nt = tp_size(pool);
-    if (nt == 1 || (long)M * N * K < 65536 || N < 16) {
-        matmul_f32_cols(x, ldx, w, ldw, y, ldy, M, K, 0, N);
-        return;
-    }
-    /* About 4 column ranges per thread, multiples of 8 wide: enough slack
-     * for dynamic claiming to balance a busy machine. */
-    int per = ((N + 4 * nt - 1) / (4 * nt) + 7) & ~7;
-    mm_job j = {x, w, y, ldx, ldw, ldy, M, N, K, per};
-    tp_run(pool, mm_job_run, &j, (N + per - 1) / per);
+    mm_run(pool, x, ldx, w, false, ldw, y, ldy, M, N, K);
+}
+
+void matmul_bf16w(tp_pool *pool, const float *x, int ldx, const uint16_t *w,
+                  int ldw, float *y, int ldy, int M, int N, int K) {
+    mm_run(pool, x, ldx, w, true, ldw, y, ldy, M, N, K);
 }

@@ -21,6 +21,8 @@
 #ifndef ASA_MATMUL_H
 #define ASA_MATMUL_H
 
+#include <stdint.h>
+
 #include "asa.h"
 #include "threadpool.h"
 
@@ -42,6 +44,18 @@ void matmul_f32_cols(const float *x, int ldx, const float *w, int ldw,
  * NULL). */
 void matmul_f32(tp_pool *pool, const float *x, int ldx, const float *w,
                 int ldw, float *y, int ldy, int M, int N, int K);
+
+/* The same products with W stored as bf16 (raw bits, row stride ldw in
+ * elements), widened exactly to f32 as it is loaded: bitwise the result of
+ * matmul_f32 on the widened matrix, with half the weight bytes to read
+ * (decode is bound by reading the weights). */
+void matmul_bf16w_cols(const float *x, int ldx, const uint16_t *w, int ldw,
+                       float *y, int ldy, int M, int K, int n0, int n1);
+void matmul_bf16w(tp_pool *pool, const float *x, int ldx, const uint16_t *w,
+                  int ldw, float *y, int ldy, int M, int N, int K);
+asa_err matmul_bf16w_cols_isa(int isa, const float *x, int ldx, const uint16_t *w,
+                              int ldw, float *y, int ldy, int M, int K, int n0,
+                              int n1);
 
 /* The same dot product as one element of matmul_f32: sum of a[k]*b[k] in
  * the order contract above. */

@@ -3,6 +3,8 @@
  * random model of the asa-tiny shape (ASA-SPEC 5: d=256, 8 layers, F=704,
  * vocab 8192, bf16 weights).  Not a test; run by hand:
  *   bench_engine_cpu [prompt_tokens=512] [decode_tokens=128] [threads...]
+ * ASA_BENCH_F32=1 writes f32 weights instead of bf16.  Prints wall-clock
+ * rates and, for comparison on a busy machine, the process CPU seconds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +14,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "eng.h"
 #include "eng_test_util.h"
@@ -20,6 +23,8 @@ int main(int argc, char **argv) {
     int np = argc > 1 ? atoi(argv[1]) : 512, nd = argc > 2 ? atoi(argv[2]) : 128;
     etu_shape sh;
     etu_shape_tiny(&sh, 8192);
+    if (getenv("ASA_BENCH_F32"))
+        sh.bf16 = false;
     char *dir = etu_write_model(&sh);
     eng_model *m = NULL;
     if (!dir || eng_model_load(dir, &m, NULL) != ASA_OK) {
@@ -38,7 +43,7 @@ int main(int argc, char **argv) {
         eng *e = etu_engine(m, 1, np, np + nd, nthr[ti]);
         etu_seq s;
         etu_seq_open(e, &s);
-        double t0 = asa_now();
+        double t0 = asa_now(), c0 = (double)clock() / CLOCKS_PER_SEC;
         kv_copy cp[4];
         int ncp = 0;
         eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
@@ -50,7 +55,7 @@ int main(int argc, char **argv) {
         if (eng_step(e, &b, &r) != ASA_OK)
             return 1;
         kv_seq_commit(eng_kv_pool(e), s.kv, np);
-        double t1 = asa_now();
+        double t1 = asa_now(), c1 = (double)clock() / CLOCKS_PER_SEC;
         for (int k = 0; k < nd; k++) {
             ncp = 0;
             kv_seq_alloc(eng_kv_pool(e), s.kv, 1, cp, 4, &ncp);
@@ -60,9 +65,11 @@ int main(int argc, char **argv) {
                 return 1;
             kv_seq_commit(eng_kv_pool(e), s.kv, 1);
         }
-        double t2 = asa_now();
-        printf("threads %d: prefill %d tokens %.1f tokens/s; decode %d tokens %.1f tokens/s (context %d..%d)\n",
-               nthr[ti], np, np / (t1 - t0), nd, nd / (t2 - t1), np, np + nd);
+        double t2 = asa_now(), c2 = (double)clock() / CLOCKS_PER_SEC;
+        printf("%s threads %d: prefill %d tokens %.1f tokens/s (cpu %.3f s); decode %d tokens "
+               "%.1f tokens/s (cpu %.3f s) (context %d..%d)\n",
+               sh.bf16 ? "bf16" : "f32", nthr[ti], np, np / (t1 - t0), c1 - c0, nd,
+               nd / (t2 - t1), c2 - c1, np, np + nd);
         etu_seq_close(e, &s);
         eng_destroy(e);
     }

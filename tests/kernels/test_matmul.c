@@ -111,6 +111,39 @@ static void test_order_contract(void **st) {
     free(y);
 }
 
+/* bf16 weights: bitwise the f32 result on the widened values. */
+static void test_bf16_weights(void **st) {
+    (void)st;
+    const int Ms[] = {1, 5, 9, 23};
+    for (int mi = 0; mi < 4; mi++) {
+        const int M = Ms[mi], N = 53, K = 77 + 3 * mi;
+        float *x = rand_buf((size_t)M * K), *wf = rand_buf((size_t)N * K);
+        uint16_t *wh = malloc((size_t)N * K * sizeof *wh);
+        for (int i = 0; i < N * K; i++) {
+            wh[i] = asa_f32_to_bf16(wf[i]);
+            wf[i] = asa_bf16_to_f32(wh[i]);
+        }
+        float *a = malloc((size_t)M * N * sizeof(float)), *b = malloc((size_t)M * N * sizeof(float));
+        matmul_f32_cols_isa(0, x, K, wf, K, a, N, M, K, 0, N);
+        for (int isa = 0; isa < 2; isa++) {
+            memset(b, 0, (size_t)M * N * sizeof(float));
+            if (matmul_bf16w_cols_isa(isa, x, K, wh, K, b, N, M, K, 0, N) == ASA_OK)
+                assert_memory_equal(a, b, (size_t)M * N * sizeof(float));
+        }
+        tp_pool *p = NULL;
+        assert_int_equal(tp_create(2, &p), ASA_OK);
+        memset(b, 0, (size_t)M * N * sizeof(float));
+        matmul_bf16w(p, x, K, wh, K, b, N, M, N, K);
+        assert_memory_equal(a, b, (size_t)M * N * sizeof(float));
+        tp_destroy(p);
+        free(x);
+        free(wf);
+        free(wh);
+        free(a);
+        free(b);
+    }
+}
+
 static void count_fn(void *ctx, int task, int tid) {
     int *hits = ctx;
     __atomic_fetch_add(&hits[task], 1, __ATOMIC_RELAXED);
@@ -137,6 +170,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accuracy),
         cmocka_unit_test(test_order_contract),
+        cmocka_unit_test(test_bf16_weights),
         cmocka_unit_test(test_pool_runs_every_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
