@@ -253,6 +253,7 @@ typedef struct bench_config {
     int progress;         /* 1 bar, 0 none, -1 auto (bar on a TTY) */
     double timeout_s;     /* per request; 0 = none */
     int64_t preconnect;   /* -1 auto */
+    int realtime;         /* try SCHED_FIFO / nice -10 */
     int quiet;
 } bench_config;
 
@@ -272,7 +273,8 @@ typedef struct bench_prompts {
 
 void bench_prompts_free(bench_prompts *ps);
 
-/* Builds the HTTP request bytes for one prompt.  prompt is either a JSON
+/* Builds the HTTP request bytes for one prompt (NUL-terminated; *out_len
+ * excludes the NUL; the caller frees *out).  prompt is either a JSON
  * string or a JSON array of token ids (completions only).  Returns 0,
  * ASA_EINVAL (ids on the chat endpoint, bad --extra-body) or ASA_ENOMEM. */
 int bench_request_build(const bench_config *c, json_t *prompt, int64_t max_tokens,

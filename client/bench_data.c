@@ -101,6 +101,7 @@ int bench_request_build(const bench_config *c, json_t *prompt, int64_t max_token
                       "%sContent-Length: %zu\r\n\r\n",
                       c->url.path, c->endpoint_path, c->url.host, c->url.port, auth, blen);
     memcpy(req + hl, body, blen);
+    req[(size_t)hl + blen] = '\0'; /* not sent; makes the bytes a C string */
     *out = req;
     *out_len = (size_t)hl + blen;
     rc = ASA_OK;

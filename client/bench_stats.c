@@ -280,7 +280,8 @@ int bench_summarize(const bench_result *res, size_t n, double duration,
         }
         ttft[nt++] = r->ttft;
         e2el[ne++] = r->latency;
-        memcpy(itl + ni, r->itl, r->n_itl * sizeof *itl);
+        if (r->n_itl)
+            memcpy(itl + ni, r->itl, r->n_itl * sizeof *itl);
         ni += r->n_itl;
         if (g && g->enabled) {
             int ok = 1;

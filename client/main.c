@@ -4,6 +4,8 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,8 @@ static const char usage_text[] =
     "  --timeout S             per-request timeout (default 600, 0 = none)\n"
     "  --preconnect N          connections opened before the run (default: enough\n"
     "                          for the concurrency the run needs)\n"
+    "  --realtime              run under SCHED_FIFO (else nice -10) when allowed, so\n"
+    "                          that other work on the machine does not delay reads\n"
     "  -h, --help\n";
 
 static int parse_i64(const char *opt, const char *v, int64_t min, int64_t *out) {
@@ -252,6 +256,8 @@ static int parse_args(int argc, char **argv, bench_config *c) {
             VALUE();
             if (parse_dbl(a, val, &c->timeout_s) || c->timeout_s < 0)
                 return -1;
+        } else if (FLAG("--realtime")) {
+            c->realtime = 1;
         } else if (FLAG("--preconnect")) {
             VALUE();
             if (parse_i64(a, val, 1, &c->preconnect))
@@ -349,6 +355,14 @@ int main(int argc, char **argv) {
     if (c.duration_s > 0 && isinf(c.request_rate) && c.max_concurrency <= 0) {
         fprintf(stderr, "asa-bench: --duration needs --request-rate or --max-concurrency\n");
         return 2;
+    }
+
+    if (c.realtime) {
+        struct sched_param sp = {.sched_priority = 5};
+        if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0 &&
+            setpriority(PRIO_PROCESS, 0, -10) != 0)
+            fprintf(stderr, "asa-bench: --realtime: not allowed here, running at normal "
+                            "priority\n");
     }
 
     int rc = 1;
