@@ -4,7 +4,6 @@
   python3 card.py metrics.json config.json > README.md
 """
 import json
-import math
 import os
 import re
 import sys

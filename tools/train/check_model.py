@@ -12,6 +12,9 @@
    apply, the rest is not compared.
    With --engine PATH (asa-generate), the CPU engine's greedy continuation
    is compared the same way.
+   With --tokenize PATH (asa-tokenize), the C tokenizer's ids for the texts
+   of training/tokenizer_check.json (held-out text and awkward strings)
+   equal those Hugging Face tokenizers gave in the training run.
 3. With torch importable: the training model's float64 forward on the
    prompt + continuation equals the reference's (relative L2 < 1e-9).
 Exit 0 on success, 1 on a mismatch, 77 when the directory or numpy is
@@ -32,6 +35,7 @@ def main():
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--engine", help="asa-generate binary: compare its greedy continuation too")
+    ap.add_argument("--tokenize", help="asa-tokenize binary: compare its ids with tokenizer_check.json")
     a = ap.parse_args()
     try:
         import numpy as np
@@ -73,6 +77,24 @@ def main():
             seq.append(w)
         print("%r: %d of %d greedy tokens equal (reference, torch%s; margin rule)" % (
             smp["prompt"], compared, len(want), ", engine" if eng is not None else ""))
+    if a.tokenize:
+        import subprocess
+        with open(os.path.join(a.model_dir, "training", "tokenizer_check.json"), encoding="utf-8") as f:
+            cases = json.load(f)
+        same = 0
+        for c in cases:
+            r = subprocess.run([a.tokenize, "--tokenizer", os.path.join(a.model_dir, "tokenizer.json")],
+                               input=c["text"].encode("utf-8"), capture_output=True, check=True)
+            ids = json.loads(r.stdout)
+            if ids == c["ids"]:
+                same += 1
+            else:
+                k = next((i for i, (x, y) in enumerate(zip(ids, c["ids"])) if x != y), min(len(ids), len(c["ids"])))
+                print("TOKENIZER MISMATCH on %r...: first difference at id %d (%s vs %s)" % (
+                    c["text"][:30], k, ids[k:k + 3], c["ids"][k:k + 3]))
+                fails += 1
+        print("tokenizer: %d of %d texts give the same ids (%d ids in all)" % (
+            same, len(cases), sum(len(c["ids"]) for c in cases)))
     try:
         import torch
     except ImportError:

@@ -18,7 +18,6 @@ The step count is fixed after a few timed steps so that training ends before
 the wall-clock budget; the learning-rate schedule knows it from then on.
 """
 import argparse
-import io
 import json
 import lzma
 import math
@@ -28,6 +27,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -269,6 +269,16 @@ def greedy(model, ids, steps, device):
     return seq[len(ids):]
 
 
+def pack(tmp, mdir, out):
+    """Everything of the model directory except the weights, as one tarball."""
+    with tarfile.open(os.path.join(out, "asa-tiny-files.tar.gz"), "w:gz") as tf:
+        for root, _, fns in os.walk(mdir):
+            for fn in sorted(fns):
+                if not fn.endswith(".safetensors"):
+                    full = os.path.join(root, fn)
+                    tf.add(full, arcname=os.path.relpath(full, tmp))
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -313,8 +323,11 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        try:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        except Exception as e:  # noqa: BLE001 (newer torch: other knobs; not essential)
+            log("tf32 not enabled: %s" % e)
     log("torch %s on %s%s; args %s" % (torch.__version__, device,
                                        " (%s)" % torch.cuda.get_device_name(0) if cuda else "", vars(a)))
     deadline = T0 + a.time_budget
@@ -467,16 +480,24 @@ def main():
     mdir = os.path.join(tmp, "asa-tiny")
     files = export.export_model(models["asa"], cfg, mdir, dtype="BF16", max_shard_bytes=12 << 20)
     tok.save(os.path.join(mdir, "tokenizer.json"))
+    # the weights leave first, so that a failure below loses no training
+    for fn in files:
+        if fn.endswith(".safetensors"):
+            shutil.copy(os.path.join(mdir, fn), os.path.join(a.out, fn))
     with open(os.path.join(mdir, "generation_config.json"), "w", encoding="utf-8") as f:
         json.dump({"bos_token_id": tok.bos, "eos_token_id": tok.eos, "do_sample": False,
                    "max_new_tokens": 128}, f, indent=2)
         f.write("\n")
+    pack(tmp, mdir, a.out)      # early copy; replaced with the complete one at the end
     # the exported bf16 weights, read back, are what the card reports on
     shipped = asa_torch.LM(cfg, "asa").to(device)
     shipped.load_spec_state({k: v.to(device) for k, v in export.load_model_dir(mdir).items()})
     shipped_loss, nval = evaluate(shipped, valid_t, a.seq, a.eval_batch, device, ev_max)
+    with torch.no_grad():       # the baseline is judged on bf16-rounded weights too
+        for p_ in models["full"].parameters():
+            p_.copy_(p_.to(torch.bfloat16).to(p_.dtype))
     full_best_loss, _ = evaluate(models["full"], valid_t, a.seq, a.eval_batch, device, ev_max)
-    log("shipped bf16 ASA held-out loss %.4f (ppl %.2f) over %d tokens; baseline %.4f (ppl %.2f)" % (
+    log("held-out loss with bf16 weights: shipped ASA %.4f (ppl %.2f) over %d tokens; baseline %.4f (ppl %.2f)" % (
         shipped_loss, math.exp(shipped_loss), nval, full_best_loss, math.exp(full_best_loss)))
     long_ctx = {}
     if len(valid_stream) > 8 * 2 * a.seq:
@@ -537,7 +558,10 @@ def main():
     os.makedirs(tdir)
     with open(os.path.join(tdir, "tokenizer_check.json"), "w", encoding="utf-8") as f:
         json.dump(tcheck, f, ensure_ascii=False)
-    plot_loss.plot(metrics, os.path.join(mdir, "loss.png"))
+    try:
+        log("plot: %s" % plot_loss.plot(metrics, os.path.join(mdir, "loss.png")))
+    except Exception:  # noqa: BLE001 (the plot can be redrawn from metrics.json)
+        log("plot failed:\n" + traceback.format_exc())
     with open(os.path.join(tdir, "loss.csv"), "w", encoding="utf-8") as f:
         f.write("kind,step,tokens,asa,full\n")
         for r in curve:
@@ -549,23 +573,18 @@ def main():
         with open(path, "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=1, ensure_ascii=False)
             f.write("\n")
-    with open(os.path.join(mdir, "README.md"), "w", encoding="utf-8") as f:
-        f.write(card.render(metrics, cfg))
+    try:
+        text = card.render(metrics, cfg)
+        with open(os.path.join(mdir, "README.md"), "w", encoding="utf-8") as f:
+            f.write(text)
+    except Exception:  # noqa: BLE001 (card.py can render it again from metrics.json)
+        log("model card failed:\n" + traceback.format_exc())
 
     # ---- hand-back: shards as files, everything else in one tarball
-    for fn in files:
-        if fn.endswith(".safetensors"):
-            shutil.copy(os.path.join(mdir, fn), os.path.join(a.out, fn))
     log("summary:\n" + card.summary_table(metrics))
     LOGF.flush()
     shutil.copy(os.path.join(a.out, "train.log"), os.path.join(tdir, "train.log"))
-    with tarfile.open(os.path.join(a.out, "asa-tiny-files.tar.gz"), "w:gz") as tf:
-        for root, _, fns in os.walk(mdir):
-            for fn in sorted(fns):
-                if fn.endswith(".safetensors"):
-                    continue
-                full = os.path.join(root, fn)
-                tf.add(full, arcname=os.path.relpath(full, tmp))
+    pack(tmp, mdir, a.out)
     shutil.rmtree(tmp)
     log("done in %.1fs; files in %s: %s" % (time.time() - T0, a.out, sorted(os.listdir(a.out))))
     return 0
