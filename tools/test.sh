@@ -14,7 +14,7 @@ fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build build -j "$JOBS"
-ctest --test-dir build --output-on-failure -j "$JOBS"
+ASA_FUZZ_SECONDS=30 ctest --test-dir build --output-on-failure -j "$JOBS"
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DASA_SANITIZE=ON -DASA_CUDA=OFF
 cmake --build build-asan -j "$JOBS"
