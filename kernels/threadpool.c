@@ -52,12 +52,14 @@ typedef struct tp_arg {
     int tid;
 } tp_arg;
 
-/* Claims and runs tasks of generation g until none are left. */
+/* Claims and runs tasks of generation g until none are left.  The job
+ * fields are read before the claim word (tp_run writes them after it), so a
+ * stale worker that sees a newer job's fields fails the tag check. */
 static void tp__work(tp_pool *p, unsigned g, int tid) {
-    tp_fn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
-    void *ctx = atomic_load_explicit(&p->ctx, memory_order_acquire);
-    int ntasks = atomic_load_explicit(&p->ntasks, memory_order_acquire);
-    uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    tp_fn fn = atomic_load(&p->fn);
+    void *ctx = atomic_load(&p->ctx);
+    int ntasks = atomic_load(&p->ntasks);
+    uint64_t c = atomic_load(&p->claim);
     for (;;) {
         if ((uint32_t)(c >> 32) != (uint32_t)g || (int64_t)(c & 0xffffffffu) >= ntasks)
             return;
@@ -180,11 +182,14 @@ void tp_run(tp_pool *p, tp_fn fn, void *ctx, int ntasks) {
         return;
     }
     unsigned g = atomic_load(&p->gen) + 1;
-    atomic_store_explicit(&p->fn, fn, memory_order_release);
-    atomic_store_explicit(&p->ctx, ctx, memory_order_release);
-    atomic_store_explicit(&p->ntasks, ntasks, memory_order_release);
-    atomic_store_explicit(&p->done, 0, memory_order_release);
-    atomic_store_explicit(&p->claim, (uint64_t)(uint32_t)g << 32, memory_order_release);
+    /* The claim word first: a worker still inside tp__work for the previous
+     * run that reads any of the new fields below is then bound to read the
+     * new generation tag as well, and leaves without claiming. */
+    atomic_store(&p->claim, (uint64_t)(uint32_t)g << 32);
+    atomic_store(&p->fn, fn);
+    atomic_store(&p->ctx, ctx);
+    atomic_store(&p->ntasks, ntasks);
+    atomic_store(&p->done, 0);
     tp__publish(p);
     tp__work(p, g, 0);
     /* Only tasks that a worker is running remain. */
