@@ -100,6 +100,22 @@ def main():
                 return 1
         print(f"{name}: {n} greedy tokens reproduced exactly")
         ran += 1
+    # sampling: the same seed gives the same tokens, whatever the thread count
+    d = os.path.join(fixtures, cases[0])
+    prompt = json.load(open(os.path.join(d, "case.json")))["prompt"]
+    outs = []
+    for threads in ("1", "2", "1"):
+        r = subprocess.run([exe, "--model", d, "--prompt-ids", ",".join(map(str, prompt)),
+                            "--max-tokens", "24", "--temperature", "0.9", "--seed", "1234",
+                            "--ignore-eos", "--threads", threads], capture_output=True, text=True)
+        if r.returncode != 0:
+            print("sampled run failed:", r.stderr)
+            return 1
+        outs.append(r.stdout)
+    if len(set(outs)) != 1 or len(outs[0].strip().split(",")) != 24:
+        print("seeded sampling is not reproducible:", outs)
+        return 1
+    print(f"{cases[0]}: seeded sampling reproducible")
     if ran == 0:
         print("every fixture has a near-tie step: nothing checked")
         return 77
