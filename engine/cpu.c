@@ -115,8 +115,12 @@ typedef struct cpu_be {
     int32_t *tsel;   /* [T][Gg][top_n] block sets used by each token */
     int *tsel_cnt;   /* [T][Gg] */
     int *rows;       /* [T] token rows needing logits */
-    float *thr;      /* per-thread attention scratch */
+    float *thr;      /* per-thread attention scratch, thr_stride floats each: */
     size_t thr_stride;
+    size_t thr_tmp, thr_S, thr_us; /* offsets: scores [hpg][sc_ld] at 0,
+                                      rope scores [hpg][B], selection
+                                      scores [nb_max], one latent [dg] */
+    int sc_ld;       /* score row stride: max keys one head attends to */
     /* current step */
     const eng_batch *b;
     int ntok;
@@ -481,13 +485,18 @@ static asa_err cpu_create(eng *e, void **out, asa_errbuf *eb) {
         asa_errf(eb, err, "cpu backend: cannot start worker threads");
         goto fail;
     }
-    /* per thread: scores, selection scores, one latent vector */
+    /* per thread: scores of a group's heads, selection scores, a latent */
     int sc = c->nb_max;
     if (c->w > sc)
         sc = c->w;
     if (c->top_n * c->B > sc)
         sc = c->top_n * c->B;
-    c->thr_stride = (size_t)sc + (size_t)c->nb_max + (size_t)c->dg_max + 16;
+    int hpg = H / (c->Gg < c->Gl ? c->Gg : c->Gl);
+    c->sc_ld = sc;
+    c->thr_tmp = (size_t)hpg * sc;
+    c->thr_S = c->thr_tmp + (size_t)hpg * c->B;
+    c->thr_us = c->thr_S + (size_t)c->nb_max;
+    c->thr_stride = c->thr_us + (size_t)c->dg_max + 16;
     c->thr = cpu__alloc(c->thr_stride * (size_t)tp_size(c->pool), &ok);
     if (!ok)
         goto fail;
@@ -602,33 +611,54 @@ static inline void cpu__axpy(float *u, float p, const float *v, int n) {
         u[k] += p * v[k];
 }
 
-/* Local layer: one (token, head) item. */
+/* Scores of the hpg heads of latent group g of token t against a run of n
+ * consecutive cache entries (stride S) starting at ent:
+ * sc[h * ld + off + jj] = (q~_h . c_jj + qR_h . kR_jj) * scale.  Two small
+ * matmuls (latents, rope keys) amortise the call over the group's heads;
+ * every element has the matmul's fixed order, so it does not matter how
+ * runs are cut. */
+static void cpu__scores(const cpu_be *c, const cpu_layer *y, int t, int g, const float *ent,
+                        int n, float *sc, int ld, int off, float *tmp) {
+    const int H = c->H, hpg = H / y->G, dg = y->dg, B = c->B;
+    const float *qt = c->qt + ((size_t)t * H + (size_t)g * hpg) * dg;
+    const float *qr =
+        c->qa + (size_t)t * y->n_in + (size_t)g * hpg * (c->dh + c->dR) + c->dh;
+    matmul_f32_cols(qt, dg, ent + (size_t)g * dg, y->S, sc + off, ld, hpg, dg, 0, n);
+    matmul_f32_cols(qr, c->dh + c->dR, ent + (size_t)y->G * dg, y->S, tmp, B, hpg, c->dR, 0, n);
+    for (int h = 0; h < hpg; h++)
+        for (int j = 0; j < n; j++)
+            sc[(size_t)h * ld + off + j] =
+                (sc[(size_t)h * ld + off + j] + tmp[(size_t)h * B + j]) * c->scale;
+}
+
+/* Local layer: one (token, latent group) item; window [pos-w+1, pos]. */
 static void cpu__attn_local(void *ctx, int task, int tid) {
     cpu_be *c = ctx;
     const cpu_layer *y = c->cl;
-    const int H = c->H, G = y->G, dg = y->dg, hpg = H / G;
-    float *sc = c->thr + (size_t)tid * c->thr_stride;
+    const int H = c->H, G = y->G, dg = y->dg, hpg = H / G, B = c->B, ld = c->sc_ld;
+    float *sc = c->thr + (size_t)tid * c->thr_stride, *tmp = sc + c->thr_tmp;
     int it0, it1;
     cpu__range(c, task, &it0, &it1);
     for (int it = it0; it < it1; it++) {
-        int t = it / H, i = it % H, g = i / hpg;
+        int t = it / G, g = it % G;
         int pos = c->tok_pos[t], si = c->tok_seq[t];
         const int32_t *tab = c->ltab[si];
-        const float *qt = c->qt + ((size_t)t * H + i) * dg;
-        const float *qr = c->qa + (size_t)t * y->n_in + (size_t)i * (c->dh + c->dR) + c->dh;
         int j0 = pos - c->w + 1 > 0 ? pos - c->w + 1 : 0;
         int n = pos - j0 + 1;
-        for (int j = j0; j <= pos; j++) {
-            const float *ent = cpu__lentry(c, tab[j / c->B], y->ti, j % c->B);
-            sc[j - j0] = (matmul_dot(qt, ent + (size_t)g * dg, dg) +
-                          matmul_dot(qr, ent + (size_t)G * dg, c->dR)) * c->scale;
+        for (int b = j0 / B; b <= pos / B; b++) {
+            int a0 = b * B > j0 ? b * B : j0, a1 = b * B + B - 1 < pos ? b * B + B - 1 : pos;
+            cpu__scores(c, y, t, g, cpu__lentry(c, tab[b], y->ti, a0 % B), a1 - a0 + 1, sc, ld,
+                        a0 - j0, tmp);
         }
-        cpu__softmax(sc, n);
-        float *u = c->u + ((size_t)t * H + i) * dg;
-        memset(u, 0, (size_t)dg * sizeof(float));
-        for (int j = j0; j <= pos; j++) {
-            const float *ent = cpu__lentry(c, tab[j / c->B], y->ti, j % c->B);
-            cpu__axpy(u, sc[j - j0], ent + (size_t)g * dg, dg);
+        for (int h = 0; h < hpg; h++) {
+            float *p = sc + (size_t)h * ld;
+            cpu__softmax(p, n);
+            float *u = c->u + ((size_t)t * H + (size_t)g * hpg + h) * dg;
+            memset(u, 0, (size_t)dg * sizeof(float));
+            for (int j = j0; j <= pos; j++) {
+                const float *ent = cpu__lentry(c, tab[j / B], y->ti, j % B);
+                cpu__axpy(u, p[j - j0], ent + (size_t)g * dg, dg);
+            }
         }
     }
 }
@@ -674,9 +704,9 @@ static int cpu__choose(const cpu_be *c, float *S, int pos, int32_t *out) {
 static void cpu__attn_cmp(void *ctx, int task, int tid) {
     cpu_be *c = ctx;
     const cpu_layer *y = c->cl;
-    const int H = c->H, G = y->G, dg = y->dg, hpg = H / G, B = c->B;
-    float *sc = c->thr + (size_t)tid * c->thr_stride;
-    float *S = sc + (c->thr_stride - c->nb_max - c->dg_max - 16);
+    const int H = c->H, G = y->G, dg = y->dg, hpg = H / G, B = c->B, ld = c->sc_ld;
+    float *sc = c->thr + (size_t)tid * c->thr_stride, *tmp = sc + c->thr_tmp;
+    float *S = sc + c->thr_S;
     int it0, it1;
     cpu__range(c, task, &it0, &it1);
     for (int it = it0; it < it1; it++) {
@@ -687,24 +717,20 @@ static void cpu__attn_cmp(void *ctx, int task, int tid) {
         bool anchor = pos % c->share == 0;
         if (anchor)
             memset(S, 0, (size_t)(pos / B + 1) * sizeof(float));
-        for (int i = g * hpg; i < (g + 1) * hpg; i++) {
-            float *u = c->u + ((size_t)t * H + i) * dg;
+        for (int b = 0; b < nvis; b++)
+            cpu__scores(c, y, t, g, cpu__gentry(c, tab[b], y->ti, B), 1, sc, ld, b, tmp);
+        for (int h = 0; h < hpg; h++) {
+            float *u = c->u + ((size_t)t * H + (size_t)g * hpg + h) * dg;
             memset(u, 0, (size_t)dg * sizeof(float));
             if (nvis == 0)
                 continue; /* no visible block: o_cmp = 0, p = 0 */
-            const float *qt = c->qt + ((size_t)t * H + i) * dg;
-            const float *qr = c->qa + (size_t)t * y->n_in + (size_t)i * (c->dh + c->dR) + c->dh;
-            for (int b = 0; b < nvis; b++) {
-                const float *ent = cpu__gentry(c, tab[b], y->ti, B);
-                sc[b] = (matmul_dot(qt, ent + (size_t)g * dg, dg) +
-                         matmul_dot(qr, ent + (size_t)G * dg, c->dR)) * c->scale;
-            }
-            cpu__softmax(sc, nvis);
+            float *p = sc + (size_t)h * ld;
+            cpu__softmax(p, nvis);
             for (int b = 0; b < nvis; b++)
-                cpu__axpy(u, sc[b], cpu__gentry(c, tab[b], y->ti, B) + (size_t)g * dg, dg);
-            if (anchor)
+                cpu__axpy(u, p[b], cpu__gentry(c, tab[b], y->ti, B) + (size_t)g * dg, dg);
+            if (anchor) /* S^(g)[b] = sum over the group's heads, in head order */
                 for (int b = 0; b < nvis; b++)
-                    S[b] += sc[b];
+                    S[b] += p[b];
         }
         if (anchor) {
             size_t k = (size_t)t * G + g;
@@ -718,9 +744,9 @@ static void cpu__attn_cmp(void *ctx, int task, int tid) {
 static void cpu__attn_slc(void *ctx, int task, int tid) {
     cpu_be *c = ctx;
     const cpu_layer *y = c->cl;
-    const int H = c->H, G = y->G, dg = y->dg, hpg = H / G, B = c->B;
-    float *sc = c->thr + (size_t)tid * c->thr_stride;
-    float *us = sc + (c->thr_stride - c->dg_max - 16);
+    const int H = c->H, G = y->G, dg = y->dg, hpg = H / G, B = c->B, ld = c->sc_ld;
+    float *sc = c->thr + (size_t)tid * c->thr_stride, *tmp = sc + c->thr_tmp;
+    float *us = sc + c->thr_us;
     int it0, it1;
     cpu__range(c, task, &it0, &it1);
     for (int it = it0; it < it1; it++) {
@@ -731,25 +757,22 @@ static void cpu__attn_slc(void *ctx, int task, int tid) {
         const int32_t *set = c->tsel + k * c->top_n;
         int nset = c->tsel_cnt[k];
         const float *gate = c->qa + (size_t)t * y->n_in + c->nq + y->S;
-        for (int i = g * hpg; i < (g + 1) * hpg; i++) {
-            const float *qt = c->qt + ((size_t)t * H + i) * dg;
-            const float *qr = c->qa + (size_t)t * y->n_in + (size_t)i * (c->dh + c->dR) + c->dh;
-            int n = 0;
-            for (int q = 0; q < nset; q++) {
-                int b = set[q], jend = b * B + B - 1 < pos ? b * B + B - 1 : pos;
-                for (int j = b * B; j <= jend; j++) {
-                    const float *ent = cpu__gentry(c, tab[b], y->ti, j - b * B);
-                    sc[n++] = (matmul_dot(qt, ent + (size_t)g * dg, dg) +
-                               matmul_dot(qr, ent + (size_t)G * dg, c->dR)) * c->scale;
-                }
-            }
-            cpu__softmax(sc, n);
+        int n = 0;
+        for (int q = 0; q < nset; q++) {
+            int b = set[q], cnt = b * B + B - 1 < pos ? B : pos - b * B + 1;
+            cpu__scores(c, y, t, g, cpu__gentry(c, tab[b], y->ti, 0), cnt, sc, ld, n, tmp);
+            n += cnt;
+        }
+        for (int h = 0; h < hpg; h++) {
+            int i = g * hpg + h;
+            float *p = sc + (size_t)h * ld;
+            cpu__softmax(p, n);
             memset(us, 0, (size_t)dg * sizeof(float));
-            n = 0;
+            int jn = 0;
             for (int q = 0; q < nset; q++) {
-                int b = set[q], jend = b * B + B - 1 < pos ? b * B + B - 1 : pos;
-                for (int j = b * B; j <= jend; j++)
-                    cpu__axpy(us, sc[n++], cpu__gentry(c, tab[b], y->ti, j - b * B) + (size_t)g * dg, dg);
+                int b = set[q], cnt = b * B + B - 1 < pos ? B : pos - b * B + 1;
+                for (int j = 0; j < cnt; j++)
+                    cpu__axpy(us, p[jn++], cpu__gentry(c, tab[b], y->ti, j) + (size_t)g * dg, dg);
             }
             float gc = cpu__sigmoid(gate[i]), gs = cpu__sigmoid(gate[H + i]);
             float *u = c->u + ((size_t)t * H + i) * dg;
@@ -847,7 +870,7 @@ static void cpu__layer(cpu_be *c, const cpu_layer *y) {
         cpu__share_sets(c, y);
         cpu__par(c, cpu__attn_slc, T * y->G, true);
     } else {
-        cpu__par(c, cpu__attn_local, T * H, true);
+        cpu__par(c, cpu__attn_local, T * y->G, true);
     }
     /* 6: W_UV, o_proj, residual */
     c->expand = true;
