@@ -296,6 +296,13 @@ static void test_bad_dataset(void **state) {
     free(err);
 }
 
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Send times are never early, and late only by scheduling noise (--realtime
+ * keeps that small on a busy machine where it is allowed). */
 static void test_schedule(void **state) {
     (void)state;
     h_server s = start((const char *const[]){"--ttft-ms", "2", "--itl-ms", "1", NULL});
@@ -303,13 +310,13 @@ static void test_schedule(void **state) {
     const char *rj = h_tmp("rate.json", 1);
     /* Poisson arrivals normalised so the last one leaves at n / rate = 0.5 s. */
     int rc = RUN(s.port, "--num-prompts", "25", "--request-rate", "50", "--seed", "7",
-                 "--input-len", "4", "--output-len", "2", "--result-json", rj);
+                 "--input-len", "4", "--output-len", "2", "--realtime", "--result-json", rj);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "Request rate configured (RPS):           50.00"));
     json_t *j = h_load_json(rj);
     json_t *st = json_object_get(j, "start_times");
     double last = json_real_value(json_array_get(st, 24));
-    assert_true(fabs(last - 0.5) < 0.03);
+    assert_true(last > 0.499 && last < 0.55);
     for (size_t i = 1; i < 25; i++)
         assert_true(json_real_value(json_array_get(st, i)) >=
                     json_real_value(json_array_get(st, i - 1)));
@@ -318,14 +325,18 @@ static void test_schedule(void **state) {
     free(err);
     /* Infinite burstiness: evenly spaced, 1 / rate apart. */
     rc = RUN(s.port, "--num-prompts", "10", "--request-rate", "20", "--burstiness", "inf",
-             "--input-len", "4", "--output-len", "2", "--result-json", rj);
+             "--input-len", "4", "--output-len", "2", "--realtime", "--result-json", rj);
     h_server_stop(&s);
     assert_int_equal(rc, 0);
     j = h_load_json(rj);
     st = json_object_get(j, "start_times");
-    for (size_t i = 0; i < 10; i++)
-        assert_true(fabs(json_real_value(json_array_get(st, i)) - 0.05 * (double)(i + 1)) <
-                    0.01);
+    double late[10];
+    for (size_t i = 0; i < 10; i++) {
+        late[i] = json_real_value(json_array_get(st, i)) - 0.05 * (double)(i + 1);
+        assert_true(late[i] > -0.001);
+    }
+    qsort(late, 10, sizeof *late, cmp_d);
+    assert_true(late[5] < 0.01);
     json_decref(j);
     free(out);
     free(err);
