@@ -33,6 +33,7 @@ static const char *const words[] = {
     "win", "offer", "remember", "love", "consider", "appear", "buy", "wait", "serve",
     "die", "send", "expect", "build", "stay", "fall", "cut", "reach", "kill", "remain",
     "river", "mountain", "garden", "window", "summer", "winter", "music", "paper",
+    "a", "I", "an", "to", "of", "in", "it", "is", "on", "at", "by", "we",
 };
 #define N_WORDS (sizeof words / sizeof *words)
 
@@ -150,6 +151,7 @@ typedef struct vocab {
     size_t n_ids;
     int word_tokens[N_WORDS]; /* tokens per " word"; 1 when unknown */
     int have_counts;
+    int special; /* tokens the server adds to every prompt (BOS) */
 } vocab;
 
 static int cmp_i64(const void *a, const void *b) {
@@ -204,14 +206,20 @@ static int vocab_load(const bench_config *c, int want_text, vocab *v, FILE *log)
         }
         return ASA_OK;
     }
+    /* Servers that add special tokens (BOS) whatever add_special_tokens says
+     * show them on every call: count them once on an empty prompt, take them
+     * off each word, and leave room for them in each prompt. */
+    json_t *empty = tokenize(c, "", why, sizeof why);
+    v->special = empty ? (int)json_array_size(empty) : 0;
+    json_decref(empty);
     for (size_t i = 0; i < N_WORDS; i++) {
         char w[64];
         snprintf(w, sizeof w, " %s", words[i]);
         json_t *ids = tokenize(c, w, why, sizeof why);
         if (!ids)
             goto none;
-        size_t n = json_array_size(ids);
-        v->word_tokens[i] = n > 0 ? (int)n : 1;
+        int n = (int)json_array_size(ids) - v->special;
+        v->word_tokens[i] = n > 0 ? n : 1;
         json_decref(ids);
     }
     v->have_counts = 1;
@@ -391,7 +399,9 @@ int bench_prompts_make(const bench_config *c, FILE *log, bench_prompts *out,
         json_t *p;
         if (want_text) {
             int64_t got = 0;
-            char *s = random_text(&v, &rng, il, &got);
+            int64_t words_target = il - v.special > 0 ? il - v.special : 1;
+            char *s = random_text(&v, &rng, words_target, &got);
+            got += v.special;
             if (!s) {
                 rc = ASA_ENOMEM;
                 goto fail;

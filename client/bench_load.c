@@ -385,6 +385,7 @@ static void conn_make_idle(conn *k) {
 
 static void send_request(conn *k);
 static int conn_open(load *L, int64_t rid, int warm);
+static int fifo_push(load *L, int64_t rid, int warm, uint64_t arrival);
 static void on_io(uv_poll_t *h, int status, int events);
 
 /* The current request failed before any response byte on a connection that
@@ -399,9 +400,10 @@ static int retry_stale(conn *k) {
     k->rid = -1;
     L->inflight--;
     conn_close(k);
-    if (conn_open(L, rid, warm) != 0)
-        return 0;
-    L->inflight++;
+    if (conn_open(L, rid, warm) == 0)
+        L->inflight++;
+    else /* no connection now: wait for one like any other request */
+        fifo_push(L, rid, warm, now_ns());
     return 1;
 }
 
@@ -1090,6 +1092,12 @@ int bench_load_run(const bench_config *c, const bench_prompts *ps,
 
     uv_run(&L->loop, UV_RUN_DEFAULT);
     print_progress(L, 1);
+    if (L->phase != 3 && L->rc == ASA_OK && rc == ASA_OK) {
+        /* The loop ran dry with requests left: no connection could be opened. */
+        rc = asa_errf(eb, ASA_EIO, "stalled: cannot open connections to %s:%s (%s)",
+                      c->url.host, c->url.port, strerror(errno));
+        stop_all(L);
+    }
     if (L->rc != ASA_OK && rc == ASA_OK)
         rc = asa_errf(eb, L->rc, "%s", L->fatal ? L->fatal : "cannot reach the server");
     out->preconnected = L->preconnected;
