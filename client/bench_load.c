@@ -897,7 +897,7 @@ static void print_progress(load *L, int final) {
     double el = L->t0_ns ? sec(now_ns() - L->t0_ns) : 0;
     const char *ph = L->phase == 0 ? "connect" : L->phase == 1 ? "warmup" : "run";
     if (L->phase == 1) {
-        fprintf(stderr, "%s[warmup] %lld/%lld%s", L->progress_tty ? "\r" : "",
+        fprintf(stderr, "%s[warmup] %lld/%lld%s", L->progress_tty ? "\r\033[K" : "",
                 (long long)L->warm_done, (long long)L->warm_total,
                 L->progress_tty ? "   " : "\n");
         fflush(stderr);
@@ -918,7 +918,7 @@ static void print_progress(load *L, int final) {
     else
         snprintf(tot, sizeof tot, "?");
     fprintf(stderr, "%s[%s] %s %lld/%s done, %lld in flight, %lld failed, %.1f s%s",
-            L->progress_tty ? "\r" : "", bar, ph, (long long)L->finished, tot,
+            L->progress_tty ? "\r\033[K" : "", bar, ph, (long long)L->finished, tot,
             (long long)L->inflight, (long long)L->failed, el,
             final || !L->progress_tty ? "\n" : "  ");
     fflush(stderr);
