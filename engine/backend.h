@@ -27,6 +27,10 @@ typedef struct eng_backend_ops {
     void (*seq_copy)(void *be, int src_slot, int dst_slot);
     /* Anchor position of the slot's stored selection sets, -1 when none. */
     int (*seq_anchor)(void *be, int slot);
+    /* The stored block set of global layer ti (index among global layers),
+     * latent group g: ascending block ids into out[top_n]; returns the
+     * count.  For tests. */
+    int (*seq_sets)(void *be, int slot, int ti, int g, int32_t *out);
     /* Runs a validated batch. */
     asa_err (*step)(void *be, const eng_batch *b, eng_seq_result *res);
 } eng_backend_ops;
@@ -45,5 +49,10 @@ struct eng {
 };
 
 extern const eng_backend_ops eng_cpu_backend;
+
+/* Tests: the selection-share state of an open slot (see seq_sets / seq_anchor
+ * above).  Return -1 for a bad slot, layer or group. */
+int eng__seq_sets(eng *e, int slot, int ti, int g, int32_t *out);
+int eng__seq_anchor(eng *e, int slot);
 
 #endif /* ASA_ENG_BACKEND_H */

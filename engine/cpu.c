@@ -538,6 +538,13 @@ static void cpu_seq_copy(void *p, int src, int dst) {
 
 static int cpu_seq_anchor(void *p, int slot) { return ((cpu_be *)p)->sel_anchor[slot]; }
 
+static int cpu_seq_sets(void *p, int slot, int ti, int g, int32_t *out) {
+    cpu_be *c = p;
+    size_t k = cpu__sel_index(c, slot, ti, g);
+    memcpy(out, c->sel + k * c->top_n, (size_t)c->sel_cnt[k] * sizeof(int32_t));
+    return c->sel_cnt[k];
+}
+
 /* ---- per-token preparation (RoPE, cache writes) --------------------------- */
 
 /* The item range [*i0, *i1) of a task. */
@@ -991,5 +998,6 @@ const eng_backend_ops eng_cpu_backend = {
     .seq_reset = cpu_seq_reset,
     .seq_copy = cpu_seq_copy,
     .seq_anchor = cpu_seq_anchor,
+    .seq_sets = cpu_seq_sets,
     .step = cpu_step,
 };

@@ -5,6 +5,10 @@
  */
 #include "backend.h"
 
+#ifdef ASA_HAVE_CUDA
+extern const eng_backend_ops eng_cuda_backend;
+#endif
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +76,12 @@ asa_err eng_create(const eng_model *m, const eng_options *opt, eng **out,
         ops = &eng_cpu_backend;
         break;
     case ENG_BACKEND_CUDA:
+#ifdef ASA_HAVE_CUDA
+        ops = &eng_cuda_backend; /* engine/cuda.c */
+        break;
+#else
         return asa_errf(eb, ASA_EUNSUPPORTED, "the CUDA backend is not built");
+#endif
     default:
         return asa_errf(eb, ASA_EINVAL, "unknown backend %d", (int)opt->backend);
     }
@@ -166,6 +175,18 @@ void eng_seq_close(eng *e, int slot) {
         return;
     e->slot_open[slot] = 0;
     e->ops->seq_reset(e->be, slot);
+}
+
+int eng__seq_sets(eng *e, int slot, int ti, int g, int32_t *out) {
+    const eng_config *c = &e->m->cfg;
+    if (!eng__slot_ok(e, slot) || ti < 0 || ti >= c->n_global_layers || g < 0 ||
+        g >= c->global.attn.latent_heads)
+        return -1;
+    return e->ops->seq_sets(e->be, slot, ti, g, out);
+}
+
+int eng__seq_anchor(eng *e, int slot) {
+    return eng__slot_ok(e, slot) ? e->ops->seq_anchor(e->be, slot) : -1;
 }
 
 /* The sampler's documented ranges (sample.h), checked before anything is

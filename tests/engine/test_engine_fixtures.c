@@ -12,7 +12,12 @@
  *     exceeds 1e-3 of the row's max |logit|; the decode steps' logits equal
  *     the one-shot prefill's rows bitwise;
  *   - chunked prefill (1, 3, 16, 37) equals one-shot, bitwise;
- *   - the sequence in a batch with three others equals it alone, bitwise.
+ *   - the sequence in a batch with three others equals it alone, bitwise;
+ *   - with selection.json present: the block set of every global layer,
+ *     latent group and anchor equals the reference's wherever the
+ *     reference's top-n score gap exceeds 1e-3 relative (or nothing could
+ *     be swapped), read from the slot's selection state after a chunk that
+ *     starts at the anchor.
  * Exits 77 (skipped) when there is no fixture.
  */
 #include <setjmp.h>
@@ -29,6 +34,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backend.h"
 #include "eng.h"
 #include "eng_test_util.h"
 #include "model.h"
@@ -104,6 +110,64 @@ static double rel_l2_f(const float *a, const float *b, int V) {
         den += (double)b[i] * b[i];
     }
     return sqrt(num / (den > 0 ? den : 1));
+}
+
+/* Prefill in chunks of selection_share (each starts at an anchor) and
+ * compare the slot's sets after every chunk with selection.json. */
+static void check_selection(eng *e, const char *dir, const fcase *c) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/selection.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j)
+        return; /* optional file */
+    const eng_config *cfg = &c->m->cfg;
+    const int s = cfg->global.selection_share, n = cfg->global.top_n;
+    json_t *layers = json_object_get(j, "layers");
+    int P = (int)json_integer_value(json_object_get(j, "sequence_length"));
+    assert_true(json_is_array(layers) && P >= 1 && P <= c->P + 1);
+    etu_seq q;
+    etu_seq_open(e, &q);
+    int checked = 0, skipped = 0;
+    int32_t got[256];
+    assert_true(n <= 256);
+    for (int a = 0; a < P && a < c->P; a += s) {
+        int len = a + s <= c->P ? s : c->P - a;
+        etu_prefill(e, &q, c->seq + a, len, len, NULL);
+        assert_int_equal(eng__seq_anchor(e, q.slot), a);
+        size_t li;
+        json_t *L;
+        json_array_foreach(layers, li, L) {
+            int layer = (int)json_integer_value(json_object_get(L, "layer"));
+            assert_true(layer >= 0 && layer < cfg->num_hidden_layers);
+            assert_int_equal(c->m->layers[layer].type, ENG_LAYER_GLOBAL);
+            int ti = c->m->layers[layer].type_index;
+            json_t *anchors = json_object_get(L, "anchors");
+            size_t ai = (size_t)(a / s);
+            assert_int_equal(json_integer_value(json_array_get(anchors, ai)), a);
+            json_t *blocks = json_array_get(json_object_get(L, "blocks"), ai);
+            json_t *gaps = json_array_get(json_object_get(L, "rel_gaps"), ai);
+            for (int g = 0; g < cfg->global.attn.latent_heads; g++) {
+                json_t *gap = json_array_get(gaps, (size_t)g);
+                if (json_is_number(gap) && !(json_number_value(gap) > 1e-3)) {
+                    skipped++;
+                    continue;
+                }
+                json_t *want = json_array_get(blocks, (size_t)g);
+                int cnt = eng__seq_sets(e, q.slot, ti, g, got);
+                bool same = cnt == (int)json_array_size(want);
+                for (int k = 0; same && k < cnt; k++)
+                    same = got[k] == json_integer_value(json_array_get(want, (size_t)k));
+                if (!same)
+                    fail_msg("%s: layer %d group %d anchor %d: block set differs", dir, layer, g, a);
+                checked++;
+            }
+        }
+    }
+    etu_seq_close(e, &q);
+    print_message("%s: %d block sets equal to the reference, %d near-ties skipped\n", dir,
+                  checked, skipped);
+    json_decref(j);
 }
 
 static void test_fixture(void **st) {
@@ -246,6 +310,7 @@ static void test_fixture(void **st) {
         free(tok[i]);
         free(out[i]);
     }
+    check_selection(e, dir, &c);
     eng_destroy(e);
     free(one);
     free(lg);
