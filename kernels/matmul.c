@@ -60,13 +60,13 @@ mm_tile(const int MR, const int NR, const int WIDE, const int BF, const float *x
         const void *wp, int ldw, float *y, int ldy, int K) {
     const float *w = wp;
     const uint16_t *wh = wp;
-    mm_v8 acc[6][4];
+    mm_v8 acc[4][8];
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++)
             acc[i][j] = (mm_v8){0, 0, 0, 0, 0, 0, 0, 0};
     const int K8 = K & ~7;
     for (int k = 0; k < K8; k += 8) {
-        mm_v8 wv[4];
+        mm_v8 wv[8];
         for (int j = 0; j < NR; j++) {
             if (BF)
                 MM_LOADH(wv[j], wh + (size_t)j * ldw + k);
@@ -100,13 +100,15 @@ mm_tile(const int MR, const int NR, const int WIDE, const int BF, const float *x
 }
 
 #define MM_CASE(mr, nr)                                                       \
-    case (mr) * 8 + (nr):                                                     \
+    case (mr) * 16 + (nr):                                                    \
         mm_tile(mr, nr, WIDE_, BF_, xr, ldx, wr, ldw, yr, ldy, K);            \
         break;
 
 /* A driver per variant: panels, then MRMAX x NRMAX tiles (smaller at the
- * edges). */
-#define MM_DRIVER(NAME, ATTR, WIDE, BF, MRMAX, NRMAX, CASES)                  \
+ * edges).  A single row (decode) uses wider 1 x NR1MAX tiles: with one row
+ * the accumulators are the only independent add chains, and more of them
+ * hide the add latency. */
+#define MM_DRIVER(NAME, ATTR, WIDE, BF, MRMAX, NRMAX, NR1MAX, CASES)          \
     ATTR static void NAME(const float *x, int ldx, const void *w, int ldw,    \
                           float *y, int ldy, int M, int K, int n0, int n1) {  \
         const int WIDE_ = WIDE, BF_ = BF;                                     \
@@ -115,22 +117,26 @@ mm_tile(const int MR, const int NR, const int WIDE, const int BF, const float *x
             int nbe = nb + MM_NB < n1 ? nb + MM_NB : n1;                      \
             for (int m = 0; m < M; m += MRMAX) {                              \
                 int mr = M - m < MRMAX ? M - m : MRMAX;                       \
-                for (int n = nb; n < nbe; n += NRMAX) {                       \
-                    int nr = nbe - n < NRMAX ? nbe - n : NRMAX;               \
+                int nrmax = mr == 1 ? NR1MAX : NRMAX;                         \
+                for (int n = nb; n < nbe; n += nrmax) {                       \
+                    int nr = nbe - n < nrmax ? nbe - n : nrmax;               \
                     const float *xr = x + (size_t)m * ldx;                    \
                     const void *wr = (const char *)w + (size_t)n * ldw * esz; \
                     float *yr = y + (size_t)m * ldy + n;                      \
-                    switch (mr * 8 + nr) { CASES }                            \
+                    switch (mr * 16 + nr) { CASES }                           \
                 }                                                             \
             }                                                                 \
         }                                                                     \
     }
 
-#define MM_CASES_2x2 MM_CASE(1, 1) MM_CASE(1, 2) MM_CASE(2, 1) MM_CASE(2, 2)
+#define MM_CASES_2x2                                                          \
+    MM_CASE(1, 1) MM_CASE(1, 2) MM_CASE(1, 3) MM_CASE(1, 4) MM_CASE(2, 1)     \
+    MM_CASE(2, 2)
 #define MM_CASES_4x3                                                          \
     MM_CASE(1, 1) MM_CASE(1, 2) MM_CASE(1, 3) MM_CASE(2, 1) MM_CASE(2, 2)     \
     MM_CASE(2, 3) MM_CASE(3, 1) MM_CASE(3, 2) MM_CASE(3, 3) MM_CASE(4, 1)     \
-    MM_CASE(4, 2) MM_CASE(4, 3)
+    MM_CASE(4, 2) MM_CASE(4, 3) MM_CASE(1, 4) MM_CASE(1, 5) MM_CASE(1, 6)     \
+    MM_CASE(1, 7) MM_CASE(1, 8)
 
 /* bf16 weights with many rows of x (prefill): widen a panel of W rows
  * once into an f32 buffer on the stack and run the f32 kernel over it, so the
@@ -159,14 +165,14 @@ enum { MM_PANEL_FLOATS = 16384 }; /* 64 KiB of stack */
         }                                                                     \
     }
 
-MM_DRIVER(mm_cols_generic, , 0, 0, 2, 2, MM_CASES_2x2)
-MM_DRIVER(mm_cols_generic_bfd, , 0, 1, 2, 2, MM_CASES_2x2)
+MM_DRIVER(mm_cols_generic, , 0, 0, 2, 2, 4, MM_CASES_2x2)
+MM_DRIVER(mm_cols_generic_bfd, , 0, 1, 2, 2, 4, MM_CASES_2x2)
 MM_DRIVER_BFP(mm_cols_generic_bf, , mm_cols_generic, mm_cols_generic_bfd)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MM_HAVE_AVX2 1
-MM_DRIVER(mm_cols_avx2, __attribute__((target("avx2"))), 1, 0, 4, 3, MM_CASES_4x3)
-MM_DRIVER(mm_cols_avx2_bfd, __attribute__((target("avx2"))), 1, 1, 4, 3, MM_CASES_4x3)
+MM_DRIVER(mm_cols_avx2, __attribute__((target("avx2"))), 1, 0, 4, 3, 8, MM_CASES_4x3)
+MM_DRIVER(mm_cols_avx2_bfd, __attribute__((target("avx2"))), 1, 1, 4, 3, 8, MM_CASES_4x3)
 MM_DRIVER_BFP(mm_cols_avx2_bf, __attribute__((target("avx2"))), mm_cols_avx2, mm_cols_avx2_bfd)
 #else
 #define MM_HAVE_AVX2 0
