@@ -112,6 +112,24 @@ void bench_sse_deinit(bench_sse *s);
 /* Feeds bytes; dispatches complete events.  Returns 0 or ASA_ENOMEM. */
 int bench_sse_feed(bench_sse *s, const char *p, size_t n);
 
+/* ---- stream events ---------------------------------------------------- */
+
+typedef struct bench_chunk {
+    int done;            /* data: [DONE] */
+    int token;           /* choices[0] carries text (text, delta.content,
+                          * reasoning, tool calls): a token chunk */
+    int error;           /* an "error" object, or data that is not JSON */
+    char *err;           /* heap text of the error (may be NULL), caller frees */
+    int64_t usage_out;   /* usage.completion_tokens, -1 when absent */
+    int64_t usage_in;    /* usage.prompt_tokens, -1 when absent */
+} bench_chunk;
+
+/* Interprets the data of one SSE event.  The plain token chunk is
+ * recognised without a JSON parse; anything else is parsed with jansson
+ * (bench_chunk_parse_full, which the tests compare against).  Always 0. */
+int bench_chunk_parse(const char *data, size_t n, bench_chunk *out);
+int bench_chunk_parse_full(const char *data, size_t n, bench_chunk *out);
+
 /* ---- random numbers and send schedule ----------------------------------- */
 
 typedef struct bench_rng {

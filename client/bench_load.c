@@ -107,6 +107,7 @@ struct load {
     bench_rng rng;
     uint64_t t0_ns, t_end_ns, deadline_ns;
     int stop_issuing;
+    int duration_done;
     int closed_loop;      /* --duration with an infinite rate */
 
     uv_timer_t sched_timer, progress_timer, watchdog, duration_timer;
@@ -144,6 +145,7 @@ static double sec(uint64_t ns) { return (double)ns * 1e-9; }
 
 static void pump(load *L);
 static void check_end(load *L);
+static void duration_over(load *L);
 static void conn_close(conn *k);
 
 /* ---- results ------------------------------------------------------------ */
@@ -240,69 +242,42 @@ static void finish_request(conn *k, const char *cut) {
 
 /* ---- SSE events --------------------------------------------------------- */
 
-static int nonempty_str(json_t *v) {
-    return json_is_string(v) && json_string_length(v) > 0;
-}
-
 static void on_event(void *ctx, const char *data, size_t n) {
     conn *k = ctx;
     if (k->rid < 0 || k->done)
         return;
-    if (n == 6 && memcmp(data, "[DONE]", 6) == 0) {
+    bench_chunk ev;
+    bench_chunk_parse(data, n, &ev);
+    if (ev.done) {
         k->done = 1;
         return;
     }
-    json_t *doc = json_loadb(data, n, 0, NULL);
-    if (!doc) {
+    if (ev.error) {
         if (!k->err_event) {
             k->err_event = 1;
-            k->err = dup_printf("malformed event data: %.200s", data);
+            k->err = ev.err;
+        } else {
+            free(ev.err);
         }
         return;
     }
-    json_t *err = json_object_get(doc, "error");
-    if (err && !json_is_null(err)) {
-        if (!k->err_event) {
-            k->err_event = 1;
-            k->err = json_dumps(doc, JSON_COMPACT);
+    if (ev.token) {
+        load *L = k->L;
+        uint64_t t = L->cur_ns;
+        bench_result *r = result_of(L, k);
+        if (!k->first) {
+            k->first = 1;
+            r->ttft = sec(t - k->start_ns);
+        } else {
+            bench_result_push_itl(r, sec(t - k->last_ns));
         }
-        json_decref(doc);
-        return;
+        k->last_ns = t;
+        k->chunks++;
     }
-    json_t *ch = json_object_get(doc, "choices");
-    if (json_is_array(ch) && json_array_size(ch) > 0) {
-        json_t *c0 = json_array_get(ch, 0);
-        int tok = nonempty_str(json_object_get(c0, "text"));
-        json_t *d = json_object_get(c0, "delta");
-        if (!tok && d)
-            tok = nonempty_str(json_object_get(d, "content")) ||
-                  nonempty_str(json_object_get(d, "reasoning_content")) ||
-                  nonempty_str(json_object_get(d, "reasoning")) ||
-                  json_array_size(json_object_get(d, "tool_calls")) > 0;
-        if (tok) {
-            load *L = k->L;
-            uint64_t t = L->cur_ns;
-            bench_result *r = result_of(L, k);
-            if (!k->first) {
-                k->first = 1;
-                r->ttft = sec(t - k->start_ns);
-            } else {
-                bench_result_push_itl(r, sec(t - k->last_ns));
-            }
-            k->last_ns = t;
-            k->chunks++;
-        }
-    }
-    json_t *u = json_object_get(doc, "usage");
-    if (json_is_object(u)) {
-        json_t *ct = json_object_get(u, "completion_tokens");
-        json_t *pt = json_object_get(u, "prompt_tokens");
-        if (json_is_integer(ct))
-            k->usage_out = json_integer_value(ct);
-        if (json_is_integer(pt))
-            k->usage_in = json_integer_value(pt);
-    }
-    json_decref(doc);
+    if (ev.usage_out >= 0)
+        k->usage_out = ev.usage_out;
+    if (ev.usage_in >= 0)
+        k->usage_in = ev.usage_in;
 }
 
 static void on_head(void *ctx, int status) {
@@ -716,6 +691,10 @@ static int ensure_res(load *L, size_t n) {
 
 /* A main-run request becomes due now. */
 static void issue_main(load *L) {
+    if (L->deadline_ns && now_ns() >= L->deadline_ns) {
+        duration_over(L); /* the --duration timer may not have run yet */
+        return;
+    }
     if (ensure_res(L, (size_t)L->issued + 1) != ASA_OK) {
         L->stop_issuing = 1;
         return;
@@ -729,6 +708,8 @@ static void issue_main(load *L) {
 static void pump(load *L) {
     if (L->phase == 3)
         return;
+    if (L->phase == 2 && L->deadline_ns && now_ns() >= L->deadline_ns)
+        duration_over(L);
     if (L->closed_loop && L->phase == 2)
         while (!L->stop_issuing && L->inflight + (int64_t)L->fifo_len < L->cap)
             issue_main(L);
@@ -788,11 +769,16 @@ static void sched_fire(uv_timer_t *t) {
     check_end(L);
 }
 
-static void on_duration(uv_timer_t *t) {
-    load *L = t->data;
+/* --duration is over: send nothing more.  Requests still waiting for a
+ * slot were never sent: they are dropped.  Idempotent; called from the
+ * timer and from whichever callback first notices the deadline. */
+static void duration_over(load *L) {
+    if (L->duration_done)
+        return;
+    L->duration_done = 1;
     L->stop_issuing = 1;
     uv_timer_stop(&L->sched_timer);
-    /* Requests still waiting for a slot were never sent: drop them. */
+    uv_timer_stop(&L->duration_timer);
     size_t keep = 0;
     for (size_t i = 0; i < L->fifo_len; i++) {
         pending p = L->fifo[(L->fifo_head + i) % L->fifo_cap];
@@ -808,6 +794,11 @@ static void on_duration(uv_timer_t *t) {
         L->issued = sent;
         L->n_res = (size_t)sent;
     }
+}
+
+static void on_duration(uv_timer_t *t) {
+    load *L = t->data;
+    duration_over(L);
     check_end(L);
 }
 

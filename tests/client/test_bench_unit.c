@@ -200,6 +200,67 @@ static void test_sse_any_split(void **state) {
     }
 }
 
+/* ---- stream events ---- */
+
+static void test_chunks(void **state) {
+    (void)state;
+    static const struct {
+        const char *data;
+        int token, error;
+        long long out, in;
+    } cases[] = {
+        {"[DONE]", 0, 0, -1, -1},
+        {"{\"id\":\"c\",\"object\":\"text_completion\",\"choices\":[{\"index\":0,"
+         "\"text\":\" tok\",\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}",
+         1, 0, -1, -1},
+        {"{\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"length\"}]}", 0, 0,
+         -1, -1},
+        {"{\"choices\":[{\"index\":0,\"text\":\"\\\"quoted\\\"\"}]}", 1, 0, -1, -1},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}",
+         0, 0, -1, -1},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"logprobs\":{\"content\":"
+         "[{\"token\":\"Hi\"}]}}]}",
+         1, 0, -1, -1},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hmm\"}}]}", 1, 0, -1,
+         -1},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"t\"}]}}]}",
+         1, 0, -1, -1},
+        /* two choices: the first is empty, the second is not */
+        {"{\"choices\":[{\"index\":0,\"text\":\"\"},{\"index\":1,\"text\":\"x\"}]}", 0, 0,
+         -1, -1},
+        {"{\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,"
+         "\"total_tokens\":17}}",
+         0, 0, 5, 12},
+        {"{\"choices\":[{\"index\":0,\"text\":\"z\"}],\"usage\":{\"prompt_tokens\":3,"
+         "\"completion_tokens\":1}}",
+         1, 0, 1, 3},
+        {"{\"error\":{\"message\":\"boom\",\"code\":500}}", 0, 1, -1, -1},
+        {"{\"choices\":[{\"index\":0,\"text\":\"a\"}],\"error\":null}", 1, 0, -1, -1},
+        {"{ \"choices\": [ { \"index\": 0, \"text\": \"spaced\" } ] }", 1, 0, -1, -1},
+        {"{\"choices\":[{\"index\":0,\"text\":\"cut", 0, 1, -1, -1},
+        {"42", 0, 1, -1, -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        bench_chunk a, b;
+        const char *d = cases[i].data;
+        assert_int_equal(bench_chunk_parse(d, strlen(d), &a), 0);
+        assert_int_equal(bench_chunk_parse_full(d, strlen(d), &b), 0);
+        if (a.token != cases[i].token || a.error != cases[i].error)
+            fprintf(stderr, "case %zu: %s\n", i, d);
+        assert_int_equal(a.token, cases[i].token);
+        assert_int_equal(a.error, cases[i].error);
+        assert_int_equal(a.usage_out, cases[i].out);
+        assert_int_equal(a.usage_in, cases[i].in);
+        assert_int_equal(a.token, b.token);
+        assert_int_equal(a.error, b.error);
+        assert_int_equal(a.done, strcmp(d, "[DONE]") == 0);
+        if (a.error)
+            assert_non_null(a.err);
+        free(a.err);
+        free(b.err);
+    }
+}
+
 /* ---- numbers ---- */
 
 static void test_percentiles_match_numpy(void **state) {
@@ -387,6 +448,7 @@ int main(void) {
         cmocka_unit_test(test_http_length_close_and_pipelined),
         cmocka_unit_test(test_http_malformed),
         cmocka_unit_test(test_sse_any_split),
+        cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_percentiles_match_numpy),
         cmocka_unit_test(test_schedule_normalised),
         cmocka_unit_test(test_goodput_parse),
