@@ -1,0 +1,58 @@
+/*
+ * tests/kernels/kt.h - helpers of the CUDA kernel tests: device check (exit
+ * 77 without a GPU), a seeded RNG (fresh seed each run, printed; set
+ * ASA_TEST_SEED to repeat one), device buffers, poisoning, and the abs+rel
+ * comparison with NaN/Inf positions matched.
+ *
+ * ASA_KT_QUICK=1 (set by the sanitizer runs) makes the tests use only their
+ * small shapes.
+ */
+#ifndef ASA_KT_H
+#define ASA_KT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#define KT_SKIP 77
+
+/* Returns 0 when a CUDA device is present (and seeds the RNG, printing the
+ * seed), KT_SKIP otherwise. */
+int kt_init(const char *test_name);
+/* True when ASA_KT_QUICK is set. */
+bool kt_quick(void);
+
+uint64_t kt_rand(void);
+/* Uniform in [lo, hi). */
+float kt_uniform(float lo, float hi);
+/* Standard normal. */
+float kt_normal(void);
+/* Uniform integer in [0, n). */
+int kt_randint(int n);
+
+/* Fills n bf16 values (bit patterns) with scale * normal, rounded. */
+void kt_fill_bf16(uint16_t *p, size_t n, float scale);
+void kt_fill_f32(float *p, size_t n, float scale);
+
+/* Device buffers; failures fail the current cmocka test. */
+void *kt_dev_alloc(size_t bytes);
+void *kt_dev_upload(const void *host, size_t bytes);
+void kt_dev_download(void *host, const void *dev, size_t bytes);
+/* cudaMalloc + fill with 0xff bytes (NaN in f32 and bf16). */
+void *kt_dev_poison(size_t bytes);
+void kt_dev_free(void *dev);
+/* Synchronises and fails the test on a pending CUDA error. */
+void kt_sync(void);
+
+/* Widens n bf16 values. */
+void kt_bf16_to_f32(const uint16_t *in, float *out, size_t n);
+
+/* Element i passes when both are NaN, both are the same infinity, or
+ * |got - want| <= atol + rtol * (scale ? scale[i] : |want|).  Prints the
+ * first failures and the largest error; fails the test if any. */
+void kt_check_close(const char *what, const float *got, const float *want,
+                    const float *scale, size_t n, double atol, double rtol);
+
+#endif /* ASA_KT_H */
