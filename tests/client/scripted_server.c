@@ -29,6 +29,9 @@
  *   --queue-ms X         every request adds X ms of queue time to /metrics
  *   --no-tokenize        /tokenize answers 404
  *   --no-usage           no usage chunk at the end of a stream
+ *   --close-idle         close every connection once its response is sent,
+ *                        without saying so (as a server whose keep-alive
+ *                        timeout expired): clients must retry on a new one
  *   --realtime           try to run under SCHED_FIFO (else nice -10) so that
  *                        other processes on a loaded machine do not delay
  *                        the timetable; silently stays normal if not allowed
@@ -85,7 +88,7 @@ static struct {
     int64_t preempt_every;
     double queue_ms;
     const char *prefix;
-    int no_tokenize, no_usage;
+    int no_tokenize, no_usage, close_idle;
 
     int64_t n_gen;        /* generation requests seen */
     int64_t preemptions;
@@ -551,7 +554,7 @@ static void process(srv_conn *c, uint64_t t0) {
         char method[8] = "", path[128] = "";
         sscanf(c->buf, "%7s %127s", method, path);
         json_t *req = clen ? json_loadb(c->buf + hl, clen, 0, NULL) : NULL;
-        c->close_after = close_after;
+        c->close_after = close_after || S.close_idle;
         if (strcmp(method, "POST") == 0 && strcmp(path, "/v1/completions") == 0)
             req ? handle_generate(c, req, 0, t0)
                 : send_simple(c, 400, "Bad Request", "application/json", "{}");
@@ -741,6 +744,8 @@ int main(int argc, char **argv) {
             S.no_tokenize = 1;
         else if (strcmp(a, "--no-usage") == 0)
             S.no_usage = 1;
+        else if (strcmp(a, "--close-idle") == 0)
+            S.close_idle = 1;
         else if (strcmp(a, "--realtime") == 0)
             realtime = 1;
         else {

@@ -381,6 +381,26 @@ static void test_goodput_slo(void **state) {
     free(err);
 }
 
+/* The server drops every connection after its response without saying so:
+ * requests sent on such a connection are re-sent on a new one, not failed. */
+static void test_stale_keepalive(void **state) {
+    (void)state;
+    h_server s = start((const char *const[]){"--ttft-ms", "3", "--itl-ms", "1", "--close-idle",
+                                             NULL});
+    char *out = NULL, *err = NULL;
+    const char *rj = h_tmp("stale.json", 1);
+    int rc = RUN(s.port, "--num-prompts", "30", "--max-concurrency", "3", "--input-len", "4",
+                 "--output-len", "4", "--result-json", rj);
+    h_server_stop(&s);
+    assert_int_equal(rc, 0);
+    json_t *j = h_load_json(rj);
+    assert_true(h_num(j, "completed") == 30);
+    assert_true(h_num(j, "failed") == 0);
+    json_decref(j);
+    free(out);
+    free(err);
+}
+
 static void test_unreachable(void **state) {
     (void)state;
     /* Start and stop a server to get a port nobody listens on. */
@@ -417,6 +437,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_schedule),
         cmocka_unit_test(test_duration),
         cmocka_unit_test(test_goodput_slo),
+        cmocka_unit_test(test_stale_keepalive),
         cmocka_unit_test(test_unreachable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
