@@ -601,13 +601,14 @@ static hent heap_pop(enc *E) {
     return top;
 }
 
-/* The library's Word::merge_all: a priority queue of candidate merges keyed
- * by (rank, position); stale entries are skipped when popped.  O(n log n). */
-static asa_err merge_all(enc *E) {
+/* The library's Word::merge_all on symbols [lo, hi): a priority queue of
+ * candidate merges keyed by (rank, position); stale entries are skipped when
+ * popped.  O(n log n). */
+static asa_err merge_range(enc *E, size_t lo, size_t hi) {
     const tok__mmap *mm = &E->t->merges;
     sym *S = E->syms;
     E->nheap = 0;
-    for (size_t i = 0; i + 1 < E->nsyms; i++) {
+    for (size_t i = lo; i + 1 < hi; i++) {
         const tok__mmap_ent *m = tok__mmap_get(mm, S[i].c, S[i + 1].c);
         if (m && heap_push(E, m->rank, (uint32_t)i, m->id))
             return ASA_ENOMEM;
@@ -642,6 +643,27 @@ static asa_err merge_all(enc *E) {
     return ASA_OK;
 }
 
+/* A symbol whose id is in no merge pair is a wall: no merge can involve it,
+ * so the symbols on either side merge independently and in the same order
+ * as in one queue over the whole word.  Merging the stretches between walls
+ * separately gives the library's result with small queues (a SentencePiece
+ * text without a pre-tokenizer is one word, cut here at <0x0A> etc.). */
+static asa_err merge_all(enc *E) {
+    const uint8_t *in_merge = E->t->in_merge;
+    size_t lo = 0;
+    for (size_t i = 0; i <= E->nsyms; i++) {
+        if (i < E->nsyms && in_merge[E->syms[i].c])
+            continue;
+        if (i > lo + 1) {
+            asa_err e = merge_range(E, lo, i);
+            if (e)
+                return e;
+        }
+        lo = i + 1;
+    }
+    return ASA_OK;
+}
+
 /* The library's BPE::merge_word: one symbol per character (with the
  * continuing-subword prefix / end-of-word suffix), byte fallback, unknown
  * characters (fused or not), then merge_all. */
@@ -666,7 +688,12 @@ static asa_err merge_word(enc *E, const char *w, size_t n) {
             ks = E->key.data;
             kn = E->key.len;
         }
-        int32_t id = tok__smap_get(&t->vocab, ks, kn);
+        int32_t id;
+        unsigned char c0 = (unsigned char)w[i];
+        if (ks == w + i && cl <= 2)
+            id = t->char_id[cl == 1 ? c0 : ((uint32_t)(c0 & 0x1F) << 6) | (w[i + 1] & 0x3F)];
+        else
+            id = tok__smap_get(&t->vocab, ks, kn);
         if (id >= 0) {
             if (unk >= 0) {
                 if (sym_add(E, unk, unk_len))
@@ -767,12 +794,35 @@ static asa_err post_run(const tok__post *p, tok_ids *ids, tok_ids *tmp) {
 
 /* ---- entry point ----------------------------------------------------------------- */
 
+/* Each thread keeps its encode scratch (buffers, regex match data) between
+ * calls so that short texts do not pay for allocations; freed at thread exit
+ * or when it has grown past 4 MB. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static bool scratch_ok;
+
+static void enc_free(enc *E);
+static void scratch_destroy(void *p) {
+    if (p) {
+        enc_free(p);
+        free(p);
+    }
+}
+static void scratch_init(void) { scratch_ok = pthread_key_create(&scratch_key, scratch_destroy) == 0; }
+
+static size_t enc_bytes(const enc *E) {
+    return E->buf[0].cap + E->buf[1].cap + (E->pl[0].cap + E->pl[1].cap) * sizeof(piece) +
+           E->capsyms * sizeof(sym) + E->capheap * sizeof(hent) + E->caprg * sizeof *E->rg +
+           E->word.cap * sizeof(int32_t) + E->key.cap;
+}
+
 static void enc_free(enc *E) {
     for (int i = 0; i < 2; i++) {
         tok_str_free(&E->buf[i]);
         free(E->pl[i].p);
     }
     pcre2_match_data_free(E->md);
+    E->md = NULL;
     free(E->syms);
     free(E->heap);
     free(E->rg);
@@ -785,7 +835,7 @@ static asa_err encode(enc *E, const char *text, size_t len, bool add_special, to
     asa_err e;
     plist *pl;
     tok_str *ob;
-    if (!(E->md = pcre2_match_data_create(1, NULL)))
+    if (!E->md && !(E->md = pcre2_match_data_create(1, NULL)))
         return ASA_ENOMEM;
 
     /* 1. added tokens written in the raw text */
@@ -866,9 +916,23 @@ asa_err tok_encode(const tok_tokenizer *t, const char *text, size_t len, bool ad
     size_t bad = tok_utf8_valid_prefix(text, len);
     if (bad != len)
         return asa_errf(eb, ASA_EUTF8, "invalid UTF-8 at byte %zu of %zu", bad, len);
-    enc E = {.t = t};
-    asa_err e = encode(&E, text ? text : "", len, add_special, out);
-    enc_free(&E);
+    pthread_once(&scratch_once, scratch_init);
+    enc local = {0};
+    enc *E = scratch_ok ? pthread_getspecific(scratch_key) : NULL;
+    if (!E && scratch_ok && (E = calloc(1, sizeof *E)) && pthread_setspecific(scratch_key, E)) {
+        free(E);
+        E = NULL;
+    }
+    bool own = E == NULL; /* no per-thread scratch: use a local one */
+    if (own)
+        E = &local;
+    E->t = t;
+    E->cur = 0;
+    asa_err e = encode(E, text ? text : "", len, add_special, out);
+    if (own || e || enc_bytes(E) > ((size_t)4 << 20)) {
+        enc_free(E); /* drops the buffers; the per-thread struct stays */
+        memset(E, 0, sizeof *E);
+    }
     if (e)
         asa_errf(eb, e, "tok_encode: %s", asa_strerror(e));
     return e;

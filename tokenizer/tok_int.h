@@ -71,11 +71,19 @@ typedef struct tok__mmap {
     size_t mask;
 } tok__mmap;
 
+/* Slot of a pair key: both halves must reach the low bits. */
+static inline size_t tok__mmap_slot(uint64_t key, size_t mask) {
+    uint64_t h = key * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 32;
+    return (size_t)h & mask;
+}
+
 static inline const tok__mmap_ent *tok__mmap_get(const tok__mmap *m, int32_t a,
                                                  int32_t b) {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    uint64_t h = key * 0x9E3779B97F4A7C15ull;
-    size_t i = (size_t)(h >> 20) & m->mask;
+    size_t i = tok__mmap_slot(key, m->mask);
     for (;;) {
         const tok__mmap_ent *e = &m->ents[i];
         if (e->key == key)
@@ -236,6 +244,7 @@ struct tok_tokenizer {
     uint32_t *id_len;    /* [n_ids] */
     size_t n_ids;
     tok__mmap merges;
+    uint8_t *in_merge; /* [n_ids] 1 if the id is one side of some merge */
     int32_t unk_id; /* -1 if none */
     bool fuse_unk, byte_fallback, ignore_merges;
     const char *cont_prefix; /* continuing_subword_prefix, NULL if none */
@@ -243,6 +252,9 @@ struct tok_tokenizer {
     const char *eow_suffix; /* end_of_word_suffix, NULL if none */
     size_t eow_suffix_len;
     int32_t byte_id[256]; /* byte_fallback: id of <0xNN>, -1 if missing */
+    /* id of the one-character token of each code point below 0x800 (-1 if
+     * none); only used without continuing_subword_prefix/end_of_word_suffix */
+    int32_t *char_id; /* [0x800] */
 
     /* added tokens; id_added[id] indexes added[] or -1 */
     tok__added *added;

@@ -523,8 +523,7 @@ static asa_err set_id(ld *L, int32_t id, const char *s, size_t n) {
 
 static asa_err mmap_put(tok__mmap *m, int32_t a, int32_t b, uint32_t rank, int32_t id) {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    uint64_t h = key * 0x9E3779B97F4A7C15ull;
-    size_t i = (size_t)(h >> 20) & m->mask;
+    size_t i = tok__mmap_slot(key, m->mask);
     for (;;) {
         tok__mmap_ent *e = &m->ents[i];
         if (e->key == UINT64_MAX || e->key == key) {
@@ -626,6 +625,14 @@ static asa_err load_model(ld *L, json_t *m, json_t *added) {
         if (t->unk_id < 0)
             return UNSUP(L, "model.unk_token \"%s\" is not in the vocabulary", unk);
     }
+    t->char_id = aalloc(L, 0x800 * sizeof *t->char_id);
+    if (!t->char_id)
+        return ASA_ENOMEM;
+    for (uint32_t cp = 0; cp < 0x800; cp++) {
+        char u[4];
+        size_t n = tok__u8enc(cp, u);
+        t->char_id[cp] = tok__smap_get(&t->vocab, u, n);
+    }
     for (int b = 0; b < 256; b++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", b);
@@ -638,7 +645,8 @@ static asa_err load_model(ld *L, json_t *m, json_t *added) {
     while (cap < nm * 2 + 2)
         cap *= 2;
     t->merges.ents = malloc(cap * sizeof *t->merges.ents);
-    if (!t->merges.ents)
+    t->in_merge = aalloc(L, t->n_ids);
+    if (!t->merges.ents || !t->in_merge)
         return ASA_ENOMEM;
     t->merges.mask = cap - 1;
     for (size_t i = 0; i < cap; i++)
@@ -684,6 +692,7 @@ static asa_err load_model(ld *L, json_t *m, json_t *added) {
             return BAD(L, "model.merges[%zu]: merged token not in the vocabulary", i);
         }
         mmap_put(&t->merges, ai, bi, (uint32_t)i, ni);
+        t->in_merge[ai] = t->in_merge[bi] = 1;
     }
     tok_str_free(&buf);
     return ASA_OK;

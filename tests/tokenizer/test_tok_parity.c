@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
+
 #include "tok_test_util.h"
 
 static const char *const VOCABS[] = {"gpt2", "mistral"};
@@ -206,11 +208,62 @@ static void test_vocab_api(void **state) {
     tok_destroy(m);
 }
 
+/* One tokenizer shared by several threads (word cache under contention):
+ * every thread gets the reference ids for every text. */
+typedef struct thr_arg {
+    const tok_tokenizer *t;
+    json_t *texts, *ev;
+    int failures;
+} thr_arg;
+
+static void *thr_main(void *p) {
+    thr_arg *a = p;
+    tok_ids ids = {0};
+    for (int round = 0; round < 3; round++) {
+        size_t i;
+        json_t *item;
+        json_array_foreach(a->texts, i, item) {
+            const char *name = json_string_value(json_object_get(item, "name"));
+            json_t *jt = json_object_get(item, "text");
+            if (tok_encode(a->t, json_string_value(jt), json_string_length(jt), true, &ids, NULL) ||
+                !tt_ids_equal(ids.ids, ids.len, json_object_get(json_object_get(a->ev, name), "special")))
+                a->failures++;
+        }
+    }
+    tok_ids_free(&ids);
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    (void)state;
+    json_t *texts = tt_json("texts.json"), *exp = tt_json("expected_ids.json");
+    assert_non_null(texts);
+    assert_non_null(exp);
+    for (int v = 0; v < 2; v++) {
+        tok_tokenizer *t = tt_load(VOCABS[v]);
+        assert_non_null(t);
+        enum { N = 4 };
+        pthread_t th[N];
+        thr_arg args[N];
+        for (int i = 0; i < N; i++) {
+            args[i] = (thr_arg){t, texts, json_object_get(json_object_get(exp, "vocabs"), VOCABS[v]), 0};
+            assert_int_equal(pthread_create(&th[i], NULL, thr_main, &args[i]), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(pthread_join(th[i], NULL), 0);
+            assert_int_equal(args[i].failures, 0);
+        }
+        tok_destroy(t);
+    }
+    json_decref(texts);
+    json_decref(exp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_gpt2),    cmocka_unit_test(test_parity_mistral),
         cmocka_unit_test(test_cache_consistency), cmocka_unit_test(test_invalid_utf8),
-        cmocka_unit_test(test_vocab_api),
+        cmocka_unit_test(test_vocab_api),        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
