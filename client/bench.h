@@ -327,6 +327,7 @@ typedef struct bench_run_out {
     size_t n;
     double duration;     /* run start -> last completion, s */
     int64_t preconnected;
+    int64_t kernel_stamps; /* reads stamped by the kernel (SO_TIMESTAMPNS) */
     size_t fd_limit;     /* RLIMIT_NOFILE after raising it */
 } bench_run_out;
 

@@ -211,6 +211,7 @@ static void finish_request(conn *k, const char *cut) {
         r->latency = sec(k->last_ns - k->start_ns);
 
     char *e = NULL;
+    int ok = 0;
     if (k->http.status != 200 && k->http.status != 0) {
         size_t bl = k->body_len < 2000 ? k->body_len : 2000;
         e = dup_printf("HTTP %d: %.*s", k->http.status, (int)bl, k->body ? k->body : "");
@@ -222,9 +223,11 @@ static void finish_request(conn *k, const char *cut) {
         e = dup_printf("stream ended without [DONE]");
     } else if (!k->first) {
         e = dup_printf("no token chunk received");
+    } else {
+        ok = 1;
     }
-    r->success = e == NULL;
-    r->error = e;
+    r->success = ok;
+    r->error = e; /* NULL for a failure only when out of memory */
 
     L->inflight--;
     if (k->warm) {
@@ -449,7 +452,9 @@ static void conn_gone(conn *k, int err) {
             char why[160];
             if (err == 0)
                 snprintf(why, sizeof why, "connection closed by the server %s",
-                         k->http.status == 200 ? "before [DONE]" : "mid-response");
+                         k->http.status == 200 ? "before [DONE]"
+                         : k->got_bytes        ? "mid-response"
+                                               : "before it answered");
             else
                 snprintf(why, sizeof why, "connection error: %s", strerror(-err));
             fail_current(k, why);
@@ -1092,6 +1097,7 @@ int bench_load_run(const bench_config *c, const bench_prompts *ps,
     if (L->rc != ASA_OK && rc == ASA_OK)
         rc = asa_errf(eb, L->rc, "%s", L->fatal ? L->fatal : "cannot reach the server");
     out->preconnected = L->preconnected;
+    out->kernel_stamps = L->kernel_stamps;
 
     uv_walk(&L->loop, walk_close, NULL);
     uv_run(&L->loop, UV_RUN_DEFAULT);

@@ -163,6 +163,8 @@ json_t *bench_report_json(const bench_config *c, const bench_summary *s,
     json_object_set_new(j, "duration_limit_s",
                         c->duration_s > 0 ? json_real(c->duration_s) : json_null());
     json_object_set_new(j, "preconnected", json_integer(o->preconnected));
+    json_object_set_new(j, "receive_clock", json_string(o->kernel_stamps > 0 ? "kernel"
+                                                                             : "client"));
 
     json_object_set_new(j, "duration", json_real(s->duration));
     json_object_set_new(j, "completed", json_integer(s->completed));

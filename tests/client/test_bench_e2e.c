@@ -94,6 +94,7 @@ static void test_fields_and_layout(void **state) {
     assert_true(h_num(j, "max_concurrent_requests") >= 4);
     assert_true(fabs(h_num(j, "request_goodput") - h_num(j, "request_throughput")) < 1e-9);
     assert_true(h_num(j, "server_request_queue_count") == 20);
+    assert_string_equal(json_string_value(json_object_get(j, "receive_clock")), "kernel");
     double dur = h_num(j, "duration");
     assert_true(fabs(h_num(j, "output_throughput") - 320 / dur) < 1e-6);
 
