@@ -77,8 +77,9 @@ int bench_request_build(const bench_config *c, json_t *prompt, int64_t max_token
         json_error_t je;
         json_t *x = json_loads(c->extra_body, 0, &je);
         if (!json_is_object(x)) {
+            rc = asa_errf(eb, ASA_EINVAL, "--extra-body must be a JSON object%s%s",
+                          x ? "" : ": ", x ? "" : je.text);
             json_decref(x);
-            rc = asa_errf(eb, ASA_EINVAL, "--extra-body is not a JSON object: %s", je.text);
             goto fail;
         }
         json_object_update(o, x);
