@@ -75,6 +75,12 @@ asa_err tok_load_json(const char *json, size_t len, const char *config_json,
 /* NULL-safe. */
 void tok_destroy(tok_tokenizer *t);
 
+/* Invariant walker (tests, debug asserts): every vocabulary entry maps to an
+ * id whose string is that entry, every merge names ids inside the id space,
+ * added tokens agree with the id tables, the word cache shards are within
+ * bounds.  Returns 0 or ASA_EINTERNAL. */
+asa_err tok_check(const tok_tokenizer *t);
+
 /* ---- encode / decode --------------------------------------------------- */
 
 /* Encodes text[len] (UTF-8; NUL bytes are ordinary characters) and sets *out

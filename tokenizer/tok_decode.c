@@ -297,6 +297,48 @@ int32_t tok_token_to_id(const tok_tokenizer *t, const char *s, size_t len) {
     return id >= 0 ? id : tok__smap_get(&t->vocab, s, len);
 }
 
+asa_err tok_check(const tok_tokenizer *t) {
+    if (!t || !t->id_str || !t->id_len || !t->id_added || !t->vocab.ents)
+        return ASA_EINTERNAL;
+    size_t nvocab = 0;
+    for (size_t i = 0; i <= t->vocab.mask; i++) {
+        const tok__smap_ent *e = &t->vocab.ents[i];
+        if (!e->key)
+            continue;
+        nvocab++;
+        if (e->val < 0 || (size_t)e->val >= t->n_ids || !t->id_str[e->val])
+            return ASA_EINTERNAL;
+        /* an added token may show its normalized form instead */
+        if (t->id_added[e->val] < 0 &&
+            (t->id_len[e->val] != e->len || memcmp(t->id_str[e->val], e->key, e->len)))
+            return ASA_EINTERNAL;
+    }
+    if (nvocab != t->vocab.count)
+        return ASA_EINTERNAL;
+    for (size_t i = 0; i <= t->merges.mask; i++) {
+        const tok__mmap_ent *m = &t->merges.ents[i];
+        if (m->key == UINT64_MAX)
+            continue;
+        uint32_t a = (uint32_t)(m->key >> 32), b = (uint32_t)m->key;
+        if (a >= t->n_ids || b >= t->n_ids || m->id < 0 || (size_t)m->id >= t->n_ids ||
+            !t->in_merge[a] || !t->in_merge[b])
+            return ASA_EINTERNAL;
+    }
+    for (size_t i = 0; i < t->n_ids; i++) {
+        int32_t k = t->id_added[i];
+        if (k >= 0 && ((size_t)k >= t->nadded ||
+                       (t->added[k].id != (int32_t)i && t->added[k].match_len)))
+            return ASA_EINTERNAL;
+    }
+    for (int s = 0; s < TOK_CACHE_SHARDS; s++)
+        if (t->cache[s].count > TOK_CACHE_SLOTS)
+            return ASA_EINTERNAL;
+    if ((t->bos_id >= 0 && (size_t)t->bos_id >= t->n_ids) ||
+        (t->eos_id >= 0 && (size_t)t->eos_id >= t->n_ids))
+        return ASA_EINTERNAL;
+    return ASA_OK;
+}
+
 /* ---- streaming ------------------------------------------------------------------ */
 
 /* The library's DecodeStream: keep the ids since the last emitted boundary

@@ -143,6 +143,7 @@ static tok_tokenizer *load(const char *json) {
     if (e)
         fprintf(stderr, "load: %s %s\n", asa_errname(e), msg);
     assert_int_equal(e, ASA_OK);
+    assert_int_equal(tok_check(t), ASA_OK);
     return t;
 }
 

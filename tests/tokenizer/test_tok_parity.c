@@ -78,6 +78,7 @@ static void check_vocab(const char *v) {
         }
     }
     assert_int_equal(failures, 0);
+    assert_int_equal(tok_check(t), ASA_OK); /* the cache after use */
     tok_ids_free(&ids);
     tok_str_free(&s);
     tok_destroy(t);
@@ -160,6 +161,9 @@ static void test_vocab_api(void **state) {
     tok_tokenizer *g = tt_load("gpt2"), *m = tt_load("mistral");
     assert_non_null(g);
     assert_non_null(m);
+    assert_int_equal(tok_check(g), ASA_OK);
+    assert_int_equal(tok_check(m), ASA_OK);
+    assert_int_equal(tok_check(NULL), ASA_EINTERNAL);
     assert_int_equal(tok_vocab_size(g), 50257);
     assert_int_equal(tok_vocab_size(m), 32000);
     assert_int_equal(tok_bos_id(g), 50256);
