@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,19 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *f) {
+    (void)sb;
+    (void)flag;
+    (void)f;
+    return remove(path);
+}
+
+/* Removes the temporary directory (registered with atexit). */
+static void h_cleanup(void) {
+    if (tmpdir[0] && !getenv("ASA_KEEP_TEST_FILES"))
+        nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int h_init(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s ASA_BENCH SCRIPTED_SERVER\n", argv[0]);
@@ -43,6 +57,7 @@ int h_init(int argc, char **argv) {
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
+    atexit(h_cleanup);
     return 0;
 }
 
