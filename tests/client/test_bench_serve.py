@@ -6,6 +6,7 @@ usage: test_bench_serve.py ASA_BENCH ASA_SERVE MODEL_DIR
 Exits 77 (skipped) when the model directory is missing."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,6 +97,8 @@ def main():
             srv.wait(timeout=30)
         except subprocess.TimeoutExpired:
             srv.kill()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
