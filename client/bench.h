@@ -272,6 +272,7 @@ typedef struct bench_config {
     double timeout_s;     /* per request; 0 = none */
     int64_t preconnect;   /* -1 auto */
     int realtime;         /* try SCHED_FIFO / nice -10 */
+    double ready_timeout_s; /* wait this long for /v1/models to answer 200 */
     int quiet;
 } bench_config;
 

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char usage_text[] =
     "usage: asa-bench [options]\n"
@@ -45,6 +46,7 @@ static const char usage_text[] =
     "  --timeout S             per-request timeout (default 600, 0 = none)\n"
     "  --preconnect N          connections opened before the run (default: enough\n"
     "                          for the concurrency the run needs)\n"
+    "  --ready-timeout S       wait up to S seconds for the server to come up\n"
     "  --realtime              run under SCHED_FIFO (else nice -10) when allowed, so\n"
     "                          that other work on the machine does not delay reads\n"
     "  -h, --help\n";
@@ -256,6 +258,11 @@ static int parse_args(int argc, char **argv, bench_config *c) {
             VALUE();
             if (parse_dbl(a, val, &c->timeout_s) || c->timeout_s < 0)
                 return -1;
+        } else if (FLAG("--ready-timeout")) {
+            VALUE();
+            if (parse_dbl(a, val, &c->ready_timeout_s) || c->ready_timeout_s < 0 ||
+                isinf(c->ready_timeout_s))
+                return -1;
         } else if (FLAG("--realtime")) {
             c->realtime = 1;
         } else if (FLAG("--preconnect")) {
@@ -299,12 +306,25 @@ static int discover(bench_config *c, char **model_owned) {
     char why[512];
     asa_errbuf eb = {why, sizeof why};
     bench_sync_resp r;
-    if (bench_sync_request(c, "GET", "/v1/models", NULL, 30.0, &r, &eb) != ASA_OK) {
-        fprintf(stderr,
-                "asa-bench: cannot reach the server at %s: %s\n"
-                "asa-bench: is it running?  Point --base-url at it.\n",
-                c->base_url, why);
-        return -1;
+    /* With --ready-timeout, wait for a server that is still starting: until
+     * /v1/models answers 200 (any answer once the time is up). */
+    double give_up = asa_now() + c->ready_timeout_s;
+    for (;;) {
+        int rc = bench_sync_request(c, "GET", "/v1/models", NULL, 30.0, &r, &eb);
+        if (rc == ASA_OK && (r.status == 200 || asa_now() >= give_up))
+            break;
+        if (rc == ASA_OK)
+            bench_sync_resp_free(&r);
+        if (asa_now() >= give_up) {
+            fprintf(stderr,
+                    "asa-bench: cannot reach the server at %s: %s\n"
+                    "asa-bench: is it running?  Point --base-url at it%s.\n",
+                    c->base_url, why,
+                    c->ready_timeout_s > 0 ? "" : " (--ready-timeout S waits for it)");
+            return -1;
+        }
+        struct timespec ts = {0, 250000000};
+        nanosleep(&ts, NULL);
     }
     if (!c->model) {
         json_t *doc = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
