@@ -321,6 +321,12 @@ int bench_sync_request(const bench_config *c, const char *method, const char *pa
                        asa_errbuf *eb);
 void bench_sync_resp_free(bench_sync_resp *r);
 
+struct sockaddr_storage;
+/* The first address of the base URL's host that accepts a connection (so
+ * that "localhost" resolving to ::1 first still reaches an IPv4-only
+ * server).  Returns 0, or ASA_EIO with a reason. */
+int bench_sync_resolve(const bench_config *c, struct sockaddr_storage *out, asa_errbuf *eb);
+
 /* ---- the measured run --------------------------------------------------- */
 
 typedef struct bench_run_out {

@@ -29,7 +29,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <math.h>
-#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -996,17 +995,10 @@ int bench_load_run(const bench_config *c, const bench_prompts *ps,
     out->fd_limit = bench_raise_fd_limit();
     L->max_conns = out->fd_limit > 96 ? out->fd_limit - 64 : 32;
 
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int g = getaddrinfo(c->url.host, c->url.port, &hints, &ai);
-    if (g != 0) {
-        rc = asa_errf(eb, ASA_EIO, "cannot resolve %s: %s", c->url.host, gai_strerror(g));
+    if ((rc = bench_sync_resolve(c, &L->addr, eb)) != ASA_OK) {
         free(L);
         return rc;
     }
-    memcpy(&L->addr, ai->ai_addr, ai->ai_addrlen);
-    freeaddrinfo(ai);
 
     /* Send schedule. */
     if (c->duration_s > 0) {

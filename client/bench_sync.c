@@ -49,7 +49,7 @@ static int remaining_ms(double deadline) {
 }
 
 static int connect_to(const bench_config *c, double deadline, int *out_fd,
-                      asa_errbuf *eb) {
+                      struct sockaddr_storage *out_addr, asa_errbuf *eb) {
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -80,6 +80,10 @@ static int connect_to(const bench_config *c, double deadline, int *out_fd,
             }
         }
         if (r == 0) {
+            if (out_addr) {
+                memset(out_addr, 0, sizeof *out_addr);
+                memcpy(out_addr, a->ai_addr, a->ai_addrlen);
+            }
             freeaddrinfo(ai);
             *out_fd = fd;
             return ASA_OK;
@@ -100,7 +104,7 @@ int bench_sync_request(const bench_config *c, const char *method, const char *pa
     int fd = -1, rc;
     char *req = NULL;
     sync_body sb = {0};
-    if ((rc = connect_to(c, deadline, &fd, eb)) != ASA_OK)
+    if ((rc = connect_to(c, deadline, &fd, NULL, eb)) != ASA_OK)
         return rc;
 
     size_t blen = body ? strlen(body) : 0;
@@ -205,4 +209,12 @@ void bench_sync_resp_free(bench_sync_resp *r) {
         return;
     free(r->body);
     r->body = NULL;
+}
+
+int bench_sync_resolve(const bench_config *c, struct sockaddr_storage *out, asa_errbuf *eb) {
+    int fd = -1;
+    int rc = connect_to(c, asa_now() + 10.0, &fd, out, eb);
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }
