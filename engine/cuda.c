@@ -1,0 +1,833 @@
+/*
+ * engine/cuda.c - the CUDA backend (ASA-SPEC 6: bf16 cache, bf16 weights
+ * and activations into the products, f32 accumulation).
+ *
+ * Weights: converted to bf16 once at create and kept on the device; the
+ * products that read the same input are one matrix (q_proj | kv_a_proj |
+ * g_proj; gate_proj | up_proj).  Norm weights stay f32.  kv_b_proj is kept
+ * as loaded (W_UK,h is read in place by the absorb kernel) plus a per-head
+ * transpose of W_UV for the expansion.  The residual stream is f32.
+ *
+ * KV page layout (bf16), as the CPU backend's but in bf16:
+ *   global page: for each global layer ti: [B][S_g] token entries, then the
+ *                compressed entry [S_g] (f32 mean of the cached bf16 values,
+ *                rounded once), S_g = G_g*d_g + d_R;
+ *   local page:  for each local layer: [B][S_l] token entries.
+ *
+ * A step: per-step metadata (tokens, positions, the batch's block tables,
+ * RoPE cos/sin from the integer position in double, selection sources,
+ * anchors, completed blocks, logit rows) is packed on the host into one
+ * pinned buffer and copied with one transfer; every layer reuses it.  Then
+ * per layer: RMSNorm (fused with the residual add of the previous product)
+ * -> one product for q|kv_a|g -> RoPE + latent norm + cache write ->
+ * absorbed queries -> attention (local window; or compressed entries,
+ * compression branch, block choice at anchors, selection branch with the
+ * gates) -> W_UV -> o_proj -> RMSNorm(+residual) -> gate|up -> SiLU*up ->
+ * down.  Products with at most GEMV_MAX_M rows use the GEMV kernel, larger
+ * ones cuBLAS (bf16 in, f32 out and accumulation, fixed workspace).
+ * Activations are f32 (residual stream, normed inputs, attention and MLP
+ * outputs); the GEMV path reads them as f32, the cuBLAS path as bf16 (or,
+ * with the environment variable ASA_CUDA_PRECISE=1 at create, as a bf16
+ * pair hi + lo in two products: a test/debug mode whose only bf16 rounding
+ * left is the cache's).  Logits rows are copied to the host and sampled with eng_sample, so the
+ * sampling conventions are exactly the CPU engine's.
+ *
+ * Selection-share state (per slot, global layer, latent group: top_n block
+ * ids and a count) lives on the device; the anchor position per slot is
+ * mirrored on the host for eng.c's validation.
+ *
+ * Not batch invariant in general: cuBLAS may pick a different algorithm for
+ * a different row count (products of <= GEMV_MAX_M rows are invariant).
+ */
+#include "backend.h"
+#include "sample.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "attn_latent_cuda.h"
+#include "cb_ops_cuda.h"
+#include "gemv_cuda.h"
+#include "rmsnorm_cuda.h"
+#include "rope_cache_cuda.h"
+#include "silu_mul_cuda.h"
+
+#define CU_LOGIT_ROWS 256
+#define CU_WS_BYTES ((size_t)32 << 20)
+
+#define CU_TRY(call)                                                                  \
+    do {                                                                              \
+        cudaError_t cu__e = (call);                                                   \
+        if (cu__e != cudaSuccess) {                                                   \
+            ASA_LOGE("cuda", "%s:%d: %s: %s", __FILE__, __LINE__, #call,              \
+                     cudaGetErrorString(cu__e));                                      \
+            return cu__e == cudaErrorMemoryAllocation ? ASA_ENOMEM : ASA_ECUDA;       \
+        }                                                                             \
+    } while (0)
+#define CUBLAS_TRY(call)                                                              \
+    do {                                                                              \
+        cublasStatus_t cu__s = (call);                                                \
+        if (cu__s != CUBLAS_STATUS_SUCCESS) {                                         \
+            ASA_LOGE("cuda", "%s:%d: %s: cublas status %d", __FILE__, __LINE__, #call, \
+                     (int)cu__s);                                                     \
+            return ASA_ECUDA;                                                         \
+        }                                                                             \
+    } while (0)
+#define CU_OK(expr)                                                                   \
+    do {                                                                              \
+        asa_err cu__r = (expr);                                                       \
+        if (cu__r != ASA_OK)                                                          \
+            return cu__r;                                                             \
+    } while (0)
+
+typedef struct cu_layer {
+    eng_layer_type type;
+    int ti;              /* index among layers of its type */
+    int G, dg, S;        /* latent groups, dim per group, cache entry elements */
+    int n_in;            /* rows of w_in */
+    float *attn_norm;    /* [d] */
+    float *mlp_norm;     /* [d] */
+    float *kv_a_norm;    /* [G*dg] */
+    uint16_t *w_in;      /* [n_in, d]: q_proj, kv_a_proj, g_proj (global) rows */
+    uint16_t *kvb;       /* [H*(dh+dv), dg] kv_b_proj as loaded */
+    uint16_t *wuvT;      /* [H][dg][dv] W_UV,h transposed */
+    uint16_t *o_proj;    /* [d, H*dv] */
+    uint16_t *w_gu;      /* [2F, d]: gate_proj rows, up_proj rows */
+    uint16_t *down;      /* [d, F] */
+} cu_layer;
+
+/* Device pointers of the current step's metadata (inside d_meta). */
+typedef struct cu_meta {
+    int32_t *tok, *pos, *seq, *sel_src, *anchors, *st_slot, *st_tok, *comp, *rows;
+    int32_t *gtoff, *ltoff, *gtab, *ltab;
+    float *cosv, *sinv;
+    int n_anchor, n_store, n_comp, n_rows;
+} cu_meta;
+
+typedef struct cu_be {
+    eng *e;
+    const eng_model *m;
+    int d, H, dh, dv, dR, half, F, V, L, nq;
+    int B, w, top_n, share, init_b, local_b;
+    int Gg, dgg, Sg, Gl, dgl, Sl, Lg;
+    int dg_max, nb_max, n_in_max;
+    float scale, eps;
+    double *inv_freq;          /* [half] */
+    int n_sm;
+    cu_layer *layers;          /* [L] */
+    uint16_t *embed;           /* [V, d] */
+    uint16_t *lm_head;         /* [V, d], may alias embed */
+    float *norm;               /* [d] */
+    uint16_t *gmem, *lmem;     /* page memory */
+    int64_t gpage, lpage;      /* elements per page */
+    int max_seqs, T;
+    int32_t *sel, *sel_cnt;    /* device: [max_seqs][Lg][Gg][top_n], [max_seqs][Lg][Gg] */
+    int *sel_anchor;           /* host: [max_seqs], -1 when none */
+    /* device scratch (T = max_batch_tokens rows) */
+    float *x;                  /* [T, d] residual stream */
+    float *tmp;                /* [T, d] product output before the residual add */
+    float *hn;                 /* [T, d] normed input */
+    float *qa;                 /* [T, n_in_max] */
+    float *qt, *u, *ucmp;      /* [T, H, dg_max] */
+    float *lse;                /* [T, H] */
+    float *o;                  /* [T, H*dv] attention output (before o_proj) */
+    float *gu;                 /* [T, 2F] */
+    float *act;                /* [T, F] silu(gate) * up */
+    uint16_t *xhi, *xlo;       /* [T, max(d, H*dv, F)] bf16 parts of a product's input */
+    bool precise;              /* ASA_CUDA_PRECISE: products read hi + lo */
+    int32_t *tsel, *tsel_cnt;  /* [T][Gg][top_n], [T][Gg] */
+    float *scores;             /* [T][Gg][nb_max] selection scores at anchors */
+    float *hrows;              /* [LR, d] */
+    float *logits;             /* [LR, V] */
+    float *h_logits;           /* pinned [LR, V] */
+    float *samp;               /* [2V] sampler scratch */
+    unsigned char *h_meta, *d_meta; /* pinned / device metadata buffer */
+    size_t meta_cap, meta_used;
+    int *rows, *seq_tok0;      /* host [T], [max_seqs] */
+    const int32_t *h_seq;      /* host view of the step's token -> sequence map */
+    cu_meta mt;
+    cudaStream_t st;
+    cublasHandle_t cb;
+    void *ws;                  /* cuBLAS workspace */
+} cu_be;
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static asa_err cu__malloc(void **p, size_t bytes) {
+    CU_TRY(cudaMalloc(p, bytes ? bytes : 16));
+    return ASA_OK;
+}
+
+/* Uploads n elements of t as bf16 to dev (stage: host scratch of n). */
+static asa_err cu__put_bf16(const eng_tensor *t, size_t n, uint16_t *dev, uint16_t *stage) {
+    if (!t->data)
+        return ASA_EINVAL;
+    size_t have = (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1);
+    if (have != n)
+        return ASA_EINVAL;
+    const void *src = t->data;
+    if (t->dtype != ENG_BF16) {
+        for (size_t i = 0; i < n; i++)
+            stage[i] = asa_f32_to_bf16(eng_tensor_get(t, (int64_t)i));
+        src = stage;
+    }
+    CU_TRY(cudaMemcpy(dev, src, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    return ASA_OK;
+}
+
+static asa_err cu__put_f32(const eng_tensor *t, size_t n, float **dev, float *stage) {
+    if (!t->data)
+        return ASA_EINVAL;
+    size_t have = (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1);
+    if (have != n)
+        return ASA_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        stage[i] = eng_tensor_get(t, (int64_t)i);
+    CU_OK(cu__malloc((void **)dev, n * sizeof(float)));
+    CU_TRY(cudaMemcpy(*dev, stage, n * sizeof(float), cudaMemcpyHostToDevice));
+    return ASA_OK;
+}
+
+/* y[M][N] (f32, ld N) = x[M][K] (f32, ld K) . W[N][K]^T (bf16).  Up to
+ * GEMV_MAX_M rows: the GEMV kernel reads x as f32.  Larger: cuBLAS on the
+ * bf16 rounding of x (bf16 x bf16 -> f32), plus, in precise mode, a second
+ * product on the rounding residue (x ~ hi + lo, ~16 significant bits). */
+static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *W, int N,
+                        float *y) {
+    if (M <= GEMV_MAX_M) {
+        gemv_params gp = {.M = M, .N = N, .K = K, .x = x, .x_type = KC_F32, .ldx = K,
+                          .w = W, .ldw = K, .y_f32 = y, .y_bf16 = NULL, .ldy = N};
+        if (gemv_params_check(&gp) == ASA_OK)
+            return gemv_bf16_cuda(&gp, c->st);
+    }
+    CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, c->precise ? c->xlo : NULL, c->st));
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K,
+                            c->xhi, CUDA_R_16BF, K, &zero, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+    if (c->precise)
+        CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF,
+                                K, c->xlo, CUDA_R_16BF, K, &one, y, CUDA_R_32F, N,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return ASA_OK;
+}
+
+static asa_err cu__rmsnorm(cu_be *c, const float *x, float *residual, const float *w,
+                           float *y, int rows) {
+    rmsnorm_params rp = {.rows = rows, .D = c->d, .eps = c->eps, .x = x, .x_type = KC_F32,
+                         .ldx = c->d, .residual = residual, .r_type = KC_F32, .ldr = c->d,
+                         .w = w, .w_type = KC_F32, .y = y, .y_type = KC_F32, .ldy = c->d};
+    return rmsnorm_cuda(&rp, c->st);
+}
+
+/* ---- create / destroy ----------------------------------------------------------- */
+
+static void cuda_page_bytes(const eng_model *m, size_t out[KV_NCLASS]) {
+    const eng_config *k = &m->cfg;
+    size_t Sg = (size_t)k->global.attn.latent_heads * k->global.attn.latent_dim + k->rope_dim;
+    size_t Sl = (size_t)k->local.attn.latent_heads * k->local.attn.latent_dim + k->rope_dim;
+    size_t B = (size_t)k->global.block_size;
+    out[KV_GLOBAL] = (size_t)k->n_global_layers * (B + 1) * Sg * sizeof(uint16_t);
+    out[KV_LOCAL] = (size_t)k->n_local_layers * B * Sl * sizeof(uint16_t);
+}
+
+static void cuda_destroy(void *p) {
+    cu_be *c = p;
+    if (!c)
+        return;
+    if (c->st)
+        cudaStreamSynchronize(c->st);
+    if (c->layers)
+        for (int l = 0; l < c->L; l++) {
+            cu_layer *y = &c->layers[l];
+            cudaFree(y->attn_norm);
+            cudaFree(y->mlp_norm);
+            cudaFree(y->kv_a_norm);
+            cudaFree(y->w_in);
+            cudaFree(y->kvb);
+            cudaFree(y->wuvT);
+            cudaFree(y->o_proj);
+            cudaFree(y->w_gu);
+            cudaFree(y->down);
+        }
+    free(c->layers);
+    if (c->lm_head != c->embed)
+        cudaFree(c->lm_head);
+    cudaFree(c->embed);
+    cudaFree(c->norm);
+    cudaFree(c->gmem);
+    cudaFree(c->lmem);
+    cudaFree(c->sel);
+    cudaFree(c->sel_cnt);
+    cudaFree(c->x);
+    cudaFree(c->tmp);
+    cudaFree(c->hn);
+    cudaFree(c->qa);
+    cudaFree(c->qt);
+    cudaFree(c->u);
+    cudaFree(c->ucmp);
+    cudaFree(c->lse);
+    cudaFree(c->o);
+    cudaFree(c->gu);
+    cudaFree(c->act);
+    cudaFree(c->xhi);
+    cudaFree(c->xlo);
+    cudaFree(c->tsel);
+    cudaFree(c->tsel_cnt);
+    cudaFree(c->scores);
+    cudaFree(c->hrows);
+    cudaFree(c->logits);
+    cudaFree(c->d_meta);
+    cudaFree(c->ws);
+    if (c->h_logits)
+        cudaFreeHost(c->h_logits);
+    if (c->h_meta)
+        cudaFreeHost(c->h_meta);
+    if (c->cb)
+        cublasDestroy(c->cb);
+    if (c->st)
+        cudaStreamDestroy(c->st);
+    free(c->inv_freq);
+    free(c->sel_anchor);
+    free(c->samp);
+    free(c->rows);
+    free(c->seq_tok0);
+    free(c);
+}
+
+static asa_err cu__load_layer(cu_be *c, const eng_layer *ly, cu_layer *y, uint16_t *stage,
+                              float *fstage) {
+    const int d = c->d, H = c->H, dh = c->dh, dv = c->dv, F = c->F;
+    y->type = ly->type;
+    y->ti = ly->type_index;
+    y->G = ly->G;
+    y->dg = ly->dg;
+    y->S = y->G * y->dg + c->dR;
+    int ng = ly->type == ENG_LAYER_GLOBAL ? 2 * H : 0;
+    y->n_in = c->nq + y->S + ng;
+    size_t nkvb = (size_t)H * (dh + dv) * y->dg;
+    CU_OK(cu__put_f32(&ly->attn_norm, (size_t)d, &y->attn_norm, fstage));
+    CU_OK(cu__put_f32(&ly->mlp_norm, (size_t)d, &y->mlp_norm, fstage));
+    CU_OK(cu__put_f32(&ly->kv_a_norm, (size_t)y->G * y->dg, &y->kv_a_norm, fstage));
+    CU_OK(cu__malloc((void **)&y->w_in, (size_t)y->n_in * d * 2));
+    CU_OK(cu__malloc((void **)&y->kvb, nkvb * 2));
+    CU_OK(cu__malloc((void **)&y->wuvT, (size_t)H * y->dg * dv * 2));
+    CU_OK(cu__malloc((void **)&y->o_proj, (size_t)d * H * dv * 2));
+    CU_OK(cu__malloc((void **)&y->w_gu, (size_t)2 * F * d * 2));
+    CU_OK(cu__malloc((void **)&y->down, (size_t)d * F * 2));
+    CU_OK(cu__put_bf16(&ly->q_proj, (size_t)c->nq * d, y->w_in, stage));
+    CU_OK(cu__put_bf16(&ly->kv_a_proj, (size_t)y->S * d, y->w_in + (size_t)c->nq * d, stage));
+    if (ng)
+        CU_OK(cu__put_bf16(&ly->g_proj, (size_t)ng * d, y->w_in + (size_t)(c->nq + y->S) * d,
+                           stage));
+    CU_OK(cu__put_bf16(&ly->o_proj, (size_t)d * H * dv, y->o_proj, stage));
+    CU_OK(cu__put_bf16(&ly->gate_proj, (size_t)F * d, y->w_gu, stage));
+    CU_OK(cu__put_bf16(&ly->up_proj, (size_t)F * d, y->w_gu + (size_t)F * d, stage));
+    CU_OK(cu__put_bf16(&ly->down_proj, (size_t)d * F, y->down, stage));
+    CU_OK(cu__put_bf16(&ly->kv_b_proj, nkvb, y->kvb, stage));
+    /* W_UV transposed per head: [h][q][v] = kv_b[h*(dh+dv) + dh + v][q] */
+    for (int h = 0; h < H; h++)
+        for (int v = 0; v < dv; v++)
+            for (int q = 0; q < y->dg; q++)
+                stage[((size_t)h * y->dg + q) * dv + v] = asa_f32_to_bf16(eng_tensor_get(
+                    &ly->kv_b_proj, ((int64_t)h * (dh + dv) + dh + v) * y->dg + q));
+    CU_TRY(cudaMemcpy(y->wuvT, stage, (size_t)H * y->dg * dv * 2, cudaMemcpyHostToDevice));
+    return ASA_OK;
+}
+
+static size_t cu__al(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
+    const eng_model *m = e->m;
+    const eng_config *k = &m->cfg;
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1)
+        return asa_errf(eb, ASA_EUNSUPPORTED, "cuda backend: no CUDA device");
+    if (e->opt.device < 0 || e->opt.device >= ndev)
+        return asa_errf(eb, ASA_EINVAL, "cuda backend: device %d of %d", e->opt.device, ndev);
+    CU_TRY(cudaSetDevice(e->opt.device));
+    CU_TRY(cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, e->opt.device));
+    c->e = e;
+    c->m = m;
+    c->d = k->hidden_size;
+    c->H = k->num_heads;
+    c->dh = k->head_dim;
+    c->dv = k->v_head_dim;
+    c->dR = k->rope_dim;
+    c->half = k->rope_dim / 2;
+    c->F = k->intermediate_size;
+    c->V = k->vocab_size;
+    c->L = k->num_hidden_layers;
+    c->nq = c->H * (c->dh + c->dR);
+    c->B = k->global.block_size;
+    c->w = k->local.window;
+    c->top_n = k->global.top_n;
+    c->share = k->global.selection_share;
+    c->init_b = k->global.init_blocks;
+    c->local_b = k->global.local_blocks;
+    c->Gg = k->global.attn.latent_heads;
+    c->dgg = k->global.attn.latent_dim;
+    c->Sg = c->Gg * c->dgg + c->dR;
+    c->Gl = k->local.attn.latent_heads;
+    c->dgl = k->local.attn.latent_dim;
+    c->Sl = c->Gl * c->dgl + c->dR;
+    c->Lg = k->n_global_layers > 0 ? k->n_global_layers : 1;
+    c->dg_max = c->dgg > c->dgl ? c->dgg : c->dgl;
+    c->nb_max = (e->opt.max_seq_len + c->B - 1) / c->B;
+    c->scale = (float)(1.0 / sqrt((double)(c->dh + c->dR)));
+    c->eps = (float)k->rms_norm_eps;
+    c->max_seqs = e->opt.max_seqs;
+    c->T = e->opt.max_batch_tokens;
+    c->gpage = (int64_t)(e->page_bytes[KV_GLOBAL] / 2);
+    c->lpage = (int64_t)(e->page_bytes[KV_LOCAL] / 2);
+    if (c->top_n > 64)
+        return asa_errf(eb, ASA_EUNSUPPORTED, "cuda backend: top_n %d > 64", c->top_n);
+    const int T = c->T, d = c->d, H = c->H, V = c->V, F = c->F;
+
+    c->inv_freq = malloc((size_t)(c->half > 0 ? c->half : 1) * sizeof(double));
+    c->sel_anchor = malloc((size_t)c->max_seqs * sizeof(int));
+    c->samp = malloc((size_t)2 * V * sizeof(float));
+    c->rows = malloc((size_t)T * sizeof(int));
+    c->seq_tok0 = malloc((size_t)c->max_seqs * sizeof(int));
+    c->layers = calloc((size_t)c->L, sizeof *c->layers);
+    if (!c->inv_freq || !c->sel_anchor || !c->samp || !c->rows || !c->seq_tok0 || !c->layers)
+        return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
+    for (int i = 0; i < c->half; i++)
+        c->inv_freq[i] = pow(k->rope_theta, -2.0 * i / (double)c->dR);
+    for (int s = 0; s < c->max_seqs; s++)
+        c->sel_anchor[s] = -1;
+    CU_TRY(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
+    CUBLAS_TRY(cublasCreate(&c->cb));
+    CUBLAS_TRY(cublasSetStream(c->cb, c->st));
+    CU_OK(cu__malloc(&c->ws, CU_WS_BYTES));
+    CUBLAS_TRY(cublasSetWorkspace(c->cb, c->ws, CU_WS_BYTES));
+
+    /* weights; staging buffers sized for the largest tensor */
+    size_t big = (size_t)V * d;
+    size_t cand[] = {(size_t)c->nq * d, (size_t)2 * H * d, (size_t)F * d,
+                     (size_t)H * (c->dh + c->dv) * c->dg_max, (size_t)d * H * c->dv,
+                     (size_t)c->Sg * d, (size_t)c->Sl * d};
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++)
+        if (cand[i] > big)
+            big = cand[i];
+    uint16_t *stage = malloc(big * sizeof(uint16_t));
+    float *fstage = malloc((size_t)(d > c->Sg ? (d > c->Sl ? d : c->Sl) : c->Sg) * sizeof(float));
+    if (!stage || !fstage) {
+        free(stage);
+        free(fstage);
+        return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
+    }
+    asa_err err = cu__malloc((void **)&c->embed, (size_t)V * d * 2);
+    if (!err)
+        err = cu__put_bf16(&m->embed, (size_t)V * d, c->embed, stage);
+    if (!err)
+        err = cu__put_f32(&m->norm, (size_t)d, &c->norm, fstage);
+    if (!err) {
+        if (k->tie_word_embeddings || m->lm_head.data == m->embed.data) {
+            c->lm_head = c->embed;
+        } else {
+            err = cu__malloc((void **)&c->lm_head, (size_t)V * d * 2);
+            if (!err)
+                err = cu__put_bf16(&m->lm_head, (size_t)V * d, c->lm_head, stage);
+        }
+    }
+    for (int l = 0; l < c->L && !err; l++) {
+        err = cu__load_layer(c, &m->layers[l], &c->layers[l], stage, fstage);
+        if (err)
+            asa_errf(eb, err, "cuda backend: layer %d: %s", l,
+                     err == ASA_EINVAL ? "weight shape mismatch" : asa_strerror(err));
+    }
+    free(stage);
+    free(fstage);
+    if (err)
+        return eb && eb->buf && eb->buf[0] ? err
+                                           : asa_errf(eb, err, "cuda backend: loading weights: %s",
+                                                      asa_strerror(err));
+
+    /* pages and selection state */
+    int32_t np_g = e->num_pages[KV_GLOBAL], np_l = e->num_pages[KV_LOCAL];
+    size_t nsel = (size_t)c->max_seqs * c->Lg * c->Gg;
+    int n_in_max = c->nq + (c->Sg > c->Sl ? c->Sg : c->Sl) + 2 * H;
+    c->n_in_max = n_in_max;
+    int lr = T < CU_LOGIT_ROWS ? T : CU_LOGIT_ROWS;
+    int kmax = d > F ? d : F;
+    if (H * c->dv > kmax)
+        kmax = H * c->dv;
+    const char *pe = getenv("ASA_CUDA_PRECISE");
+    c->precise = pe && pe[0] && strcmp(pe, "0") != 0;
+    int n_anchor_max = T / (c->share > 0 ? c->share : 1) + c->max_seqs + 1;
+    if (n_anchor_max > T)
+        n_anchor_max = T;
+    if ((err = cu__malloc((void **)&c->gmem, (size_t)c->gpage * np_g * 2)) ||
+        (err = cu__malloc((void **)&c->lmem, (size_t)c->lpage * np_l * 2)) ||
+        (err = cu__malloc((void **)&c->sel, nsel * c->top_n * sizeof(int32_t))) ||
+        (err = cu__malloc((void **)&c->sel_cnt, nsel * sizeof(int32_t))) ||
+        (err = cu__malloc((void **)&c->x, (size_t)T * d * 4)) ||
+        (err = cu__malloc((void **)&c->tmp, (size_t)T * d * 4)) ||
+        (err = cu__malloc((void **)&c->hn, (size_t)T * d * 4)) ||
+        (err = cu__malloc((void **)&c->qa, (size_t)T * n_in_max * 4)) ||
+        (err = cu__malloc((void **)&c->qt, (size_t)T * H * c->dg_max * 4)) ||
+        (err = cu__malloc((void **)&c->u, (size_t)T * H * c->dg_max * 4)) ||
+        (err = cu__malloc((void **)&c->ucmp, (size_t)T * H * c->dg_max * 4)) ||
+        (err = cu__malloc((void **)&c->lse, (size_t)T * H * 4)) ||
+        (err = cu__malloc((void **)&c->o, (size_t)T * H * c->dv * 4)) ||
+        (err = cu__malloc((void **)&c->gu, (size_t)T * 2 * F * 4)) ||
+        (err = cu__malloc((void **)&c->act, (size_t)T * F * 4)) ||
+        (err = cu__malloc((void **)&c->xhi, (size_t)T * kmax * 2)) ||
+        (err = cu__malloc((void **)&c->xlo, (size_t)T * kmax * 2)) ||
+        (err = cu__malloc((void **)&c->tsel, (size_t)T * c->Gg * c->top_n * 4)) ||
+        (err = cu__malloc((void **)&c->tsel_cnt, (size_t)T * c->Gg * 4)) ||
+        (err = cu__malloc((void **)&c->scores, (size_t)n_anchor_max * c->Gg * c->nb_max * 4)) ||
+        (err = cu__malloc((void **)&c->hrows, (size_t)lr * d * 4)) ||
+        (err = cu__malloc((void **)&c->logits, (size_t)lr * V * 4)))
+        return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
+    CU_TRY(cudaMemset(c->sel_cnt, 0, nsel * sizeof(int32_t)));
+    CU_TRY(cudaMemset(c->gmem, 0, (size_t)c->gpage * np_g * 2));
+    CU_TRY(cudaMemset(c->lmem, 0, (size_t)c->lpage * np_l * 2));
+    if (cudaMallocHost((void **)&c->h_logits, (size_t)lr * V * 4) != cudaSuccess)
+        return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
+    /* metadata: 9 token arrays, 4 per-sequence arrays, completed blocks,
+     * two block tables, cos/sin */
+    size_t ntab = (size_t)c->max_seqs * (c->nb_max + 1);
+    c->meta_cap = 9 * cu__al((size_t)T * 4) + 4 * cu__al((size_t)c->max_seqs * 4) +
+                  cu__al(((size_t)T / c->B + c->max_seqs + 1) * 4) + 2 * cu__al(ntab * 4) +
+                  2 * cu__al((size_t)T * (c->half + 1) * 4) + 64;
+    if (cudaMallocHost((void **)&c->h_meta, c->meta_cap) != cudaSuccess)
+        return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
+    if ((err = cu__malloc((void **)&c->d_meta, c->meta_cap)))
+        return asa_errf(eb, err, "cuda backend: device memory");
+    CU_TRY(cudaStreamSynchronize(c->st));
+    return ASA_OK;
+}
+
+static asa_err cuda_create(eng *e, void **out, asa_errbuf *eb) {
+    cu_be *c = calloc(1, sizeof *c);
+    if (!c)
+        return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
+    if (eb && eb->buf && eb->len)
+        eb->buf[0] = 0;
+    asa_err err = cu__create(c, e, eb);
+    if (err) {
+        if (eb && eb->buf && eb->len && !eb->buf[0])
+            asa_errf(eb, err, "cuda backend: create failed: %s", asa_strerror(err));
+        cuda_destroy(c);
+        return err;
+    }
+    *out = c;
+    return ASA_OK;
+}
+
+/* ---- selection-share state -------------------------------------------------------- */
+
+static void cuda_seq_reset(void *p, int slot) {
+    cu_be *c = p;
+    size_t n = (size_t)c->Lg * c->Gg;
+    if (cudaMemsetAsync(c->sel_cnt + (size_t)slot * n, 0, n * sizeof(int32_t), c->st) !=
+        cudaSuccess)
+        c->e->dead = true;
+    c->sel_anchor[slot] = -1;
+}
+
+static void cuda_seq_copy(void *p, int src, int dst) {
+    cu_be *c = p;
+    size_t n = (size_t)c->Lg * c->Gg;
+    if (cudaMemcpyAsync(c->sel_cnt + (size_t)dst * n, c->sel_cnt + (size_t)src * n,
+                        n * sizeof(int32_t), cudaMemcpyDeviceToDevice, c->st) != cudaSuccess ||
+        cudaMemcpyAsync(c->sel + (size_t)dst * n * c->top_n, c->sel + (size_t)src * n * c->top_n,
+                        n * c->top_n * sizeof(int32_t), cudaMemcpyDeviceToDevice,
+                        c->st) != cudaSuccess)
+        c->e->dead = true;
+    c->sel_anchor[dst] = c->sel_anchor[src];
+}
+
+static int cuda_seq_anchor(void *p, int slot) { return ((cu_be *)p)->sel_anchor[slot]; }
+
+/* For tests: a synchronous copy of one stored set; -1 on a device error. */
+static int cuda_seq_sets(void *p, int slot, int ti, int g, int32_t *out) {
+    cu_be *c = p;
+    size_t k = ((size_t)slot * c->Lg + ti) * c->Gg + g;
+    int32_t cnt = 0;
+    if (cudaStreamSynchronize(c->st) != cudaSuccess ||
+        cudaMemcpy(&cnt, c->sel_cnt + k, sizeof cnt, cudaMemcpyDeviceToHost) != cudaSuccess ||
+        cnt < 0 || cnt > c->top_n ||
+        (cnt > 0 && cudaMemcpy(out, c->sel + k * c->top_n, (size_t)cnt * sizeof(int32_t),
+                               cudaMemcpyDeviceToHost) != cudaSuccess))
+        return -1;
+    return cnt;
+}
+
+/* ---- the step -------------------------------------------------------------------- */
+
+/* Bump allocation in the metadata buffer: host pointer; *dev gets the
+ * device address of the same bytes. */
+static void *cu__meta(cu_be *c, size_t bytes, void **dev) {
+    size_t off = c->meta_used;
+    c->meta_used += cu__al(bytes);
+    *dev = c->d_meta + off;
+    return c->h_meta + off;
+}
+
+/* Packs the step's metadata and uploads it. */
+static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
+    const eng_config *k = &c->m->cfg;
+    cu_meta *mt = &c->mt;
+    const int half = c->half, ns = b->n_seqs;
+    int T = 0; /* this step's tokens: the arrays below are sized for them */
+    for (int i = 0; i < ns; i++)
+        T += b->seqs[i].n_tokens;
+    c->meta_used = 0;
+    int32_t *tok = cu__meta(c, (size_t)T * 4, (void **)&mt->tok);
+    int32_t *pos = cu__meta(c, (size_t)T * 4, (void **)&mt->pos);
+    int32_t *seq = cu__meta(c, (size_t)T * 4, (void **)&mt->seq);
+    int32_t *src = cu__meta(c, (size_t)T * 4, (void **)&mt->sel_src);
+    int32_t *anc = cu__meta(c, (size_t)T * 4, (void **)&mt->anchors);
+    int32_t *rows = cu__meta(c, (size_t)T * 4, (void **)&mt->rows);
+    int32_t *st_slot = cu__meta(c, (size_t)ns * 4, (void **)&mt->st_slot);
+    int32_t *st_tok = cu__meta(c, (size_t)ns * 4, (void **)&mt->st_tok);
+    int32_t *gtoff = cu__meta(c, (size_t)ns * 4, (void **)&mt->gtoff);
+    int32_t *ltoff = cu__meta(c, (size_t)ns * 4, (void **)&mt->ltoff);
+    float *cs = cu__meta(c, (size_t)T * (half + 1) * 4, (void **)&mt->cosv);
+    float *sn = cu__meta(c, (size_t)T * (half + 1) * 4, (void **)&mt->sinv);
+    int32_t *comp = cu__meta(c, ((size_t)T / c->B + ns + 1) * 4, (void **)&mt->comp);
+    /* tables last: their sizes are known only after the walk below */
+    size_t ng = 0, nl = 0;
+    for (int i = 0; i < ns; i++) {
+        const eng_seq_step *s = &b->seqs[i];
+        int last = s->pos0 + s->n_tokens - 1;
+        ng += (size_t)(k->n_global_layers > 0 ? last / c->B + 1 : 0);
+        nl += (size_t)(k->n_local_layers > 0 ? last / c->B + 1 : 0);
+    }
+    int32_t *gtab = cu__meta(c, (ng ? ng : 1) * 4, (void **)&mt->gtab);
+    int32_t *ltab = cu__meta(c, (nl ? nl : 1) * 4, (void **)&mt->ltab);
+    if (c->meta_used > c->meta_cap)
+        return ASA_EINTERNAL;
+    int t = 0, na = 0, nst = 0, nc = 0, nr = 0;
+    ng = nl = 0;
+    for (int i = 0; i < ns; i++) {
+        const eng_seq_step *s = &b->seqs[i];
+        int last = s->pos0 + s->n_tokens - 1, nb;
+        c->seq_tok0[i] = t;
+        gtoff[i] = (int32_t)ng;
+        ltoff[i] = (int32_t)nl;
+        if (k->n_global_layers > 0) {
+            const int32_t *tb = kv_seq_table(s->kv, KV_GLOBAL, &nb);
+            memcpy(gtab + ng, tb, (size_t)(last / c->B + 1) * 4);
+            ng += (size_t)(last / c->B + 1);
+            for (int blk = s->pos0 / c->B; blk <= last / c->B; blk++) {
+                int end = blk * c->B + c->B - 1;
+                if (end >= s->pos0 && end <= last)
+                    comp[nc++] = tb[blk];
+            }
+        }
+        if (k->n_local_layers > 0) {
+            const int32_t *tb = kv_seq_table(s->kv, KV_LOCAL, &nb);
+            memcpy(ltab + nl, tb, (size_t)(last / c->B + 1) * 4);
+            nl += (size_t)(last / c->B + 1);
+        }
+        int last_anchor = -1;
+        for (int q = 0; q < s->n_tokens; q++, t++) {
+            int p = s->pos0 + q;
+            tok[t] = s->tokens[q];
+            pos[t] = p;
+            seq[t] = i;
+            for (int h = 0; h < half; h++) {
+                double ang = (double)p * c->inv_freq[h];
+                cs[(size_t)t * half + h] = (float)cos(ang);
+                sn[(size_t)t * half + h] = (float)sin(ang);
+            }
+            if (p % c->share == 0) {
+                src[t] = t;
+                anc[na++] = t;
+                last_anchor = t;
+            } else {
+                int a = p - p % c->share;
+                src[t] = a >= s->pos0 ? t - (p - a) : -(s->slot + 1);
+            }
+        }
+        if (last_anchor >= 0) {
+            st_slot[nst] = s->slot;
+            st_tok[nst++] = last_anchor;
+        }
+        if (s->all_logits && s->logits_out)
+            for (int q = 0; q < s->n_tokens; q++)
+                c->rows[nr++] = c->seq_tok0[i] + q;
+        else if (s->sample || s->logits_out)
+            c->rows[nr++] = c->seq_tok0[i] + s->n_tokens - 1;
+    }
+    memcpy(rows, c->rows, (size_t)nr * 4);
+    c->h_seq = seq;
+    mt->n_anchor = na;
+    mt->n_store = nst;
+    mt->n_comp = nc;
+    mt->n_rows = nr;
+    *ntok = t;
+    CU_TRY(cudaMemcpyAsync(c->d_meta, c->h_meta, c->meta_used, cudaMemcpyHostToDevice, c->st));
+    return ASA_OK;
+}
+
+/* Heads per attention block: the whole latent group when the grid is
+ * already large, fewer (more blocks) for small batches. */
+static int cu__heads_per_block(const cu_be *c, int T, int G) {
+    int hpg = c->H / G, nh = hpg;
+    while (nh % 2 == 0 && (long)T * G * (hpg / nh) < 2L * c->n_sm)
+        nh /= 2;
+    return nh;
+}
+
+static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
+    const int d = c->d, H = c->H, F = c->F;
+    const cu_meta *mt = &c->mt;
+    const bool global = y->type == ENG_LAYER_GLOBAL;
+    uint16_t *kv = global ? c->gmem : c->lmem;
+    const int64_t page_elems = global ? c->gpage : c->lpage;
+    const int64_t layer_off = (int64_t)y->ti * (global ? c->B + 1 : c->B) * y->S;
+    const int32_t *tab = global ? mt->gtab : mt->ltab, *toff = global ? mt->gtoff : mt->ltoff;
+
+    /* attention input */
+    CU_OK(cu__rmsnorm(c, first ? c->x : c->tmp, first ? NULL : c->x, y->attn_norm, c->hn, T));
+    CU_OK(cu__gemm(c, c->hn, T, d, y->w_in, y->n_in, c->qa));
+    rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
+                            .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = mt->cosv,
+                            .sinv = mt->sinv, .norm_w = y->kv_a_norm, .tok_pos = mt->pos,
+                            .tok_seq = mt->seq, .tab = tab, .seq_toff = toff, .kv = kv,
+                            .page_elems = page_elems, .layer_off = layer_off, .B = c->B};
+    CU_OK(rope_cache_cuda(&rp, c->st));
+    absorb_params ap = {.T = T, .H = H, .dh = c->dh, .dv = c->dv, .dg = y->dg, .qa = c->qa,
+                        .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
+    CU_OK(cb_absorb_cuda(&ap, c->st));
+
+    /* attention */
+    attn_params at = {.T = T, .H = H, .heads_per_block = cu__heads_per_block(c, T, y->G),
+                      .scale = c->scale, .window = c->w,
+                      .c = {.kv = kv, .page_elems = page_elems, .layer_off = layer_off,
+                            .B = c->B, .G = y->G, .dg = y->dg, .dR = c->dR, .tab = tab,
+                            .seq_toff = toff},
+                      .tok_pos = mt->pos, .tok_seq = mt->seq, .qt = c->qt,
+                      .qr = c->qa + c->dh, .ld_qr = y->n_in, .qr_stride = c->dh + c->dR};
+    if (!global) {
+        at.mode = ATTN_LOCAL;
+        at.u = c->u;
+        CU_OK(attn_latent_cuda(&at, c->st));
+    } else {
+        attn_sets sets = {.sel_src = mt->sel_src, .tsel = c->tsel, .tsel_cnt = c->tsel_cnt,
+                          .slot_sel = c->sel, .slot_cnt = c->sel_cnt, .Lg = c->Lg,
+                          .ti = y->ti, .top_n = c->top_n};
+        compress_params cp = {.n = mt->n_comp, .pages = mt->comp, .kv = kv,
+                              .page_elems = page_elems, .layer_off = layer_off, .B = c->B,
+                              .S = y->S};
+        CU_OK(compress_cuda(&cp, c->st));
+        at.mode = ATTN_CMP;
+        at.u = c->ucmp;
+        at.lse = c->lse;
+        CU_OK(attn_latent_cuda(&at, c->st));
+        select_params sp = {.n_anchors = mt->n_anchor, .H = H, .anchors = mt->anchors,
+                            .scale = c->scale, .init_blocks = c->init_b,
+                            .local_blocks = c->local_b, .nb_max = c->nb_max, .c = at.c,
+                            .tok_pos = mt->pos, .tok_seq = mt->seq, .qt = c->qt, .qr = at.qr,
+                            .ld_qr = at.ld_qr, .qr_stride = at.qr_stride, .lse = c->lse,
+                            .s = sets, .scores = c->scores};
+        CU_OK(select_blocks_cuda(&sp, c->st));
+        at.mode = ATTN_SLC;
+        at.s = sets;
+        at.gate = c->qa + c->nq + y->S;
+        at.u_cmp = c->ucmp;
+        at.u = c->u;
+        at.lse = NULL;
+        CU_OK(attn_latent_cuda(&at, c->st));
+        selstore_params ss = {.n = mt->n_store, .G = y->G, .slot = mt->st_slot,
+                              .tok = mt->st_tok, .s = sets};
+        CU_OK(selstore_cuda(&ss, c->st));
+    }
+
+    /* output projection, MLP */
+    expand_params ep = {.T = T, .H = H, .dg = y->dg, .dv = c->dv, .u = c->u, .wuvT = y->wuvT,
+                        .o = c->o, .ld_o = (int64_t)H * c->dv};
+    CU_OK(cb_expand_cuda(&ep, c->st));
+    CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp));
+    CU_OK(cu__rmsnorm(c, c->tmp, c->x, y->mlp_norm, c->hn, T));
+    CU_OK(cu__gemm(c, c->hn, T, d, y->w_gu, 2 * F, c->gu));
+    silu_mul_params sm = {.rows = T, .F = F, .gu = c->gu, .gu_type = KC_F32, .ld_gu = 2 * F,
+                          .out = c->act, .out_type = KC_F32, .ld_out = F};
+    CU_OK(silu_mul_cuda(&sm, c->st));
+    CU_OK(cu__gemm(c, c->act, T, F, y->down, d, c->tmp));
+    return ASA_OK;
+}
+
+static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
+    const int d = c->d, V = c->V;
+    for (int i = 0; i < b->n_copies; i++) {
+        const kv_copy *cp = &b->copies[i];
+        uint16_t *mem = cp->cls == KV_GLOBAL ? c->gmem : c->lmem;
+        int64_t pe = cp->cls == KV_GLOBAL ? c->gpage : c->lpage;
+        CU_TRY(cudaMemcpyAsync(mem + (size_t)cp->dst * pe, mem + (size_t)cp->src * pe,
+                               (size_t)pe * 2, cudaMemcpyDeviceToDevice, c->st));
+    }
+    if (b->n_seqs == 0)
+        return ASA_OK;
+    int T;
+    CU_OK(cu__build_meta(c, b, &T));
+    CU_OK(cb_embed_cuda(T, d, c->mt.tok, c->embed, c->x, c->st));
+    for (int l = 0; l < c->L; l++)
+        CU_OK(cu__layer(c, &c->layers[l], T, l == 0));
+    CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->x, c->L > 0 ? c->x : NULL, c->norm, c->hn, T));
+    for (int i = 0; i < b->n_seqs; i++) {
+        const eng_seq_step *s = &b->seqs[i];
+        int last = s->pos0 + s->n_tokens - 1;
+        if (c->m->cfg.n_global_layers > 0 && last - last % c->share >= s->pos0)
+            c->sel_anchor[s->slot] = last - last % c->share;
+    }
+
+    const int nr = c->mt.n_rows, lr = c->T < CU_LOGIT_ROWS ? c->T : CU_LOGIT_ROWS;
+    for (int r0 = 0; r0 < nr; r0 += lr) {
+        int n = nr - r0 < lr ? nr - r0 : lr;
+        CU_OK(cb_gather_rows_cuda(n, d, c->mt.rows + r0, c->hn, d, c->hrows, c->st));
+        CU_OK(cu__gemm(c, c->hrows, n, d, c->lm_head, V, c->logits));
+        CU_TRY(cudaMemcpyAsync(c->h_logits, c->logits, (size_t)n * V * 4,
+                               cudaMemcpyDeviceToHost, c->st));
+        CU_TRY(cudaStreamSynchronize(c->st));
+        for (int r = 0; r < n; r++) {
+            int t = c->rows[r0 + r], i = c->h_seq[t];
+            const eng_seq_step *s = &b->seqs[i];
+            const float *row = c->h_logits + (size_t)r * V;
+            int q = t - c->seq_tok0[i];
+            bool is_last = q == s->n_tokens - 1;
+            if (s->logits_out) {
+                if (s->all_logits)
+                    memcpy(s->logits_out + (size_t)q * V, row, (size_t)V * sizeof(float));
+                else if (is_last)
+                    memcpy(s->logits_out, row, (size_t)V * sizeof(float));
+            }
+            if (s->sample && is_last)
+                CU_OK(eng_sample(row, V, s->sp, s->prompt, s->n_prompt, s->output, s->n_output,
+                                 c->samp, &res[i]));
+        }
+    }
+    CU_TRY(cudaStreamSynchronize(c->st));
+    return ASA_OK;
+}
+
+static asa_err cuda_step(void *p, const eng_batch *b, eng_seq_result *res) {
+    cu_be *c = p;
+    asa_err err = cu__step(c, b, res);
+    if (err == ASA_ECUDA) {
+        c->e->dead = true;
+        ASA_LOGE("cuda", "device failure; the engine is dead");
+    }
+    return err;
+}
+
+const eng_backend_ops eng_cuda_backend = {
+    .name = "cuda",
+    .page_bytes = cuda_page_bytes,
+    .create = cuda_create,
+    .destroy = cuda_destroy,
+    .seq_reset = cuda_seq_reset,
+    .seq_copy = cuda_seq_copy,
+    .seq_anchor = cuda_seq_anchor,
+    .seq_sets = cuda_seq_sets,
+    .step = cuda_step,
+};

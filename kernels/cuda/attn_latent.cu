@@ -1,0 +1,540 @@
+/*
+ * kernels/cuda/attn_latent.cu - latent attention, block choice, compressed
+ * entries and selection-state stores (contracts in attn_latent_cuda.h).
+ *
+ * Attention schedule: one block of ATT_THREADS threads per (token, latent
+ * group, head chunk).  The chunk's queries ([q~ | qR] per head) sit in
+ * shared memory; keys are staged ATT_KT at a time as f32 (only the group's
+ * latent slice and the rope key are read), with a padded row stride so
+ * that the score loop (one thread per (head, key)) is free of bank
+ * conflicts.  One warp per head updates the running max and sum (online
+ * softmax); the accumulators (heads x dg, f32) live in shared memory, each
+ * element owned by one thread.  Every sum is in a fixed order, so a
+ * token's result does not depend on the batch.
+ */
+#include "attn_latent_cuda.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "kcuda_int.cuh"
+
+namespace {
+
+constexpr int ATT_THREADS = 128;
+constexpr int ATT_KT = 32; /* keys per tile = warp size (softmax step) */
+constexpr int SEL_THREADS = 256;
+
+__host__ __device__ inline int pad_odd(int e) { return (e & 1) ? e : e + 1; }
+
+struct set_view {
+    const int32_t *set;
+    int cnt;
+};
+
+__host__ __device__ inline set_view get_set(const attn_sets &s, int t, int G, int g) {
+    set_view v;
+    const int src = s.sel_src[t];
+    if (src >= 0) {
+        const int64_t k = (int64_t)src * G + g;
+        v.set = s.tsel + k * s.top_n;
+        v.cnt = s.tsel_cnt[k];
+    } else {
+        const int64_t k = ((int64_t)(-src - 1) * s.Lg + s.ti) * G + g;
+        v.set = s.slot_sel + k * s.top_n;
+        v.cnt = s.slot_cnt[k];
+    }
+    return v;
+}
+
+/* Keys of token t in mode m: count, and the element offset of key k's entry
+ * (-1 for a masked key). */
+struct key_plan {
+    int mode, pos, j0, nkeys, B;
+    int64_t S, page_elems, layer_off;
+    const int32_t *tab;
+    set_view sv;
+
+    __host__ __device__ int64_t entry(int k) const {
+        if (mode == ATTN_LOCAL) {
+            const int j = j0 + k;
+            return (int64_t)tab[j / B] * page_elems + layer_off + (int64_t)(j % B) * S;
+        }
+        if (mode == ATTN_CMP)
+            return (int64_t)tab[k] * page_elems + layer_off + (int64_t)B * S;
+        const int b = sv.set[k / B], j = b * B + k % B;
+        if (j > pos)
+            return -1;
+        return (int64_t)tab[b] * page_elems + layer_off + (int64_t)(k % B) * S;
+    }
+};
+
+__host__ __device__ inline key_plan make_plan(const attn_params &p, int t, int g) {
+    key_plan kp;
+    kp.mode = p.mode;
+    kp.pos = p.tok_pos[t];
+    kp.B = p.c.B;
+    kp.S = (int64_t)p.c.G * p.c.dg + p.c.dR;
+    kp.page_elems = p.c.page_elems;
+    kp.layer_off = p.c.layer_off;
+    kp.tab = p.c.tab + p.c.seq_toff[p.tok_seq[t]];
+    kp.j0 = 0;
+    kp.sv.set = nullptr;
+    kp.sv.cnt = 0;
+    if (p.mode == ATTN_LOCAL) {
+        kp.j0 = kp.pos - p.window + 1 > 0 ? kp.pos - p.window + 1 : 0;
+        kp.nkeys = kp.pos - kp.j0 + 1;
+    } else if (p.mode == ATTN_CMP) {
+        kp.nkeys = (kp.pos + 1) / kp.B;
+    } else {
+        kp.sv = get_set(p.s, t, p.c.G, g);
+        kp.nkeys = kp.sv.cnt * kp.B;
+    }
+    return kp;
+}
+
+__device__ __forceinline__ float sigmoidf_(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+__global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
+    extern __shared__ float sm[];
+    const int t = blockIdx.x, g = blockIdx.y;
+    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, Ep = pad_odd(E);
+    const int nh = p.heads_per_block, hpg = p.H / G;
+    const int h0 = g * hpg + blockIdx.z * nh;
+    float *q = sm;                      /* [nh][E] */
+    float *tile = q + nh * E;           /* [KT][Ep] */
+    float *sc = tile + ATT_KT * Ep;     /* [nh][KT] */
+    float *acc = sc + nh * ATT_KT;      /* [nh][dg] */
+    float *mx = acc + nh * dg;          /* [nh] */
+    float *ls = mx + nh;                /* [nh] */
+    float *corr = ls + nh;              /* [nh] */
+    __shared__ int64_t kbase[ATT_KT];
+
+    const key_plan kp = make_plan(p, t, g);
+    for (int i = threadIdx.x; i < nh * E; i += ATT_THREADS) {
+        const int h = i / E, e = i % E;
+        q[i] = e < dg ? p.qt[((int64_t)t * p.H + h0 + h) * dg + e]
+                      : p.qr[(int64_t)t * p.ld_qr + (int64_t)(h0 + h) * p.qr_stride + (e - dg)];
+    }
+    for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS)
+        acc[i] = 0.0f;
+    for (int i = threadIdx.x; i < nh; i += ATT_THREADS) {
+        mx[i] = -INFINITY;
+        ls[i] = 0.0f;
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int k0 = 0; k0 < kp.nkeys; k0 += ATT_KT) {
+        const int nk = min(ATT_KT, kp.nkeys - k0);
+        if (threadIdx.x < ATT_KT)
+            kbase[threadIdx.x] = threadIdx.x < nk ? kp.entry(k0 + threadIdx.x) : -1;
+        __syncthreads();
+        for (int i = threadIdx.x; i < nk * E; i += ATT_THREADS) {
+            const int kk = i / E, e = i % E;
+            const int64_t b = kbase[kk];
+            float v = 0.0f;
+            if (b >= 0)
+                v = kc_bf16_f32(p.c.kv[b + (e < dg ? g * dg + e : G * dg + (e - dg))]);
+            tile[kk * Ep + e] = v;
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < nh * ATT_KT; i += ATT_THREADS) {
+            const int h = i / ATT_KT, kk = i % ATT_KT;
+            float s = -INFINITY;
+            if (kk < nk && kbase[kk] >= 0) {
+                const float *qh = q + h * E, *kv = tile + kk * Ep;
+                float a = 0.0f;
+                for (int e = 0; e < E; e++)
+                    a = fmaf(qh[e], kv[e], a);
+                s = a * p.scale;
+            }
+            sc[i] = s;
+        }
+        __syncthreads();
+        for (int h = warp; h < nh; h += ATT_THREADS / 32) {
+            const float s = sc[h * ATT_KT + lane];
+            float m = s;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+            const float mold = mx[h], mnew = fmaxf(mold, m);
+            float pr = 0.0f, c = 1.0f;
+            if (mnew != -INFINITY) {
+                pr = s == -INFINITY ? 0.0f : expf(s - mnew);
+                c = mold == -INFINITY ? 0.0f : expf(mold - mnew);
+            }
+            float sum = pr;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            sc[h * ATT_KT + lane] = pr;
+            __syncwarp();
+            if (lane == 0) {
+                ls[h] = ls[h] * c + sum;
+                mx[h] = mnew;
+                corr[h] = c;
+            }
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS) {
+            const int h = i / dg, e = i % dg;
+            float a = acc[i] * corr[h];
+            const float *ph = sc + h * ATT_KT;
+            for (int kk = 0; kk < nk; kk++)
+                a = fmaf(ph[kk], tile[kk * Ep + e], a);
+            acc[i] = a;
+        }
+        __syncthreads();
+    }
+    __syncthreads(); /* no key at all: the initial values must be visible */
+    for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS) {
+        const int h = i / dg, e = i % dg, hh = h0 + h;
+        float v = ls[h] > 0.0f ? acc[i] / ls[h] : 0.0f;
+        const int64_t o = ((int64_t)t * p.H + hh) * dg + e;
+        if (p.mode == ATTN_SLC) {
+            const float *gt = p.gate + (int64_t)t * p.ld_qr;
+            v = sigmoidf_(gt[hh]) * p.u_cmp[o] + sigmoidf_(gt[p.H + hh]) * v;
+        }
+        p.u[o] = v;
+    }
+    if (p.mode == ATTN_CMP)
+        for (int h = threadIdx.x; h < nh; h += ATT_THREADS)
+            p.lse[(int64_t)t * p.H + h0 + h] = ls[h] > 0.0f ? mx[h] + logf(ls[h]) : -INFINITY;
+}
+
+size_t attn_smem(const attn_params &p) {
+    const int E = p.c.dg + p.c.dR, nh = p.heads_per_block;
+    return sizeof(float) *
+           ((size_t)nh * E + (size_t)ATT_KT * pad_odd(E) + (size_t)nh * ATT_KT +
+            (size_t)nh * p.c.dg + 3 * (size_t)nh);
+}
+
+/* ---- block choice ---------------------------------------------------------- */
+
+__global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
+    extern __shared__ float sm[];
+    const int a = blockIdx.x, g = blockIdx.y;
+    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B;
+    const int hpg = p.H / G, n = p.s.top_n;
+    const int t = p.anchors[a], pos = p.tok_pos[t];
+    const int nvis = (pos + 1) / B, cur = pos / B;
+    const int32_t *tab = p.c.tab + p.c.seq_toff[p.tok_seq[t]];
+    const int64_t S = (int64_t)G * dg + dR;
+    float *q = sm;            /* [hpg][E] */
+    float *lse = q + hpg * E; /* [hpg] */
+    __shared__ int32_t chosen[64];
+    __shared__ int s_cnt, s_stop;
+    __shared__ float rv[SEL_THREADS / 32];
+    __shared__ int ri[SEL_THREADS / 32];
+    float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
+
+    for (int i = threadIdx.x; i < hpg * E; i += SEL_THREADS) {
+        const int h = i / E, e = i % E, hh = g * hpg + h;
+        q[i] = e < dg ? p.qt[((int64_t)t * p.H + hh) * dg + e]
+                      : p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + (e - dg)];
+    }
+    for (int h = threadIdx.x; h < hpg; h += SEL_THREADS)
+        lse[h] = p.lse[(int64_t)t * p.H + g * hpg + h];
+    __syncthreads();
+    for (int b = threadIdx.x; b < nvis; b += SEL_THREADS) {
+        const uint16_t *ent = p.c.kv + (int64_t)tab[b] * p.c.page_elems + p.c.layer_off +
+                              (int64_t)B * S;
+        float sum = 0.0f;
+        for (int h = 0; h < hpg; h++) {
+            const float *qh = q + h * E;
+            float s = 0.0f;
+            for (int e = 0; e < dg; e++)
+                s = fmaf(qh[e], kc_bf16_f32(ent[g * dg + e]), s);
+            for (int e = 0; e < dR; e++)
+                s = fmaf(qh[dg + e], kc_bf16_f32(ent[G * dg + e]), s);
+            sum += expf(s * p.scale - lse[h]);
+        }
+        const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
+        sc[b] = forced ? -1.0f : sum;
+    }
+    if (threadIdx.x == 0) {
+        int cnt = 0;
+        for (int b = 0; b <= cur && cnt < n; b++)
+            if (b < p.init_blocks || b > cur - p.local_blocks)
+                chosen[cnt++] = b;
+        s_cnt = cnt;
+        s_stop = 0;
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    while (s_cnt < n && !s_stop) {
+        float bv = -1.0f;
+        int bi = 0x7fffffff;
+        for (int b = threadIdx.x; b < nvis; b += SEL_THREADS) {
+            const float v = sc[b];
+            if (v >= 0.0f && v > bv) { /* ascending b: a tie keeps the lower */
+                bv = v;
+                bi = b;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            rv[warp] = bv;
+            ri[warp] = bi;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int w = 1; w < SEL_THREADS / 32; w++)
+                if (rv[w] > bv || (rv[w] == bv && ri[w] < bi)) {
+                    bv = rv[w];
+                    bi = ri[w];
+                }
+            if (bv < 0.0f) {
+                s_stop = 1;
+            } else {
+                chosen[s_cnt] = bi;
+                s_cnt = s_cnt + 1;
+                sc[bi] = -1.0f;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        const int cnt = s_cnt;
+        for (int i = 1; i < cnt; i++) {
+            const int32_t v = chosen[i];
+            int j = i - 1;
+            for (; j >= 0 && chosen[j] > v; j--)
+                chosen[j + 1] = chosen[j];
+            chosen[j + 1] = v;
+        }
+        const int64_t k = (int64_t)t * G + g;
+        for (int i = 0; i < n; i++)
+            p.s.tsel[k * n + i] = i < cnt ? chosen[i] : -1;
+        p.s.tsel_cnt[k] = cnt;
+    }
+}
+
+/* ---- compressed entries, selection stores ---------------------------------- */
+
+__global__ void compress_kernel(const compress_params p) {
+    const int64_t base = (int64_t)p.pages[blockIdx.x] * p.page_elems + p.layer_off;
+    for (int e = threadIdx.x; e < p.S; e += blockDim.x) {
+        float s = 0.0f;
+        for (int k = 0; k < p.B; k++)
+            s += kc_bf16_f32(p.kv[base + (int64_t)k * p.S + e]);
+        p.kv[base + (int64_t)p.B * p.S + e] = kc_f32_bf16(s / (float)p.B);
+    }
+}
+
+__global__ void selstore_kernel(const selstore_params p) {
+    const int i = blockIdx.x, n = p.s.top_n;
+    for (int x = threadIdx.x; x < p.G * n; x += blockDim.x) {
+        const int g = x / n, k = x % n;
+        const int64_t dst = ((int64_t)p.slot[i] * p.s.Lg + p.s.ti) * p.G + g;
+        const int64_t src = (int64_t)p.tok[i] * p.G + g;
+        p.s.slot_sel[dst * n + k] = p.s.tsel[src * n + k];
+        if (k == 0)
+            p.s.slot_cnt[dst] = p.s.tsel_cnt[src];
+    }
+}
+
+} // namespace
+
+extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
+    if (!p || p->T < 1 || p->H < 1 || p->c.G < 1 || p->H % p->c.G || p->heads_per_block < 1 ||
+        (p->H / p->c.G) % p->heads_per_block || p->c.dg < 1 || p->c.dR < 0 || p->c.B < 1 ||
+        !p->c.kv || !p->c.tab || !p->tok_pos || !p->tok_seq || !p->qt || !p->qr || !p->u ||
+        (p->mode == ATTN_LOCAL && p->window < 1) || (p->mode == ATTN_CMP && !p->lse) ||
+        (p->mode == ATTN_SLC && (!p->gate || !p->u_cmp || !p->s.sel_src)))
+        return ASA_EINVAL;
+    const size_t smem = attn_smem(*p);
+    if (smem > 227 * 1024)
+        return ASA_EINVAL;
+    static size_t raised = 48 * 1024;
+    if (smem > raised) {
+        KC_CUDA_TRY(cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         227 * 1024));
+        raised = 227 * 1024;
+    }
+    const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
+                    (unsigned)(p->H / p->c.G / p->heads_per_block));
+    attn_kernel<<<grid, ATT_THREADS, smem, stream>>>(*p);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream) {
+    if (!p || p->n_anchors < 0 || p->s.top_n < 1 || p->s.top_n > 64 || p->H % p->c.G)
+        return ASA_EINVAL;
+    if (p->n_anchors == 0)
+        return ASA_OK;
+    const size_t smem =
+        sizeof(float) * ((size_t)(p->H / p->c.G) * (p->c.dg + p->c.dR) + (size_t)(p->H / p->c.G));
+    if (smem > 227 * 1024)
+        return ASA_EINVAL;
+    static size_t raised = 48 * 1024;
+    if (smem > raised) {
+        KC_CUDA_TRY(cudaFuncSetAttribute(select_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
+        raised = 227 * 1024;
+    }
+    select_kernel<<<dim3((unsigned)p->n_anchors, (unsigned)p->c.G), SEL_THREADS, smem, stream>>>(*p);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err compress_cuda(const compress_params *p, cudaStream_t stream) {
+    if (!p || p->n < 0 || p->B < 1 || p->S < 1)
+        return ASA_EINVAL;
+    if (p->n == 0)
+        return ASA_OK;
+    const int th = p->S >= 256 ? 256 : (p->S + 31) / 32 * 32;
+    compress_kernel<<<(unsigned)p->n, th, 0, stream>>>(*p);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err selstore_cuda(const selstore_params *p, cudaStream_t stream) {
+    if (!p || p->n < 0 || p->G < 1)
+        return ASA_EINVAL;
+    if (p->n == 0)
+        return ASA_OK;
+    selstore_kernel<<<(unsigned)p->n, 64, 0, stream>>>(*p);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+/* ---- host references --------------------------------------------------------- */
+
+extern "C" void attn_latent_ref(const attn_params *p) {
+    const int G = p->c.G, dg = p->c.dg, dR = p->c.dR, hpg = p->H / G;
+    const int64_t S = (int64_t)G * dg + dR;
+    (void)S;
+    for (int t = 0; t < p->T; t++)
+        for (int g = 0; g < G; g++) {
+            const key_plan kp = make_plan(*p, t, g);
+            double *sc = (double *)malloc(sizeof(double) * (size_t)(kp.nkeys > 0 ? kp.nkeys : 1));
+            for (int h = g * hpg; h < (g + 1) * hpg; h++) {
+                const float *qt = p->qt + ((int64_t)t * p->H + h) * dg;
+                const float *qr = p->qr + (int64_t)t * p->ld_qr + (int64_t)h * p->qr_stride;
+                double mxv = -INFINITY;
+                for (int k = 0; k < kp.nkeys; k++) {
+                    const int64_t b = kp.entry(k);
+                    if (b < 0) {
+                        sc[k] = -INFINITY;
+                        continue;
+                    }
+                    double s = 0;
+                    for (int e = 0; e < dg; e++)
+                        s += (double)qt[e] * asa_bf16_to_f32(p->c.kv[b + g * dg + e]);
+                    for (int e = 0; e < dR; e++)
+                        s += (double)qr[e] * asa_bf16_to_f32(p->c.kv[b + G * dg + e]);
+                    sc[k] = s * p->scale;
+                    if (sc[k] > mxv)
+                        mxv = sc[k];
+                }
+                double sum = 0;
+                for (int k = 0; k < kp.nkeys; k++) {
+                    sc[k] = sc[k] == -INFINITY ? 0 : exp(sc[k] - mxv);
+                    sum += sc[k];
+                }
+                for (int e = 0; e < dg; e++) {
+                    double a = 0;
+                    for (int k = 0; k < kp.nkeys; k++) {
+                        const int64_t b = kp.entry(k);
+                        if (b >= 0)
+                            a += sc[k] * asa_bf16_to_f32(p->c.kv[b + g * dg + e]);
+                    }
+                    double v = sum > 0 ? a / sum : 0;
+                    const int64_t o = ((int64_t)t * p->H + h) * dg + e;
+                    if (p->mode == ATTN_SLC) {
+                        const float *gt = p->gate + (int64_t)t * p->ld_qr;
+                        v = 1.0 / (1.0 + exp(-(double)gt[h])) * p->u_cmp[o] +
+                            1.0 / (1.0 + exp(-(double)gt[p->H + h])) * v;
+                    }
+                    p->u[o] = (float)v;
+                }
+                if (p->mode == ATTN_CMP)
+                    p->lse[(int64_t)t * p->H + h] =
+                        sum > 0 ? (float)(mxv + log(sum)) : -INFINITY;
+            }
+            free(sc);
+        }
+}
+
+extern "C" void select_blocks_ref(const select_params *p) {
+    const int G = p->c.G, dg = p->c.dg, dR = p->c.dR, B = p->c.B, hpg = p->H / G;
+    const int n = p->s.top_n;
+    const int64_t S = (int64_t)G * dg + dR;
+    for (int a = 0; a < p->n_anchors; a++)
+        for (int g = 0; g < G; g++) {
+            const int t = p->anchors[a], pos = p->tok_pos[t];
+            const int nvis = (pos + 1) / B, cur = pos / B;
+            const int32_t *tab = p->c.tab + p->c.seq_toff[p->tok_seq[t]];
+            double *sc = (double *)malloc(sizeof(double) * (size_t)(cur + 1));
+            int32_t chosen[64];
+            int cnt = 0;
+            for (int b = 0; b <= cur; b++) {
+                const bool forced = b < p->init_blocks || b > cur - p->local_blocks;
+                sc[b] = -1;
+                if (forced) {
+                    if (cnt < n)
+                        chosen[cnt++] = b;
+                    continue;
+                }
+                if (b >= nvis)
+                    continue;
+                const uint16_t *ent = p->c.kv + (int64_t)tab[b] * p->c.page_elems +
+                                      p->c.layer_off + (int64_t)B * S;
+                double sum = 0;
+                for (int h = g * hpg; h < (g + 1) * hpg; h++) {
+                    const float *qt = p->qt + ((int64_t)t * p->H + h) * dg;
+                    const float *qr = p->qr + (int64_t)t * p->ld_qr + (int64_t)h * p->qr_stride;
+                    double s = 0;
+                    for (int e = 0; e < dg; e++)
+                        s += (double)qt[e] * asa_bf16_to_f32(ent[g * dg + e]);
+                    for (int e = 0; e < dR; e++)
+                        s += (double)qr[e] * asa_bf16_to_f32(ent[G * dg + e]);
+                    sum += exp(s * p->scale - p->lse[(int64_t)t * p->H + h]);
+                }
+                sc[b] = sum;
+            }
+            while (cnt < n) {
+                int best = -1;
+                for (int b = 0; b <= cur; b++)
+                    if (sc[b] >= 0 && (best < 0 || sc[b] > sc[best]))
+                        best = b;
+                if (best < 0)
+                    break;
+                chosen[cnt++] = best;
+                sc[best] = -1;
+            }
+            for (int i = 1; i < cnt; i++) {
+                int32_t v = chosen[i];
+                int j = i - 1;
+                for (; j >= 0 && chosen[j] > v; j--)
+                    chosen[j + 1] = chosen[j];
+                chosen[j + 1] = v;
+            }
+            const int64_t k = (int64_t)t * G + g;
+            for (int i = 0; i < n; i++)
+                p->s.tsel[k * n + i] = i < cnt ? chosen[i] : -1;
+            p->s.tsel_cnt[k] = cnt;
+            free(sc);
+        }
+}
+
+extern "C" void compress_ref(const compress_params *p) {
+    for (int i = 0; i < p->n; i++) {
+        const int64_t base = (int64_t)p->pages[i] * p->page_elems + p->layer_off;
+        for (int e = 0; e < p->S; e++) {
+            float s = 0;
+            for (int k = 0; k < p->B; k++)
+                s += asa_bf16_to_f32(p->kv[base + (int64_t)k * p->S + e]);
+            p->kv[base + (int64_t)p->B * p->S + e] = asa_f32_to_bf16(s / (float)p->B);
+        }
+    }
+}

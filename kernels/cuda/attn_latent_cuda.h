@@ -1,0 +1,148 @@
+/*
+ * kernels/cuda/attn_latent_cuda.h - the ASA attention kernels of the CUDA
+ * engine (ASA-SPEC 3.1-3.3, numerics of section 6): absorbed latent
+ * attention over a paged bf16 cache, the compressed entries of completed
+ * blocks, and the block choice of global layers at anchor positions.
+ *
+ * Cache layout (the CUDA engine's pages, bf16 bit patterns): a page holds
+ * one block of B tokens of one sequence for every layer of its class.  The
+ * part of layer `ti` (index among the layers of its type) starts at element
+ * page * page_elems + ti * layer_elems; inside it, token entry k (0 <= k < B)
+ * starts at k * S and, on global pages, the block's compressed entry at
+ * B * S.  An entry is [c^(0) .. c^(G-1) (dg each), kR (dR)], S = G*dg + dR.
+ *
+ * Per-step metadata (device arrays, built once per step and shared by all
+ * layers): for token t of the step, tok_pos[t] is its absolute position,
+ * tok_seq[t] its sequence's index in the batch; seq_toff[i] is where
+ * sequence i's block table starts inside `tab` (page ids indexed by logical
+ * block).  Global and local layers get their own tab/seq_toff.
+ *
+ * Queries: qt[t][h][dg] (f32) are the absorbed queries q~ = W_UK^T qC; the
+ * rotated rope part of head h is qr[t * ld_qr + h * qr_stride + k], k < dR.
+ *
+ * Attention (attn_latent_cuda): one thread block per (token, latent group,
+ * chunk of heads); every head of the chunk is computed from one pass over
+ * the keys, which are staged in shared memory in tiles (online softmax
+ * with max subtraction, f32 throughout; the cache is read as bf16).  Modes:
+ *   ATTN_LOCAL  keys j in [max(0, pos-window+1), pos] (local table);
+ *   ATTN_CMP    compressed entries of the blocks b with (b+1)B-1 <= pos;
+ *               also writes lse[t][h] (log-sum-exp of the scaled scores,
+ *               -inf when no block is visible; then u = 0);
+ *   ATTN_SLC    tokens j <= pos of the token's selected blocks; the result
+ *               is mixed with the compression branch: u = sigmoid(gate[h]) *
+ *               u_cmp + sigmoid(gate[H + h]) * u_slc.
+ * Output u[t][h][dg] (f32) = sum_j p_j c_j^(g(h)) (before W_UV).
+ *
+ * Selection sets: the set used by token t is read from src = sel_src[t]:
+ * src >= 0: tsel[src][g][0..tsel_cnt[src][g]) (a token of this step), src <
+ * 0: the slot state slot_sel[(-src - 1)][ti][g][...] (sets chosen at an
+ * earlier step).  Sets hold ascending block ids.
+ */
+#ifndef ASA_ATTN_LATENT_CUDA_H
+#define ASA_ATTN_LATENT_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kcuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum attn_mode { ATTN_LOCAL = 0, ATTN_CMP = 1, ATTN_SLC = 2 } attn_mode;
+
+/* Where a layer's cache entries are. */
+typedef struct attn_cache {
+    const uint16_t *kv;   /* page memory of the class */
+    int64_t page_elems;   /* elements per page */
+    int64_t layer_off;    /* ti * layer_elems */
+    int B;                /* tokens per page */
+    int G, dg, dR;        /* entry = G*dg + dR elements */
+    const int32_t *tab;   /* flat block tables of the step */
+    const int32_t *seq_toff; /* [n_seqs] offset of each sequence's table */
+} attn_cache;
+
+/* Selection sets of one global layer (see above). */
+typedef struct attn_sets {
+    const int32_t *sel_src;  /* [T] */
+    int32_t *tsel;           /* [T][G][top_n] */
+    int32_t *tsel_cnt;       /* [T][G] */
+    int32_t *slot_sel;       /* [slots][Lg][G][top_n] */
+    int32_t *slot_cnt;       /* [slots][Lg][G] */
+    int Lg, ti, top_n;
+} attn_sets;
+
+typedef struct attn_params {
+    attn_mode mode;
+    int T, H;                /* tokens, query heads */
+    int heads_per_block;     /* 1..H/G, divides H/G */
+    float scale;
+    int window;              /* ATTN_LOCAL */
+    attn_cache c;
+    const int32_t *tok_pos, *tok_seq;
+    const float *qt;         /* [T][H][dg] */
+    const float *qr;         /* rope queries, see above */
+    int64_t ld_qr, qr_stride;
+    attn_sets s;             /* ATTN_SLC */
+    const float *gate;       /* ATTN_SLC: gate logits, gate[t * ld_qr + h], [H + h] */
+    const float *u_cmp;      /* ATTN_SLC: [T][H][dg] */
+    float *u;                /* [T][H][dg] out */
+    float *lse;              /* ATTN_CMP: [T][H] out */
+} attn_params;
+
+asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);
+/* Host reference on host pointers (double sums, same conventions). */
+void attn_latent_ref(const attn_params *p);
+
+/* Block choice at anchors (ASA-SPEC 3.3).  For each anchor token t =
+ * anchors[a] and group g: S[b] = sum over the group's heads of
+ * exp(score - lse[t][h]) for the blocks visible from pos, then forced
+ * blocks (b < init_blocks, cur - local_blocks < b <= cur) and the best
+ * complete candidates by S, ties to the lower index, up to top_n; written
+ * ascending into tsel[t][g], count into tsel_cnt[t][g].  scores is a
+ * workspace of n_anchors * G * nb_max floats. */
+typedef struct select_params {
+    int n_anchors, H;
+    const int32_t *anchors;  /* [n_anchors] token indices */
+    float scale;
+    int init_blocks, local_blocks, nb_max;
+    attn_cache c;
+    const int32_t *tok_pos, *tok_seq;
+    const float *qt, *qr;
+    int64_t ld_qr, qr_stride;
+    const float *lse;        /* [T][H] from ATTN_CMP */
+    attn_sets s;
+    float *scores;           /* workspace */
+} select_params;
+
+asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream);
+void select_blocks_ref(const select_params *p);
+
+/* Compressed entries: for each of n pages[i], entry B of layer layer_off is
+ * the f32 mean of its B token entries, rounded once to bf16. */
+typedef struct compress_params {
+    int n;
+    const int32_t *pages;    /* [n] */
+    uint16_t *kv;
+    int64_t page_elems, layer_off;
+    int B, S;
+} compress_params;
+
+asa_err compress_cuda(const compress_params *p, cudaStream_t stream);
+void compress_ref(const compress_params *p);
+
+/* Stores each listed anchor's sets into its slot: for i < n,
+ * slot_sel[slot[i]][ti][g] = tsel[tok[i]][g] (and the count). */
+typedef struct selstore_params {
+    int n, G;
+    const int32_t *slot, *tok; /* [n] */
+    attn_sets s;
+} selstore_params;
+
+asa_err selstore_cuda(const selstore_params *p, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASA_ATTN_LATENT_CUDA_H */

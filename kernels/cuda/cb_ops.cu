@@ -1,0 +1,181 @@
+/*
+ * kernels/cuda/cb_ops.cu - absorb / expand / embed / gather (contracts in
+ * cb_ops_cuda.h).  absorb and expand: one block per (head, tile of
+ * CB_TT tokens); the tile's inputs sit in shared memory and each thread
+ * owns one output column for all tokens of the tile, so a weight element
+ * is read once per tile (coalesced across the threads).
+ */
+#include "cb_ops_cuda.h"
+
+#include "kcuda_int.cuh"
+
+namespace {
+
+constexpr int CB_TT = 8;
+
+__global__ void absorb_kernel(const absorb_params p) {
+    extern __shared__ float xs[]; /* [CB_TT][dh] */
+    const int h = blockIdx.x, t0 = blockIdx.y * CB_TT;
+    const int nt = min(CB_TT, p.T - t0);
+    for (int i = threadIdx.x; i < nt * p.dh; i += blockDim.x) {
+        const int tt = i / p.dh, r = i % p.dh;
+        xs[i] = p.qa[(int64_t)(t0 + tt) * p.ld_qa + (int64_t)h * p.q_stride + r];
+    }
+    __syncthreads();
+    const uint16_t *w = p.kvb + (int64_t)h * (p.dh + p.dv) * p.dg;
+    for (int q = threadIdx.x; q < p.dg; q += blockDim.x) {
+        float acc[CB_TT];
+#pragma unroll
+        for (int tt = 0; tt < CB_TT; tt++)
+            acc[tt] = 0.0f;
+        for (int r = 0; r < p.dh; r++) {
+            const float wv = kc_bf16_f32(w[(int64_t)r * p.dg + q]);
+#pragma unroll
+            for (int tt = 0; tt < CB_TT; tt++)
+                acc[tt] = fmaf(wv, xs[(tt < nt ? tt : 0) * p.dh + r], acc[tt]);
+        }
+#pragma unroll
+        for (int tt = 0; tt < CB_TT; tt++)
+            if (tt < nt)
+                p.qt[((int64_t)(t0 + tt) * p.H + h) * p.dg + q] = acc[tt];
+    }
+}
+
+__global__ void expand_kernel(const expand_params p) {
+    extern __shared__ float us[]; /* [CB_TT][dg] */
+    const int h = blockIdx.x, t0 = blockIdx.y * CB_TT;
+    const int nt = min(CB_TT, p.T - t0);
+    for (int i = threadIdx.x; i < nt * p.dg; i += blockDim.x) {
+        const int tt = i / p.dg, q = i % p.dg;
+        us[i] = p.u[((int64_t)(t0 + tt) * p.H + h) * p.dg + q];
+    }
+    __syncthreads();
+    const uint16_t *w = p.wuvT + (int64_t)h * p.dg * p.dv;
+    for (int v = threadIdx.x; v < p.dv; v += blockDim.x) {
+        float acc[CB_TT];
+#pragma unroll
+        for (int tt = 0; tt < CB_TT; tt++)
+            acc[tt] = 0.0f;
+        for (int q = 0; q < p.dg; q++) {
+            const float wv = kc_bf16_f32(w[(int64_t)q * p.dv + v]);
+#pragma unroll
+            for (int tt = 0; tt < CB_TT; tt++)
+                acc[tt] = fmaf(wv, us[(tt < nt ? tt : 0) * p.dg + q], acc[tt]);
+        }
+#pragma unroll
+        for (int tt = 0; tt < CB_TT; tt++)
+            if (tt < nt)
+                p.o[(int64_t)(t0 + tt) * p.ld_o + (int64_t)h * p.dv + v] = acc[tt];
+    }
+}
+
+__global__ void embed_kernel(int d, const int32_t *tok, const uint16_t *embed, float *x) {
+    const int t = blockIdx.x;
+    const uint16_t *src = embed + (int64_t)tok[t] * d;
+    for (int e = threadIdx.x; e < d; e += blockDim.x)
+        x[(int64_t)t * d + e] = kc_bf16_f32(src[e]);
+}
+
+__global__ void gather_kernel(int d, const int32_t *rows, const float *src, int64_t ld,
+                              float *dst) {
+    const int r = blockIdx.x;
+    for (int e = threadIdx.x; e < d; e += blockDim.x)
+        dst[(int64_t)r * d + e] = src[(int64_t)rows[r] * ld + e];
+}
+
+__global__ void split_kernel(int cols, const float *x, int64_t ld, uint16_t *hi, uint16_t *lo) {
+    const int r = blockIdx.x;
+    for (int e = threadIdx.x; e < cols; e += blockDim.x) {
+        const float v = x[(int64_t)r * ld + e];
+        const uint16_t h = kc_f32_bf16(v);
+        hi[(int64_t)r * cols + e] = h;
+        if (lo)
+            lo[(int64_t)r * cols + e] = kc_f32_bf16(v - kc_bf16_f32(h));
+    }
+}
+
+int threads_for(int n) {
+    int t = (n + 31) / 32 * 32;
+    return t > 256 ? 256 : (t < 32 ? 32 : t);
+}
+
+} // namespace
+
+extern "C" asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t stream) {
+    if (!p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb || !p->qt)
+        return ASA_EINVAL;
+    const size_t smem = sizeof(float) * CB_TT * (size_t)p->dh;
+    if (smem > 48 * 1024)
+        return ASA_EINVAL;
+    absorb_kernel<<<dim3((unsigned)p->H, (unsigned)((p->T + CB_TT - 1) / CB_TT)),
+                    threads_for(p->dg), smem, stream>>>(*p);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream) {
+    if (!p || p->T < 1 || p->H < 1 || p->dv < 1 || p->dg < 1 || !p->u || !p->wuvT || !p->o)
+        return ASA_EINVAL;
+    const size_t smem = sizeof(float) * CB_TT * (size_t)p->dg;
+    if (smem > 48 * 1024)
+        return ASA_EINVAL;
+    expand_kernel<<<dim3((unsigned)p->H, (unsigned)((p->T + CB_TT - 1) / CB_TT)),
+                    threads_for(p->dv), smem, stream>>>(*p);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_t *embed,
+                                 float *x, cudaStream_t stream) {
+    if (T < 1 || d < 1 || !tok || !embed || !x)
+        return ASA_EINVAL;
+    embed_kernel<<<(unsigned)T, threads_for(d), 0, stream>>>(d, tok, embed, x);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld,
+                                      uint16_t *hi, uint16_t *lo, cudaStream_t stream) {
+    if (rows < 1 || cols < 1 || ld < cols || !x || !hi)
+        return ASA_EINVAL;
+    split_kernel<<<(unsigned)rows, threads_for(cols), 0, stream>>>(cols, x, ld, hi, lo);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err cb_gather_rows_cuda(int n, int d, const int32_t *rows, const float *src,
+                                       int64_t ld_src, float *dst, cudaStream_t stream) {
+    if (n < 1 || d < 1 || !rows || !src || !dst)
+        return ASA_EINVAL;
+    gather_kernel<<<(unsigned)n, threads_for(d), 0, stream>>>(d, rows, src, ld_src, dst);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" void cb_absorb_ref(const absorb_params *p) {
+    for (int t = 0; t < p->T; t++)
+        for (int h = 0; h < p->H; h++) {
+            const uint16_t *w = p->kvb + (int64_t)h * (p->dh + p->dv) * p->dg;
+            for (int q = 0; q < p->dg; q++) {
+                double s = 0;
+                for (int r = 0; r < p->dh; r++)
+                    s += (double)asa_bf16_to_f32(w[(int64_t)r * p->dg + q]) *
+                         p->qa[(int64_t)t * p->ld_qa + (int64_t)h * p->q_stride + r];
+                p->qt[((int64_t)t * p->H + h) * p->dg + q] = (float)s;
+            }
+        }
+}
+
+extern "C" void cb_expand_ref(const expand_params *p) {
+    for (int t = 0; t < p->T; t++)
+        for (int h = 0; h < p->H; h++) {
+            const uint16_t *w = p->wuvT + (int64_t)h * p->dg * p->dv;
+            for (int v = 0; v < p->dv; v++) {
+                double s = 0;
+                for (int q = 0; q < p->dg; q++)
+                    s += (double)asa_bf16_to_f32(w[(int64_t)q * p->dv + v]) *
+                         p->u[((int64_t)t * p->H + h) * p->dg + q];
+                p->o[(int64_t)t * p->ld_o + (int64_t)h * p->dv + v] = (float)s;
+            }
+        }
+}

@@ -1,0 +1,58 @@
+/*
+ * kernels/cuda/cb_ops_cuda.h - small per-head and row ops of the CUDA
+ * engine: the absorbed query q~ = W_UK^T qC, the value expansion
+ * o = W_UV u, the embedding lookup and a row gather.  f32 accumulation;
+ * weights bf16.
+ */
+#ifndef ASA_CB_OPS_CUDA_H
+#define ASA_CB_OPS_CUDA_H
+
+#include <stdint.h>
+
+#include "kcuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* absorb: qt[t][h][q] = sum_r W_UK,h[r][q] * qa[t * ld_qa + h * q_stride + r],
+ * r < dh, q < dg, with W_UK,h = kvb + h * (dh + dv) * dg (row-major [dh][dg],
+ * the kv_b_proj layout). */
+typedef struct absorb_params {
+    int T, H, dh, dv, dg;
+    const float *qa;
+    int64_t ld_qa, q_stride;
+    const uint16_t *kvb;
+    float *qt;              /* [T][H][dg] */
+} absorb_params;
+asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t stream);
+void cb_absorb_ref(const absorb_params *p);
+
+/* expand: o[t * ld_o + h * dv + v] = sum_q wuvT[h][q][v] * u[t][h][q] (f32
+ * out), wuvT = W_UV transposed per head ([H][dg][dv]). */
+typedef struct expand_params {
+    int T, H, dg, dv;
+    const float *u;         /* [T][H][dg] */
+    const uint16_t *wuvT;
+    float *o;
+    int64_t ld_o;
+} expand_params;
+asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream);
+void cb_expand_ref(const expand_params *p);
+
+/* x[t][e] = embed[tok[t]][e] widened to f32, e < d. */
+asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_t *embed, float *x,
+                      cudaStream_t stream);
+/* dst[r][e] = src[rows[r] * ld_src + e] (f32), r < n, e < d. */
+asa_err cb_gather_rows_cuda(int n, int d, const int32_t *rows, const float *src,
+                            int64_t ld_src, float *dst, cudaStream_t stream);
+/* Splits f32 rows into bf16 parts: hi[r][e] = bf16(x), and when lo is not
+ * NULL lo[r][e] = bf16(x - hi) (so hi + lo carries ~16 bits of x), for
+ * r < rows, e < cols; x has row stride ld, hi/lo are dense [rows][cols]. */
+asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint16_t *hi,
+                           uint16_t *lo, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASA_CB_OPS_CUDA_H */

@@ -1,0 +1,238 @@
+/*
+ * bench_cuda_engine - first timing of the CUDA engine on the asa-1.3b shape
+ * (ASA-SPEC 5) with seeded random bf16 weights built in memory (every
+ * matrix views one shared random buffer, so nothing is written to disk).
+ *
+ *   bench_cuda_engine [context=1024] [steps=20]
+ *
+ * Prints, one line each: prefill of a `context`-token prompt (one step),
+ * and the decode step time (median over `steps` timed steps after 3 warm-up
+ * steps) at batch 1 and 8 with every sequence at `context` tokens, plus the
+ * weight bytes a decode step reads and the bandwidth that implies.  Step
+ * times include the host work of a step (metadata, logits copy, sampling).
+ * Exits 77 without a CUDA device.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "eng.h"
+#include "model.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t next_u32(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng >> 33);
+}
+
+static eng_tensor mat(const void *data, int64_t r, int64_t c) {
+    return (eng_tensor){.data = data, .dtype = ENG_BF16, .ndim = 2, .shape = {r, c}};
+}
+static eng_tensor vec(const void *data, int64_t n) {
+    return (eng_tensor){.data = data, .dtype = ENG_BF16, .ndim = 1, .shape = {n, 1}};
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One decode step for n sequences; returns seconds. */
+static double decode_step(eng *e, int n, int *slot, kv_seq **kv, int *pos, int32_t *last) {
+    eng_seq_step q[64];
+    eng_seq_result r[64];
+    kv_copy cp[64];
+    int ncp = 0;
+    static const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    double t0 = asa_now();
+    for (int i = 0; i < n; i++) {
+        if (kv_seq_alloc(eng_kv_pool(e), kv[i], 1, cp, 64, &ncp))
+            return -1;
+        q[i] = (eng_seq_step){.slot = slot[i], .tokens = &last[i], .n_tokens = 1,
+                              .pos0 = pos[i], .kv = kv[i], .sample = true, .sp = &sp};
+    }
+    eng_batch b = {.n_seqs = n, .seqs = q, .copies = cp, .n_copies = ncp};
+    if (eng_step(e, &b, r))
+        return -1;
+    double dt = asa_now() - t0;
+    for (int i = 0; i < n; i++) {
+        kv_seq_commit(eng_kv_pool(e), kv[i], 1);
+        pos[i]++;
+        last[i] = r[i].token;
+    }
+    return dt;
+}
+
+int main(int argc, char **argv) {
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
+        printf("bench_cuda_engine: no CUDA device: skipped\n");
+        return 77;
+    }
+    const int ctx = argc > 1 ? atoi(argv[1]) : 1024;
+    const int steps = argc > 2 ? atoi(argv[2]) : 20;
+    const int L = 24, d = 2048, F = 5632, V = 32000, H = 32, dh = 64, dv = 64, dR = 32;
+    const int lG = 1, ldg = 192, gG = 2, gdg = 96;
+
+    eng_model m;
+    memset(&m, 0, sizeof m);
+    eng_config *k = &m.cfg;
+    k->vocab_size = V;
+    k->hidden_size = d;
+    k->intermediate_size = F;
+    k->num_hidden_layers = L;
+    k->num_heads = H;
+    k->head_dim = dh;
+    k->v_head_dim = dv;
+    k->rope_dim = dR;
+    k->rope_theta = 10000.0;
+    k->rms_norm_eps = 1e-6;
+    k->max_position_embeddings = 131072;
+    k->bos_token_id = k->eos_token_id = -1;
+    k->local.attn.latent_heads = lG;
+    k->local.attn.latent_dim = ldg;
+    k->local.window = 512;
+    k->global.attn.latent_heads = gG;
+    k->global.attn.latent_dim = gdg;
+    k->global.block_size = 16;
+    k->global.top_n = 16;
+    k->global.init_blocks = 1;
+    k->global.local_blocks = 2;
+    k->global.selection_share = 4;
+    k->layer_types = malloc(L * sizeof *k->layer_types);
+    m.layers = calloc(L, sizeof *m.layers);
+    size_t big = (size_t)V * d;
+    uint16_t *w = malloc(big * sizeof(uint16_t)), *ones = malloc((size_t)d * sizeof(uint16_t));
+    if (!k->layer_types || !m.layers || !w || !ones)
+        return 1;
+    for (size_t i = 0; i < big; i++) /* ~ uniform, std 1/sqrt(d)-ish */
+        w[i] = asa_f32_to_bf16(((float)(next_u32() >> 8) / 16777216.0f - 0.5f) * 0.06f);
+    for (int i = 0; i < d; i++)
+        ones[i] = asa_f32_to_bf16(1.0f);
+    for (int l = 0; l < L; l++) {
+        bool g = l % 2 == 1;
+        eng_layer *y = &m.layers[l];
+        k->layer_types[l] = g ? ENG_LAYER_GLOBAL : ENG_LAYER_LOCAL;
+        y->type = k->layer_types[l];
+        y->G = g ? gG : lG;
+        y->dg = g ? gdg : ldg;
+        y->type_index = l / 2;
+        y->attn_norm = vec(ones, d);
+        y->mlp_norm = vec(ones, d);
+        y->q_proj = mat(w, (int64_t)H * (dh + dR), d);
+        y->kv_a_proj = mat(w, (int64_t)y->G * y->dg + dR, d);
+        y->kv_a_norm = vec(ones, (int64_t)y->G * y->dg);
+        y->kv_b_proj = mat(w, (int64_t)H * (dh + dv), y->dg);
+        y->o_proj = mat(w, d, (int64_t)H * dv);
+        if (g)
+            y->g_proj = mat(w, 2 * H, d);
+        y->gate_proj = mat(w, F, d);
+        y->up_proj = mat(w, F, d);
+        y->down_proj = mat(w, d, F);
+    }
+    k->n_local_layers = L / 2;
+    k->n_global_layers = L / 2;
+    m.embed = mat(w, V, d);
+    m.lm_head = mat(w, V, d); /* the same bytes as embed: the engine shares one copy */
+    m.norm = vec(ones, d);
+    k->tie_word_embeddings = false;
+
+    const int max_seqs = 8;
+    eng_options o;
+    eng_options_default(&o);
+    o.backend = ENG_BACKEND_CUDA;
+    o.max_seqs = max_seqs;
+    o.max_batch_tokens = ctx;
+    o.max_seq_len = ctx + steps + 64;
+    o.num_pages[KV_GLOBAL] = max_seqs * ((ctx + steps + 64) / 16 + 2) + 16;
+    o.num_pages[KV_LOCAL] = max_seqs * (512 / 16 + 3) + ctx / 16 + 8;
+    eng *e = NULL;
+    char msg[256] = "";
+    asa_errbuf eb = {msg, sizeof msg};
+    double tl = asa_now();
+    asa_err err = eng_create(&m, &o, &e, &eb);
+    if (err) {
+        printf("bench_cuda_engine: eng_create: %s (%s)\n", msg, asa_strerror(err));
+        return 1;
+    }
+    tl = asa_now() - tl;
+    /* weights read by a decode step: every matrix but the embedding */
+    double wbytes = 0;
+    for (int l = 0; l < L; l++) {
+        const eng_layer *y = &m.layers[l];
+        double n = (double)H * (dh + dR) * d + ((double)y->G * y->dg + dR) * d +
+                   (double)H * (dh + dv) * y->dg + (double)d * H * dv + 3.0 * F * d +
+                   (y->type == ENG_LAYER_GLOBAL ? 2.0 * H * d : 0);
+        wbytes += 2 * n;
+    }
+    wbytes += 2.0 * V * d;
+
+    int32_t *prompt = malloc((size_t)ctx * sizeof(int32_t));
+    for (int i = 0; i < ctx; i++)
+        prompt[i] = (int32_t)(next_u32() % (uint32_t)V);
+    int slot[max_seqs], pos[max_seqs];
+    kv_seq *kv[max_seqs];
+    int32_t last[max_seqs];
+    double t_prefill[3];
+    for (int i = 0; i < max_seqs; i++) {
+        if (eng_seq_open(e, &slot[i]) || kv_seq_create(eng_kv_pool(e), &kv[i]))
+            return 1;
+        pos[i] = 0;
+        kv_copy cp[8];
+        int ncp = 0;
+        if (kv_seq_alloc(eng_kv_pool(e), kv[i], ctx, cp, 8, &ncp))
+            return 1;
+        static const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+        eng_seq_step q = {.slot = slot[i], .tokens = prompt, .n_tokens = ctx, .pos0 = 0,
+                          .kv = kv[i], .sample = true, .sp = &sp};
+        eng_batch b = {.n_seqs = 1, .seqs = &q, .copies = cp, .n_copies = ncp};
+        eng_seq_result r;
+        double t0 = asa_now();
+        if ((err = eng_step(e, &b, &r))) {
+            printf("bench_cuda_engine: prefill: %s\n", asa_strerror(err));
+            return 1;
+        }
+        if (i < 3)
+            t_prefill[i] = asa_now() - t0;
+        kv_seq_commit(eng_kv_pool(e), kv[i], ctx);
+        pos[i] = ctx;
+        last[i] = r.token;
+    }
+    qsort(t_prefill, 3, sizeof(double), cmp_d);
+    printf("bench_cuda_engine: asa-1.3b shape, random bf16 weights, load %.2f s, weights read "
+           "per decode step %.1f MB\n", tl, wbytes / 1e6);
+    printf("%-28s %10.3f ms  (%.0f tokens/s)\n", "prefill (one step)", t_prefill[1] * 1e3,
+           ctx / t_prefill[1]);
+    const int batches[2] = {1, 8};
+    double *ts = malloc((size_t)steps * sizeof(double));
+    for (int bi = 0; bi < 2; bi++) {
+        int n = batches[bi];
+        for (int s = 0; s < 3; s++)
+            if (decode_step(e, n, slot, kv, pos, last) < 0)
+                return 1;
+        for (int s = 0; s < steps; s++)
+            if ((ts[s] = decode_step(e, n, slot, kv, pos, last)) < 0)
+                return 1;
+        qsort(ts, (size_t)steps, sizeof(double), cmp_d);
+        double med = ts[steps / 2];
+        char name[64];
+        snprintf(name, sizeof name, "decode batch %d ctx %d", n, ctx);
+        printf("%-28s %10.3f ms  (min %.3f; %.0f tokens/s; weights at %.0f GB/s)\n", name,
+               med * 1e3, ts[0] * 1e3, n / med, wbytes / med / 1e9);
+    }
+    for (int i = 0; i < max_seqs; i++) {
+        kv_seq_destroy(eng_kv_pool(e), kv[i]);
+        eng_seq_close(e, slot[i]);
+    }
+    eng_destroy(e);
+    free(ts);
+    free(prompt);
+    free(w);
+    free(ones);
+    free(m.layers);
+    free(k->layer_types);
+    return 0;
+}

@@ -1,0 +1,580 @@
+/*
+ * The CUDA engine's own kernels (kernels/cuda/attn_latent.cu, rope_cache.cu,
+ * cb_ops.cu) against their host references: odd shapes, fresh random
+ * inputs every run (seed printed; ASA_TEST_SEED repeats one), outputs
+ * poisoned with NaN before each launch so that an unwritten element fails,
+ * and an abs+rel tolerance (exact where the kernel's arithmetic is the
+ * reference's: compressed entries, gathers, selection sets).
+ * Prints one summary line.  Exits 77 without a CUDA device.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cuda_runtime_api.h>
+
+#include "attn_latent_cuda.h"
+#include "cb_ops_cuda.h"
+#include "rope_cache_cuda.h"
+
+static uint64_t rs;
+static int n_checked, n_kernels;
+
+static uint32_t rnd(void) {
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (uint32_t)(rs >> 11);
+}
+static float unif(void) { return (float)(rnd() & 0xffffff) / 16777216.0f * 2.0f - 1.0f; }
+static int randint(int n) { return (int)(rnd() % (uint32_t)n); }
+
+static void fill_f32(float *p, size_t n, float s) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = unif() * s;
+}
+static void fill_bf16(uint16_t *p, size_t n, float s) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = asa_f32_to_bf16(unif() * s);
+}
+
+static void *dup_dev(const void *h, size_t bytes) {
+    void *d = NULL;
+    assert_int_equal(cudaMalloc(&d, bytes ? bytes : 16), cudaSuccess);
+    if (bytes)
+        assert_int_equal(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+}
+static void *poison_dev(size_t bytes) {
+    void *d = NULL;
+    assert_int_equal(cudaMalloc(&d, bytes), cudaSuccess);
+    assert_int_equal(cudaMemset(d, 0xff, bytes), cudaSuccess); /* NaN in f32 and bf16 */
+    return d;
+}
+static void get_dev(void *h, const void *d, size_t bytes) {
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+    assert_int_equal(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+
+/* |a - b| <= atol + rtol |b|, NaN where and only where b is NaN. */
+static void cmp_f32(const char *what, const float *a, const float *b, size_t n, double atol,
+                    double rtol) {
+    for (size_t i = 0; i < n; i++) {
+        bool an = isnan(a[i]), bn = isnan(b[i]);
+        if (an != bn || (!bn && a[i] != b[i] && !(fabs((double)a[i] - b[i]) <= atol + rtol * fabs(b[i]))))
+            fail_msg("%s: element %zu: got %.8g, want %.8g", what, i, a[i], b[i]);
+    }
+    n_checked += (int)n;
+}
+static void cmp_bf16(const char *what, const uint16_t *a, const uint16_t *b, size_t n,
+                     double atol, double rtol) {
+    for (size_t i = 0; i < n; i++) {
+        float x = asa_bf16_to_f32(a[i]), y = asa_bf16_to_f32(b[i]);
+        bool an = isnan(x), bn = isnan(y);
+        if (an != bn || (!bn && x != y && !(fabs((double)x - y) <= atol + rtol * fabs(y))))
+            fail_msg("%s: element %zu: got %.8g, want %.8g", what, i, x, y);
+    }
+    n_checked += (int)n;
+}
+static void cmp_i32(const char *what, const int32_t *a, const int32_t *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            fail_msg("%s: element %zu: got %d, want %d", what, i, a[i], b[i]);
+    n_checked += (int)n;
+}
+
+/* ---- a random paged cache with two sequences --------------------------------- */
+
+typedef struct pcache {
+    int G, dg, dR, S, B, nlayer, ti, npages;
+    int64_t page_elems, layer_off;
+    uint16_t *kv;          /* host */
+    int T;
+    int32_t pos[16], seq[16], tab[256], toff[2];
+} pcache;
+
+/* Two sequences, tokens at the given positions; tables map every block up
+ * to the last position to distinct random pages. */
+static void pcache_make(pcache *c, int G, int dg, int dR, int B, const int *pos0, int ntok0,
+                        const int *pos1, int ntok1) {
+    c->G = G;
+    c->dg = dg;
+    c->dR = dR;
+    c->S = G * dg + dR;
+    c->B = B;
+    c->nlayer = 2;
+    c->ti = 1;
+    c->page_elems = (int64_t)c->nlayer * (B + 1) * c->S;
+    c->layer_off = (int64_t)c->ti * (B + 1) * c->S;
+    int nb0 = pos0[ntok0 - 1] / B + 1, nb1 = pos1[ntok1 - 1] / B + 1;
+    c->npages = nb0 + nb1 + 3;
+    int32_t *perm = malloc((size_t)c->npages * sizeof(int32_t));
+    for (int i = 0; i < c->npages; i++)
+        perm[i] = i;
+    for (int i = c->npages - 1; i > 0; i--) {
+        int j = randint(i + 1);
+        int32_t x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+    }
+    for (int i = 0; i < nb0 + nb1; i++)
+        c->tab[i] = perm[i];
+    free(perm);
+    c->toff[0] = 0;
+    c->toff[1] = nb0;
+    c->T = ntok0 + ntok1;
+    for (int i = 0; i < ntok0; i++) {
+        c->pos[i] = pos0[i];
+        c->seq[i] = 0;
+    }
+    for (int i = 0; i < ntok1; i++) {
+        c->pos[ntok0 + i] = pos1[i];
+        c->seq[ntok0 + i] = 1;
+    }
+    size_t n = (size_t)c->npages * c->page_elems;
+    c->kv = malloc(n * sizeof(uint16_t));
+    fill_bf16(c->kv, n, 1.0f);
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+static void test_rope_cache(void **st) {
+    const int H = 3, dh = 5, dR = 6, half = 3, G = 3, dg = 13, B = 5;
+    const int p0[] = {3, 4, 5, 6}, p1[] = {10, 11, 12};
+    pcache c;
+    pcache_make(&c, G, dg, dR, B, p0, 4, p1, 3);
+    const int T = c.T, ld = H * (dh + dR) + c.S + 3;
+    float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)T * half * 4),
+          *sn = malloc((size_t)T * half * 4), *nw = malloc((size_t)G * dg * 4);
+    fill_f32(qa, (size_t)T * ld, 2.0f);
+    fill_f32(nw, (size_t)G * dg, 1.5f);
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < half; k++) {
+            double a = c.pos[t] * pow(10000.0, -2.0 * k / dR);
+            cs[t * half + k] = (float)cos(a);
+            sn[t * half + k] = (float)sin(a);
+        }
+    size_t nkv = (size_t)c.npages * c.page_elems;
+    for (size_t i = 0; i < nkv; i++)
+        c.kv[i] = 0xffff; /* poison: untouched entries stay NaN on both sides */
+    rope_cache_params p = {.T = T, .H = H, .dh = dh, .dR = dR, .G = G, .dg = dg, .eps = 1e-5f,
+                           .ld_qa = ld, .page_elems = c.page_elems, .layer_off = c.layer_off,
+                           .B = B};
+    rope_cache_params d = p;
+    d.qa = dup_dev(qa, (size_t)T * ld * 4);
+    d.cosv = dup_dev(cs, (size_t)T * half * 4);
+    d.sinv = dup_dev(sn, (size_t)T * half * 4);
+    d.norm_w = dup_dev(nw, (size_t)G * dg * 4);
+    d.tok_pos = dup_dev(c.pos, (size_t)T * 4);
+    d.tok_seq = dup_dev(c.seq, (size_t)T * 4);
+    d.tab = dup_dev(c.tab, sizeof c.tab);
+    d.seq_toff = dup_dev(c.toff, sizeof c.toff);
+    d.kv = dup_dev(c.kv, nkv * 2);
+    assert_int_equal(rope_cache_cuda(&d, 0), ASA_OK);
+    p.qa = qa;
+    p.cosv = cs;
+    p.sinv = sn;
+    p.norm_w = nw;
+    p.tok_pos = c.pos;
+    p.tok_seq = c.seq;
+    p.tab = c.tab;
+    p.seq_toff = c.toff;
+    p.kv = c.kv;
+    rope_cache_ref(&p);
+    float *qg = malloc((size_t)T * ld * 4);
+    uint16_t *kg = malloc(nkv * 2);
+    get_dev(qg, d.qa, (size_t)T * ld * 4);
+    get_dev(kg, d.kv, nkv * 2);
+    cmp_f32("rope_cache qa", qg, qa, (size_t)T * ld, 1e-5, 1e-5);
+    cmp_bf16("rope_cache entries", kg, c.kv, nkv, 1e-6, 1.6e-2);
+    n_kernels++;
+    cudaFree(d.qa);
+    cudaFree((void *)d.cosv);
+    cudaFree((void *)d.sinv);
+    cudaFree((void *)d.norm_w);
+    cudaFree((void *)d.tok_pos);
+    cudaFree((void *)d.tok_seq);
+    cudaFree((void *)d.tab);
+    cudaFree((void *)d.seq_toff);
+    cudaFree(d.kv);
+    free(qa);
+    free(cs);
+    free(sn);
+    free(nw);
+    free(qg);
+    free(kg);
+    free(c.kv);
+}
+
+/* Attention in one mode at two head chunkings, and (CMP) the block choice. */
+static void run_attn(attn_mode mode) {
+    const int G = 3, dg = 11, dR = 6, B = 4, H = 6, top_n = 5, Lg = 2, ti = 1;
+    const int p0[] = {37, 38, 39, 40, 41}, p1[] = {0, 22, 23};
+    pcache c;
+    pcache_make(&c, G, dg, dR, B, p0, 5, p1, 3);
+    const int T = c.T, ld = H * 20 + 2 * H + 5, qs = 20; /* qr at h*qs; gates after */
+    float *qt = malloc((size_t)T * H * dg * 4), *qa = malloc((size_t)T * ld * 4);
+    fill_f32(qt, (size_t)T * H * dg, 1.0f);
+    fill_f32(qa, (size_t)T * ld, 1.0f);
+    float *ucmp = malloc((size_t)T * H * dg * 4);
+    fill_f32(ucmp, (size_t)T * H * dg, 1.0f);
+    /* selection sets: tokens 0, 2, 5 use their own sets, 1 and 3 another
+     * token's, 4 and 6 and 7 a slot's */
+    const int nslots = 3;
+    int32_t src[16] = {0, 0, 2, 2, -2, 5, -3, -3};
+    int32_t *tsel = malloc((size_t)T * G * top_n * 4), *tcnt = malloc((size_t)T * G * 4);
+    int32_t *ssel = malloc((size_t)nslots * Lg * G * top_n * 4),
+            *scnt = malloc((size_t)nslots * Lg * G * 4);
+    for (int i = 0; i < T * G * top_n; i++)
+        tsel[i] = -7;
+    for (int i = 0; i < nslots * Lg * G * top_n; i++)
+        ssel[i] = -7;
+    memset(tcnt, 0, (size_t)T * G * 4);
+    memset(scnt, 0, (size_t)nslots * Lg * G * 4);
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < G; g++) {
+            int cur = c.pos[t] / B, cnt = 1 + randint(top_n < cur + 1 ? top_n : cur + 1);
+            int32_t *dst;
+            int32_t *dc;
+            if (src[t] >= 0) {
+                if (src[t] != t)
+                    continue;
+                dst = tsel + ((size_t)t * G + g) * top_n;
+                dc = tcnt + (size_t)t * G + g;
+            } else {
+                size_t k = ((size_t)(-src[t] - 1) * Lg + ti) * G + g;
+                dst = ssel + k * top_n;
+                dc = scnt + k;
+            }
+            /* cnt distinct ascending blocks <= cur, always including cur */
+            int n = 0;
+            for (int b = 0; b < cur && n < cnt - 1; b++)
+                if (randint(cur) < cnt)
+                    dst[n++] = b;
+            dst[n++] = cur;
+            *dc = n;
+        }
+    attn_params p = {.mode = mode, .T = T, .H = H, .scale = 0.3f, .window = 9,
+                     .c = {.page_elems = c.page_elems, .layer_off = c.layer_off, .B = B, .G = G,
+                           .dg = dg, .dR = dR},
+                     .ld_qr = ld, .qr_stride = qs,
+                     .s = {.Lg = Lg, .ti = ti, .top_n = top_n}};
+    size_t nkv = (size_t)c.npages * c.page_elems, nu = (size_t)T * H * dg;
+    float *u_ref = malloc(nu * 4), *lse_ref = malloc((size_t)T * H * 4);
+    p.c.kv = c.kv;
+    p.c.tab = c.tab;
+    p.c.seq_toff = c.toff;
+    p.tok_pos = c.pos;
+    p.tok_seq = c.seq;
+    p.qt = qt;
+    p.qr = qa + 3;
+    p.s.sel_src = src;
+    p.s.tsel = tsel;
+    p.s.tsel_cnt = tcnt;
+    p.s.slot_sel = ssel;
+    p.s.slot_cnt = scnt;
+    p.gate = qa + H * qs;
+    p.u_cmp = ucmp;
+    p.u = u_ref;
+    p.lse = lse_ref;
+    attn_latent_ref(&p);
+
+    attn_params d = p;
+    d.c.kv = dup_dev(c.kv, nkv * 2);
+    d.c.tab = dup_dev(c.tab, sizeof c.tab);
+    d.c.seq_toff = dup_dev(c.toff, sizeof c.toff);
+    d.tok_pos = dup_dev(c.pos, sizeof c.pos);
+    d.tok_seq = dup_dev(c.seq, sizeof c.seq);
+    d.qt = dup_dev(qt, nu * 4);
+    float *qa_d = dup_dev(qa, (size_t)T * ld * 4);
+    d.qr = qa_d + 3;
+    d.gate = qa_d + H * qs;
+    d.u_cmp = dup_dev(ucmp, nu * 4);
+    d.s.sel_src = dup_dev(src, sizeof src);
+    d.s.tsel = dup_dev(tsel, (size_t)T * G * top_n * 4);
+    d.s.tsel_cnt = dup_dev(tcnt, (size_t)T * G * 4);
+    d.s.slot_sel = dup_dev(ssel, (size_t)nslots * Lg * G * top_n * 4);
+    d.s.slot_cnt = dup_dev(scnt, (size_t)nslots * Lg * G * 4);
+    float *ug = malloc(nu * 4), *lg = malloc((size_t)T * H * 4);
+    const char *names[] = {"attn local", "attn cmp", "attn slc"};
+    for (int hb = 1; hb <= H / G; hb++) {
+        d.heads_per_block = hb;
+        d.u = poison_dev(nu * 4);
+        d.lse = poison_dev((size_t)T * H * 4);
+        assert_int_equal(attn_latent_cuda(&d, 0), ASA_OK);
+        get_dev(ug, d.u, nu * 4);
+        cmp_f32(names[mode], ug, u_ref, nu, 1e-5, 1e-4);
+        if (mode == ATTN_CMP) {
+            get_dev(lg, d.lse, (size_t)T * H * 4);
+            cmp_f32("attn cmp lse", lg, lse_ref, (size_t)T * H, 1e-5, 1e-5);
+        }
+        cudaFree(d.u);
+        cudaFree(d.lse);
+    }
+    n_kernels++;
+
+    if (mode == ATTN_CMP) {
+        /* block choice at every anchor (positions divisible by 2 here) from
+         * the reference lse; then the store into slots */
+        int32_t anchors[16], na = 0;
+        for (int t = 0; t < T; t++)
+            if (c.pos[t] % 2 == 0)
+                anchors[na++] = t;
+        select_params sp = {.n_anchors = na, .H = H, .anchors = anchors, .scale = p.scale,
+                            .init_blocks = 1, .local_blocks = 2, .nb_max = 16, .c = p.c,
+                            .tok_pos = c.pos, .tok_seq = c.seq, .qt = qt, .qr = qa + 3,
+                            .ld_qr = ld, .qr_stride = qs, .lse = lse_ref, .s = p.s};
+        int32_t *tsel_ref = malloc((size_t)T * G * top_n * 4), *tcnt_ref = malloc((size_t)T * G * 4);
+        memcpy(tsel_ref, tsel, (size_t)T * G * top_n * 4);
+        memcpy(tcnt_ref, tcnt, (size_t)T * G * 4);
+        sp.s.tsel = tsel_ref;
+        sp.s.tsel_cnt = tcnt_ref;
+        select_blocks_ref(&sp);
+        select_params sd = sp;
+        sd.anchors = dup_dev(anchors, sizeof anchors);
+        sd.c = d.c;
+        sd.tok_pos = d.tok_pos;
+        sd.tok_seq = d.tok_seq;
+        sd.qt = d.qt;
+        sd.qr = d.qr;
+        sd.lse = dup_dev(lse_ref, (size_t)T * H * 4);
+        sd.s = d.s;
+        sd.scores = poison_dev((size_t)na * G * 16 * 4);
+        assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+        int32_t *tg = malloc((size_t)T * G * top_n * 4), *cg = malloc((size_t)T * G * 4);
+        get_dev(tg, d.s.tsel, (size_t)T * G * top_n * 4);
+        get_dev(cg, d.s.tsel_cnt, (size_t)T * G * 4);
+        cmp_i32("select sets", tg, tsel_ref, (size_t)T * G * top_n);
+        cmp_i32("select counts", cg, tcnt_ref, (size_t)T * G);
+        n_kernels++;
+        /* selstore: slots 2 and 0 take anchors[0] and anchors[na-1] */
+        int32_t sl[2] = {2, 0}, tk[2] = {anchors[0], anchors[na - 1]};
+        selstore_params ss = {.n = 2, .G = G, .slot = dup_dev(sl, 8), .tok = dup_dev(tk, 8),
+                              .s = d.s};
+        assert_int_equal(selstore_cuda(&ss, 0), ASA_OK);
+        for (int i = 0; i < 2; i++)
+            for (int g = 0; g < G; g++) {
+                size_t dst = ((size_t)sl[i] * Lg + ti) * G + g, s2 = (size_t)tk[i] * G + g;
+                memcpy(ssel + dst * top_n, tsel_ref + s2 * top_n, (size_t)top_n * 4);
+                scnt[dst] = tcnt_ref[s2];
+            }
+        int32_t *sg = malloc((size_t)nslots * Lg * G * top_n * 4),
+                *scg = malloc((size_t)nslots * Lg * G * 4);
+        get_dev(sg, d.s.slot_sel, (size_t)nslots * Lg * G * top_n * 4);
+        get_dev(scg, d.s.slot_cnt, (size_t)nslots * Lg * G * 4);
+        cmp_i32("selstore sets", sg, ssel, (size_t)nslots * Lg * G * top_n);
+        cmp_i32("selstore counts", scg, scnt, (size_t)nslots * Lg * G);
+        n_kernels++;
+        cudaFree((void *)ss.slot);
+        cudaFree((void *)ss.tok);
+        cudaFree((void *)sd.anchors);
+        cudaFree((void *)sd.lse);
+        cudaFree(sd.scores);
+        free(tsel_ref);
+        free(tcnt_ref);
+        free(tg);
+        free(cg);
+        free(sg);
+        free(scg);
+    }
+    cudaFree((void *)d.c.kv);
+    cudaFree((void *)d.c.tab);
+    cudaFree((void *)d.c.seq_toff);
+    cudaFree((void *)d.tok_pos);
+    cudaFree((void *)d.tok_seq);
+    cudaFree((void *)d.qt);
+    cudaFree(qa_d);
+    cudaFree((void *)d.u_cmp);
+    cudaFree((void *)d.s.sel_src);
+    cudaFree(d.s.tsel);
+    cudaFree(d.s.tsel_cnt);
+    cudaFree(d.s.slot_sel);
+    cudaFree(d.s.slot_cnt);
+    free(qt);
+    free(qa);
+    free(ucmp);
+    free(tsel);
+    free(tcnt);
+    free(ssel);
+    free(scnt);
+    free(u_ref);
+    free(lse_ref);
+    free(ug);
+    free(lg);
+    free(c.kv);
+}
+
+static void test_attn_local(void **st) { run_attn(ATTN_LOCAL); }
+static void test_attn_cmp_select(void **st) { run_attn(ATTN_CMP); }
+static void test_attn_slc(void **st) { run_attn(ATTN_SLC); }
+
+static void test_compress(void **st) {
+    const int B = 7, S = 37, npages = 9, nl = 3;
+    const int64_t pe = (int64_t)nl * (B + 1) * S, lo = (int64_t)2 * (B + 1) * S;
+    size_t n = (size_t)npages * pe;
+    uint16_t *kv = malloc(n * 2), *kg = malloc(n * 2);
+    fill_bf16(kv, n, 3.0f);
+    int32_t pages[3] = {4, 0, 7};
+    compress_params p = {.n = 3, .pages = pages, .kv = kv, .page_elems = pe, .layer_off = lo,
+                         .B = B, .S = S};
+    compress_params d = p;
+    d.pages = dup_dev(pages, sizeof pages);
+    d.kv = dup_dev(kv, n * 2);
+    for (int i = 0; i < 3; i++) /* poison the destinations on the device */
+        assert_int_equal(cudaMemset(d.kv + pages[i] * pe + lo + (int64_t)B * S, 0xff, S * 2),
+                         cudaSuccess);
+    assert_int_equal(compress_cuda(&d, 0), ASA_OK);
+    compress_ref(&p);
+    get_dev(kg, d.kv, n * 2);
+    cmp_bf16("compress", kg, kv, n, 0, 0);
+    n_kernels++;
+    cudaFree((void *)d.pages);
+    cudaFree(d.kv);
+    free(kv);
+    free(kg);
+}
+
+static void test_absorb_expand(void **st) {
+    const int T = 11, H = 5, dh = 7, dv = 9, dg = 13, dR = 4, qs = dh + dR, ld = H * qs + 3;
+    float *qa = malloc((size_t)T * ld * 4), *qt = malloc((size_t)T * H * dg * 4);
+    uint16_t *kvb = malloc((size_t)H * (dh + dv) * dg * 2), *wt = malloc((size_t)H * dg * dv * 2);
+    fill_f32(qa, (size_t)T * ld, 1.0f);
+    fill_bf16(kvb, (size_t)H * (dh + dv) * dg, 0.5f);
+    fill_bf16(wt, (size_t)H * dg * dv, 0.5f);
+    absorb_params p = {.T = T, .H = H, .dh = dh, .dv = dv, .dg = dg, .qa = qa, .ld_qa = ld,
+                       .q_stride = qs, .kvb = kvb, .qt = qt};
+    absorb_params d = p;
+    d.qa = dup_dev(qa, (size_t)T * ld * 4);
+    d.kvb = dup_dev(kvb, (size_t)H * (dh + dv) * dg * 2);
+    d.qt = poison_dev((size_t)T * H * dg * 4);
+    assert_int_equal(cb_absorb_cuda(&d, 0), ASA_OK);
+    cb_absorb_ref(&p);
+    float *g = malloc((size_t)T * H * dg * 4);
+    get_dev(g, d.qt, (size_t)T * H * dg * 4);
+    cmp_f32("absorb", g, qt, (size_t)T * H * dg, 1e-5, 1e-5);
+    n_kernels++;
+
+    const int ldo = H * dv + 5;
+    float *o = malloc((size_t)T * ldo * 4), *og = malloc((size_t)T * ldo * 4);
+    for (int i = 0; i < T * ldo; i++)
+        o[i] = NAN;
+    expand_params e = {.T = T, .H = H, .dg = dg, .dv = dv, .u = qt, .wuvT = wt, .o = o,
+                       .ld_o = ldo};
+    expand_params ed = e;
+    ed.u = d.qt;
+    ed.wuvT = dup_dev(wt, (size_t)H * dg * dv * 2);
+    ed.o = poison_dev((size_t)T * ldo * 4);
+    assert_int_equal(cb_expand_cuda(&ed, 0), ASA_OK);
+    cb_expand_ref(&e);
+    get_dev(og, ed.o, (size_t)T * ldo * 4);
+    cmp_f32("expand", og, o, (size_t)T * ldo, 1e-5, 1e-5);
+    n_kernels++;
+
+    /* split into bf16 hi + lo */
+    const int sr = 5, sc = 19, sld = 23;
+    float *sx = malloc((size_t)sr * sld * 4);
+    fill_f32(sx, (size_t)sr * sld, 3.0f);
+    uint16_t *hi_r = malloc((size_t)sr * sc * 2), *lo_r = malloc((size_t)sr * sc * 2);
+    uint16_t *hi_g = malloc((size_t)sr * sc * 2), *lo_g = malloc((size_t)sr * sc * 2);
+    for (int r = 0; r < sr; r++)
+        for (int i = 0; i < sc; i++) {
+            float v = sx[r * sld + i];
+            hi_r[r * sc + i] = asa_f32_to_bf16(v);
+            lo_r[r * sc + i] = asa_f32_to_bf16(v - asa_bf16_to_f32(hi_r[r * sc + i]));
+        }
+    float *sx_d = dup_dev(sx, (size_t)sr * sld * 4);
+    uint16_t *hi_d = poison_dev((size_t)sr * sc * 2), *lo_d = poison_dev((size_t)sr * sc * 2);
+    assert_int_equal(cb_split_bf16_cuda(sr, sc, sx_d, sld, hi_d, lo_d, 0), ASA_OK);
+    get_dev(hi_g, hi_d, (size_t)sr * sc * 2);
+    get_dev(lo_g, lo_d, (size_t)sr * sc * 2);
+    cmp_bf16("split hi", hi_g, hi_r, (size_t)sr * sc, 0, 0);
+    cmp_bf16("split lo", lo_g, lo_r, (size_t)sr * sc, 0, 0);
+    n_kernels++;
+    cudaFree(sx_d);
+    cudaFree(hi_d);
+    cudaFree(lo_d);
+    free(sx);
+    free(hi_r);
+    free(lo_r);
+    free(hi_g);
+    free(lo_g);
+
+    /* embed and gather: exact copies */
+    const int V = 17, dd = 45;
+    uint16_t *emb = malloc((size_t)V * dd * 2);
+    fill_bf16(emb, (size_t)V * dd, 1.0f);
+    int32_t tok[6] = {3, 16, 0, 3, 9, 1};
+    float *x = malloc(6 * dd * 4), *xr = malloc(6 * dd * 4);
+    for (int t = 0; t < 6; t++)
+        for (int i = 0; i < dd; i++)
+            xr[t * dd + i] = asa_bf16_to_f32(emb[tok[t] * dd + i]);
+    int32_t *tok_d = dup_dev(tok, sizeof tok);
+    uint16_t *emb_d = dup_dev(emb, (size_t)V * dd * 2);
+    float *x_d = poison_dev(6 * dd * 4);
+    assert_int_equal(cb_embed_cuda(6, dd, tok_d, emb_d, x_d, 0), ASA_OK);
+    get_dev(x, x_d, 6 * dd * 4);
+    cmp_f32("embed", x, xr, 6 * dd, 0, 0);
+    float *gr = malloc(6 * 40 * 4), *gg = malloc(6 * 40 * 4), *g_d = poison_dev(6 * 40 * 4);
+    int32_t rows[6] = {5, 0, 3, 3, 1, 2};
+    for (int r = 0; r < 6; r++)
+        memcpy(gr + r * 40, xr + rows[r] * dd, 40 * 4);
+    int32_t *rows_d = dup_dev(rows, sizeof rows);
+    assert_int_equal(cb_gather_rows_cuda(6, 40, rows_d, x_d, dd, g_d, 0), ASA_OK);
+    get_dev(gg, g_d, 6 * 40 * 4);
+    cmp_f32("gather", gg, gr, 6 * 40, 0, 0);
+    n_kernels += 2;
+    cudaFree(tok_d);
+    cudaFree(rows_d);
+    cudaFree(emb_d);
+    cudaFree(x_d);
+    cudaFree(g_d);
+    cudaFree((void *)d.qa);
+    cudaFree((void *)d.kvb);
+    cudaFree(d.qt);
+    cudaFree((void *)ed.wuvT);
+    cudaFree(ed.o);
+    free(qa);
+    free(qt);
+    free(kvb);
+    free(wt);
+    free(g);
+    free(o);
+    free(og);
+    free(emb);
+    free(x);
+    free(xr);
+    free(gr);
+    free(gg);
+}
+
+int main(void) {
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
+        printf("test_cuda_kernels: no CUDA device: skipped\n");
+        return 77;
+    }
+    const char *se = getenv("ASA_TEST_SEED");
+    rs = se ? strtoull(se, NULL, 0) : (uint64_t)time(NULL) * 2654435761ull;
+    if (!rs)
+        rs = 1;
+    uint64_t seed = rs;
+    printf("test_cuda_kernels: seed %llu (ASA_TEST_SEED repeats it)\n", (unsigned long long)seed);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rope_cache),   cmocka_unit_test(test_attn_local),
+        cmocka_unit_test(test_attn_cmp_select), cmocka_unit_test(test_attn_slc),
+        cmocka_unit_test(test_compress),     cmocka_unit_test(test_absorb_expand),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    printf("test_cuda_kernels: %s: %d kernel checks, %d elements compared, seed %llu\n",
+           rc ? "FAIL" : "PASS", n_kernels, n_checked, (unsigned long long)seed);
+    return rc;
+}
