@@ -105,6 +105,13 @@ static void test_fields_and_layout(void **state) {
         assert_true(json_is_array(a));
         assert_int_equal(json_array_size(a), 20);
     }
+    /* 20 requests at once, 5 slots: the later ones waited for a slot, and that
+     * wait is their queue time, not part of their TTFT. */
+    json_t *qt = json_object_get(j, "queue_times");
+    assert_true(json_real_value(json_array_get(qt, 0)) < 0.005);
+    assert_true(json_real_value(json_array_get(qt, 19)) > 0.05);
+    assert_true(json_real_value(json_array_get(json_object_get(j, "ttfts"), 19)) <
+                json_real_value(json_array_get(qt, 19)));
     for (size_t i = 0; i < 20; i++) {
         assert_int_equal(json_integer_value(json_array_get(json_object_get(j, "input_lens"), i)),
                          32);
