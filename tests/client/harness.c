@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -85,6 +86,7 @@ int h_server_start(h_server *s, const char *const *args) {
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a killed test */
         dup2(pfd[1], 1);
         close(pfd[0]);
         close(pfd[1]);
@@ -153,6 +155,7 @@ int h_bench_run(int port, const char *const *args, double timeout_s, char **out,
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int o = open(opath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int e = open(epath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (o < 0 || e < 0)
