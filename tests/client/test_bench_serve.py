@@ -4,9 +4,11 @@ completes, every request succeeds, and the result JSON has every field.
 
 usage: test_bench_serve.py ASA_BENCH ASA_SERVE MODEL_DIR
 Exits 77 (skipped) when the model directory is missing."""
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +31,14 @@ ARRAYS = ["ttfts", "tpots", "itls", "latencies", "start_times", "queue_times",
           "input_lens", "output_lens", "errors"]
 
 
+def die_with_parent():
+    """prctl(PR_SET_PDEATHSIG, SIGKILL): the server never outlives a killed test."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -46,7 +56,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="asa-bench-serve-")
     log = open(os.path.join(tmp, "serve.log"), "w+")
     srv = subprocess.Popen([serve, "--model", model, "--host", "127.0.0.1", "--port", str(port),
-                            "--log-level", "warn"], stdout=log, stderr=subprocess.STDOUT)
+                            "--log-level", "warn"], stdout=log, stderr=subprocess.STDOUT,
+                           preexec_fn=die_with_parent)
     try:
         deadline = time.time() + 60
         while True:
