@@ -3,16 +3,18 @@
  * (ASA-SPEC 5) with seeded random bf16 weights built in memory (every
  * matrix views one shared random buffer, so nothing is written to disk).
  *
- *   bench_cuda_engine [context=1024] [steps=20]
+ *   bench_cuda_engine [context=1024] [steps=20] [tiny]
  *
  * Prints, one line each: prefill of a `context`-token prompt (one step),
  * and the decode step time (median over `steps` timed steps after 3 warm-up
  * steps) at batch 1 and 8 with every sequence at `context` tokens, plus the
  * weight bytes a decode step reads and the bandwidth that implies.  Step
  * times include the host work of a step (metadata, logits copy, sampling).
+ * "tiny" shrinks the model (4 layers, d 256) to check the program itself.
  * Exits 77 without a CUDA device.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +76,10 @@ int main(int argc, char **argv) {
     }
     const int ctx = argc > 1 ? atoi(argv[1]) : 1024;
     const int steps = argc > 2 ? atoi(argv[2]) : 20;
-    const int L = 24, d = 2048, F = 5632, V = 32000, H = 32, dh = 64, dv = 64, dR = 32;
-    const int lG = 1, ldg = 192, gG = 2, gdg = 96;
+    const bool tiny = argc > 3 && strcmp(argv[3], "tiny") == 0;
+    const int L = tiny ? 4 : 24, d = tiny ? 256 : 2048, F = tiny ? 704 : 5632;
+    const int V = tiny ? 512 : 32000, H = tiny ? 4 : 32, dh = 64, dv = 64, dR = 32;
+    const int lG = 1, ldg = tiny ? 96 : 192, gG = 2, gdg = tiny ? 48 : 96;
 
     eng_model m;
     memset(&m, 0, sizeof m);
@@ -202,8 +206,8 @@ int main(int argc, char **argv) {
         last[i] = r.token;
     }
     qsort(t_prefill, 3, sizeof(double), cmp_d);
-    printf("bench_cuda_engine: asa-1.3b shape, random bf16 weights, load %.2f s, weights read "
-           "per decode step %.1f MB\n", tl, wbytes / 1e6);
+    printf("bench_cuda_engine: %s shape, random bf16 weights, load %.2f s, weights read "
+           "per decode step %.1f MB\n", tiny ? "tiny" : "asa-1.3b", tl, wbytes / 1e6);
     printf("%-28s %10.3f ms  (%.0f tokens/s)\n", "prefill (one step)", t_prefill[1] * 1e3,
            ctx / t_prefill[1]);
     const int batches[2] = {1, 8};

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# tools/gpu/run_cuda_engine.sh - runs the CUDA engine's checks and a first
+# timing on a GPU machine, from the repository root, with binaries built
+# elsewhere (no compiler needed here):
+#
+#   build machine:  cmake -S . -B .devlibs/build-cuda -G Ninja -DASA_CUDA=ON \
+#                     -DCMAKE_BUILD_TYPE=Release
+#                   cmake --build .devlibs/build-cuda --target test_cuda_kernels \
+#                     test_cuda_engine bench_cuda_engine
+#                   copy libjansson.so.4, libcmocka.so.0 (and libuv.so.1,
+#                     libmicrohttpd.so.12 for other binaries) into .devlibs/lib
+#   GPU machine:    tools/gpu/run_cuda_engine.sh      (logs go to $OUT)
+#
+# Steps (each with its own time limit; the whole run stays under ~6 min):
+#   1. test_cuda_kernels   kernel unit tests vs host references
+#   2. test_cuda_engine    CUDA engine vs CPU engine on tests/fixtures/*
+#   3. the kernels/cuda unit tests of the other kernels, when built
+#   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
+#      tool is installed)
+#   5. bench_cuda_engine   asa-1.3b shape, random weights: prefill of 1k
+#      tokens, decode step at batch 1 and 8 with 1k context
+# and prints a short table last.  Exit status: 0 when every check that ran
+# passed.
+set -u
+ROOT=$(pwd)
+BUILD=${ASA_CUDA_BUILD:-$ROOT/.devlibs/build-cuda}
+OUT=${OUT:-$ROOT/.devlibs/out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$ROOT/.devlibs/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export ASA_FIXTURES_OVERRIDE=${ASA_FIXTURES_OVERRIDE:-$ROOT/tests/fixtures}
+LOG="$OUT/run_cuda_engine.log"
+: > "$LOG"
+declare -a ROWS=()
+FAILED=0
+
+note() { echo "$*" | tee -a "$LOG"; }
+
+# run NAME LIMIT CMD...: runs CMD with a time limit, output to $OUT/NAME.log;
+# records PASS / FAIL / SKIP (exit 77) / TIMEOUT and the last line starting
+# with the binary's summary prefix.
+run() {
+    local name=$1 limit=$2
+    shift 2
+    local log="$OUT/$name.log" t0 t1 rc status summary
+    if [ ! -x "$1" ] && ! command -v "$1" >/dev/null 2>&1; then
+        ROWS+=("$(printf '%-26s %-7s %s' "$name" MISSING "$1 not built")")
+        FAILED=1
+        return
+    fi
+    t0=$(date +%s.%N)
+    timeout -k 5 "$limit" "$@" > "$log" 2>&1
+    rc=$?
+    t1=$(date +%s.%N)
+    case $rc in
+        0) status=PASS ;;
+        77) status=SKIP ;;
+        124|137) status=TIMEOUT; FAILED=1 ;;
+        *) status="FAIL($rc)"; FAILED=1 ;;
+    esac
+    summary=$(grep -E "^(test_|bench_|=+ ERROR SUMMARY|ERROR SUMMARY|RACECHECK SUMMARY)" "$log" | tail -1 | cut -c1-300)
+    [ -z "$summary" ] && summary=$(tail -1 "$log" | cut -c1-300)
+    ROWS+=("$(printf '%-26s %-7s %6ss  %s' "$name" "$status" "$(awk "BEGIN{printf \"%.1f\", $t1 - $t0}")" "$summary")")
+    note "== $name: $status (rc $rc), log $log"
+    tail -5 "$log" >> "$LOG"
+}
+
+note "run_cuda_engine: $(date -u +%FT%TZ) build $BUILD"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+for b in "$BUILD"/tests/cuda/*; do
+    [ -x "$b" ] && [ -f "$b" ] && { echo "ldd $b:"; ldd "$b" | grep "not found"; } >> "$LOG" 2>&1
+done
+
+T="$BUILD/tests/cuda"
+run kernels 120 "$T/test_cuda_kernels"
+run engine_vs_cpu 200 "$T/test_cuda_engine"
+for k in gemv rmsnorm silu_mul topn; do
+    b="$BUILD/tests/kernels/test_${k}_cuda"
+    [ -x "$b" ] && run "kernel_$k" 60 "$b"
+done
+
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+if [ -n "$SAN" ] && [ -x "$T/test_cuda_kernels" ]; then
+    run memcheck_kernels 150 "$SAN" --tool memcheck --error-exitcode 3 "$T/test_cuda_kernels"
+    run racecheck_kernels 150 "$SAN" --tool racecheck --error-exitcode 3 "$T/test_cuda_kernels"
+else
+    ROWS+=("$(printf '%-26s %-7s %s' memcheck_kernels SKIP "compute-sanitizer not found")")
+fi
+
+run bench_1.3b_ctx1k 150 "$T/bench_cuda_engine" 1024 20
+
+{
+    echo
+    echo "== run_cuda_engine summary ($GPU) =="
+    for r in "${ROWS[@]}"; do echo "$r"; done
+    if [ -f "$OUT/bench_1.3b_ctx1k.log" ]; then
+        echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
+        grep -E "^(bench_cuda_engine:|prefill|decode)" "$OUT/bench_1.3b_ctx1k.log"
+    fi
+} | tee -a "$LOG"
+exit $FAILED
