@@ -93,7 +93,7 @@ struct load {
 
     int phase;            /* 0 preconnect, 1 warmup, 2 main, 3 done */
     int64_t preconnect_left, preconnected;
-    int64_t warm_total, warm_issued, warm_done;
+    int64_t warm_total, warm_done;
     bench_result *warm_res;
 
     bench_result *res;
@@ -111,17 +111,16 @@ struct load {
 
     uv_timer_t sched_timer, progress_timer, watchdog, duration_timer;
     uv_prepare_t prep;
-    int timers_init;
 
-    uint64_t batch_ns, cur_ns;
+    uint64_t cur_ns;      /* receive stamp of the bytes being handled; 0 outside */
+    uint64_t batch_ns;    /* poll-round stamp (when the kernel gives none) */
     int batch_valid, per_read_stamps;
-    int64_t kernel_stamps;
+    unsigned batch_uses;
+    int64_t kernel_stamps; /* reads stamped by the kernel */
     void (*before_main)(void *);
     void *before_main_arg;
-    unsigned batch_uses;
     int progress_tty, progress_on;
-    double last_progress;
-    char rbuf[65536];
+    char rbuf[65536];     /* every read lands here; parsed before the next */
 };
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
@@ -834,7 +833,6 @@ static void start_warmup(load *L) {
     }
     for (int64_t i = 0; i < L->warm_total; i++)
         fifo_push(L, i, 1, now_ns());
-    L->warm_issued = L->warm_total;
     pump(L);
 }
 
@@ -1036,7 +1034,6 @@ int bench_load_run(const bench_config *c, const bench_prompts *ps,
     uv_prepare_init(&L->loop, &L->prep);
     L->sched_timer.data = L->progress_timer.data = L->watchdog.data = L;
     L->duration_timer.data = L->prep.data = L;
-    L->timers_init = 1;
     uv_prepare_start(&L->prep, on_prepare);
 
     L->progress_tty = isatty(2);
