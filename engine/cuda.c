@@ -141,6 +141,9 @@ typedef struct cu_be {
     bool precise;              /* ASA_CUDA_PRECISE: products read hi + lo */
     int32_t *tsel, *tsel_cnt;  /* [T][Gg][top_n], [T][Gg] */
     float *scores;             /* [T][Gg][nb_max] selection scores at anchors */
+    float *part;               /* split-key attention partials */
+    long part_heads;           /* (token, head, split) triples part holds */
+    int max_pos;               /* largest position of the current step */
     float *hrows;              /* [LR, d] */
     float *logits;             /* [LR, V] */
     float *h_logits;           /* pinned [LR, V] */
@@ -279,6 +282,7 @@ static void cuda_destroy(void *p) {
     cudaFree(c->tsel);
     cudaFree(c->tsel_cnt);
     cudaFree(c->scores);
+    cudaFree(c->part);
     cudaFree(c->hrows);
     cudaFree(c->logits);
     cudaFree(c->d_meta);
@@ -457,6 +461,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     int kmax = d > F ? d : F;
     if (H * c->dv > kmax)
         kmax = H * c->dv;
+    int hpg_max = H / c->Gg > H / c->Gl ? H / c->Gg : H / c->Gl;
+    c->part_heads = 4L * c->n_sm * hpg_max;
     const char *pe = getenv("ASA_CUDA_PRECISE");
     c->precise = pe && pe[0] && strcmp(pe, "0") != 0;
     int n_anchor_max = T / (c->share > 0 ? c->share : 1) + c->max_seqs + 1;
@@ -482,6 +488,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->tsel, (size_t)T * c->Gg * c->top_n * 4)) ||
         (err = cu__malloc((void **)&c->tsel_cnt, (size_t)T * c->Gg * 4)) ||
         (err = cu__malloc((void **)&c->scores, (size_t)n_anchor_max * c->Gg * c->nb_max * 4)) ||
+        (err = cu__malloc((void **)&c->part, (size_t)c->part_heads * (c->dg_max + 2) * 4)) ||
         (err = cu__malloc((void **)&c->hrows, (size_t)lr * d * 4)) ||
         (err = cu__malloc((void **)&c->logits, (size_t)lr * V * 4)))
         return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
@@ -606,6 +613,7 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
     if (c->meta_used > c->meta_cap)
         return ASA_EINTERNAL;
     int t = 0, na = 0, nst = 0, nc = 0, nr = 0;
+    c->max_pos = 0;
     ng = nl = 0;
     for (int i = 0; i < ns; i++) {
         const eng_seq_step *s = &b->seqs[i];
@@ -633,6 +641,8 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
             int p = s->pos0 + q;
             tok[t] = s->tokens[q];
             pos[t] = p;
+            if (p > c->max_pos)
+                c->max_pos = p;
             seq[t] = i;
             for (int h = 0; h < half; h++) {
                 double ang = (double)p * c->inv_freq[h];
@@ -669,13 +679,34 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
     return ASA_OK;
 }
 
-/* Heads per attention block: the whole latent group when the grid is
- * already large, fewer (more blocks) for small batches. */
-static int cu__heads_per_block(const cu_be *c, int T, int G) {
-    int hpg = c->H / G, nh = hpg;
-    while (nh % 2 == 0 && (long)T * G * (hpg / nh) < 2L * c->n_sm)
+/* Attention grid for T tokens of a layer with G groups and at most
+ * maxkeys keys per token: the whole latent group per block (one pass over
+ * the keys for all its heads) while the grid is large; for small grids
+ * fewer heads per block (down to 4), then the keys split across blocks
+ * (flash-decoding) until about two blocks per SM. */
+static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int maxkeys) {
+    const int hpg = c->H / G;
+    int nh = hpg;
+    while (nh % 2 == 0 && nh > 4 && (long)T * G * (hpg / nh) < c->n_sm / 2)
         nh /= 2;
-    return nh;
+    const long blocks = (long)T * G * (hpg / nh);
+    at->heads_per_block = nh;
+    at->n_split = 1;
+    at->split_keys = 0;
+    at->part = NULL;
+    if (blocks >= c->n_sm || maxkeys <= ATTN_KT)
+        return;
+    const int tiles = (maxkeys + ATTN_KT - 1) / ATTN_KT;
+    int ns = (int)((2L * c->n_sm + blocks - 1) / blocks);
+    if (ns > tiles)
+        ns = tiles;
+    const int per = (tiles + ns - 1) / ns;
+    ns = (tiles + per - 1) / per;
+    if (ns > 1 && (long)T * c->H * ns <= c->part_heads) {
+        at->n_split = ns;
+        at->split_keys = per * ATTN_KT;
+        at->part = c->part;
+    }
 }
 
 static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
@@ -701,15 +732,16 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     CU_OK(cb_absorb_cuda(&ap, c->st));
 
     /* attention */
-    attn_params at = {.T = T, .H = H, .heads_per_block = cu__heads_per_block(c, T, y->G),
-                      .scale = c->scale, .window = c->w,
+    attn_params at = {.T = T, .H = H, .scale = c->scale, .window = c->w,
                       .c = {.kv = kv, .page_elems = page_elems, .layer_off = layer_off,
                             .B = c->B, .G = y->G, .dg = y->dg, .dR = c->dR, .tab = tab,
                             .seq_toff = toff},
                       .tok_pos = mt->pos, .tok_seq = mt->seq, .qt = c->qt,
                       .qr = c->qa + c->dh, .ld_qr = y->n_in, .qr_stride = c->dh + c->dR};
+    const int mp = c->max_pos;
     if (!global) {
         at.mode = ATTN_LOCAL;
+        cu__attn_plan(c, &at, T, y->G, mp + 1 < c->w ? mp + 1 : c->w);
         at.u = c->u;
         CU_OK(attn_latent_cuda(&at, c->st));
     } else {
@@ -721,6 +753,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                               .S = y->S};
         CU_OK(compress_cuda(&cp, c->st));
         at.mode = ATTN_CMP;
+        cu__attn_plan(c, &at, T, y->G, (mp + 1) / c->B);
         at.u = c->ucmp;
         at.lse = c->lse;
         CU_OK(attn_latent_cuda(&at, c->st));
@@ -732,6 +765,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .s = sets, .scores = c->scores};
         CU_OK(select_blocks_cuda(&sp, c->st));
         at.mode = ATTN_SLC;
+        cu__attn_plan(c, &at, T, y->G, c->top_n * c->B);
         at.s = sets;
         at.gate = c->qa + c->nq + y->S;
         at.u_cmp = c->ucmp;

@@ -22,7 +22,8 @@
 namespace {
 
 constexpr int ATT_THREADS = 128;
-constexpr int ATT_KT = 32; /* keys per tile = warp size (softmax step) */
+constexpr int ATT_KT = ATTN_KT; /* keys per tile = warp size (softmax step) */
+static_assert(ATT_KT == 32, "the softmax step maps one key to one lane");
 constexpr int SEL_THREADS = 256;
 
 __host__ __device__ inline int pad_odd(int e) { return (e & 1) ? e : e + 1; }
@@ -99,8 +100,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
     extern __shared__ float sm[];
     const int t = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, Ep = pad_odd(E);
-    const int nh = p.heads_per_block, hpg = p.H / G;
-    const int h0 = g * hpg + blockIdx.z * nh;
+    const int nh = p.heads_per_block, hpg = p.H / G, ns = p.n_split;
+    const int h0 = g * hpg + (int)(blockIdx.z / ns) * nh, sp = (int)(blockIdx.z % ns);
     float *q = sm;                      /* [nh][E] */
     float *tile = q + nh * E;           /* [KT][Ep] */
     float *sc = tile + ATT_KT * Ep;     /* [nh][KT] */
@@ -123,8 +124,10 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
         ls[i] = 0.0f;
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int k0 = 0; k0 < kp.nkeys; k0 += ATT_KT) {
-        const int nk = min(ATT_KT, kp.nkeys - k0);
+    const int kbeg = ns > 1 ? sp * p.split_keys : 0;
+    const int kend = ns > 1 ? min(kp.nkeys, kbeg + p.split_keys) : kp.nkeys;
+    for (int k0 = kbeg; k0 < kend; k0 += ATT_KT) {
+        const int nk = min(ATT_KT, kend - k0);
         if (threadIdx.x < ATT_KT)
             kbase[threadIdx.x] = threadIdx.x < nk ? kp.entry(k0 + threadIdx.x) : -1;
         __syncthreads();
@@ -186,6 +189,15 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
         __syncthreads();
     }
     __syncthreads(); /* no key at all: the initial values must be visible */
+    if (ns > 1) {
+        /* partial sums for the merge */
+        for (int i = threadIdx.x; i < nh * (dg + 2); i += ATT_THREADS) {
+            const int h = i / (dg + 2), e = i % (dg + 2);
+            const float v = e < dg ? acc[h * dg + e] : e == dg ? mx[h] : ls[h];
+            p.part[(((int64_t)t * p.H + h0 + h) * ns + sp) * (dg + 2) + e] = v;
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS) {
         const int h = i / dg, e = i % dg, hh = h0 + h;
         float v = ls[h] > 0.0f ? acc[i] / ls[h] : 0.0f;
@@ -199,6 +211,39 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
     if (p.mode == ATTN_CMP)
         for (int h = threadIdx.x; h < nh; h += ATT_THREADS)
             p.lse[(int64_t)t * p.H + h0 + h] = ls[h] > 0.0f ? mx[h] + logf(ls[h]) : -INFINITY;
+}
+
+/* Merge of split partials: one block per (token, head); the same epilogue
+ * as the unsplit kernel. */
+__global__ void attn_merge_kernel(const attn_params p) {
+    const int t = blockIdx.x, hh = blockIdx.y, dg = p.c.dg, ns = p.n_split;
+    const float *pt = p.part + ((int64_t)t * p.H + hh) * ns * (dg + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < ns; s++)
+        M = fmaxf(M, pt[s * (dg + 2) + dg]);
+    float L = 0.0f;
+    for (int s = 0; s < ns; s++) {
+        const float m = pt[s * (dg + 2) + dg];
+        if (m != -INFINITY)
+            L += pt[s * (dg + 2) + dg + 1] * expf(m - M);
+    }
+    for (int e = threadIdx.x; e < dg; e += blockDim.x) {
+        float a = 0.0f;
+        for (int s = 0; s < ns; s++) {
+            const float m = pt[s * (dg + 2) + dg];
+            if (m != -INFINITY)
+                a += pt[s * (dg + 2) + e] * expf(m - M);
+        }
+        float v = L > 0.0f ? a / L : 0.0f;
+        const int64_t o = ((int64_t)t * p.H + hh) * dg + e;
+        if (p.mode == ATTN_SLC) {
+            const float *gt = p.gate + (int64_t)t * p.ld_qr;
+            v = sigmoidf_(gt[hh]) * p.u_cmp[o] + sigmoidf_(gt[p.H + hh]) * v;
+        }
+        p.u[o] = v;
+    }
+    if (p.mode == ATTN_CMP && threadIdx.x == 0)
+        p.lse[(int64_t)t * p.H + hh] = L > 0.0f ? M + logf(L) : -INFINITY;
 }
 
 size_t attn_smem(const attn_params &p) {
@@ -348,7 +393,8 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
         (p->H / p->c.G) % p->heads_per_block || p->c.dg < 1 || p->c.dR < 0 || p->c.B < 1 ||
         !p->c.kv || !p->c.tab || !p->tok_pos || !p->tok_seq || !p->qt || !p->qr || !p->u ||
         (p->mode == ATTN_LOCAL && p->window < 1) || (p->mode == ATTN_CMP && !p->lse) ||
-        (p->mode == ATTN_SLC && (!p->gate || !p->u_cmp || !p->s.sel_src)))
+        (p->mode == ATTN_SLC && (!p->gate || !p->u_cmp || !p->s.sel_src)) || p->n_split < 1 ||
+        (p->n_split > 1 && (!p->part || p->split_keys < ATT_KT || p->split_keys % ATT_KT)))
         return ASA_EINVAL;
     const size_t smem = attn_smem(*p);
     if (smem > 227 * 1024)
@@ -360,9 +406,14 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
         raised = 227 * 1024;
     }
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
-                    (unsigned)(p->H / p->c.G / p->heads_per_block));
+                    (unsigned)(p->H / p->c.G / p->heads_per_block * p->n_split));
     attn_kernel<<<grid, ATT_THREADS, smem, stream>>>(*p);
     KC_LAUNCH_CHECK();
+    if (p->n_split > 1) {
+        const int th = p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
+        attn_merge_kernel<<<dim3((unsigned)p->T, (unsigned)p->H), th, 0, stream>>>(*p);
+        KC_LAUNCH_CHECK();
+    }
     return ASA_OK;
 }
 

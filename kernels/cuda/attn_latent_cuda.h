@@ -33,6 +33,13 @@
  *               u_cmp + sigmoid(gate[H + h]) * u_slc.
  * Output u[t][h][dg] (f32) = sum_j p_j c_j^(g(h)) (before W_UV).
  *
+ * Split keys (flash-decoding, for grids too small to fill the GPU): with
+ * n_split > 1, key range [s * split_keys, (s+1) * split_keys) of every
+ * token goes to its own block, which writes its unnormalised partial sums,
+ * running max and sum into part[t][h][s][dg + 2]; a second launch merges
+ * the partials with log-sum-exp weights (then applies the gates / writes
+ * lse).  The result equals the unsplit one up to f32 rounding.
+ *
  * Selection sets: the set used by token t is read from src = sel_src[t]:
  * src >= 0: tsel[src][g][0..tsel_cnt[src][g]) (a token of this step), src <
  * 0: the slot state slot_sel[(-src - 1)][ti][g][...] (sets chosen at an
@@ -51,6 +58,8 @@ extern "C" {
 #endif
 
 typedef enum attn_mode { ATTN_LOCAL = 0, ATTN_CMP = 1, ATTN_SLC = 2 } attn_mode;
+
+#define ATTN_KT 32 /* keys per shared-memory tile; split_keys is a multiple */
 
 /* Where a layer's cache entries are. */
 typedef struct attn_cache {
@@ -89,6 +98,9 @@ typedef struct attn_params {
     const float *u_cmp;      /* ATTN_SLC: [T][H][dg] */
     float *u;                /* [T][H][dg] out */
     float *lse;              /* ATTN_CMP: [T][H] out */
+    int n_split;             /* 1 (no split) or more */
+    int split_keys;          /* keys per split, multiple of ATTN_KT (n_split > 1) */
+    float *part;             /* [T][H][n_split][dg + 2] workspace (n_split > 1) */
 } attn_params;
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);

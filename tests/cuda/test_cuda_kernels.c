@@ -217,8 +217,8 @@ static void test_rope_cache(void **st) {
 
 /* Attention in one mode at two head chunkings, and (CMP) the block choice. */
 static void run_attn(attn_mode mode) {
-    const int G = 3, dg = 11, dR = 6, B = 4, H = 6, top_n = 5, Lg = 2, ti = 1;
-    const int p0[] = {37, 38, 39, 40, 41}, p1[] = {0, 22, 23};
+    const int G = 3, dg = 11, dR = 6, B = 8, H = 6, top_n = 6, Lg = 2, ti = 1;
+    const int p0[] = {148, 149, 150, 151, 152}, p1[] = {0, 22, 23};
     pcache c;
     pcache_make(&c, G, dg, dR, B, p0, 5, p1, 3);
     const int T = c.T, ld = H * 20 + 2 * H + 5, qs = 20; /* qr at h*qs; gates after */
@@ -263,7 +263,7 @@ static void run_attn(attn_mode mode) {
             dst[n++] = cur;
             *dc = n;
         }
-    attn_params p = {.mode = mode, .T = T, .H = H, .scale = 0.3f, .window = 9,
+    attn_params p = {.mode = mode, .T = T, .H = H, .scale = 0.3f, .window = 70, .n_split = 1,
                      .c = {.page_elems = c.page_elems, .layer_off = c.layer_off, .B = B, .G = G,
                            .dg = dg, .dR = dR},
                      .ld_qr = ld, .qr_stride = qs,
@@ -306,8 +306,12 @@ static void run_attn(attn_mode mode) {
     d.s.slot_cnt = dup_dev(scnt, (size_t)nslots * Lg * G * 4);
     float *ug = malloc(nu * 4), *lg = malloc((size_t)T * H * 4);
     const char *names[] = {"attn local", "attn cmp", "attn slc"};
-    for (int hb = 1; hb <= H / G; hb++) {
-        d.heads_per_block = hb;
+    /* head chunks of 1 and 2; unsplit, and 3 splits of 32 keys (up to 70 keys) */
+    d.part = poison_dev((size_t)T * H * 3 * (dg + 2) * 4);
+    for (int cfg = 0; cfg < 4; cfg++) {
+        d.heads_per_block = 1 + cfg % 2;
+        d.n_split = cfg < 2 ? 1 : 3;
+        d.split_keys = 32;
         d.u = poison_dev(nu * 4);
         d.lse = poison_dev((size_t)T * H * 4);
         assert_int_equal(attn_latent_cuda(&d, 0), ASA_OK);
@@ -320,6 +324,7 @@ static void run_attn(attn_mode mode) {
         cudaFree(d.u);
         cudaFree(d.lse);
     }
+    cudaFree(d.part);
     n_kernels++;
 
     if (mode == ATTN_CMP) {
@@ -330,7 +335,7 @@ static void run_attn(attn_mode mode) {
             if (c.pos[t] % 2 == 0)
                 anchors[na++] = t;
         select_params sp = {.n_anchors = na, .H = H, .anchors = anchors, .scale = p.scale,
-                            .init_blocks = 1, .local_blocks = 2, .nb_max = 16, .c = p.c,
+                            .init_blocks = 1, .local_blocks = 2, .nb_max = 32, .c = p.c,
                             .tok_pos = c.pos, .tok_seq = c.seq, .qt = qt, .qr = qa + 3,
                             .ld_qr = ld, .qr_stride = qs, .lse = lse_ref, .s = p.s};
         int32_t *tsel_ref = malloc((size_t)T * G * top_n * 4), *tcnt_ref = malloc((size_t)T * G * 4);
@@ -348,7 +353,7 @@ static void run_attn(attn_mode mode) {
         sd.qr = d.qr;
         sd.lse = dup_dev(lse_ref, (size_t)T * H * 4);
         sd.s = d.s;
-        sd.scores = poison_dev((size_t)na * G * 16 * 4);
+        sd.scores = poison_dev((size_t)na * G * 32 * 4);
         assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
         int32_t *tg = malloc((size_t)T * G * top_n * 4), *cg = malloc((size_t)T * G * 4);
         get_dev(tg, d.s.tsel, (size_t)T * G * top_n * 4);
