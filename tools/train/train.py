@@ -297,7 +297,7 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--epochs", type=float, default=10, help="cap on passes over the training tokens")
     ap.add_argument("--max-steps", type=int, default=0, help="cap on steps (0: none)")
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--lr-min-ratio", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--wd", type=float, default=0.1)
