@@ -77,6 +77,33 @@ def check(cfg, T, seed, batch=2):
     return worst
 
 
+def check_bf16_export():
+    """The bf16 export rounds as the reference (and common/asa.h) do: to
+    nearest, ties to even; the shards reassemble to the same tensors."""
+    cfg = small_config(True)
+    torch.manual_seed(7)
+    model = asa_torch.LM(cfg, "asa")
+    with torch.no_grad():
+        p = model.embed_tokens.weight
+        p[0, :4] = torch.tensor([1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8, -(1.0 + 2.0 ** -8), 3.0e38])
+    with tempfile.TemporaryDirectory() as d:
+        files = export.export_model(model, cfg, d, dtype="BF16", max_shard_bytes=20000)
+        assert "model.safetensors.index.json" in files and len(files) > 3, files
+        tensors = {}
+        for fn in files:
+            if fn.endswith(".safetensors"):
+                tensors.update(asa_ref.read_safetensors(os.path.join(d, fn)))
+        state = model.export_state()
+        assert sorted(tensors) == sorted(state)
+        for name, t in state.items():
+            dtype, bits = tensors[name]
+            assert dtype == "BF16", name
+            want = asa_ref.f32_to_bf16_bits(t.detach().numpy().astype(np.float32))
+            assert np.array_equal(bits, want), name
+        asa_ref.load_model(d)
+    print("bf16 export: rounding and sharding as the reference expects")
+
+
 def main():
     worst = 0.0
     # T not a multiple of the block size or of s, and >= (n+local+2)*B = 64
@@ -87,6 +114,7 @@ def main():
     cfg["global"]["init_blocks"] = 0
     cfg["global"]["local_blocks"] = 1
     worst = max(worst, check(cfg, 70, 3, batch=1))
+    check_bf16_export()
     if worst > TOL:
         print("FAIL: relative error %.3e > %.0e" % (worst, TOL))
         return 1
