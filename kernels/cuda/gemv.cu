@@ -2,17 +2,19 @@
  * kernels/cuda/gemv.cu - small-M bf16-weight product (contract in
  * gemv_cuda.h).
  *
- * Schedule.  One block of 256 threads owns GEMV_ROWS consecutive rows of W
- * (outputs n) for all M rows of x, and splits K across its threads: thread t
- * handles 16-byte chunks (8 bf16) c = t, t + 256, ... of each of its W rows,
- * so a warp reads 512 contiguous bytes of a row per load instruction.  The
- * loop issues UNROLL x GEMV_ROWS independent 16-byte loads of W (non-
- * coherent, no L1 allocation: W is read exactly once) before the first use;
- * x (small, shared by every block) comes through L1.  Each thread keeps
- * M x GEMV_ROWS f32 partial sums; the block reduces them with warp shuffles
- * and one shared-memory pass over the 8 warps, in a fixed order.
- * Grid: ceil(N / GEMV_ROWS) blocks, so the number of bytes in flight grows
- * with the matrix and even a 2048-row matrix fills the chip in one wave.
+ * Schedule.  A block of 256 threads is cut into groups of GT threads (GT =
+ * 32..256, chosen from N: one warp per group when N is large, several warps
+ * splitting K when N is small).  A group owns R consecutive rows of W
+ * (outputs n) for all M rows of x; its lane gl handles the 16-byte chunks
+ * (8 bf16) gl, gl + GT, ... of each of its rows, so a warp reads 512
+ * contiguous bytes of a row per load instruction.  Each trip of the loop
+ * issues U x R independent 16-byte loads of W (non-coherent, no L1
+ * allocation: W is read once) before their first use; x (small, shared by
+ * every block) comes through L1 and is reused for the R rows.  A lane keeps
+ * M x R f32 partial sums; a warp butterfly adds them, and for GT > 32 the
+ * group's warps meet once in shared memory.  Grid: ceil(N / rows per
+ * block) blocks; at M = 1 and N = 2048 that is 2048 warps with 8 loads each
+ * in flight: the whole 8 MiB matrix is requested in one go.
  */
 #include "gemv_cuda.h"
 
@@ -24,7 +26,6 @@ namespace {
 
 constexpr int GEMV_THREADS = 256;
 constexpr int GEMV_WARPS = GEMV_THREADS / 32;
-constexpr int GEMV_ROWS = 2;
 
 /* Streaming 16-byte load: read-only path, not kept in L1. */
 __device__ __forceinline__ uint4 ld_stream16(const uint4 *p) {
@@ -67,41 +68,58 @@ __device__ __forceinline__ float dot8(uint4 w, const float (&x)[8], float acc) {
     return acc;
 }
 
-/* MT: compile-time bound on M (rows m >= p.M are skipped); XT: x's type. */
+/* Rows of W per thread group (R) and chunks per row in flight (U), by MT:
+ * R x U 16-byte loads of W are issued before their first use; MT x R f32
+ * partial sums stay in registers (MT * R <= 32: one lane per sum when they
+ * are written). */
+template <int MT> struct gemv_cfg {
+    static constexpr int R = 2;
+    static constexpr int U = MT <= 4 ? 4 : (MT <= 8 ? 2 : 1);
+};
+
+/* MT: compile-time bound on M (rows m >= p.M are skipped); XT: x's type.
+ * gt_log2: log2 of the threads per group (32..256, uniform). */
 template <int MT, typename XT>
 __global__ void __launch_bounds__(GEMV_THREADS)
-gemv_kernel(const gemv_params p) {
-    constexpr int UNROLL = MT <= 2 ? 4 : 2;
-    const int n0 = blockIdx.x * GEMV_ROWS;
+gemv_kernel(const gemv_params p, const int gt_log2) {
+    constexpr int R = gemv_cfg<MT>::R, U = gemv_cfg<MT>::U;
+    static_assert(MT * R <= 32, "one lane per partial sum");
+    const int GT = 1 << gt_log2;
+    const int groups = GEMV_THREADS >> gt_log2;
+    const int group = threadIdx.x >> gt_log2, gl = threadIdx.x & (GT - 1);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n0 = (blockIdx.x * groups + group) * R;
     const int nchunk = p.K >> 3;
     const XT *x = (const XT *)p.x;
 
-    const uint4 *wrow[GEMV_ROWS];
+    const uint4 *wrow[R];
 #pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) {
-        const int n = min(n0 + r, p.N - 1); /* tail block: repeat a row, drop it */
+    for (int r = 0; r < R; r++) {
+        const int n = min(n0 + r, p.N - 1); /* past N: repeat a row, drop it */
         wrow[r] = (const uint4 *)(p.w + (int64_t)n * p.ldw);
     }
 
-    float acc[MT][GEMV_ROWS];
+    float acc[MT][R];
 #pragma unroll
     for (int m = 0; m < MT; m++)
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++)
+        for (int r = 0; r < R; r++)
             acc[m][r] = 0.0f;
 
-    for (int c0 = threadIdx.x; c0 < nchunk; c0 += GEMV_THREADS * UNROLL) {
-        uint4 wv[UNROLL][GEMV_ROWS];
+    /* Lane gl of the group takes chunks gl, gl + GT, gl + 2 GT, ... of each
+     * row, in this order whatever U is (the order contract). */
+    for (int c0 = gl; c0 < nchunk; c0 += GT * U) {
+        uint4 wv[U][R];
 #pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            const int c = c0 + u * GEMV_THREADS;
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + u * GT;
 #pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++)
+            for (int r = 0; r < R; r++)
                 wv[u][r] = c < nchunk ? ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            const int c = c0 + u * GEMV_THREADS;
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + u * GT;
             if (c >= nchunk)
                 break;
 #pragma unroll
@@ -111,59 +129,80 @@ gemv_kernel(const gemv_params p) {
                 float xv[8];
                 load_x8(x, (int64_t)m * p.ldx + 8 * (int64_t)c, xv);
 #pragma unroll
-                for (int r = 0; r < GEMV_ROWS; r++)
+                for (int r = 0; r < R; r++)
                     acc[m][r] = dot8(wv[u][r], xv, acc[m][r]);
             }
         }
     }
 
-    /* Block reduction: shuffle tree inside each warp, then warps in order. */
-    __shared__ float red[GEMV_WARPS][MT * GEMV_ROWS];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    /* Butterfly sums inside each warp (every lane ends with the same
+     * totals); lane m*R + r then owns output (m, r). */
+    float mine = 0.0f;
 #pragma unroll
     for (int m = 0; m < MT; m++) {
         if (m >= p.M)
             break;
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) {
+        for (int r = 0; r < R; r++) {
             float v = acc[m][r];
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1)
                 v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == 0)
-                red[warp][m * GEMV_ROWS + r] = v;
+            if (lane == m * R + r)
+                mine = v;
         }
     }
-    __syncthreads();
-    for (int i = threadIdx.x; i < p.M * GEMV_ROWS; i += GEMV_THREADS) {
-        const int m = i / GEMV_ROWS, n = n0 + i % GEMV_ROWS;
-        if (n >= p.N)
-            continue;
-        float s = red[0][i];
-#pragma unroll
-        for (int w = 1; w < GEMV_WARPS; w++)
-            s += red[w][i];
+    int m = lane / R, r = lane % R;
+    if (GT > 32) {
+        /* Groups of several warps: their partials meet in shared memory and
+         * are added in warp order. */
+        __shared__ float red[GEMV_WARPS][32];
+        red[warp][lane] = mine;
+        __syncthreads();
+        if (warp != group * (GT >> 5))
+            return; /* the group's first warp writes */
+        for (int w = 1; w < (GT >> 5); w++)
+            mine += red[warp + w][lane];
+    }
+    const int n = n0 + r;
+    if (lane < MT * R && m < p.M && n < p.N) {
         const int64_t o = (int64_t)m * p.ldy + n;
         if (p.y_f32)
-            p.y_f32[o] = s;
+            p.y_f32[o] = mine;
         if (p.y_bf16)
-            p.y_bf16[o] = kc_f32_bf16(s);
+            p.y_bf16[o] = kc_f32_bf16(mine);
     }
 }
 
+/* Threads per group from N alone (so results do not depend on M): the
+ * smallest group giving >= 2048 warps in flight (16 per SM of a 132-SM
+ * Hopper) at R = 2, at most a whole block. */
+int auto_gt(int N) {
+    int gt = 32;
+    while (gt < GEMV_THREADS && (int64_t)((N + 1) / 2) * (gt / 32) < 2048)
+        gt *= 2;
+    return gt;
+}
+
+template <int MT, typename XT>
+void launch_mt(const gemv_params &p, int gt, cudaStream_t s) {
+    const int rows_per_block = (GEMV_THREADS / gt) * gemv_cfg<MT>::R;
+    const dim3 grid((unsigned)((p.N + rows_per_block - 1) / rows_per_block));
+    gemv_kernel<MT, XT><<<grid, GEMV_THREADS, 0, s>>>(p, __builtin_ctz((unsigned)gt));
+}
+
 template <typename XT>
-void launch(const gemv_params &p, cudaStream_t s) {
-    const dim3 grid((unsigned)((p.N + GEMV_ROWS - 1) / GEMV_ROWS));
+void launch(const gemv_params &p, int gt, cudaStream_t s) {
     if (p.M <= 1)
-        gemv_kernel<1, XT><<<grid, GEMV_THREADS, 0, s>>>(p);
+        launch_mt<1, XT>(p, gt, s);
     else if (p.M <= 2)
-        gemv_kernel<2, XT><<<grid, GEMV_THREADS, 0, s>>>(p);
+        launch_mt<2, XT>(p, gt, s);
     else if (p.M <= 4)
-        gemv_kernel<4, XT><<<grid, GEMV_THREADS, 0, s>>>(p);
+        launch_mt<4, XT>(p, gt, s);
     else if (p.M <= 8)
-        gemv_kernel<8, XT><<<grid, GEMV_THREADS, 0, s>>>(p);
+        launch_mt<8, XT>(p, gt, s);
     else
-        gemv_kernel<16, XT><<<grid, GEMV_THREADS, 0, s>>>(p);
+        launch_mt<16, XT>(p, gt, s);
 }
 
 } // namespace
@@ -186,16 +225,24 @@ extern "C" asa_err gemv_params_check(const gemv_params *p) {
     return ASA_OK;
 }
 
-extern "C" asa_err gemv_bf16_cuda(const gemv_params *p, cudaStream_t stream) {
+extern "C" asa_err gemv_bf16_cuda_gt(const gemv_params *p, int gt, cudaStream_t stream) {
     asa_err e = gemv_params_check(p);
     if (e)
         return e;
+    if (gt == 0)
+        gt = auto_gt(p->N);
+    if (gt != 32 && gt != 64 && gt != 128 && gt != 256)
+        return ASA_EINVAL;
     if (p->x_type == KC_F32)
-        launch<float>(*p, stream);
+        launch<float>(*p, gt, stream);
     else
-        launch<uint16_t>(*p, stream);
+        launch<uint16_t>(*p, gt, stream);
     KC_LAUNCH_CHECK();
     return ASA_OK;
+}
+
+extern "C" asa_err gemv_bf16_cuda(const gemv_params *p, cudaStream_t stream) {
+    return gemv_bf16_cuda_gt(p, 0, stream);
 }
 
 extern "C" void gemv_bf16_ref(const gemv_params *p) {

@@ -7,9 +7,9 @@
  * thread keeping several of them in flight, and reuses each loaded chunk of
  * W for all M rows of x.  Larger M belongs to a tensor-core GEMM.
  *
- * Order contract: y[m][n] depends only on x's row m, W's row n and K (not on
- * M or on the other rows), so a sequence's result does not depend on the
- * batch it runs in.
+ * Order contract: y[m][n] depends only on x's row m, W's row n, K and N (not
+ * on M or on the other rows of x), so a sequence's result does not depend on
+ * the batch it runs in.
  */
 #ifndef ASA_GEMV_CUDA_H
 #define ASA_GEMV_CUDA_H
@@ -46,6 +46,11 @@ void gemv_bf16_ref(const gemv_params *p);
 /* The kernel (device pointers).  Returns ASA_EINVAL (nothing launched) for
  * bad shapes, strides or alignment, ASA_ECUDA for a launch failure. */
 asa_err gemv_bf16_cuda(const gemv_params *p, cudaStream_t stream);
+
+/* gemv_bf16_cuda with the threads per group forced (32, 64, 128 or 256;
+ * 0 = the automatic choice): for the benchmark and tests.  The sum order,
+ * hence the rounding, depends on the group size. */
+asa_err gemv_bf16_cuda_gt(const gemv_params *p, int gt, cudaStream_t stream);
 
 /* The parameter check used by gemv_bf16_cuda (ASA_OK or ASA_EINVAL). */
 asa_err gemv_params_check(const gemv_params *p);

@@ -24,6 +24,7 @@ typedef struct gemv_case {
     int pad_x, pad_w, pad_y; /* extra elements per row */
     bool out_f32, out_bf16;
     bool poison_values;      /* NaN in x, Inf in W */
+    int gt;                  /* threads per group, 0 = automatic */
 } gemv_case;
 
 /* Runs one case; when y_out is non-NULL, stores the f32 result there. */
@@ -96,7 +97,7 @@ static void run_case(const gemv_case *c, float *y_out, const uint16_t *w_in, con
     d.w = dw;
     d.y_f32 = dy;
     d.y_bf16 = dy16;
-    assert_int_equal(gemv_bf16_cuda(&d, 0), ASA_OK);
+    assert_int_equal(gemv_bf16_cuda_gt(&d, c->gt, 0), ASA_OK);
     kt_sync();
 
     float *got = malloc(ys * sizeof *got), *want = malloc(ys * sizeof *want);
@@ -161,31 +162,39 @@ static void run_case(const gemv_case *c, float *y_out, const uint16_t *w_in, con
 static void test_shapes(void **state) {
     (void)state;
     const gemv_case small[] = {
-        {1, 1, 8, KC_F32, 0, 0, 0, true, false, false},
-        {1, 3, 24, KC_BF16, 8, 8, 1, true, true, false},
-        {3, 7, 40, KC_F32, 4, 0, 3, true, true, false},
-        {2, 65, 264, KC_BF16, 0, 16, 0, false, true, false},
-        {5, 33, 2056, KC_F32, 0, 0, 2, true, false, false},
-        {16, 19, 136, KC_BF16, 8, 0, 5, true, true, false},
-        {7, 9, 72, KC_F32, 0, 0, 0, true, true, true},
+        {1, 1, 8, KC_F32, 0, 0, 0, true, false, false, 0},
+        {1, 3, 24, KC_BF16, 8, 8, 1, true, true, false, 0},
+        {3, 7, 40, KC_F32, 4, 0, 3, true, true, false, 0},
+        {2, 65, 264, KC_BF16, 0, 16, 0, false, true, false, 0},
+        {5, 33, 2056, KC_F32, 0, 0, 2, true, false, false, 0},
+        {16, 19, 136, KC_BF16, 8, 0, 5, true, true, false, 0},
+        {7, 9, 72, KC_F32, 0, 0, 0, true, true, true, 0},
     };
     const gemv_case large[] = {
-        {1, 2048, 2048, KC_F32, 0, 0, 0, true, true, false},
-        {1, 2047, 5632, KC_BF16, 0, 0, 0, true, false, false},
-        {8, 1031, 2048, KC_F32, 4, 8, 1, true, true, false},
-        {16, 517, 1032, KC_BF16, 0, 0, 0, true, true, true},
-        {13, 300, 4104, KC_F32, 0, 0, 0, true, false, false},
-        {4, 6001, 256, KC_BF16, 0, 0, 0, false, true, false},
+        {1, 2048, 2048, KC_F32, 0, 0, 0, true, true, false, 0},
+        {1, 2047, 5632, KC_BF16, 0, 0, 0, true, false, false, 0},
+        {8, 1031, 2048, KC_F32, 4, 8, 1, true, true, false, 0},
+        {16, 517, 1032, KC_BF16, 0, 0, 0, true, true, true, 0},
+        {13, 300, 4104, KC_F32, 0, 0, 0, true, false, false, 0},
+        {4, 6001, 256, KC_BF16, 0, 0, 0, false, true, false, 0},
     };
+    const int gts[] = {0, 32, 64, 128, 256};
     for (size_t i = 0; i < sizeof small / sizeof small[0]; i++)
-        run_case(&small[i], NULL, NULL, NULL);
+        for (size_t g = 0; g < sizeof gts / sizeof gts[0]; g++) {
+            gemv_case c = small[i];
+            c.gt = gts[g];
+            run_case(&c, NULL, NULL, NULL);
+        }
     if (kt_quick())
         return;
-    for (size_t i = 0; i < sizeof large / sizeof large[0]; i++)
-        run_case(&large[i], NULL, NULL, NULL);
+    for (size_t i = 0; i < sizeof large / sizeof large[0]; i++) {
+        gemv_case c = large[i];
+        c.gt = gts[i % 5];
+        run_case(&c, NULL, NULL, NULL);
+    }
     /* Every M from 1 to 16 with both x types. */
     for (int M = 1; M <= GEMV_MAX_M; M++) {
-        gemv_case c = {M, 45, 328, M % 2 ? KC_F32 : KC_BF16, 4 * (M % 3), 0, M % 4, true, true, false};
+        gemv_case c = {M, 45, 328, M % 2 ? KC_F32 : KC_BF16, 4 * (M % 3), 0, M % 4, true, true, false, 0};
         run_case(&c, NULL, NULL, NULL);
     }
 }
@@ -203,10 +212,10 @@ static void test_batch_invariance(void **state) {
     assert_non_null(y1);
     kt_fill_bf16(w, (size_t)N * K, 0.05f);
     kt_fill_f32(x, (size_t)M * K, 1.0f);
-    gemv_case c = {M, N, K, KC_F32, 0, 0, 0, true, false, false};
+    gemv_case c = {M, N, K, KC_F32, 0, 0, 0, true, false, false, 0};
     run_case(&c, yb, w, x);
     for (int m = 0; m < M; m += 5) {
-        gemv_case c1 = {1, N, K, KC_F32, 0, 0, 0, true, false, false};
+        gemv_case c1 = {1, N, K, KC_F32, 0, 0, 0, true, false, false, 0};
         run_case(&c1, y1, w, x + (size_t)m * K);
         assert_memory_equal(y1, yb + (size_t)m * N, (size_t)N * 4);
     }
@@ -247,6 +256,7 @@ static void test_checks(void **state) {
     b.ldy = 3;
     assert_int_equal(gemv_bf16_cuda(&b, 0), ASA_EINVAL);
     assert_int_equal(gemv_bf16_cuda(NULL, 0), ASA_EINVAL);
+    assert_int_equal(gemv_bf16_cuda_gt(&ok, 16, 0), ASA_EINVAL);
     kt_sync();
     kt_dev_free(buf);
 }

@@ -7,7 +7,8 @@
  *   2. cuBLAS bf16 GEMM 8192^3 (f32 accumulate);
  *   3. y[M, N] = x[M, K] . W[N, K]^T for the asa-1.3b decode shapes at
  *      M = 1, 8, 32, 64: gemv_bf16_cuda (M > 16 runs as ceil(M/16) launches,
- *      each reading W again) against cublasGemmEx, bf16 in and out;
+ *      each reading W again) against cublasGemmEx, bf16 in and out; at
+ *      M = 1 also every group size of the GEMV, x bf16 and f32;
  *   4. rmsnorm, silu_mul and topn at decode sizes.
  * Timing: each measurement is a CUDA graph of G launches (G >= 20) cycling
  * over enough copies of the weights that they cannot stay in L2 (>= 3x L2),
@@ -283,6 +284,9 @@ int run(int argc, char **argv) {
         }
         const int launches = std::max(copies, 20);
         uint16_t *x, *y, *ycb;
+        float *xf32;
+        CK(cudaMalloc(&xf32, (size_t)sh.K * 4));
+        fillf(xf32, sh.K, 8);
         CK(cudaMalloc(&x, (size_t)64 * sh.K * 2));
         CK(cudaMalloc(&y, (size_t)64 * sh.N * 2));
         CK(cudaMalloc(&ycb, (size_t)64 * sh.N * 2));
@@ -342,10 +346,36 @@ int run(int argc, char **argv) {
             row(what, shp, t_our, wbytes / t_our / 1e3, 100.0 * wbytes / t_our / 1e3 / read_gbs,
                 "% ceiling");
             printf("    gemv vs cuBLAS: %.2fx faster, rel L2 diff %.2e\n", t_cub / t_our, rel);
+            if (M == 1) {
+                /* group-size sweep (the automatic choice is one of these) */
+                for (int gt : {32, 64, 128, 256}) {
+                    for (int xf = 0; xf < 2; xf++) {
+                        auto v = [&](int i, cudaStream_t st) {
+                            gemv_params p = {};
+                            p.M = 1;
+                            p.N = sh.N;
+                            p.K = sh.K;
+                            p.x = xf ? (const void *)xf32 : (const void *)x;
+                            p.x_type = xf ? KC_F32 : KC_BF16;
+                            p.ldx = sh.K;
+                            p.w = W[i % copies];
+                            p.ldw = sh.K;
+                            p.y_bf16 = y;
+                            p.ldy = sh.N;
+                            CKA(gemv_bf16_cuda_gt(&p, gt, st));
+                        };
+                        const double t = time_graph(s, launches, v);
+                        snprintf(what, sizeof what, "  gemv gt=%d x=%s", gt, xf ? "f32" : "bf16");
+                        row(what, shp, t, wbytes / t / 1e3, 100.0 * wbytes / t / 1e3 / read_gbs,
+                            "% ceiling");
+                    }
+                }
+            }
         }
         for (int c = 0; c < copies; c++)
             CK(cudaFree(W[c]));
         CK(cudaFree(x));
+        CK(cudaFree(xf32));
         CK(cudaFree(y));
         CK(cudaFree(ycb));
     }
