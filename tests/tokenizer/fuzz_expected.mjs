@@ -3,7 +3,7 @@
 // Usage: node tests/tokenizer/fuzz_expected.mjs OUTDIR COUNT SEED
 import fs from "node:fs";
 import path from "node:path";
-import { VOCABS, loadRust, vocabFile } from "./hfjs.mjs";
+import { VOCABS, loadRust, vocabFile, allTokenizerJson } from "./hfjs.mjs";
 
 const [outdir, countS = "1000", seedS = "1"] = process.argv.slice(2);
 const rs = await loadRust();
@@ -29,8 +29,8 @@ for (let i = 0; i < parseInt(countS, 10); i++) {
   texts.push({ name: `fuzz_${i}`, text: s });
 }
 const out = { generator: "fuzz", vocabs: {} };
-for (const v of VOCABS) {
-  const tok = rs.Tokenizer.fromFile(vocabFile(v));
+for (const { name: v, json: tj } of allTokenizerJson()) {
+  const tok = rs.Tokenizer.fromString(JSON.stringify(tj));
   out.vocabs[v] = {};
   for (const { name, text } of texts) {
     const special = (await tok.encode(text, null, { addSpecialTokens: true })).getIds();

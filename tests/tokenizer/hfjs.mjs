@@ -58,3 +58,18 @@ export function loadVocab(name) {
 export function loadTexts() {
   return JSON.parse(fs.readFileSync(path.join(HERE, "texts.json"), "utf8"));
 }
+
+// Every tokenizer under test: the two vocabularies and the variants of
+// variants.json (base file with whole components replaced), as JSON text.
+export function allTokenizerJson() {
+  const out = [];
+  for (const v of VOCABS) out.push({ name: v, json: loadVocab(v).json, base: v });
+  const variants = JSON.parse(fs.readFileSync(path.join(HERE, "variants.json"), "utf8"));
+  for (const [name, spec] of Object.entries(variants)) {
+    if (name.startsWith("_")) continue;
+    const json = structuredClone(loadVocab(spec.base).json);
+    Object.assign(json, spec.set);
+    out.push({ name, json, base: spec.base });
+  }
+  return out;
+}

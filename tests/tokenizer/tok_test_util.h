@@ -27,7 +27,9 @@ static inline tok_tokenizer *tt_load(const char *vocab) {
 static inline json_t *tt_json(const char *name) {
     char path[1024];
     json_error_t err;
-    const char *env = getenv(strcmp(name, "texts.json") ? "TOK_PARITY_EXPECTED" : "TOK_PARITY_TEXTS");
+    const char *env = !strcmp(name, "texts.json")          ? getenv("TOK_PARITY_TEXTS")
+                      : !strcmp(name, "expected_ids.json") ? getenv("TOK_PARITY_EXPECTED")
+                                                           : NULL;
     if (env && *env)
         snprintf(path, sizeof path, "%s", env);
     else
