@@ -335,6 +335,10 @@ typedef struct bench_run_out {
     double duration;     /* run start -> last completion, s */
     int64_t preconnected;
     int64_t kernel_stamps; /* reads stamped by the kernel (SO_TIMESTAMPNS) */
+    /* The client's own delay: time received bytes waited in the socket
+     * before asa-bench read them, s.  Only with kernel stamps. */
+    double read_lag_median, read_lag_p99, read_lag_max;
+    int64_t merged_reads;  /* reads that carried more than one token chunk */
     size_t fd_limit;     /* RLIMIT_NOFILE after raising it */
 } bench_run_out;
 
@@ -353,9 +357,14 @@ size_t bench_raise_fd_limit(void);
 
 /* ---- report ------------------------------------------------------------- */
 
-/* Prints the `vllm bench serve`-style block to f. */
+/* Prints the `vllm bench serve`-style block to f (o may be NULL: no
+ * client section). */
 void bench_report_print(FILE *f, const bench_config *c, const bench_summary *s,
-                        const bench_prom *before, const bench_prom *after);
+                        const bench_run_out *o, const bench_prom *before,
+                        const bench_prom *after);
+/* Writes a warning to f when the client's own read delay may have merged
+ * chunks (read lag beyond half the median ITL).  Returns 1 if it warned. */
+int bench_report_lag_warning(FILE *f, const bench_summary *s, const bench_run_out *o);
 /* Prints up to max_errors error bodies of failed requests to f. */
 void bench_report_errors(FILE *f, const bench_run_out *o, size_t max_errors);
 /* The result JSON (new reference) or NULL on OOM. */

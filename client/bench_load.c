@@ -117,6 +117,13 @@ struct load {
     int batch_valid, per_read_stamps;
     unsigned batch_uses;
     int64_t kernel_stamps; /* reads stamped by the kernel */
+    /* How long received bytes waited for the client (kernel stamp -> read),
+     * the client's own delay, reported so that a starved client is visible
+     * rather than silently wrong. */
+    double *lags;         /* s, one per kernel-stamped read */
+    size_t n_lag, cap_lag;
+    int tokens_in_read;   /* token chunks in the current read */
+    int64_t merged_reads; /* reads that carried more than one token chunk */
     void (*before_main)(void *);
     void *before_main_arg;
     int progress_tty, progress_on;
@@ -132,6 +139,18 @@ static uint64_t rx_stamp(load *L) {
         L->batch_uses = 0;
     }
     return L->batch_ns;
+}
+
+static void lag_add(load *L, uint64_t ns) {
+    if (L->n_lag == L->cap_lag) {
+        size_t nc = L->cap_lag ? L->cap_lag * 2 : 4096;
+        double *nv = realloc(L->lags, nc * sizeof *nv);
+        if (!nv)
+            return; /* a statistic, not a result: drop the sample */
+        L->lags = nv;
+        L->cap_lag = nc;
+    }
+    L->lags[L->n_lag++] = (double)ns * 1e-9;
 }
 
 static void on_prepare(uv_prepare_t *h) {
@@ -265,6 +284,7 @@ static void on_event(void *ctx, const char *data, size_t n) {
     if (ev.token) {
         load *L = k->L;
         uint64_t t = L->cur_ns;
+        L->tokens_in_read++;
         bench_result *r = result_of(L, k);
         if (!k->first) {
             k->first = 1;
@@ -412,6 +432,7 @@ static uint64_t rx_time(load *L, struct msghdr *m) {
             if (age > 10000000000ll || (uint64_t)age > mono)
                 break; /* the wall clock stepped: do not trust it */
             L->kernel_stamps++;
+            lag_add(L, (uint64_t)age);
             return mono - (uint64_t)age;
         }
     }
@@ -563,7 +584,10 @@ static void on_io(uv_poll_t *h, int status, int events) {
             break;
         }
         L->cur_ns = rx_time(L, &m);
+        L->tokens_in_read = 0;
         conn_bytes(k, L->rbuf, (size_t)r);
+        if (L->tokens_in_read > 1)
+            L->merged_reads++;
         if ((size_t)r < sizeof L->rbuf)
             break;
     }
@@ -1087,6 +1111,15 @@ int bench_load_run(const bench_config *c, const bench_prompts *ps,
         rc = asa_errf(eb, L->rc, "%s", L->fatal ? L->fatal : "cannot reach the server");
     out->preconnected = L->preconnected;
     out->kernel_stamps = L->kernel_stamps;
+    if (L->n_lag) {
+        bench_dist d;
+        double p[2] = {99, 100};
+        bench_dist_compute(L->lags, L->n_lag, p, 2, &d);
+        out->read_lag_median = d.median_ms * 1e-3;
+        out->read_lag_p99 = d.pct_ms[0] * 1e-3;
+        out->read_lag_max = d.pct_ms[1] * 1e-3;
+    }
+    out->merged_reads = L->merged_reads;
 
     uv_walk(&L->loop, walk_close, NULL);
     uv_run(&L->loop, UV_RUN_DEFAULT);
@@ -1107,6 +1140,7 @@ done:
         bench_result_deinit(&L->warm_res[i]);
     free(L->warm_res);
     free(L->sched);
+    free(L->lags);
     free(L->fifo);
     free(L->fatal);
     free(L);

@@ -51,7 +51,8 @@ static void dist_block(FILE *f, const bench_summary *s, const char *header,
 }
 
 void bench_report_print(FILE *f, const bench_config *c, const bench_summary *s,
-                        const bench_prom *before, const bench_prom *after) {
+                        const bench_run_out *o, const bench_prom *before,
+                        const bench_prom *after) {
     rule(f, " Serving Benchmark Result ", '=');
     row_i(f, "Successful requests:", (long long)s->completed);
     row_i(f, "Failed requests:", (long long)s->failed);
@@ -91,9 +92,30 @@ void bench_report_print(FILE *f, const bench_config *c, const bench_summary *s,
             fprintf(f, "%-40s %-10s\n", "Queue time:", "n/a");
         }
     }
+    if (o && o->kernel_stamps > 0) {
+        rule(f, "Client read lag (asa-bench's own delay)", '-');
+        row_f(f, "Median read lag (ms):", o->read_lag_median * 1000.0);
+        row_f(f, "P99 read lag (ms):", o->read_lag_p99 * 1000.0);
+        row_f(f, "Max read lag (ms):", o->read_lag_max * 1000.0);
+    }
     for (int i = 0; i < 50; i++)
         fputc('=', f);
     fputc('\n', f);
+}
+
+int bench_report_lag_warning(FILE *f, const bench_summary *s, const bench_run_out *o) {
+    if (!o->kernel_stamps || s->itl.median_ms <= 0)
+        return 0;
+    double lag_ms = o->read_lag_p99 * 1000.0;
+    if (lag_ms <= 0.5 * s->itl.median_ms)
+        return 0;
+    fprintf(f,
+            "asa-bench: warning: 1%% of reads waited more than %.1f ms in the socket "
+            "(median ITL %.1f ms); chunks that arrived within such a wait share one "
+            "timestamp (%lld reads carried several token chunks).  Give asa-bench more CPU "
+            "(--realtime, a quieter machine) or fewer streams per process.\n",
+            lag_ms, s->itl.median_ms, (long long)o->merged_reads);
+    return 1;
 }
 
 void bench_report_errors(FILE *f, const bench_run_out *o, size_t max_errors) {
@@ -165,6 +187,10 @@ json_t *bench_report_json(const bench_config *c, const bench_summary *s,
     json_object_set_new(j, "preconnected", json_integer(o->preconnected));
     json_object_set_new(j, "receive_clock", json_string(o->kernel_stamps > 0 ? "kernel"
                                                                              : "client"));
+    json_object_set_new(j, "client_read_lag_median_ms", json_real(o->read_lag_median * 1e3));
+    json_object_set_new(j, "client_read_lag_p99_ms", json_real(o->read_lag_p99 * 1e3));
+    json_object_set_new(j, "client_read_lag_max_ms", json_real(o->read_lag_max * 1e3));
+    json_object_set_new(j, "client_merged_reads", json_integer(o->merged_reads));
 
     json_object_set_new(j, "duration", json_real(s->duration));
     json_object_set_new(j, "completed", json_integer(s->completed));

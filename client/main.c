@@ -429,8 +429,9 @@ int main(int argc, char **argv) {
         goto done;
     }
     bench_report_errors(stdout, &out, 10);
-    bench_report_print(stdout, &c, &s, &before, &after);
+    bench_report_print(stdout, &c, &s, &out, &before, &after);
     fflush(stdout);
+    bench_report_lag_warning(stderr, &s, &out);
     if (c.result_json) {
         js = bench_report_json(&c, &s, &out, &before, &after);
         if (!js || json_dump_file(js, c.result_json, JSON_COMPACT) != 0) {

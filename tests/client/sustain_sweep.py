@@ -3,7 +3,7 @@
 drifting: runs the scripted server and asa-bench at growing stream counts
 and prints, for each, the median ITL over all gaps, over each stream's first
 and last 10 gaps, the share of gaps off the script by more than 1 ms, the
-median TTFT, and the client's CPU time.  Not a ctest test (it takes minutes);
+median TTFT, the client's p99 read lag, and the client's CPU time.  Not a ctest test (it takes minutes);
 the numbers go to BENCHMARKS.md.
 
 usage: sustain_sweep.py BUILD_DIR [--itl-ms 50] [--ttft-ms 100] [--tokens 40]
@@ -42,7 +42,7 @@ def main():
           f"{'user-space' if a.user_clock else 'kernel'} receive stamps"
           f"{', --realtime' if a.realtime else ''}")
     print(f"{'streams':>8} {'ok':>6} {'ITL med':>8} {'first10':>8} {'last10':>8} "
-          f"{'>1ms off':>9} {'TTFT med':>9} {'cpu s':>6}")
+          f"{'>1ms off':>9} {'TTFT med':>9} {'lag p99':>8} {'cpu s':>6}")
     try:
         for n in [int(x) for x in a.streams.split(",")]:
             out = tempfile.mktemp(suffix=".json")
@@ -63,7 +63,8 @@ def main():
             off = sum(1 for g in itls if abs(g - a.itl_ms) > 1.0) / max(len(itls), 1)
             print(f"{n:>8} {r['completed']:>6} {statistics.median(itls):>8.3f} "
                   f"{statistics.median(first):>8.3f} {statistics.median(last):>8.3f} "
-                  f"{off * 100:>8.1f}% {r['median_ttft_ms']:>9.3f} {cpu:>6.2f}")
+                  f"{off * 100:>8.1f}% {r['median_ttft_ms']:>9.3f} "
+                  f"{r['client_read_lag_p99_ms']:>8.2f} {cpu:>6.2f}")
             sys.stdout.flush()
     finally:
         srv.terminate()

@@ -61,6 +61,8 @@ static void test_fields_and_layout(void **state) {
         "P99.9 E2EL (ms):",
         "Preemptions:",
         "Mean queue time (ms):",
+        "-----Client read lag (asa-bench's own delay)------\n",
+        "Median read lag (ms):", "P99 read lag (ms):", "Max read lag (ms):",
         "==================================================\n",
     };
     const char *at = out;
@@ -83,6 +85,8 @@ static void test_fields_and_layout(void **state) {
         "median_itl_ms", "p99.9_itl_ms", "mean_e2el_ms", "median_e2el_ms", "p99.9_e2el_ms",
         "server_num_preemptions", "server_request_queue_time_sum_s",
         "server_request_queue_count", "server_mean_request_queue_time_ms",
+        "client_read_lag_median_ms", "client_read_lag_p99_ms", "client_read_lag_max_ms",
+        "client_merged_reads",
     };
     for (size_t i = 0; i < sizeof nums / sizeof *nums; i++)
         (void)h_num(j, nums[i]);
