@@ -36,6 +36,10 @@
  * ids and a count) lives on the device; the anchor position per slot is
  * mirrored on the host for eng.c's validation.
  *
+ * ASA_CUDA_TIMING=1 at create: CUDA events between the phases of every
+ * step; the GPU time of products, attention and the rest per step is
+ * logged (info) when the engine is destroyed.
+ *
  * Not batch invariant in general: cuBLAS may pick a different algorithm for
  * a different row count (products of <= GEMV_MAX_M rows are invariant).
  */
@@ -57,6 +61,10 @@
 #include "silu_mul_cuda.h"
 
 #define CU_LOGIT_ROWS 256
+#define CU_MAX_MARKS 1024 /* timing events per step (ASA_CUDA_TIMING) */
+
+/* GPU time categories of ASA_CUDA_TIMING */
+enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
 #define CU_WS_BYTES ((size_t)32 << 20)
 
 #define CU_TRY(call)                                                                  \
@@ -153,6 +161,15 @@ typedef struct cu_be {
     int *rows, *seq_tok0;      /* host [T], [max_seqs] */
     const int32_t *h_seq;      /* host view of the step's token -> sequence map */
     cu_meta mt;
+    /* ASA_CUDA_TIMING=1: events between phases, GPU time per category,
+     * summed separately for decode steps (one token per sequence) and
+     * others, logged at destroy */
+    bool timing;
+    cudaEvent_t *ev;           /* [CU_MAX_MARKS] */
+    int *ev_cat;               /* [CU_MAX_MARKS] category from this mark on */
+    int n_ev;
+    double t_gpu[2][CU_NT], t_wall[2];
+    long t_steps[2];
     cudaStream_t st;
     cublasHandle_t cb;
     void *ws;                  /* cuBLAS workspace */
@@ -227,6 +244,28 @@ static asa_err cu__rmsnorm(cu_be *c, const float *x, float *residual, const floa
     return rmsnorm_cuda(&rp, c->st);
 }
 
+/* ASA_CUDA_TIMING: GPU work from here on counts as category cat. */
+static void cu__mark(cu_be *c, int cat) {
+    if (!c->timing || c->n_ev >= CU_MAX_MARKS)
+        return;
+    if (cudaEventRecord(c->ev[c->n_ev], c->st) == cudaSuccess)
+        c->ev_cat[c->n_ev++] = cat;
+}
+
+/* After the step's last synchronisation: sums the marked intervals. */
+static void cu__mark_collect(cu_be *c, int kind, double wall) {
+    if (!c->timing)
+        return;
+    for (int i = 0; i + 1 < c->n_ev; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, c->ev[i], c->ev[i + 1]) == cudaSuccess)
+            c->t_gpu[kind][c->ev_cat[i]] += ms;
+    }
+    c->t_wall[kind] += wall;
+    c->t_steps[kind]++;
+    c->n_ev = 0;
+}
+
 /* ---- create / destroy ----------------------------------------------------------- */
 
 static void cuda_page_bytes(const eng_model *m, size_t out[KV_NCLASS]) {
@@ -244,6 +283,24 @@ static void cuda_destroy(void *p) {
         return;
     if (c->st)
         cudaStreamSynchronize(c->st);
+    if (c->timing) {
+        static const char *kind[2] = {"decode", "prefill/mixed"};
+        for (int k = 0; k < 2; k++)
+            if (c->t_steps[k])
+                ASA_LOGI("cuda",
+                         "timing, %s: %ld steps; per step: wall %.3f ms, GPU products %.3f ms, "
+                         "attention %.3f ms, other %.3f ms",
+                         kind[k], c->t_steps[k], c->t_wall[k] / c->t_steps[k] * 1e3,
+                         c->t_gpu[k][CU_T_PROJ] / c->t_steps[k],
+                         c->t_gpu[k][CU_T_ATTN] / c->t_steps[k],
+                         c->t_gpu[k][CU_T_OTHER] / c->t_steps[k]);
+    }
+    if (c->ev)
+        for (int i = 0; i < CU_MAX_MARKS; i++)
+            if (c->ev[i])
+                cudaEventDestroy(c->ev[i]);
+    free(c->ev);
+    free(c->ev_cat);
     if (c->layers)
         for (int l = 0; l < c->L; l++) {
             cu_layer *y = &c->layers[l];
@@ -465,6 +522,16 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->part_heads = 4L * c->n_sm * hpg_max;
     const char *pe = getenv("ASA_CUDA_PRECISE");
     c->precise = pe && pe[0] && strcmp(pe, "0") != 0;
+    const char *te = getenv("ASA_CUDA_TIMING");
+    if (te && te[0] && strcmp(te, "0") != 0) {
+        c->ev = calloc(CU_MAX_MARKS, sizeof *c->ev);
+        c->ev_cat = calloc(CU_MAX_MARKS, sizeof *c->ev_cat);
+        if (!c->ev || !c->ev_cat)
+            return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
+        for (int i = 0; i < CU_MAX_MARKS; i++)
+            CU_TRY(cudaEventCreate(&c->ev[i]));
+        c->timing = true;
+    }
     int n_anchor_max = T / (c->share > 0 ? c->share : 1) + c->max_seqs + 1;
     if (n_anchor_max > T)
         n_anchor_max = T;
@@ -719,8 +786,11 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int32_t *tab = global ? mt->gtab : mt->ltab, *toff = global ? mt->gtoff : mt->ltoff;
 
     /* attention input */
+    cu__mark(c, CU_T_OTHER);
     CU_OK(cu__rmsnorm(c, first ? c->x : c->tmp, first ? NULL : c->x, y->attn_norm, c->hn, T));
+    cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->hn, T, d, y->w_in, y->n_in, c->qa));
+    cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = mt->cosv,
                             .sinv = mt->sinv, .norm_w = y->kv_a_norm, .tok_pos = mt->pos,
@@ -781,12 +851,17 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     expand_params ep = {.T = T, .H = H, .dg = y->dg, .dv = c->dv, .u = c->u, .wuvT = y->wuvT,
                         .o = c->o, .ld_o = (int64_t)H * c->dv};
     CU_OK(cb_expand_cuda(&ep, c->st));
+    cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp));
+    cu__mark(c, CU_T_OTHER);
     CU_OK(cu__rmsnorm(c, c->tmp, c->x, y->mlp_norm, c->hn, T));
+    cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->hn, T, d, y->w_gu, 2 * F, c->gu));
+    cu__mark(c, CU_T_OTHER);
     silu_mul_params sm = {.rows = T, .F = F, .gu = c->gu, .gu_type = KC_F32, .ld_gu = 2 * F,
                           .out = c->act, .out_type = KC_F32, .ld_out = F};
     CU_OK(silu_mul_cuda(&sm, c->st));
+    cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->act, T, F, y->down, d, c->tmp));
     return ASA_OK;
 }
@@ -802,11 +877,15 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
     }
     if (b->n_seqs == 0)
         return ASA_OK;
+    const double t0 = asa_now();
     int T;
+    c->n_ev = 0;
+    cu__mark(c, CU_T_OTHER);
     CU_OK(cu__build_meta(c, b, &T));
     CU_OK(cb_embed_cuda(T, d, c->mt.tok, c->embed, c->x, c->st));
     for (int l = 0; l < c->L; l++)
         CU_OK(cu__layer(c, &c->layers[l], T, l == 0));
+    cu__mark(c, CU_T_OTHER);
     CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->x, c->L > 0 ? c->x : NULL, c->norm, c->hn, T));
     for (int i = 0; i < b->n_seqs; i++) {
         const eng_seq_step *s = &b->seqs[i];
@@ -819,7 +898,9 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
     for (int r0 = 0; r0 < nr; r0 += lr) {
         int n = nr - r0 < lr ? nr - r0 : lr;
         CU_OK(cb_gather_rows_cuda(n, d, c->mt.rows + r0, c->hn, d, c->hrows, c->st));
+        cu__mark(c, CU_T_PROJ);
         CU_OK(cu__gemm(c, c->hrows, n, d, c->lm_head, V, c->logits));
+        cu__mark(c, CU_T_OTHER);
         CU_TRY(cudaMemcpyAsync(c->h_logits, c->logits, (size_t)n * V * 4,
                                cudaMemcpyDeviceToHost, c->st));
         CU_TRY(cudaStreamSynchronize(c->st));
@@ -840,7 +921,9 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
                                  c->samp, &res[i]));
         }
     }
+    cu__mark(c, CU_T_OTHER);
     CU_TRY(cudaStreamSynchronize(c->st));
+    cu__mark_collect(c, T == b->n_seqs ? 0 : 1, asa_now() - t0);
     return ASA_OK;
 }
 

@@ -18,7 +18,9 @@
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
 #   5. bench_cuda_engine   asa-1.3b shape, random weights: prefill of 1k
-#      tokens, decode step at batch 1 and 8 with 1k context
+#      tokens, decode step at batch 1 and 8 with 1k context; again with
+#      ASA_CUDA_TIMING=1 (GPU time of products / attention / rest per step);
+#      then prefill of 8k and decode at 8k context
 # and prints a short table last.  Exit status: 0 when every check that ran
 # passed.
 set -u
@@ -87,15 +89,21 @@ else
     ROWS+=("$(printf '%-26s %-7s %s' memcheck_kernels SKIP "compute-sanitizer not found")")
 fi
 
-run bench_1.3b_ctx1k 150 "$T/bench_cuda_engine" 1024 20
+run bench_1.3b_ctx1k 120 "$T/bench_cuda_engine" 1024 20
+# the same with CUDA events between phases (GPU time per category, logged)
+export ASA_CUDA_TIMING=1
+run bench_1.3b_ctx1k_timed 120 "$T/bench_cuda_engine" 1024 20
+unset ASA_CUDA_TIMING
+run bench_1.3b_ctx8k 150 "$T/bench_cuda_engine" 8192 20
 
 {
     echo
     echo "== run_cuda_engine summary ($GPU) =="
     for r in "${ROWS[@]}"; do echo "$r"; done
-    if [ -f "$OUT/bench_1.3b_ctx1k.log" ]; then
-        echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
-        grep -E "^(bench_cuda_engine:|prefill|decode)" "$OUT/bench_1.3b_ctx1k.log"
-    fi
+    echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
+    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx8k; do
+        [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode)|timing, " "$OUT/$f.log" |
+            sed -e "s/^.*INFO  \[cuda\] /  /"
+    done
 } | tee -a "$LOG"
 exit $FAILED
