@@ -118,6 +118,7 @@ typedef struct bench_chunk {
     int done;            /* data: [DONE] */
     int token;           /* choices[0] carries text (text, delta.content,
                           * reasoning, tool calls): a token chunk */
+    int choice;          /* choices is a non-empty array (text or not) */
     int error;           /* an "error" object, or data that is not JSON */
     char *err;           /* heap text of the error (may be NULL), caller frees */
     int64_t usage_out;   /* usage.completion_tokens, -1 when absent */

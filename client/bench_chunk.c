@@ -35,6 +35,7 @@ int bench_chunk_parse_full(const char *data, size_t n, bench_chunk *out) {
     json_t *ch = json_object_get(doc, "choices");
     if (json_is_array(ch) && json_array_size(ch) > 0) {
         json_t *c0 = json_array_get(ch, 0);
+        out->choice = 1;
         int tok = nonempty_str(json_object_get(c0, "text"));
         json_t *d = json_object_get(c0, "delta");
         if (!tok && d)
@@ -109,6 +110,7 @@ int bench_chunk_parse(const char *data, size_t n, bench_chunk *out) {
         memset(out, 0, sizeof *out);
         out->usage_out = out->usage_in = -1;
         out->token = 1;
+        out->choice = 1;
         return ASA_OK;
     }
     return bench_chunk_parse_full(data, n, out);

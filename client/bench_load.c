@@ -58,6 +58,7 @@ struct conn {
     int got_bytes;     /* response bytes seen for the current request */
     int first, done, err_event, non_stream;
     uint64_t start_ns, last_ns;
+    uint64_t any_first_ns, any_last_ns; /* chunks with choices but no text */
     int64_t chunks, usage_out, usage_in;
     char *body; /* error / non-streaming body, capped */
     size_t body_len, body_cap;
@@ -216,6 +217,14 @@ static void finish_request(conn *k, const char *cut) {
     uint64_t t = L->cur_ns ? L->cur_ns : now_ns();
     if (k->non_stream && k->http.status == 200 && !cut)
         parse_whole_body(k, t);
+    if (!k->first && k->any_first_ns && k->done) {
+        /* A complete stream whose chunks all had empty text (a server holding
+         * back partial characters, say): time it by those chunks, as vLLM
+         * does, rather than failing a request the server served. */
+        k->first = 1;
+        result_of(L, k)->ttft = sec(k->any_first_ns - k->start_ns);
+        k->last_ns = k->any_last_ns;
+    }
 
     r->start = sec(k->start_ns - L->t0_ns);
     if (k->start_ns < L->t0_ns) /* warmup requests */
@@ -280,6 +289,11 @@ static void on_event(void *ctx, const char *data, size_t n) {
             free(ev.err);
         }
         return;
+    }
+    if (ev.choice && !ev.token) { /* e.g. text held back mid-character */
+        if (!k->any_first_ns)
+            k->any_first_ns = k->L->cur_ns;
+        k->any_last_ns = k->L->cur_ns;
     }
     if (ev.token) {
         load *L = k->L;
@@ -625,6 +639,7 @@ static void conn_assign(conn *k, int64_t rid, int warm) {
     k->warm = warm;
     k->uses++;
     k->got_bytes = k->first = k->done = k->err_event = k->non_stream = 0;
+    k->any_first_ns = k->any_last_ns = 0;
     k->chunks = 0;
     k->usage_out = k->usage_in = -1;
     k->body_len = 0;

@@ -29,6 +29,8 @@
  *   --queue-ms X         every request adds X ms of queue time to /metrics
  *   --no-tokenize        /tokenize answers 404
  *   --no-usage           no usage chunk at the end of a stream
+ *   --empty-text         every token chunk has empty text (as a server holding
+ *                        back partial characters); usage still counts them
  *   --close-idle         close every connection once its response is sent,
  *                        without saying so (as a server whose keep-alive
  *                        timeout expired): clients must retry on a new one
@@ -88,7 +90,7 @@ static struct {
     int64_t preempt_every;
     double queue_ms;
     const char *prefix;
-    int no_tokenize, no_usage, close_idle;
+    int no_tokenize, no_usage, close_idle, empty_text;
 
     int64_t n_gen;        /* generation requests seen */
     int64_t preemptions;
@@ -690,19 +692,20 @@ static void on_accept(uv_poll_t *h, int status, int events) {
 
 static void build_chunks(void) {
     const char *ct = "{\"id\":\"s\",\"object\":\"text_completion\",\"created\":0,\"model\":"
-                     "\"scripted\",\"choices\":[{\"index\":0,\"text\":\" tok\",\"logprobs\":"
+                     "\"scripted\",\"choices\":[{\"index\":0,\"text\":\"%s\",\"logprobs\":"
                      "null,\"finish_reason\":%s}]}";
     const char *ch = "{\"id\":\"s\",\"object\":\"chat.completion.chunk\",\"created\":0,"
                      "\"model\":\"scripted\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
-                     "\" tok\"},\"finish_reason\":%s}]}";
+                     "\"%s\"},\"finish_reason\":%s}]}";
+    const char *text = S.empty_text ? "" : " tok";
     char b[512];
-    snprintf(b, sizeof b, ct, "null");
+    snprintf(b, sizeof b, ct, text, "null");
     S.cmpl_tok = frame(b, &S.cmpl_tok_len);
-    snprintf(b, sizeof b, ct, "\"length\"");
+    snprintf(b, sizeof b, ct, text, "\"length\"");
     S.cmpl_last = frame(b, &S.cmpl_last_len);
-    snprintf(b, sizeof b, ch, "null");
+    snprintf(b, sizeof b, ch, text, "null");
     S.chat_tok = frame(b, &S.chat_tok_len);
-    snprintf(b, sizeof b, ch, "\"length\"");
+    snprintf(b, sizeof b, ch, text, "\"length\"");
     S.chat_last = frame(b, &S.chat_last_len);
 }
 
@@ -746,6 +749,8 @@ int main(int argc, char **argv) {
             S.no_usage = 1;
         else if (strcmp(a, "--close-idle") == 0)
             S.close_idle = 1;
+        else if (strcmp(a, "--empty-text") == 0)
+            S.empty_text = 1;
         else if (strcmp(a, "--realtime") == 0)
             realtime = 1;
         else {

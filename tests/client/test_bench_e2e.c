@@ -413,6 +413,28 @@ static void test_stale_keepalive(void **state) {
     free(err);
 }
 
+/* Streams whose chunks all carry empty text still count, timed by those
+ * chunks; output tokens come from usage. */
+static void test_empty_text(void **state) {
+    (void)state;
+    h_server s = start((const char *const[]){"--ttft-ms", "15", "--itl-ms", "2", "--empty-text",
+                                             NULL});
+    char *out = NULL, *err = NULL;
+    const char *rj = h_tmp("empty.json", 1);
+    int rc = RUN(s.port, "--num-prompts", "4", "--input-len", "4", "--output-len", "6",
+                 "--result-json", rj);
+    h_server_stop(&s);
+    assert_int_equal(rc, 0);
+    json_t *j = h_load_json(rj);
+    assert_true(h_num(j, "completed") == 4);
+    assert_true(h_num(j, "total_output_tokens") == 24);
+    assert_true(h_num(j, "median_ttft_ms") >= 14.0);
+    assert_true(h_num(j, "median_e2el_ms") >= 24.0);
+    json_decref(j);
+    free(out);
+    free(err);
+}
+
 static void test_unreachable(void **state) {
     (void)state;
     /* Start and stop a server to get a port nobody listens on. */
@@ -450,6 +472,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_duration),
         cmocka_unit_test(test_goodput_slo),
         cmocka_unit_test(test_stale_keepalive),
+        cmocka_unit_test(test_empty_text),
         cmocka_unit_test(test_unreachable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

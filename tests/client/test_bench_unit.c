@@ -252,6 +252,9 @@ static void test_chunks(void **state) {
         assert_int_equal(a.usage_out, cases[i].out);
         assert_int_equal(a.usage_in, cases[i].in);
         assert_int_equal(a.token, b.token);
+        assert_int_equal(a.choice, b.choice);
+        if (a.token)
+            assert_true(a.choice);
         assert_int_equal(a.error, b.error);
         assert_int_equal(a.done, strcmp(d, "[DONE]") == 0);
         if (a.error)
