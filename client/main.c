@@ -410,6 +410,20 @@ int main(int argc, char **argv) {
         printf("Maximum request concurrency: None\n");
     fflush(stdout);
 
+    /* One socket per request in flight: say so when the open-file limit
+     * (raised to its hard limit) cannot hold them all. */
+    size_t fds = bench_raise_fd_limit();
+    int64_t want = c.max_concurrency > 0 ? c.max_concurrency
+                                         : (isinf(c.request_rate) && !(c.duration_s > 0)
+                                                ? c.num_prompts
+                                                : 0);
+    if (want > 0 && (size_t)want + 64 > fds)
+        fprintf(stderr,
+                "asa-bench: warning: the open-file limit (%zu) allows about %zu connections, "
+                "fewer than the %lld requests that could be in flight; the others wait for a "
+                "free connection (raise the hard limit: ulimit -Hn)\n",
+                fds, fds > 96 ? fds - 64 : 32, (long long)want);
+
     bench_prom before, after;
     memset(&before, 0, sizeof before);
     scrape_ctx sc = {&c, &before};
