@@ -37,7 +37,15 @@
  *      rows is printed);
  *   4. the sequence in a batch with three others (different chunk sizes):
  *      its rows within 2e-2 of the CPU engine's;
- *   5. default mode: one-shot and chunk-16 prefill within DEF_TOL.
+ *   5. default mode: one-shot and chunk-16 prefill within DEF_TOL;
+ *   6. block choice: prefilled in chunks of selection_share (each starts at
+ *      an anchor), the slot's stored sets of every global layer and latent
+ *      group equal the CPU engine's wherever the reference's relative top-n
+ *      gap is at least AMB_GAP in the first global layer (LATER_GAP in later
+ *      ones, whose inputs carry the earlier layers' near-tie choices), or
+ *      nothing could be swapped.  Only for checkpoints with bf16 matrices:
+ *      rounding f32 matrices moves the scores by more than the reference's
+ *      gaps tell.
  * Prints one summary line.  Exits 77 without a CUDA device or fixtures.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -57,6 +65,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backend.h" /* eng__seq_sets / eng__seq_anchor (for tests) */
 #include "eng.h"
 #include "eng_test_util.h"
 #include "model.h"
@@ -66,12 +75,13 @@
 #define AMB_GAP 3e-2
 #define DEF_TOL 1e-1
 #define SHORT_WINDOW 64
+#define LATER_GAP 1e-1
 static char *fix_dirs[MAX_FIX];
 static int n_fix;
 
 /* summary over all fixtures */
 static double w_prefill, w_decode, w_chunk, w_chunk_self, w_batch, w_default, w_f32;
-static int n_checked, n_steps, n_disagree;
+static int n_checked, n_steps, n_disagree, n_sets, n_sets_skipped;
 
 static double rel_l2(const float *a, const float *b, int V) {
     double num = 0, den = 0;
@@ -198,6 +208,67 @@ static void free_copy(mcopy *c) {
         free(c->bufs[i]);
     free(c->m.layers);
     free(c);
+}
+
+/* Check 6 (see above): e (CUDA) against ec (CPU, same bf16 matrices), both
+ * prefilled in chunks of selection_share. */
+static void check_selection(eng *e, eng *ec, const char *dir, const eng_model *m,
+                            const int32_t *seq, int P) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/selection.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j)
+        return;
+    const eng_config *cfg = &m->cfg;
+    const int sh = cfg->global.selection_share;
+    json_t *layers = json_object_get(j, "layers");
+    int32_t got[256], want[256];
+    assert_true(cfg->global.top_n <= 256);
+    etu_seq q, qc;
+    etu_seq_open(e, &q);
+    etu_seq_open(ec, &qc);
+    int checked = 0, skipped = 0;
+    for (int a = 0; a < P; a += sh) {
+        int len = a + sh <= P ? sh : P - a;
+        etu_prefill(e, &q, seq + a, len, len, NULL);
+        etu_prefill(ec, &qc, seq + a, len, len, NULL);
+        assert_int_equal(eng__seq_anchor(e, q.slot), a);
+        size_t li;
+        json_t *L;
+        json_array_foreach(layers, li, L) {
+            int layer = (int)json_integer_value(json_object_get(L, "layer"));
+            assert_true(layer >= 0 && layer < cfg->num_hidden_layers);
+            int ti = m->layers[layer].type_index;
+            double min_gap = ti == 0 ? AMB_GAP : LATER_GAP;
+            size_t ai = (size_t)(a / sh);
+            if (json_integer_value(json_array_get(json_object_get(L, "anchors"), ai)) != a)
+                continue;
+            json_t *gaps = json_array_get(json_object_get(L, "rel_gaps"), ai);
+            for (int g = 0; g < cfg->global.attn.latent_heads; g++) {
+                json_t *gap = json_array_get(gaps, (size_t)g);
+                if (json_is_number(gap) && !(json_number_value(gap) >= min_gap)) {
+                    skipped++;
+                    continue;
+                }
+                int cnt = eng__seq_sets(e, q.slot, ti, g, got);
+                bool same = cnt >= 0 && cnt == eng__seq_sets(ec, qc.slot, ti, g, want);
+                for (int k = 0; same && k < cnt; k++)
+                    same = got[k] == want[k];
+                if (!same)
+                    fail_msg("%s: layer %d group %d anchor %d: block set differs from the CPU "
+                             "engine's", dir, layer, g, a);
+                checked++;
+            }
+        }
+    }
+    etu_seq_close(e, &q);
+    etu_seq_close(ec, &qc);
+    json_decref(j);
+    print_message("%s: %d block sets equal to the CPU engine's, %d near-ties skipped\n", dir,
+                  checked, skipped);
+    n_sets += checked;
+    n_sets_skipped += skipped;
 }
 
 static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int T,
@@ -422,6 +493,11 @@ static void test_fixture(void **st) {
         free(tok[i]);
         free(out[i]);
     }
+    if (m->cfg.n_global_layers > 0 && mr->nbufs == 0)
+        check_selection(eg, ec, dir, m, seq, P);
+    else if (m->cfg.n_global_layers > 0)
+        print_message("%s: block sets not compared (f32 matrices: the reference's gaps are "
+                      "not the bf16 model's)\n", dir);
     eng_destroy(eg);
 
     /* 5. default mode */
@@ -499,9 +575,11 @@ int main(void) {
     printf("test_cuda_engine: %s: %d fixtures; worst relative L2 vs CPU (precise mode): "
            "prefill %.3g, decode %.3g, chunked %.3g (vs one-shot %.3g), batched %.3g; default "
            "mode %.3g; vs f32 checkpoint weights %.3g; greedy identity checked at %d of %d "
-           "steps, %d disagreements; %d ambiguous positions (worst %.3g)\n",
+           "steps, %d disagreements; %d ambiguous positions (worst %.3g); %d block sets equal "
+           "to the CPU engine's (%d near-ties skipped)\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
-           w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb);
+           w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
+           n_sets_skipped);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;
