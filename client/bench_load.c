@@ -26,6 +26,7 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <math.h>
@@ -112,6 +113,8 @@ struct load {
 
     uv_timer_t sched_timer, progress_timer, watchdog, duration_timer;
     uv_prepare_t prep;
+    uv_signal_t sigint;
+    int interrupts;
 
     uint64_t cur_ns;      /* receive stamp of the bytes being handled; 0 outside */
     uint64_t batch_ns;    /* poll-round stamp (when the kernel gives none) */
@@ -882,6 +885,7 @@ static void stop_all(load *L) {
     uv_timer_stop(&L->watchdog);
     uv_timer_stop(&L->duration_timer);
     uv_prepare_stop(&L->prep);
+    uv_signal_stop(&L->sigint);
     for (conn *k = L->all; k;) {
         conn *n = k->next_all;
         conn_close(k);
@@ -918,6 +922,42 @@ static void check_end(load *L) {
     default:
         return;
     }
+}
+
+/* Ctrl-C: the first stops sending and lets the requests in flight finish
+ * (the report covers what was sent); the second fails them as interrupted.
+ * Before the measured run starts, it gives up at once. */
+static void on_sigint(uv_signal_t *h, int signum) {
+    load *L = h->data;
+    (void)signum;
+    L->interrupts++;
+    if (L->phase < 2) {
+        L->rc = ASA_ECANCELLED;
+        if (!L->fatal)
+            L->fatal = dup_printf("interrupted before the run started");
+        stop_all(L);
+        return;
+    }
+    if (L->interrupts == 1) {
+        fprintf(stderr, "\nasa-bench: interrupted: sending no more; waiting for the %lld "
+                        "requests in flight (Ctrl-C again to abort them)\n",
+                (long long)L->inflight);
+        duration_over(L);
+        check_end(L);
+        return;
+    }
+    uint64_t now = now_ns();
+    for (conn *k = L->all; k;) {
+        conn *n = k->next_all;
+        if (k->rid >= 0) {
+            L->cur_ns = now;
+            finish_request(k, "interrupted");
+            L->cur_ns = 0;
+            conn_close(k);
+        }
+        k = n;
+    }
+    check_end(L);
 }
 
 /* ---- progress and watchdog ---------------------------------------------- */
@@ -1074,6 +1114,10 @@ int bench_load_run(const bench_config *c, const bench_prompts *ps,
     L->sched_timer.data = L->progress_timer.data = L->watchdog.data = L;
     L->duration_timer.data = L->prep.data = L;
     uv_prepare_start(&L->prep, on_prepare);
+    uv_signal_init(&L->loop, &L->sigint);
+    L->sigint.data = L;
+    uv_signal_start(&L->sigint, on_sigint, SIGINT);
+    uv_unref((uv_handle_t *)&L->sigint);
 
     L->progress_tty = isatty(2);
     L->progress_on = c->progress > 0 || (c->progress < 0 && L->progress_tty);
