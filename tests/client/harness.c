@@ -23,6 +23,7 @@
 
 const char *h_bench_bin;
 const char *h_server_bin;
+double h_interrupt_after;
 static char tmpdir[256];
 
 static double now_s(void) {
@@ -165,9 +166,15 @@ int h_bench_run(int port, const char *const *args, double timeout_s, char **out,
         execv(h_bench_bin, (char *const *)argv);
         _exit(127);
     }
-    double deadline = now_s() + timeout_s;
+    double started = now_s(), deadline = started + timeout_s;
+    double interrupt_at = h_interrupt_after > 0 ? started + h_interrupt_after : 0;
+    h_interrupt_after = 0;
     int status = 0;
     for (;;) {
+        if (interrupt_at > 0 && now_s() >= interrupt_at) {
+            kill(pid, SIGINT);
+            interrupt_at = 0;
+        }
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid)
             break;

@@ -31,6 +31,10 @@ void h_server_stop(h_server *s);
 int h_bench_run(int port, const char *const *args, double timeout_s, char **out,
                 char **err);
 
+/* When > 0, the next h_bench_run sends asa-bench SIGINT this many seconds
+ * after starting it (reset to 0 by the run). */
+extern double h_interrupt_after;
+
 /* A path in the test's temporary directory (static buffer per call slot 0..3). */
 const char *h_tmp(const char *name, int slot);
 

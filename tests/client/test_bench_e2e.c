@@ -435,6 +435,29 @@ static void test_empty_text(void **state) {
     free(err);
 }
 
+/* Ctrl-C: sending stops, the requests in flight finish, the report covers
+ * what was sent. */
+static void test_interrupt(void **state) {
+    (void)state;
+    h_server s = start((const char *const[]){"--ttft-ms", "50", "--itl-ms", "20", NULL});
+    char *out = NULL, *err = NULL;
+    const char *rj = h_tmp("int.json", 1);
+    h_interrupt_after = 1.0;
+    int rc = RUN(s.port, "--num-prompts", "400", "--max-concurrency", "20", "--input-len", "4",
+                 "--output-len", "30", "--result-json", rj);
+    h_server_stop(&s);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(err, "interrupted: sending no more"));
+    json_t *j = h_load_json(rj);
+    double done = h_num(j, "completed");
+    assert_true(done >= 20 && done < 400);
+    assert_true(h_num(j, "failed") == 0);
+    assert_int_equal(json_array_size(json_object_get(j, "ttfts")), (size_t)done);
+    json_decref(j);
+    free(out);
+    free(err);
+}
+
 static void test_unreachable(void **state) {
     (void)state;
     /* Start and stop a server to get a port nobody listens on. */
@@ -473,6 +496,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_goodput_slo),
         cmocka_unit_test(test_stale_keepalive),
         cmocka_unit_test(test_empty_text),
+        cmocka_unit_test(test_interrupt),
         cmocka_unit_test(test_unreachable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
