@@ -469,7 +469,9 @@ static void conn_bytes(conn *k, const char *p, size_t n) {
     if (rc != ASA_OK) {
         fail_current(k, "malformed HTTP response");
     } else if (k->http.state == BENCH_HTTP_DONE) {
-        int reuse = k->http.keep_alive && used == n;
+        /* An answer that came before the whole request went out (an early
+         * 413, say) leaves the connection mid-request: do not reuse it. */
+        int reuse = k->http.keep_alive && used == n && k->wpend_len == 0;
         finish_request(k, NULL);
         if (reuse && L->phase != 3)
             conn_make_idle(k);
