@@ -40,8 +40,15 @@
  * step; the GPU time of products, attention and the rest per step is
  * logged (info) when the engine is destroyed.
  *
- * Not batch invariant in general: cuBLAS may pick a different algorithm for
- * a different row count (products of <= GEMV_MAX_M rows are invariant).
+ * Batch invariance.  Default mode: not invariant (cuBLAS picks algorithms
+ * by row count, attention splits keys by grid size).  With
+ * opt.batch_invariant every product runs through the GEMV kernel in blocks
+ * of GEMV_MAX_M rows (a row's sums never depend on other rows; prefill then
+ * reads the weights once per 16 rows instead of once) and attention splits
+ * keys at fixed boundaries of CU_INV_SPLIT keys, so a sequence's logits are
+ * bitwise the same whatever the batch and however the prompt is chunked
+ * (products whose K is not a multiple of 8 fall back to cuBLAS and lose
+ * this).
  */
 #include "backend.h"
 #include "sample.h"
@@ -61,6 +68,7 @@
 #include "silu_mul_cuda.h"
 
 #define CU_LOGIT_ROWS 256
+#define CU_INV_SPLIT (4 * ATTN_KT) /* keys per split in batch-invariant mode */
 #define CU_MAX_MARKS 1024 /* timing events per step (ASA_CUDA_TIMING) */
 
 /* GPU time categories of ASA_CUDA_TIMING */
@@ -147,6 +155,7 @@ typedef struct cu_be {
     float *act;                /* [T, F] silu(gate) * up */
     uint16_t *xhi, *xlo;       /* [T, max(d, H*dv, F)] bf16 parts of a product's input */
     bool precise;              /* ASA_CUDA_PRECISE: products read hi + lo */
+    bool invariant;            /* opt.batch_invariant (see the top comment) */
     int32_t *tsel, *tsel_cnt;  /* [T][Gg][top_n], [T][Gg] */
     float *scores;             /* [T][Gg][nb_max] selection scores at anchors */
     float *part;               /* split-key attention partials */
@@ -218,6 +227,22 @@ static asa_err cu__put_f32(const eng_tensor *t, size_t n, float **dev, float *st
  * product on the rounding residue (x ~ hi + lo, ~16 significant bits). */
 static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *W, int N,
                         float *y) {
+    if (c->invariant && M > GEMV_MAX_M) {
+        /* row blocks through the GEMV kernel: a row's result never depends
+         * on the other rows (gemv_cuda.h), at the price of reading W once
+         * per GEMV_MAX_M rows */
+        gemv_params gp = {.M = GEMV_MAX_M, .N = N, .K = K, .x = x, .x_type = KC_F32, .ldx = K,
+                          .w = W, .ldw = K, .y_f32 = y, .y_bf16 = NULL, .ldy = N};
+        if (gemv_params_check(&gp) == ASA_OK) {
+            for (int m0 = 0; m0 < M; m0 += GEMV_MAX_M) {
+                gp.M = M - m0 < GEMV_MAX_M ? M - m0 : GEMV_MAX_M;
+                gp.x = x + (size_t)m0 * K;
+                gp.y_f32 = y + (size_t)m0 * N;
+                CU_OK(gemv_bf16_cuda(&gp, c->st));
+            }
+            return ASA_OK;
+        }
+    }
     if (M <= GEMV_MAX_M) {
         gemv_params gp = {.M = M, .N = N, .K = K, .x = x, .x_type = KC_F32, .ldx = K,
                           .w = W, .ldw = K, .y_f32 = y, .y_bf16 = NULL, .ldy = N};
@@ -522,6 +547,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->part_heads = 4L * c->n_sm * hpg_max;
     const char *pe = getenv("ASA_CUDA_PRECISE");
     c->precise = pe && pe[0] && strcmp(pe, "0") != 0;
+    c->invariant = e->opt.batch_invariant;
     const char *te = getenv("ASA_CUDA_TIMING");
     if (te && te[0] && strcmp(te, "0") != 0) {
         c->ev = calloc(CU_MAX_MARKS, sizeof *c->ev);
@@ -761,6 +787,17 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
     at->n_split = 1;
     at->split_keys = 0;
     at->part = NULL;
+    if (c->invariant) {
+        /* fixed split boundaries: a token's sums depend on its keys only
+         * (an unsplit token and a one-split merge give the same bits) */
+        const int ns = (maxkeys + CU_INV_SPLIT - 1) / CU_INV_SPLIT;
+        if (ns > 1 && (long)T * c->H * ns <= c->part_heads) {
+            at->n_split = ns;
+            at->split_keys = CU_INV_SPLIT;
+            at->part = c->part;
+        }
+        return;
+    }
     if (blocks >= c->n_sm || maxkeys <= ATTN_KT)
         return;
     const int tiles = (maxkeys + ATTN_KT - 1) / ATTN_KT;

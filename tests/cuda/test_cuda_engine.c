@@ -46,6 +46,9 @@
  *      nothing could be swapped.  Only for checkpoints with bf16 matrices:
  *      rounding f32 matrices moves the scores by more than the reference's
  *      gaps tell.
+ *   7. batch-invariant mode (opt.batch_invariant): rows within DEF_TOL of
+ *      the CPU engine's, and bitwise equal one-shot / chunks of 16 and 37
+ *      (and 1 for short fixtures) / in a batch of four / decode steps;
  * Prints one summary line.  Exits 77 without a CUDA device or fixtures.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -81,7 +84,7 @@ static int n_fix;
 
 /* summary over all fixtures */
 static double w_prefill, w_decode, w_chunk, w_chunk_self, w_batch, w_default, w_f32;
-static int n_checked, n_steps, n_disagree, n_sets, n_sets_skipped;
+static int n_checked, n_steps, n_disagree, n_sets, n_sets_skipped, n_inv;
 
 static double rel_l2(const float *a, const float *b, int V) {
     double num = 0, den = 0;
@@ -271,10 +274,67 @@ static void check_selection(eng *e, eng *ec, const char *dir, const eng_model *m
     n_sets_skipped += skipped;
 }
 
+/* The sequence (P tokens, chunks of 16) in a batch with three others of
+ * other lengths and chunk sizes; its logits rows go to out0 [P, V]. */
+static void batch4(eng *e, const int32_t *seq, int P, int V, float *out0) {
+    int lens[4] = {P, P / 3 + 1, P / 2 + 5 < P ? P / 2 + 5 : P, P - 7 > 0 ? P - 7 : 1};
+    int ch[4] = {16, 5, 37, 11};
+    int32_t *tok[4];
+    float *out[4];
+    etu_seq q4[4];
+    for (int i = 0; i < 4; i++) {
+        tok[i] = malloc((size_t)lens[i] * sizeof(int32_t));
+        if (i == 0)
+            memcpy(tok[i], seq, (size_t)P * sizeof(int32_t));
+        else
+            etu_tokens(tok[i], lens[i], V, 31u * (uint32_t)i);
+        out[i] = malloc((size_t)lens[i] * V * sizeof(float));
+        etu_seq_open(e, &q4[i]);
+    }
+    for (;;) {
+        eng_seq_step q[4];
+        eng_seq_result r[4];
+        kv_copy cp[16];
+        int ncp = 0, nq = 0, cnt[4] = {0}, budget = P;
+        for (int i = 0; i < 4; i++) {
+            int left = lens[i] - q4[i].pos, cc = left < ch[i] ? left : ch[i];
+            if (cc > budget)
+                cc = budget;
+            if (cc <= 0)
+                continue;
+            budget -= cc;
+            cnt[i] = cc;
+            assert_int_equal(kv_seq_alloc(eng_kv_pool(e), q4[i].kv, cc, cp, 16, &ncp), ASA_OK);
+            q[nq++] = (eng_seq_step){.slot = q4[i].slot, .tokens = tok[i] + q4[i].pos,
+                                     .n_tokens = cc, .pos0 = q4[i].pos, .kv = q4[i].kv,
+                                     .logits_out = out[i] + (size_t)q4[i].pos * V,
+                                     .all_logits = true};
+        }
+        if (nq == 0)
+            break;
+        eng_batch b = {.n_seqs = nq, .seqs = q, .copies = cp, .n_copies = ncp};
+        assert_int_equal(eng_step(e, &b, r), ASA_OK);
+        for (int i = 0; i < 4; i++)
+            if (cnt[i]) {
+                kv_seq_commit(eng_kv_pool(e), q4[i].kv, cnt[i]);
+                q4[i].pos += cnt[i];
+            }
+    }
+    memcpy(out0, out[0], (size_t)P * V * sizeof(float));
+    for (int i = 0; i < 4; i++) {
+        etu_seq_close(e, &q4[i]);
+        free(tok[i]);
+        free(out[i]);
+    }
+}
+
+static bool invariant_engines;
+
 static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int T,
                       int max_len) {
     eng_options o;
     eng_options_default(&o);
+    o.batch_invariant = invariant_engines;
     o.backend = be;
     o.max_seqs = max_seqs;
     o.max_batch_tokens = T;
@@ -439,60 +499,14 @@ static void test_fixture(void **st) {
     }
 
     /* 4. batch of four */
-    int lens[4] = {P, P / 3 + 1, P / 2 + 5 < P ? P / 2 + 5 : P, P - 7 > 0 ? P - 7 : 1};
-    int ch[4] = {16, 5, 37, 11};
-    int32_t *tok[4];
-    float *out[4];
-    etu_seq q4[4];
-    for (int i = 0; i < 4; i++) {
-        tok[i] = malloc((size_t)lens[i] * sizeof(int32_t));
-        if (i == 0)
-            memcpy(tok[i], seq, (size_t)P * sizeof(int32_t));
-        else
-            etu_tokens(tok[i], lens[i], V, 31u * (uint32_t)i);
-        out[i] = malloc((size_t)lens[i] * V * sizeof(float));
-        etu_seq_open(eg, &q4[i]);
-    }
-    for (;;) {
-        eng_seq_step q[4];
-        eng_seq_result r[4];
-        kv_copy cp[16];
-        int ncp = 0, nq = 0, cnt[4] = {0}, budget = P;
-        for (int i = 0; i < 4; i++) {
-            int left = lens[i] - q4[i].pos, cc = left < ch[i] ? left : ch[i];
-            if (cc > budget)
-                cc = budget;
-            if (cc <= 0)
-                continue;
-            budget -= cc;
-            cnt[i] = cc;
-            assert_int_equal(kv_seq_alloc(eng_kv_pool(eg), q4[i].kv, cc, cp, 16, &ncp), ASA_OK);
-            q[nq++] = (eng_seq_step){.slot = q4[i].slot, .tokens = tok[i] + q4[i].pos,
-                                     .n_tokens = cc, .pos0 = q4[i].pos, .kv = q4[i].kv,
-                                     .logits_out = out[i] + (size_t)q4[i].pos * V,
-                                     .all_logits = true};
-        }
-        if (nq == 0)
-            break;
-        eng_batch b = {.n_seqs = nq, .seqs = q, .copies = cp, .n_copies = ncp};
-        assert_int_equal(eng_step(eg, &b, r), ASA_OK);
-        for (int i = 0; i < 4; i++)
-            if (cnt[i]) {
-                kv_seq_commit(eng_kv_pool(eg), q4[i].kv, cnt[i]);
-                q4[i].pos += cnt[i];
-            }
-    }
-    double wb = worst_rows(out[0], cpu, P, V, &at);
+    float *out0 = malloc(bytes);
+    batch4(eg, seq, P, V, out0);
+    double wb = worst_rows(out0, cpu, P, V, &at);
     print_message("%s: in a batch of four: worst vs CPU %.3g (position %d)\n", dir, wb, at);
     if (!(wb < TOL))
         fail_msg("%s: batched error %g at position %d", dir, wb, at);
     w_batch = fmax(w_batch, wb);
     assert_int_equal(kv_pool_check(eng_kv_pool(eg)), ASA_OK);
-    for (int i = 0; i < 4; i++) {
-        etu_seq_close(eg, &q4[i]);
-        free(tok[i]);
-        free(out[i]);
-    }
     if (m->cfg.n_global_layers > 0 && mr->nbufs == 0)
         check_selection(eg, ec, dir, m, seq, P);
     else if (m->cfg.n_global_layers > 0)
@@ -515,11 +529,48 @@ static void test_fixture(void **st) {
         w_default = fmax(w_default, w);
     }
     eng_destroy(ed);
+
+    /* 7. batch-invariant mode: bitwise equal rows one-shot / chunked /
+     * batched / decode */
+    invariant_engines = true;
+    eng *ei = mk_engine(m, ENG_BACKEND_CUDA, 4, P, max_len);
+    invariant_engines = false;
+    etu_seq_open(ei, &s);
+    etu_prefill(ei, &s, seq, P, P, gpu);
+    etu_seq_close(ei, &s);
+    double wi = worst_rows(gpu, cpu, P, V, &at);
+    print_message("%s: batch-invariant mode: worst vs CPU %.3g (position %d)\n", dir, wi, at);
+    if (!(wi < DEF_TOL))
+        fail_msg("%s: batch-invariant mode error %g at position %d", dir, wi, at);
+    const int ich[3] = {1, 16, 37};
+    for (int i = 0; i < 3; i++) {
+        if (ich[i] == 1 && P > 128)
+            continue; /* one token per step: slow, and decode is covered below */
+        etu_seq_open(ei, &s);
+        etu_prefill(ei, &s, seq, P, ich[i], lg);
+        etu_seq_close(ei, &s);
+        if (memcmp(lg, gpu, bytes))
+            fail_msg("%s: batch-invariant mode: chunks of %d differ from one-shot", dir, ich[i]);
+    }
+    batch4(ei, seq, P, V, lg);
+    if (memcmp(lg, gpu, bytes))
+        fail_msg("%s: batch-invariant mode: batch of four differs from alone", dir);
+    etu_seq_open(ei, &s);
+    etu_prefill(ei, &s, seq, np, np, NULL);
+    for (int k = 0; k < n_gen; k++) {
+        step1(ei, &s, &seq[np + k], 1, false, rowg);
+        if (k + 1 < n_gen && memcmp(rowg, gpu + (size_t)(np + k) * V, (size_t)V * 4))
+            fail_msg("%s: batch-invariant mode: decode step %d differs from prefill", dir, k);
+    }
+    etu_seq_close(ei, &s);
+    eng_destroy(ei);
+    n_inv++;
     eng_destroy(ec);
     free_copy(mr);
     eng_model_destroy(m);
     free(rowc);
     free(rowg);
+    free(out0);
     free(amb);
     amb = NULL;
     free(seq);
@@ -576,10 +627,10 @@ int main(void) {
            "prefill %.3g, decode %.3g, chunked %.3g (vs one-shot %.3g), batched %.3g; default "
            "mode %.3g; vs f32 checkpoint weights %.3g; greedy identity checked at %d of %d "
            "steps, %d disagreements; %d ambiguous positions (worst %.3g); %d block sets equal "
-           "to the CPU engine's (%d near-ties skipped)\n",
+           "to the CPU engine's (%d near-ties skipped); batch-invariant mode bitwise on %d\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
-           n_sets_skipped);
+           n_sets_skipped, n_inv);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;
