@@ -406,22 +406,6 @@ static void update_snapshot(eng_loop *l) {
     pthread_mutex_unlock(&l->mu);
 }
 
-static void fail_all(eng_loop *l) {
-    /* Abort everything live as an engine error.  Request ids are dense
-     * (1, 2, ...), so walking them finds every live request. */
-    uint64_t last;
-    pthread_mutex_lock(&l->mu);
-    last = l->next_id;
-    pthread_mutex_unlock(&l->mu);
-    for (uint64_t id = 1; id < last; id++) {
-        sched_req *r = sched_find(l->s, id);
-        if (r && sched_req_status(r) != SCHED_FINISHED) {
-            ((loop_req *)sched_req_user(r))->cancelled = true;
-            sched_abort(l->s, id, SCHED_FINISH_ERROR);
-        }
-    }
-}
-
 static int run_step(eng_loop *l) {
     const sched_batch *b = NULL;
     asa_err err = sched_step(l->s, &b);
@@ -473,7 +457,7 @@ static int run_step(eng_loop *l) {
         l->alive = false;
         pthread_mutex_unlock(&l->mu);
         sched_update(l->s, NULL, 0);
-        fail_all(l);
+        sched_abort_all(l->s, SCHED_FINISH_ERROR);
         return -1;
     }
     int n = b->n_items;
@@ -530,17 +514,7 @@ static void *thread_main(void *arg) {
         }
     }
     /* Shutting down: abort what is left and report it. */
-    uint64_t last;
-    pthread_mutex_lock(&l->mu);
-    last = l->next_id;
-    pthread_mutex_unlock(&l->mu);
-    for (uint64_t id = 1; id < last; id++) {
-        sched_req *r = sched_find(l->s, id);
-        if (r && sched_req_status(r) != SCHED_FINISHED) {
-            ((loop_req *)sched_req_user(r))->cancelled = true;
-            sched_abort(l->s, id, SCHED_FINISH_ABORT);
-        }
-    }
+    sched_abort_all(l->s, SCHED_FINISH_ABORT);
     report_finished(l);
     update_snapshot(l);
     return NULL;
