@@ -66,6 +66,7 @@
 #include "rmsnorm_cuda.h"
 #include "rope_cache_cuda.h"
 #include "silu_mul_cuda.h"
+#include "topn_cuda.h"
 
 #define CU_LOGIT_ROWS 256
 #define CU_INV_SPLIT (4 * ATTN_KT) /* keys per split in batch-invariant mode */
@@ -164,6 +165,10 @@ typedef struct cu_be {
     float *hrows;              /* [LR, d] */
     float *logits;             /* [LR, V] */
     float *h_logits;           /* pinned [LR, V] */
+    /* greedy rows sampled on the device (topn_cuda): results [LR] token,
+     * [LR] logprob, [LR][TOPN_MAX_N] ids, [LR][TOPN_MAX_N] logprobs, one
+     * block on the device (sres) and its pinned copy (h_sres) */
+    void *sres, *h_sres, *topn_ws;
     float *samp;               /* [2V] sampler scratch */
     unsigned char *h_meta, *d_meta; /* pinned / device metadata buffer */
     size_t meta_cap, meta_used;
@@ -365,6 +370,10 @@ static void cuda_destroy(void *p) {
     cudaFree(c->tsel_cnt);
     cudaFree(c->scores);
     cudaFree(c->part);
+    cudaFree(c->sres);
+    cudaFree(c->topn_ws);
+    if (c->h_sres)
+        cudaFreeHost(c->h_sres);
     cudaFree(c->hrows);
     cudaFree(c->logits);
     cudaFree(c->d_meta);
@@ -590,6 +599,12 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     CU_TRY(cudaMemset(c->lmem, 0, (size_t)c->lpage * np_l * 2));
     if (cudaMallocHost((void **)&c->h_logits, (size_t)lr * V * 4) != cudaSuccess)
         return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
+    const size_t sres_bytes = (size_t)lr * (2 + 2 * TOPN_MAX_N) * 4;
+    if (cudaMallocHost(&c->h_sres, sres_bytes) != cudaSuccess)
+        return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
+    if ((err = cu__malloc(&c->sres, sres_bytes)) ||
+        (err = cu__malloc(&c->topn_ws, topn_workspace_size(lr, V))))
+        return asa_errf(eb, err, "cuda backend: device memory");
     /* metadata: 9 token arrays, 4 per-sequence arrays, completed blocks,
      * two block tables, cos/sin */
     size_t ntab = (size_t)c->max_seqs * (c->nb_max + 1);
@@ -903,6 +918,17 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     return ASA_OK;
 }
 
+/* A row that only needs a greedy token and raw logprobs: sampled on the
+ * device (topn_cuda follows eng_sample's conventions for exactly this
+ * case: argmax with ties to the lower id, log_softmax of the raw logits,
+ * NaN as -inf), so its logits never travel to the host. */
+static bool cu__device_greedy(const eng_seq_step *s) {
+    const eng_sampling *sp = s->sp;
+    return s->sample && !s->logits_out && sp->temperature < ENG_SAMPLE_GREEDY_EPS &&
+           sp->n_bias == 0 && sp->repetition_penalty == 1.0f && sp->presence_penalty == 0.0f &&
+           sp->frequency_penalty == 0.0f;
+}
+
 static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
     const int d = c->d, V = c->V;
     for (int i = 0; i < b->n_copies; i++) {
@@ -938,12 +964,58 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
         cu__mark(c, CU_T_PROJ);
         CU_OK(cu__gemm(c, c->hrows, n, d, c->lm_head, V, c->logits));
         cu__mark(c, CU_T_OTHER);
-        CU_TRY(cudaMemcpyAsync(c->h_logits, c->logits, (size_t)n * V * 4,
-                               cudaMemcpyDeviceToHost, c->st));
-        CU_TRY(cudaStreamSynchronize(c->st));
+        /* device greedy for the rows that allow it, logits to the host for
+         * the others (the whole chunk when there is any) */
+        bool any_host = false, any_dev = false;
+        int ntop = 0;
         for (int r = 0; r < n; r++) {
             int t = c->rows[r0 + r], i = c->h_seq[t];
             const eng_seq_step *s = &b->seqs[i];
+            if (cu__device_greedy(s)) {
+                any_dev = true;
+                ntop = s->sp->n_logprobs > ntop ? s->sp->n_logprobs : ntop;
+            } else {
+                any_host = true;
+            }
+        }
+        int32_t *d_tok = c->sres;
+        float *d_lp = (float *)(d_tok + n);
+        int32_t *d_ids = (int32_t *)(d_lp + n);
+        float *d_tlp = (float *)(d_ids + (size_t)n * ntop);
+        topn_params tp = {.B = n, .V = V, .n = ntop, .logits = c->logits, .ld = V,
+                          .token = d_tok, .token_lp = d_lp, .top_ids = ntop ? d_ids : NULL,
+                          .top_lp = ntop ? d_tlp : NULL, .workspace = c->topn_ws};
+        if (any_dev && topn_params_check(&tp) != ASA_OK) {
+            any_dev = false;
+            any_host = true;
+        }
+        if (any_dev) {
+            CU_OK(topn_cuda(&tp, c->st));
+            CU_TRY(cudaMemcpyAsync(c->h_sres, c->sres, (size_t)n * (2 + 2 * ntop) * 4,
+                                   cudaMemcpyDeviceToHost, c->st));
+        }
+        if (any_host)
+            CU_TRY(cudaMemcpyAsync(c->h_logits, c->logits, (size_t)n * V * 4,
+                                   cudaMemcpyDeviceToHost, c->st));
+        CU_TRY(cudaStreamSynchronize(c->st));
+        const int32_t *h_tok = c->h_sres;
+        const float *h_lp = (const float *)(h_tok + n);
+        const int32_t *h_ids = (const int32_t *)(h_lp + n);
+        const float *h_tlp = (const float *)(h_ids + (size_t)n * ntop);
+        for (int r = 0; r < n; r++) {
+            int t = c->rows[r0 + r], i = c->h_seq[t];
+            const eng_seq_step *s = &b->seqs[i];
+            if (any_dev && cu__device_greedy(s)) {
+                eng_seq_result *rs = &res[i];
+                rs->token = h_tok[r];
+                rs->logprob = h_lp[r];
+                rs->n_top = s->sp->n_logprobs;
+                for (int k = 0; k < rs->n_top; k++) {
+                    rs->top_ids[k] = h_ids[(size_t)r * ntop + k];
+                    rs->top_logprobs[k] = h_tlp[(size_t)r * ntop + k];
+                }
+                continue;
+            }
             const float *row = c->h_logits + (size_t)r * V;
             int q = t - c->seq_tok0[i];
             bool is_last = q == s->n_tokens - 1;

@@ -432,7 +432,8 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
         raised = 227 * 1024;
     }
-    select_kernel<<<dim3((unsigned)p->n_anchors, (unsigned)p->c.G), SEL_THREADS, smem, stream>>>(*p);
+    const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
+    select_kernel<<<grid, SEL_THREADS, smem, stream>>>(*p);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

@@ -97,7 +97,8 @@ extern "C" void rope_cache_ref(const rope_cache_params *p) {
                 ss += (double)a[g * dg + e] * a[g * dg + e];
             const double r = 1.0 / sqrt(ss / dg + (double)p->eps);
             for (int e = 0; e < dg; e++)
-                ent[g * dg + e] = asa_f32_to_bf16((float)(a[g * dg + e] * r * p->norm_w[g * dg + e]));
+                ent[g * dg + e] =
+                    asa_f32_to_bf16((float)(a[g * dg + e] * r * p->norm_w[g * dg + e]));
         }
     }
 }

@@ -48,7 +48,9 @@
  *      gaps tell.
  *   7. batch-invariant mode (opt.batch_invariant): rows within DEF_TOL of
  *      the CPU engine's, and bitwise equal one-shot / chunks of 16 and 37
- *      (and 1 for short fixtures) / in a batch of four / decode steps;
+ *      (and 1 for short fixtures) / in a batch of four / decode steps, and
+ *      greedy tokens sampled on the device (with 5 logprobs) equal to
+ *      eng_sample's on the same row.
  * Prints one summary line.  Exits 77 without a CUDA device or fixtures.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -72,6 +74,7 @@
 #include "eng.h"
 #include "eng_test_util.h"
 #include "model.h"
+#include "sample.h"
 
 #define MAX_FIX 64
 #define TOL 2e-2
@@ -84,7 +87,7 @@ static int n_fix;
 
 /* summary over all fixtures */
 static double w_prefill, w_decode, w_chunk, w_chunk_self, w_batch, w_default, w_f32;
-static int n_checked, n_steps, n_disagree, n_sets, n_sets_skipped, n_inv;
+static int n_checked, n_steps, n_disagree, n_sets, n_sets_skipped, n_inv, n_devgreedy;
 
 static double rel_l2(const float *a, const float *b, int V) {
     double num = 0, den = 0;
@@ -555,13 +558,44 @@ static void test_fixture(void **st) {
     batch4(ei, seq, P, V, lg);
     if (memcmp(lg, gpu, bytes))
         fail_msg("%s: batch-invariant mode: batch of four differs from alone", dir);
+    /* decode: even steps return logits (bitwise = prefill rows), odd steps
+     * only a greedy token with 5 logprobs (sampled on the device): equal to
+     * eng_sample on the prefill row */
     etu_seq_open(ei, &s);
     etu_prefill(ei, &s, seq, np, np, NULL);
-    for (int k = 0; k < n_gen; k++) {
-        step1(ei, &s, &seq[np + k], 1, false, rowg);
-        if (k + 1 < n_gen && memcmp(rowg, gpu + (size_t)(np + k) * V, (size_t)V * 4))
-            fail_msg("%s: batch-invariant mode: decode step %d differs from prefill", dir, k);
+    float *samp = malloc((size_t)2 * V * sizeof(float));
+    const eng_sampling sp5 = {.temperature = 0, .top_p = 1, .repetition_penalty = 1,
+                              .n_logprobs = 5};
+    for (int k = 0; k + 1 < n_gen; k++) {
+        const float *want = gpu + (size_t)(np + k) * V;
+        if (k % 2 == 0) {
+            step1(ei, &s, &seq[np + k], 1, false, rowg);
+            if (memcmp(rowg, want, (size_t)V * 4))
+                fail_msg("%s: batch-invariant mode: decode step %d differs from prefill", dir, k);
+            continue;
+        }
+        kv_copy cp[8];
+        int ncp = 0;
+        assert_int_equal(kv_seq_alloc(eng_kv_pool(ei), s.kv, 1, cp, 8, &ncp), ASA_OK);
+        eng_seq_step q = {.slot = s.slot, .tokens = &seq[np + k], .n_tokens = 1, .pos0 = s.pos,
+                          .kv = s.kv, .sample = true, .sp = &sp5};
+        eng_batch b = {.n_seqs = 1, .seqs = &q, .copies = cp, .n_copies = ncp};
+        eng_seq_result r, rw;
+        assert_int_equal(eng_step(ei, &b, &r), ASA_OK);
+        kv_seq_commit(eng_kv_pool(ei), s.kv, 1);
+        s.pos++;
+        assert_int_equal(eng_sample(want, V, &sp5, NULL, 0, NULL, 0, samp, &rw), ASA_OK);
+        bool same = r.token == rw.token && r.n_top == rw.n_top &&
+                    fabsf(r.logprob - rw.logprob) <= 1e-4f;
+        for (int j = 0; same && j < r.n_top; j++)
+            same = r.top_ids[j] == rw.top_ids[j] &&
+                   fabsf(r.top_logprobs[j] - rw.top_logprobs[j]) <= 1e-4f;
+        if (!same)
+            fail_msg("%s: device greedy at step %d: token %d (%g) vs %d (%g) on the host", dir,
+                     k, r.token, r.logprob, rw.token, rw.logprob);
+        n_devgreedy++;
     }
+    free(samp);
     etu_seq_close(ei, &s);
     eng_destroy(ei);
     n_inv++;
@@ -627,10 +661,11 @@ int main(void) {
            "prefill %.3g, decode %.3g, chunked %.3g (vs one-shot %.3g), batched %.3g; default "
            "mode %.3g; vs f32 checkpoint weights %.3g; greedy identity checked at %d of %d "
            "steps, %d disagreements; %d ambiguous positions (worst %.3g); %d block sets equal "
-           "to the CPU engine's (%d near-ties skipped); batch-invariant mode bitwise on %d\n",
+           "to the CPU engine's (%d near-ties skipped); batch-invariant mode bitwise on %d; "
+           "%d device greedy samples equal to eng_sample's\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
-           n_sets_skipped, n_inv);
+           n_sets_skipped, n_inv, n_devgreedy);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;

@@ -70,7 +70,8 @@ static void cmp_f32(const char *what, const float *a, const float *b, size_t n, 
                     double rtol) {
     for (size_t i = 0; i < n; i++) {
         bool an = isnan(a[i]), bn = isnan(b[i]);
-        if (an != bn || (!bn && a[i] != b[i] && !(fabs((double)a[i] - b[i]) <= atol + rtol * fabs(b[i]))))
+        if (an != bn ||
+            (!bn && a[i] != b[i] && !(fabs((double)a[i] - b[i]) <= atol + rtol * fabs(b[i]))))
             fail_msg("%s: element %zu: got %.8g, want %.8g", what, i, a[i], b[i]);
     }
     n_checked += (int)n;
@@ -338,7 +339,8 @@ static void run_attn(attn_mode mode) {
                             .init_blocks = 1, .local_blocks = 2, .nb_max = 32, .c = p.c,
                             .tok_pos = c.pos, .tok_seq = c.seq, .qt = qt, .qr = qa + 3,
                             .ld_qr = ld, .qr_stride = qs, .lse = lse_ref, .s = p.s};
-        int32_t *tsel_ref = malloc((size_t)T * G * top_n * 4), *tcnt_ref = malloc((size_t)T * G * 4);
+        int32_t *tsel_ref = malloc((size_t)T * G * top_n * 4);
+        int32_t *tcnt_ref = malloc((size_t)T * G * 4);
         memcpy(tsel_ref, tsel, (size_t)T * G * top_n * 4);
         memcpy(tcnt_ref, tcnt, (size_t)T * G * 4);
         sp.s.tsel = tsel_ref;
