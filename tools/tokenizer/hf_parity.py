@@ -4,7 +4,8 @@
 Python package (e.g. the GPU machine: tokenizers 0.23.2) and no network.
 
 1. Encodes every text of tests/tokenizer/texts.json with both committed
-   vocabularies (GPT-2, Mistral-7B), add_special_tokens on and off, decodes
+   vocabularies (GPT-2, Mistral-7B) and the layout variants of
+   tests/tokenizer/variants.json, add_special_tokens on and off, decodes
    with and without skip_special_tokens, compares with the committed
    tests/tokenizer/expected_ids.json and writes the ids to OUT/hf_ids.json.
 2. Times single-threaded encode (first pass on a fresh tokenizer = cold word
@@ -46,13 +47,26 @@ def unpack(tmp):
     return paths, text
 
 
+def all_tokenizers(paths):
+    """The two vocabularies and the layout variants of variants.json."""
+    out = [(v, Tokenizer.from_file(paths[v])) for v in VOCABS]
+    variants = json.load(open(os.path.join(TDIR, "variants.json"), encoding="utf-8"))
+    for name, spec in variants.items():
+        if name.startswith("_"):
+            continue
+        j = json.load(open(paths[spec["base"]], encoding="utf-8"))
+        j.update(spec["set"])
+        out.append((name, Tokenizer.from_str(json.dumps(j))))
+    return out
+
+
 def parity(paths, out):
     texts = json.load(open(os.path.join(TDIR, "texts.json"), encoding="utf-8"))
     expected = json.load(open(os.path.join(TDIR, "expected_ids.json"), encoding="utf-8"))["vocabs"]
     res = {"generator": f"tokenizers=={tokenizers.__version__} (Python)", "vocabs": {}}
     bad = 0
-    for v in VOCABS:
-        tok = Tokenizer.from_file(paths[v])
+    toks = all_tokenizers(paths)
+    for v, tok in toks:
         res["vocabs"][v] = {}
         for t in texts:
             name, text = t["name"], t["text"]
@@ -68,7 +82,7 @@ def parity(paths, out):
                     print(f"MISMATCH {v}/{name} {k}: python={str(r[k])[:120]} committed={str(expected[v][name][k])[:120]}")
     with open(os.path.join(out, "hf_ids.json"), "w", encoding="utf-8") as f:
         json.dump(res, f, ensure_ascii=True)
-    n = len(texts) * len(VOCABS) * 4
+    n = len(texts) * len(toks) * 4
     print(f"parity: {n - bad} of {n} ids/decodes match the committed expected_ids.json "
           f"(tokenizers {tokenizers.__version__})")
     return bad
