@@ -14,8 +14,12 @@
  *                rounded once), S_g = G_g*d_g + d_R;
  *   local page:  for each local layer: [B][S_l] token entries.
  *
+ * RoPE: cos/sin tables of every position up to max_seq_len, computed at
+ * create from the integer position in double and rounded (as the CPU
+ * engine), on the device.
+ *
  * A step: per-step metadata (tokens, positions, the batch's block tables,
- * RoPE cos/sin from the integer position in double, selection sources,
+ * selection sources,
  * anchors, completed blocks, logit rows) is packed on the host into one
  * pinned buffer and copied with one transfer; every layer reuses it.  Then
  * per layer: RMSNorm (fused with the residual add of the previous product)
@@ -121,7 +125,6 @@ typedef struct cu_layer {
 typedef struct cu_meta {
     int32_t *tok, *pos, *seq, *sel_src, *anchors, *st_slot, *st_tok, *comp, *rows;
     int32_t *gtoff, *ltoff, *gtab, *ltab;
-    float *cosv, *sinv;
     int n_anchor, n_store, n_comp, n_rows;
 } cu_meta;
 
@@ -133,7 +136,7 @@ typedef struct cu_be {
     int Gg, dgg, Sg, Gl, dgl, Sl, Lg;
     int dg_max, nb_max, n_in_max;
     float scale, eps;
-    double *inv_freq;          /* [half] */
+    float *cosv, *sinv;        /* device [max_seq_len][half] RoPE tables */
     int n_sm;
     cu_layer *layers;          /* [L] */
     uint16_t *embed;           /* [V, d] */
@@ -386,7 +389,8 @@ static void cuda_destroy(void *p) {
         cublasDestroy(c->cb);
     if (c->st)
         cudaStreamDestroy(c->st);
-    free(c->inv_freq);
+    cudaFree(c->cosv);
+    cudaFree(c->sinv);
     free(c->sel_anchor);
     free(c->samp);
     free(c->rows);
@@ -483,16 +487,39 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         return asa_errf(eb, ASA_EUNSUPPORTED, "cuda backend: top_n %d > 64", c->top_n);
     const int T = c->T, d = c->d, H = c->H, V = c->V, F = c->F;
 
-    c->inv_freq = malloc((size_t)(c->half > 0 ? c->half : 1) * sizeof(double));
     c->sel_anchor = malloc((size_t)c->max_seqs * sizeof(int));
     c->samp = malloc((size_t)2 * V * sizeof(float));
     c->rows = malloc((size_t)T * sizeof(int));
     c->seq_tok0 = malloc((size_t)c->max_seqs * sizeof(int));
     c->layers = calloc((size_t)c->L, sizeof *c->layers);
-    if (!c->inv_freq || !c->sel_anchor || !c->samp || !c->rows || !c->seq_tok0 || !c->layers)
+    if (!c->sel_anchor || !c->samp || !c->rows || !c->seq_tok0 || !c->layers)
         return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
-    for (int i = 0; i < c->half; i++)
-        c->inv_freq[i] = pow(k->rope_theta, -2.0 * i / (double)c->dR);
+    {
+        /* RoPE tables: angles from the integer position in double (as the
+         * CPU engine), rounded once */
+        const size_t n = (size_t)e->opt.max_seq_len * (c->half > 0 ? c->half : 1);
+        float *tc = malloc(n * sizeof(float)), *ts = malloc(n * sizeof(float));
+        asa_err er = tc && ts ? ASA_OK : ASA_ENOMEM;
+        if (!er) {
+            for (int i = 0; i < c->half; i++) {
+                const double f = pow(k->rope_theta, -2.0 * i / (double)c->dR);
+                for (int q = 0; q < e->opt.max_seq_len; q++) {
+                    tc[(size_t)q * c->half + i] = (float)cos((double)q * f);
+                    ts[(size_t)q * c->half + i] = (float)sin((double)q * f);
+                }
+            }
+            er = cu__malloc((void **)&c->cosv, n * sizeof(float));
+            if (!er)
+                er = cu__malloc((void **)&c->sinv, n * sizeof(float));
+            if (!er && (cudaMemcpy(c->cosv, tc, n * sizeof(float), cudaMemcpyHostToDevice) ||
+                        cudaMemcpy(c->sinv, ts, n * sizeof(float), cudaMemcpyHostToDevice)))
+                er = ASA_ECUDA;
+        }
+        free(tc);
+        free(ts);
+        if (er)
+            return asa_errf(eb, er, "cuda backend: RoPE tables: %s", asa_strerror(er));
+    }
     for (int s = 0; s < c->max_seqs; s++)
         c->sel_anchor[s] = -1;
     CU_TRY(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
@@ -606,11 +633,11 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc(&c->topn_ws, topn_workspace_size(lr, V))))
         return asa_errf(eb, err, "cuda backend: device memory");
     /* metadata: 9 token arrays, 4 per-sequence arrays, completed blocks,
-     * two block tables, cos/sin */
+     * two block tables */
     size_t ntab = (size_t)c->max_seqs * (c->nb_max + 1);
     c->meta_cap = 9 * cu__al((size_t)T * 4) + 4 * cu__al((size_t)c->max_seqs * 4) +
                   cu__al(((size_t)T / c->B + c->max_seqs + 1) * 4) + 2 * cu__al(ntab * 4) +
-                  2 * cu__al((size_t)T * (c->half + 1) * 4) + 64;
+                  64;
     if (cudaMallocHost((void **)&c->h_meta, c->meta_cap) != cudaSuccess)
         return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
     if ((err = cu__malloc((void **)&c->d_meta, c->meta_cap)))
@@ -690,7 +717,7 @@ static void *cu__meta(cu_be *c, size_t bytes, void **dev) {
 static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
     const eng_config *k = &c->m->cfg;
     cu_meta *mt = &c->mt;
-    const int half = c->half, ns = b->n_seqs;
+    const int ns = b->n_seqs;
     int T = 0; /* this step's tokens: the arrays below are sized for them */
     for (int i = 0; i < ns; i++)
         T += b->seqs[i].n_tokens;
@@ -705,8 +732,6 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
     int32_t *st_tok = cu__meta(c, (size_t)ns * 4, (void **)&mt->st_tok);
     int32_t *gtoff = cu__meta(c, (size_t)ns * 4, (void **)&mt->gtoff);
     int32_t *ltoff = cu__meta(c, (size_t)ns * 4, (void **)&mt->ltoff);
-    float *cs = cu__meta(c, (size_t)T * (half + 1) * 4, (void **)&mt->cosv);
-    float *sn = cu__meta(c, (size_t)T * (half + 1) * 4, (void **)&mt->sinv);
     int32_t *comp = cu__meta(c, ((size_t)T / c->B + ns + 1) * 4, (void **)&mt->comp);
     /* tables last: their sizes are known only after the walk below */
     size_t ng = 0, nl = 0;
@@ -752,11 +777,6 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
             if (p > c->max_pos)
                 c->max_pos = p;
             seq[t] = i;
-            for (int h = 0; h < half; h++) {
-                double ang = (double)p * c->inv_freq[h];
-                cs[(size_t)t * half + h] = (float)cos(ang);
-                sn[(size_t)t * half + h] = (float)sin(ang);
-            }
             if (p % c->share == 0) {
                 src[t] = t;
                 anc[na++] = t;
@@ -844,8 +864,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     CU_OK(cu__gemm(c, c->hn, T, d, y->w_in, y->n_in, c->qa));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
-                            .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = mt->cosv,
-                            .sinv = mt->sinv, .norm_w = y->kv_a_norm, .tok_pos = mt->pos,
+                            .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
+                            .sinv = c->sinv, .norm_w = y->kv_a_norm, .tok_pos = mt->pos,
                             .tok_seq = mt->seq, .tab = tab, .seq_toff = toff, .kv = kv,
                             .page_elems = page_elems, .layer_off = layer_off, .B = c->B};
     CU_OK(rope_cache_cuda(&rp, c->st));

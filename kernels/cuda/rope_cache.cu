@@ -20,7 +20,7 @@ __global__ void __launch_bounds__(RC_THREADS) rope_cache_kernel(const rope_cache
     const int pos = p.tok_pos[t];
     float *row = p.qa + (int64_t)t * p.ld_qa;
     const float *a = row + (int64_t)p.H * (p.dh + p.dR);
-    const float *cs = p.cosv + (int64_t)t * half, *sn = p.sinv + (int64_t)t * half;
+    const float *cs = p.cosv + (int64_t)pos * half, *sn = p.sinv + (int64_t)pos * half;
     const int64_t S = (int64_t)G * dg + p.dR;
     uint16_t *ent = p.kv + (int64_t)p.tab[p.seq_toff[p.tok_seq[t]] + pos / p.B] * p.page_elems +
                     p.layer_off + (int64_t)(pos % p.B) * S;
@@ -73,7 +73,7 @@ extern "C" void rope_cache_ref(const rope_cache_params *p) {
         const int pos = p->tok_pos[t];
         float *row = p->qa + (int64_t)t * p->ld_qa;
         const float *a = row + (int64_t)p->H * (p->dh + p->dR);
-        const float *cs = p->cosv + (int64_t)t * half, *sn = p->sinv + (int64_t)t * half;
+        const float *cs = p->cosv + (int64_t)pos * half, *sn = p->sinv + (int64_t)pos * half;
         uint16_t *ent = p->kv +
                         (int64_t)p->tab[p->seq_toff[p->tok_seq[t]] + pos / p->B] * p->page_elems +
                         p->layer_off + (int64_t)(pos % p->B) * S;

@@ -7,8 +7,9 @@
  *
  * Token t (position tok_pos[t], sequence tok_seq[t]) has its projection row
  * at qa + t * ld_qa: H heads of (dh nope, dR rope) values, then kv_a
- * (G*dg latents, dR rope key).  cos/sin[t][dR/2] are the rotation of its
- * position (computed by the caller from the integer position).  The entry
+ * (G*dg latents, dR rope key).  cos/sin[pos][dR/2] are tables of the
+ * rotation of every position (computed by the caller from the integer
+ * position, in double, then rounded).  The entry
  * goes to kv + tab[seq_toff[seq] + pos / B] * page_elems + layer_off +
  * (pos % B) * S with S = G*dg + dR.
  */
@@ -28,7 +29,7 @@ typedef struct rope_cache_params {
     float eps;
     float *qa;               /* [T][ld_qa], rope parts rotated in place */
     int64_t ld_qa;
-    const float *cosv, *sinv; /* [T][dR/2] */
+    const float *cosv, *sinv; /* [positions][dR/2], indexed by tok_pos */
     const float *norm_w;     /* [G*dg] kv_a_norm (f32) */
     const int32_t *tok_pos, *tok_seq, *tab, *seq_toff;
     uint16_t *kv;

@@ -154,15 +154,16 @@ static void test_rope_cache(void **st) {
     pcache c;
     pcache_make(&c, G, dg, dR, B, p0, 4, p1, 3);
     const int T = c.T, ld = H * (dh + dR) + c.S + 3;
-    float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)T * half * 4),
-          *sn = malloc((size_t)T * half * 4), *nw = malloc((size_t)G * dg * 4);
+    const int NP = 13; /* positions of the cos/sin tables */
+    float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)NP * half * 4),
+          *sn = malloc((size_t)NP * half * 4), *nw = malloc((size_t)G * dg * 4);
     fill_f32(qa, (size_t)T * ld, 2.0f);
     fill_f32(nw, (size_t)G * dg, 1.5f);
-    for (int t = 0; t < T; t++)
+    for (int q = 0; q < NP; q++)
         for (int k = 0; k < half; k++) {
-            double a = c.pos[t] * pow(10000.0, -2.0 * k / dR);
-            cs[t * half + k] = (float)cos(a);
-            sn[t * half + k] = (float)sin(a);
+            double a = q * pow(10000.0, -2.0 * k / dR);
+            cs[q * half + k] = (float)cos(a);
+            sn[q * half + k] = (float)sin(a);
         }
     size_t nkv = (size_t)c.npages * c.page_elems;
     for (size_t i = 0; i < nkv; i++)
@@ -172,8 +173,8 @@ static void test_rope_cache(void **st) {
                            .B = B};
     rope_cache_params d = p;
     d.qa = dup_dev(qa, (size_t)T * ld * 4);
-    d.cosv = dup_dev(cs, (size_t)T * half * 4);
-    d.sinv = dup_dev(sn, (size_t)T * half * 4);
+    d.cosv = dup_dev(cs, (size_t)NP * half * 4);
+    d.sinv = dup_dev(sn, (size_t)NP * half * 4);
     d.norm_w = dup_dev(nw, (size_t)G * dg * 4);
     d.tok_pos = dup_dev(c.pos, (size_t)T * 4);
     d.tok_seq = dup_dev(c.seq, (size_t)T * 4);
