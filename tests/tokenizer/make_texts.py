@@ -71,6 +71,8 @@ add("unicode_space_zoo", "a\u0085b\u2028c\u2029d\u1680e\u180ef\u205fg\u3000h\u00
 add("numbers_other", "\u00b2 \u00bd \u2162 \u216b \u0966\u0967 \uff11\uff12 \u2460 x\u00b3y")
 add("combining_after_space", "a \u0301b  \u0308c\t\u0327d")
 add("lone_cr_and_mixed", "a\rb\r\rc\n\rd \r\n e")
+add("added_token_flags", "x  <|im_start|>  y foo food afoo foo. (foo) <|im_end|>  z <|im_start|><|im_start|>\n<|im_end|>")
+add("added_normalized", "a hello world b hello  world Hello world hello world[INST]  [INST]x  [INST]")
 add("special_with_spaces", "  <s>  text  </s>  <|endoftext|>  ")
 
 # Seeded random texts over a mix of character classes (the same every run).
