@@ -272,7 +272,7 @@ asa_err tok_token_to_piece(const tok_tokenizer *t, int32_t id, tok_str *out,
 
 /* ---- vocabulary getters ------------------------------------------------------ */
 
-size_t tok_vocab_size(const tok_tokenizer *t) { return t ? t->n_ids : 0; }
+size_t tok_vocab_size(const tok_tokenizer *t) { return t ? t->vocab_size : 0; }
 int32_t tok_bos_id(const tok_tokenizer *t) { return t ? t->bos_id : -1; }
 int32_t tok_eos_id(const tok_tokenizer *t) { return t ? t->eos_id : -1; }
 

@@ -242,7 +242,8 @@ struct tok_tokenizer {
     tok__smap vocab;     /* token string -> id (model vocabulary) */
     const char **id_str; /* [n_ids] string of each id (model or added), NULL if none */
     uint32_t *id_len;    /* [n_ids] */
-    size_t n_ids;
+    size_t n_ids;      /* room in the id tables (>= vocab_size) */
+    size_t vocab_size; /* max id in use + 1 */
     tok__mmap merges;
     uint8_t *in_merge; /* [n_ids] 1 if the id is one side of some merge */
     int32_t unk_id; /* -1 if none */

@@ -593,7 +593,9 @@ static asa_err load_model(ld *L, json_t *m, json_t *added) {
         if (json_integer_value(id) > max_id)
             max_id = json_integer_value(id);
     }
-    t->n_ids = (size_t)(max_id + 1);
+    /* ids the library may assign to added tokens that are not in the file */
+    size_t n_assign = json_object_size(vocab) + json_array_size(added);
+    t->n_ids = (size_t)(max_id + 1) > n_assign ? (size_t)(max_id + 1) : n_assign;
     t->id_str = aalloc(L, t->n_ids * sizeof *t->id_str);
     t->id_len = aalloc(L, t->n_ids * sizeof *t->id_len);
     t->id_added = aalloc(L, t->n_ids * sizeof *t->id_added);
@@ -759,9 +761,12 @@ static asa_err load_added(ld *L, json_t *arr) {
             want = tok__smap_get(&t->vocab, a.content, a.len);
         if (want < 0)
             want = next_id++;
-        if (want != a.id)
-            return UNSUP(L, "%s: \"%s\" has id %d in the file, but the library would give "
-                            "it id %d", where, a.content, (int)a.id, (int)want);
+        if (want != a.id) {
+            /* the library warns and uses its own id; so do we */
+            ASA_LOGW("tok", "%s: \"%s\" has id %d in the file; using id %d as the library does",
+                     where, a.content, (int)a.id, (int)want);
+            a.id = want;
+        }
         a.match = a.content;
         a.match_len = a.len;
         if (a.normalized && t->norm) {
@@ -785,6 +790,9 @@ static asa_err load_added(ld *L, json_t *arr) {
             return e;
         t->added[t->nadded++] = a;
     }
+    for (size_t i = 0; i < t->n_ids; i++)
+        if (t->id_str[i])
+            t->vocab_size = i + 1;
     /* per-first-byte candidate lists, longest first (leftmost-longest) */
     for (int pass = 0; pass < 2; pass++) {
         int32_t **first = pass ? t->first_norm : t->first_raw;

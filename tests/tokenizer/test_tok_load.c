@@ -99,10 +99,32 @@ static void test_rejects_unsupported(void **state) {
     p = strstr(j, "\"truncation\": null");
     memcpy(p, "\"truncation\": 512 ", 18);
     expect_unsupported(j, "truncation");
-    /* an added token whose id the library would not give it */
-    expect_unsupported(make("", "[{\"id\": 40, \"content\": \"zz\", \"special\": true}]", "null",
-                            "null", "null", "null"),
-                       "zz");
+}
+
+/* An added token whose file id differs from the one the library gives it
+ * (it re-adds tokens: vocabulary id if the content is in the vocabulary, else
+ * the next id after the vocabulary): the library's id wins, as there. */
+static void test_added_token_ids(void **state) {
+    (void)state;
+    char msg[256] = "";
+    asa_errbuf eb = {msg, sizeof msg};
+    tok_tokenizer *t = NULL;
+    const char *j = make("", "[{\"id\": 40, \"content\": \"zz\", \"special\": true}, "
+                             "{\"id\": 41, \"content\": \"ab\", \"special\": false}]",
+                         "null", "null", "null", "null");
+    assert_int_equal(tok_load_json(j, strlen(j), NULL, &t, &eb), ASA_OK);
+    assert_int_equal(tok_check(t), ASA_OK);
+    assert_int_equal(tok_token_to_id(t, "zz", 2), 13); /* 13 vocabulary entries */
+    assert_int_equal(tok_token_to_id(t, "ab", 2), 3);
+    assert_true(tok_is_special(t, 13));
+    assert_int_equal(tok_vocab_size(t), 14);
+    tok_ids ids = {0};
+    assert_int_equal(tok_encode(t, "azz", 3, false, &ids, NULL), ASA_OK);
+    assert_int_equal(ids.len, 2);
+    assert_int_equal(ids.ids[0], 1);
+    assert_int_equal(ids.ids[1], 13);
+    tok_ids_free(&ids);
+    tok_destroy(t);
 }
 
 static void test_bad_files(void **state) {
@@ -253,6 +275,7 @@ static void test_split_behaviours(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rejects_unsupported), cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_added_token_ids),
         cmocka_unit_test(test_ignore_merges),       cmocka_unit_test(test_added_token_flags),
         cmocka_unit_test(test_metaspace_and_templates), cmocka_unit_test(test_split_behaviours),
     };
