@@ -60,7 +60,7 @@ mm_tile(const int MR, const int NR, const int WIDE, const int BF, const float *x
         const void *wp, int ldw, float *y, int ldy, int K) {
     const float *w = wp;
     const uint16_t *wh = wp;
-    mm_v8 acc[4][8];
+    mm_v8 acc[6][8];
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++)
             acc[i][j] = (mm_v8){0, 0, 0, 0, 0, 0, 0, 0};
@@ -173,22 +173,51 @@ MM_DRIVER_BFP(mm_cols_generic_bf, , mm_cols_generic, mm_cols_generic_bfd)
 #define MM_HAVE_AVX2 1
 MM_DRIVER(mm_cols_avx2, __attribute__((target("avx2"))), 1, 0, 4, 3, 8, MM_CASES_4x3)
 MM_DRIVER(mm_cols_avx2_bfd, __attribute__((target("avx2"))), 1, 1, 4, 3, 8, MM_CASES_4x3)
+#define MM_CASES_6x4                                                          \
+    MM_CASES_4x3 MM_CASE(2, 4) MM_CASE(3, 4) MM_CASE(4, 4)                    \
+    MM_CASE(5, 1) MM_CASE(5, 2) MM_CASE(5, 3) MM_CASE(5, 4) MM_CASE(6, 1)     \
+    MM_CASE(6, 2) MM_CASE(6, 3) MM_CASE(6, 4)
+/* AVX-512VL: the same 8-lane (256-bit) arithmetic, but 32 vector registers
+ * hold a 6 x 4 tile. */
+#define MM_T512 __attribute__((target("avx512f,avx512vl")))
+MM_DRIVER(mm_cols_avx512, MM_T512, 1, 0, 6, 4, 8, MM_CASES_6x4)
+MM_DRIVER(mm_cols_avx512_bfd, MM_T512, 1, 1, 6, 4, 8, MM_CASES_6x4)
+MM_DRIVER_BFP(mm_cols_avx512_bf, MM_T512, mm_cols_avx512, mm_cols_avx512_bfd)
 MM_DRIVER_BFP(mm_cols_avx2_bf, __attribute__((target("avx2"))), mm_cols_avx2, mm_cols_avx2_bfd)
 #else
 #define MM_HAVE_AVX2 0
 #endif
 
-static int mm_have_avx2(void) {
+/* 0 portable, 1 AVX2, 2 AVX-512VL: the best variant this CPU runs. */
+static int mm_level(void) {
 #if MM_HAVE_AVX2
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? 2
+                 : __builtin_cpu_supports("avx2")                                        ? 1
+                                                                                         : 0;
     }
     return cached;
 #else
     return 0;
 #endif
+}
+
+typedef void (*mm_cols_fn)(const float *x, int ldx, const void *w, int ldw, float *y,
+                           int ldy, int M, int K, int n0, int n1);
+
+/* The variant for isa (0, 1, 2) or NULL when this CPU or build lacks it. */
+static mm_cols_fn mm_variant(int isa, bool bf16) {
+    if (isa < 0 || isa > mm_level())
+        return NULL;
+#if MM_HAVE_AVX2
+    if (isa == 2)
+        return bf16 ? mm_cols_avx512_bf : mm_cols_avx512;
+    if (isa == 1)
+        return bf16 ? mm_cols_avx2_bf : mm_cols_avx2;
+#endif
+    return bf16 ? mm_cols_generic_bf : mm_cols_generic;
 }
 
 void matmul_ref(const float *x, int ldx, const float *w, int ldw, float *y,
@@ -206,58 +235,36 @@ void matmul_f32_cols(const float *x, int ldx, const float *w, int ldw,
                      float *y, int ldy, int M, int K, int n0, int n1) {
     if (M <= 0 || n1 <= n0)
         return;
-#if MM_HAVE_AVX2
-    if (mm_have_avx2()) {
-        mm_cols_avx2(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
-        return;
-    }
-#endif
-    mm_cols_generic(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
+    mm_variant(mm_level(), false)(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
 }
 
 void matmul_bf16w_cols(const float *x, int ldx, const uint16_t *w, int ldw,
                        float *y, int ldy, int M, int K, int n0, int n1) {
     if (M <= 0 || n1 <= n0)
         return;
-#if MM_HAVE_AVX2
-    if (mm_have_avx2()) {
-        mm_cols_avx2_bf(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
-        return;
-    }
-#endif
-    mm_cols_generic_bf(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
+    mm_variant(mm_level(), true)(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
 }
 
 asa_err matmul_bf16w_cols_isa(int isa, const float *x, int ldx, const uint16_t *w,
                               int ldw, float *y, int ldy, int M, int K, int n0,
                               int n1) {
-    if (isa == 0) {
-        mm_cols_generic_bf(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
-        return ASA_OK;
-    }
-#if MM_HAVE_AVX2
-    if (isa == 1 && mm_have_avx2()) {
-        mm_cols_avx2_bf(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
-        return ASA_OK;
-    }
-#endif
-    return ASA_EUNSUPPORTED;
+    mm_cols_fn f = mm_variant(isa, true);
+    if (!f)
+        return ASA_EUNSUPPORTED;
+    if (M > 0 && n1 > n0)
+        f(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
+    return ASA_OK;
 }
 
 asa_err matmul_f32_cols_isa(int isa, const float *x, int ldx, const float *w,
                             int ldw, float *y, int ldy, int M, int K, int n0,
                             int n1) {
-    if (isa == 0) {
-        mm_cols_generic(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
-        return ASA_OK;
-    }
-#if MM_HAVE_AVX2
-    if (isa == 1 && mm_have_avx2()) {
-        mm_cols_avx2(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
-        return ASA_OK;
-    }
-#endif
-    return ASA_EUNSUPPORTED;
+    mm_cols_fn f = mm_variant(isa, false);
+    if (!f)
+        return ASA_EUNSUPPORTED;
+    if (M > 0 && n1 > n0)
+        f(x, ldx, w, ldw, y, ldy, M, K, n0, n1);
+    return ASA_OK;
 }
 
 float matmul_dot(const float *a, const float *b, int K) {

@@ -12,8 +12,8 @@
  * fixed reduction ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)).  The result
  * therefore depends only on x's row m, W's row n and K: not on M, not on
  * which columns a call computes, not on the number of threads, and not on
- * which instruction-set variant runs (the SSE2 and AVX2 variants perform the
- * same per-lane operations).  Library GEMMs (OpenBLAS) change their kernels
+ * which instruction-set variant runs (the SSE2, AVX2 and AVX-512VL variants
+ * perform the same per-lane operations).  Library GEMMs (OpenBLAS) change their kernels
  * and blocking with M, so they are deliberately not used here.
  *
  * Stateless; safe to call from any thread on disjoint outputs.
@@ -62,7 +62,8 @@ asa_err matmul_bf16w_cols_isa(int isa, const float *x, int ldx, const uint16_t *
 float matmul_dot(const float *a, const float *b, int K);
 
 /* Instruction-set variants, for tests: 0 = portable (SSE2 on x86-64),
- * 1 = AVX2.  Returns ASA_EUNSUPPORTED when this CPU or build lacks it. */
+ * 1 = AVX2, 2 = AVX-512VL (the same 256-bit arithmetic with more
+ * registers).  Returns ASA_EUNSUPPORTED when this CPU or build lacks it. */
 asa_err matmul_f32_cols_isa(int isa, const float *x, int ldx, const float *w,
                             int ldw, float *y, int ldy, int M, int K, int n0,
                             int n1);
