@@ -7,8 +7,9 @@
  * streams past it).  Inside a panel an MR x NR tile of outputs keeps MR*NR
  * accumulators of 8 lanes in registers; each step over k loads 8 floats of
  * NR rows of W and of MR rows of x.  Tile shapes differ per instruction set
- * (more registers, bigger tiles), which does not change any element's
- * arithmetic.  K tails (K % 8) are added lane by lane in scalar code with
+ * (SSE2 2x2, AVX2 4x3, AVX-512VL 6x4, and 1xN for a single row), which does
+ * not change any element's arithmetic; the variant is picked at run time
+ * from cpuid, so the build needs no -march.  K tails (K % 8) are added lane by lane in scalar code with
  * the same lane assignment, so every variant and every tile shape computes
  * bit-identical results.
  */
