@@ -194,7 +194,7 @@ static void test_shapes(void **state) {
     }
     /* Every M from 1 to 16 with both x types. */
     for (int M = 1; M <= GEMV_MAX_M; M++) {
-        gemv_case c = {M, 45, 328, M % 2 ? KC_F32 : KC_BF16, 4 * (M % 3), 0, M % 4, true, true, false, 0};
+        gemv_case c = {M, 45, 328, M % 2 ? KC_F32 : KC_BF16, 8 * (M % 3), 0, M % 4, true, true, false, 0};
         run_case(&c, NULL, NULL, NULL);
     }
 }
