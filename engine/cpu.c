@@ -7,15 +7,14 @@
  * checkpoint is bf16 and widened inside the matmul as they are loaded (the
  * same f32 values, half the bytes to stream per decode step), otherwise
  * widened to f32 copies.  The small per-head W_UK^T / W_UV blocks and the
- * norms are f32 copies.  Every sum is f32 in a fixed
- * order; softmax subtracts the maximum; RoPE angles are computed from the
- * integer position in double and then rounded (ASA-SPEC 3).
+ * norms are f32 copies.  Every sum is f32 in a fixed order; softmax
+ * subtracts the maximum; RoPE angles are computed from the integer position
+ * in double and then rounded (ASA-SPEC 3).
  *
  * Batch invariance (bitwise): every value a token produces depends only on
  * its own sequence.  Projections use kernels/matmul.h, whose per-element
  * accumulation order does not depend on the number of rows or threads;
- * attention is computed per (token, head or latent group) with sequential
- * loops; parallel work is divided among threads only by which items a thread
+ * attention is computed per (token, latent group) with sequential loops; parallel work is divided among threads only by which items a thread
  * computes, never by splitting one item's sums.  Hence logits do not depend
  * on the batch, on chunking, or on the thread count.
  *
