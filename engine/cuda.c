@@ -40,6 +40,13 @@
  * ids and a count) lives on the device; the anchor position per slot is
  * mirrored on the host for eng.c's validation.
  *
+ * ASA_CUDA_GRAPHS=1 at create: decode-only steps (one token per sequence,
+ * up to pad_max sequences) are padded to a power of two and run as CUDA
+ * graphs captured per (padded batch, context bucket); see cu__build_meta.
+ * Off by default until measured on the GPU machine; ASA_CUDA_GRAPHS=eager
+ * runs the padded steps without capturing (to tell padding from capture
+ * problems apart).
+ *
  * ASA_CUDA_TIMING=1 at create: CUDA events between the phases of every
  * step; the GPU time of products, attention and the rest per step is
  * logged (info) when the engine is destroyed.
@@ -74,7 +81,8 @@
 
 #define CU_LOGIT_ROWS 256
 #define CU_INV_SPLIT (4 * ATTN_KT) /* keys per split in batch-invariant mode */
-#define CU_MAX_MARKS 1024 /* timing events per step (ASA_CUDA_TIMING) */
+#define CU_MAX_MARKS 1024
+#define CU_MAX_GRAPHS 48 /* timing events per step (ASA_CUDA_TIMING) */
 
 /* GPU time categories of ASA_CUDA_TIMING */
 enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
@@ -165,6 +173,18 @@ typedef struct cu_be {
     float *part;               /* split-key attention partials */
     long part_heads;           /* (token, head, split) triples part holds */
     int max_pos;               /* largest position of the current step */
+    /* decode steps as CUDA graphs (ASA_CUDA_GRAPHS=1): one graph per
+     * (padded batch, power-of-two context bucket), captured the second
+     * time the key is seen (the first run is eager: module loading and
+     * cuBLAS set-up stay out of the capture) */
+    bool graphs_on, capturing;
+    bool graph_eager;          /* ASA_CUDA_GRAPHS=eager: padded steps, no capture */
+    int pad_max;
+    int n_graphs;
+    struct cu_graph {
+        int pad, mp, seen;
+        cudaGraphExec_t exec;
+    } graphs[CU_MAX_GRAPHS];
     float *hrows;              /* [LR, d] */
     float *logits;             /* [LR, V] */
     float *h_logits;           /* pinned [LR, V] */
@@ -279,7 +299,7 @@ static asa_err cu__rmsnorm(cu_be *c, const float *x, float *residual, const floa
 
 /* ASA_CUDA_TIMING: GPU work from here on counts as category cat. */
 static void cu__mark(cu_be *c, int cat) {
-    if (!c->timing || c->n_ev >= CU_MAX_MARKS)
+    if (!c->timing || c->capturing || c->n_ev >= CU_MAX_MARKS)
         return;
     if (cudaEventRecord(c->ev[c->n_ev], c->st) == cudaSuccess)
         c->ev_cat[c->n_ev++] = cat;
@@ -328,6 +348,9 @@ static void cuda_destroy(void *p) {
                          c->t_gpu[k][CU_T_ATTN] / c->t_steps[k],
                          c->t_gpu[k][CU_T_OTHER] / c->t_steps[k]);
     }
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].exec)
+            cudaGraphExecDestroy(c->graphs[i].exec);
     if (c->ev)
         for (int i = 0; i < CU_MAX_MARKS; i++)
             if (c->ev[i])
@@ -584,6 +607,9 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     const char *pe = getenv("ASA_CUDA_PRECISE");
     c->precise = pe && pe[0] && strcmp(pe, "0") != 0;
     c->invariant = e->opt.batch_invariant;
+    const char *ge = getenv("ASA_CUDA_GRAPHS");
+    c->graphs_on = ge && ge[0] && strcmp(ge, "0") != 0;
+    c->graph_eager = c->graphs_on && strcmp(ge, "eager") == 0;
     const char *te = getenv("ASA_CUDA_TIMING");
     if (te && te[0] && strcmp(te, "0") != 0) {
         c->ev = calloc(CU_MAX_MARKS, sizeof *c->ev);
@@ -597,8 +623,10 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     int n_anchor_max = T / (c->share > 0 ? c->share : 1) + c->max_seqs + 1;
     if (n_anchor_max > T)
         n_anchor_max = T;
-    if ((err = cu__malloc((void **)&c->gmem, (size_t)c->gpage * np_g * 2)) ||
-        (err = cu__malloc((void **)&c->lmem, (size_t)c->lpage * np_l * 2)) ||
+    /* one scratch page per class after the pool's pages (page id
+     * num_pages): the dummy tokens of padded graph steps write there */
+    if ((err = cu__malloc((void **)&c->gmem, (size_t)c->gpage * (np_g + 1) * 2)) ||
+        (err = cu__malloc((void **)&c->lmem, (size_t)c->lpage * (np_l + 1) * 2)) ||
         (err = cu__malloc((void **)&c->sel, nsel * c->top_n * sizeof(int32_t))) ||
         (err = cu__malloc((void **)&c->sel_cnt, nsel * sizeof(int32_t))) ||
         (err = cu__malloc((void **)&c->x, (size_t)T * d * 4)) ||
@@ -622,8 +650,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->logits, (size_t)lr * V * 4)))
         return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
     CU_TRY(cudaMemset(c->sel_cnt, 0, nsel * sizeof(int32_t)));
-    CU_TRY(cudaMemset(c->gmem, 0, (size_t)c->gpage * np_g * 2));
-    CU_TRY(cudaMemset(c->lmem, 0, (size_t)c->lpage * np_l * 2));
+    CU_TRY(cudaMemset(c->gmem, 0, (size_t)c->gpage * (np_g + 1) * 2));
+    CU_TRY(cudaMemset(c->lmem, 0, (size_t)c->lpage * (np_l + 1) * 2));
     if (cudaMallocHost((void **)&c->h_logits, (size_t)lr * V * 4) != cudaSuccess)
         return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
     const size_t sres_bytes = (size_t)lr * (2 + 2 * TOPN_MAX_N) * 4;
@@ -638,6 +666,17 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->meta_cap = 9 * cu__al((size_t)T * 4) + 4 * cu__al((size_t)c->max_seqs * 4) +
                   cu__al(((size_t)T / c->B + c->max_seqs + 1) * 4) + 2 * cu__al(ntab * 4) +
                   64;
+    /* the padded (graph) layout of cu__build_meta, for up to pad_max tokens */
+    c->pad_max = 1;
+    while (c->pad_max < c->max_seqs)
+        c->pad_max *= 2;
+    if (c->pad_max > lr)
+        c->pad_max = lr;
+    {
+        const size_t P = (size_t)c->pad_max;
+        c->meta_cap += 10 * cu__al(P * 4 + 4) + cu__al((P * (c->w / c->B + 2) + 1) * 4) +
+                       cu__al((P * c->nb_max + 1) * 4) + 64;
+    }
     if (cudaMallocHost((void **)&c->h_meta, c->meta_cap) != cudaSuccess)
         return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
     if ((err = cu__malloc((void **)&c->d_meta, c->meta_cap)))
@@ -713,69 +752,90 @@ static void *cu__meta(cu_be *c, size_t bytes, void **dev) {
     return c->h_meta + off;
 }
 
-/* Packs the step's metadata and uploads it. */
-static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
+/* Packs the step's metadata and uploads it (one transfer).
+ *
+ * pad > 0: a decode-only batch that runs as a captured graph.  Every array
+ * is laid out for pad tokens, so the device addresses depend on pad alone;
+ * tokens T..pad-1 are dummies (token 0 at position 0 of a dummy sequence
+ * whose block tables hold the scratch pages), the anchor, completion and
+ * store lists are padded with -1 (skipped by the kernels), every token has
+ * a logits row, and max_pos is rounded up to a power of two (the split
+ * plans are part of the graph).  *ntok gets pad then. */
+static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) {
     const eng_config *k = &c->m->cfg;
     cu_meta *mt = &c->mt;
-    const int ns = b->n_seqs;
-    int T = 0; /* this step's tokens: the arrays below are sized for them */
+    const int ns = b->n_seqs, B = c->B;
+    const bool hasg = k->n_global_layers > 0, hasl = k->n_local_layers > 0;
+    int T = 0;
     for (int i = 0; i < ns; i++)
         T += b->seqs[i].n_tokens;
-    c->meta_used = 0;
-    int32_t *tok = cu__meta(c, (size_t)T * 4, (void **)&mt->tok);
-    int32_t *pos = cu__meta(c, (size_t)T * 4, (void **)&mt->pos);
-    int32_t *seq = cu__meta(c, (size_t)T * 4, (void **)&mt->seq);
-    int32_t *src = cu__meta(c, (size_t)T * 4, (void **)&mt->sel_src);
-    int32_t *anc = cu__meta(c, (size_t)T * 4, (void **)&mt->anchors);
-    int32_t *rows = cu__meta(c, (size_t)T * 4, (void **)&mt->rows);
-    int32_t *st_slot = cu__meta(c, (size_t)ns * 4, (void **)&mt->st_slot);
-    int32_t *st_tok = cu__meta(c, (size_t)ns * 4, (void **)&mt->st_tok);
-    int32_t *gtoff = cu__meta(c, (size_t)ns * 4, (void **)&mt->gtoff);
-    int32_t *ltoff = cu__meta(c, (size_t)ns * 4, (void **)&mt->ltoff);
-    int32_t *comp = cu__meta(c, ((size_t)T / c->B + ns + 1) * 4, (void **)&mt->comp);
-    /* tables last: their sizes are known only after the walk below */
+    const int TT = pad > 0 ? pad : T;          /* token capacity */
+    const int NS = pad > 0 ? pad + 1 : ns;     /* sequences (+ the dummy) */
+    const int NST = pad > 0 ? pad : ns;        /* stores */
+    const int NC = pad > 0 ? pad : T / B + ns + 1; /* completed blocks */
+    /* table sizes: the global table up to the last block; the local one
+     * only for the blocks that intersect the window (offsets shifted) */
     size_t ng = 0, nl = 0;
     for (int i = 0; i < ns; i++) {
         const eng_seq_step *s = &b->seqs[i];
-        int last = s->pos0 + s->n_tokens - 1;
-        ng += (size_t)(k->n_global_layers > 0 ? last / c->B + 1 : 0);
-        nl += (size_t)(k->n_local_layers > 0 ? last / c->B + 1 : 0);
+        int last = s->pos0 + s->n_tokens - 1, first = s->pos0 - c->w + 1;
+        first = first > 0 ? first : 0;
+        ng += (size_t)(hasg ? last / B + 1 : 0);
+        nl += (size_t)(hasl ? last / B - first / B + 1 : 0);
     }
-    int32_t *gtab = cu__meta(c, (ng ? ng : 1) * 4, (void **)&mt->gtab);
-    int32_t *ltab = cu__meta(c, (nl ? nl : 1) * 4, (void **)&mt->ltab);
+    const size_t lcap = pad > 0 ? (size_t)pad * (c->w / B + 2) + 1 : nl + 1;
+    const size_t gcap = pad > 0 ? (size_t)pad * c->nb_max + 1 : ng + 1;
+    c->meta_used = 0;
+    int32_t *tok = cu__meta(c, (size_t)TT * 4, (void **)&mt->tok);
+    int32_t *pos = cu__meta(c, (size_t)TT * 4, (void **)&mt->pos);
+    int32_t *seq = cu__meta(c, (size_t)TT * 4, (void **)&mt->seq);
+    int32_t *src = cu__meta(c, (size_t)TT * 4, (void **)&mt->sel_src);
+    int32_t *anc = cu__meta(c, (size_t)TT * 4, (void **)&mt->anchors);
+    int32_t *rows = cu__meta(c, (size_t)TT * 4, (void **)&mt->rows);
+    int32_t *st_slot = cu__meta(c, (size_t)NST * 4, (void **)&mt->st_slot);
+    int32_t *st_tok = cu__meta(c, (size_t)NST * 4, (void **)&mt->st_tok);
+    int32_t *gtoff = cu__meta(c, (size_t)NS * 4, (void **)&mt->gtoff);
+    int32_t *ltoff = cu__meta(c, (size_t)NS * 4, (void **)&mt->ltoff);
+    int32_t *comp = cu__meta(c, (size_t)NC * 4, (void **)&mt->comp);
+    int32_t *ltab = cu__meta(c, lcap * 4, (void **)&mt->ltab);
+    const size_t goff = c->meta_used;
+    int32_t *gtab = cu__meta(c, gcap * 4, (void **)&mt->gtab); /* last: sent up to its use */
     if (c->meta_used > c->meta_cap)
         return ASA_EINTERNAL;
     int t = 0, na = 0, nst = 0, nc = 0, nr = 0;
-    c->max_pos = 0;
+    int max_pos = 0;
     ng = nl = 0;
     for (int i = 0; i < ns; i++) {
         const eng_seq_step *s = &b->seqs[i];
         int last = s->pos0 + s->n_tokens - 1, nb;
         c->seq_tok0[i] = t;
         gtoff[i] = (int32_t)ng;
-        ltoff[i] = (int32_t)nl;
-        if (k->n_global_layers > 0) {
+        ltoff[i] = 0;
+        if (hasg) {
             const int32_t *tb = kv_seq_table(s->kv, KV_GLOBAL, &nb);
-            memcpy(gtab + ng, tb, (size_t)(last / c->B + 1) * 4);
-            ng += (size_t)(last / c->B + 1);
-            for (int blk = s->pos0 / c->B; blk <= last / c->B; blk++) {
-                int end = blk * c->B + c->B - 1;
+            memcpy(gtab + ng, tb, (size_t)(last / B + 1) * 4);
+            ng += (size_t)(last / B + 1);
+            for (int blk = s->pos0 / B; blk <= last / B; blk++) {
+                int end = blk * B + B - 1;
                 if (end >= s->pos0 && end <= last)
                     comp[nc++] = tb[blk];
             }
         }
-        if (k->n_local_layers > 0) {
+        if (hasl) {
             const int32_t *tb = kv_seq_table(s->kv, KV_LOCAL, &nb);
-            memcpy(ltab + nl, tb, (size_t)(last / c->B + 1) * 4);
-            nl += (size_t)(last / c->B + 1);
+            int first = s->pos0 - c->w + 1;
+            first = (first > 0 ? first : 0) / B;
+            memcpy(ltab + nl, tb + first, (size_t)(last / B - first + 1) * 4);
+            ltoff[i] = (int32_t)nl - first; /* tab + ltoff[i] + block */
+            nl += (size_t)(last / B - first + 1);
         }
         int last_anchor = -1;
         for (int q = 0; q < s->n_tokens; q++, t++) {
             int p = s->pos0 + q;
             tok[t] = s->tokens[q];
             pos[t] = p;
-            if (p > c->max_pos)
-                c->max_pos = p;
+            if (p > max_pos)
+                max_pos = p;
             seq[t] = i;
             if (p % c->share == 0) {
                 src[t] = t;
@@ -790,20 +850,51 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int *ntok) {
             st_slot[nst] = s->slot;
             st_tok[nst++] = last_anchor;
         }
+        if (pad > 0)
+            continue;
         if (s->all_logits && s->logits_out)
             for (int q = 0; q < s->n_tokens; q++)
                 c->rows[nr++] = c->seq_tok0[i] + q;
         else if (s->sample || s->logits_out)
             c->rows[nr++] = c->seq_tok0[i] + s->n_tokens - 1;
     }
+    if (pad > 0) {
+        /* the dummy sequence and tokens; padded lists; every row */
+        gtoff[ns] = (int32_t)ng;
+        gtab[ng++] = c->e->num_pages[KV_GLOBAL]; /* scratch pages */
+        ltoff[ns] = (int32_t)nl;
+        ltab[nl++] = c->e->num_pages[KV_LOCAL];
+        for (; t < pad; t++) {
+            tok[t] = 0;
+            pos[t] = 0;
+            seq[t] = ns;
+            src[t] = t;
+            anc[na++] = t;
+        }
+        for (; na < pad; na++)
+            anc[na] = -1;
+        for (; nc < NC; nc++)
+            comp[nc] = -1;
+        for (; nst < NST; nst++) {
+            st_slot[nst] = -1;
+            st_tok[nst] = 0;
+        }
+        for (nr = 0; nr < pad; nr++)
+            c->rows[nr] = nr;
+        int bucket = 64;
+        while (bucket < max_pos + 1)
+            bucket *= 2;
+        max_pos = bucket - 1;
+    }
     memcpy(rows, c->rows, (size_t)nr * 4);
     c->h_seq = seq;
+    c->max_pos = max_pos;
     mt->n_anchor = na;
     mt->n_store = nst;
     mt->n_comp = nc;
     mt->n_rows = nr;
     *ntok = t;
-    CU_TRY(cudaMemcpyAsync(c->d_meta, c->h_meta, c->meta_used, cudaMemcpyHostToDevice, c->st));
+    CU_TRY(cudaMemcpyAsync(c->d_meta, c->h_meta, goff + ng * 4, cudaMemcpyHostToDevice, c->st));
     return ASA_OK;
 }
 
@@ -938,6 +1029,101 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     return ASA_OK;
 }
 
+/* Logits of rows[r0 .. r0+n) into c->logits. */
+static asa_err cu__logits(cu_be *c, int r0, int n) {
+    CU_OK(cb_gather_rows_cuda(n, c->d, c->mt.rows + r0, c->hn, c->d, c->hrows, c->st));
+    cu__mark(c, CU_T_PROJ);
+    CU_OK(cu__gemm(c, c->hrows, n, c->d, c->lm_head, c->V, c->logits));
+    cu__mark(c, CU_T_OTHER);
+    return ASA_OK;
+}
+
+/* The device work of a step up to the first n0 rows of logits (everything
+ * a captured graph holds). */
+static asa_err cu__forward(cu_be *c, int T, int n0) {
+    CU_OK(cb_embed_cuda(T, c->d, c->mt.tok, c->embed, c->x, c->st));
+    for (int l = 0; l < c->L; l++)
+        CU_OK(cu__layer(c, &c->layers[l], T, l == 0));
+    cu__mark(c, CU_T_OTHER);
+    CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->x, c->L > 0 ? c->x : NULL, c->norm, c->hn, T));
+    if (n0 > 0)
+        CU_OK(cu__logits(c, 0, n0));
+    return ASA_OK;
+}
+
+/* The padded size of a decode-only batch run as a graph, 0 for eager. */
+static int cu__graph_pad(const cu_be *c, const eng_batch *b) {
+    if (!c->graphs_on)
+        return 0;
+    for (int i = 0; i < b->n_seqs; i++)
+        if (b->seqs[i].n_tokens != 1)
+            return 0;
+    int pad = 1;
+    while (pad < b->n_seqs)
+        pad *= 2;
+    return pad <= c->pad_max ? pad : 0;
+}
+
+/* Graph failures are not fatal: graphs are switched off and the step runs
+ * eagerly. */
+static void cu__graphs_off(cu_be *c, const char *what, cudaError_t e) {
+    ASA_LOGW("cuda", "CUDA graphs off: %s: %s", what, cudaGetErrorString(e));
+    (void)cudaGetLastError();
+    c->graphs_on = false;
+}
+
+/* Runs the forward pass of a padded decode step (T = pad tokens) from the
+ * graph of its key, capturing it the second time the key is seen. */
+static asa_err cu__graph_run(cu_be *c, int T, int n0) {
+    struct cu_graph *g = NULL;
+    if (c->graph_eager)
+        return cu__forward(c, T, n0);
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].pad == T && c->graphs[i].mp == c->max_pos)
+            g = &c->graphs[i];
+    if (!g) {
+        if (c->n_graphs == CU_MAX_GRAPHS)
+            return cu__forward(c, T, n0);
+        g = &c->graphs[c->n_graphs++];
+        *g = (struct cu_graph){.pad = T, .mp = c->max_pos, .seen = 0, .exec = NULL};
+    }
+    if (g->exec) {
+        cudaError_t e = cudaGraphLaunch(g->exec, c->st);
+        if (e != cudaSuccess) {
+            ASA_LOGE("cuda", "cudaGraphLaunch: %s", cudaGetErrorString(e));
+            return ASA_ECUDA;
+        }
+        return ASA_OK;
+    }
+    if (g->seen++ == 0)
+        return cu__forward(c, T, n0); /* warm-up, eager */
+    cudaError_t e = cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        cu__graphs_off(c, "cudaStreamBeginCapture", e);
+        return cu__forward(c, T, n0);
+    }
+    c->capturing = true;
+    asa_err err = cu__forward(c, T, n0);
+    cudaGraph_t graph = NULL;
+    e = cudaStreamEndCapture(c->st, &graph);
+    c->capturing = false;
+    if (err == ASA_OK && e == cudaSuccess)
+        e = cudaGraphInstantiate(&g->exec, graph, 0);
+    if (graph)
+        cudaGraphDestroy(graph);
+    if (err != ASA_OK || e != cudaSuccess) {
+        g->exec = NULL;
+        cu__graphs_off(c, "capture", e);
+        return cu__forward(c, T, n0);
+    }
+    e = cudaGraphLaunch(g->exec, c->st);
+    if (e != cudaSuccess) {
+        ASA_LOGE("cuda", "cudaGraphLaunch: %s", cudaGetErrorString(e));
+        return ASA_ECUDA;
+    }
+    return ASA_OK;
+}
+
 /* A row that only needs a greedy token and raw logprobs: sampled on the
  * device (topn_cuda follows eng_sample's conventions for exactly this
  * case: argmax with ties to the lower id, log_softmax of the raw logits,
@@ -950,7 +1136,7 @@ static bool cu__device_greedy(const eng_seq_step *s) {
 }
 
 static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
-    const int d = c->d, V = c->V;
+    const int V = c->V;
     for (int i = 0; i < b->n_copies; i++) {
         const kv_copy *cp = &b->copies[i];
         uint16_t *mem = cp->cls == KV_GLOBAL ? c->gmem : c->lmem;
@@ -964,12 +1150,14 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
     int T;
     c->n_ev = 0;
     cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__build_meta(c, b, &T));
-    CU_OK(cb_embed_cuda(T, d, c->mt.tok, c->embed, c->x, c->st));
-    for (int l = 0; l < c->L; l++)
-        CU_OK(cu__layer(c, &c->layers[l], T, l == 0));
-    cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->x, c->L > 0 ? c->x : NULL, c->norm, c->hn, T));
+    const int pad = cu__graph_pad(c, b);
+    CU_OK(cu__build_meta(c, b, pad, &T));
+    const int lr0 = c->T < CU_LOGIT_ROWS ? c->T : CU_LOGIT_ROWS;
+    const int n0 = c->mt.n_rows < lr0 ? c->mt.n_rows : lr0;
+    if (pad > 0)
+        CU_OK(cu__graph_run(c, T, n0));
+    else
+        CU_OK(cu__forward(c, T, n0));
     for (int i = 0; i < b->n_seqs; i++) {
         const eng_seq_step *s = &b->seqs[i];
         int last = s->pos0 + s->n_tokens - 1;
@@ -980,17 +1168,19 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
     const int nr = c->mt.n_rows, lr = c->T < CU_LOGIT_ROWS ? c->T : CU_LOGIT_ROWS;
     for (int r0 = 0; r0 < nr; r0 += lr) {
         int n = nr - r0 < lr ? nr - r0 : lr;
-        CU_OK(cb_gather_rows_cuda(n, d, c->mt.rows + r0, c->hn, d, c->hrows, c->st));
-        cu__mark(c, CU_T_PROJ);
-        CU_OK(cu__gemm(c, c->hrows, n, d, c->lm_head, V, c->logits));
-        cu__mark(c, CU_T_OTHER);
+        if (r0 > 0) /* the first chunk's logits come with the forward pass */
+            CU_OK(cu__logits(c, r0, n));
         /* device greedy for the rows that allow it, logits to the host for
          * the others (the whole chunk when there is any) */
         bool any_host = false, any_dev = false;
         int ntop = 0;
         for (int r = 0; r < n; r++) {
             int t = c->rows[r0 + r], i = c->h_seq[t];
+            if (i >= b->n_seqs)
+                continue; /* dummy token of a padded step */
             const eng_seq_step *s = &b->seqs[i];
+            if (!s->sample && !s->logits_out)
+                continue;
             if (cu__device_greedy(s)) {
                 any_dev = true;
                 ntop = s->sp->n_logprobs > ntop ? s->sp->n_logprobs : ntop;
@@ -1024,7 +1214,11 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
         const float *h_tlp = (const float *)(h_ids + (size_t)n * ntop);
         for (int r = 0; r < n; r++) {
             int t = c->rows[r0 + r], i = c->h_seq[t];
+            if (i >= b->n_seqs)
+                continue;
             const eng_seq_step *s = &b->seqs[i];
+            if (!s->sample && !s->logits_out)
+                continue;
             if (any_dev && cu__device_greedy(s)) {
                 eng_seq_result *rs = &res[i];
                 rs->token = h_tok[r];

@@ -260,7 +260,10 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B;
     const int hpg = p.H / G, n = p.s.top_n;
-    const int t = p.anchors[a], pos = p.tok_pos[t];
+    const int t = p.anchors[a];
+    if (t < 0)
+        return; /* padding */
+    const int pos = p.tok_pos[t];
     const int nvis = (pos + 1) / B, cur = pos / B;
     const int32_t *tab = p.c.tab + p.c.seq_toff[p.tok_seq[t]];
     const int64_t S = (int64_t)G * dg + dR;
@@ -365,6 +368,8 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
 /* ---- compressed entries, selection stores ---------------------------------- */
 
 __global__ void compress_kernel(const compress_params p) {
+    if (p.pages[blockIdx.x] < 0)
+        return; /* padding */
     const int64_t base = (int64_t)p.pages[blockIdx.x] * p.page_elems + p.layer_off;
     for (int e = threadIdx.x; e < p.S; e += blockDim.x) {
         float s = 0.0f;
@@ -376,6 +381,8 @@ __global__ void compress_kernel(const compress_params p) {
 
 __global__ void selstore_kernel(const selstore_params p) {
     const int i = blockIdx.x, n = p.s.top_n;
+    if (p.slot[i] < 0)
+        return; /* padding */
     for (int x = threadIdx.x; x < p.G * n; x += blockDim.x) {
         const int g = x / n, k = x % n;
         const int64_t dst = ((int64_t)p.slot[i] * p.s.Lg + p.s.ti) * p.G + g;
@@ -523,7 +530,10 @@ extern "C" void select_blocks_ref(const select_params *p) {
     const int64_t S = (int64_t)G * dg + dR;
     for (int a = 0; a < p->n_anchors; a++)
         for (int g = 0; g < G; g++) {
-            const int t = p->anchors[a], pos = p->tok_pos[t];
+            const int t = p->anchors[a];
+            if (t < 0)
+                continue;
+            const int pos = p->tok_pos[t];
             const int nvis = (pos + 1) / B, cur = pos / B;
             const int32_t *tab = p->c.tab + p->c.seq_toff[p->tok_seq[t]];
             double *sc = (double *)malloc(sizeof(double) * (size_t)(cur + 1));
@@ -581,6 +591,8 @@ extern "C" void select_blocks_ref(const select_params *p) {
 
 extern "C" void compress_ref(const compress_params *p) {
     for (int i = 0; i < p->n; i++) {
+        if (p->pages[i] < 0)
+            continue;
         const int64_t base = (int64_t)p->pages[i] * p->page_elems + p->layer_off;
         for (int e = 0; e < p->S; e++) {
             float s = 0;

@@ -116,7 +116,7 @@ void attn_latent_ref(const attn_params *p);
  * workspace of n_anchors * G * nb_max floats. */
 typedef struct select_params {
     int n_anchors, H;
-    const int32_t *anchors;  /* [n_anchors] token indices */
+    const int32_t *anchors;  /* [n_anchors] token indices, -1 = padding (skipped) */
     float scale;
     int init_blocks, local_blocks, nb_max;
     attn_cache c;
@@ -135,7 +135,7 @@ void select_blocks_ref(const select_params *p);
  * the f32 mean of its B token entries, rounded once to bf16. */
 typedef struct compress_params {
     int n;
-    const int32_t *pages;    /* [n] */
+    const int32_t *pages;    /* [n], -1 = padding (skipped) */
     uint16_t *kv;
     int64_t page_elems, layer_off;
     int B, S;
@@ -148,7 +148,7 @@ void compress_ref(const compress_params *p);
  * slot_sel[slot[i]][ti][g] = tsel[tok[i]][g] (and the count). */
 typedef struct selstore_params {
     int n, G;
-    const int32_t *slot, *tok; /* [n] */
+    const int32_t *slot, *tok; /* [n]; slot -1 = padding (skipped) */
     attn_sets s;
 } selstore_params;
 

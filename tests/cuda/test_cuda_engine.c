@@ -51,6 +51,9 @@
  *      (and 1 for short fixtures) / in a batch of four / decode steps, and
  *      greedy tokens sampled on the device (with 5 logprobs) equal to
  *      eng_sample's on the same row.
+ *   8. decode of three sequences at once with ASA_CUDA_GRAPHS=1 (padded
+ *      to 4, CUDA graphs) and =eager (padded, not captured): logits within
+ *      2e-2 of the CPU rows, device greedy equal to eng_sample's;
  * Prints one summary line.  Exits 77 without a CUDA device or fixtures.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -332,6 +335,58 @@ static void batch4(eng *e, const int32_t *seq, int P, int V, float *out0) {
 }
 
 static bool invariant_engines;
+static double w_graph;
+
+/* Check 8: three copies of the sequence prefilled, then decoded together
+ * (fed the fixture's tokens): copies 0 and 1 return logits (within TOL of
+ * the CPU rows at unambiguous positions), copy 2 only a device greedy token
+ * equal to eng_sample on copy 0's row (the rows are computed alike). */
+static double graph_decode(eng *e, const char *dir, const int32_t *seq, int np, int n_gen,
+                           int V, const float *cpu) {
+    etu_seq q[3];
+    float *row = malloc((size_t)2 * V * sizeof(float)), *samp = malloc((size_t)2 * V * 4);
+    const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1,
+                             .n_logprobs = 3};
+    double w = 0;
+    for (int i = 0; i < 3; i++) {
+        etu_seq_open(e, &q[i]);
+        etu_prefill(e, &q[i], seq, np, np, NULL);
+    }
+    for (int k = 0; k + 1 < n_gen; k++) {
+        kv_copy cp[8];
+        int ncp = 0;
+        eng_seq_step st[3];
+        eng_seq_result r[3], rw;
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(kv_seq_alloc(eng_kv_pool(e), q[i].kv, 1, cp, 8, &ncp), ASA_OK);
+            st[i] = (eng_seq_step){.slot = q[i].slot, .tokens = &seq[np + k], .n_tokens = 1,
+                                   .pos0 = q[i].pos, .kv = q[i].kv, .sample = i == 2,
+                                   .sp = &sp, .logits_out = i < 2 ? row + (size_t)i * V : NULL};
+        }
+        eng_batch b = {.n_seqs = 3, .seqs = st, .copies = cp, .n_copies = ncp};
+        assert_int_equal(eng_step(e, &b, r), ASA_OK);
+        for (int i = 0; i < 3; i++) {
+            kv_seq_commit(eng_kv_pool(e), q[i].kv, 1);
+            q[i].pos++;
+        }
+        const int t = np + k;
+        for (int i = 0; i < 2 && !amb[t]; i++) {
+            double x = rel_l2(row + (size_t)i * V, cpu + (size_t)t * V, V);
+            w = fmax(w, x);
+            if (!(x < TOL))
+                fail_msg("%s: graph decode step %d copy %d: error %g", dir, k, i, x);
+        }
+        assert_int_equal(eng_sample(row, V, &sp, NULL, 0, NULL, 0, samp, &rw), ASA_OK);
+        if (r[2].token != rw.token)
+            fail_msg("%s: graph decode step %d: device greedy %d, host %d", dir, k, r[2].token,
+                     rw.token);
+    }
+    for (int i = 0; i < 3; i++)
+        etu_seq_close(e, &q[i]);
+    free(row);
+    free(samp);
+    return w;
+}
 
 static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int T,
                       int max_len) {
@@ -599,6 +654,19 @@ static void test_fixture(void **st) {
     etu_seq_close(ei, &s);
     eng_destroy(ei);
     n_inv++;
+
+    /* 8. decode batches as CUDA graphs (ASA_CUDA_GRAPHS: padded batches),
+     * then the same padded steps without capture */
+    for (int gm = 0; gm < 2; gm++) {
+        setenv("ASA_CUDA_GRAPHS", gm == 0 ? "1" : "eager", 1);
+        eng *eh = mk_engine(m, ENG_BACKEND_CUDA, 4, P, max_len);
+        unsetenv("ASA_CUDA_GRAPHS");
+        double wg = graph_decode(eh, dir, seq, np, n_gen, V, cpu);
+        print_message("%s: %s decode, 3 sequences: worst vs CPU %.3g\n", dir,
+                      gm == 0 ? "graph" : "padded eager", wg);
+        w_graph = fmax(w_graph, wg);
+        eng_destroy(eh);
+    }
     eng_destroy(ec);
     free_copy(mr);
     eng_model_destroy(m);
@@ -662,10 +730,10 @@ int main(void) {
            "mode %.3g; vs f32 checkpoint weights %.3g; greedy identity checked at %d of %d "
            "steps, %d disagreements; %d ambiguous positions (worst %.3g); %d block sets equal "
            "to the CPU engine's (%d near-ties skipped); batch-invariant mode bitwise on %d; "
-           "%d device greedy samples equal to eng_sample's\n",
+           "%d device greedy samples equal to eng_sample's; graph decode %.3g\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
-           n_sets_skipped, n_inv, n_devgreedy);
+           n_sets_skipped, n_inv, n_devgreedy, w_graph);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;

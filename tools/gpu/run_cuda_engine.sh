@@ -19,8 +19,9 @@
 #      tool is installed)
 #   5. bench_cuda_engine   asa-1.3b shape, random weights: prefill of 1k
 #      tokens, decode step at batch 1 and 8 with 1k context; again with
-#      ASA_CUDA_TIMING=1 (GPU time of products / attention / rest per step);
-#      then prefill of 8k and decode at 8k context
+#      ASA_CUDA_TIMING=1 (GPU time of products / attention / rest per step),
+#      with ASA_CUDA_GRAPHS=1 (decode steps as CUDA graphs); then prefill of
+#      8k and decode at 8k context
 # and prints a short table last.  Exit status: 0 when every check that ran
 # passed.
 set -u
@@ -94,6 +95,10 @@ run bench_1.3b_ctx1k 120 "$T/bench_cuda_engine" 1024 20
 export ASA_CUDA_TIMING=1
 run bench_1.3b_ctx1k_timed 120 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_TIMING
+# decode steps as CUDA graphs (padded batches)
+export ASA_CUDA_GRAPHS=1
+run bench_1.3b_ctx1k_graphs 120 "$T/bench_cuda_engine" 1024 20
+unset ASA_CUDA_GRAPHS
 run bench_1.3b_ctx8k 150 "$T/bench_cuda_engine" 8192 20
 
 {
@@ -101,7 +106,7 @@ run bench_1.3b_ctx8k 150 "$T/bench_cuda_engine" 8192 20
     echo "== run_cuda_engine summary ($GPU) =="
     for r in "${ROWS[@]}"; do echo "$r"; done
     echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
-    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx8k; do
+    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_graphs bench_1.3b_ctx8k; do
         [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode)|timing, " "$OUT/$f.log" |
             sed -e "s/^.*INFO  \[cuda\] /  /"
     done
