@@ -1,0 +1,48 @@
+#!/bin/sh
+# tests/cuda/emulate.sh - runs the gpu tests of the CUDA engine with the
+# CUDA runtime, cuBLAS and every kernel launcher replaced by the host
+# emulation in fake_cuda.c (launchers run their host references), to check
+# the backend's host side on a machine without a GPU.
+#
+# Usage: tests/cuda/emulate.sh BUILD_DIR
+#   BUILD_DIR: a -DASA_CUDA=ON build in which test_cuda_engine,
+#   test_cuda_kernels and bench_cuda_engine are built.  For a sanitizer
+#   build (-DASA_SANITIZE=ON) set LDFLAGS=-fsanitize=address,undefined.
+# The launchers inside the CUDA libraries are made weak (objcopy) so that
+# the emulated ones win at link time.
+set -eu
+B=$(cd "${1:?usage: emulate.sh BUILD_DIR}" && pwd)
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+CUDA=${CUDA_HOME:-/usr/local/cuda}
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+weak=""
+for s in topn_cuda cb_split_bf16_cuda attn_latent_cuda select_blocks_cuda compress_cuda \
+         selstore_cuda rope_cache_cuda cb_absorb_cuda cb_expand_cuda cb_embed_cuda \
+         cb_gather_rows_cuda gemv_bf16_cuda rmsnorm_cuda silu_mul_cuda \
+         cudaFuncSetAttribute cudaGetErrorString cudaGetLastError; do
+    weak="$weak --weaken-symbol=$s"
+done
+objcopy $weak "$B/engine/libasa_cuda_kernels.a" "$W/k1.a"
+objcopy $weak "$B/kernels/cuda/libasa_kernels_cuda.a" "$W/k2.a"
+cc -O2 -c "$SRC/tests/cuda/fake_cuda.c" -o "$W/fake.o" -I"$CUDA/include" \
+    -I"$SRC/common" -I"$SRC/kernels/cuda" ${CFLAGS:-}
+LIBS="$B/engine/libasa_engine.a $B/kvcache/libasa_kvcache.a $B/kernels/libasa_kernels.a
+      $W/k1.a $W/k2.a $B/common/libasa_common.a -lcmocka -ljansson -lm -lpthread"
+D="$B/tests/cuda/CMakeFiles"
+# shellcheck disable=SC2086
+c++ ${LDFLAGS:-} "$D/test_cuda_engine.dir/test_cuda_engine.c.o" \
+    "$D/test_cuda_engine.dir/__/engine/eng_test_util.c.o" \
+    "$D/test_cuda_engine.dir/__/engine/model_writer.c.o" "$W/fake.o" -o "$W/engine" $LIBS
+# shellcheck disable=SC2086
+c++ ${LDFLAGS:-} "$D/test_cuda_kernels.dir/test_cuda_kernels.c.o" "$W/fake.o" -o "$W/kernels" $LIBS
+# shellcheck disable=SC2086
+c++ ${LDFLAGS:-} "$D/bench_cuda_engine.dir/bench_cuda_engine.c.o" "$W/fake.o" -o "$W/bench" $LIBS
+rc=0
+"$W/kernels" > "$W/k.log" 2>&1 || rc=1
+tail -1 "$W/k.log"
+ASA_FIXTURES_OVERRIDE=${ASA_FIXTURES_OVERRIDE:-$SRC/tests/fixtures} "$W/engine" > "$W/e.log" 2>&1 || rc=1
+grep -E "ERROR|^test_cuda_engine:" "$W/e.log" || true
+"$W/bench" 64 4 tiny > "$W/b.log" 2>&1 || rc=1
+tail -3 "$W/b.log"
+exit $rc

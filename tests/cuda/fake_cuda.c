@@ -1,0 +1,129 @@
+/*
+ * tests/cuda/fake_cuda.c - host emulation of the CUDA runtime, cuBLAS and
+ * the kernel launchers that engine/cuda.c calls, for checking the CUDA
+ * backend's host side (metadata, layouts, scheduling of the launches,
+ * selection state, padding, sampling paths) on a machine without a GPU.
+ *
+ * "Device" memory is host memory; every launcher runs its host reference
+ * (<op>_ref) instead of the kernel; cublasGemmEx is a double-precision
+ * loop; stream capture fails (so graph mode falls back to its padded eager
+ * path).  It checks the orchestration, not the kernels: those are compared
+ * with the same references on the GPU by test_cuda_kernels.
+ *
+ * Not built by CMake: tests/cuda/emulate.sh links it into the gpu tests in
+ * place of the CUDA libraries and runs them.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cuda_runtime_api.h>
+#include <cublas_v2.h>
+#include "asa.h"
+#include "attn_latent_cuda.h"
+#include "cb_ops_cuda.h"
+#include "gemv_cuda.h"
+#include "rmsnorm_cuda.h"
+#include "rope_cache_cuda.h"
+#include "silu_mul_cuda.h"
+#include "topn_cuda.h"
+
+void **__cudaRegisterFatBinary(void *f) { static void *h; (void)f; return &h; }
+void __cudaRegisterFatBinaryEnd(void **h) { (void)h; }
+void __cudaUnregisterFatBinary(void **h) { (void)h; }
+void __cudaRegisterFunction(void) {}
+unsigned __cudaPushCallConfiguration(void) { return 0; }
+int __cudaPopCallConfiguration(void) { return 0; }
+int __cudaLaunchKernel(void) { abort(); }
+int __cudaGetKernel(void) { abort(); }
+cudaError_t cudaFuncSetAttribute(const void *f, enum cudaFuncAttribute a, int v) { (void)f; (void)a; (void)v; return cudaSuccess; }
+const char *cudaGetErrorString(cudaError_t e) { (void)e; return "fake"; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int *n) { *n = getenv("FAKE_NODEV") ? 0 : 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) { (void)d; return cudaSuccess; }
+cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int d) { (void)a; (void)d; *v = 4; return cudaSuccess; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned f) { (void)f; *s = (cudaStream_t)malloc(8); return cudaSuccess; }
+cudaError_t cudaStreamDestroy(cudaStream_t s) { free(s); return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaMalloc(void **p, size_t n) { *p = malloc(n); if (*p) memset(*p, 0xff, n); return *p ? cudaSuccess : cudaErrorMemoryAllocation; }
+cudaError_t cudaMallocHost(void **p, size_t n) { *p = malloc(n); return *p ? cudaSuccess : cudaErrorMemoryAllocation; }
+cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, enum cudaMemcpyKind k) { (void)k; memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKind k, cudaStream_t st) { (void)k; (void)st; memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaMemset(void *d, int v, size_t n) { memset(d, v, n); return cudaSuccess; }
+cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t st) { (void)st; memset(d, v, n); return cudaSuccess; }
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t *h) { *h = (cublasHandle_t)malloc(8); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasDestroy_v2(cublasHandle_t h) { free(h); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) { (void)h; (void)s; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void *w, size_t n) { (void)h; (void)w; (void)n; return CUBLAS_STATUS_SUCCESS; }
+int fake_gemm_calls;
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
+                            int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t comp,
+                            cublasGemmAlgo_t algo) {
+    (void)h; (void)alpha; (void)beta; (void)comp; (void)algo;
+    if (ta != CUBLAS_OP_T || tb != CUBLAS_OP_N || at != CUDA_R_16BF || bt != CUDA_R_16BF || ct != CUDA_R_32F) abort();
+    const uint16_t *a = A, *b = B; float *c = C;
+    fake_gemm_calls++;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int q = 0; q < k; q++)
+                s += (double)asa_bf16_to_f32(a[q + (size_t)i * lda]) * asa_bf16_to_f32(b[q + (size_t)j * ldb]);
+            c[i + (size_t)j * ldc] = (*(const float *)beta != 0 ? c[i + (size_t)j * ldc] : 0) + (float)s;
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+asa_err attn_latent_cuda(const attn_params *p, cudaStream_t s) { (void)s; attn_latent_ref(p); return ASA_OK; }
+asa_err select_blocks_cuda(const select_params *p, cudaStream_t s) { (void)s; select_blocks_ref(p); return ASA_OK; }
+asa_err compress_cuda(const compress_params *p, cudaStream_t s) { (void)s; compress_ref(p); return ASA_OK; }
+asa_err selstore_cuda(const selstore_params *p, cudaStream_t s) {
+    (void)s;
+    for (int i = 0; i < p->n; i++)
+        for (int g = 0; g < p->G; g++) {
+            if (p->slot[i] < 0) continue;
+            int64_t dst = ((int64_t)p->slot[i] * p->s.Lg + p->s.ti) * p->G + g, src = (int64_t)p->tok[i] * p->G + g;
+            memcpy(p->s.slot_sel + dst * p->s.top_n, p->s.tsel + src * p->s.top_n, (size_t)p->s.top_n * 4);
+            p->s.slot_cnt[dst] = p->s.tsel_cnt[src];
+        }
+    return ASA_OK;
+}
+asa_err rope_cache_cuda(const rope_cache_params *p, cudaStream_t s) { (void)s; rope_cache_ref(p); return ASA_OK; }
+asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t s) { (void)s; cb_absorb_ref(p); return ASA_OK; }
+asa_err cb_expand_cuda(const expand_params *p, cudaStream_t s) { (void)s; cb_expand_ref(p); return ASA_OK; }
+asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_t *e, float *x, cudaStream_t s) {
+    (void)s;
+    for (int t = 0; t < T; t++) for (int i = 0; i < d; i++) x[(size_t)t * d + i] = asa_bf16_to_f32(e[(size_t)tok[t] * d + i]);
+    return ASA_OK;
+}
+asa_err cb_gather_rows_cuda(int n, int d, const int32_t *rows, const float *src, int64_t ld, float *dst, cudaStream_t s) {
+    (void)s;
+    for (int r = 0; r < n; r++) memcpy(dst + (size_t)r * d, src + rows[r] * ld, (size_t)d * 4);
+    return ASA_OK;
+}
+asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint16_t *hi, uint16_t *lo, cudaStream_t s) {
+    (void)s;
+    for (int r = 0; r < rows; r++) for (int e = 0; e < cols; e++) {
+        float v = x[r * ld + e]; uint16_t h = asa_f32_to_bf16(v); hi[r * cols + e] = h;
+        if (lo) lo[r * cols + e] = asa_f32_to_bf16(v - asa_bf16_to_f32(h));
+    }
+    return ASA_OK;
+}
+asa_err gemv_bf16_cuda(const gemv_params *p, cudaStream_t s) { (void)s; asa_err e = gemv_params_check(p); if (e) return e; gemv_bf16_ref(p); return ASA_OK; }
+asa_err rmsnorm_cuda(const rmsnorm_params *p, cudaStream_t s) { (void)s; asa_err e = rmsnorm_params_check(p); if (e) return e; rmsnorm_ref(p); return ASA_OK; }
+asa_err silu_mul_cuda(const silu_mul_params *p, cudaStream_t s) { (void)s; asa_err e = silu_mul_params_check(p); if (e) return e; silu_mul_ref(p); return ASA_OK; }
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)malloc(8); return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { (void)e; (void)s; return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) { (void)a; (void)b; *ms = 0.001f; return cudaSuccess; }
+asa_err topn_cuda(const topn_params *p, cudaStream_t s) { (void)s; asa_err e = topn_params_check(p); if (e) return e; topn_ref(p); return ASA_OK; }
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m) { (void)s; (void)m; return cudaErrorNotSupported; }
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) { (void)s; *g = 0; return cudaErrorNotSupported; }
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long f) { (void)g; (void)f; *e = 0; return cudaErrorNotSupported; }
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) { (void)e; (void)s; return cudaErrorNotSupported; }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { (void)e; return cudaSuccess; }
+cudaError_t cudaGraphDestroy(cudaGraph_t g) { (void)g; return cudaSuccess; }
