@@ -48,6 +48,7 @@ typedef struct enc {
     size_t nheap, capheap;
     tok_ids word; /* ids of the current word */
     tok_str key;  /* lookup key scratch */
+    tok_str nb, ntmp; /* normalizer scratch */
     /* split scratch */
     struct rng {
         uint32_t a, b;
@@ -766,11 +767,11 @@ static asa_err bpe_word(enc *E, const char *w, size_t n, tok_ids *out) {
 
 /* ---- post-processors ------------------------------------------------------------- */
 
-static asa_err post_run(const tok__post *p, tok_ids *ids, tok_ids *tmp) {
+static asa_err post_run(const tok__post *p, tok_ids *ids) {
     switch (p->kind) {
     case TOK_POST_SEQ:
         for (size_t i = 0; i < p->nsubs; i++) {
-            asa_err e = post_run(p->subs[i], ids, tmp);
+            asa_err e = post_run(p->subs[i], ids);
             if (e)
                 return e;
         }
@@ -778,15 +779,13 @@ static asa_err post_run(const tok__post *p, tok_ids *ids, tok_ids *tmp) {
     case TOK_POST_NOOP:
         return ASA_OK;
     case TOK_POST_TEMPLATE: {
-        tmp->len = 0;
-        if (tok__ids_append(tmp, p->before, p->nbefore) ||
-            tok__ids_append(tmp, ids->ids, ids->len) ||
-            tok__ids_append(tmp, p->after, p->nafter))
+        /* in place: make room in front, then add the tail */
+        size_t n = ids->len;
+        if (tok__ids_append(ids, p->before, p->nbefore))
             return ASA_ENOMEM;
-        tok_ids x = *ids;
-        *ids = *tmp;
-        *tmp = x;
-        return ASA_OK;
+        memmove(ids->ids + p->nbefore, ids->ids, n * sizeof(int32_t));
+        memcpy(ids->ids, p->before, p->nbefore * sizeof(int32_t));
+        return tok__ids_append(ids, p->after, p->nafter);
     }
     }
     return ASA_OK;
@@ -813,7 +812,8 @@ static void scratch_init(void) { scratch_ok = pthread_key_create(&scratch_key, s
 static size_t enc_bytes(const enc *E) {
     return E->buf[0].cap + E->buf[1].cap + (E->pl[0].cap + E->pl[1].cap) * sizeof(piece) +
            E->capsyms * sizeof(sym) + E->capheap * sizeof(hent) + E->caprg * sizeof *E->rg +
-           E->word.cap * sizeof(int32_t) + E->key.cap;
+           E->word.cap * sizeof(int32_t) + E->key.cap + E->nb.cap +
+           E->ntmp.cap;
 }
 
 static void enc_free(enc *E) {
@@ -828,6 +828,8 @@ static void enc_free(enc *E) {
     free(E->rg);
     tok_ids_free(&E->word);
     tok_str_free(&E->key);
+    tok_str_free(&E->nb);
+    tok_str_free(&E->ntmp);
 }
 
 static asa_err encode(enc *E, const char *text, size_t len, bool add_special, tok_ids *out) {
@@ -853,7 +855,7 @@ static asa_err encode(enc *E, const char *text, size_t len, bool add_special, to
         stage_begin(E, &pl, &ob);
         const plist *in = &E->pl[E->cur];
         tok_str *ib = &E->buf[E->cur];
-        tok_str nb = {0}, tmp = {0};
+        tok_str *nb = &E->nb, *tmp = &E->ntmp;
         for (size_t i = 0; i < in->n; i++) {
             piece pc = in->p[i];
             if (pc.id >= 0) {
@@ -861,21 +863,19 @@ static asa_err encode(enc *E, const char *text, size_t len, bool add_special, to
                     break;
                 continue;
             }
-            nb.len = 0;
-            if ((e = tok__str_append(&nb, ib->data + pc.off, pc.len)))
+            nb->len = 0;
+            if ((e = tok__str_append(nb, ib->data + pc.off, pc.len)))
                 break;
-            if (t->norm && (e = norm_run(t->norm, E->md, &nb, &tmp)))
+            if (t->norm && (e = norm_run(t->norm, E->md, nb, tmp)))
                 break;
             if (t->any_norm)
-                e = split_added(E, nb.data, nb.len, pc.orig0, (int32_t **)t->first_norm,
+                e = split_added(E, nb->data, nb->len, pc.orig0, (int32_t **)t->first_norm,
                                 t->nfirst_norm, pl, ob);
             else
-                e = emit_text(pl, ob, nb.data, nb.len, pc.orig0);
+                e = emit_text(pl, ob, nb->data, nb->len, pc.orig0);
             if (e)
                 break;
         }
-        tok_str_free(&nb);
-        tok_str_free(&tmp);
         if (e)
             return e;
         stage_end(E);
@@ -897,13 +897,8 @@ static asa_err encode(enc *E, const char *text, size_t len, bool add_special, to
     }
 
     /* 5. post-processor */
-    if (add_special && t->post) {
-        tok_ids tmp = {0};
-        e = post_run(t->post, out, &tmp);
-        tok_ids_free(&tmp);
-        if (e)
-            return e;
-    }
+    if (add_special && t->post && (e = post_run(t->post, out)))
+        return e;
     return ASA_OK;
 }
 
