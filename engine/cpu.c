@@ -869,14 +869,14 @@ static void cpu__layer(cpu_be *c, const cpu_layer *y) {
     /* 3: absorbed queries */
     c->expand = false;
     cpu__par(c, cpu__heads, H, T >= 4);
-    /* 4-5: attention */
+    /* 4-5: attention (one token's attention is too little work to share) */
     if (y->type == ENG_LAYER_GLOBAL) {
         cpu__compress(c, y);
-        cpu__par(c, cpu__attn_cmp, T * y->G, true);
+        cpu__par(c, cpu__attn_cmp, T * y->G, T > 1);
         cpu__share_sets(c, y);
-        cpu__par(c, cpu__attn_slc, T * y->G, true);
+        cpu__par(c, cpu__attn_slc, T * y->G, T > 1);
     } else {
-        cpu__par(c, cpu__attn_local, T * y->G, true);
+        cpu__par(c, cpu__attn_local, T * y->G, T > 1);
     }
     /* 6: W_UV, o_proj, residual */
     c->expand = true;
