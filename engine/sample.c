@@ -106,58 +106,70 @@ static int32_t smp_pop(const float *e, int32_t *h, int n) {
     return top;
 }
 
-/* Collects the ids with e >= thr (thr > 0) or e > 0 (thr == 0) into idx and
- * returns their number; *mass gets their sum (double, id order). */
-static int smp_gather(const float *e, int V, float thr, int32_t *idx, double *mass) {
-    int n = 0;
-    double s = 0;
-    for (int i = 0; i < V; i++) {
-        float x = e[i];
-        if (thr > 0 ? x >= thr : x > 0) {
-            idx[n++] = i;
-            s += x;
-        }
-    }
-    *mass = s;
-    return n;
+/* Buckets of e in (0, 1] by the float's exponent and top 4 mantissa bits:
+ * monotone in e, 2033 of them (1.0f has bits 0x3f800000). */
+#define SMP_NBUCKET 2048
+static inline int smp_bucket(float x) {
+    union { float f; uint32_t u; } v;
+    v.f = x;
+    return (int)(v.u >> 19);
 }
-
-/* Candidate thresholds on e (relative to the maximum, which is 1), tried
- * from the top: a peaked distribution is settled with few candidates, a
- * flat one ends at 0 (all positive entries). */
-static const float smp_thresholds[] = {0x1p-4f, 0x1p-10f, 0x1p-20f, 0.0f};
-#define SMP_NTHR ((int)(sizeof smp_thresholds / sizeof smp_thresholds[0]))
 
 /* Keeps, of the positive e, the first `keep` in (e desc, id asc) order when
  * keep > 0, or (keep == 0) the shortest prefix of that order whose mass
- * reaches `mass_goal`, and zeroes every other entry. */
+ * reaches `mass_goal` (each kept token has less than mass_goal before it),
+ * and zeroes every other entry.  One pass builds per-bucket counts and
+ * masses; the cut falls inside one bucket, whose tokens alone are ordered
+ * (a heap); buckets below it are dropped. */
 static void smp_keep_best(float *e, int V, int32_t *idx, int keep, double mass_goal) {
-    int n = 0;
-    float thr = 0;
-    double mass = 0;
-    for (int t = 0; t < SMP_NTHR; t++) {
-        thr = smp_thresholds[t];
-        n = smp_gather(e, V, thr, idx, &mass);
-        if (keep > 0 ? n >= keep : mass >= mass_goal)
-            break;
+    int cnt[SMP_NBUCKET];
+    double mass[SMP_NBUCKET];
+    memset(cnt, 0, sizeof cnt);
+    memset(mass, 0, sizeof mass);
+    for (int i = 0; i < V; i++) {
+        if (e[i] > 0) {
+            const int b = smp_bucket(e[i]);
+            cnt[b]++;
+            mass[b] += e[i];
+        }
     }
-    /* idx[0, n) is a prefix of the sorted order that contains the answer. */
+    int cut = -1, above = 0;
+    double cum = 0;
+    for (int b = SMP_NBUCKET - 1; b >= 0; b--) {
+        if (!cnt[b])
+            continue;
+        if (keep > 0 ? above + cnt[b] >= keep : cum + mass[b] >= mass_goal) {
+            cut = b;
+            break;
+        }
+        above += cnt[b];
+        cum += mass[b];
+    }
+    if (cut < 0)
+        return; /* nothing to drop (fewer than keep tokens, or rounding) */
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        if (e[i] > 0) {
+            const int b = smp_bucket(e[i]);
+            if (b == cut)
+                idx[n++] = i;
+            else if (b < cut)
+                e[i] = 0;
+        }
+    }
+    /* The bucket's tokens in order until the count or the mass is reached;
+     * its first token is always kept (cum < mass_goal, above < keep). */
     smp_heapify(e, idx, n);
     int r = 0;
-    double cum = 0;
     while (r < n) {
-        if (keep > 0 ? r == keep : (r > 0 && cum >= mass_goal))
+        if (keep > 0 ? above + r == keep : (r > 0 && cum >= mass_goal))
             break;
-        int32_t id = smp_pop(e, idx, n - r);
+        const int32_t id = smp_pop(e, idx, n - r);
         cum += e[id];
         r++;
     }
     for (int j = 0; j < n - r; j++)
         e[idx[j]] = 0;
-    if (thr > 0)
-        for (int i = 0; i < V; i++)
-            if (e[i] < thr)
-                e[i] = 0;
 }
 
 /* ---- argument checks --------------------------------------------------- */
@@ -215,8 +227,17 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
     if (raw_max > -INFINITY) {
         double s = 0;
         for (int i = 0; i < V; i++)
-            s += exp((double)smp_clean(logits[i]) - raw_max);
+            s += eng_sample_exp(smp_clean(logits[i]) - raw_max);
         log_s = log(s);
+    }
+
+    const bool greedy = sp->temperature < ENG_SAMPLE_GREEDY_EPS;
+    const bool rep = sp->repetition_penalty != 1.0f && n_prompt + n_output > 0;
+    const bool freq = (sp->frequency_penalty != 0 || sp->presence_penalty != 0) && n_output > 0;
+    int32_t token;
+    if (greedy && sp->n_bias == 0 && !rep && !freq) {
+        token = raw_best; /* nothing adjusts the logits */
+        goto logprobs;
     }
 
     /* Stages 1-3: bias and penalties on the cleaned logits. */
@@ -226,7 +247,7 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
         int32_t t = sp->bias_ids[i];
         w[t] = smp_clean(w[t] + sp->bias_vals[i]);
     }
-    if (sp->repetition_penalty != 1.0f && n_prompt + n_output > 0) {
+    if (rep) {
         const float rp = sp->repetition_penalty;
         memset(aux, 0, (size_t)V * sizeof *aux);
         for (int s = 0; s < 2; s++) {
@@ -241,7 +262,7 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
             }
         }
     }
-    if ((sp->frequency_penalty != 0 || sp->presence_penalty != 0) && n_output > 0) {
+    if (freq) {
         memset(aux, 0, (size_t)V * sizeof *aux);
         for (int i = 0; i < n_output; i++)
             aux[output[i]] += 1;
@@ -264,16 +285,15 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
         }
     }
 
-    int32_t token;
     if (wmax == -INFINITY) {
         token = raw_best; /* everything banned or NaN */
-    } else if (sp->temperature < ENG_SAMPLE_GREEDY_EPS) {
+    } else if (greedy) {
         token = best;
     } else {
         /* e_i = exp((w_i - wmax) / T): the maximum maps to exactly 1. */
-        const double invT = 1.0 / (double)sp->temperature;
+        const float invT = 1.0f / sp->temperature;
         for (int i = 0; i < V; i++)
-            w[i] = (float)exp(((double)w[i] - wmax) * invT);
+            w[i] = eng_sample_exp((w[i] - wmax) * invT);
         float *e = w;
         int32_t *idx = (int32_t *)aux;
 
@@ -310,6 +330,7 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
         }
     }
 
+logprobs:
     /* Logprobs, from the raw distribution. */
     res->token = token;
     res->logprob = smp_logprob(smp_clean(logits[token]), raw_max, log_s);

@@ -12,7 +12,7 @@
  *   4. temperature < ENG_SAMPLE_GREEDY_EPS (vLLM's 1e-5): greedy, the argmax,
  *      ties to the lower id; top-k/top-p/min-p do not matter (the argmax is
  *      always kept by them).
- *      Otherwise p ~ exp((l - max l) / temperature), then
+ *      Otherwise p ~ exp((l - max l) / temperature) (eng_sample_exp), then
  *   5. top-k (keep the k most probable; among equal probabilities the lower
  *      ids first),
  *   6. top-p over the survivors: in descending order (ties: lower id first)
@@ -38,9 +38,10 @@
  * with logprob -inf when the raw row has no finite value.  It never returns
  * an id outside [0, V).
  *
- * Complexity: O(V + n_prompt + n_output) plus O(c log c) for the c
- * candidates above a threshold for top-k/top-p (no full sort of V in the
- * usual, peaked case).  No allocation; thread-safe (no shared state).
+ * Complexity: O(V + n_prompt + n_output); top-k/top-p bucket the
+ * probabilities by their float exponent and 4 mantissa bits, and order only
+ * the c tokens of the bucket where the cut falls (O(c log c)); no sort of V.
+ * No allocation; thread-safe (no shared state).
  */
 #ifndef ASA_ENG_SAMPLE_H
 #define ASA_ENG_SAMPLE_H
@@ -76,6 +77,29 @@ extern "C" {
 asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
                    const int32_t *prompt, int n_prompt, const int32_t *output,
                    int n_output, float *scratch, eng_seq_result *res);
+
+/* exp(x) for x <= 0 as the sampler computes its probabilities, in float:
+ * Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial;
+ * relative error below 4e-7; 0 for x <= -87 (and for NaN).  In stage 4,
+ * e_i = eng_sample_exp((l_i - max l) * (1.0f / temperature)), all float. */
+static inline float eng_sample_exp(float x) {
+    /* branch-free (selects only), so that loops over it vectorise */
+    const float xc = x > -87.0f ? x : -87.0f;
+    const int n = (int)(xc * 1.44269504f - 0.5f); /* round(x / ln2), x <= 0 */
+    const float fn = (float)n;
+    float r = xc - fn * 0.693359375f;             /* ln2 = hi + lo, hi exact */
+    r = r + fn * 2.12194440e-4f;
+    float q = 1.0f / 720;
+    q = q * r + 1.0f / 120;
+    q = q * r + 1.0f / 24;
+    q = q * r + 1.0f / 6;
+    q = q * r + 0.5f;
+    q = q * r + 1.0f;
+    q = q * r + 1.0f;
+    union { uint32_t u; float f; } sc;
+    sc.u = (uint32_t)(n + 127) << 23;
+    return x > -87.0f ? q * sc.f : 0.0f;
+}
 
 /* The counter-based uniform draw used by eng_sample: a double in [0, 1)
  * that depends only on (seed, k).  Exactly:

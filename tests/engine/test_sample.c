@@ -299,7 +299,7 @@ static int ref_sample(const float *l, int V, const eng_sampling *sp, uint64_t k)
     for (int i = 0; i < V; i++)
         m = l[i] > m ? l[i] : m;
     for (int i = 0; i < V; i++) {
-        e[i] = (float)exp(((double)l[i] - m) * (1.0 / (double)sp->temperature));
+        e[i] = eng_sample_exp((l[i] - m) * (1.0f / sp->temperature));
         s[i].e = e[i];
         s[i].id = i;
     }
