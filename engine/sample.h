@@ -41,7 +41,9 @@
  * Complexity: O(V + n_prompt + n_output); top-k/top-p bucket the
  * probabilities by their float exponent and 4 mantissa bits, and order only
  * the c tokens of the bucket where the cut falls (O(c log c)); no sort of V.
- * No allocation; thread-safe (no shared state).
+ * No allocation (besides ~24 KiB of stack for the buckets); thread-safe (no
+ * shared state).  Cost at V = 32000 on one core: greedy ~0.1-0.3 ms (the
+ * log-softmax normaliser is V exps), sampling with top-p ~0.3-0.8 ms.
  */
 #ifndef ASA_ENG_SAMPLE_H
 #define ASA_ENG_SAMPLE_H
