@@ -16,6 +16,60 @@
 #include <stdbool.h>
 #include <string.h>
 
+/* ---- the exp loop -------------------------------------------------------- */
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* eng_sample_exp on four lanes: the same operations (no fused multiply-add
+ * exists in SSE2), so the same results. */
+static inline __m128 smp_exp4(__m128 x) {
+    const __m128 lim = _mm_set1_ps(-87.0f);
+    const __m128 big = _mm_cmpgt_ps(x, lim);
+    const __m128 xc = _mm_or_ps(_mm_and_ps(big, x), _mm_andnot_ps(big, lim));
+    const __m128i n = _mm_cvttps_epi32(
+        _mm_sub_ps(_mm_mul_ps(xc, _mm_set1_ps(1.44269504f)), _mm_set1_ps(0.5f)));
+    const __m128 fn = _mm_cvtepi32_ps(n);
+    __m128 r = _mm_sub_ps(xc, _mm_mul_ps(fn, _mm_set1_ps(0.693359375f)));
+    r = _mm_add_ps(r, _mm_mul_ps(fn, _mm_set1_ps(2.12194440e-4f)));
+    __m128 q = _mm_set1_ps(1.0f / 720);
+    q = _mm_add_ps(_mm_mul_ps(q, r), _mm_set1_ps(1.0f / 120));
+    q = _mm_add_ps(_mm_mul_ps(q, r), _mm_set1_ps(1.0f / 24));
+    q = _mm_add_ps(_mm_mul_ps(q, r), _mm_set1_ps(1.0f / 6));
+    q = _mm_add_ps(_mm_mul_ps(q, r), _mm_set1_ps(0.5f));
+    q = _mm_add_ps(_mm_mul_ps(q, r), _mm_set1_ps(1.0f));
+    q = _mm_add_ps(_mm_mul_ps(q, r), _mm_set1_ps(1.0f));
+    const __m128i e = _mm_slli_epi32(_mm_add_epi32(n, _mm_set1_epi32(127)), 23);
+    return _mm_and_ps(big, _mm_mul_ps(q, _mm_castsi128_ps(e)));
+}
+#endif
+
+void eng_sample_exp_array(const float *x, float *y, int n, float m, float s) {
+    int i = 0;
+#if defined(__SSE2__)
+    const __m128 vm = _mm_set1_ps(m), vs = _mm_set1_ps(s);
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(y + i, smp_exp4(_mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(x + i), vm), vs)));
+#endif
+    for (; i < n; i++)
+        y[i] = eng_sample_exp((x[i] - m) * s);
+}
+
+/* Sum of v[0, n) in double, four partial sums (order fixed by n). */
+static double smp_sum(const float *v, int n) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += v[i];
+        a1 += v[i + 1];
+        a2 += v[i + 2];
+        a3 += v[i + 3];
+    }
+    for (; i < n; i++)
+        a0 += v[i];
+    return (a0 + a1) + (a2 + a3);
+}
+
 /* NaN -> -inf, +inf -> FLT_MAX (sample.h "Non-finite logits"). */
 static inline float smp_clean(float x) {
     if (isnan(x))
@@ -211,11 +265,13 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
     float *w = scratch;
     float *aux = scratch + V;
 
-    /* Raw log_softmax normaliser (double) and the raw argmax (fallback). */
+    /* Raw log_softmax normaliser (double) and the raw argmax (fallback);
+     * w holds the cleaned logits, aux their exps. */
     int raw_best = 0;
     float raw_max = -INFINITY;
     for (int i = 0; i < V; i++) {
-        float x = smp_clean(logits[i]);
+        const float x = smp_clean(logits[i]);
+        w[i] = x;
         if (x > raw_max) {
             raw_max = x;
             raw_best = i;
@@ -225,10 +281,8 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
      * maximum does not swallow log_s. */
     double log_s = 0;
     if (raw_max > -INFINITY) {
-        double s = 0;
-        for (int i = 0; i < V; i++)
-            s += eng_sample_exp(smp_clean(logits[i]) - raw_max);
-        log_s = log(s);
+        eng_sample_exp_array(w, aux, V, raw_max, 1.0f);
+        log_s = log(smp_sum(aux, V));
     }
 
     const bool greedy = sp->temperature < ENG_SAMPLE_GREEDY_EPS;
@@ -240,9 +294,7 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
         goto logprobs;
     }
 
-    /* Stages 1-3: bias and penalties on the cleaned logits. */
-    for (int i = 0; i < V; i++)
-        w[i] = smp_clean(logits[i]);
+    /* Stages 1-3: bias and penalties on the cleaned logits (in w). */
     for (int i = 0; i < sp->n_bias; i++) {
         int32_t t = sp->bias_ids[i];
         w[t] = smp_clean(w[t] + sp->bias_vals[i]);
@@ -291,9 +343,7 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
         token = best;
     } else {
         /* e_i = exp((w_i - wmax) / T): the maximum maps to exactly 1. */
-        const float invT = 1.0f / sp->temperature;
-        for (int i = 0; i < V; i++)
-            w[i] = eng_sample_exp((w[i] - wmax) * invT);
+        eng_sample_exp_array(w, w, V, wmax, 1.0f / sp->temperature);
         float *e = w;
         int32_t *idx = (int32_t *)aux;
 
@@ -301,10 +351,7 @@ asa_err eng_sample(const float *logits, int V, const eng_sampling *sp,
         if (sp->top_k > 0 && sp->top_k < V)
             smp_keep_best(e, V, idx, sp->top_k, 0);
         if (sp->top_p < 1.0f) {
-            double total = 0;
-            for (int i = 0; i < V; i++)
-                total += e[i];
-            smp_keep_best(e, V, idx, 0, (double)sp->top_p * total);
+            smp_keep_best(e, V, idx, 0, (double)sp->top_p * smp_sum(e, V));
         }
         if (sp->min_p > 0) {
             /* p_max / total = 1 / total, so p < min_p * p_max is e < min_p. */

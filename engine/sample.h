@@ -12,7 +12,8 @@
  *   4. temperature < ENG_SAMPLE_GREEDY_EPS (vLLM's 1e-5): greedy, the argmax,
  *      ties to the lower id; top-k/top-p/min-p do not matter (the argmax is
  *      always kept by them).
- *      Otherwise p ~ exp((l - max l) / temperature) (eng_sample_exp), then
+ *      Otherwise p ~ exp((l - max l) / temperature) (eng_sample_exp_array
+ *      with s = 1.0f / temperature), then
  *   5. top-k (keep the k most probable; among equal probabilities the lower
  *      ids first),
  *   6. top-p over the survivors: in descending order (ties: lower id first)
@@ -102,6 +103,11 @@ static inline float eng_sample_exp(float x) {
     sc.u = (uint32_t)(n + 127) << 23;
     return x > -87.0f ? q * sc.f : 0.0f;
 }
+
+/* y[i] = eng_sample_exp((x[i] - m) * s) for i < n (y may be x): the loop
+ * the sampler uses, four lanes at a time with SSE2 where the build has it,
+ * with the same float operations in the same order. */
+void eng_sample_exp_array(const float *x, float *y, int n, float m, float s);
 
 /* The counter-based uniform draw used by eng_sample: a double in [0, 1)
  * that depends only on (seed, k).  Exactly:

@@ -298,8 +298,8 @@ static int ref_sample(const float *l, int V, const eng_sampling *sp, uint64_t k)
     float m = -INFINITY;
     for (int i = 0; i < V; i++)
         m = l[i] > m ? l[i] : m;
+    eng_sample_exp_array(l, e, V, m, 1.0f / sp->temperature);
     for (int i = 0; i < V; i++) {
-        e[i] = eng_sample_exp((l[i] - m) * (1.0f / sp->temperature));
         s[i].e = e[i];
         s[i].id = i;
     }
