@@ -43,8 +43,9 @@
  * probabilities by their float exponent and 4 mantissa bits, and order only
  * the c tokens of the bucket where the cut falls (O(c log c)); no sort of V.
  * No allocation (besides ~24 KiB of stack for the buckets); thread-safe (no
- * shared state).  Cost at V = 32000 on one core: greedy ~0.1-0.3 ms (the
- * log-softmax normaliser is V exps), sampling with top-p ~0.3-0.8 ms.
+ * shared state).  Cost at V = 32000 on one x86-64 core (SSE2 exp loop):
+ * greedy ~60 us (the log-softmax normaliser is V exps), temperature + top-p
+ * ~0.2 ms.
  */
 #ifndef ASA_ENG_SAMPLE_H
 #define ASA_ENG_SAMPLE_H
