@@ -30,7 +30,12 @@
 #define TP_RELAX() ((void)0)
 #endif
 
-enum { TP_SPIN = 4000 };
+/* Pause iterations (tens of microseconds) before an idle worker sleeps, and
+ * before the caller, waiting for tasks a worker is still running, starts
+ * yielding.  Short: a sleeping worker costs no latency (the caller claims
+ * the tasks itself), while a spinning one takes a core from whoever else
+ * runs on the machine. */
+enum { TP_SPIN = 1000 };
 
 struct tp_pool {
     int n;
