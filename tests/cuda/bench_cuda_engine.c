@@ -108,7 +108,10 @@ int main(int argc, char **argv) {
     k->global.selection_share = 4;
     k->layer_types = malloc(L * sizeof *k->layer_types);
     m.layers = calloc(L, sizeof *m.layers);
-    size_t big = (size_t)V * d;
+    /* the shared buffer covers the largest matrix */
+    size_t big = (size_t)(V > F ? V : F) * d;
+    if ((size_t)H * (dh + dR) * d > big)
+        big = (size_t)H * (dh + dR) * d;
     uint16_t *w = malloc(big * sizeof(uint16_t)), *ones = malloc((size_t)d * sizeof(uint16_t));
     if (!k->layer_types || !m.layers || !w || !ones)
         return 1;

@@ -15,7 +15,7 @@ B=$(cd "${1:?usage: emulate.sh BUILD_DIR}" && pwd)
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 CUDA=${CUDA_HOME:-/usr/local/cuda}
 W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$W"' EXIT
 weak=""
 for s in topn_cuda cb_split_bf16_cuda attn_latent_cuda select_blocks_cuda compress_cuda \
          selstore_cuda rope_cache_cuda cb_absorb_cuda cb_expand_cuda cb_embed_cuda \
@@ -43,6 +43,7 @@ rc=0
 tail -1 "$W/k.log"
 ASA_FIXTURES_OVERRIDE=${ASA_FIXTURES_OVERRIDE:-$SRC/tests/fixtures} "$W/engine" > "$W/e.log" 2>&1 || rc=1
 grep -E "ERROR|^test_cuda_engine:" "$W/e.log" || true
+echo "emulation binaries in $W"
 "$W/bench" 64 4 tiny > "$W/b.log" 2>&1 || rc=1
 tail -3 "$W/b.log"
 exit $rc

@@ -35,6 +35,7 @@ unsigned __cudaPushCallConfiguration(void) { return 0; }
 int __cudaPopCallConfiguration(void) { return 0; }
 int __cudaLaunchKernel(void) { abort(); }
 int __cudaGetKernel(void) { abort(); }
+char __cudaInitModule(void **h) { (void)h; return 0; }
 cudaError_t cudaFuncSetAttribute(const void *f, enum cudaFuncAttribute a, int v) { (void)f; (void)a; (void)v; return cudaSuccess; }
 const char *cudaGetErrorString(cudaError_t e) { (void)e; return "fake"; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
