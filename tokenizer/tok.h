@@ -150,6 +150,12 @@ typedef struct tok_stream tok_stream;
 asa_err tok_stream_create(const tok_tokenizer *t, bool skip_special,
                           tok_stream **out);
 void tok_stream_destroy(tok_stream *s); /* NULL-safe */
+/* Gives the stream the ids that come before the ones it will be fed (the
+ * prompt), without emitting them, so that the first fed id decodes as a
+ * continuation: after a prompt, SentencePiece "▁Paris" streams as " Paris",
+ * not "Paris".  Only the last few ids are kept.  Call it on a new or flushed
+ * stream.  Returns 0, ASA_EINVAL, ASA_ENOMEM (stream unchanged). */
+asa_err tok_stream_prime(tok_stream *s, const int32_t *ids, size_t n);
 /* Feeds one id; appends to *out the text that became complete (often
  * nothing).  Returns 0, ASA_ENOMEM (stream unchanged). */
 asa_err tok_stream_push(tok_stream *s, int32_t id, tok_str *out);

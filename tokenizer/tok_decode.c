@@ -375,6 +375,32 @@ void tok_stream_destroy(tok_stream *s) {
     free(s);
 }
 
+#define TOK_PRIME_KEEP 4 /* prompt ids kept as context */
+
+asa_err tok_stream_prime(tok_stream *s, const int32_t *ids, size_t n) {
+    if (!s || (!ids && n))
+        return ASA_EINVAL;
+    size_t k = n < TOK_PRIME_KEEP ? n : TOK_PRIME_KEEP;
+    tok_ids w = {0};
+    tok_str p = {0};
+    asa_err e = tok__ids_append(&w, ids + n - k, k);
+    if (!e)
+        e = decode_append(s->t, w.ids, w.len, s->skip, false, &p);
+    if (!e && tok__str_reserve(&p, 0))
+        e = ASA_ENOMEM;
+    if (e) {
+        tok_ids_free(&w);
+        tok_str_free(&p);
+        return e;
+    }
+    tok_ids_free(&s->ids);
+    tok_str_free(&s->prefix);
+    s->ids = w;
+    s->prefix = p;
+    s->prefix_index = w.len;
+    return ASA_OK;
+}
+
 static bool ends_incomplete(const tok_str *s) {
     return s->len >= 3 && memcmp(s->data + s->len - 3, "\xEF\xBF\xBD", 3) == 0;
 }

@@ -166,12 +166,53 @@ static void test_sentencepiece_space(void **state) {
     tok_destroy(m);
 }
 
+/* After a prompt, the first generated word keeps its leading space. */
+static void test_prime(void **state) {
+    (void)state;
+    static const char *const vocabs[] = {"mistral", "gpt2"};
+    static const char *const paris[] = {"\xe2\x96\x81Paris", "\xc4\xa0Paris"};
+    for (int v = 0; v < 2; v++) {
+        tok_tokenizer *t = tt_load(vocabs[v]);
+        assert_non_null(t);
+        tok_ids ids = {0};
+        const char *prompt = "The capital of France is";
+        assert_int_equal(tok_encode(t, prompt, strlen(prompt), true, &ids, NULL), ASA_OK);
+        int32_t p = tok_token_to_id(t, paris[v], strlen(paris[v]));
+        assert_true(p >= 0);
+        int32_t dot = tok_token_to_id(t, ".", 1);
+        assert_true(dot >= 0);
+        tok_stream *st;
+        tok_str out = {0};
+        for (int skip = 0; skip < 2; skip++) {
+            assert_int_equal(tok_stream_create(t, skip, &st), ASA_OK);
+            assert_int_equal(tok_stream_prime(st, ids.ids, ids.len), ASA_OK);
+            out.len = 0;
+            assert_int_equal(tok_stream_push(st, p, &out), ASA_OK);
+            assert_int_equal(tok_stream_push(st, dot, &out), ASA_OK);
+            assert_int_equal(tok_stream_flush(st, &out), ASA_OK);
+            assert_string_equal(out.data, " Paris.");
+            tok_stream_destroy(st);
+        }
+        /* without a prompt the first word loses its space (SentencePiece) */
+        assert_int_equal(tok_stream_create(t, true, &st), ASA_OK);
+        out.len = 0;
+        assert_int_equal(tok_stream_push(st, p, &out), ASA_OK);
+        assert_int_equal(tok_stream_flush(st, &out), ASA_OK);
+        assert_string_equal(out.data, v == 0 ? "Paris" : " Paris");
+        tok_stream_destroy(st);
+        tok_str_free(&out);
+        tok_ids_free(&ids);
+        tok_destroy(t);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_gpt2),
         cmocka_unit_test(test_stream_mistral),
         cmocka_unit_test(test_split_characters),
         cmocka_unit_test(test_sentencepiece_space),
+        cmocka_unit_test(test_prime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
