@@ -14,7 +14,8 @@
  * from any number of threads at once (tok_encode, tok_decode, the getters,
  * and creating streams on it).  The only shared mutable state inside it is the
  * BPE word cache, which is split into shards, each behind its own mutex.
- * A tok_stream and a tok_stop belong to one thread at a time (one per request).
+ * tok_encode keeps scratch buffers per calling thread between calls (at most
+ * a few MB; freed when the thread exits).  A tok_stream and a tok_stop belong to one thread at a time (one per request).
  * A tok_stream borrows its tokenizer: destroy the stream first.
  *
  * Buffers: results go into caller-owned growable buffers (tok_ids, tok_str)
