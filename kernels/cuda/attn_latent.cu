@@ -406,11 +406,14 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
     const size_t smem = attn_smem(*p);
     if (smem > 227 * 1024)
         return ASA_EINVAL;
+    /* above 48 KiB the kernel's dynamic limit must be raised; to exactly
+     * what is needed (the static shared memory counts against the device's
+     * limit too) */
     static size_t raised = 48 * 1024;
     if (smem > raised) {
         KC_CUDA_TRY(cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         227 * 1024));
-        raised = 227 * 1024;
+                                         (int)smem));
+        raised = smem;
     }
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
                     (unsigned)(p->H / p->c.G / p->heads_per_block * p->n_split));
@@ -436,8 +439,8 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
     static size_t raised = 48 * 1024;
     if (smem > raised) {
         KC_CUDA_TRY(cudaFuncSetAttribute(select_kernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
-        raised = 227 * 1024;
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        raised = smem;
     }
     const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
     select_kernel<<<grid, SEL_THREADS, smem, stream>>>(*p);

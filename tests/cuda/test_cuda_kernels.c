@@ -422,6 +422,65 @@ static void run_attn(attn_mode mode) {
 }
 
 static void test_attn_local(void **st) { run_attn(ATTN_LOCAL); }
+
+/* The asa-1.3b local shape (H 32, one latent group of 192, rope 32): all 32
+ * heads in one block needs ~87 KB of shared memory (the raised limit), and
+ * 4-head blocks with 2 splits. */
+static void test_attn_big(void **st) {
+    const int G = 1, dg = 192, dR = 32, B = 16, H = 32;
+    const int p0[] = {40, 41}, p1[] = {5};
+    pcache c;
+    pcache_make(&c, G, dg, dR, B, p0, 2, p1, 1);
+    const int T = c.T, qs = 96, ld = H * qs;
+    size_t nu = (size_t)T * H * dg, nkv = (size_t)c.npages * c.page_elems;
+    float *qt = malloc(nu * 4), *qa = malloc((size_t)T * ld * 4), *u_ref = malloc(nu * 4);
+    float *ug = malloc(nu * 4);
+    fill_f32(qt, nu, 0.2f);
+    fill_f32(qa, (size_t)T * ld, 0.2f);
+    attn_params p = {.mode = ATTN_LOCAL, .T = T, .H = H, .scale = 0.1f, .window = 512,
+                     .n_split = 1,
+                     .c = {.kv = c.kv, .page_elems = c.page_elems, .layer_off = c.layer_off,
+                           .B = B, .G = G, .dg = dg, .dR = dR, .tab = c.tab,
+                           .seq_toff = c.toff},
+                     .tok_pos = c.pos, .tok_seq = c.seq, .qt = qt, .qr = qa + 64, .ld_qr = ld,
+                     .qr_stride = qs, .u = u_ref};
+    attn_latent_ref(&p);
+    attn_params d = p;
+    d.c.kv = dup_dev(c.kv, nkv * 2);
+    d.c.tab = dup_dev(c.tab, sizeof c.tab);
+    d.c.seq_toff = dup_dev(c.toff, sizeof c.toff);
+    d.tok_pos = dup_dev(c.pos, sizeof c.pos);
+    d.tok_seq = dup_dev(c.seq, sizeof c.seq);
+    d.qt = dup_dev(qt, nu * 4);
+    float *qa_d = dup_dev(qa, (size_t)T * ld * 4);
+    d.qr = qa_d + 64;
+    d.part = poison_dev((size_t)T * H * 2 * (dg + 2) * 4);
+    const int nh[2] = {32, 4}, ns[2] = {1, 2};
+    for (int i = 0; i < 2; i++) {
+        d.heads_per_block = nh[i];
+        d.n_split = ns[i];
+        d.split_keys = 32;
+        d.u = poison_dev(nu * 4);
+        assert_int_equal(attn_latent_cuda(&d, 0), ASA_OK);
+        get_dev(ug, d.u, nu * 4);
+        cmp_f32("attn big", ug, u_ref, nu, 1e-5, 1e-4);
+        cudaFree(d.u);
+    }
+    n_kernels++;
+    cudaFree((void *)d.c.kv);
+    cudaFree((void *)d.c.tab);
+    cudaFree((void *)d.c.seq_toff);
+    cudaFree((void *)d.tok_pos);
+    cudaFree((void *)d.tok_seq);
+    cudaFree((void *)d.qt);
+    cudaFree(qa_d);
+    cudaFree(d.part);
+    free(qt);
+    free(qa);
+    free(u_ref);
+    free(ug);
+    free(c.kv);
+}
 static void test_attn_cmp_select(void **st) { run_attn(ATTN_CMP); }
 static void test_attn_slc(void **st) { run_attn(ATTN_SLC); }
 
@@ -578,6 +637,7 @@ int main(void) {
     printf("test_cuda_kernels: seed %llu (ASA_TEST_SEED repeats it)\n", (unsigned long long)seed);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rope_cache),   cmocka_unit_test(test_attn_local),
+        cmocka_unit_test(test_attn_big),
         cmocka_unit_test(test_attn_cmp_select), cmocka_unit_test(test_attn_slc),
         cmocka_unit_test(test_compress),     cmocka_unit_test(test_absorb_expand),
     };
