@@ -285,24 +285,37 @@ int32_t tok__smap_get(const tok__smap *m, const char *key, size_t len) {
 
 /* ---- regular expressions ------------------------------------------------ */
 
-/* Oniguruma (which Hugging Face tokenizers uses) and PCRE2 disagree on what
- * \s means under Unicode: Oniguruma takes the White_Space property, PCRE2
- * adds U+180E.  Rewrite \s and \S to the White_Space set so both agree.
- * Inside a character class \s is expanded in place; \S inside a class is left
- * to PCRE2 (no pattern we know uses it). */
+/* Hugging Face tokenizers runs patterns on Oniguruma (Ruby syntax); PCRE2
+ * reads the same text differently in a few escapes, which are rewritten here:
+ *   \s  Oniguruma: White_Space; PCRE2 also counts U+180E;
+ *   \w  Oniguruma: Letter|Mark|Number|Connector_Punctuation; PCRE2: L|N|_;
+ *   \h  Oniguruma: a hexadecimal digit; PCRE2: horizontal space.
+ * Inside a character class the set is expanded in place; a negated escape
+ * (\S, \W, \H) inside a class is left to PCRE2 (no known pattern has one).
+ * ^ and $ are line anchors in Ruby syntax: compiled with PCRE2_MULTILINE. */
 #define WS_SET "\\t-\\r\\x{85}\\p{Z}"
+#define WORD_SET "\\p{L}\\p{M}\\p{N}\\p{Pc}"
+#define HEX_SET "0-9a-fA-F"
 
 static asa_err translate(const char *pat, tok_str *out) {
     int depth = 0;
     for (const char *p = pat; *p; p++) {
         if (*p == '\\' && p[1]) {
             char c = p[1];
+            const char *set = c == 's' || c == 'S'   ? WS_SET
+                              : c == 'w' || c == 'W' ? WORD_SET
+                              : c == 'h' || c == 'H' ? HEX_SET
+                                                     : NULL;
+            bool neg = c == 'S' || c == 'W' || c == 'H';
             asa_err e;
-            if (c == 's')
-                e = depth ? tok__str_append(out, WS_SET, strlen(WS_SET))
-                          : tok__str_append(out, "[" WS_SET "]", strlen(WS_SET) + 2);
-            else if (c == 'S' && !depth)
-                e = tok__str_append(out, "[^" WS_SET "]", strlen(WS_SET) + 3);
+            if (set && depth && !neg)
+                e = tok__str_append(out, set, strlen(set));
+            else if (set && !depth)
+                e = tok__str_append(out, neg ? "[^" : "[", neg ? 2 : 1) ||
+                            tok__str_append(out, set, strlen(set)) ||
+                            tok__str_append(out, "]", 1)
+                        ? ASA_ENOMEM
+                        : ASA_OK;
             else
                 e = tok__str_append(out, p, 2);
             if (e)
@@ -353,8 +366,8 @@ asa_err tok__regex_compile(tok__regex *re, const char *pat, bool literal,
     }
     int err;
     PCRE2_SIZE off;
-    re->code = pcre2_compile((PCRE2_SPTR)t.data, t.len, PCRE2_UTF | PCRE2_UCP, &err,
-                             &off, NULL);
+    re->code = pcre2_compile((PCRE2_SPTR)t.data, t.len,
+                             PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &err, &off, NULL);
     tok_str_free(&t);
     if (!re->code) {
         PCRE2_UCHAR msg[256];

@@ -71,6 +71,7 @@ add("unicode_space_zoo", "a\u0085b\u2028c\u2029d\u1680e\u180ef\u205fg\u3000h\u00
 add("numbers_other", "\u00b2 \u00bd \u2162 \u216b \u0966\u0967 \uff11\uff12 \u2460 x\u00b3y")
 add("combining_after_space", "a \u0301b  \u0308c\t\u0327d")
 add("lone_cr_and_mixed", "a\rb\r\rc\n\rd \r\n e")
+add("regex_classes", "snake_case\u203fjoined cafe\u0301 x\u0308y \u2460\u2461 deadBEEF 0x1f\nline end\nA\n\u00b2x_ \u180e\u00a0|")
 add("added_token_flags", "x  <|im_start|>  y foo food afoo foo. (foo) <|im_end|>  z <|im_start|><|im_start|>\n<|im_end|>")
 add("added_normalized", "a hello world b hello  world Hello world hello world[INST]  [INST]x  [INST]")
 add("special_with_spaces", "  <s>  text  </s>  <|endoftext|>  ")
