@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages asa-serve needs to build, run and test.
 # Usage: tools/install-deps.sh   (as root, or with sudo available)
+# python3-torch (CPU) runs the test that the training code computes the
+# reference's function; numpy runs the reference implementation itself.
 set -eu
 PKGS="build-essential cmake ninja-build pkg-config git curl ca-certificates
   libjansson-dev libopenblas-dev libcmocka-dev libpcre2-dev libuv1-dev
-  libmicrohttpd-dev libsystemd-dev python3 python3-numpy"
+  libmicrohttpd-dev libsystemd-dev python3 python3-numpy python3-torch"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
