@@ -681,7 +681,9 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
     if ((err = cu__malloc((void **)&c->d_meta, c->meta_cap)))
         return asa_errf(eb, err, "cuda backend: device memory");
-    CU_TRY(cudaStreamSynchronize(c->st));
+    /* the set-up copies and memsets ran on the legacy stream, which does not
+     * order with the non-blocking step stream: wait for all of them */
+    CU_TRY(cudaDeviceSynchronize());
     return ASA_OK;
 }
 
