@@ -21,8 +21,8 @@ class Server:
     def __init__(self, binary, model, extra=(), env=None):
         self.port = free_port()
         self.binary = binary
-        args = [binary, "--model", model, "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "warn"] + list(extra)
+        args = [binary] + (["--model", model] if model else []) + [
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warn"] + list(extra)
         e = dict(os.environ)
         if env:
             e.update(env)

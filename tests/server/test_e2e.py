@@ -9,6 +9,7 @@ streaming, stop strings, seeds, errors, metrics, disconnects, overload and
 SIGTERM draining."""
 import argparse
 import json
+import os
 import random
 import signal
 import socket
@@ -520,6 +521,63 @@ def preemption_recomputes_identically():
             assert j["choices"][0]["text"] == want[i], i
         assert s.metric("asa:num_preemptions_total") > 0, s.metric("asa:num_preemptions_total")
         assert wait_idle(s)
+    finally:
+        assert s.stop() == 0
+
+
+@test
+def systemd_ready_notification():
+    # READY=1 arrives on $NOTIFY_SOCKET once the model is loaded.
+    path = f"/tmp/asa-notify-{os.getpid()}.sock"
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    try:
+        s = Server(ARGS.serve, ARGS.model, ["--served-model-name", "n"], env={"NOTIFY_SOCKET": path})
+        try:
+            msg = sock.recv(4096).decode()
+            assert "READY=1" in msg, msg
+        finally:
+            assert s.stop() == 0
+            msg = sock.recv(4096).decode()
+            assert "STOPPING=1" in msg, msg
+    finally:
+        sock.close()
+        os.unlink(path)
+
+
+@test
+def bundled_model_real_text():
+    # No --model: the server finds models/asa-tiny relative to its executable.
+    s = Server(ARGS.serve, None, ["--max-num-seqs", "4"])
+    try:
+        st, _, body = s.request("GET", "/v1/models")
+        assert json.loads(body)["data"][0]["id"] == "asa-tiny"
+        body = {"prompt": "It is a truth universally acknowledged, that", "max_tokens": 48,
+                "temperature": 0}
+        st, _, j = s.post("/v1/completions", body)
+        text = j["choices"][0]["text"]
+        letters = sum(c.isalpha() or c in " ,.;'\"\n-" for c in text)
+        assert letters >= 0.9 * len(text) and len(text.split()) >= 6, text
+        # Stop at the first comma of the greedy text; the stream agrees.
+        if "," in text:
+            cut = text.index(",")
+            st, _, j2 = s.post("/v1/completions", dict(body, stop=[","]))
+            assert j2["choices"][0]["text"] == text[:cut], (j2, text)
+            assert j2["choices"][0]["finish_reason"] == "stop"
+        st, events, _ = s.stream("/v1/completions", dict(body, stream=True))
+        assert stream_text(events) == text
+        # Accented and non-Latin prompts round-trip through /tokenize.
+        for t in ["caf\u00e9 na\u00efve", "\u4e2d\u6587", "emoji \U0001F600"]:
+            st, _, tk = s.post("/tokenize", {"prompt": t, "add_special_tokens": False})
+            st, _, dt = s.post("/detokenize", {"tokens": tk["tokens"]})
+            assert dt["prompt"] == t, (t, dt)
+        st, _, j = s.post("/v1/completions", {"prompt": "caf\u00e9", "max_tokens": 8, "logprobs": 5,
+                                              "temperature": 0})
+        lp = j["choices"][0]["logprobs"]
+        assert len(lp["tokens"]) == 8 and all(len(t) >= 1 for t in lp["top_logprobs"])
     finally:
         assert s.stop() == 0
 
