@@ -298,6 +298,40 @@ static void test_selection_state(void **st) {
     free(lg2);
 }
 
+/* Preemption: a sequence dropped half-way (pages freed, slot closed) and
+ * recomputed from scratch in a reused slot, with other chunking, gives the
+ * one-shot logits; so does a slot that is reused without being closed. */
+static void test_recompute_after_preemption(void **st) {
+    fx *f = *st;
+    const int n = 57;
+    int32_t tok[57];
+    etu_tokens(tok, n, f->V, 55);
+    size_t bytes = (size_t)n * f->V * sizeof(float);
+    float *one = malloc(bytes), *lg = malloc(bytes);
+    eng *e = etu_engine(f->m, 2, 64, 64, 2);
+    etu_seq s;
+    etu_seq_open(e, &s);
+    etu_prefill(e, &s, tok, n, n, one);
+    etu_seq_close(e, &s);
+    etu_seq_open(e, &s);
+    etu_prefill(e, &s, tok, 29, 7, lg); /* preempted at 29 (a non-anchor) */
+    etu_seq_close(e, &s);
+    etu_seq_open(e, &s);
+    etu_prefill(e, &s, tok, n, 13, lg);
+    assert_memory_equal(one, lg, bytes);
+    /* same slot, fresh pages, no close: position 0 is an anchor */
+    kv_seq_destroy(eng_kv_pool(e), s.kv);
+    assert_int_equal(kv_seq_create(eng_kv_pool(e), &s.kv), ASA_OK);
+    s.pos = 0;
+    etu_prefill(e, &s, tok, n, 5, lg);
+    assert_memory_equal(one, lg, bytes);
+    etu_seq_close(e, &s);
+    assert_int_equal(kv_pool_check(eng_kv_pool(e)), ASA_OK);
+    eng_destroy(e);
+    free(one);
+    free(lg);
+}
+
 /* Malformed batches are refused before anything is computed. */
 static void test_bad_batches(void **st) {
     fx *f = *st;
@@ -370,6 +404,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_decode_equals_prefill, setup_f32, teardown),
         cmocka_unit_test_setup_teardown(test_batch_invariance, setup_f32, teardown),
         cmocka_unit_test_setup_teardown(test_selection_state, setup_f32, teardown),
+        cmocka_unit_test_setup_teardown(test_recompute_after_preemption, setup_f32, teardown),
         cmocka_unit_test_setup_teardown(test_bad_batches, setup_f32, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
