@@ -70,9 +70,16 @@ run() {
 note "run_cuda_engine: $(date -u +%FT%TZ) build $BUILD"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+MISSING=""
 for b in "$BUILD"/tests/cuda/*; do
-    [ -x "$b" ] && [ -f "$b" ] && { echo "ldd $b:"; ldd "$b" | grep "not found"; } >> "$LOG" 2>&1
+    [ -x "$b" ] && [ -f "$b" ] || continue
+    m=$(ldd "$b" 2>/dev/null | grep "not found" | awk '{print $1}' | tr '\n' ' ')
+    [ -n "$m" ] && MISSING="$MISSING $(basename "$b"): $m"
 done
+if [ -n "$MISSING" ]; then
+    ROWS+=("$(printf '%-26s %-7s %s' shared_libraries MISSING "$MISSING(copy them into .devlibs/lib)")")
+    note "missing shared libraries:$MISSING"
+fi
 
 T="$BUILD/tests/cuda"
 run kernels 120 "$T/test_cuda_kernels"
