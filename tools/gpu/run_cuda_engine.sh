@@ -7,11 +7,19 @@
 #                     -DCMAKE_BUILD_TYPE=Release
 #                   cmake --build .devlibs/build-cuda --target test_cuda_kernels \
 #                     test_cuda_engine bench_cuda_engine
-#                   copy libjansson.so.4, libcmocka.so.0 (and libuv.so.1,
+#                   mkdir -p .devlibs/cuda-bin .devlibs/lib
+#                   cp .devlibs/build-cuda/tests/cuda/{test_cuda_kernels,test_cuda_engine,\
+#                     bench_cuda_engine} .devlibs/build-cuda/tests/kernels/test_*_cuda \
+#                     .devlibs/cuda-bin/          (~10 MB: carry this, not the build)
+#                   copy libjansson.so.4 and libcmocka.so.0 (and libuv.so.1,
 #                     libmicrohttpd.so.12 for other binaries) into .devlibs/lib
 #   GPU machine:    tools/gpu/run_cuda_engine.sh      (logs go to $OUT)
+# The binaries are looked up in $ASA_CUDA_BIN (default .devlibs/cuda-bin)
+# when it exists, else in $ASA_CUDA_BUILD (default .devlibs/build-cuda)
+# under tests/cuda and tests/kernels.
 #
-# Steps (each with its own time limit; the whole run stays under ~6 min):
+# Steps (each with its own time limit, all within ASA_RUN_BUDGET = 330 s;
+# a step that would start with less than 15 s left is skipped):
 #   1. test_cuda_kernels   kernel unit tests vs host references
 #   2. test_cuda_engine    CUDA engine vs CPU engine on tests/fixtures/*
 #   3. the kernels/cuda unit tests of the other kernels, when built
@@ -35,6 +43,8 @@ LOG="$OUT/run_cuda_engine.log"
 : > "$LOG"
 declare -a ROWS=()
 FAILED=0
+START=$(date +%s)
+BUDGET=${ASA_RUN_BUDGET:-330} # seconds for the whole run (the call allows 6 min)
 
 note() { echo "$*" | tee -a "$LOG"; }
 
@@ -44,7 +54,13 @@ note() { echo "$*" | tee -a "$LOG"; }
 run() {
     local name=$1 limit=$2
     shift 2
-    local log="$OUT/$name.log" t0 t1 rc status summary
+    local log="$OUT/$name.log" t0 t1 rc status summary left
+    left=$((BUDGET - ($(date +%s) - START)))
+    if [ "$left" -lt 15 ]; then
+        ROWS+=("$(printf '%-26s %-7s %s' "$name" SKIP "time budget spent")")
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
     if [ ! -x "$1" ] && ! command -v "$1" >/dev/null 2>&1; then
         ROWS+=("$(printf '%-26s %-7s %s' "$name" MISSING "$1 not built")")
         FAILED=1
@@ -67,11 +83,19 @@ run() {
     tail -5 "$log" >> "$LOG"
 }
 
-note "run_cuda_engine: $(date -u +%FT%TZ) build $BUILD"
+note "run_cuda_engine: $(date -u +%FT%TZ)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+BIN=${ASA_CUDA_BIN:-$ROOT/.devlibs/cuda-bin}
+if [ -d "$BIN" ]; then
+    T=$BIN
+    K=$BIN
+else
+    T="$BUILD/tests/cuda"
+    K="$BUILD/tests/kernels"
+fi
 MISSING=""
-for b in "$BUILD"/tests/cuda/*; do
+for b in "$T"/*; do
     [ -x "$b" ] && [ -f "$b" ] || continue
     m=$(ldd "$b" 2>/dev/null | grep "not found" | awk '{print $1}' | tr '\n' ' ')
     [ -n "$m" ] && MISSING="$MISSING $(basename "$b"): $m"
@@ -81,32 +105,31 @@ if [ -n "$MISSING" ]; then
     note "missing shared libraries:$MISSING"
 fi
 
-T="$BUILD/tests/cuda"
 run kernels 120 "$T/test_cuda_kernels"
-run engine_vs_cpu 200 "$T/test_cuda_engine"
+run engine_vs_cpu 150 "$T/test_cuda_engine"
 for k in gemv rmsnorm silu_mul topn; do
-    b="$BUILD/tests/kernels/test_${k}_cuda"
+    b="$K/test_${k}_cuda"
     [ -x "$b" ] && run "kernel_$k" 60 "$b"
 done
 
 SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 if [ -n "$SAN" ] && [ -x "$T/test_cuda_kernels" ]; then
-    run memcheck_kernels 150 "$SAN" --tool memcheck --error-exitcode 3 "$T/test_cuda_kernels"
-    run racecheck_kernels 150 "$SAN" --tool racecheck --error-exitcode 3 "$T/test_cuda_kernels"
+    run memcheck_kernels 90 "$SAN" --tool memcheck --error-exitcode 3 "$T/test_cuda_kernels"
+    run racecheck_kernels 90 "$SAN" --tool racecheck --error-exitcode 3 "$T/test_cuda_kernels"
 else
     ROWS+=("$(printf '%-26s %-7s %s' memcheck_kernels SKIP "compute-sanitizer not found")")
 fi
 
-run bench_1.3b_ctx1k 120 "$T/bench_cuda_engine" 1024 20
+run bench_1.3b_ctx1k 90 "$T/bench_cuda_engine" 1024 20
 # the same with CUDA events between phases (GPU time per category, logged)
 export ASA_CUDA_TIMING=1
-run bench_1.3b_ctx1k_timed 120 "$T/bench_cuda_engine" 1024 20
+run bench_1.3b_ctx1k_timed 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_TIMING
 # decode steps as CUDA graphs (padded batches)
 export ASA_CUDA_GRAPHS=1
-run bench_1.3b_ctx1k_graphs 120 "$T/bench_cuda_engine" 1024 20
+run bench_1.3b_ctx1k_graphs 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_GRAPHS
-run bench_1.3b_ctx8k 150 "$T/bench_cuda_engine" 8192 20
+run bench_1.3b_ctx8k 90 "$T/bench_cuda_engine" 8192 20
 
 {
     echo
