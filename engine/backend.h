@@ -29,7 +29,7 @@ typedef struct eng_backend_ops {
     int (*seq_anchor)(void *be, int slot);
     /* The stored block set of global layer ti (index among global layers),
      * latent group g: ascending block ids into out[top_n]; returns the
-     * count.  For tests. */
+     * count.  For tests; may be NULL. */
     int (*seq_sets)(void *be, int slot, int ti, int g, int32_t *out);
     /* Runs a validated batch. */
     asa_err (*step)(void *be, const eng_batch *b, eng_seq_result *res);

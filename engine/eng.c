@@ -180,7 +180,7 @@ void eng_seq_close(eng *e, int slot) {
 int eng__seq_sets(eng *e, int slot, int ti, int g, int32_t *out) {
     const eng_config *c = &e->m->cfg;
     if (!eng__slot_ok(e, slot) || ti < 0 || ti >= c->n_global_layers || g < 0 ||
-        g >= c->global.attn.latent_heads)
+        g >= c->global.attn.latent_heads || !e->ops->seq_sets)
         return -1;
     return e->ops->seq_sets(e->be, slot, ti, g, out);
 }
