@@ -213,6 +213,16 @@ int main(int argc, char **argv) {
            "per decode step %.1f MB\n", tiny ? "tiny" : "asa-1.3b", tl, wbytes / 1e6);
     printf("%-28s %10.3f ms  (%.0f tokens/s)\n", "prefill (one step)", t_prefill[1] * 1e3,
            ctx / t_prefill[1]);
+    {
+        /* KV bytes per token from the pool's page sizes: global pages hold
+         * every token (plus the compressed entry); local pages only the
+         * window, so they are a fixed amount per sequence */
+        const kv_pool_config *pc = kv_pool_get_config(eng_kv_pool(e));
+        const int Bk = pc->block_size;
+        printf("kv bytes: %.0f per token at long context (global pages), local windows %.2f MB "
+               "per sequence\n", (double)pc->page_bytes[KV_GLOBAL] / Bk,
+               (double)pc->page_bytes[KV_LOCAL] * ((pc->window + Bk - 1) / Bk + 1) / 1e6);
+    }
     const int batches[2] = {1, 8};
     double *ts = malloc((size_t)steps * sizeof(double));
     for (int bi = 0; bi < 2; bi++) {

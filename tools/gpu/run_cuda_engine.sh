@@ -137,7 +137,7 @@ run bench_1.3b_ctx8k 90 "$T/bench_cuda_engine" 8192 20
     for r in "${ROWS[@]}"; do echo "$r"; done
     echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
     for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_graphs bench_1.3b_ctx8k; do
-        [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode)|timing, " "$OUT/$f.log" |
+        [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes)|timing, " "$OUT/$f.log" |
             sed -e "s/^.*INFO  \[cuda\] /  /"
     done
 } | tee -a "$LOG"
