@@ -19,9 +19,9 @@
  * engine), on the device.
  *
  * A step: per-step metadata (tokens, positions, the batch's block tables,
- * selection sources,
- * anchors, completed blocks, logit rows) is packed on the host into one
- * pinned buffer and copied with one transfer; every layer reuses it.  Then
+ * selection sources, anchors, completed blocks, logit rows) is packed on
+ * the host into one pinned buffer and copied with one transfer; every layer
+ * reuses it.  Then
  * per layer: RMSNorm (fused with the residual add of the previous product)
  * -> one product for q|kv_a|g -> RoPE + latent norm + cache write ->
  * absorbed queries -> attention (local window; or compressed entries,
@@ -33,8 +33,14 @@
  * outputs); the GEMV path reads them as f32, the cuBLAS path as bf16 (or,
  * with the environment variable ASA_CUDA_PRECISE=1 at create, as a bf16
  * pair hi + lo in two products: a test/debug mode whose only bf16 rounding
- * left is the cache's).  Logits rows are copied to the host and sampled with eng_sample, so the
- * sampling conventions are exactly the CPU engine's.
+ * left is the cache's).  Attention runs one block per (token, latent
+ * group, head chunk), and splits the keys across blocks (log-sum-exp
+ * merge) when that grid is too small for the GPU (cu__attn_plan).
+ *
+ * Sampling: rows that need only a greedy token and raw logprobs (no bias,
+ * penalties or logits output) are sampled on the device by topn_cuda; every
+ * other row is copied to the host and sampled with eng_sample, so the
+ * conventions are exactly the CPU engine's.
  *
  * Selection-share state (per slot, global layer, latent group: top_n block
  * ids and a count) lives on the device; the anchor position per slot is
