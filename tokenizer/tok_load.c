@@ -20,6 +20,12 @@ typedef struct ld {
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
+static const char DIGITS_PATTERN[] =
+    "[\\p{N}\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}"
+    "\\x{11DE0}-\\x{11DE9}\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}"
+    "\\x{16FF4}-\\x{16FF6}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"
+    "\\x{1E5F1}-\\x{1E5FA}]";
+
 static void *aalloc(ld *L, size_t n) {
     void *p = asa_arena_alloc(L->t->arena, n ? n : 1);
     if (p)
@@ -299,8 +305,11 @@ static asa_err load_pre(ld *L, json_t *j, tok__pre **out, const char *where) {
             return e;
         p->kind = TOK_PRE_DIGITS;
         p->behavior = ind ? TOK_SPLIT_ISOLATED : TOK_SPLIT_CONTIGUOUS;
-        /* char::is_numeric is the N categories */
-        return tok__regex_compile(&p->re, "\\p{N}", false, L->eb, where);
+        /* Rust's char::is_numeric: the N categories of a newer Unicode than
+         * Debian 12's PCRE2 (10.42, Unicode 14) knows; the numbers added in
+         * Unicode 15-16 are listed (checked against the library over all
+         * code points) */
+        return tok__regex_compile(&p->re, DIGITS_PATTERN, false, L->eb, where);
     }
     return UNSUP(L, "%s: pre-tokenizer type \"%s\"", where, ty);
 }

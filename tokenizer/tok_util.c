@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "tok_int.h"
+#include "tok_ugap.h"
 
 /* ---- buffers ------------------------------------------------------------ */
 
@@ -286,41 +287,67 @@ int32_t tok__smap_get(const tok__smap *m, const char *key, size_t len) {
 /* ---- regular expressions ------------------------------------------------ */
 
 /* Hugging Face tokenizers runs patterns on Oniguruma (Ruby syntax); PCRE2
- * reads the same text differently in a few escapes, which are rewritten here:
+ * reads the same text differently in a few places, which are rewritten here:
  *   \s  Oniguruma: White_Space; PCRE2 also counts U+180E;
- *   \w  Oniguruma: Letter|Mark|Number|Connector_Punctuation; PCRE2: L|N|_;
- *   \h  Oniguruma: a hexadecimal digit; PCRE2: horizontal space.
- * Inside a character class the set is expanded in place; a negated escape
- * (\S, \W, \H) inside a class is left to PCRE2 (no known pattern has one).
- * ^ and $ are line anchors in Ruby syntax: compiled with PCRE2_MULTILINE. */
+ *   \w  Oniguruma: Alphabetic|Mark|Decimal_Number|Connector_Punctuation
+ *       (plus a few No characters outside a class); PCRE2 10.42: L|N|_;
+ *   \h  Oniguruma: a hexadecimal digit; PCRE2: horizontal space;
+ *   \p{L}, \p{N}, \w: Oniguruma's Unicode tables are newer than those of
+ *       Debian 12's PCRE2 (Unicode 14): the missing code points
+ *       (tok_ugap.h, generated from the library) are added to the class.
+ * Inside a character class the set is expanded in place; a negated form
+ * (\S, \W, \H, \P{..}) inside a class is left to PCRE2 (no known pattern
+ * has one).  Other properties (\p{Lu}, \p{M}, ...) use PCRE2's tables.
+ * ^ and $ are line anchors in Ruby syntax: compiled with PCRE2_MULTILINE.
+ * All of it is checked against the library over every code point (see
+ * tools/tokenizer/gen_unicode_gap.sh and the gpt2_regex_syntax variant). */
 #define WS_SET "\\t-\\r\\x{85}\\p{Z}"
-#define WORD_SET "\\p{L}\\p{M}\\p{N}\\p{Pc}"
+#define WORD_SET "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}"
 #define HEX_SET "0-9a-fA-F"
+
+typedef struct esc_rule {
+    const char *esc; /* the escape as written in the pattern */
+    bool neg;        /* a negated form */
+    const char *out; /* the class content outside a class */
+    const char *in;  /* inside a class (NULL: leave the escape to PCRE2) */
+} esc_rule;
+
+static const esc_rule ESC_RULES[] = {
+    {"\\s", false, WS_SET, WS_SET},
+    {"\\S", true, WS_SET, NULL},
+    {"\\w", false, WORD_SET TOK_UGAP_w, WORD_SET TOK_UGAP_wc},
+    {"\\W", true, WORD_SET TOK_UGAP_w, NULL},
+    {"\\h", false, HEX_SET, HEX_SET},
+    {"\\H", true, HEX_SET, NULL},
+    {"\\p{L}", false, "\\p{L}" TOK_UGAP_L, "\\p{L}" TOK_UGAP_L},
+    {"\\P{L}", true, "\\p{L}" TOK_UGAP_L, NULL},
+    {"\\p{N}", false, "\\p{N}" TOK_UGAP_N, "\\p{N}" TOK_UGAP_N},
+    {"\\P{N}", true, "\\p{N}" TOK_UGAP_N, NULL},
+};
 
 static asa_err translate(const char *pat, tok_str *out) {
     int depth = 0;
     for (const char *p = pat; *p; p++) {
         if (*p == '\\' && p[1]) {
-            char c = p[1];
-            const char *set = c == 's' || c == 'S'   ? WS_SET
-                              : c == 'w' || c == 'W' ? WORD_SET
-                              : c == 'h' || c == 'H' ? HEX_SET
-                                                     : NULL;
-            bool neg = c == 'S' || c == 'W' || c == 'H';
+            const esc_rule *r = NULL;
+            for (size_t i = 0; i < sizeof ESC_RULES / sizeof ESC_RULES[0] && !r; i++)
+                if (!strncmp(p, ESC_RULES[i].esc, strlen(ESC_RULES[i].esc)))
+                    r = &ESC_RULES[i];
+            size_t n = r ? strlen(r->esc) : 2;
             asa_err e;
-            if (set && depth && !neg)
-                e = tok__str_append(out, set, strlen(set));
-            else if (set && !depth)
-                e = tok__str_append(out, neg ? "[^" : "[", neg ? 2 : 1) ||
-                            tok__str_append(out, set, strlen(set)) ||
+            if (r && depth && r->in)
+                e = tok__str_append(out, r->in, strlen(r->in));
+            else if (r && !depth)
+                e = tok__str_append(out, r->neg ? "[^" : "[", r->neg ? 2 : 1) ||
+                            tok__str_append(out, r->out, strlen(r->out)) ||
                             tok__str_append(out, "]", 1)
                         ? ASA_ENOMEM
                         : ASA_OK;
             else
-                e = tok__str_append(out, p, 2);
+                e = tok__str_append(out, p, n);
             if (e)
                 return e;
-            p++;
+            p += n - 1;
             continue;
         }
         if (*p == '[') {

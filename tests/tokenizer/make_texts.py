@@ -72,6 +72,15 @@ add("numbers_other", "\u00b2 \u00bd \u2162 \u216b \u0966\u0967 \uff11\uff12 \u24
 add("combining_after_space", "a \u0301b  \u0308c\t\u0327d")
 add("lone_cr_and_mixed", "a\rb\r\rc\n\rd \r\n e")
 add("regex_classes", "snake_case\u203fjoined cafe\u0301 x\u0308y \u2460\u2461 deadBEEF 0x1f\nline end\nA\n\u00b2x_ \u180e\u00a0|")
+# Characters newer than Unicode 14 (tokenizer/tok_ugap.h ranges and the
+# digits Rust's char::is_numeric adds): one from each range, in words.
+import re as _re
+_gap = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tokenizer", "tok_ugap.h")).read()
+_cps = sorted(set(int(x, 16) for x in _re.findall(r"x\{([0-9A-F]+)\}", _gap)))
+_cps += [0x10D40, 0x116D0, 0x11BF0, 0x11DE0, 0x11F50, 0x16130, 0x16D70, 0x16FF4, 0x1CCF0, 0x1D2C0, 0x1E4F0, 0x1E5F1]
+for _i in range(0, len(_cps), 40):
+    add(f"unicode_new_{_i // 40}", "".join(("ab" if k % 3 else " 12") + chr(c) + ("x" if k % 2 else "")
+                                          for k, c in enumerate(_cps[_i:_i + 40])))
 add("added_token_flags", "x  <|im_start|>  y foo food afoo foo. (foo) <|im_end|>  z <|im_start|><|im_start|>\n<|im_end|>")
 add("added_normalized", "a hello world b hello  world Hello world hello world[INST]  [INST]x  [INST]")
 add("special_with_spaces", "  <s>  text  </s>  <|endoftext|>  ")
