@@ -174,6 +174,9 @@ typedef struct cu_be {
     uint16_t *xhi, *xlo;       /* [T, max(d, H*dv, F)] bf16 parts of a product's input */
     bool precise;              /* ASA_CUDA_PRECISE: products read hi + lo */
     bool invariant;            /* opt.batch_invariant (see the top comment) */
+    int gemv_rows;             /* products of up to this many rows use GEMV
+                                  (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
+                                  GEMV_MAX_M) */
     int32_t *tsel, *tsel_cnt;  /* [T][Gg][top_n], [T][Gg] */
     float *scores;             /* [T][Gg][nb_max] selection scores at anchors */
     float *part;               /* split-key attention partials */
@@ -256,12 +259,12 @@ static asa_err cu__put_f32(const eng_tensor *t, size_t n, float **dev, float *st
 }
 
 /* y[M][N] (f32, ld N) = x[M][K] (f32, ld K) . W[N][K]^T (bf16).  Up to
- * GEMV_MAX_M rows: the GEMV kernel reads x as f32.  Larger: cuBLAS on the
+ * c->gemv_rows rows: the GEMV kernel reads x as f32.  Larger: cuBLAS on the
  * bf16 rounding of x (bf16 x bf16 -> f32), plus, in precise mode, a second
  * product on the rounding residue (x ~ hi + lo, ~16 significant bits). */
 static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *W, int N,
                         float *y) {
-    if (c->invariant && M > GEMV_MAX_M) {
+    if (c->invariant) {
         /* row blocks through the GEMV kernel: a row's result never depends
          * on the other rows (gemv_cuda.h), at the price of reading W once
          * per GEMV_MAX_M rows */
@@ -277,7 +280,7 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
             return ASA_OK;
         }
     }
-    if (M <= GEMV_MAX_M) {
+    if (M <= c->gemv_rows) {
         gemv_params gp = {.M = M, .N = N, .K = K, .x = x, .x_type = KC_F32, .ldx = K,
                           .w = W, .ldw = K, .y_f32 = y, .y_bf16 = NULL, .ldy = N};
         if (gemv_params_check(&gp) == ASA_OK)
@@ -613,6 +616,10 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     const char *pe = getenv("ASA_CUDA_PRECISE");
     c->precise = pe && pe[0] && strcmp(pe, "0") != 0;
     c->invariant = e->opt.batch_invariant;
+    const char *gr = getenv("ASA_CUDA_GEMV_ROWS");
+    c->gemv_rows = gr && gr[0] ? atoi(gr) : GEMV_MAX_M;
+    if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
+        c->gemv_rows = GEMV_MAX_M;
     const char *ge = getenv("ASA_CUDA_GRAPHS");
     c->graphs_on = ge && ge[0] && strcmp(ge, "0") != 0;
     c->graph_eager = c->graphs_on && strcmp(ge, "eager") == 0;

@@ -29,7 +29,8 @@
 #      tokens, decode step at batch 1 and 8 with 1k context; again with
 #      ASA_CUDA_TIMING=1 (GPU time of products / attention / rest per step),
 #      with ASA_CUDA_GRAPHS=1 (decode steps as CUDA graphs); then prefill of
-#      8k and decode at 8k context
+#      8k and decode at 8k context; then 1k with ASA_CUDA_GEMV_ROWS=1 (cuBLAS
+#      for every product of more than one row)
 # and prints a short table last.  Exit status: 0 when every check that ran
 # passed.
 set -u
@@ -130,13 +131,20 @@ export ASA_CUDA_GRAPHS=1
 run bench_1.3b_ctx1k_graphs 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_GRAPHS
 run bench_1.3b_ctx8k 90 "$T/bench_cuda_engine" 8192 20
+# products of 2..16 rows through cuBLAS instead of the GEMV (kernel lab:
+# cuBLAS stays flat in M where the GEMV grows)
+export ASA_CUDA_GEMV_ROWS=1
+run bench_1.3b_ctx1k_gemv1 90 "$T/bench_cuda_engine" 1024 20
+unset ASA_CUDA_GEMV_ROWS
 
 {
     echo
     echo "== run_cuda_engine summary ($GPU) =="
     for r in "${ROWS[@]}"; do echo "$r"; done
     echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
-    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_graphs bench_1.3b_ctx8k; do
+    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_graphs bench_1.3b_ctx8k \
+        bench_1.3b_ctx1k_gemv1; do
+        [ -f "$OUT/$f.log" ] && echo "[$f]"
         [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes)|timing, " "$OUT/$f.log" |
             sed -e "s/^.*INFO  \[cuda\] /  /"
     done
