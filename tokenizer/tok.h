@@ -193,7 +193,7 @@ asa_err tok_stop_finish(tok_stop *m, tok_str *release);
 /* Bytes held back right now (for tests and metrics). */
 size_t tok_stop_held(const tok_stop *m);
 
-/* ---- UTF-8 helpers ----------------------------------------------------- */
+/* ---- UTF-8 ----------------------------------------------------------- */
 
 /* Returns the byte offset of the first invalid UTF-8 sequence in s[len], or
  * len when s is valid (overlong forms, surrogates and > U+10FFFF are invalid). */

@@ -1,4 +1,4 @@
-// Shared helpers for the node scripts.  Two reference implementations come
+// Code shared by the node scripts.  Two reference implementations come
 // from npm into ./node_modules (git-ignored):
 //   npm install --no-save --no-package-lock tokenizers@0.23.2 @huggingface/tokenizers@0.2.0
 // - tokenizers@0.23.2: Hugging Face's own Node binding of the Rust library

@@ -1,4 +1,4 @@
-/* Helpers shared by the tokenizer tests: the decompressed vocabularies in the
+/* Functions shared by the tokenizer tests: the decompressed vocabularies in the
  * build tree (TOK_DATA_DIR), the committed test texts and expected ids. */
 #ifndef TOK_TEST_UTIL_H
 #define TOK_TEST_UTIL_H
