@@ -336,6 +336,7 @@ static void run_attn(attn_mode mode) {
         for (int t = 0; t < T; t++)
             if (c.pos[t] % 2 == 0)
                 anchors[na++] = t;
+        anchors[na++] = -1; /* padding: skipped */
         select_params sp = {.n_anchors = na, .H = H, .anchors = anchors, .scale = p.scale,
                             .init_blocks = 1, .local_blocks = 2, .nb_max = 32, .c = p.c,
                             .tok_pos = c.pos, .tok_seq = c.seq, .qt = qt, .qr = qa + 3,
@@ -365,11 +366,11 @@ static void run_attn(attn_mode mode) {
         cmp_i32("select counts", cg, tcnt_ref, (size_t)T * G);
         n_kernels++;
         /* selstore: slots 2 and 0 take anchors[0] and anchors[na-1] */
-        int32_t sl[2] = {2, 0}, tk[2] = {anchors[0], anchors[na - 1]};
-        selstore_params ss = {.n = 2, .G = G, .slot = dup_dev(sl, 8), .tok = dup_dev(tk, 8),
+        int32_t sl[3] = {2, -1, 0}, tk[3] = {anchors[0], 0, anchors[na - 2]};
+        selstore_params ss = {.n = 3, .G = G, .slot = dup_dev(sl, 12), .tok = dup_dev(tk, 12),
                               .s = d.s};
         assert_int_equal(selstore_cuda(&ss, 0), ASA_OK);
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i += 2)
             for (int g = 0; g < G; g++) {
                 size_t dst = ((size_t)sl[i] * Lg + ti) * G + g, s2 = (size_t)tk[i] * G + g;
                 memcpy(ssel + dst * top_n, tsel_ref + s2 * top_n, (size_t)top_n * 4);
@@ -490,15 +491,16 @@ static void test_compress(void **st) {
     size_t n = (size_t)npages * pe;
     uint16_t *kv = malloc(n * 2), *kg = malloc(n * 2);
     fill_bf16(kv, n, 3.0f);
-    int32_t pages[3] = {4, 0, 7};
-    compress_params p = {.n = 3, .pages = pages, .kv = kv, .page_elems = pe, .layer_off = lo,
+    int32_t pages[4] = {4, -1, 0, 7}; /* -1: padding, skipped */
+    compress_params p = {.n = 4, .pages = pages, .kv = kv, .page_elems = pe, .layer_off = lo,
                          .B = B, .S = S};
     compress_params d = p;
     d.pages = dup_dev(pages, sizeof pages);
     d.kv = dup_dev(kv, n * 2);
-    for (int i = 0; i < 3; i++) /* poison the destinations on the device */
-        assert_int_equal(cudaMemset(d.kv + pages[i] * pe + lo + (int64_t)B * S, 0xff, S * 2),
-                         cudaSuccess);
+    for (int i = 0; i < 4; i++) /* poison the destinations on the device */
+        if (pages[i] >= 0)
+            assert_int_equal(cudaMemset(d.kv + pages[i] * pe + lo + (int64_t)B * S, 0xff, S * 2),
+                             cudaSuccess);
     assert_int_equal(compress_cuda(&d, 0), ASA_OK);
     compress_ref(&p);
     get_dev(kg, d.kv, n * 2);
