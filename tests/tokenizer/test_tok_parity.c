@@ -13,43 +13,13 @@
 
 static const char *const VOCABS[] = {"gpt2", "mistral"};
 
-/* Loads a vocabulary or a variant of variants.json: the base file with whole
- * components replaced. */
-static tok_tokenizer *load_any(const char *v) {
-    json_t *variants = tt_json("variants.json");
-    assert_non_null(variants);
-    json_t *spec = json_object_get(variants, v);
-    tok_tokenizer *t = NULL;
-    if (!spec) {
-        t = tt_load(v);
-    } else {
-        char path[1024], msg[512] = "";
-        asa_errbuf eb = {msg, sizeof msg};
-        json_error_t err;
-        snprintf(path, sizeof path, "%s/%s/tokenizer.json", TOK_DATA_DIR,
-                 json_string_value(json_object_get(spec, "base")));
-        json_t *base = json_load_file(path, 0, &err);
-        assert_non_null(base);
-        assert_int_equal(json_object_update(base, json_object_get(spec, "set")), 0);
-        char *s = json_dumps(base, JSON_COMPACT);
-        assert_non_null(s);
-        int e = tok_load_json(s, strlen(s), NULL, &t, &eb);
-        if (e)
-            fprintf(stderr, "variant %s: %s %s\n", v, asa_errname(e), msg);
-        free(s);
-        json_decref(base);
-    }
-    json_decref(variants);
-    return t;
-}
-
 static void check_vocab(const char *v) {
     json_t *texts = tt_json("texts.json"), *exp = tt_json("expected_ids.json");
     assert_non_null(texts);
     assert_non_null(exp);
     json_t *ev = json_object_get(json_object_get(exp, "vocabs"), v);
     assert_non_null(ev);
-    tok_tokenizer *t = load_any(v);
+    tok_tokenizer *t = tt_load_any(v);
     assert_non_null(t);
     tok_ids ids = {0};
     tok_str s = {0};

@@ -61,7 +61,7 @@ static size_t stream_check(const tok_tokenizer *t, const int32_t *ids, size_t n,
 static void all_texts(const char *v) {
     json_t *texts = tt_json("texts.json");
     assert_non_null(texts);
-    tok_tokenizer *t = tt_load(v);
+    tok_tokenizer *t = tt_load_any(v);
     assert_non_null(t);
     tok_ids ids = {0};
     size_t i;
@@ -88,6 +88,20 @@ static void test_stream_gpt2(void **state) {
 static void test_stream_mistral(void **state) {
     (void)state;
     all_texts("mistral");
+}
+
+/* The layout variants of variants.json (Metaspace decoders among them). */
+static void test_stream_variants(void **state) {
+    (void)state;
+    json_t *variants = tt_json("variants.json");
+    assert_non_null(variants);
+    const char *k;
+    json_t *val;
+    json_object_foreach(variants, k, val) {
+        if (k[0] != '_')
+            all_texts(k);
+    }
+    json_decref(variants);
 }
 
 /* A 4-byte emoji as <0xF0><0x9F><0x98><0x80> (Mistral byte fallback) or as
@@ -210,6 +224,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_gpt2),
         cmocka_unit_test(test_stream_mistral),
+        cmocka_unit_test(test_stream_variants),
         cmocka_unit_test(test_split_characters),
         cmocka_unit_test(test_sentencepiece_space),
         cmocka_unit_test(test_prime),

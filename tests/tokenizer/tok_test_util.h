@@ -40,6 +40,34 @@ static inline json_t *tt_json(const char *name) {
     return j;
 }
 
+/* A vocabulary ("gpt2", "mistral") or a variant of variants.json: the base
+ * file with whole components replaced.  NULL (and a message) on failure. */
+static inline tok_tokenizer *tt_load_any(const char *v) {
+    json_t *variants = tt_json("variants.json");
+    json_t *spec = json_object_get(variants, v);
+    tok_tokenizer *t = NULL;
+    if (!spec) {
+        t = tt_load(v);
+    } else {
+        char path[1024], msg[512] = "";
+        asa_errbuf eb = {msg, sizeof msg};
+        json_error_t err;
+        snprintf(path, sizeof path, "%s/%s/tokenizer.json", TOK_DATA_DIR,
+                 json_string_value(json_object_get(spec, "base")));
+        json_t *base = json_load_file(path, 0, &err);
+        char *s = NULL;
+        if (base && json_object_update(base, json_object_get(spec, "set")) == 0)
+            s = json_dumps(base, JSON_COMPACT);
+        int e = s ? tok_load_json(s, strlen(s), NULL, &t, &eb) : ASA_EFORMAT;
+        if (e)
+            fprintf(stderr, "variant %s: %s %s\n", v, asa_errname(e), msg);
+        free(s);
+        json_decref(base);
+    }
+    json_decref(variants);
+    return t;
+}
+
 /* true when ids[n] equals the JSON array a */
 static inline int tt_ids_equal(const int32_t *ids, size_t n, json_t *a) {
     if (json_array_size(a) != n)
