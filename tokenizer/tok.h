@@ -5,7 +5,8 @@
  * A tokenizer is loaded from a Hugging Face `tokenizer.json` whose model is BPE:
  * byte-level BPE (GPT-2, and the Llama-3 / Qwen layout of Split + ByteLevel) and
  * SentencePiece-style BPE (Llama-2, Mistral: Prepend/Replace normalizer or
- * Metaspace pre-tokenizer, byte_fallback).  Every component of the file that
+ * Metaspace pre-tokenizer, byte_fallback); NFC/NFD/NFKC/NFKD normalizers when
+ * built with utf8proc.  Every component of the file that
  * this module does not implement makes tok_load fail with ASA_EUNSUPPORTED and
  * a message naming the component; nothing is approximated.  The supported set
  * is listed in tokenizer/README.md.

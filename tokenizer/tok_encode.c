@@ -12,6 +12,9 @@
 #include <string.h>
 
 #include "tok_int.h"
+#ifdef TOK_HAVE_UTF8PROC
+#include <utf8proc.h>
+#endif
 
 typedef struct piece {
     uint32_t off, len; /* text in the stage buffer */
@@ -220,6 +223,26 @@ static asa_err norm_run(const tok__norm *n, pcre2_match_data *md, tok_str *cur,
             tok__str_append(tmp, cur->data, cur->len))
             return ASA_ENOMEM;
         break;
+    case TOK_NORM_UNICODE: {
+#ifdef TOK_HAVE_UTF8PROC
+        utf8proc_uint8_t *dst = NULL;
+        utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)(cur->data ? cur->data : ""),
+                                          (utf8proc_ssize_t)cur->len,
+                                          &dst, (utf8proc_option_t)n->uflags);
+        if (r < 0) {
+            free(dst);
+            return r == UTF8PROC_ERROR_NOMEM ? ASA_ENOMEM : ASA_EINTERNAL;
+        }
+        tmp->len = 0;
+        asa_err e = tok__str_append(tmp, (const char *)dst, (size_t)r);
+        free(dst);
+        if (e)
+            return e;
+        break;
+#else
+        return ASA_EINTERNAL; /* refused at load */
+#endif
+    }
     case TOK_NORM_REPLACE: {
         tmp->len = 0;
         asa_err e = tok__replace_all(&n->re, md, cur->data ? cur->data : "", cur->len, n->str,

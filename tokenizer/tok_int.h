@@ -123,6 +123,7 @@ typedef enum {
     TOK_NORM_SEQ,
     TOK_NORM_PREPEND,
     TOK_NORM_REPLACE,
+    TOK_NORM_UNICODE, /* NFC/NFD/NFKC/NFKD through utf8proc */
 } tok__norm_kind;
 
 typedef struct tok__norm {
@@ -132,6 +133,7 @@ typedef struct tok__norm {
     const char *str; /* PREPEND: text; REPLACE: content */
     size_t str_len;
     tok__regex re; /* REPLACE: pattern */
+    int uflags;    /* UNICODE: utf8proc options */
 } tok__norm;
 
 typedef enum {

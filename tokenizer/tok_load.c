@@ -11,6 +11,9 @@
 #include <string.h>
 
 #include "tok_int.h"
+#ifdef TOK_HAVE_UTF8PROC
+#include <utf8proc.h>
+#endif
 
 typedef struct ld {
     tok_tokenizer *t;
@@ -210,6 +213,20 @@ static asa_err load_norm(ld *L, json_t *j, tok__norm **out, const char *where) {
         if (!n->str)
             return BAD(L, "%s.content: missing", where);
         return get_pattern(L, j, &n->re, where);
+    }
+    if (!strcmp(ty, "NFC") || !strcmp(ty, "NFD") || !strcmp(ty, "NFKC") || !strcmp(ty, "NFKD")) {
+#ifdef TOK_HAVE_UTF8PROC
+        static const char *const keys[] = {"type", NULL};
+        if ((e = check_keys(L, j, where, keys)))
+            return e;
+        n->kind = TOK_NORM_UNICODE;
+        n->uflags = UTF8PROC_STABLE | (ty[2] == 'K' ? UTF8PROC_COMPAT : 0) |
+                    (ty[strlen(ty) - 1] == 'C' ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE);
+        return ASA_OK;
+#else
+        return UNSUP(L, "%s: normalizer type \"%s\" (this build has no utf8proc: install "
+                        "libutf8proc-dev and rebuild)", where, ty);
+#endif
     }
     return UNSUP(L, "%s: normalizer type \"%s\"", where, ty);
 }

@@ -21,6 +21,9 @@ static void check_vocab(const char *v) {
     assert_non_null(ev);
     tok_tokenizer *t = tt_load_any(v);
     assert_non_null(t);
+    /* texts where a known, documented difference is expected */
+    json_t *variants = tt_json("variants.json");
+    json_t *known = json_object_get(json_object_get(variants, v), "known_diff");
     tok_ids ids = {0};
     tok_str s = {0};
     int failures = 0;
@@ -33,6 +36,11 @@ static void check_vocab(const char *v) {
         size_t len = json_string_length(jt);
         json_t *e = json_object_get(ev, name);
         assert_non_null(e);
+        const char *why = json_string_value(json_object_get(known, name));
+        if (why) {
+            fprintf(stderr, "%s/%s: not compared: %s\n", v, name, why);
+            continue;
+        }
         for (int sp = 0; sp < 2; sp++) {
             assert_int_equal(tok_encode(t, text, len, sp == 0, &ids, NULL), ASA_OK);
             json_t *want = json_object_get(e, sp == 0 ? "special" : "nospecial");
@@ -84,6 +92,7 @@ static void check_vocab(const char *v) {
     }
     assert_int_equal(failures, 0);
     assert_int_equal(tok_check(t), ASA_OK); /* the cache after use */
+    json_decref(variants);
     tok_ids_free(&ids);
     tok_str_free(&s);
     tok_destroy(t);
@@ -112,6 +121,12 @@ static void test_parity_variants(void **state) {
     json_object_foreach(variants, k, val) {
         if (k[0] == '_')
             continue;
+#ifndef TOK_HAVE_UTF8PROC
+        if (json_object_get(val, "needs")) {
+            fprintf(stderr, "variant %s: skipped (built without utf8proc)\n", k);
+            continue;
+        }
+#endif
         fprintf(stderr, "variant %s\n", k);
         check_vocab(k);
     }

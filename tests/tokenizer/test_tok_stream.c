@@ -98,6 +98,10 @@ static void test_stream_variants(void **state) {
     const char *k;
     json_t *val;
     json_object_foreach(variants, k, val) {
+#ifndef TOK_HAVE_UTF8PROC
+        if (json_object_get(val, "needs"))
+            continue; /* built without utf8proc */
+#endif
         if (k[0] != '_')
             all_texts(k);
     }
