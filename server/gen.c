@@ -63,7 +63,8 @@ typedef struct srv_gen {
     srv_params p;
     asa_arena *arena;
     srv_choice *ch;
-    int n_ch, n_done;
+    int n_ch, n_done;            /* choices that count (submitted), finished */
+    int n_init;                  /* choices whose decoder and matcher exist */
     char *out;                   /* SSE bytes not yet sent */
     size_t out_len, out_cap, out_off;
     bool final_written;          /* [DONE] is in out */
@@ -156,7 +157,9 @@ static void gen_unref(srv_gen *g) {
     if (g->next)
         g->next->prev = g->prev;
     pthread_mutex_unlock(&s->gens_mu);
-    for (int i = 0; i < g->n_ch; i++) {
+    /* n_init, not n_ch: a failed submission lowers n_ch to the choices
+     * that reached the engine, but every choice was initialised. */
+    for (int i = 0; i < g->n_init; i++) {
         srv_choice *c = &g->ch[i];
         tok_stream_destroy(c->dec);
         tok_stop_destroy(c->stop);
@@ -324,6 +327,20 @@ static void emit_chunk(srv_choice *c, const char *text, size_t len, const char *
 
 /* ---- engine-thread callbacks --------------------------------------------- */
 
+/* Whether token, the n_out-th generated token, finishes the request in the
+ * scheduler: EOS unless ignore_eos, or a stop token id, once n_out >=
+ * min_tokens (the rule of sched_update). */
+static bool is_stop_token(const srv_gen *g, int32_t token, int n_out) {
+    if (n_out < g->p.min_tokens)
+        return false;
+    if (token == g->s->eos_id && !g->p.ignore_eos)
+        return true;
+    for (int i = 0; i < g->p.n_stop_ids; i++)
+        if (g->p.stop_ids[i] == token)
+            return true;
+    return false;
+}
+
 static int on_token(void *ud, int32_t token, const eng_seq_result *r) {
     srv_choice *c = ud;
     srv_gen *g = c->g;
@@ -338,9 +355,14 @@ static int on_token(void *ud, int32_t token, const eng_seq_result *r) {
 
     c->piece.len = 0;
     c->rel.len = 0;
-    tok_stream_push(c->dec, token, &c->piece);
     int matched = -1;
-    tok_stop_feed(c->stop, c->piece.data ? c->piece.data : "", c->piece.len, &c->rel, &matched, NULL);
+    /* The token that ends the request (EOS, a stop_token_ids entry) is
+     * counted and gets logprobs, but its text is not part of the output
+     * (as in vLLM), even with skip_special_tokens false. */
+    if (!is_stop_token(g, token, c->n_generated)) {
+        tok_stream_push(c->dec, token, &c->piece);
+        tok_stop_feed(c->stop, c->piece.data ? c->piece.data : "", c->piece.len, &c->rel, &matched, NULL);
+    }
 
     pthread_mutex_lock(&g->mu);
     if (g->p.logprobs >= 0)
@@ -613,8 +635,12 @@ static int prepare(srv *s, json_t *body, srv_kind kind, srv_gen *g, srv_error *e
     return srv_params_check_model(p, s->vocab_size, s->max_model_len, e);
 }
 
-static int init_choice(srv *s, srv_gen *g, srv_choice *c, srv_error *e) {
+/* The choice's decoder is primed with the prompt so that the first
+ * generated token decodes as a continuation (a SentencePiece "▁Paris" after
+ * a prompt streams as " Paris", as Hugging Face and vLLM give it). */
+static int init_choice(srv *s, srv_gen *g, srv_choice *c, const srv_prompt *pr, srv_error *e) {
     if (tok_stream_create(s->tok, g->p.skip_special_tokens, &c->dec) ||
+        tok_stream_prime(c->dec, pr->ids, (size_t)pr->n_ids) ||
         tok_stop_create(g->p.stop, (size_t)g->p.n_stop, &c->stop))
         return srv_fail(e, SRV_E_INTERNAL, NULL, "out of memory");
     return 0;
@@ -673,7 +699,8 @@ enum MHD_Result srv_gen_handle(srv *s, struct MHD_Connection *conn, srv_conn *cx
         c->g = g;
         c->index = i;
         c->prompt_idx = i / p->n;
-        if (init_choice(s, g, c, &e))
+        g->n_init = i + 1;
+        if (init_choice(s, g, c, &p->prompts[c->prompt_idx], &e))
             goto fail;
     }
 

@@ -140,16 +140,21 @@ static json_t *model_card(srv *s) {
                      s->cfg.model_dir ? s->cfg.model_dir : "", "max_model_len", s->max_model_len);
 }
 
+/* The main thread writes s->loop, s->tok, s->max_model_len, ... while the
+ * state is SRV_LOADING and then stores the state (sequentially consistent):
+ * an HTTP thread may read them only after it has seen another state.  They
+ * stay valid until srv_http_stop has returned. */
+static bool loaded(int state) { return state != SRV_LOADING; }
+
 static enum MHD_Result handle_simple(srv *s, struct MHD_Connection *c, srv_conn *cx,
-                                     const char *url) {
+                                     const char *url, int state) {
     srv_error e = {0};
-    int state = atomic_load(&s->state);
     switch (cx->route) {
     case R_LIVE:
         return srv_send_json(c, 200, json_pack("{s:s}", "status", "alive"));
     case R_HEALTH: {
         eng_loop_stats st = {0};
-        if (s->loop)
+        if (loaded(state) && s->loop)
             eng_loop_stats_get(s->loop, &st);
         if (state == SRV_READY && st.alive)
             return srv_send_json(c, 200, json_pack("{s:s}", "status", "ok"));
@@ -172,7 +177,7 @@ static enum MHD_Result handle_simple(srv *s, struct MHD_Connection *c, srv_conn 
         return srv_send_json(c, 200, model_card(s));
     case R_METRICS: {
         srv_gauges g = {0};
-        if (s->loop) {
+        if (loaded(state) && s->loop) {
             eng_loop_stats st;
             eng_loop_stats_get(s->loop, &st);
             g.num_requests_running = st.num_running;
@@ -265,11 +270,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                  s->cfg.max_body_bytes);
         return srv_send_error(s, c, &e);
     }
+    /* Routes that need the model answer 503 until it is loaded (and, for
+     * the tokenizer routes, when loading failed). */
+    int state = atomic_load(&s->state);
+    bool needs_model = cx->route != R_HEALTH && cx->route != R_LIVE && cx->route != R_METRICS &&
+                       cx->route != R_VERSION;
+    if (needs_model && (!loaded(state) || !s->tok)) {
+        srv_fail(&e, SRV_E_UNAVAILABLE, NULL, "The server is %s",
+                 !loaded(state) ? "loading the model" : "not healthy");
+        e.retry_after = 1;
+        return srv_send_error(s, c, &e);
+    }
     if (cx->route != R_COMPLETIONS && cx->route != R_CHAT && cx->route != R_TOKENIZE &&
         cx->route != R_DETOKENIZE)
-        return handle_simple(s, c, cx, url);
+        return handle_simple(s, c, cx, url, state);
 
-    int state = atomic_load(&s->state);
     if (state != SRV_READY && (cx->route == R_COMPLETIONS || cx->route == R_CHAT)) {
         srv_fail(&e, SRV_E_UNAVAILABLE, NULL, "The server is %s",
                  state == SRV_LOADING ? "loading the model" : state == SRV_DRAINING ? "shutting down" : "not healthy");

@@ -504,10 +504,11 @@ int srv_params_check_model(srv_params *p, int vocab_size, int max_model_len, srv
     if (p->max_tokens < 0) {
         p->max_tokens = max_model_len - longest;
     } else if ((long long)longest + p->max_tokens > max_model_len) {
+        /* The sum in long long: max_tokens may be up to INT32_MAX. */
         return srv_fail(e, SRV_E_CONTEXT_LENGTH, "max_tokens",
-                        "this model's maximum context length is %d tokens, but %d tokens were "
+                        "this model's maximum context length is %d tokens, but %lld tokens were "
                         "requested (%d in the prompt + %d in max_tokens); reduce the prompt or max_tokens",
-                        max_model_len, longest + p->max_tokens, longest, p->max_tokens);
+                        max_model_len, (long long)longest + p->max_tokens, longest, p->max_tokens);
     }
     if (p->min_tokens > p->max_tokens)
         return srv_fail(e, SRV_E_BAD_PARAM, "min_tokens",

@@ -216,6 +216,42 @@ def stop_strings():
 
 
 @test
+def stop_token_text_not_in_output():
+    # Regression: the text of the token that ends a request (a stop_token_ids
+    # entry, or EOS shown with skip_special_tokens false) leaked into the
+    # output; vLLM leaves it out.  The token still counts in the usage.
+    base = {"prompt": "hello", "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+    j = complete(dict(base, logprobs=0))
+    toks = j["choices"][0]["logprobs"]["tokens"]
+    first = SRV.post("/tokenize", {"prompt": toks[0], "add_special_tokens": False})[2]["tokens"]
+    assert len(first) == 1, (toks, first)
+    for stream in (False, True):
+        body = dict(base, stop_token_ids=[first[0]], stream=stream)
+        if stream:
+            st, events, _ = SRV.stream("/v1/completions", body)
+            text = stream_text(events)
+            fin = [e for e in events if e != "[DONE]"][-1]["choices"][0]["finish_reason"]
+        else:
+            c = complete(body)
+            text, fin = c["choices"][0]["text"], c["choices"][0]["finish_reason"]
+            assert c["usage"]["completion_tokens"] == 1, c
+        assert text == "" and fin == "stop", (stream, text, fin)
+    # EOS forced by logit_bias, special tokens not skipped: no "<|eos|>".
+    for stream in (False, True):
+        body = {"prompt": "hello", "max_tokens": 4, "temperature": 0, "logit_bias": {"257": 100},
+                "skip_special_tokens": False, "stream": stream}
+        if stream:
+            text = stream_text(SRV.stream("/v1/completions", body)[1])
+        else:
+            text = complete(body)["choices"][0]["text"]
+        assert text == "", (stream, text)
+    # With ignore_eos the EOS token is ordinary output.
+    j = complete({"prompt": "hello", "max_tokens": 2, "temperature": 0, "logit_bias": {"257": 100},
+                  "skip_special_tokens": False, "ignore_eos": True})
+    assert j["choices"][0]["text"] == "<|eos|><|eos|>", j
+
+
+@test
 def logprobs_and_echo():
     j = complete({"prompt": "lp", "max_tokens": 5, "temperature": 0, "logprobs": 3, "ignore_eos": True})
     lp = j["choices"][0]["logprobs"]
@@ -283,6 +319,11 @@ def error_cases():
     assert st == 400, (st, j)
     err_shape(j)
     assert "4096" in j["error"]["message"] and "100000" in j["error"]["message"], j
+    # Regression: prompt + max_tokens overflowed int in the message (UBSan
+    # aborted the server).
+    st, _, j = SRV.post("/v1/completions", {"prompt": "x" * 10, "max_tokens": 2147483647})
+    assert st == 400 and "2147483658" in j["error"]["message"], (st, j)
+    err_shape(j, param="max_tokens")
     st, _, j = SRV.post("/v1/completions", {"prompt": "x", "unknown_field": {"a": 1}, "max_tokens": 1})
     assert st == 200
     st, _, body = SRV.request("POST", "/v1/completions", raw="{not json")
@@ -489,8 +530,19 @@ def overload_429():
             else:
                 assert j["usage"]["completion_tokens"] == 60
         assert s.request("GET", "/health")[0] == 200
+        # Regression: a request whose choices were partly queued when the
+        # bound was hit leaked the decoders of the choices never submitted
+        # (LeakSanitizer fails the exit code in the sanitizer build).
+        hits = 0
+        for i in range(3):
+            st, h, j = s.post("/v1/completions", {"prompt": "q", "max_tokens": 40, "n": 6,
+                                                  "ignore_eos": True, "temperature": 0})
+            assert st in (200, 429), (st, j)
+            hits += st == 429
+        assert hits > 0
+        assert wait_idle(s)
     finally:
-        s.stop()
+        assert s.stop() == 0
 
 
 @test
@@ -580,6 +632,52 @@ def bundled_model_real_text():
         assert len(lp["tokens"]) == 8 and all(len(t) >= 1 for t in lp["top_logprobs"])
     finally:
         assert s.stop() == 0
+
+
+@test
+def model_routes_503_while_loading():
+    # Regression: /tokenize, /detokenize and /v1/models ran while the model
+    # was loading (a NULL tokenizer gave 400s; the loop and the limits were
+    # read while the main thread wrote them).  They must answer 503 with
+    # Retry-After until the model is there, then 200.
+    from e2e_util import free_port
+    import http.client
+    port = free_port()
+    proc = subprocess.Popen([ARGS.serve, "--port", str(port), "--host", "127.0.0.1",
+                             "--log-level", "warn"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    seen = {}
+    try:
+        deadline = time.time() + 60
+        ok = False
+        while time.time() < deadline and not ok:
+            for method, path, body in (("POST", "/tokenize", {"prompt": "hi"}),
+                                       ("POST", "/detokenize", {"tokens": [72]}),
+                                       ("GET", "/v1/models", None), ("GET", "/metrics", None)):
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    c.request(method, path, body=json.dumps(body) if body else None,
+                              headers={"Content-Type": "application/json"})
+                    r = c.getresponse()
+                    payload = r.read()
+                    c.close()
+                except OSError:
+                    assert proc.poll() is None, proc.returncode
+                    time.sleep(0.005)
+                    break
+                seen[(path, r.status)] = seen.get((path, r.status), 0) + 1
+                assert r.status in (200, 503), (path, r.status, payload)
+                if r.status == 503:
+                    assert r.getheader("Retry-After"), path
+                    err_shape(json.loads(payload))
+                if path == "/tokenize" and r.status == 200:
+                    j = json.loads(payload)
+                    assert j["max_model_len"] > 0 and j["count"] == 3, j
+                    ok = True
+        assert ok, seen
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
 
 
 @test

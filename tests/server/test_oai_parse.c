@@ -137,6 +137,23 @@ static void test_check_model(void **st) {
     asa_arena_destroy(a);
 }
 
+/* Regression: prompt + max_tokens near INT32_MAX overflowed int while the
+ * message was built (undefined behaviour; an abort under UBSan). */
+static void test_check_model_huge_max_tokens(void **st) {
+    (void)st;
+    asa_arena *a = asa_arena_create(0);
+    srv_params p;
+    srv_error e;
+    assert_int_equal(parse("{\"prompt\":[1,2,3,4,5,6],\"max_tokens\":2147483647}", SRV_COMPLETION,
+                           &p, &e, a), 0);
+    assert_int_equal(srv_params_check_model(&p, 10, 4096, &e), -1);
+    assert_int_equal(e.kind, SRV_E_CONTEXT_LENGTH);
+    assert_string_equal(e.param, "max_tokens");
+    assert_non_null(strstr(e.message, "2147483653"));
+    assert_non_null(strstr(e.message, "2147483647"));
+    asa_arena_destroy(a);
+}
+
 static void test_chat(void **st) {
     (void)st;
     asa_arena *a = asa_arena_create(0);
@@ -221,7 +238,7 @@ int main(void) {
         cmocka_unit_test(test_defaults), cmocka_unit_test(test_prompt_forms),
         cmocka_unit_test(test_ranges),   cmocka_unit_test(test_check_model),
         cmocka_unit_test(test_chat),     cmocka_unit_test(test_error_json),
-        cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_metrics),  cmocka_unit_test(test_check_model_huge_max_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
