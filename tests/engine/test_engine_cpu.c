@@ -27,10 +27,15 @@ typedef struct fx {
 } fx;
 
 static int setup_model(void **st, const etu_shape *sh) {
+    *st = NULL;
     fx *f = calloc(1, sizeof *f);
-    f->dir = etu_write_model(sh);
-    if (!f->dir)
+    if (!f)
         return -1;
+    f->dir = etu_write_model(sh);
+    if (!f->dir) {
+        free(f);
+        return -1;
+    }
     char msg[256] = "";
     asa_errbuf eb = {msg, sizeof msg};
     asa_err err = eng_model_load(f->dir, &f->m, &eb);
@@ -49,6 +54,8 @@ static int setup_f32(void **st) {
 }
 static int teardown(void **st) {
     fx *f = *st;
+    if (!f)
+        return 0;
     eng_model_destroy(f->m);
     etu_rmdir(f->dir);
     free(f);
