@@ -6,7 +6,7 @@
 set -eu
 PKGS="build-essential cmake ninja-build pkg-config git curl ca-certificates
   libjansson-dev libopenblas-dev libcmocka-dev libpcre2-dev libuv1-dev
-  libmicrohttpd-dev libsystemd-dev python3 python3-numpy python3-torch"
+  libmicrohttpd-dev libsystemd-dev libutf8proc-dev python3 python3-numpy python3-torch"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive

@@ -10,6 +10,11 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 # tests/server/sdk/package.json and package-lock.json).
 if command -v npm >/dev/null 2>&1; then
   (cd tests/server/sdk && npm ci --no-audit --no-fund --loglevel=error)
+  # Hugging Face tokenizers' own Node binding (the Rust library) for the live
+  # tokenizer parity check; without it that test is reported as skipped.
+  (cd tests/tokenizer && npm install --no-save --no-package-lock --no-audit --no-fund \
+     --loglevel=error tokenizers@0.23.2 @huggingface/tokenizers@0.2.0) ||
+    echo "tools/test.sh: tokenizers npm packages not installed; test_tok_js_live will be skipped"
 fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
