@@ -317,7 +317,7 @@ static asa_err load_pre(ld *L, json_t *j, tok__pre **out, const char *where) {
         static const char *const keys[] = {"type", "individual_digits", NULL};
         if ((e = check_keys(L, j, where, keys)))
             return e;
-        bool ind;
+        bool ind = false;
         if ((e = get_bool(L, j, "individual_digits", false, &ind, where)))
             return e;
         p->kind = TOK_PRE_DIGITS;
