@@ -7,7 +7,6 @@ standard library is imported at module level, so combine.py can use the
 floor formulas without torch.
 """
 import json
-import math
 import os
 import statistics
 import sys

@@ -70,6 +70,14 @@ def build_model(args, dev):
     except (AttributeError, TypeError):  # torch < 2.0: no device context manager
         model = LlamaForCausalLM(cfg).to(dev)
     model = model.to(dtype=torch.bfloat16).eval()
+    # never time on zeros or garbage: re-draw any matrix that came out
+    # constant or non-finite (should init have been skipped)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                pf = p.float()
+                if not bool(torch.isfinite(pf).all()) or float(pf.std()) == 0.0:
+                    p.normal_(0.0, 0.02)
     impl = getattr(model.config, "_attn_implementation", "?")
     return model, cfg, transformers.__version__, impl
 
