@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts in tools/bench/: time budget,
+"""Code shared by the benchmark scripts in tools/bench/: time budget,
 incremental JSON results, device ceilings (copy bandwidth, bf16 GEMM rate),
 the asa-1.3b / Llama shapes and their floors.
 

@@ -71,12 +71,13 @@ def build_model(args, dev):
         model = LlamaForCausalLM(cfg).to(dev)
     model = model.to(dtype=torch.bfloat16).eval()
     # never time on zeros or garbage: re-draw any matrix that came out
-    # constant or non-finite (should init have been skipped)
+    # constant, non-finite or far from the N(0, 0.02) init (should the
+    # library have skipped initialisation)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
                 pf = p.float()
-                if not bool(torch.isfinite(pf).all()) or float(pf.std()) == 0.0:
+                if not bool(torch.isfinite(pf).all()) or float(pf.std()) == 0.0 or float(pf.abs().max()) > 1.0:
                     p.normal_(0.0, 0.02)
     impl = getattr(model.config, "_attn_implementation", "?")
     return model, cfg, transformers.__version__, impl
