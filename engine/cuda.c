@@ -613,6 +613,15 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         kmax = H * c->dv;
     int hpg_max = H / c->Gg > H / c->Gl ? H / c->Gg : H / c->Gl;
     c->part_heads = 4L * c->n_sm * hpg_max;
+    {
+        /* batch-invariant splits: at least one token of the longest key
+         * range (window, selected tokens, compressed entries) */
+        int keys = c->w > c->top_n * c->B ? c->w : c->top_n * c->B;
+        keys = keys > c->nb_max ? keys : c->nb_max;
+        const long need = (long)H * ((keys + CU_INV_SPLIT - 1) / CU_INV_SPLIT + 1);
+        if (c->part_heads < need)
+            c->part_heads = need;
+    }
     const char *pe = getenv("ASA_CUDA_PRECISE");
     c->precise = pe && pe[0] && strcmp(pe, "0") != 0;
     c->invariant = e->opt.batch_invariant;
@@ -932,7 +941,7 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
         /* fixed split boundaries: a token's sums depend on its keys only
          * (an unsplit token and a one-split merge give the same bits) */
         const int ns = (maxkeys + CU_INV_SPLIT - 1) / CU_INV_SPLIT;
-        if (ns > 1 && (long)T * c->H * ns <= c->part_heads) {
+        if (ns > 1) { /* cu__attn_run runs token chunks that fit c->part */
             at->n_split = ns;
             at->split_keys = CU_INV_SPLIT;
             at->part = c->part;
@@ -952,6 +961,23 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
         at->split_keys = per * ATTN_KT;
         at->part = c->part;
     }
+}
+
+/* Runs a planned attention launch; split launches in chunks of tokens whose
+ * partials fit c->part (a token's sums do not depend on the chunking). */
+static asa_err cu__attn_run(cu_be *c, attn_params *at) {
+    const int T = at->T;
+    long per = at->n_split > 1 ? c->part_heads / ((long)c->H * at->n_split) : T;
+    if (per < 1)
+        return ASA_EINTERNAL;
+    for (int t0 = 0; t0 < T; t0 += (int)per) {
+        at->t_off = t0;
+        at->T = T - t0 < per ? T - t0 : (int)per;
+        CU_OK(attn_latent_cuda(at, c->st));
+    }
+    at->t_off = 0;
+    at->T = T;
+    return ASA_OK;
 }
 
 static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
@@ -991,7 +1017,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         at.mode = ATTN_LOCAL;
         cu__attn_plan(c, &at, T, y->G, mp + 1 < c->w ? mp + 1 : c->w);
         at.u = c->u;
-        CU_OK(attn_latent_cuda(&at, c->st));
+        CU_OK(cu__attn_run(c, &at));
     } else {
         attn_sets sets = {.sel_src = mt->sel_src, .tsel = c->tsel, .tsel_cnt = c->tsel_cnt,
                           .slot_sel = c->sel, .slot_cnt = c->sel_cnt, .Lg = c->Lg,
@@ -1004,7 +1030,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         cu__attn_plan(c, &at, T, y->G, (mp + 1) / c->B);
         at.u = c->ucmp;
         at.lse = c->lse;
-        CU_OK(attn_latent_cuda(&at, c->st));
+        CU_OK(cu__attn_run(c, &at));
         select_params sp = {.n_anchors = mt->n_anchor, .H = H, .anchors = mt->anchors,
                             .scale = c->scale, .init_blocks = c->init_b,
                             .local_blocks = c->local_b, .nb_max = c->nb_max, .c = at.c,
@@ -1019,7 +1045,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         at.u_cmp = c->ucmp;
         at.u = c->u;
         at.lse = NULL;
-        CU_OK(attn_latent_cuda(&at, c->st));
+        CU_OK(cu__attn_run(c, &at));
         selstore_params ss = {.n = mt->n_store, .G = y->G, .slot = mt->st_slot,
                               .tok = mt->st_tok, .s = sets};
         CU_OK(selstore_cuda(&ss, c->st));

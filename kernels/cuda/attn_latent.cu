@@ -98,7 +98,7 @@ __device__ __forceinline__ float sigmoidf_(float z) { return 1.0f / (1.0f + expf
 
 __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
     extern __shared__ float sm[];
-    const int t = blockIdx.x, g = blockIdx.y;
+    const int tl = blockIdx.x, t = p.t_off + tl, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, Ep = pad_odd(E);
     const int nh = p.heads_per_block, hpg = p.H / G, ns = p.n_split;
     const int h0 = g * hpg + (int)(blockIdx.z / ns) * nh, sp = (int)(blockIdx.z % ns);
@@ -194,7 +194,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
         for (int i = threadIdx.x; i < nh * (dg + 2); i += ATT_THREADS) {
             const int h = i / (dg + 2), e = i % (dg + 2);
             const float v = e < dg ? acc[h * dg + e] : e == dg ? mx[h] : ls[h];
-            p.part[(((int64_t)t * p.H + h0 + h) * ns + sp) * (dg + 2) + e] = v;
+            p.part[(((int64_t)tl * p.H + h0 + h) * ns + sp) * (dg + 2) + e] = v;
         }
         return;
     }
@@ -216,8 +216,9 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
 /* Merge of split partials: one block per (token, head); the same epilogue
  * as the unsplit kernel. */
 __global__ void attn_merge_kernel(const attn_params p) {
-    const int t = blockIdx.x, hh = blockIdx.y, dg = p.c.dg, ns = p.n_split;
-    const float *pt = p.part + ((int64_t)t * p.H + hh) * ns * (dg + 2);
+    const int tl = blockIdx.x, t = p.t_off + tl, hh = blockIdx.y, dg = p.c.dg,
+              ns = p.n_split;
+    const float *pt = p.part + ((int64_t)tl * p.H + hh) * ns * (dg + 2);
     float M = -INFINITY;
     for (int s = 0; s < ns; s++)
         M = fmaxf(M, pt[s * (dg + 2) + dg]);
@@ -396,7 +397,8 @@ __global__ void selstore_kernel(const selstore_params p) {
 } // namespace
 
 extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
-    if (!p || p->T < 1 || p->H < 1 || p->c.G < 1 || p->H % p->c.G || p->heads_per_block < 1 ||
+    if (!p || p->T < 1 || p->t_off < 0 || p->H < 1 || p->c.G < 1 || p->H % p->c.G ||
+        p->heads_per_block < 1 ||
         (p->H / p->c.G) % p->heads_per_block || p->c.dg < 1 || p->c.dR < 0 || p->c.B < 1 ||
         !p->c.kv || !p->c.tab || !p->tok_pos || !p->tok_seq || !p->qt || !p->qr || !p->u ||
         (p->mode == ATTN_LOCAL && p->window < 1) || (p->mode == ATTN_CMP && !p->lse) ||
@@ -475,7 +477,7 @@ extern "C" void attn_latent_ref(const attn_params *p) {
     const int G = p->c.G, dg = p->c.dg, dR = p->c.dR, hpg = p->H / G;
     const int64_t S = (int64_t)G * dg + dR;
     (void)S;
-    for (int t = 0; t < p->T; t++)
+    for (int t = p->t_off; t < p->t_off + p->T; t++)
         for (int g = 0; g < G; g++) {
             const key_plan kp = make_plan(*p, t, g);
             double *sc = (double *)malloc(sizeof(double) * (size_t)(kp.nkeys > 0 ? kp.nkeys : 1));

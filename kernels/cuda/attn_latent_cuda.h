@@ -36,7 +36,7 @@
  * Split keys (flash-decoding, for grids too small to fill the GPU): with
  * n_split > 1, key range [s * split_keys, (s+1) * split_keys) of every
  * token goes to its own block, which writes its unnormalised partial sums,
- * running max and sum into part[t][h][s][dg + 2]; a second launch merges
+ * running max and sum into part[t - t_off][h][s][dg + 2]; a second launch merges
  * the partials with log-sum-exp weights (then applies the gates / writes
  * lse).  The result equals the unsplit one up to f32 rounding.
  *
@@ -84,7 +84,9 @@ typedef struct attn_sets {
 
 typedef struct attn_params {
     attn_mode mode;
-    int T, H;                /* tokens, query heads */
+    int T, H;                /* tokens of this launch, query heads */
+    int t_off;               /* the launch covers tokens t_off .. t_off + T - 1
+                                of the step's arrays (0: all of them) */
     int heads_per_block;     /* 1..H/G, divides H/G */
     float scale;
     int window;              /* ATTN_LOCAL */
@@ -100,7 +102,8 @@ typedef struct attn_params {
     float *lse;              /* ATTN_CMP: [T][H] out */
     int n_split;             /* 1 (no split) or more */
     int split_keys;          /* keys per split, multiple of ATTN_KT (n_split > 1) */
-    float *part;             /* [T][H][n_split][dg + 2] workspace (n_split > 1) */
+    float *part;             /* [T][H][n_split][dg + 2] workspace (n_split > 1),
+                                indexed by t - t_off */
 } attn_params;
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);
