@@ -40,8 +40,9 @@ try:
     import torch
     import torch.nn.functional as F
 except Exception as e:  # pragma: no cover
+    # 77 = skipped, for a test runner calling --check where torch is absent
     print("%s: cannot import torch: %s" % (PROG, e), flush=True)
-    sys.exit(2)
+    sys.exit(77 if "--check" in sys.argv else 2)
 
 
 def _cdt(dtype):
@@ -467,7 +468,7 @@ def run_check(args):
         import asa_ref
     except Exception as e:
         common.log(PROG, "check: cannot import numpy / tools/reference/asa_ref.py: %s" % e)
-        return 2
+        return 77
     torch.manual_seed(0)
     cfg = asa_ref.parse_config(dict(CHECK_CFG))
     g = cfg["global"]
