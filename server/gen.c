@@ -56,6 +56,7 @@ typedef struct srv_gen {
     _Atomic int refs;
     pthread_mutex_t mu;
     struct MHD_Connection *conn; /* NULL once the HTTP side let go */
+    int fd;                      /* conn's socket, for the disconnect poll */
     bool suspended;
     bool http_gone;
     bool cancel_sent;
@@ -70,7 +71,7 @@ typedef struct srv_gen {
     bool final_written;          /* [DONE] is in out */
     char id[48];
     long long created;
-    int usage_prompt, usage_completion;
+    int64_t usage_prompt, usage_completion; /* up to 16384 choices' worth */
     struct srv_gen *prev, *next; /* s->gens list */
 } srv_gen;
 
@@ -224,8 +225,9 @@ static const char *finish_name(eng_finish_reason why) {
 }
 
 static json_t *usage_json(const srv_gen *g) {
-    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", g->usage_prompt, "completion_tokens",
-                     g->usage_completion, "total_tokens", g->usage_prompt + g->usage_completion);
+    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)g->usage_prompt, "completion_tokens",
+                     (json_int_t)g->usage_completion,
+                     "total_tokens", (json_int_t)(g->usage_prompt + g->usage_completion));
 }
 
 static json_t *chunk_base(const srv_gen *g) {
@@ -518,22 +520,22 @@ void srv_gen_http_release(srv *s, srv_conn *cx, bool client_gone) {
 /* The engine thread asks, once per step: has any waiting client gone away?
  * Only suspended connections are checked: libmicrohttpd neither reads nor
  * closes their sockets while they sleep, so a zero-byte peek means the peer
- * closed. */
+ * closed.  The descriptor was taken on the HTTP thread when the request
+ * arrived (MHD_get_connection_info writes into the connection, which only
+ * its own thread may do); under g->mu, conn != NULL means the socket is
+ * still open: libmicrohttpd calls on_completed (which clears conn) before it
+ * closes it. */
 void srv_gen_poll_disconnects(void *srv_ptr) {
     srv *s = srv_ptr;
     pthread_mutex_lock(&s->gens_mu);
     for (srv_gen *g = s->gens; g; g = g->next) {
         pthread_mutex_lock(&g->mu);
-        if (g->suspended && g->conn && !g->cancel_sent && g->n_done < g->n_ch) {
-            const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(g->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-            if (ci) {
-                char b;
-                ssize_t r = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-                    cancel_unfinished(g);
-                    wake_http(g); /* let libmicrohttpd notice and clean up */
-                }
+        if (g->suspended && g->conn && g->fd >= 0 && !g->cancel_sent && g->n_done < g->n_ch) {
+            char b;
+            ssize_t r = recv(g->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                cancel_unfinished(g);
+                wake_http(g); /* let libmicrohttpd notice and clean up */
             }
         }
         pthread_mutex_unlock(&g->mu);
@@ -706,6 +708,8 @@ enum MHD_Result srv_gen_handle(srv *s, struct MHD_Connection *conn, srv_conn *cx
 
     /* The head of the output: chat role chunks, echoed prompts. */
     g->conn = conn;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    g->fd = ci ? ci->connect_fd : -1;
     cx->gen = g;
     for (int i = 0; i < g->n_ch; i++) {
         srv_choice *c = &g->ch[i];

@@ -87,7 +87,7 @@ static int parse_size(const char *s, size_t *out) {
         end++;
     if (*end == 'B')
         end++;
-    if (*end)
+    if (*end || !(v * mul < 9.0e18)) /* also refuses inf and nan; no UB cast */
         return -1;
     *out = (size_t)(v * mul);
     return 0;
@@ -503,11 +503,22 @@ static int configure(srv *s, opts *o, int argc, char **argv) {
     c->served_model_name = o->val[flag_index("served-model-name")];
     if (!c->served_model_name) {
         char *dup = strdup(c->model_dir);
+        if (!dup)
+            return 2;
         size_t l = strlen(dup);
         while (l > 1 && dup[l - 1] == '/')
             dup[--l] = 0;
         c->served_model_name = strdup(basename(dup));
         free(dup);
+        if (!c->served_model_name)
+            return 2;
+    }
+    /* The name goes into every JSON answer: jansson refuses invalid UTF-8. */
+    size_t nl = strlen(c->served_model_name);
+    if (nl == 0 || tok_utf8_valid_prefix(c->served_model_name, nl) != nl) {
+        fprintf(stderr, "asa-serve: the served model name must be non-empty UTF-8 "
+                        "(set --served-model-name)\n");
+        return 2;
     }
     return 0;
 }

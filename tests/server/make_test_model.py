@@ -5,7 +5,8 @@ server's end-to-end tests: `make_test_model.py OUT_DIR`.
 The tokenizer is byte-level BPE with no merges (one id per byte, 0..255) plus
 <|bos|> = 256 and <|eos|> = 257, and a post-processor that prepends <|bos|>.
 Random weights make the model emit arbitrary bytes, which is what the tests
-want: text that often splits UTF-8 characters across tokens."""
+want: text that often splits UTF-8 characters across tokens.  OUT_DIR-sp gets
+the same weights with a SentencePiece-style tokenizer (see there)."""
 import json
 import os
 import sys
@@ -70,16 +71,58 @@ CONFIG = {
 }
 
 
-def main():
-    out = sys.argv[1]
+def sentencepiece_tokenizer_json():
+    """The same ids in the SentencePiece layout (Llama-2 style): ids 0..255
+    are byte-fallback tokens <0xNN>, <s> = 256, </s> = 257; the decoder
+    strips the space at the start of a text, so a stream that does not know
+    the prompt loses the space of the first generated token."""
+    vocab = {"<0x%02X>" % b: b for b in range(256)}
+    vocab["<s>"] = 256
+    vocab["</s>"] = 257
+    added = [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for s, i in (("<s>", 256), ("</s>", 257))]
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "pre_tokenizer": None,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [256], "tokens": ["<s>"]}},
+        },
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": vocab, "merges": []},
+    }
+
+
+def write_model(out, tok, weights):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(CONFIG, f, indent=1)
-    weights = make_fixtures.make_weights(CONFIG, seed=1234)
     asa_ref.write_safetensors(os.path.join(out, "model.safetensors"),
                               [(k, "F32", v) for k, v in weights.items()])
     with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
-        json.dump(tokenizer_json(), f, ensure_ascii=False)
+        json.dump(tok, f, ensure_ascii=False)
+
+
+def main():
+    out = sys.argv[1]
+    weights = make_fixtures.make_weights(CONFIG, seed=1234)
+    write_model(out, tokenizer_json(), weights)
+    # OUT-sp: the same weights with the SentencePiece tokenizer.
+    write_model(out.rstrip("/") + "-sp", sentencepiece_tokenizer_json(), weights)
 
 
 if __name__ == "__main__":

@@ -635,6 +635,26 @@ def bundled_model_real_text():
 
 
 @test
+def sentencepiece_first_token_keeps_its_space():
+    # Regression: the incremental decoder did not know the prompt, so with a
+    # SentencePiece decoder (which strips the space at the start of a text)
+    # the first generated token lost its leading space.  Hugging Face and
+    # vLLM decode it as a continuation of the prompt.
+    s = Server(ARGS.serve, ARGS.model.rstrip("/") + "-sp", ["--served-model-name", "sp"])
+    try:
+        body = {"prompt": "hello", "max_tokens": 3, "temperature": 0, "logit_bias": {"32": 100}}
+        st, _, j = s.post("/v1/completions", body)
+        assert st == 200 and j["choices"][0]["text"] == "   ", j
+        st, events, _ = s.stream("/v1/completions", dict(body, stream=True))
+        assert stream_text(events) == "   ", events
+        # The tokenizer itself strips at the start of a text, as HF does.
+        st, _, d = s.post("/detokenize", {"tokens": [32, 32]})
+        assert d["prompt"] == " ", d
+    finally:
+        assert s.stop() == 0
+
+
+@test
 def model_routes_503_while_loading():
     # Regression: /tokenize, /detokenize and /v1/models ran while the model
     # was loading (a NULL tokenizer gave 400s; the loop and the limits were
