@@ -376,7 +376,11 @@ static int on_token(void *ud, int32_t token, const eng_seq_result *r) {
         else
             str_append(&c->text, c->rel.data, c->rel.len);
     }
-    wake_http(g);
+    /* Only a stream with bytes to send needs its connection: a waiting
+     * non-streaming request is resumed once, by the last on_finish (each
+     * resume costs a wakeup of the HTTP thread and a new suspension). */
+    if (g->stream && g->out_len > g->out_off)
+        wake_http(g);
     pthread_mutex_unlock(&g->mu);
     if (matched >= 0) {
         c->stop_matched = true;
@@ -458,7 +462,8 @@ static void on_finish(void *ud, eng_finish_reason why, const eng_request_stats *
             g->final_written = true;
         }
     }
-    wake_http(g);
+    if (g->stream || g->n_done == g->n_ch)
+        wake_http(g);
     pthread_mutex_unlock(&g->mu);
     gen_unref(g);
 }
