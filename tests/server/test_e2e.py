@@ -702,30 +702,58 @@ def model_routes_503_while_loading():
 
 @test
 def sigterm_drains():
-    s = Server(ARGS.serve, ARGS.model, ["--served-model-name", "d"])
+    # SIGTERM while a stream is running and non-streaming requests wait
+    # behind it (one sequence at a time): /health and new requests get 503,
+    # every in-flight request finishes normally, the exit code is 0.
+    import http.client
+    s = Server(ARGS.serve, ARGS.model, ["--served-model-name", "d", "--max-num-seqs", "1"])
     res = {}
 
-    def streamer():
-        res["r"] = s.stream("/v1/completions", {"prompt": "drain", "max_tokens": 200, "stream": True,
-                                                "ignore_eos": True, "temperature": 0})
+    def queued(i):
+        res[i] = s.post("/v1/completions", {"prompt": "queued", "max_tokens": 400, "ignore_eos": True})
 
-    t = threading.Thread(target=streamer)
-    t.start()
-    time.sleep(0.3)
-    s.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.05)
     try:
-        st, _, _ = s.request("GET", "/health", timeout=2)
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+        c.request("POST", "/v1/completions",
+                  body=json.dumps({"prompt": "drain", "max_tokens": 3000, "stream": True,
+                                   "ignore_eos": True, "temperature": 0}),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        first = r.readline()
+        assert first.startswith(b"data: "), first
+        threads = [threading.Thread(target=queued, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 10
+        while s.metric("asa:num_requests_waiting") < 3 and time.time() < deadline:
+            time.sleep(0.002)
+        assert s.metric("asa:num_requests_waiting") >= 2, "requests ended before SIGTERM"
+        s.proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            st, _, _ = s.request("GET", "/health", timeout=5)
+            if st == 503:
+                break
+            time.sleep(0.005)
         assert st == 503, st
-    except OSError:
-        pass
-    t.join(60)
-    code = s.proc.wait(60)
-    st, events, _ = res["r"]
-    assert st == 200 and events[-1] == "[DONE]", events[-2:]
-    assert events[-2]["choices"][0]["finish_reason"] == "length", events[-2]
-    assert code == 0, (code, s.logs())
-    s.log.close()
+        st, h, j = s.post("/v1/completions", {"prompt": "late", "max_tokens": 2}, timeout=5)
+        assert st == 503 and "retry-after" in h, (st, j)
+        raw = (first + r.read()).decode()
+        c.close()
+        for t in threads:
+            t.join(60)
+        events = parse_sse(raw)
+        assert events[-1] == "[DONE]", events[-2:]
+        assert events[-2]["choices"][0]["finish_reason"] == "length", events[-2]
+        for i in range(4):
+            st, _, j = res[i]
+            assert st == 200 and j["usage"]["completion_tokens"] == 400, (st, j)
+        code = s.proc.wait(60)
+        assert code == 0, (code, s.logs())
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+        s.log.close()
 
 
 def main():
