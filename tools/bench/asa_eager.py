@@ -603,6 +603,7 @@ def run_timing(args):
     res = common.Results(args.json, baseline="asa_eager", model="tiny" if args.tiny else "asa-1.3b",
                          dtype=args.dtype, **common.device_info(torch, dev))
     start, stop = common.timer(torch, dev)
+    budget.arm()
     if not args.no_ceilings and budget.allows(20):
         t0 = time.time()
         ceil = common.measure_ceilings(torch, dev, copy_bytes=(2 << 30) if dev.type == "cuda" else (64 << 20),
@@ -693,6 +694,7 @@ def run_timing(args):
             common.log(PROG, "%-32s FAILED: %r" % (name, e))
         if dev.type == "cuda":
             torch.cuda.empty_cache()
+    budget.disarm()
     res.set("wall_s", budget.elapsed())
     common.log(PROG, "done in %.1f s" % budget.elapsed())
     return 0

@@ -36,13 +36,39 @@ def log(prog, msg):
     print("%s: %s" % (prog, msg), flush=True)
 
 
+class BudgetExceeded(Exception):
+    """Raised (from SIGALRM) in whatever phase runs when the budget ends."""
+
+
 class Budget:
     """Wall-clock budget of one script: left() seconds remain; allows(est)
-    says whether a phase estimated at est seconds still fits."""
+    says whether a phase estimated at est seconds still fits.  arm(grace)
+    raises BudgetExceeded in the running phase `grace` seconds after the
+    budget ends, so a phase whose estimate was wrong is cut short by the
+    script itself (its row is recorded as an error) rather than by the
+    driver's timeout."""
 
     def __init__(self, seconds):
         self.t0 = time.time()
         self.seconds = float(seconds)
+
+    def arm(self, grace=5.0):
+        try:
+            import signal
+
+            def _hit(signum, frame):
+                raise BudgetExceeded("time budget of %.0f s exceeded" % self.seconds)
+            signal.signal(signal.SIGALRM, _hit)
+            signal.alarm(max(1, int(self.left() + grace)))
+        except (ImportError, AttributeError, ValueError):
+            pass
+
+    def disarm(self):
+        try:
+            import signal
+            signal.alarm(0)
+        except (ImportError, AttributeError, ValueError):
+            pass
 
     def elapsed(self):
         return time.time() - self.t0

@@ -167,6 +167,7 @@ def main():
         return 77
     res = common.Results(args.json, baseline="llama_hf", **common.device_info(torch, dev))
     start, stop = common.timer(torch, dev)
+    budget.arm()
 
     if not args.no_ceilings:
         try:
@@ -303,6 +304,7 @@ def main():
                 cache = None
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
+    budget.disarm()
     res.set("wall_s", budget.elapsed())
     common.log(PROG, "done in %.1f s" % budget.elapsed())
     return 0

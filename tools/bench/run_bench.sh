@@ -139,7 +139,7 @@ else
     timeout -k 10 "$EAGER_S" "$PY" tools/bench/asa_eager.py --device cuda --budget $((EAGER_S - 25)) \
         --json "$WORK/eager.json" ${ASA_BENCH_EAGER_ARGS:-} 2>&1 | tee "$WORK/eager.log"
     rc=${PIPESTATUS[0]}
-    [ "$rc" -ne 0 ] && note "eager ASA: exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out; rows so far kept)')"
+    [ "$rc" -ne 0 ] && note "eager ASA: exit $rc$( { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && echo ' (timed out; rows so far kept)')"
 fi
 publish
 
@@ -152,7 +152,7 @@ else
     timeout -k 10 "$LLAMA_S" "$PY" tools/bench/llama_baseline.py --device cuda --budget $((LLAMA_S - 25)) \
         --json "$WORK/llama.json" ${ASA_BENCH_LLAMA_ARGS:-} 2>&1 | tee "$WORK/llama.log"
     rc=${PIPESTATUS[0]}
-    [ "$rc" -ne 0 ] && note "Llama HF: exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out; rows so far kept)')"
+    [ "$rc" -ne 0 ] && note "Llama HF: exit $rc$( { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && echo ' (timed out; rows so far kept)')"
 fi
 
 note "total wall time $(elapsed) s"
