@@ -352,6 +352,12 @@ static int on_token(void *ud, int32_t token, const eng_seq_result *r) {
         srv_metrics_observe(s->metrics, SRV_H_ITL, now - c->t_last);
     c->t_last = now;
     c->n_generated++;
+    /* Counted as vLLM counts them: the prompt once its prefill is done (at
+     * the first token), each generated token as it comes, so that rates
+     * over a long request are smooth. */
+    if (c->n_generated == 1)
+        srv_metrics_add_prompt_tokens(s->metrics, (uint64_t)g->p.prompts[c->prompt_idx].n_ids);
+    srv_metrics_add_generation_tokens(s->metrics, 1);
     if (c->stop_matched)
         return 1;
 
@@ -414,8 +420,6 @@ static void on_finish(void *ud, eng_finish_reason why, const eng_request_stats *
     }
 
     /* Metrics. */
-    srv_metrics_add_prompt_tokens(s->metrics, (uint64_t)st->n_prompt);
-    srv_metrics_add_generation_tokens(s->metrics, (uint64_t)st->n_generated);
     if (st->t_first_token > 0)
         srv_metrics_observe(s->metrics, SRV_H_TTFT, st->t_first_token - st->t_arrival);
     if (st->t_scheduled > 0) {

@@ -431,6 +431,22 @@ def metrics_names():
         assert n in names, n
     assert SRV.metric("asa:prompt_tokens_total") > 0
     assert SRV.metric("asa:generation_tokens_total") > 0
+    # Regression: token counters moved only when a request finished (vLLM
+    # counts each step), so a long request showed no throughput until its end.
+    import http.client
+    g0 = SRV.metric("asa:generation_tokens_total")
+    c = http.client.HTTPConnection("127.0.0.1", SRV.port, timeout=60)
+    c.request("POST", "/v1/completions", body=json.dumps(
+        {"prompt": "count", "max_tokens": 4000, "stream": True, "ignore_eos": True}),
+        headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    while b'"text":""' in (line := r.readline()) or not line.strip():
+        pass  # the first event with text: at least one token was counted
+    mid = SRV.metric("asa:generation_tokens_total") - g0
+    r.read()
+    c.close()
+    assert 1 <= mid < 4000, mid
+    assert SRV.metric("asa:generation_tokens_total") - g0 == 4000
 
 
 def wait_idle(srv, timeout=5.0):
@@ -476,6 +492,58 @@ def disconnect_frees_everything():
     assert SRV.metric("asa:request_success_total") > 0
     aborts = sum(v for k, v in SRV.metrics().items() if 'finished_reason="abort"' in k)
     assert aborts - aborts0 >= 2, (aborts0, aborts)
+
+
+@test
+def disconnect_while_queued_and_after_finish():
+    # One sequence at a time: B waits behind a long stream A.  B's client
+    # leaves while B is queued: B is cancelled at once (waiting drops to 0
+    # while A still runs).  Then a client that leaves after its request has
+    # finished but before reading the end, and one that never reads at all.
+    s = Server(ARGS.serve, ARGS.model, ["--served-model-name", "q", "--max-num-seqs", "1"])
+
+    def send(body):
+        c = socket.create_connection(("127.0.0.1", s.port))
+        b = json.dumps(body)
+        c.sendall(("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(b)}\r\n\r\n{b}").encode())
+        return c
+
+    try:
+        a = send({"prompt": "a", "max_tokens": 4000, "ignore_eos": True, "stream": True})
+        a.recv(100)
+        deadline = time.time() + 10
+        while s.metric("asa:num_requests_running") == 0 and time.time() < deadline:
+            time.sleep(0.002)
+        b = send({"prompt": "b", "max_tokens": 5, "ignore_eos": True})
+        deadline = time.time() + 10
+        while s.metric("asa:num_requests_waiting") < 1 and time.time() < deadline:
+            time.sleep(0.002)
+        m = s.metrics()
+        assert m['asa:num_requests_waiting{model_name="q"}'] == 1, m
+        b.close()
+        deadline = time.time() + 5
+        while s.metric("asa:num_requests_waiting") > 0 and time.time() < deadline:
+            time.sleep(0.002)
+        m = s.metrics()
+        assert m['asa:num_requests_waiting{model_name="q"}'] == 0, m
+        assert m['asa:request_success_total{finished_reason="abort",model_name="q"}'] == 1, m
+        assert m['asa:request_success_total{finished_reason="length",model_name="q"}'] == 0, \
+            "the stream ended too early for this test"
+        a.close()
+        assert wait_idle(s)
+        # Finished, partly read, then gone; finished and never read.
+        for body in ({"prompt": "c", "max_tokens": 200, "ignore_eos": True, "stream": True},
+                     {"prompt": "d", "max_tokens": 200, "ignore_eos": True}):
+            c = send(body)
+            time.sleep(0.01)
+            assert wait_idle(s)
+            c.recv(10)
+            c.close()
+        st, _, j = s.post("/v1/completions", {"prompt": "e", "max_tokens": 3})
+        assert st == 200, (st, j)
+    finally:
+        assert s.stop() == 0
 
 
 # ---- separate servers ------------------------------------------------------------
