@@ -26,9 +26,10 @@
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
 #   5. bench_cuda_engine   asa-1.3b shape, random weights: prefill of 1k
-#      tokens, decode step at batch 1 and 8 with 1k context; again with
-#      ASA_CUDA_TIMING=1 (GPU time of products / attention / rest per step),
-#      with ASA_CUDA_GRAPHS=1 (decode steps as CUDA graphs); then prefill of
+#      tokens, decode step at batch 1 and 8 with 1k context (decode steps
+#      as CUDA graphs, the default); again with ASA_CUDA_TIMING=1 and
+#      ASA_CUDA_GRAPHS=0 (GPU time of products / attention / rest per eager
+#      step), with ASA_CUDA_GRAPHS=0 alone (eager decode); then prefill of
 #      8k and decode at 8k context; then 1k with ASA_CUDA_GEMV_ROWS=1 (cuBLAS
 #      for every product of more than one row)
 # and prints a short table last.  Exit status: 0 when every check that ran
@@ -122,13 +123,13 @@ else
 fi
 
 run bench_1.3b_ctx1k 90 "$T/bench_cuda_engine" 1024 20
-# the same with CUDA events between phases (GPU time per category, logged)
-export ASA_CUDA_TIMING=1
+# the same with CUDA events between phases (GPU time per category, logged;
+# eager steps: graphs off)
+export ASA_CUDA_TIMING=1 ASA_CUDA_GRAPHS=0
 run bench_1.3b_ctx1k_timed 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_TIMING
-# decode steps as CUDA graphs (padded batches)
-export ASA_CUDA_GRAPHS=1
-run bench_1.3b_ctx1k_graphs 90 "$T/bench_cuda_engine" 1024 20
+# decode steps without CUDA graphs (the default runs them as graphs)
+run bench_1.3b_ctx1k_eager 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_GRAPHS
 run bench_1.3b_ctx8k 90 "$T/bench_cuda_engine" 8192 20
 # products of 2..16 rows through cuBLAS instead of the GEMV (kernel lab:
@@ -142,7 +143,7 @@ unset ASA_CUDA_GEMV_ROWS
     echo "== run_cuda_engine summary ($GPU) =="
     for r in "${ROWS[@]}"; do echo "$r"; done
     echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
-    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_graphs bench_1.3b_ctx8k \
+    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_eager bench_1.3b_ctx8k \
         bench_1.3b_ctx1k_gemv1; do
         [ -f "$OUT/$f.log" ] && echo "[$f]"
         [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes)|timing, " "$OUT/$f.log" |
