@@ -17,9 +17,16 @@
  *
  * Return codes of submit: ASA_EAGAIN when the queue bounds are hit (HTTP
  * 429), ASA_ECANCELLED while draining or stopped, ASA_EDEAD when the engine
- * died, ASA_ETOOBIG when the request could never fit in the KV cache even
- * alone, ASA_EINVAL for bad fields, ASA_ENOMEM.  On any error on_finish is
- * NOT called and nothing was retained.
+ * died, ASA_EINVAL for bad fields, ASA_ENOMEM.  On any error on_finish is
+ * NOT called and nothing was retained.  A request that the scheduler
+ * refuses later (it could never fit in the KV cache even alone, or exceeds
+ * the model's context) finishes through on_finish with ENG_FINISH_ERROR and
+ * the scheduler's message.
+ *
+ * Callback order for one request: on_token zero or more times, then
+ * on_finish once; the token that ends it (EOS, a stop id) is passed to
+ * on_token before on_finish.  A request cancelled (or stopped by on_token)
+ * gets no further on_token.
  */
 #ifndef ASA_ENG_LOOP_H
 #define ASA_ENG_LOOP_H

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,6 +326,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* libmicrohttpd's own messages (a client's malformed request, a socket
+ * error) go to our logger at debug level: with MHD_USE_ERROR_LOG alone it
+ * writes to stderr whatever the log level, so any client could flood the
+ * log. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    if (ASA_LOG_DEBUG > asa_log_threshold)
+        return;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = 0;
+    ASA_LOGD(MOD, "libmicrohttpd: %s", buf);
+}
+
 int srv_http_start(srv *s) {
     struct sockaddr_in6 a6;
     struct sockaddr_in a4;
@@ -353,7 +370,8 @@ int srv_http_start(srv *s) {
         return -1;
     }
     s->httpd = MHD_start_daemon(
-        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, sa,
+        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)(s->cfg.http_threads > 0 ? s->cfg.http_threads : 2), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)600, MHD_OPTION_CONNECTION_LIMIT, (unsigned)8192,
