@@ -94,6 +94,119 @@ __global__ void split_kernel(int cols, const float *x, int64_t ld, uint16_t *hi,
     }
 }
 
+/* Vector path of absorb and expand (both are y[tt][col] = sum_row
+ * W[row][col] * x[tt][row] per head, W bf16 [nrow][ncol], ncol % 8 == 0):
+ * CV_THREADS threads, thread i owns the 8-column chunk i % nc8 of the row
+ * group i / nc8 (rows rg, rg + nrg, ...); it issues CV_U 16-byte loads of W
+ * before their first use, keeps CV_TT x 8 sums, and the row groups' partial
+ * sums are added in group order through shared memory.  A token's sums do
+ * not depend on the other tokens of its tile.  Shared memory: xs [CV_TT]
+ * [nrow], red [nrg][CV_TT][ncol] (nrg * ncol <= 8 * CV_THREADS). */
+constexpr int CV_TT = 4, CV_THREADS = 256, CV_U = 4;
+
+__device__ __forceinline__ void colsum_vec(const uint16_t *w, int nrow, int ncol,
+                                           const float *xs, int nt, float *red) {
+    const int nc8 = ncol >> 3, nrg = CV_THREADS / nc8;
+    const int c = threadIdx.x % nc8, rg = threadIdx.x / nc8;
+    if (rg < nrg) {
+        float acc[CV_TT][8];
+#pragma unroll
+        for (int tt = 0; tt < CV_TT; tt++)
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                acc[tt][j] = 0.0f;
+        for (int r0 = rg; r0 < nrow; r0 += nrg * CV_U) {
+            uint4 wv[CV_U];
+#pragma unroll
+            for (int u = 0; u < CV_U; u++) {
+                const int r = r0 + u * nrg;
+                wv[u] = r < nrow ? __ldg((const uint4 *)(w + (int64_t)r * ncol) + c)
+                                 : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < CV_U; u++) {
+                const int r = r0 + u * nrg;
+                if (r >= nrow)
+                    break;
+                const uint32_t q[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+#pragma unroll
+                for (int tt = 0; tt < CV_TT; tt++) {
+                    if (tt >= nt)
+                        break;
+                    const float xv = xs[tt * nrow + r];
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        acc[tt][2 * j] = fmaf(__uint_as_float(q[j] << 16), xv, acc[tt][2 * j]);
+                        acc[tt][2 * j + 1] =
+                            fmaf(__uint_as_float(q[j] & 0xffff0000u), xv, acc[tt][2 * j + 1]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int tt = 0; tt < CV_TT; tt++) {
+            if (tt >= nt)
+                break;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                red[((int64_t)rg * CV_TT + tt) * ncol + 8 * c + j] = acc[tt][j];
+        }
+    }
+    __syncthreads();
+}
+
+/* The sum over row groups of output (tt, col), in group order. */
+__device__ __forceinline__ float colsum_total(const float *red, int ncol, int tt, int col) {
+    const int nrg = CV_THREADS / (ncol >> 3);
+    float s = 0.0f;
+    for (int g = 0; g < nrg; g++)
+        s += red[((int64_t)g * CV_TT + tt) * ncol + col];
+    return s;
+}
+
+__global__ void __launch_bounds__(CV_THREADS) absorb_vec_kernel(const absorb_params p) {
+    extern __shared__ float sv[]; /* xs [CV_TT][dh], red */
+    const int h = blockIdx.x, t0 = blockIdx.y * CV_TT;
+    const int nt = min(CV_TT, p.T - t0);
+    float *xs = sv, *red = sv + CV_TT * p.dh;
+    for (int i = threadIdx.x; i < nt * p.dh; i += CV_THREADS) {
+        const int tt = i / p.dh, r = i % p.dh;
+        xs[i] = p.qa[(int64_t)(t0 + tt) * p.ld_qa + (int64_t)h * p.q_stride + r];
+    }
+    __syncthreads();
+    colsum_vec(p.kvb + (int64_t)h * (p.dh + p.dv) * p.dg, p.dh, p.dg, xs, nt, red);
+    for (int i = threadIdx.x; i < nt * p.dg; i += CV_THREADS) {
+        const int tt = i / p.dg, q = i % p.dg;
+        p.qt[((int64_t)(t0 + tt) * p.H + h) * p.dg + q] = colsum_total(red, p.dg, tt, q);
+    }
+}
+
+__global__ void __launch_bounds__(CV_THREADS) expand_vec_kernel(const expand_params p) {
+    extern __shared__ float sv[]; /* xs [CV_TT][dg], red */
+    const int h = blockIdx.x, t0 = blockIdx.y * CV_TT;
+    const int nt = min(CV_TT, p.T - t0);
+    float *xs = sv, *red = sv + CV_TT * p.dg;
+    for (int i = threadIdx.x; i < nt * p.dg; i += CV_THREADS) {
+        const int tt = i / p.dg, q = i % p.dg;
+        xs[i] = p.u[((int64_t)(t0 + tt) * p.H + h) * p.dg + q];
+    }
+    __syncthreads();
+    colsum_vec(p.wuvT + (int64_t)h * p.dg * p.dv, p.dg, p.dv, xs, nt, red);
+    for (int i = threadIdx.x; i < nt * p.dv; i += CV_THREADS) {
+        const int tt = i / p.dv, v = i % p.dv;
+        p.o[(int64_t)(t0 + tt) * p.ld_o + (int64_t)h * p.dv + v] = colsum_total(red, p.dv, tt, v);
+    }
+}
+
+/* Shared memory of the vector path, 0 when it does not apply. */
+size_t cv_smem(int nrow, int ncol, const uint16_t *w) {
+    if (ncol % 8 || ncol / 8 > CV_THREADS || !kc_aligned(w, 16))
+        return 0;
+    const size_t n = sizeof(float) * ((size_t)CV_TT * nrow +
+                                      (size_t)(CV_THREADS / (ncol / 8)) * CV_TT * ncol);
+    return n <= 48 * 1024 ? n : 0;
+}
+
 int threads_for(int n) {
     int t = (n + 31) / 32 * 32;
     return t > 256 ? 256 : (t < 32 ? 32 : t);
@@ -104,11 +217,18 @@ int threads_for(int n) {
 extern "C" asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t stream) {
     if (!p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb || !p->qt)
         return ASA_EINVAL;
+    const size_t vsm = cv_smem(p->dh, p->dg, p->kvb);
+    if (vsm) {
+        const dim3 grid((unsigned)p->H, (unsigned)((p->T + CV_TT - 1) / CV_TT));
+        absorb_vec_kernel<<<grid, CV_THREADS, vsm, stream>>>(*p);
+        KC_LAUNCH_CHECK();
+        return ASA_OK;
+    }
     const size_t smem = sizeof(float) * CB_TT * (size_t)p->dh;
     if (smem > 48 * 1024)
         return ASA_EINVAL;
-    absorb_kernel<<<dim3((unsigned)p->H, (unsigned)((p->T + CB_TT - 1) / CB_TT)),
-                    threads_for(p->dg), smem, stream>>>(*p);
+    const dim3 grid((unsigned)p->H, (unsigned)((p->T + CB_TT - 1) / CB_TT));
+    absorb_kernel<<<grid, threads_for(p->dg), smem, stream>>>(*p);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -116,11 +236,18 @@ extern "C" asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t stream) {
 extern "C" asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream) {
     if (!p || p->T < 1 || p->H < 1 || p->dv < 1 || p->dg < 1 || !p->u || !p->wuvT || !p->o)
         return ASA_EINVAL;
+    const size_t vsm = cv_smem(p->dg, p->dv, p->wuvT);
+    if (vsm) {
+        const dim3 grid((unsigned)p->H, (unsigned)((p->T + CV_TT - 1) / CV_TT));
+        expand_vec_kernel<<<grid, CV_THREADS, vsm, stream>>>(*p);
+        KC_LAUNCH_CHECK();
+        return ASA_OK;
+    }
     const size_t smem = sizeof(float) * CB_TT * (size_t)p->dg;
     if (smem > 48 * 1024)
         return ASA_EINVAL;
-    expand_kernel<<<dim3((unsigned)p->H, (unsigned)((p->T + CB_TT - 1) / CB_TT)),
-                    threads_for(p->dv), smem, stream>>>(*p);
+    const dim3 grid((unsigned)p->H, (unsigned)((p->T + CB_TT - 1) / CB_TT));
+    expand_kernel<<<grid, threads_for(p->dv), smem, stream>>>(*p);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

@@ -512,6 +512,57 @@ static void test_compress(void **st) {
     free(kg);
 }
 
+/* absorb and expand on the asa-1.3b head shapes (dh = dv = 64, dg = 192 and
+ * 96: the 16-byte vector path), T not a multiple of the token tile */
+static void test_absorb_expand_vec(void **st) {
+    (void)st;
+    const int T = 6, H = 3, dh = 64, dv = 64, dR = 32, qs = dh + dR, ld = H * qs + 8;
+    for (int dg = 96; dg <= 192; dg += 96) {
+        float *qa = malloc((size_t)T * ld * 4), *qt = malloc((size_t)T * H * dg * 4);
+        float *g = malloc((size_t)T * H * dg * 4), *o = malloc((size_t)T * H * dv * 4);
+        float *og = malloc((size_t)T * H * dv * 4);
+        uint16_t *kvb = malloc((size_t)H * (dh + dv) * dg * 2);
+        uint16_t *wt = malloc((size_t)H * dg * dv * 2);
+        fill_f32(qa, (size_t)T * ld, 1.0f);
+        fill_bf16(kvb, (size_t)H * (dh + dv) * dg, 0.5f);
+        fill_bf16(wt, (size_t)H * dg * dv, 0.5f);
+        absorb_params p = {.T = T, .H = H, .dh = dh, .dv = dv, .dg = dg, .qa = qa, .ld_qa = ld,
+                           .q_stride = qs, .kvb = kvb, .qt = qt};
+        absorb_params d = p;
+        d.qa = dup_dev(qa, (size_t)T * ld * 4);
+        d.kvb = dup_dev(kvb, (size_t)H * (dh + dv) * dg * 2);
+        d.qt = poison_dev((size_t)T * H * dg * 4);
+        assert_int_equal(cb_absorb_cuda(&d, 0), ASA_OK);
+        cb_absorb_ref(&p);
+        get_dev(g, d.qt, (size_t)T * H * dg * 4);
+        cmp_f32("absorb (vector path)", g, qt, (size_t)T * H * dg, 1e-5, 1e-5);
+        n_kernels++;
+        expand_params e = {.T = T, .H = H, .dg = dg, .dv = dv, .u = qt, .wuvT = wt, .o = o,
+                           .ld_o = H * dv};
+        expand_params ed = e;
+        ed.u = d.qt;
+        ed.wuvT = dup_dev(wt, (size_t)H * dg * dv * 2);
+        ed.o = poison_dev((size_t)T * H * dv * 4);
+        assert_int_equal(cb_expand_cuda(&ed, 0), ASA_OK);
+        cb_expand_ref(&e);
+        get_dev(og, ed.o, (size_t)T * H * dv * 4);
+        cmp_f32("expand (vector path)", og, o, (size_t)T * H * dv, 1e-5, 1e-5);
+        n_kernels++;
+        cudaFree((void *)d.qa);
+        cudaFree((void *)d.kvb);
+        cudaFree(d.qt);
+        cudaFree((void *)ed.wuvT);
+        cudaFree(ed.o);
+        free(qa);
+        free(qt);
+        free(g);
+        free(o);
+        free(og);
+        free(kvb);
+        free(wt);
+    }
+}
+
 static void test_absorb_expand(void **st) {
     const int T = 11, H = 5, dh = 7, dv = 9, dg = 13, dR = 4, qs = dh + dR, ld = H * qs + 3;
     float *qa = malloc((size_t)T * ld * 4), *qt = malloc((size_t)T * H * dg * 4);
@@ -642,6 +693,7 @@ int main(void) {
         cmocka_unit_test(test_attn_big),
         cmocka_unit_test(test_attn_cmp_select), cmocka_unit_test(test_attn_slc),
         cmocka_unit_test(test_compress),     cmocka_unit_test(test_absorb_expand),
+        cmocka_unit_test(test_absorb_expand_vec),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     printf("test_cuda_kernels: %s: %d kernel checks, %d elements compared, seed %llu\n",
