@@ -343,6 +343,18 @@ static bool is_stop_token(const srv_gen *g, int32_t token, int n_out) {
     return false;
 }
 
+/* Passes c->piece to the stop-string matcher, which appends what it
+ * releases to c->rel.  As in vLLM, stop strings count only once more than
+ * min_tokens tokens were generated; text before that is released as is
+ * (a stop string that begins before that point and ends after it is not
+ * seen, where vLLM would see it). */
+static void feed_stop(srv_choice *c, int *matched) {
+    if (c->n_generated > c->g->p.min_tokens)
+        tok_stop_feed(c->stop, c->piece.data ? c->piece.data : "", c->piece.len, &c->rel, matched, NULL);
+    else
+        str_append(&c->rel, c->piece.data ? c->piece.data : "", c->piece.len);
+}
+
 static int on_token(void *ud, int32_t token, const eng_seq_result *r) {
     srv_choice *c = ud;
     srv_gen *g = c->g;
@@ -369,7 +381,7 @@ static int on_token(void *ud, int32_t token, const eng_seq_result *r) {
      * (as in vLLM), even with skip_special_tokens false. */
     if (!is_stop_token(g, token, c->n_generated)) {
         tok_stream_push(c->dec, token, &c->piece);
-        tok_stop_feed(c->stop, c->piece.data ? c->piece.data : "", c->piece.len, &c->rel, &matched, NULL);
+        feed_stop(c, &matched);
     }
 
     pthread_mutex_lock(&g->mu);
@@ -412,7 +424,7 @@ static void on_finish(void *ud, eng_finish_reason why, const eng_request_stats *
         tok_stream_flush(c->dec, &c->piece);
         int matched = -1;
         if (c->piece.len)
-            tok_stop_feed(c->stop, c->piece.data, c->piece.len, &c->rel, &matched, NULL);
+            feed_stop(c, &matched);
         if (matched < 0)
             tok_stop_finish(c->stop, &c->rel);
         else

@@ -216,6 +216,27 @@ def stop_strings():
 
 
 @test
+def stop_strings_wait_for_min_tokens():
+    # Regression: a stop string ended the request before min_tokens tokens.
+    # As in vLLM, stop strings count only after min_tokens tokens.
+    bias = {str(b): 30 for b in range(97, 123)}
+    base = {"prompt": "Stop test", "max_tokens": 24, "temperature": 1, "seed": 3, "ignore_eos": True,
+            "logit_bias": bias}
+    text = complete(base)["choices"][0]["text"]
+    assert text.isascii() and len(text) == 24, text  # one token per character
+    stop = text[0]
+    for stream in (False, True):
+        body = dict(base, stop=[stop], min_tokens=4, stream=stream)
+        if stream:
+            got = stream_text(SRV.stream("/v1/completions", body)[1])
+        else:
+            got = complete(body)["choices"][0]["text"]
+        cut = text.find(stop, 4)
+        assert got == (text if cut < 0 else text[:cut]), (stream, got, text, stop)
+        assert len(got) >= 4
+
+
+@test
 def stop_token_text_not_in_output():
     # Regression: the text of the token that ends a request (a stop_token_ids
     # entry, or EOS shown with skip_special_tokens false) leaked into the
