@@ -24,6 +24,7 @@ namespace {
 constexpr int ATT_THREADS = 128;
 constexpr int ATT_KT = ATTN_KT; /* keys per tile = warp size (softmax step) */
 static_assert(ATT_KT == 32, "the softmax step maps one key to one lane");
+constexpr int ATT_LU = 8; /* 16-byte key loads per thread in flight */
 constexpr int SEL_THREADS = 256;
 
 __host__ __device__ inline int pad_odd(int e) { return (e & 1) ? e : e + 1; }
@@ -112,6 +113,9 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
     __shared__ int64_t kbase[ATT_KT];
 
     const key_plan kp = make_plan(p, t, g);
+    /* every entry slice 16-byte aligned: vector loads of the keys */
+    const bool vec = dg % 8 == 0 && dR % 8 == 0 && p.c.page_elems % 8 == 0 &&
+                     p.c.layer_off % 8 == 0 && ((uintptr_t)p.c.kv & 15) == 0;
     for (int i = threadIdx.x; i < nh * E; i += ATT_THREADS) {
         const int h = i / E, e = i % E;
         q[i] = e < dg ? p.qt[((int64_t)t * p.H + h0 + h) * dg + e]
@@ -131,13 +135,47 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
         if (threadIdx.x < ATT_KT)
             kbase[threadIdx.x] = threadIdx.x < nk ? kp.entry(k0 + threadIdx.x) : -1;
         __syncthreads();
-        for (int i = threadIdx.x; i < nk * E; i += ATT_THREADS) {
-            const int kk = i / E, e = i % E;
-            const int64_t b = kbase[kk];
-            float v = 0.0f;
-            if (b >= 0)
-                v = kc_bf16_f32(p.c.kv[b + (e < dg ? g * dg + e : G * dg + (e - dg))]);
-            tile[kk * Ep + e] = v;
+        if (vec) {
+            /* 16-byte chunks, ATT_LU loads per thread in flight */
+            const int E8 = E >> 3, dg8 = dg >> 3, n = nk * E8;
+            for (int i0 = threadIdx.x; i0 < n; i0 += ATT_THREADS * ATT_LU) {
+                uint4 v[ATT_LU];
+#pragma unroll
+                for (int u = 0; u < ATT_LU; u++) {
+                    const int i = i0 + u * ATT_THREADS;
+                    v[u] = make_uint4(0, 0, 0, 0);
+                    if (i < n) {
+                        const int kk = i / E8, ch = i - kk * E8;
+                        const int64_t b = kbase[kk];
+                        const int off = ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8);
+                        if (b >= 0)
+                            v[u] = __ldg((const uint4 *)(p.c.kv + b + off));
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < ATT_LU; u++) {
+                    const int i = i0 + u * ATT_THREADS;
+                    if (i < n) {
+                        const int kk = i / E8, ch = i - kk * E8;
+                        float *dst = tile + kk * Ep + 8 * ch;
+                        const uint32_t w[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+                        for (int j = 0; j < 4; j++) {
+                            dst[2 * j] = __uint_as_float(w[j] << 16);
+                            dst[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+                        }
+                    }
+                }
+            }
+        } else {
+            for (int i = threadIdx.x; i < nk * E; i += ATT_THREADS) {
+                const int kk = i / E, e = i % E;
+                const int64_t b = kbase[kk];
+                float v = 0.0f;
+                if (b >= 0)
+                    v = kc_bf16_f32(p.c.kv[b + (e < dg ? g * dg + e : G * dg + (e - dg))]);
+                tile[kk * Ep + e] = v;
+            }
         }
         __syncthreads();
         for (int i = threadIdx.x; i < nh * ATT_KT; i += ATT_THREADS) {
