@@ -27,7 +27,7 @@
  * absorbed queries -> attention (local window; or compressed entries,
  * compression branch, block choice at anchors, selection branch with the
  * gates) -> W_UV -> o_proj -> RMSNorm(+residual) -> gate|up -> SiLU*up ->
- * down.  Products with at most GEMV_MAX_M rows use the GEMV kernel, larger
+ * down.  Products with at most CU_GEMV_ROWS rows use the GEMV kernel, larger
  * ones cuBLAS (bf16 in, f32 out and accumulation, fixed workspace).
  * Activations are f32 (residual stream, normed inputs, attention and MLP
  * outputs); the GEMV path reads them as f32, the cuBLAS path as a bf16
@@ -98,6 +98,14 @@
 /* GPU time categories of ASA_CUDA_TIMING */
 enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
 #define CU_WS_BYTES ((size_t)32 << 20)
+/* cuBLAS products of up to CU_STACK_M / 2 rows read hi and lo stacked as
+ * one product of 2M rows (cuBLAS time is flat in M there: one read of the
+ * weights instead of two) into y2, then hi + lo rows are added */
+#define CU_STACK_M 64
+/* default of ASA_CUDA_GEMV_ROWS: the GEMV beat cuBLAS at M = 1 and lost
+ * 2-3x at M = 8 (kernel lab, H200); the stacked hi/lo product costs about
+ * one cuBLAS call */
+#define CU_GEMV_ROWS 2
 
 #define CU_TRY(call)                                                                  \
     do {                                                                              \
@@ -176,13 +184,15 @@ typedef struct cu_be {
     float *o;                  /* [T, H*dv] attention output (before o_proj) */
     float *gu;                 /* [T, 2F] */
     float *act;                /* [T, F] silu(gate) * up */
-    uint16_t *xhi, *xlo;       /* [T, max(d, H*dv, F)] bf16 parts of a product's input */
+    uint16_t *xhi, *xlo;       /* [max(T, CU_STACK_M), max(d, H*dv, F)], [T, ..]
+                                  bf16 parts of a product's input */
+    float *y2;                 /* [CU_STACK_M, max N] stacked product output */
     bool precise;              /* cuBLAS products read hi + lo (default;
                                   ASA_CUDA_PRECISE=0: hi only) */
     bool invariant;            /* opt.batch_invariant (see the top comment) */
     int gemv_rows;             /* products of up to this many rows use GEMV
                                   (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
-                                  GEMV_MAX_M) */
+                                  CU_GEMV_ROWS) */
     int32_t *tsel, *tsel_cnt;  /* [T][Gg][top_n], [T][Gg] */
     float *scores;             /* [T][Gg][nb_max] selection scores at anchors */
     float *part;               /* split-key attention partials */
@@ -291,6 +301,14 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
                           .w = W, .ldw = K, .y_f32 = y, .y_bf16 = NULL, .ldy = N};
         if (gemv_params_check(&gp) == ASA_OK)
             return gemv_bf16_cuda(&gp, c->st);
+    }
+    if (c->precise && 2 * M <= CU_STACK_M) {
+        CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, c->xhi + (size_t)M * K, c->st));
+        const float one = 1.0f, zero = 0.0f;
+        CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
+                                CUDA_R_16BF, K, c->xhi, CUDA_R_16BF, K, &zero, c->y2,
+                                CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        return cb_add2_cuda(M, N, c->y2, c->y2 + (size_t)M * N, y, c->st);
     }
     CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, c->precise ? c->xlo : NULL, c->st));
     const float one = 1.0f, zero = 0.0f;
@@ -407,6 +425,7 @@ static void cuda_destroy(void *p) {
     cudaFree(c->act);
     cudaFree(c->xhi);
     cudaFree(c->xlo);
+    cudaFree(c->y2);
     cudaFree(c->tsel);
     cudaFree(c->tsel_cnt);
     cudaFree(c->scores);
@@ -618,6 +637,10 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     if (H * c->dv > kmax)
         kmax = H * c->dv;
     int hpg_max = H / c->Gg > H / c->Gl ? H / c->Gg : H / c->Gl;
+    const int xrows = T > CU_STACK_M ? T : CU_STACK_M;
+    int nmax = V > n_in_max ? V : n_in_max; /* widest product output */
+    nmax = nmax > 2 * F ? nmax : 2 * F;
+    nmax = nmax > d ? nmax : d;
     c->part_heads = 4L * c->n_sm * hpg_max;
     {
         /* batch-invariant splits: at least one token of the longest key
@@ -632,7 +655,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->precise = !(pe && strcmp(pe, "0") == 0); /* on unless ASA_CUDA_PRECISE=0 */
     c->invariant = e->opt.batch_invariant;
     const char *gr = getenv("ASA_CUDA_GEMV_ROWS");
-    c->gemv_rows = gr && gr[0] ? atoi(gr) : GEMV_MAX_M;
+    c->gemv_rows = gr && gr[0] ? atoi(gr) : CU_GEMV_ROWS;
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
         c->gemv_rows = GEMV_MAX_M;
     const char *ge = getenv("ASA_CUDA_GRAPHS");
@@ -668,7 +691,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->o, (size_t)T * H * c->dv * 4)) ||
         (err = cu__malloc((void **)&c->gu, (size_t)T * 2 * F * 4)) ||
         (err = cu__malloc((void **)&c->act, (size_t)T * F * 4)) ||
-        (err = cu__malloc((void **)&c->xhi, (size_t)T * kmax * 2)) ||
+        (err = cu__malloc((void **)&c->xhi, (size_t)xrows * kmax * 2)) ||
+        (err = cu__malloc((void **)&c->y2, (size_t)CU_STACK_M * nmax * 4)) ||
         (err = cu__malloc((void **)&c->xlo, (size_t)T * kmax * 2)) ||
         (err = cu__malloc((void **)&c->tsel, (size_t)T * c->Gg * c->top_n * 4)) ||
         (err = cu__malloc((void **)&c->tsel_cnt, (size_t)T * c->Gg * 4)) ||

@@ -207,6 +207,12 @@ size_t cv_smem(int nrow, int ncol, const uint16_t *w) {
     return n <= 48 * 1024 ? n : 0;
 }
 
+__global__ void add2_kernel(int64_t n, const float *a, const float *b, float *y) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = a[i] + b[i];
+}
+
 int threads_for(int n) {
     int t = (n + 31) / 32 * 32;
     return t > 256 ? 256 : (t < 32 ? 32 : t);
@@ -305,4 +311,14 @@ extern "C" void cb_expand_ref(const expand_params *p) {
                 p->o[(int64_t)t * p->ld_o + (int64_t)h * p->dv + v] = (float)s;
             }
         }
+}
+
+extern "C" asa_err cb_add2_cuda(int rows, int cols, const float *a, const float *b, float *y,
+                                cudaStream_t stream) {
+    if (rows < 1 || cols < 1 || !a || !b || !y)
+        return ASA_EINVAL;
+    const int64_t n = (int64_t)rows * cols;
+    add2_kernel<<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(n, a, b, y);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
 }

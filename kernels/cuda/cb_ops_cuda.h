@@ -52,6 +52,10 @@ asa_err cb_gather_rows_cuda(int n, int d, const int32_t *rows, const float *src,
 asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint16_t *hi,
                            uint16_t *lo, cudaStream_t stream);
 
+/* y[r][e] = a[r][e] + b[r][e] (f32, dense [rows][cols] each). */
+asa_err cb_add2_cuda(int rows, int cols, const float *a, const float *b, float *y,
+                     cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

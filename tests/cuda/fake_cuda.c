@@ -113,6 +113,11 @@ asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint1
     }
     return ASA_OK;
 }
+asa_err cb_add2_cuda(int rows, int cols, const float *a, const float *b, float *y, cudaStream_t s) {
+    (void)s;
+    for (size_t i = 0; i < (size_t)rows * cols; i++) y[i] = a[i] + b[i];
+    return ASA_OK;
+}
 asa_err gemv_bf16_cuda(const gemv_params *p, cudaStream_t s) { (void)s; asa_err e = gemv_params_check(p); if (e) return e; gemv_bf16_ref(p); return ASA_OK; }
 asa_err rmsnorm_cuda(const rmsnorm_params *p, cudaStream_t s) { (void)s; asa_err e = rmsnorm_params_check(p); if (e) return e; rmsnorm_ref(p); return ASA_OK; }
 asa_err silu_mul_cuda(const silu_mul_params *p, cudaStream_t s) { (void)s; asa_err e = silu_mul_params_check(p); if (e) return e; silu_mul_ref(p); return ASA_OK; }

@@ -561,6 +561,27 @@ static void test_absorb_expand_vec(void **st) {
         free(kvb);
         free(wt);
     }
+    /* add2: exact */
+    const int ar = 3, ac = 301;
+    float *a = malloc((size_t)ar * ac * 4), *b = malloc((size_t)ar * ac * 4);
+    float *y = malloc((size_t)ar * ac * 4), *yg = malloc((size_t)ar * ac * 4);
+    fill_f32(a, (size_t)ar * ac, 1.0f);
+    fill_f32(b, (size_t)ar * ac, 1e-3f);
+    for (int i = 0; i < ar * ac; i++)
+        y[i] = a[i] + b[i];
+    float *ad = dup_dev(a, (size_t)ar * ac * 4), *bd = dup_dev(b, (size_t)ar * ac * 4);
+    float *yd = poison_dev((size_t)ar * ac * 4);
+    assert_int_equal(cb_add2_cuda(ar, ac, ad, bd, yd, 0), ASA_OK);
+    get_dev(yg, yd, (size_t)ar * ac * 4);
+    cmp_f32("add2", yg, y, (size_t)ar * ac, 0, 0);
+    n_kernels++;
+    cudaFree(ad);
+    cudaFree(bd);
+    cudaFree(yd);
+    free(a);
+    free(b);
+    free(y);
+    free(yg);
 }
 
 static void test_absorb_expand(void **st) {
