@@ -143,13 +143,11 @@ fail:
     return err;
 }
 
-asa_err eng_loop_submit(eng_loop *l, const eng_request *r, uint64_t *id) {
-    if (!l || !r || !r->prompt || r->n_prompt < 1 || r->max_tokens < 1 || !r->on_finish ||
-        r->n_stop_ids < 0 || r->sp.n_bias < 0 || r->min_tokens < 0)
-        return ASA_EINVAL;
+/* Copies r into a new loop_req (arrays owned), or NULL when out of memory. */
+static loop_req *req_copy(const eng_loop *l, const eng_request *r) {
     loop_req *q = calloc(1, sizeof *q);
     if (!q)
-        return ASA_ENOMEM;
+        return NULL;
     q->r = *r;
     int n_extra = 1 + r->n_stop_ids;
     q->prompt = malloc((size_t)r->n_prompt * sizeof *q->prompt);
@@ -158,7 +156,7 @@ asa_err eng_loop_submit(eng_loop *l, const eng_request *r, uint64_t *id) {
     q->bias_vals = malloc((size_t)(r->sp.n_bias + n_extra) * sizeof *q->bias_vals);
     if (!q->prompt || !q->stop_ids || !q->bias_ids || !q->bias_vals) {
         req_free(q);
-        return ASA_ENOMEM;
+        return NULL;
     }
     memcpy(q->prompt, r->prompt, (size_t)r->n_prompt * sizeof *q->prompt);
     if (r->n_stop_ids)
@@ -184,38 +182,88 @@ asa_err eng_loop_submit(eng_loop *l, const eng_request *r, uint64_t *id) {
     q->r.stop_ids = q->stop_ids;
     q->st.n_prompt = r->n_prompt;
     q->st.t_arrival = asa_now();
+    return q;
+}
 
+static bool req_valid(const eng_request *r) {
+    return r && r->prompt && r->n_prompt >= 1 && r->max_tokens >= 1 && r->on_finish &&
+           r->n_stop_ids >= 0 && r->sp.n_bias >= 0 && r->min_tokens >= 0;
+}
+
+asa_err eng_loop_submit_group(eng_loop *l, const eng_request *rs, int n, uint64_t *ids) {
+    if (!l || !rs || n < 1)
+        return ASA_EINVAL;
+    int64_t tokens = 0;
+    for (int i = 0; i < n; i++) {
+        if (!req_valid(&rs[i]))
+            return ASA_EINVAL;
+        tokens += rs[i].n_prompt;
+    }
+    /* Copy everything first: nothing can fail once the lock is taken. */
+    loop_req *head = NULL, *tail = NULL;
+    for (int i = 0; i < n; i++) {
+        loop_req *q = req_copy(l, &rs[i]);
+        if (!q) {
+            while (head) {
+                loop_req *nx = head->next;
+                req_free(head);
+                head = nx;
+            }
+            return ASA_ENOMEM;
+        }
+        if (tail)
+            tail->next = q;
+        else
+            head = q;
+        tail = q;
+    }
+
+    /* The bounds apply to the group as a whole, and an empty queue takes any
+     * group: a request larger than the bounds is served when nothing waits
+     * instead of being refused forever. */
     pthread_mutex_lock(&l->mu);
     asa_err err = ASA_OK;
     if (!l->alive)
         err = ASA_EDEAD;
     else if (l->draining || l->stopping)
         err = ASA_ECANCELLED;
-    else if (l->o.max_queued_requests > 0 && l->queued_reqs >= l->o.max_queued_requests)
+    else if (l->o.max_queued_requests > 0 && l->queued_reqs > 0 &&
+             l->queued_reqs + n > l->o.max_queued_requests)
         err = ASA_EAGAIN;
     else if (l->o.max_queued_tokens > 0 && l->queued_reqs > 0 &&
-             l->queued_tokens + r->n_prompt > l->o.max_queued_tokens)
+             l->queued_tokens + tokens > l->o.max_queued_tokens)
         err = ASA_EAGAIN;
     if (err) {
         pthread_mutex_unlock(&l->mu);
-        req_free(q);
+        while (head) {
+            loop_req *nx = head->next;
+            req_free(head);
+            head = nx;
+        }
         return err;
     }
-    q->id = l->next_id++;
-    q->counted_queued = true;
-    l->queued_reqs++;
-    l->queued_tokens += r->n_prompt;
-    l->snap.num_waiting++;
+    int i = 0;
+    for (loop_req *q = head; q; q = q->next, i++) {
+        q->id = l->next_id++;
+        q->counted_queued = true;
+        if (ids)
+            ids[i] = q->id;
+    }
+    l->queued_reqs += n;
+    l->queued_tokens += tokens;
+    l->snap.num_waiting += n;
     if (l->inbox_tail)
-        l->inbox_tail->next = q;
+        l->inbox_tail->next = head;
     else
-        l->inbox = q;
-    l->inbox_tail = q;
-    if (id)
-        *id = q->id;
+        l->inbox = head;
+    l->inbox_tail = tail;
     pthread_mutex_unlock(&l->mu);
     uv_async_send(&l->wake);
     return ASA_OK;
+}
+
+asa_err eng_loop_submit(eng_loop *l, const eng_request *r, uint64_t *id) {
+    return eng_loop_submit_group(l, r, 1, id);
 }
 
 static void push_cancel(eng_loop *l, uint64_t id, sched_finish why) {

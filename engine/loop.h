@@ -16,7 +16,7 @@
  * eng_loop_cancel.
  *
  * Return codes of submit: ASA_EAGAIN when the queue bounds are hit (HTTP
- * 429), ASA_ECANCELLED while draining or stopped, ASA_EDEAD when the engine
+ * 429; a request is taken when nothing waits, whatever its size), ASA_ECANCELLED while draining or stopped, ASA_EDEAD when the engine
  * died, ASA_EINVAL for bad fields, ASA_ENOMEM.  On any error on_finish is
  * NOT called and nothing was retained.  A request that the scheduler
  * refuses later (it could never fit in the KV cache even alone, or exceeds
@@ -106,6 +106,13 @@ asa_err eng_loop_create(eng *e, const eng_loop_options *o, eng_loop **out);
 asa_err eng_loop_start(eng_loop *l);
 /* Thread-safe.  *id receives the request id used by eng_loop_cancel. */
 asa_err eng_loop_submit(eng_loop *l, const eng_request *r, uint64_t *id);
+/* Submits rs[n] (e.g. the choices of one API request) all or nothing:
+ * either every one is queued (ids[i] receives rs[i]'s id; ids may be NULL)
+ * or none is and nothing was retained.  The queue bounds apply to the
+ * group's count and prompt tokens together; while nothing waits, any group
+ * is taken (so a group larger than the bounds is not refused forever).
+ * Same return codes as eng_loop_submit. */
+asa_err eng_loop_submit_group(eng_loop *l, const eng_request *rs, int n, uint64_t *ids);
 /* Thread-safe; unknown or finished ids are ignored.  The request finishes
  * with ENG_FINISH_ABORT before the next step runs. */
 void eng_loop_cancel(eng_loop *l, uint64_t id);

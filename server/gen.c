@@ -64,7 +64,7 @@ typedef struct srv_gen {
     srv_params p;
     asa_arena *arena;
     srv_choice *ch;
-    int n_ch, n_done;            /* choices that count (submitted), finished */
+    int n_ch, n_done;            /* choices, finished choices */
     int n_init;                  /* choices whose decoder and matcher exist */
     char *out;                   /* SSE bytes not yet sent */
     size_t out_len, out_cap, out_off;
@@ -144,7 +144,6 @@ static int str_append(tok_str *t, const char *s, size_t n) {
     return 0;
 }
 
-static void gen_ref(srv_gen *g) { atomic_fetch_add(&g->refs, 1); }
 
 static void gen_unref(srv_gen *g) {
     if (atomic_fetch_sub(&g->refs, 1) != 1)
@@ -158,8 +157,7 @@ static void gen_unref(srv_gen *g) {
     if (g->next)
         g->next->prev = g->prev;
     pthread_mutex_unlock(&s->gens_mu);
-    /* n_init, not n_ch: a failed submission lowers n_ch to the choices
-     * that reached the engine, but every choice was initialised. */
+    /* n_init, not n_ch: set-up may have failed part way. */
     for (int i = 0; i < g->n_init; i++) {
         srv_choice *c = &g->ch[i];
         tok_stream_destroy(c->dec);
@@ -760,69 +758,71 @@ enum MHD_Result srv_gen_handle(srv *s, struct MHD_Connection *conn, srv_conn *cx
     s->gens = g;
     pthread_mutex_unlock(&s->gens_mu);
 
-    /* Submit one engine request per choice. */
+    /* Submit one engine request per choice, all or nothing. */
+    eng_request *rs = asa_arena_alloc(a, (size_t)g->n_ch * sizeof *rs);
+    uint64_t *ids = asa_arena_alloc(a, (size_t)g->n_ch * sizeof *ids);
+    if (!rs || !ids) {
+        srv_fail(&e, SRV_E_INTERNAL, NULL, "out of memory");
+        goto fail;
+    }
     uint64_t seed_base = p->has_seed ? p->seed : random_u64();
     for (int i = 0; i < g->n_ch; i++) {
         srv_choice *c = &g->ch[i];
         srv_prompt *pr = &p->prompts[c->prompt_idx];
         int k = i % p->n;
-        eng_request r = {0};
-        r.prompt = pr->ids;
-        r.n_prompt = pr->n_ids;
-        r.sp.temperature = p->temperature;
-        r.sp.top_k = p->top_k;
-        r.sp.top_p = p->top_p;
-        r.sp.min_p = p->min_p;
-        r.sp.presence_penalty = p->presence_penalty;
-        r.sp.frequency_penalty = p->frequency_penalty;
-        r.sp.repetition_penalty = p->repetition_penalty;
-        r.sp.bias_ids = p->bias_ids;
-        r.sp.bias_vals = p->bias_vals;
-        r.sp.n_bias = p->n_bias;
+        eng_request *r = &rs[i];
+        memset(r, 0, sizeof *r);
+        r->prompt = pr->ids;
+        r->n_prompt = pr->n_ids;
+        r->sp.temperature = p->temperature;
+        r->sp.top_k = p->top_k;
+        r->sp.top_p = p->top_p;
+        r->sp.min_p = p->min_p;
+        r->sp.presence_penalty = p->presence_penalty;
+        r->sp.frequency_penalty = p->frequency_penalty;
+        r->sp.repetition_penalty = p->repetition_penalty;
+        r->sp.bias_ids = p->bias_ids;
+        r->sp.bias_vals = p->bias_vals;
+        r->sp.n_bias = p->n_bias;
         /* Choice k of a seeded request uses its own stream derived from
          * (seed, k), so n > 1 gives different samples, reproducibly. */
-        r.sp.seed = k == 0 ? seed_base : mix64(seed_base ^ mix64((uint64_t)k));
-        r.sp.n_logprobs = p->logprobs > 0 ? p->logprobs : 0;
-        r.max_tokens = p->max_tokens;
-        r.min_tokens = p->min_tokens;
-        r.ignore_eos = p->ignore_eos;
-        r.stop_ids = p->stop_ids;
-        r.n_stop_ids = p->n_stop_ids;
-        r.priority = p->priority;
-        r.on_token = on_token;
-        r.on_finish = on_finish;
-        r.ud = c;
-        gen_ref(g);
-        asa_err err = eng_loop_submit(s->loop, &r, &c->eng_id);
-        if (err) {
-            gen_unref(g);
-            if (err == ASA_EAGAIN) {
-                srv_fail(&e, SRV_E_OVERLOADED, NULL,
-                         "The server is at capacity (queue limits reached); retry later");
-                e.retry_after = 1;
-            } else if (err == ASA_ECANCELLED) {
-                srv_fail(&e, SRV_E_UNAVAILABLE, NULL, "The server is shutting down");
-            } else if (err == ASA_EDEAD) {
-                srv_fail(&e, SRV_E_UNAVAILABLE, NULL, "The engine is not healthy");
-            } else {
-                srv_fail(&e, SRV_E_INTERNAL, NULL, "cannot submit the request: %s", asa_strerror(err));
-            }
-            /* Choices already submitted are cancelled; their callbacks
-             * still hold references to g. */
-            pthread_mutex_lock(&g->mu);
-            cancel_unfinished(g);
-            g->n_ch = i; /* only those count from now on */
-            g->http_gone = true;
-            g->conn = NULL;
-            pthread_mutex_unlock(&g->mu);
-            cx->gen = NULL;
-            gen_unref(g);
-            return srv_send_error(s, conn, &e);
-        }
-        pthread_mutex_lock(&g->mu);
-        c->submitted = true;
-        pthread_mutex_unlock(&g->mu);
+        r->sp.seed = k == 0 ? seed_base : mix64(seed_base ^ mix64((uint64_t)k));
+        r->sp.n_logprobs = p->logprobs > 0 ? p->logprobs : 0;
+        r->max_tokens = p->max_tokens;
+        r->min_tokens = p->min_tokens;
+        r->ignore_eos = p->ignore_eos;
+        r->stop_ids = p->stop_ids;
+        r->n_stop_ids = p->n_stop_ids;
+        r->priority = p->priority;
+        r->on_token = on_token;
+        r->on_finish = on_finish;
+        r->ud = c;
     }
+    /* One reference per choice, taken before the engine can finish any. */
+    atomic_fetch_add(&g->refs, g->n_ch);
+    asa_err err = eng_loop_submit_group(s->loop, rs, g->n_ch, ids);
+    if (err) {
+        atomic_fetch_sub(&g->refs, g->n_ch); /* the HTTP reference remains */
+        if (err == ASA_EAGAIN) {
+            srv_fail(&e, SRV_E_OVERLOADED, NULL,
+                     "The server is at capacity (queue limits reached); retry later");
+            e.retry_after = 1;
+        } else if (err == ASA_ECANCELLED) {
+            srv_fail(&e, SRV_E_UNAVAILABLE, NULL, "The server is shutting down");
+            e.retry_after = 1;
+        } else if (err == ASA_EDEAD) {
+            srv_fail(&e, SRV_E_UNAVAILABLE, NULL, "The engine is not healthy");
+        } else {
+            srv_fail(&e, SRV_E_INTERNAL, NULL, "cannot submit the request: %s", asa_strerror(err));
+        }
+        goto fail;
+    }
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < g->n_ch; i++) {
+        g->ch[i].eng_id = ids[i];
+        g->ch[i].submitted = true;
+    }
+    pthread_mutex_unlock(&g->mu);
 
     if (g->stream) {
         struct MHD_Response *resp =
