@@ -29,6 +29,13 @@ constexpr int SEL_THREADS = 256;
 
 __host__ __device__ inline int pad_odd(int e) { return (e & 1) ? e : e + 1; }
 
+/* Row stride of the key tile: odd for the scalar loops; for the tiled ones
+ * a multiple of 4 whose quarter is odd (float4 rows, 8 consecutive rows on
+ * distinct banks).  At most E + 8 (the shared-memory size assumes it). */
+__host__ __device__ inline int att_tile_stride(int E, bool fast) {
+    return fast ? (E % 8 == 0 ? E + 4 : E + 8) : pad_odd(E);
+}
+
 struct set_view {
     const int32_t *set;
     int cnt;
@@ -100,12 +107,17 @@ __device__ __forceinline__ float sigmoidf_(float z) { return 1.0f / (1.0f + expf
 __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
     extern __shared__ float sm[];
     const int tl = blockIdx.x, t = p.t_off + tl, g = blockIdx.y;
-    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, Ep = pad_odd(E);
+    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR;
     const int nh = p.heads_per_block, hpg = p.H / G, ns = p.n_split;
     const int h0 = g * hpg + (int)(blockIdx.z / ns) * nh, sp = (int)(blockIdx.z % ns);
     float *q = sm;                      /* [nh][E] */
+    /* register-tiled score and sum loops (2 heads x 4 keys, 2 heads x 4
+     * dims per thread, float4 shared loads) when the shapes allow; the
+     * same fmaf chains as the scalar loops, so the same bits */
+    const bool fast = nh % 2 == 0 && dg % 4 == 0 && dR % 4 == 0;
+    const int Ep = att_tile_stride(E, fast);
     float *tile = q + nh * E;           /* [KT][Ep] */
-    float *sc = tile + ATT_KT * Ep;     /* [nh][KT] */
+    float *sc = tile + ATT_KT * (E + 8); /* [nh][KT] */
     float *acc = sc + nh * ATT_KT;      /* [nh][dg] */
     float *mx = acc + nh * dg;          /* [nh] */
     float *ls = mx + nh;                /* [nh] */
@@ -178,17 +190,54 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
             }
         }
         __syncthreads();
-        for (int i = threadIdx.x; i < nh * ATT_KT; i += ATT_THREADS) {
-            const int h = i / ATT_KT, kk = i % ATT_KT;
-            float s = -INFINITY;
-            if (kk < nk && kbase[kk] >= 0) {
-                const float *qh = q + h * E, *kv = tile + kk * Ep;
-                float a = 0.0f;
-                for (int e = 0; e < E; e++)
-                    a = fmaf(qh[e], kv[e], a);
-                s = a * p.scale;
+        if (fast) {
+            /* thread: heads 2hp, 2hp+1 x keys kq + 8j (j < 4): a quarter
+             * warp reads 8 consecutive rows (Ep / 4 odd: no bank conflict) */
+            const int E4 = E >> 2;
+            for (int it = threadIdx.x; it < nh * (ATT_KT / 8); it += ATT_THREADS) {
+                const int hp = it / 8, kq = it % 8;
+                const float4 *q0 = (const float4 *)(q + 2 * hp * E);
+                const float4 *q1 = (const float4 *)(q + (2 * hp + 1) * E);
+                float a[2][4];
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    a[0][j] = a[1][j] = 0.0f;
+                for (int e4 = 0; e4 < E4; e4++) {
+                    const float4 x0 = q0[e4], x1 = q1[e4];
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        const float4 k = ((const float4 *)(tile + (kq + 8 * j) * Ep))[e4];
+                        a[0][j] = fmaf(x0.x, k.x, a[0][j]);
+                        a[0][j] = fmaf(x0.y, k.y, a[0][j]);
+                        a[0][j] = fmaf(x0.z, k.z, a[0][j]);
+                        a[0][j] = fmaf(x0.w, k.w, a[0][j]);
+                        a[1][j] = fmaf(x1.x, k.x, a[1][j]);
+                        a[1][j] = fmaf(x1.y, k.y, a[1][j]);
+                        a[1][j] = fmaf(x1.z, k.z, a[1][j]);
+                        a[1][j] = fmaf(x1.w, k.w, a[1][j]);
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int kk = kq + 8 * j;
+                    const bool ok = kk < nk && kbase[kk] >= 0;
+                    sc[2 * hp * ATT_KT + kk] = ok ? a[0][j] * p.scale : -INFINITY;
+                    sc[(2 * hp + 1) * ATT_KT + kk] = ok ? a[1][j] * p.scale : -INFINITY;
+                }
             }
-            sc[i] = s;
+        } else {
+            for (int i = threadIdx.x; i < nh * ATT_KT; i += ATT_THREADS) {
+                const int h = i / ATT_KT, kk = i % ATT_KT;
+                float s = -INFINITY;
+                if (kk < nk && kbase[kk] >= 0) {
+                    const float *qh = q + h * E, *kv = tile + kk * Ep;
+                    float a = 0.0f;
+                    for (int e = 0; e < E; e++)
+                        a = fmaf(qh[e], kv[e], a);
+                    s = a * p.scale;
+                }
+                sc[i] = s;
+            }
         }
         __syncthreads();
         for (int h = warp; h < nh; h += ATT_THREADS / 32) {
@@ -216,13 +265,41 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
             }
         }
         __syncthreads();
-        for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS) {
-            const int h = i / dg, e = i % dg;
-            float a = acc[i] * corr[h];
-            const float *ph = sc + h * ATT_KT;
-            for (int kk = 0; kk < nk; kk++)
-                a = fmaf(ph[kk], tile[kk * Ep + e], a);
-            acc[i] = a;
+        if (fast) {
+            /* thread: heads 2hp, 2hp+1 x dims 4c .. 4c+3 */
+            const int dg4 = dg >> 2;
+            for (int it = threadIdx.x; it < (nh / 2) * dg4; it += ATT_THREADS) {
+                const int hp = it / dg4, c4 = it % dg4, ha = 2 * hp, hb = ha + 1;
+                float4 a0 = ((const float4 *)(acc + ha * dg))[c4];
+                float4 a1 = ((const float4 *)(acc + hb * dg))[c4];
+                const float ca = corr[ha], cb = corr[hb];
+                a0.x *= ca; a0.y *= ca; a0.z *= ca; a0.w *= ca;
+                a1.x *= cb; a1.y *= cb; a1.z *= cb; a1.w *= cb;
+                const float *pa = sc + ha * ATT_KT, *pb = sc + hb * ATT_KT;
+                for (int kk = 0; kk < nk; kk++) {
+                    const float4 v = ((const float4 *)(tile + kk * Ep))[c4];
+                    const float wa = pa[kk], wb = pb[kk];
+                    a0.x = fmaf(wa, v.x, a0.x);
+                    a0.y = fmaf(wa, v.y, a0.y);
+                    a0.z = fmaf(wa, v.z, a0.z);
+                    a0.w = fmaf(wa, v.w, a0.w);
+                    a1.x = fmaf(wb, v.x, a1.x);
+                    a1.y = fmaf(wb, v.y, a1.y);
+                    a1.z = fmaf(wb, v.z, a1.z);
+                    a1.w = fmaf(wb, v.w, a1.w);
+                }
+                ((float4 *)(acc + ha * dg))[c4] = a0;
+                ((float4 *)(acc + hb * dg))[c4] = a1;
+            }
+        } else {
+            for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS) {
+                const int h = i / dg, e = i % dg;
+                float a = acc[i] * corr[h];
+                const float *ph = sc + h * ATT_KT;
+                for (int kk = 0; kk < nk; kk++)
+                    a = fmaf(ph[kk], tile[kk * Ep + e], a);
+                acc[i] = a;
+            }
         }
         __syncthreads();
     }
@@ -288,7 +365,7 @@ __global__ void attn_merge_kernel(const attn_params p) {
 size_t attn_smem(const attn_params &p) {
     const int E = p.c.dg + p.c.dR, nh = p.heads_per_block;
     return sizeof(float) *
-           ((size_t)nh * E + (size_t)ATT_KT * pad_odd(E) + (size_t)nh * ATT_KT +
+           ((size_t)nh * E + (size_t)ATT_KT * (E + 8) + (size_t)nh * ATT_KT +
             (size_t)nh * p.c.dg + 3 * (size_t)nh);
 }
 
