@@ -827,9 +827,9 @@ def sigterm_drains():
         for t in threads:
             t.start()
         deadline = time.time() + 10
-        while s.metric("asa:num_requests_waiting") < 3 and time.time() < deadline:
+        while s.metric("asa:num_requests_waiting") < 4 and time.time() < deadline:
             time.sleep(0.002)
-        assert s.metric("asa:num_requests_waiting") >= 2, "requests ended before SIGTERM"
+        assert s.metric("asa:num_requests_waiting") == 4, "the stream ended before SIGTERM"
         s.proc.send_signal(signal.SIGTERM)
         deadline = time.time() + 10
         while time.time() < deadline:
