@@ -324,6 +324,11 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
 
 static asa_err cu__rmsnorm(cu_be *c, const float *x, float *residual, const float *w,
                            float *y, int rows) {
+    /* the f32 row kernel of cb_ops (all loads in flight); the general one
+     * for shapes it does not take */
+    asa_err e = cb_rmsnorm_cuda(rows, c->d, c->eps, x, residual, w, y, c->st);
+    if (e != ASA_EUNSUPPORTED)
+        return e;
     rmsnorm_params rp = {.rows = rows, .D = c->d, .eps = c->eps, .x = x, .x_type = KC_F32,
                          .ldx = c->d, .residual = residual, .r_type = KC_F32, .ldr = c->d,
                          .w = w, .w_type = KC_F32, .y = y, .y_type = KC_F32, .ldy = c->d};

@@ -213,6 +213,71 @@ __global__ void add2_kernel(int64_t n, const float *a, const float *b, float *y)
         y[i] = a[i] + b[i];
 }
 
+constexpr int NM_THREADS = 256, NM_V = 4; /* float4 per thread: D <= 4096 */
+
+__global__ void __launch_bounds__(NM_THREADS)
+norm_kernel(int D, float eps, const float *x, float *res, const float *w, float *y) {
+    __shared__ float part[NM_THREADS / 32];
+    const int64_t row = blockIdx.x;
+    const int D4 = D >> 2;
+    const float4 *xr = (const float4 *)(x + row * D);
+    float4 v[NM_V];
+#pragma unroll
+    for (int u = 0; u < NM_V; u++) {
+        const int i = threadIdx.x + u * NM_THREADS;
+        v[u] = i < D4 ? xr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    if (res) {
+        float4 *rr = (float4 *)(res + row * D);
+        float4 r[NM_V];
+#pragma unroll
+        for (int u = 0; u < NM_V; u++) {
+            const int i = threadIdx.x + u * NM_THREADS;
+            r[u] = i < D4 ? rr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int u = 0; u < NM_V; u++) {
+            const int i = threadIdx.x + u * NM_THREADS;
+            v[u].x += r[u].x;
+            v[u].y += r[u].y;
+            v[u].z += r[u].z;
+            v[u].w += r[u].w;
+            if (i < D4)
+                rr[i] = v[u];
+        }
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int u = 0; u < NM_V; u++) {
+        ss = fmaf(v[u].x, v[u].x, ss);
+        ss = fmaf(v[u].y, v[u].y, ss);
+        ss = fmaf(v[u].z, v[u].z, ss);
+        ss = fmaf(v[u].w, v[u].w, ss);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0)
+        part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NM_THREADS / 32; k++)
+        tot += part[k];
+    const float inv = rsqrtf(tot / (float)D + eps);
+    const float4 *wr = (const float4 *)w;
+    float4 *yr = (float4 *)(y + row * D);
+#pragma unroll
+    for (int u = 0; u < NM_V; u++) {
+        const int i = threadIdx.x + u * NM_THREADS;
+        if (i < D4) {
+            const float4 g = wr[i];
+            yr[i] = make_float4(v[u].x * inv * g.x, v[u].y * inv * g.y, v[u].z * inv * g.z,
+                                v[u].w * inv * g.w);
+        }
+    }
+}
+
 int threads_for(int n) {
     int t = (n + 31) / 32 * 32;
     return t > 256 ? 256 : (t < 32 ? 32 : t);
@@ -319,6 +384,18 @@ extern "C" asa_err cb_add2_cuda(int rows, int cols, const float *a, const float 
         return ASA_EINVAL;
     const int64_t n = (int64_t)rows * cols;
     add2_kernel<<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(n, a, b, y);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *residual,
+                                   const float *w, float *y, cudaStream_t stream) {
+    if (rows < 1 || D < 4 || !x || !w || !y || !(eps > 0))
+        return ASA_EINVAL;
+    if (D % 4 || D > 4 * NM_V * NM_THREADS || !kc_aligned(x, 16) || !kc_aligned(w, 16) ||
+        !kc_aligned(y, 16) || (residual && (!kc_aligned(residual, 16) || residual == x)))
+        return ASA_EUNSUPPORTED;
+    norm_kernel<<<(unsigned)rows, NM_THREADS, 0, stream>>>(D, eps, x, residual, w, y);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

@@ -52,6 +52,16 @@ asa_err cb_gather_rows_cuda(int n, int d, const int32_t *rows, const float *src,
 asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint16_t *hi,
                            uint16_t *lo, cudaStream_t stream);
 
+/* RMSNorm of f32 rows (dense, row length D), with the residual add of the
+ * engine: v = x[r] (+ residual[r], the sum also stored to residual[r] when
+ * residual is not NULL), y[r][e] = v[e] * (1 / sqrt(mean(v^2) + eps)) * w[e].
+ * One block per row, every load issued before the first use.  Returns
+ * ASA_EUNSUPPORTED (nothing launched) unless D % 4 == 0, D <= 4096 and the
+ * pointers are 16-byte aligned, x != residual.  A row's result does not
+ * depend on the other rows. */
+asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *residual,
+                        const float *w, float *y, cudaStream_t stream);
+
 /* y[r][e] = a[r][e] + b[r][e] (f32, dense [rows][cols] each). */
 asa_err cb_add2_cuda(int rows, int cols, const float *a, const float *b, float *y,
                      cudaStream_t stream);

@@ -13,6 +13,7 @@
  * Not built by CMake: tests/cuda/emulate.sh links it into the gpu tests in
  * place of the CUDA libraries and runs them.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,24 @@ asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint1
     for (int r = 0; r < rows; r++) for (int e = 0; e < cols; e++) {
         float v = x[r * ld + e]; uint16_t h = asa_f32_to_bf16(v); hi[r * cols + e] = h;
         if (lo) lo[r * cols + e] = asa_f32_to_bf16(v - asa_bf16_to_f32(h));
+    }
+    return ASA_OK;
+}
+asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *res, const float *w, float *y,
+                        cudaStream_t s) {
+    (void)s;
+    if (D % 4) return ASA_EUNSUPPORTED;
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        float *v = malloc((size_t)D * 4);
+        for (int e = 0; e < D; e++) {
+            v[e] = x[(size_t)r * D + e] + (res ? res[(size_t)r * D + e] : 0.0f);
+            if (res) res[(size_t)r * D + e] = v[e];
+            ss += (double)v[e] * v[e];
+        }
+        const float inv = (float)(1.0 / sqrt(ss / D + eps));
+        for (int e = 0; e < D; e++) y[(size_t)r * D + e] = v[e] * inv * w[e];
+        free(v);
     }
     return ASA_OK;
 }

@@ -561,6 +561,50 @@ static void test_absorb_expand_vec(void **st) {
         free(kvb);
         free(wt);
     }
+    /* rmsnorm of f32 rows (engine shape D = 2048 and a short one), with and
+     * without the residual add */
+    for (int cs = 0; cs < 4; cs++) {
+        const int nr = 3, D = cs < 2 ? 2048 : 36;
+        const bool wr = cs % 2 == 1;
+        const size_t n = (size_t)nr * D;
+        float *x = malloc(n * 4), *r = malloc(n * 4), *w = malloc((size_t)D * 4);
+        float *yr = malloc(n * 4), *rr = malloc(n * 4), *yg = malloc(n * 4), *rg = malloc(n * 4);
+        fill_f32(x, n, 1.0f);
+        fill_f32(r, n, 2.0f);
+        fill_f32(w, (size_t)D, 1.5f);
+        for (int i = 0; i < nr; i++) {
+            double ss = 0;
+            for (int e = 0; e < D; e++) {
+                const float v = x[(size_t)i * D + e] + (wr ? r[(size_t)i * D + e] : 0.0f);
+                rr[(size_t)i * D + e] = wr ? v : r[(size_t)i * D + e];
+                ss += (double)v * v;
+            }
+            const double inv = 1.0 / sqrt(ss / D + 1e-6);
+            for (int e = 0; e < D; e++) {
+                const float v = x[(size_t)i * D + e] + (wr ? r[(size_t)i * D + e] : 0.0f);
+                yr[(size_t)i * D + e] = (float)(v * inv * w[e]);
+            }
+        }
+        float *xd = dup_dev(x, n * 4), *rd = dup_dev(r, n * 4), *wd = dup_dev(w, (size_t)D * 4);
+        float *yd = poison_dev(n * 4);
+        assert_int_equal(cb_rmsnorm_cuda(nr, D, 1e-6f, xd, wr ? rd : NULL, wd, yd, 0), ASA_OK);
+        get_dev(yg, yd, n * 4);
+        get_dev(rg, rd, n * 4);
+        cmp_f32("rmsnorm rows", yg, yr, n, 1e-5, 1e-5);
+        cmp_f32("rmsnorm residual", rg, rr, n, 0, 0);
+        n_kernels++;
+        cudaFree(xd);
+        cudaFree(rd);
+        cudaFree(wd);
+        cudaFree(yd);
+        free(x);
+        free(r);
+        free(w);
+        free(yr);
+        free(rr);
+        free(yg);
+        free(rg);
+    }
     /* add2: exact */
     const int ar = 3, ac = 301;
     float *a = malloc((size_t)ar * ac * 4), *b = malloc((size_t)ar * ac * 4);
