@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
     const int nh = p.heads_per_block, hpg = p.H / G, ns = p.n_split;
     const int h0 = g * hpg + (int)(blockIdx.z / ns) * nh, sp = (int)(blockIdx.z % ns);
     float *q = sm;                      /* [nh][E] */
-    /* register-tiled score and sum loops (2 heads x 4 keys, 2 heads x 4
+    /* register-tiled score and sum loops (2 heads x 2 keys, 2 heads x 4
      * dims per thread, float4 shared loads) when the shapes allow; the
      * same fmaf chains as the scalar loops, so the same bits */
     const bool fast = nh % 2 == 0 && dg % 4 == 0 && dR % 4 == 0;
@@ -190,23 +190,25 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
             }
         }
         __syncthreads();
-        if (fast) {
-            /* thread: heads 2hp, 2hp+1 x keys kq + 8j (j < 4): a quarter
-             * warp reads 8 consecutive rows (Ep / 4 odd: no bank conflict) */
+        if (fast && nh >= 8) {
+            /* thread: heads 2hp, 2hp+1 x keys kq + 16j (j < 2): a quarter
+             * warp reads 8 consecutive rows (Ep / 4 odd: no bank conflict).
+             * Fewer heads (decode blocks): the scalar loop, which has the
+             * shorter chain per thread */
             const int E4 = E >> 2;
-            for (int it = threadIdx.x; it < nh * (ATT_KT / 8); it += ATT_THREADS) {
-                const int hp = it / 8, kq = it % 8;
+            for (int it = threadIdx.x; it < nh * (ATT_KT / 4); it += ATT_THREADS) {
+                const int hp = it / 16, kq = it % 16;
                 const float4 *q0 = (const float4 *)(q + 2 * hp * E);
                 const float4 *q1 = (const float4 *)(q + (2 * hp + 1) * E);
-                float a[2][4];
+                float a[2][2];
 #pragma unroll
-                for (int j = 0; j < 4; j++)
+                for (int j = 0; j < 2; j++)
                     a[0][j] = a[1][j] = 0.0f;
                 for (int e4 = 0; e4 < E4; e4++) {
                     const float4 x0 = q0[e4], x1 = q1[e4];
 #pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        const float4 k = ((const float4 *)(tile + (kq + 8 * j) * Ep))[e4];
+                    for (int j = 0; j < 2; j++) {
+                        const float4 k = ((const float4 *)(tile + (kq + 16 * j) * Ep))[e4];
                         a[0][j] = fmaf(x0.x, k.x, a[0][j]);
                         a[0][j] = fmaf(x0.y, k.y, a[0][j]);
                         a[0][j] = fmaf(x0.z, k.z, a[0][j]);
@@ -218,8 +220,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
                     }
                 }
 #pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const int kk = kq + 8 * j;
+                for (int j = 0; j < 2; j++) {
+                    const int kk = kq + 16 * j;
                     const bool ok = kk < nk && kbase[kk] >= 0;
                     sc[2 * hp * ATT_KT + kk] = ok ? a[0][j] * p.scale : -INFINITY;
                     sc[(2 * hp + 1) * ATT_KT + kk] = ok ? a[1][j] * p.scale : -INFINITY;
