@@ -467,6 +467,20 @@ static void test_attn_big(void **st) {
         cmp_f32("attn big", ug, u_ref, nu, 1e-5, 1e-4);
         cudaFree(d.u);
     }
+    /* split launches over token chunks (t_off): the partials workspace is
+     * indexed from the chunk's first token */
+    d.heads_per_block = 16;
+    d.n_split = 2;
+    d.u = poison_dev(nu * 4);
+    for (int t0 = 0; t0 < T; t0 += 1) {
+        attn_params dc = d;
+        dc.t_off = t0;
+        dc.T = 1;
+        assert_int_equal(attn_latent_cuda(&dc, 0), ASA_OK);
+    }
+    get_dev(ug, d.u, nu * 4);
+    cmp_f32("attn big, token chunks", ug, u_ref, nu, 1e-5, 1e-4);
+    cudaFree(d.u);
     n_kernels++;
     cudaFree((void *)d.c.kv);
     cudaFree((void *)d.c.tab);
