@@ -678,34 +678,37 @@ static void test_absorb_expand(void **st) {
     cmp_f32("expand", og, o, (size_t)T * ldo, 1e-5, 1e-5);
     n_kernels++;
 
-    /* split into bf16 hi + lo */
-    const int sr = 5, sc = 19, sld = 23;
-    float *sx = malloc((size_t)sr * sld * 4);
-    fill_f32(sx, (size_t)sr * sld, 3.0f);
-    uint16_t *hi_r = malloc((size_t)sr * sc * 2), *lo_r = malloc((size_t)sr * sc * 2);
-    uint16_t *hi_g = malloc((size_t)sr * sc * 2), *lo_g = malloc((size_t)sr * sc * 2);
-    for (int r = 0; r < sr; r++)
-        for (int i = 0; i < sc; i++) {
-            float v = sx[r * sld + i];
-            hi_r[r * sc + i] = asa_f32_to_bf16(v);
-            lo_r[r * sc + i] = asa_f32_to_bf16(v - asa_bf16_to_f32(hi_r[r * sc + i]));
-        }
-    float *sx_d = dup_dev(sx, (size_t)sr * sld * 4);
-    uint16_t *hi_d = poison_dev((size_t)sr * sc * 2), *lo_d = poison_dev((size_t)sr * sc * 2);
-    assert_int_equal(cb_split_bf16_cuda(sr, sc, sx_d, sld, hi_d, lo_d, 0), ASA_OK);
-    get_dev(hi_g, hi_d, (size_t)sr * sc * 2);
-    get_dev(lo_g, lo_d, (size_t)sr * sc * 2);
-    cmp_bf16("split hi", hi_g, hi_r, (size_t)sr * sc, 0, 0);
-    cmp_bf16("split lo", lo_g, lo_r, (size_t)sr * sc, 0, 0);
-    n_kernels++;
-    cudaFree(sx_d);
-    cudaFree(hi_d);
-    cudaFree(lo_d);
-    free(sx);
-    free(hi_r);
-    free(lo_r);
-    free(hi_g);
-    free(lo_g);
+    /* split into bf16 hi + lo: odd columns (scalar path), then columns and
+     * stride multiples of 4 (vector path) */
+    for (int sv = 0; sv < 2; sv++) {
+        const int sr = 5, sc = sv ? 1000 : 19, sld = sv ? 1004 : 23;
+        float *sx = malloc((size_t)sr * sld * 4);
+        fill_f32(sx, (size_t)sr * sld, 3.0f);
+        uint16_t *hi_r = malloc((size_t)sr * sc * 2), *lo_r = malloc((size_t)sr * sc * 2);
+        uint16_t *hi_g = malloc((size_t)sr * sc * 2), *lo_g = malloc((size_t)sr * sc * 2);
+        for (int r = 0; r < sr; r++)
+            for (int i = 0; i < sc; i++) {
+                float v = sx[r * sld + i];
+                hi_r[r * sc + i] = asa_f32_to_bf16(v);
+                lo_r[r * sc + i] = asa_f32_to_bf16(v - asa_bf16_to_f32(hi_r[r * sc + i]));
+            }
+        float *sx_d = dup_dev(sx, (size_t)sr * sld * 4);
+        uint16_t *hi_d = poison_dev((size_t)sr * sc * 2), *lo_d = poison_dev((size_t)sr * sc * 2);
+        assert_int_equal(cb_split_bf16_cuda(sr, sc, sx_d, sld, hi_d, lo_d, 0), ASA_OK);
+        get_dev(hi_g, hi_d, (size_t)sr * sc * 2);
+        get_dev(lo_g, lo_d, (size_t)sr * sc * 2);
+        cmp_bf16("split hi", hi_g, hi_r, (size_t)sr * sc, 0, 0);
+        cmp_bf16("split lo", lo_g, lo_r, (size_t)sr * sc, 0, 0);
+        n_kernels++;
+        cudaFree(sx_d);
+        cudaFree(hi_d);
+        cudaFree(lo_d);
+        free(sx);
+        free(hi_r);
+        free(lo_r);
+        free(hi_g);
+        free(lo_g);
+    }
 
     /* embed and gather: exact copies */
     const int V = 17, dd = 45;
