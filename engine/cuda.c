@@ -965,8 +965,8 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
 static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int maxkeys) {
     const int hpg = c->H / G;
     int nh = hpg;
-    /* at most 16 heads per block: 32 (asa-1.3b local) need 87 KB of shared
-     * memory, 2 blocks = 8 warps per SM; 16 need 44 KB (5 blocks) */
+    /* at most 16 heads per block: 32 (asa-1.3b local) need 88 KB of shared
+     * memory, 2 blocks = 8 warps per SM; 16 need 59 KB (3 blocks) */
     while (nh % 2 == 0 && nh > 16)
         nh /= 2;
     while (nh % 2 == 0 && nh > 4 && (long)T * G * (hpg / nh) < c->n_sm / 2)
