@@ -373,24 +373,26 @@ size_t attn_smem(const attn_params &p) {
 
 /* ---- block choice ---------------------------------------------------------- */
 
-__global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
+/* Scores of SEL_THREADS candidate blocks per thread block: grid (anchor,
+ * group, chunk of blocks); one thread per block b computes S[b] (forced
+ * blocks: -1) into the anchor's row of p.scores. */
+__global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_params p) {
     extern __shared__ float sm[];
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B;
-    const int hpg = p.H / G, n = p.s.top_n;
+    const int hpg = p.H / G;
     const int t = p.anchors[a];
     if (t < 0)
         return; /* padding */
     const int pos = p.tok_pos[t];
     const int nvis = (pos + 1) / B, cur = pos / B;
+    const int b0 = (int)blockIdx.z * SEL_THREADS;
+    if (b0 >= nvis)
+        return; /* uniform: nothing visible in this chunk */
     const int32_t *tab = p.c.tab + p.c.seq_toff[p.tok_seq[t]];
     const int64_t S = (int64_t)G * dg + dR;
     float *q = sm;            /* [hpg][E] */
     float *lse = q + hpg * E; /* [hpg] */
-    __shared__ int32_t chosen[64];
-    __shared__ int s_cnt, s_stop;
-    __shared__ float rv[SEL_THREADS / 32];
-    __shared__ int ri[SEL_THREADS / 32];
     float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
 
     for (int i = threadIdx.x; i < hpg * E; i += SEL_THREADS) {
@@ -401,22 +403,45 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
     for (int h = threadIdx.x; h < hpg; h += SEL_THREADS)
         lse[h] = p.lse[(int64_t)t * p.H + g * hpg + h];
     __syncthreads();
-    for (int b = threadIdx.x; b < nvis; b += SEL_THREADS) {
-        const uint16_t *ent = p.c.kv + (int64_t)tab[b] * p.c.page_elems + p.c.layer_off +
-                              (int64_t)B * S;
-        float sum = 0.0f;
-        for (int h = 0; h < hpg; h++) {
-            const float *qh = q + h * E;
-            float s = 0.0f;
-            for (int e = 0; e < dg; e++)
-                s = fmaf(qh[e], kc_bf16_f32(ent[g * dg + e]), s);
-            for (int e = 0; e < dR; e++)
-                s = fmaf(qh[dg + e], kc_bf16_f32(ent[G * dg + e]), s);
-            sum += expf(s * p.scale - lse[h]);
-        }
+    const int b = b0 + (int)threadIdx.x;
+    if (b < nvis) {
         const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
-        sc[b] = forced ? -1.0f : sum;
+        float sum = -1.0f;
+        if (!forced) {
+            const uint16_t *ent = p.c.kv + (int64_t)tab[b] * p.c.page_elems + p.c.layer_off +
+                                  (int64_t)B * S;
+            sum = 0.0f;
+            for (int h = 0; h < hpg; h++) {
+                const float *qh = q + h * E;
+                float sv = 0.0f;
+                for (int e = 0; e < dg; e++)
+                    sv = fmaf(qh[e], kc_bf16_f32(ent[g * dg + e]), sv);
+                for (int e = 0; e < dR; e++)
+                    sv = fmaf(qh[dg + e], kc_bf16_f32(ent[G * dg + e]), sv);
+                sum += expf(sv * p.scale - lse[h]);
+            }
+        }
+        sc[b] = sum;
     }
+}
+
+/* Block choice from the scores of select_score_kernel: one thread block per
+ * (anchor, group). */
+__global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
+    const int a = blockIdx.x, g = blockIdx.y;
+    const int G = p.c.G, B = p.c.B;
+    const int n = p.s.top_n;
+    const int t = p.anchors[a];
+    if (t < 0)
+        return; /* padding */
+    const int pos = p.tok_pos[t];
+    const int nvis = (pos + 1) / B, cur = pos / B;
+    __shared__ int32_t chosen[64];
+    __shared__ int s_cnt, s_stop;
+    __shared__ float rv[SEL_THREADS / 32];
+    __shared__ int ri[SEL_THREADS / 32];
+    float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
+
     if (threadIdx.x == 0) {
         int cnt = 0;
         for (int b = 0; b <= cur && cnt < n; b++)
@@ -553,16 +578,22 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
         return ASA_OK;
     const size_t smem =
         sizeof(float) * ((size_t)(p->H / p->c.G) * (p->c.dg + p->c.dR) + (size_t)(p->H / p->c.G));
-    if (smem > 227 * 1024)
+    if (smem > 227 * 1024 || p->nb_max < 1)
         return ASA_EINVAL;
     static size_t raised = 48 * 1024;
     if (smem > raised) {
-        KC_CUDA_TRY(cudaFuncSetAttribute(select_kernel,
+        KC_CUDA_TRY(cudaFuncSetAttribute(select_score_kernel,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         raised = smem;
     }
+    /* scores over (anchor, group, chunk of SEL_THREADS blocks): the chunks
+     * past an anchor's visible blocks exit at once */
+    const dim3 sgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
+                     (unsigned)((p->nb_max + SEL_THREADS - 1) / SEL_THREADS));
+    select_score_kernel<<<sgrid, SEL_THREADS, smem, stream>>>(*p);
+    KC_LAUNCH_CHECK();
     const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
-    select_kernel<<<grid, SEL_THREADS, smem, stream>>>(*p);
+    select_kernel<<<grid, SEL_THREADS, 0, stream>>>(*p);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
