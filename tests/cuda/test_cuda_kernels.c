@@ -499,6 +499,66 @@ static void test_attn_big(void **st) {
 static void test_attn_cmp_select(void **st) { run_attn(ATTN_CMP); }
 static void test_attn_slc(void **st) { run_attn(ATTN_SLC); }
 
+/* block choice over more candidate blocks than one scoring chunk (351
+ * visible blocks: chunks of 256), pages in a scrambled order */
+static void test_select_long(void **st) {
+    (void)st;
+    const int G = 2, dg = 4, dR = 2, H = 4, B = 2, top_n = 6, nb_max = 400, np = 352;
+    const int S = G * dg + dR, pos = 701;
+    const int64_t pe = (int64_t)(B + 1) * S;
+    uint16_t *kv = malloc((size_t)np * pe * 2);
+    int32_t tab[352];
+    for (int k = 0; k < np; k++)
+        tab[k] = (k * 7) % np;
+    fill_bf16(kv, (size_t)np * pe, 1.0f);
+    float qt[4 * 4], qr[8], lse[4];
+    fill_f32(qt, 16, 1.0f);
+    fill_f32(qr, 8, 1.0f);
+    fill_f32(lse, 4, 1.0f);
+    int32_t tp = pos, ts = 0, toff = 0, anc = 0;
+    int32_t tsel[2 * 6], tcnt[2], tsel_g[2 * 6], tcnt_g[2];
+    select_params sp = {.n_anchors = 1, .H = H, .anchors = &anc, .scale = 0.3f,
+                        .init_blocks = 1, .local_blocks = 2, .nb_max = nb_max,
+                        .c = {.kv = kv, .page_elems = pe, .layer_off = 0, .B = B, .G = G,
+                              .dg = dg, .dR = dR, .tab = tab, .seq_toff = &toff},
+                        .tok_pos = &tp, .tok_seq = &ts, .qt = qt, .qr = qr, .ld_qr = 8,
+                        .qr_stride = 2, .lse = lse,
+                        .s = {.tsel = tsel, .tsel_cnt = tcnt, .Lg = 1, .ti = 0, .top_n = top_n}};
+    select_blocks_ref(&sp);
+    select_params sd = sp;
+    sd.anchors = dup_dev(&anc, 4);
+    sd.c.kv = dup_dev(kv, (size_t)np * pe * 2);
+    sd.c.tab = dup_dev(tab, sizeof tab);
+    sd.c.seq_toff = dup_dev(&toff, 4);
+    sd.tok_pos = dup_dev(&tp, 4);
+    sd.tok_seq = dup_dev(&ts, 4);
+    sd.qt = dup_dev(qt, sizeof qt);
+    sd.qr = dup_dev(qr, sizeof qr);
+    sd.lse = dup_dev(lse, sizeof lse);
+    sd.s.tsel = poison_dev(sizeof tsel);
+    sd.s.tsel_cnt = poison_dev(sizeof tcnt);
+    sd.scores = poison_dev((size_t)G * nb_max * 4);
+    assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+    get_dev(tsel_g, sd.s.tsel, sizeof tsel);
+    get_dev(tcnt_g, sd.s.tsel_cnt, sizeof tcnt);
+    cmp_i32("select sets, 351 blocks", tsel_g, tsel, 12);
+    cmp_i32("select counts, 351 blocks", tcnt_g, tcnt, 2);
+    n_kernels++;
+    cudaFree((void *)sd.anchors);
+    cudaFree((void *)sd.c.kv);
+    cudaFree((void *)sd.c.tab);
+    cudaFree((void *)sd.c.seq_toff);
+    cudaFree((void *)sd.tok_pos);
+    cudaFree((void *)sd.tok_seq);
+    cudaFree((void *)sd.qt);
+    cudaFree((void *)sd.qr);
+    cudaFree((void *)sd.lse);
+    cudaFree(sd.s.tsel);
+    cudaFree(sd.s.tsel_cnt);
+    cudaFree(sd.scores);
+    free(kv);
+}
+
 static void test_compress(void **st) {
     const int B = 7, S = 37, npages = 9, nl = 3;
     const int64_t pe = (int64_t)nl * (B + 1) * S, lo = (int64_t)2 * (B + 1) * S;
@@ -774,7 +834,8 @@ int main(void) {
         cmocka_unit_test(test_rope_cache),   cmocka_unit_test(test_attn_local),
         cmocka_unit_test(test_attn_big),
         cmocka_unit_test(test_attn_cmp_select), cmocka_unit_test(test_attn_slc),
-        cmocka_unit_test(test_compress),     cmocka_unit_test(test_absorb_expand),
+        cmocka_unit_test(test_compress),
+        cmocka_unit_test(test_select_long),     cmocka_unit_test(test_absorb_expand),
         cmocka_unit_test(test_absorb_expand_vec),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
