@@ -961,7 +961,7 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
  * maxkeys keys per token: the whole latent group per block (one pass over
  * the keys for all its heads) while the grid is large; for small grids
  * fewer heads per block (down to 4), then the keys split across blocks
- * (flash-decoding) until about two blocks per SM. */
+ * (flash-decoding) until about four blocks per SM. */
 static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int maxkeys) {
     const int hpg = c->H / G;
     int nh = hpg;
@@ -990,7 +990,7 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
     if (blocks >= c->n_sm || maxkeys <= ATTN_KT)
         return;
     const int tiles = (maxkeys + ATTN_KT - 1) / ATTN_KT;
-    int ns = (int)((2L * c->n_sm + blocks - 1) / blocks);
+    int ns = (int)((4L * c->n_sm + blocks - 1) / blocks);
     if (ns > tiles)
         ns = tiles;
     const int per = (tiles + ns - 1) / ns;

@@ -26,6 +26,7 @@ constexpr int ATT_KT = ATTN_KT; /* keys per tile = warp size (softmax step) */
 static_assert(ATT_KT == 32, "the softmax step maps one key to one lane");
 constexpr int ATT_LU = 8; /* 16-byte key loads per thread in flight */
 constexpr int SEL_THREADS = 256;
+constexpr int SEL_SMEM_MAX = 11 * 1024; /* candidates kept in shared memory (< 48 KB) */
 
 __host__ __device__ inline int pad_odd(int e) { return (e & 1) ? e : e + 1; }
 
@@ -440,7 +441,14 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
     __shared__ int s_cnt, s_stop;
     __shared__ float rv[SEL_THREADS / 32];
     __shared__ int ri[SEL_THREADS / 32];
+    extern __shared__ float sv[]; /* [nb_max] when nb_max <= SEL_SMEM_MAX */
     float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
+    if (p.nb_max <= SEL_SMEM_MAX) {
+        /* the rounds scan shared memory, not L2 */
+        for (int b = threadIdx.x; b < nvis; b += SEL_THREADS)
+            sv[b] = sc[b];
+        sc = sv;
+    }
 
     if (threadIdx.x == 0) {
         int cnt = 0;
@@ -593,7 +601,8 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
     select_score_kernel<<<sgrid, SEL_THREADS, smem, stream>>>(*p);
     KC_LAUNCH_CHECK();
     const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
-    select_kernel<<<grid, SEL_THREADS, 0, stream>>>(*p);
+    const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
+    select_kernel<<<grid, SEL_THREADS, vsm, stream>>>(*p);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
