@@ -1,0 +1,42 @@
+/* tests/cuda/emu/cuda_runtime.h - CPU shim of the CUDA built-ins the kernels
+ * use (tools/gpu/emu plus grid z and the built-ins of attn_latent, cb_ops
+ * and rope_cache; see tests/cuda/emu_kernels.sh).  Not the CUDA runtime. */
+#ifndef EMU_CUDA_RUNTIME_H
+#define EMU_CUDA_RUNTIME_H
+#include "cuda_runtime_api.h"
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <algorithm>
+using std::isnan; using std::min; using std::max;
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+struct dim3 { unsigned x, y, z; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
+struct uint4 { unsigned x, y, z, w; };
+struct uint2 { unsigned x, y; };
+inline uint2 make_uint2(unsigned a, unsigned b) { return uint2{a, b}; }
+struct float4 { float x, y, z, w; };
+inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
+extern thread_local dim3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+template <class T> T __ldg(const T *p) { return *p; }
+void __syncthreads();
+inline void __syncwarp(unsigned = 0xffffffffu) {}
+inline float __expf(float x) { return expf(x); }
+void emu_warp_exchange(uint64_t *v, int o);
+template <class T> T __shfl_xor_sync(unsigned, T v, int o) {
+    uint64_t u = 0; memcpy(&u, &v, sizeof v); emu_warp_exchange(&u, o); memcpy(&v, &u, sizeof v); return v;
+}
+void emu_launch(std::function<void()> f, dim3 grid, dim3 block);
+inline void emu_launch(std::function<void()> f, dim3 grid, dim3 block, size_t, cudaStream_t) { emu_launch(f, grid, block); }
+inline void emu_launch(std::function<void()> f, dim3 grid, dim3 block, size_t) { emu_launch(f, grid, block); }
+#endif
