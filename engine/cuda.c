@@ -36,9 +36,11 @@
  * fixtures at 5.6e-2 relative L2 from the CPU engine, mostly through the
  * q|kv_a|g and o_proj products, against 1.2e-2 with the pair; ASA-SPEC 6
  * asks < 2e-2).  ASA_CUDA_PRECISE=0 at create drops the lo product (twice
- * the prefill product rate, the larger error).  Attention runs one block per (token, latent
- * group, head chunk), and splits the keys across blocks (log-sum-exp
- * merge) when that grid is too small for the GPU (cu__attn_plan).
+ * the prefill product rate, the larger error).  Up to CU_STACK_M / 2 rows
+ * hi and lo go through one product of 2M rows.  Attention runs one block
+ * per (token, latent group, head chunk), and splits the keys across blocks
+ * (log-sum-exp merge) when that grid is too small for the GPU
+ * (cu__attn_plan).
  *
  * Sampling: rows that need only a greedy token and raw logprobs (no bias,
  * penalties or logits output) are sampled on the device by topn_cuda; every
