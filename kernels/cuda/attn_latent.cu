@@ -113,9 +113,11 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
     const int h0 = g * hpg + (int)(blockIdx.z / ns) * nh, sp = (int)(blockIdx.z % ns);
     float *q = sm;                      /* [nh][E] */
     /* register-tiled score and sum loops (2 heads x 2 keys, 2 heads x 4
-     * dims per thread, float4 shared loads) when the shapes allow; the
-     * same fmaf chains as the scalar loops, so the same bits */
-    const bool fast = nh % 2 == 0 && dg % 4 == 0 && dR % 4 == 0;
+     * dims per thread, float4 shared loads) when the shapes allow and the
+     * block has at least 8 heads (fewer: decode blocks, where the scalar
+     * loops have the shorter chains per thread and the odd tile stride);
+     * the same fmaf chains as the scalar loops, so the same bits */
+    const bool fast = nh % 2 == 0 && nh >= 8 && dg % 4 == 0 && dR % 4 == 0;
     const int Ep = att_tile_stride(E, fast);
     float *tile = q + nh * E;           /* [KT][Ep] */
     float *sc = tile + ATT_KT * (E + 8); /* [nh][KT] */
@@ -191,11 +193,9 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
             }
         }
         __syncthreads();
-        if (fast && nh >= 8) {
+        if (fast) {
             /* thread: heads 2hp, 2hp+1 x keys kq + 16j (j < 2): a quarter
-             * warp reads 8 consecutive rows (Ep / 4 odd: no bank conflict).
-             * Fewer heads (decode blocks): the scalar loop, which has the
-             * shorter chain per thread */
+             * warp reads 8 consecutive rows (Ep / 4 odd: no bank conflict) */
             const int E4 = E >> 2;
             for (int it = threadIdx.x; it < nh * (ATT_KT / 4); it += ATT_THREADS) {
                 const int hp = it / 16, kq = it % 16;
