@@ -1,17 +1,31 @@
 /*
- * bench_cuda_engine - first timing of the CUDA engine on the asa-1.3b shape
+ * bench_cuda_engine - timing of the CUDA engine on the asa-1.3b shape
  * (ASA-SPEC 5) with seeded random bf16 weights built in memory (every
  * matrix views one shared random buffer, so nothing is written to disk).
  *
- *   bench_cuda_engine [context=1024] [steps=20] [tiny]
+ *   bench_cuda_engine [context=1024] [steps=20] [tiny|full] [batches=1,8]
  *
- * Prints, one line each: prefill of a `context`-token prompt (one step),
- * and the decode step time (median over `steps` timed steps after 3 warm-up
- * steps) at batch 1 and 8 with every sequence at `context` tokens, plus the
- * weight bytes a decode step reads and the bandwidth that implies.  Step
- * times include the host work of a step (metadata, logits copy, sampling).
+ * Prints, one line each: prefill of a `context`-token prompt (median of 3
+ * one-step prefills; contexts up to 32768 only), how the decode caches were
+ * filled ("cache: ..."), and the decode step time (median over `steps`
+ * timed steps after 3 warm-up steps) at each batch of the comma-separated
+ * list with every sequence at `context` tokens, plus the weight bytes a
+ * decode step reads and the bandwidth that implies.  Step times include the
+ * host work of a step (metadata, logits copy, sampling).
+ *
+ * Caches: one source sequence is prefilled for real with P = context
+ * tokens (P = 8192 above 32768: a prefill step is limited to 32768 tokens
+ * here, and the engine's SiLU kernel takes at most 65535 rows per step),
+ * and every decode sequence gets its own pages holding copies of the
+ * source's pages (page copies of an eng_step without sequences) plus the
+ * source's selection state (eng_seq_fork).  With P = context each decode
+ * sequence holds exactly the real prefill's cache; above 32768 the pages
+ * repeat the P-token prefill's pages cyclically (values of a real prefill,
+ * at the wrong positions: a cache of plausible random values, which is
+ * what the timing needs).  Above 32768 the context must be a multiple of
+ * the selection share (the first decode step is then an anchor).
  * "tiny" shrinks the model (4 layers, d 256) to check the program itself.
- * Exits 77 without a CUDA device.
+ * Exits 77 without a CUDA device, 3 when the caches do not fit.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -44,14 +58,26 @@ static int cmp_d(const void *a, const void *b) {
 
 /* One decode step for n sequences; returns seconds. */
 static double decode_step(eng *e, int n, int *slot, kv_seq **kv, int *pos, int32_t *last) {
-    eng_seq_step q[64];
-    eng_seq_result r[64];
-    kv_copy cp[64];
+    static eng_seq_step *q;
+    static eng_seq_result *r;
+    static kv_copy *cp;
+    static int cap;
     int ncp = 0;
+    if (n > cap) {
+        free(q);
+        free(r);
+        free(cp);
+        q = malloc((size_t)n * sizeof *q);
+        r = malloc((size_t)n * sizeof *r);
+        cp = malloc((size_t)4 * n * sizeof *cp);
+        if (!q || !r || !cp)
+            return -1;
+        cap = n;
+    }
     static const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
     double t0 = asa_now();
     for (int i = 0; i < n; i++) {
-        if (kv_seq_alloc(eng_kv_pool(e), kv[i], 1, cp, 64, &ncp))
+        if (kv_seq_alloc(eng_kv_pool(e), kv[i], 1, cp, 4 * n, &ncp))
             return -1;
         q[i] = (eng_seq_step){.slot = slot[i], .tokens = &last[i], .n_tokens = 1,
                               .pos0 = pos[i], .kv = kv[i], .sample = true, .sp = &sp};
@@ -77,6 +103,25 @@ int main(int argc, char **argv) {
     const int ctx = argc > 1 ? atoi(argv[1]) : 1024;
     const int steps = argc > 2 ? atoi(argv[2]) : 20;
     const bool tiny = argc > 3 && strcmp(argv[3], "tiny") == 0;
+    int batches[16], nbat = 0, maxb = 1;
+    {
+        const char *bl = argc > 4 ? argv[4] : "1,8";
+        while (*bl && nbat < 16) {
+            char *end;
+            long v = strtol(bl, &end, 10);
+            if (end == bl || v < 1 || v > 4096) {
+                printf("bench_cuda_engine: bad batch list '%s'\n", argv[4]);
+                return 2;
+            }
+            batches[nbat++] = (int)v;
+            maxb = v > maxb ? (int)v : maxb;
+            bl = *end == ',' ? end + 1 : end;
+        }
+    }
+    if (ctx < 16 || steps < 1) {
+        printf("bench_cuda_engine: context >= 16 and steps >= 1\n");
+        return 2;
+    }
     const int L = tiny ? 4 : 24, d = tiny ? 256 : 2048, F = tiny ? 704 : 5632;
     const int V = tiny ? 512 : 32000, H = tiny ? 4 : 32, dh = 64, dv = 64, dR = 32;
     const int lG = 1, ldg = tiny ? 96 : 192, gG = 2, gdg = tiny ? 48 : 96;
@@ -147,15 +192,24 @@ int main(int argc, char **argv) {
     m.norm = vec(ones, d);
     k->tie_word_embeddings = false;
 
-    const int max_seqs = 8;
+    /* the source sequence's real prefill (see the top comment) */
+    const int P = ctx <= 32768 ? ctx : 8192;
+    const int Bk = 16, sh = 4;
+    if (P < ctx && ctx % sh) {
+        printf("bench_cuda_engine: contexts above 32768 must be multiples of %d\n", sh);
+        return 2;
+    }
+    /* every decode sequence runs (warm-up + timed) steps per batch it is in */
+    const int grow = nbat * (steps + 3) + 2 * Bk;
+    const int max_seqs = maxb + 1, src_slot_i = maxb;
     eng_options o;
     eng_options_default(&o);
     o.backend = ENG_BACKEND_CUDA;
     o.max_seqs = max_seqs;
-    o.max_batch_tokens = ctx;
-    o.max_seq_len = ctx + steps + 64;
-    o.num_pages[KV_GLOBAL] = max_seqs * ((ctx + steps + 64) / 16 + 2) + 16;
-    o.num_pages[KV_LOCAL] = max_seqs * (512 / 16 + 3) + ctx / 16 + 8;
+    o.max_batch_tokens = P > maxb ? P : maxb;
+    o.max_seq_len = ctx + grow;
+    o.num_pages[KV_GLOBAL] = maxb * ((ctx + grow) / Bk + 2) + P / Bk + 2 + 16;
+    o.num_pages[KV_LOCAL] = max_seqs * (512 / Bk + 3) + P / Bk + 8;
     eng *e = NULL;
     char msg[256] = "";
     asa_errbuf eb = {msg, sizeof msg};
@@ -177,73 +231,166 @@ int main(int argc, char **argv) {
     }
     wbytes += 2.0 * V * d;
 
-    int32_t *prompt = malloc((size_t)ctx * sizeof(int32_t));
-    for (int i = 0; i < ctx; i++)
+    int32_t *prompt = malloc((size_t)P * sizeof(int32_t));
+    int *slot = malloc((size_t)max_seqs * sizeof(int)), *pos = malloc((size_t)max_seqs * sizeof(int));
+    kv_seq **kv = calloc((size_t)max_seqs, sizeof *kv);
+    int32_t *last = malloc((size_t)max_seqs * sizeof(int32_t));
+    const int max_fill = 8192;
+    kv_copy *fill = malloc((size_t)max_fill * sizeof *fill);
+    if (!prompt || !slot || !pos || !kv || !last || !fill)
+        return 1;
+    for (int i = 0; i < P; i++)
         prompt[i] = (int32_t)(next_u32() % (uint32_t)V);
-    int slot[max_seqs], pos[max_seqs];
-    kv_seq *kv[max_seqs];
-    int32_t last[max_seqs];
-    double t_prefill[3];
-    for (int i = 0; i < max_seqs; i++) {
-        if (eng_seq_open(e, &slot[i]) || kv_seq_create(eng_kv_pool(e), &kv[i]))
+    static const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    /* the source: prefilled 3 times (timing; the last one is kept) when it
+     * is the whole context, once otherwise */
+    const int n_pre = P == ctx ? 3 : 1;
+    double t_prefill[3] = {0, 0, 0};
+    const int src = src_slot_i;
+    int32_t src_last = 0;
+    for (int r = 0; r < n_pre; r++) {
+        if (r > 0) {
+            kv_seq_destroy(eng_kv_pool(e), kv[src]);
+            eng_seq_close(e, slot[src]);
+        }
+        if (eng_seq_open(e, &slot[src]) || kv_seq_create(eng_kv_pool(e), &kv[src]))
             return 1;
-        pos[i] = 0;
         kv_copy cp[8];
         int ncp = 0;
-        if (kv_seq_alloc(eng_kv_pool(e), kv[i], ctx, cp, 8, &ncp))
-            return 1;
-        static const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
-        eng_seq_step q = {.slot = slot[i], .tokens = prompt, .n_tokens = ctx, .pos0 = 0,
-                          .kv = kv[i], .sample = true, .sp = &sp};
+        if (kv_seq_alloc(eng_kv_pool(e), kv[src], P, cp, 8, &ncp)) {
+            printf("bench_cuda_engine: kv_seq_alloc of the %d-token source failed\n", P);
+            return 3;
+        }
+        eng_seq_step q = {.slot = slot[src], .tokens = prompt, .n_tokens = P, .pos0 = 0,
+                          .kv = kv[src], .sample = true, .sp = &sp};
         eng_batch b = {.n_seqs = 1, .seqs = &q, .copies = cp, .n_copies = ncp};
-        eng_seq_result r;
+        eng_seq_result res;
         double t0 = asa_now();
-        if ((err = eng_step(e, &b, &r))) {
-            printf("bench_cuda_engine: prefill: %s\n", asa_strerror(err));
+        if ((err = eng_step(e, &b, &res))) {
+            printf("bench_cuda_engine: prefill of %d tokens: %s\n", P, asa_strerror(err));
             return 1;
         }
-        if (i < 3)
-            t_prefill[i] = asa_now() - t0;
+        t_prefill[r] = asa_now() - t0;
+        kv_seq_commit(eng_kv_pool(e), kv[src], P);
+        src_last = res.token;
+    }
+    /* the decode sequences: own pages, copies of the source's */
+    int sg_n = 0, sl_n = 0;
+    const int32_t *sg = kv_seq_table(kv[src], KV_GLOBAL, &sg_n);
+    const int32_t *sl = kv_seq_table(kv[src], KV_LOCAL, &sl_n);
+    int sl_any = -1;
+    for (int j = 0; j < sl_n; j++)
+        if (sl[j] >= 0)
+            sl_any = sl[j];
+    const double tf = asa_now();
+    for (int i = 0; i < maxb; i++) {
+        if (eng_seq_open(e, &slot[i]) || eng_seq_fork(e, slot[src], slot[i]) ||
+            kv_seq_create(eng_kv_pool(e), &kv[i]))
+            return 1;
+        kv_copy cp[8];
+        int ncp = 0;
+        if (kv_seq_alloc(eng_kv_pool(e), kv[i], ctx, cp, 8, &ncp)) {
+            printf("bench_cuda_engine: no pages for %d sequences of %d tokens\n", maxb, ctx);
+            return 3;
+        }
+        int ng = 0, nl = 0, nf = 0;
+        for (int j = 0; j < ncp; j++) /* none for a fresh sequence; kept for the contract */
+            fill[nf++] = cp[j];
+        const int32_t *gt = kv_seq_table(kv[i], KV_GLOBAL, &ng);
+        const int32_t *lt = kv_seq_table(kv[i], KV_LOCAL, &nl);
+        for (int c = 0; c < 2; c++) {
+            const int32_t *t = c == 0 ? gt : lt;
+            const int n = c == 0 ? ng : nl;
+            for (int j = 0; j < n; j++) {
+                if (t[j] < 0)
+                    continue;
+                int s_ = -1;
+                if (c == 0 && sg_n > 0)
+                    s_ = sg[j % sg_n];
+                else if (c == 1) {
+                    s_ = j < sl_n && sl[j] >= 0 ? sl[j] : sl_any;
+                    if (P < ctx && sl_n > 0 && sl[j % sl_n] >= 0)
+                        s_ = sl[j % sl_n];
+                }
+                if (s_ < 0 || s_ == t[j])
+                    continue;
+                fill[nf++] = (kv_copy){.cls = c == 0 ? KV_GLOBAL : KV_LOCAL, .src = s_, .dst = t[j]};
+                if (nf == max_fill) {
+                    eng_batch fb = {.n_seqs = 0, .copies = fill, .n_copies = nf};
+                    if ((err = eng_step(e, &fb, NULL))) {
+                        printf("bench_cuda_engine: page copies: %s\n", asa_strerror(err));
+                        return 1;
+                    }
+                    nf = 0;
+                }
+            }
+        }
+        if (nf > 0) {
+            eng_batch fb = {.n_seqs = 0, .copies = fill, .n_copies = nf};
+            if ((err = eng_step(e, &fb, NULL))) {
+                printf("bench_cuda_engine: page copies: %s\n", asa_strerror(err));
+                return 1;
+            }
+        }
         kv_seq_commit(eng_kv_pool(e), kv[i], ctx);
         pos[i] = ctx;
-        last[i] = r.token;
+        last[i] = P == ctx ? src_last : (int32_t)(next_u32() % (uint32_t)V);
     }
-    qsort(t_prefill, 3, sizeof(double), cmp_d);
+    cudaDeviceSynchronize();
+    const double t_fill = asa_now() - tf;
+    qsort(t_prefill, (size_t)n_pre, sizeof(double), cmp_d);
     printf("bench_cuda_engine: %s shape, random bf16 weights, load %.2f s, weights read "
            "per decode step %.1f MB\n", tiny ? "tiny" : "asa-1.3b", tl, wbytes / 1e6);
-    printf("%-28s %10.3f ms  (%.0f tokens/s)\n", "prefill (one step)", t_prefill[1] * 1e3,
-           ctx / t_prefill[1]);
+    if (P == ctx)
+        printf("%-28s %10.3f ms  (%.0f tokens/s)\n", "prefill (one step)",
+               t_prefill[n_pre / 2] * 1e3, ctx / t_prefill[n_pre / 2]);
+    if (P == ctx)
+        printf("cache: prefill (a real %d-token prefill, its pages copied to each of %d "
+               "sequences in %.2f s)\n", ctx, maxb, t_fill);
+    else
+        printf("cache: random (pages of a real %d-token prefill (%.0f ms) repeated up to %d "
+               "tokens in each of %d sequences, %.2f s)\n", P, t_prefill[0] * 1e3, ctx, maxb,
+               t_fill);
     {
         /* KV bytes per token from the pool's page sizes: global pages hold
          * every token (plus the compressed entry); local pages only the
          * window, so they are a fixed amount per sequence */
         const kv_pool_config *pc = kv_pool_get_config(eng_kv_pool(e));
-        const int Bk = pc->block_size;
+        const int B = pc->block_size;
         printf("kv bytes: %.0f per token at long context (global pages), local windows %.2f MB "
-               "per sequence\n", (double)pc->page_bytes[KV_GLOBAL] / Bk,
-               (double)pc->page_bytes[KV_LOCAL] * ((pc->window + Bk - 1) / Bk + 1) / 1e6);
+               "per sequence\n", (double)pc->page_bytes[KV_GLOBAL] / B,
+               (double)pc->page_bytes[KV_LOCAL] * ((pc->window + B - 1) / B + 1) / 1e6);
     }
-    const int batches[2] = {1, 8};
     double *ts = malloc((size_t)steps * sizeof(double));
-    for (int bi = 0; bi < 2; bi++) {
+    for (int bi = 0; bi < nbat; bi++) {
         int n = batches[bi];
         for (int s = 0; s < 3; s++)
-            if (decode_step(e, n, slot, kv, pos, last) < 0)
+            if (decode_step(e, n, slot, kv, pos, last) < 0) {
+                printf("bench_cuda_engine: decode batch %d failed\n", n);
                 return 1;
+            }
         for (int s = 0; s < steps; s++)
-            if ((ts[s] = decode_step(e, n, slot, kv, pos, last)) < 0)
+            if ((ts[s] = decode_step(e, n, slot, kv, pos, last)) < 0) {
+                printf("bench_cuda_engine: decode batch %d failed\n", n);
                 return 1;
+            }
         qsort(ts, (size_t)steps, sizeof(double), cmp_d);
         double med = ts[steps / 2];
         char name[64];
         snprintf(name, sizeof name, "decode batch %d ctx %d", n, ctx);
         printf("%-28s %10.3f ms  (min %.3f; %.0f tokens/s; weights at %.0f GB/s)\n", name,
                med * 1e3, ts[0] * 1e3, n / med, wbytes / med / 1e9);
+        fflush(stdout);
     }
     for (int i = 0; i < max_seqs; i++) {
         kv_seq_destroy(eng_kv_pool(e), kv[i]);
         eng_seq_close(e, slot[i]);
     }
+    free(fill);
+    free(last);
+    free(kv);
+    free(pos);
+    free(slot);
     eng_destroy(e);
     free(ts);
     free(prompt);
