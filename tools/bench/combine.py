@@ -47,15 +47,19 @@ def parse_cuda_logs(work):
             text = open(path, errors="replace").read()
         except OSError:
             continue
-        run = {"mode": mode, "ctx": ctx, "log": os.path.basename(path), "decode": [], "prefill_ms": None}
+        run = {"mode": mode, "ctx": ctx, "log": os.path.basename(path), "decode": [], "prefill_ms": None,
+               "cache": None}
         for line in text.splitlines():
+            f = re.match(r"^cache: (\w+)", line)
+            if f:
+                run["cache"] = f.group(1)  # "prefill" or "random" (pages of a shorter prefill)
             d = re.match(r"^decode batch (\d+) ctx (\d+)\s+([0-9.]+) ms", line)
             if d:
                 b, c, ms = int(d.group(1)), int(d.group(2)), float(d.group(3))
                 run["decode"].append({"batch": b, "ctx": c, "ms": ms})
                 cur = out["decode"].get((b, c))
                 if cur is None or ms < cur["ms"]:
-                    out["decode"][(b, c)] = {"ms": ms, "mode": mode}
+                    out["decode"][(b, c)] = {"ms": ms, "mode": mode, "cache": run["cache"]}
             p = re.match(r"^prefill \(one step\)\s+([0-9.]+) ms", line)
             if p:
                 ms = float(p.group(1))
@@ -147,7 +151,7 @@ def main():
         cu = cuda["decode"].get((b, c))
         add("decode b=%d ctx=%s" % (b, common.fmt_ctx(c)), cu and cu["ms"], fl, bound or "",
             e_dec.get((b, c), {}).get("ms"), l_dec.get((b, c), {}).get("ms"),
-            {"kind": "decode", "batch": b, "ctx": c, "cuda_mode": cu and cu["mode"],
+            {"kind": "decode", "batch": b, "ctx": c, "cuda_mode": cu and cu["mode"], "cuda_cache": cu and cu.get("cache"),
              "llama_cache": l_dec.get((b, c), {}).get("cache")})
     for T in pre_keys:
         fl = bound = None
@@ -215,7 +219,9 @@ def main():
                 nm, len(d.get("decode", [])), len(d.get("prefill", [])), len(d.get("skipped", [])),
                 len(d.get("errors", []))))
     srcs.append("cuda: %d runs (%s)" % (len(cuda["runs"]), ", ".join(
-        "%s/%s %s" % (r["mode"], common.fmt_ctx(r["ctx"]), r["status"]) for r in cuda["runs"]) or "none"))
+        "%s/%s %s%s" % (r["mode"], common.fmt_ctx(r["ctx"]), r["status"],
+                        ", cache %s" % r["cache"] if r.get("cache") else "")
+        for r in cuda["runs"]) or "none"))
     lines.append("sources: " + "; ".join(srcs))
     if args.notes and os.path.exists(args.notes):
         for ln in open(args.notes).read().splitlines():
