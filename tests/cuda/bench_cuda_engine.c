@@ -209,7 +209,9 @@ int main(int argc, char **argv) {
     o.max_batch_tokens = P > maxb ? P : maxb;
     o.max_seq_len = ctx + grow;
     o.num_pages[KV_GLOBAL] = maxb * ((ctx + grow) / Bk + 2) + P / Bk + 2 + 16;
-    o.num_pages[KV_LOCAL] = max_seqs * (512 / Bk + 3) + P / Bk + 8;
+    /* a fresh sequence's allocation takes local pages for every position
+     * until its commit returns those behind the window */
+    o.num_pages[KV_LOCAL] = max_seqs * (512 / Bk + 3) + ctx / Bk + 8;
     eng *e = NULL;
     char msg[256] = "";
     asa_errbuf eb = {msg, sizeof msg};
@@ -302,8 +304,8 @@ int main(int argc, char **argv) {
             const int32_t *t = c == 0 ? gt : lt;
             const int n = c == 0 ? ng : nl;
             for (int j = 0; j < n; j++) {
-                if (t[j] < 0)
-                    continue;
+                if (t[j] < 0 || (c == 1 && j < (ctx - k->local.window) / Bk - 1))
+                    continue; /* local pages behind the window: returned at the commit */
                 int s_ = -1;
                 if (c == 0 && sg_n > 0)
                     s_ = sg[j % sg_n];
