@@ -6,7 +6,8 @@
 #
 # Usage: tests/cuda/emulate.sh BUILD_DIR
 #   BUILD_DIR: a -DASA_CUDA=ON build in which test_cuda_engine,
-#   test_cuda_kernels and bench_cuda_engine are built.  For a sanitizer
+#   test_cuda_kernels and bench_cuda_engine (and optionally test_cuda_model)
+#   are built.  For a sanitizer
 #   build (-DASA_SANITIZE=ON) set LDFLAGS=-fsanitize=address,undefined.
 # The launchers inside the CUDA libraries are made weak (objcopy) so that
 # the emulated ones win at link time.
@@ -38,11 +39,23 @@ c++ ${LDFLAGS:-} "$D/test_cuda_engine.dir/test_cuda_engine.c.o" \
 c++ ${LDFLAGS:-} "$D/test_cuda_kernels.dir/test_cuda_kernels.c.o" "$W/fake.o" -o "$W/kernels" $LIBS
 # shellcheck disable=SC2086
 c++ ${LDFLAGS:-} "$D/bench_cuda_engine.dir/bench_cuda_engine.c.o" "$W/fake.o" -o "$W/bench" $LIBS
+if [ -f "$D/test_cuda_model.dir/test_cuda_model.c.o" ]; then
+    TOKLIBS="$B/tokenizer/libasa_tokenizer.a $(pkg-config --libs libpcre2-8) $(pkg-config --libs libutf8proc 2>/dev/null || true)"
+    # shellcheck disable=SC2086
+    c++ ${LDFLAGS:-} "$D/test_cuda_model.dir/test_cuda_model.c.o" \
+        "$D/test_cuda_model.dir/__/engine/eng_test_util.c.o" \
+        "$D/test_cuda_model.dir/__/engine/model_writer.c.o" "$W/fake.o" -o "$W/model" \
+        $TOKLIBS $LIBS
+fi
 rc=0
 "$W/kernels" > "$W/k.log" 2>&1 || rc=1
 tail -1 "$W/k.log"
 ASA_FIXTURES_OVERRIDE=${ASA_FIXTURES_OVERRIDE:-$SRC/tests/fixtures} "$W/engine" > "$W/e.log" 2>&1 || rc=1
 grep -E "ERROR|^test_cuda_engine:" "$W/e.log" || true
+if [ -x "$W/model" ]; then
+    "$W/model" > "$W/m.log" 2>&1 || rc=1
+    grep -E "^test_cuda_model:" "$W/m.log" | tail -1
+fi
 echo "emulation binaries in $W"
 "$W/bench" 64 4 tiny > "$W/b.log" 2>&1 || rc=1
 tail -3 "$W/b.log"
