@@ -6,12 +6,14 @@
 #   build machine:  cmake -S . -B .devlibs/build-cuda -G Ninja -DASA_CUDA=ON \
 #                     -DCMAKE_BUILD_TYPE=Release
 #                   cmake --build .devlibs/build-cuda --target test_cuda_kernels \
-#                     test_cuda_engine bench_cuda_engine
+#                     test_cuda_engine test_cuda_model bench_cuda_engine
 #                   mkdir -p .devlibs/cuda-bin .devlibs/lib
 #                   cp .devlibs/build-cuda/tests/cuda/{test_cuda_kernels,test_cuda_engine,\
-#                     bench_cuda_engine} .devlibs/build-cuda/tests/kernels/test_*_cuda \
+#                     test_cuda_model,bench_cuda_engine} \
+#                     .devlibs/build-cuda/tests/kernels/test_*_cuda \
 #                     .devlibs/cuda-bin/          (~10 MB: carry this, not the build)
-#                   copy libjansson.so.4 and libcmocka.so.0 (and libuv.so.1,
+#                   copy libjansson.so.4 and libcmocka.so.0 (libpcre2-8.so.0 and
+#                     libutf8proc.so.2 for test_cuda_model; libuv.so.1,
 #                     libmicrohttpd.so.12 for other binaries) into .devlibs/lib
 #   GPU machine:    tools/gpu/run_cuda_engine.sh      (logs go to $OUT)
 # The binaries are looked up in $ASA_CUDA_BIN (default .devlibs/cuda-bin)
@@ -22,6 +24,8 @@
 # a step that would start with less than 15 s left is skipped):
 #   1. test_cuda_kernels   kernel unit tests vs host references
 #   2. test_cuda_engine    CUDA engine vs CPU engine on tests/fixtures/*
+#      test_cuda_model     the bundled models/asa-tiny on both engines, 64
+#                          greedy steps from four prompts (ASA_MODEL_DIR)
 #   3. the kernels/cuda unit tests of the other kernels, when built
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
@@ -109,6 +113,7 @@ fi
 
 run kernels 120 "$T/test_cuda_kernels"
 run engine_vs_cpu 150 "$T/test_cuda_engine"
+run model_vs_cpu 60 "$T/test_cuda_model" "$ROOT/models/asa-tiny"
 for k in gemv rmsnorm silu_mul topn; do
     b="$K/test_${k}_cuda"
     [ -x "$b" ] && run "kernel_$k" 60 "$b"
