@@ -26,6 +26,7 @@ constexpr int ATT_KT = ATTN_KT; /* keys per tile = warp size (softmax step) */
 static_assert(ATT_KT == 32, "the softmax step maps one key to one lane");
 constexpr int ATT_LU = 8; /* 16-byte key loads per thread in flight */
 constexpr int SEL_THREADS = 256;
+constexpr int SEL_HMAX = 16; /* heads per group scored in registers (more: one head at a time) */
 constexpr int SEL_SMEM_MAX = 11 * 1024; /* candidates kept in shared memory (< 48 KB) */
 
 __host__ __device__ inline int pad_odd(int e) { return (e & 1) ? e : e + 1; }
@@ -332,27 +333,50 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
 }
 
 /* Merge of split partials: one block per (token, head); the same epilogue
- * as the unsplit kernel. */
+ * as the unsplit kernel.  The split maxima, sums and weights are read once
+ * into shared memory (the threads load them in parallel), then every
+ * element's loop reads only its own column of the partials: at 128k the
+ * compressed branch has ~128 splits, and each thread used to walk them
+ * three times through L2.  The sums keep the ascending split order of the
+ * sequential form (the same bits in both modes). */
 __global__ void attn_merge_kernel(const attn_params p) {
+    extern __shared__ float mw[]; /* [3][ns]: maxima, sums, weights */
+    __shared__ float s_M, s_L;
     const int tl = blockIdx.x, t = p.t_off + tl, hh = blockIdx.y, dg = p.c.dg,
               ns = p.n_split;
     const float *pt = p.part + ((int64_t)tl * p.H + hh) * ns * (dg + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < ns; s++)
-        M = fmaxf(M, pt[s * (dg + 2) + dg]);
-    float L = 0.0f;
-    for (int s = 0; s < ns; s++) {
-        const float m = pt[s * (dg + 2) + dg];
-        if (m != -INFINITY)
-            L += pt[s * (dg + 2) + dg + 1] * expf(m - M);
+    float *mv = mw, *lv = mw + ns, *wv = mw + 2 * ns;
+    for (int s = threadIdx.x; s < ns; s += blockDim.x) {
+        mv[s] = pt[s * (dg + 2) + dg];
+        lv[s] = pt[s * (dg + 2) + dg + 1];
     }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float M = -INFINITY;
+        for (int s = 0; s < ns; s++)
+            M = fmaxf(M, mv[s]);
+        s_M = M;
+    }
+    __syncthreads();
+    const float M = s_M;
+    for (int s = threadIdx.x; s < ns; s += blockDim.x)
+        wv[s] = mv[s] != -INFINITY ? expf(mv[s] - M) : 0.0f;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float L = 0.0f;
+        for (int s = 0; s < ns; s++)
+            if (mv[s] != -INFINITY)
+                L += lv[s] * wv[s];
+        s_L = L;
+    }
+    __syncthreads();
+    const float L = s_L;
     for (int e = threadIdx.x; e < dg; e += blockDim.x) {
         float a = 0.0f;
-        for (int s = 0; s < ns; s++) {
-            const float m = pt[s * (dg + 2) + dg];
-            if (m != -INFINITY)
-                a += pt[s * (dg + 2) + e] * expf(m - M);
-        }
+#pragma unroll 8
+        for (int s = 0; s < ns; s++)
+            if (mv[s] != -INFINITY)
+                a += pt[s * (dg + 2) + e] * wv[s];
         float v = L > 0.0f ? a / L : 0.0f;
         const int64_t o = ((int64_t)t * p.H + hh) * dg + e;
         if (p.mode == ATTN_SLC) {
@@ -412,14 +436,34 @@ __global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_
             const uint16_t *ent = p.c.kv + (int64_t)tab[b] * p.c.page_elems + p.c.layer_off +
                                   (int64_t)B * S;
             sum = 0.0f;
-            for (int h = 0; h < hpg; h++) {
-                const float *qh = q + h * E;
-                float sv = 0.0f;
-                for (int e = 0; e < dg; e++)
-                    sv = fmaf(qh[e], kc_bf16_f32(ent[g * dg + e]), sv);
-                for (int e = 0; e < dR; e++)
-                    sv = fmaf(qh[dg + e], kc_bf16_f32(ent[G * dg + e]), sv);
-                sum += expf(sv * p.scale - lse[h]);
+            if (hpg <= SEL_HMAX) {
+                /* each entry value read once for all heads of the group;
+                 * the heads' chains (the same order as below) interleave */
+                float sv[SEL_HMAX];
+#pragma unroll
+                for (int h = 0; h < SEL_HMAX; h++)
+                    sv[h] = 0.0f;
+                for (int e = 0; e < E; e++) {
+                    const float x = kc_bf16_f32(ent[e < dg ? g * dg + e : G * dg + (e - dg)]);
+#pragma unroll
+                    for (int h = 0; h < SEL_HMAX; h++)
+                        if (h < hpg)
+                            sv[h] = fmaf(q[h * E + e], x, sv[h]);
+                }
+#pragma unroll
+                for (int h = 0; h < SEL_HMAX; h++)
+                    if (h < hpg)
+                        sum += expf(sv[h] * p.scale - lse[h]);
+            } else {
+                for (int h = 0; h < hpg; h++) {
+                    const float *qh = q + h * E;
+                    float sv = 0.0f;
+                    for (int e = 0; e < dg; e++)
+                        sv = fmaf(qh[e], kc_bf16_f32(ent[g * dg + e]), sv);
+                    for (int e = 0; e < dR; e++)
+                        sv = fmaf(qh[dg + e], kc_bf16_f32(ent[G * dg + e]), sv);
+                    sum += expf(sv * p.scale - lse[h]);
+                }
             }
         }
         sc[b] = sum;
@@ -438,7 +482,7 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
     const int pos = p.tok_pos[t];
     const int nvis = (pos + 1) / B, cur = pos / B;
     __shared__ int32_t chosen[64];
-    __shared__ int s_cnt, s_stop;
+    __shared__ int s_cnt, s_stop, s_pick;
     __shared__ float rv[SEL_THREADS / 32];
     __shared__ int ri[SEL_THREADS / 32];
     extern __shared__ float sv[]; /* [nb_max] when nb_max <= SEL_SMEM_MAX */
@@ -460,16 +504,22 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
     }
     __syncthreads();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    while (s_cnt < n && !s_stop) {
-        float bv = -1.0f;
-        int bi = 0x7fffffff;
-        for (int b = threadIdx.x; b < nvis; b += SEL_THREADS) {
-            const float v = sc[b];
-            if (v >= 0.0f && v > bv) { /* ascending b: a tie keeps the lower */
-                bv = v;
-                bi = b;
-            }
+    /* each thread keeps the best of its own candidates (b = threadIdx.x mod
+     * SEL_THREADS, ascending: a tie keeps the lower b); a round reduces
+     * those and only the owner of the chosen block scans its candidates
+     * again (8192 candidates at 128k: 32 per thread once, not per round) */
+    float mb = -1.0f;
+    int mi = 0x7fffffff;
+    for (int b = threadIdx.x; b < nvis; b += SEL_THREADS) {
+        const float v = sc[b];
+        if (v >= 0.0f && v > mb) {
+            mb = v;
+            mi = b;
         }
+    }
+    while (s_cnt < n && !s_stop) {
+        float bv = mb;
+        int bi = mi;
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) {
             const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
@@ -496,9 +546,21 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
                 chosen[s_cnt] = bi;
                 s_cnt = s_cnt + 1;
                 sc[bi] = -1.0f;
+                s_pick = bi;
             }
         }
         __syncthreads();
+        if (!s_stop && s_pick % SEL_THREADS == (int)threadIdx.x) {
+            mb = -1.0f;
+            mi = 0x7fffffff;
+            for (int b = threadIdx.x; b < nvis; b += SEL_THREADS) {
+                const float v = sc[b];
+                if (v >= 0.0f && v > mb) {
+                    mb = v;
+                    mi = b;
+                }
+            }
+        }
     }
     if (threadIdx.x == 0) {
         const int cnt = s_cnt;
@@ -553,6 +615,7 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
         !p->c.kv || !p->c.tab || !p->tok_pos || !p->tok_seq || !p->qt || !p->qr || !p->u ||
         (p->mode == ATTN_LOCAL && p->window < 1) || (p->mode == ATTN_CMP && !p->lse) ||
         (p->mode == ATTN_SLC && (!p->gate || !p->u_cmp || !p->s.sel_src)) || p->n_split < 1 ||
+        p->n_split > ATTN_MAX_SPLIT ||
         (p->n_split > 1 && (!p->part || p->split_keys < ATT_KT || p->split_keys % ATT_KT)))
         return ASA_EINVAL;
     const size_t smem = attn_smem(*p);
@@ -573,7 +636,8 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
     KC_LAUNCH_CHECK();
     if (p->n_split > 1) {
         const int th = p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
-        attn_merge_kernel<<<dim3((unsigned)p->T, (unsigned)p->H), th, 0, stream>>>(*p);
+        const size_t msm = 3 * sizeof(float) * (size_t)p->n_split;
+        attn_merge_kernel<<<dim3((unsigned)p->T, (unsigned)p->H), th, msm, stream>>>(*p);
         KC_LAUNCH_CHECK();
     }
     return ASA_OK;

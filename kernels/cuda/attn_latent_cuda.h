@@ -60,6 +60,7 @@ extern "C" {
 typedef enum attn_mode { ATTN_LOCAL = 0, ATTN_CMP = 1, ATTN_SLC = 2 } attn_mode;
 
 #define ATTN_KT 32 /* keys per shared-memory tile; split_keys is a multiple */
+#define ATTN_MAX_SPLIT 4000 /* n_split at most (the merge keeps 3 floats per split in shared memory) */
 
 /* Where a layer's cache entries are. */
 typedef struct attn_cache {
@@ -100,7 +101,7 @@ typedef struct attn_params {
     const float *u_cmp;      /* ATTN_SLC: [T][H][dg] */
     float *u;                /* [T][H][dg] out */
     float *lse;              /* ATTN_CMP: [T][H] out */
-    int n_split;             /* 1 (no split) or more */
+    int n_split;             /* 1 (no split) .. ATTN_MAX_SPLIT */
     int split_keys;          /* keys per split, multiple of ATTN_KT (n_split > 1) */
     float *part;             /* [T][H][n_split][dg + 2] workspace (n_split > 1),
                                 indexed by t - t_off */
