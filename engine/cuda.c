@@ -94,8 +94,8 @@
 
 #define CU_LOGIT_ROWS 256
 #define CU_INV_SPLIT (4 * ATTN_KT) /* keys per split in batch-invariant mode */
-#define CU_MAX_MARKS 1024
-#define CU_MAX_GRAPHS 48 /* timing events per step (ASA_CUDA_TIMING) */
+#define CU_MAX_MARKS 1024 /* timing events per step (ASA_CUDA_TIMING) */
+#define CU_MAX_GRAPHS 160 /* (padded batch, context bucket) graphs; then eager */
 
 /* GPU time categories of ASA_CUDA_TIMING */
 enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
@@ -201,9 +201,9 @@ typedef struct cu_be {
     long part_heads;           /* (token, head, split) triples part holds */
     int max_pos;               /* largest position of the current step */
     /* decode steps as CUDA graphs (default): one graph per
-     * (padded batch, power-of-two context bucket), captured the second
-     * time the key is seen (the first run is eager: module loading and
-     * cuBLAS set-up stay out of the capture) */
+     * (padded batch, context bucket: quarter steps of a power of two),
+     * captured the second time the key is seen (the first run is eager:
+     * module loading and cuBLAS set-up stay out of the capture) */
     bool graphs_on, capturing;
     bool graph_eager;          /* ASA_CUDA_GRAPHS=eager: padded steps, no capture */
     int pad_max;
@@ -820,7 +820,7 @@ static void *cu__meta(cu_be *c, size_t bytes, void **dev) {
  * tokens T..pad-1 are dummies (token 0 at position 0 of a dummy sequence
  * whose block tables hold the scratch pages), the anchor, completion and
  * store lists are padded with -1 (skipped by the kernels), every token has
- * a logits row, and max_pos is rounded up to a power of two (the split
+ * a logits row, and max_pos is rounded up to its context bucket (the split
  * plans are part of the graph).  *ntok gets pad then. */
 static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) {
     const eng_config *k = &c->m->cfg;
@@ -942,9 +942,18 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
         }
         for (nr = 0; nr < pad; nr++)
             c->rows[nr] = nr;
+        /* context buckets in quarter steps of each power of two (64, 80,
+         * 96, 112, 128, 160, ...): the split plans of the graph are made
+         * for the bucket, so a power-of-two bucket just past 2^k (the
+         * 128k benchmark at positions 131072+) planned for twice the
+         * compressed keys and left half of the split blocks idle */
         int bucket = 64;
-        while (bucket < max_pos + 1)
-            bucket *= 2;
+        while (bucket < max_pos + 1) {
+            int p2 = 64;
+            while (p2 * 2 <= bucket)
+                p2 *= 2;
+            bucket += p2 / 4;
+        }
         max_pos = bucket - 1;
     }
     memcpy(rows, c->rows, (size_t)nr * 4);
