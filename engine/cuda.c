@@ -94,6 +94,7 @@
 
 #define CU_LOGIT_ROWS 256
 #define CU_INV_SPLIT (4 * ATTN_KT) /* keys per split in batch-invariant mode */
+#define CU_SPLIT_TILES 8 /* key tiles per block of a split decode launch, about */
 #define CU_MAX_MARKS 1024 /* timing events per step (ASA_CUDA_TIMING) */
 #define CU_MAX_GRAPHS 160 /* (padded batch, context bucket) graphs; then eager */
 
@@ -998,15 +999,29 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
         }
         return;
     }
-    if (blocks >= c->n_sm || maxkeys <= ATTN_KT)
+    if (maxkeys <= ATTN_KT)
         return;
     const int tiles = (maxkeys + ATTN_KT - 1) / ATTN_KT;
-    int ns = (int)((4L * c->n_sm + blocks - 1) / blocks);
+    /* small grids: about four blocks per SM, and at most CU_SPLIT_TILES
+     * key tiles walked by one block (the compressed branch at 128k has
+     * 256 tiles per group: batch 8 had 9 splits of 29 tiles); full grids:
+     * split only very long ranges (4 x CU_SPLIT_TILES tiles per block) */
+    int ns = blocks < c->n_sm ? (int)((4L * c->n_sm + blocks - 1) / blocks) : 1;
+    const int lim = blocks < c->n_sm ? CU_SPLIT_TILES : 4 * CU_SPLIT_TILES;
+    if (ns < (tiles + lim - 1) / lim)
+        ns = (tiles + lim - 1) / lim;
     if (ns > tiles)
         ns = tiles;
+    const long cap = c->part_heads / ((long)T * c->H); /* partials of one launch */
+    if (ns > cap)
+        ns = (int)cap;
+    if (ns > ATTN_MAX_SPLIT)
+        ns = ATTN_MAX_SPLIT;
+    if (ns < 2)
+        return;
     const int per = (tiles + ns - 1) / ns;
     ns = (tiles + per - 1) / per;
-    if (ns > 1 && (long)T * c->H * ns <= c->part_heads) {
+    if (ns > 1) {
         at->n_split = ns;
         at->split_keys = per * ATTN_KT;
         at->part = c->part;
