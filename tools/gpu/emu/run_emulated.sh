@@ -17,7 +17,8 @@
 # Usage: tools/gpu/emu/run_emulated.sh [op ...]   (default: all four ops)
 set -eu
 R=$(cd "$(dirname "$0")/../../.." && pwd)
-E=$R/tools/gpu/emu
+# The shim (cuda_runtime.h, emu.cpp) is shared with tests/cuda/emu_kernels.sh.
+E=$R/tests/cuda/emu
 W=${ASA_EMU_DIR:-/tmp/asa-emu}
 mkdir -p "$W"
 ops=${*:-gemv rmsnorm silu_mul topn}
