@@ -180,12 +180,14 @@ int main(int argc, char **argv) {
     eng_options_default(&o);
     o.backend = backend;
     o.max_seqs = 1;
-    o.max_batch_tokens = n_prompt;
+    /* Prompts longer than this are prefilled in several steps (the CUDA
+     * backend's kernels take at most 65,535 rows a step). */
+    o.max_batch_tokens = n_prompt < 8192 ? n_prompt : 8192;
     o.max_seq_len = n_prompt + (int)max_tokens;
     o.threads = (int)threads;
     o.num_pages[KV_GLOBAL] = o.max_seq_len / B + 2;
     o.num_pages[KV_LOCAL] =
-        m->cfg.n_local_layers > 0 ? m->cfg.local.window / B + n_prompt / B + 4 : 0;
+        m->cfg.n_local_layers > 0 ? m->cfg.local.window / B + o.max_batch_tokens / B + 4 : 0;
     err = eng_create(m, &o, &e, &eb);
     if (err) {
         fprintf(stderr, "asa-generate: cannot create the engine: %s (%s)\n", msg,
@@ -215,8 +217,14 @@ int main(int argc, char **argv) {
     int n_out = 0, pos = 0;
     double t_prefill = 0, t_decode = 0;
     while (n_out < max_tokens) {
-        const int32_t *toks = n_out == 0 ? prompt : &out_ids[n_out - 1];
-        int n = n_out == 0 ? n_prompt : 1;
+        /* The prompt goes in chunks of at most max_batch_tokens (chunked
+         * prefill gives the same logits: the engine is chunk-invariant);
+         * then one token per step. */
+        const int32_t *toks = n_out == 0 ? prompt + pos : &out_ids[n_out - 1];
+        int n = n_out == 0 ? n_prompt - pos : 1;
+        if (n > o.max_batch_tokens)
+            n = o.max_batch_tokens;
+        bool last = n_out > 0 || pos + n == n_prompt;
         kv_copy copies[4];
         int n_copies = 0;
         if ((err = kv_seq_alloc(pool, kvs, n, copies, 4, &n_copies))) {
@@ -224,9 +232,9 @@ int main(int argc, char **argv) {
             goto done;
         }
         eng_seq_step st = {.slot = slot, .tokens = toks, .n_tokens = n, .pos0 = pos,
-                           .kv = kvs, .sample = true, .sp = &sp, .prompt = prompt,
+                           .kv = kvs, .sample = last, .sp = &sp, .prompt = prompt,
                            .n_prompt = n_prompt, .output = out_ids, .n_output = n_out,
-                           .logits_out = logits};
+                           .logits_out = last ? logits : NULL};
         eng_batch b = {.n_seqs = 1, .seqs = &st, .copies = copies, .n_copies = n_copies};
         eng_seq_result res;
         double t0 = asa_now();
@@ -235,6 +243,12 @@ int main(int argc, char **argv) {
         if (err) {
             fprintf(stderr, "asa-generate: eng_step: %s\n", asa_strerror(err));
             goto done;
+        }
+        if (!last) {
+            t_prefill += dt;
+            kv_seq_commit(pool, kvs, n);
+            pos += n;
+            continue;
         }
         if (n_out == 0)
             t_prefill += dt;

@@ -513,6 +513,11 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         return asa_errf(eb, ASA_EUNSUPPORTED, "cuda backend: no CUDA device");
     if (e->opt.device < 0 || e->opt.device >= ndev)
         return asa_errf(eb, ASA_EINVAL, "cuda backend: device %d of %d", e->opt.device, ndev);
+    /* Row-parallel kernels put the step's tokens on the grid's y axis. */
+    if (e->opt.max_batch_tokens > 65535)
+        return asa_errf(eb, ASA_EINVAL,
+                        "cuda backend: max_batch_tokens %d exceeds 65535 tokens per step; "
+                        "prefill longer prompts in chunks", e->opt.max_batch_tokens);
     CU_TRY(cudaSetDevice(e->opt.device));
     CU_TRY(cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, e->opt.device));
     c->e = e;
