@@ -13,6 +13,31 @@
 
 #include "eng.h"
 
+/* The model dimensions every backend works with, derived from the config in
+ * one place (eng_dims_init) so that backends cannot disagree.  A backend
+ * embeds them as
+ *     union { struct { ENG_DIMS_FIELDS }; eng_dims dims; };
+ * and reads c->d, c->H, ... directly.  Notation of ASA-SPEC: d hidden, H
+ * heads, dh/dv head dims, dR rope dim (half = dR/2), F intermediate, V
+ * vocabulary, L layers, nq = H*(dh+dR) query rows; B block size, w window,
+ * selection top_n, share, init_b, local_b; Gg/dgg and Gl/dgl latent heads
+ * and dims of global and local layers, Sg/Sl cached values per token
+ * (G*dg + dR), Lg global layers (at least 1), dg_max = max(dgg, dgl),
+ * nb_max blocks per sequence at max_seq_len; scale = 1/sqrt(dh+dR). */
+#define ENG_DIMS_FIELDS                                                       \
+    int d, H, dh, dv, dR, half, F, V, L, nq;                                  \
+    int B, w, top_n, share, init_b, local_b;                                  \
+    int Gg, dgg, Sg, Gl, dgl, Sl, Lg;                                         \
+    int dg_max, nb_max;                                                       \
+    float scale, eps;
+
+typedef struct eng_dims {
+    ENG_DIMS_FIELDS
+} eng_dims;
+
+/* Fills *out from the config and the engine's max_seq_len. */
+void eng_dims_init(const eng_config *k, int max_seq_len, eng_dims *out);
+
 typedef struct eng_backend_ops {
     const char *name;
     /* Bytes behind one page of each class for this model (0 for a class the

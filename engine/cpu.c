@@ -78,11 +78,12 @@ typedef struct cpu_layer {
 typedef struct cpu_be {
     eng *e;
     const eng_model *m;
-    int d, H, dh, dv, dR, half, F, V, L, nq;
-    int B, w, top_n, share, init_b, local_b;
-    int Gg, dgg, Sg, Gl, dgl, Sl; /* global / local latent shapes */
-    int dg_max, nb_max;           /* blocks per sequence at max_seq_len */
-    float scale, eps;
+    union { /* model dimensions (backend.h) */
+        struct {
+            ENG_DIMS_FIELDS
+        };
+        eng_dims dims;
+    };
     double *inv_freq;             /* [half] theta^(-2k/dR) */
     cpu_layer *layers;
     cpu_mat embed, lm_head; /* [V, d]; lm_head may alias embed (tied) */
@@ -369,32 +370,7 @@ static asa_err cpu_create(eng *e, void **out, asa_errbuf *eb) {
     asa_err err = ASA_ENOMEM;
     c->e = e;
     c->m = m;
-    c->d = k->hidden_size;
-    c->H = k->num_heads;
-    c->dh = k->head_dim;
-    c->dv = k->v_head_dim;
-    c->dR = k->rope_dim;
-    c->half = k->rope_dim / 2;
-    c->F = k->intermediate_size;
-    c->V = k->vocab_size;
-    c->L = k->num_hidden_layers;
-    c->nq = c->H * (c->dh + c->dR);
-    c->B = k->global.block_size;
-    c->w = k->local.window;
-    c->top_n = k->global.top_n;
-    c->share = k->global.selection_share;
-    c->init_b = k->global.init_blocks;
-    c->local_b = k->global.local_blocks;
-    c->Gg = k->global.attn.latent_heads;
-    c->dgg = k->global.attn.latent_dim;
-    c->Sg = c->Gg * c->dgg + c->dR;
-    c->Gl = k->local.attn.latent_heads;
-    c->dgl = k->local.attn.latent_dim;
-    c->Sl = c->Gl * c->dgl + c->dR;
-    c->dg_max = c->dgg > c->dgl ? c->dgg : c->dgl;
-    c->nb_max = (e->opt.max_seq_len + c->B - 1) / c->B;
-    c->scale = (float)(1.0 / sqrt((double)(c->dh + c->dR)));
-    c->eps = (float)k->rms_norm_eps;
+    eng_dims_init(k, e->opt.max_seq_len, &c->dims);
     c->max_seqs = e->opt.max_seqs;
     c->T = e->opt.max_batch_tokens;
     c->gpage = e->page_bytes[KV_GLOBAL] / sizeof(float);

@@ -25,6 +25,37 @@ void eng_options_default(eng_options *o) {
 
 static int eng__cdiv(int a, int b) { return (a + b - 1) / b; }
 
+void eng_dims_init(const eng_config *k, int max_seq_len, eng_dims *o) {
+    memset(o, 0, sizeof *o);
+    o->d = k->hidden_size;
+    o->H = k->num_heads;
+    o->dh = k->head_dim;
+    o->dv = k->v_head_dim;
+    o->dR = k->rope_dim;
+    o->half = k->rope_dim / 2;
+    o->F = k->intermediate_size;
+    o->V = k->vocab_size;
+    o->L = k->num_hidden_layers;
+    o->nq = o->H * (o->dh + o->dR);
+    o->B = k->global.block_size;
+    o->w = k->local.window;
+    o->top_n = k->global.top_n;
+    o->share = k->global.selection_share;
+    o->init_b = k->global.init_blocks;
+    o->local_b = k->global.local_blocks;
+    o->Gg = k->global.attn.latent_heads;
+    o->dgg = k->global.attn.latent_dim;
+    o->Sg = o->Gg * o->dgg + o->dR;
+    o->Gl = k->local.attn.latent_heads;
+    o->dgl = k->local.attn.latent_dim;
+    o->Sl = o->Gl * o->dgl + o->dR;
+    o->Lg = k->n_global_layers > 0 ? k->n_global_layers : 1;
+    o->dg_max = o->dgg > o->dgl ? o->dgg : o->dgl;
+    o->nb_max = eng__cdiv(max_seq_len, o->B);
+    o->scale = (float)(1.0 / sqrt((double)(o->dh + o->dR)));
+    o->eps = (float)k->rms_norm_eps;
+}
+
 /* Page counts from kv_bytes: local pages get what the windows can ever hold
  * at once (every slot's window plus the largest step's new tokens), global
  * pages get the rest. */
