@@ -682,43 +682,18 @@ static void test_fixture(void **st) {
     free(lg);
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
         printf("test_cuda_engine: no CUDA device: skipped\n");
         return 77;
     }
-    const char *root = getenv("ASA_FIXTURES_OVERRIDE");
-    if (!root)
-        root = ASA_FIXTURES_DIR;
-    DIR *d = opendir(root);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)) && n_fix < MAX_FIX) {
-            if (de->d_name[0] == '.')
-                continue;
-            size_t n = strlen(root) + strlen(de->d_name) + 32;
-            char *p = malloc(n);
-            struct stat sb;
-            snprintf(p, n, "%s/%s/case.json", root, de->d_name);
-            if (stat(p, &sb) == 0) {
-                snprintf(p, n, "%s/%s", root, de->d_name);
-                fix_dirs[n_fix++] = p;
-            } else {
-                free(p);
-            }
-        }
-        closedir(d);
-    }
+    const char *root = ASA_FIXTURES_DIR;
+    n_fix = etu_list_fixtures(root, fix_dirs, MAX_FIX);
     if (n_fix == 0) {
         printf("test_cuda_engine: no fixtures under %s: skipped\n", root);
         return 77;
     }
-    qsort(fix_dirs, (size_t)n_fix, sizeof fix_dirs[0], cmp_str);
     struct CMUnitTest tests[MAX_FIX];
     for (int i = 0; i < n_fix; i++) {
         const char *base = strrchr(fix_dirs[i], '/');

@@ -5,10 +5,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "eng_test_util.h"
 #include "model_writer.h"
@@ -469,4 +471,38 @@ void etu_reference(const eng_model *m, const int32_t *tok, int n, double *logits
     free(cd);
     free(sets);
     free(nsets);
+}
+
+static int etu__cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int etu_list_fixtures(const char *root, char **out, int max) {
+    const char *over = getenv("ASA_FIXTURES_OVERRIDE");
+    if (over)
+        root = over;
+    int n_fix = 0;
+    DIR *d = opendir(root);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) && n_fix < max) {
+            if (de->d_name[0] == '.')
+                continue;
+            size_t n = strlen(root) + strlen(de->d_name) + 32;
+            char *p = malloc(n);
+            struct stat sb;
+            if (!p)
+                break;
+            snprintf(p, n, "%s/%s/case.json", root, de->d_name);
+            if (stat(p, &sb) == 0) {
+                snprintf(p, n, "%s/%s", root, de->d_name);
+                out[n_fix++] = p;
+            } else {
+                free(p);
+            }
+        }
+        closedir(d);
+    }
+    qsort(out, (size_t)n_fix, sizeof out[0], etu__cmp_str);
+    return n_fix;
 }

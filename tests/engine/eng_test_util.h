@@ -64,4 +64,9 @@ double etu_rel_l2(const float *a, const double *b, int V);
 /* Deterministic token ids in [0, V). */
 void etu_tokens(int32_t *t, int n, int V, uint32_t seed);
 
+/* The fixture folders (those holding case.json) under $ASA_FIXTURES_OVERRIDE,
+ * else under root, sorted by name: malloc'ed paths into out[max]; returns
+ * how many.  The caller frees each path. */
+int etu_list_fixtures(const char *root, char **out, int max);
+
 #endif
