@@ -35,9 +35,15 @@
  * rounding left is the cache's: single bf16 activations put the test
  * fixtures at 5.6e-2 relative L2 from the CPU engine, mostly through the
  * q|kv_a|g and o_proj products, against 1.2e-2 with the pair; ASA-SPEC 6
- * asks < 2e-2).  ASA_CUDA_PRECISE=0 at create drops the lo product (twice
- * the prefill product rate, the larger error).  Up to CU_STACK_M / 2 rows
- * hi and lo go through one product of 2M rows.  Attention runs one block
+ * asks < 2e-2).  Up to CU_STACK_M / 2 rows hi and lo go through one
+ * product of 2M rows (as fast as hi alone), so every product reads the
+ * pair there; above that (prefill, large batches) only q|kv_a|g does by
+ * default: it alone took the fixtures from 5.6e-2 to 1.5e-2, and the
+ * second product on all four would double the prefill product time.
+ * ASA_CUDA_PRECISE=2 pairs every product, =0 none.  From CU_BLAS_HEADS_T
+ * tokens of a step on, the per-head absorb and expand run as batched
+ * cuBLAS products (TF32 on an f32 copy of kv_b_proj, ASA_CUDA_TF32=0 for
+ * exact f32; ASA_CUDA_BLAS_HEADS_T sets the threshold, 0 never).  Attention runs one block
  * per (token, latent group, head chunk), and splits the keys across blocks
  * (log-sum-exp merge) when that grid is too small for the GPU
  * (cu__attn_plan).
@@ -109,6 +115,9 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * 2-3x at M = 8 (kernel lab, H200); the stacked hi/lo product costs about
  * one cuBLAS call */
 #define CU_GEMV_ROWS 2
+/* default of ASA_CUDA_BLAS_HEADS_T: absorb/expand as batched cuBLAS
+ * products from this many tokens of a step on */
+#define CU_BLAS_HEADS_T 16
 
 #define CU_TRY(call)                                                                  \
     do {                                                                              \
@@ -145,6 +154,7 @@ typedef struct cu_layer {
     float *kv_a_norm;    /* [G*dg] */
     uint16_t *w_in;      /* [n_in, d]: q_proj, kv_a_proj, g_proj (global) rows */
     uint16_t *kvb;       /* [H*(dh+dv), dg] kv_b_proj as loaded */
+    float *kvbf;         /* the same in f32 (batched cuBLAS absorb/expand), or NULL */
     uint16_t *wuvT;      /* [H][dg][dv] W_UV,h transposed */
     uint16_t *o_proj;    /* [d, H*dv] */
     uint16_t *w_gu;      /* [2F, d]: gate_proj rows, up_proj rows */
@@ -192,8 +202,17 @@ typedef struct cu_be {
     uint16_t *xhi, *xlo;       /* [max(T, CU_STACK_M), max(d, H*dv, F)], [T, ..]
                                   bf16 parts of a product's input */
     float *y2;                 /* [CU_STACK_M, max N] stacked product output */
-    bool precise;              /* cuBLAS products read hi + lo (default;
-                                  ASA_CUDA_PRECISE=0: hi only) */
+    int precise;               /* cuBLAS products read hi + lo: 0 never
+                                  (ASA_CUDA_PRECISE=0), 1 (default) the
+                                  q|kv_a|g product always and the others
+                                  only where hi and lo stack into one
+                                  product (2M <= CU_STACK_M, free), 2
+                                  (ASA_CUDA_PRECISE=2) every product */
+    int blas_heads_t;          /* absorb/expand through batched cuBLAS from
+                                  this many tokens on (ASA_CUDA_BLAS_HEADS_T,
+                                  0 = never) */
+    cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
+                                  (ASA_CUDA_TF32=0) for those products */
     bool invariant;            /* opt.batch_invariant (see the top comment) */
     int gemv_rows;             /* products of up to this many rows use GEMV
                                   (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
@@ -284,7 +303,7 @@ static asa_err cu__put_f32(const eng_tensor *t, size_t n, float **dev, float *st
  * bf16 rounding of x (bf16 x bf16 -> f32), plus, in precise mode, a second
  * product on the rounding residue (x ~ hi + lo, ~16 significant bits). */
 static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *W, int N,
-                        float *y) {
+                        float *y, bool want_lo) {
     if (c->invariant) {
         /* row blocks through the GEMV kernel: a row's result never depends
          * on the other rows (gemv_cuda.h), at the price of reading W once
@@ -307,7 +326,8 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
         if (gemv_params_check(&gp) == ASA_OK)
             return gemv_bf16_cuda(&gp, c->st);
     }
-    if (c->precise && 2 * M <= CU_STACK_M) {
+    const bool lo = c->precise == 2 || (c->precise == 1 && (want_lo || 2 * M <= CU_STACK_M));
+    if (lo && 2 * M <= CU_STACK_M) {
         CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, c->xhi + (size_t)M * K, c->st));
         const float one = 1.0f, zero = 0.0f;
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
@@ -315,12 +335,12 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
                                 CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return cb_add2_cuda(M, N, c->y2, c->y2 + (size_t)M * N, y, c->st);
     }
-    CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, c->precise ? c->xlo : NULL, c->st));
+    CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, lo ? c->xlo : NULL, c->st));
     const float one = 1.0f, zero = 0.0f;
     CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K,
                             c->xhi, CUDA_R_16BF, K, &zero, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
-    if (c->precise)
+    if (lo)
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF,
                                 K, c->xlo, CUDA_R_16BF, K, &one, y, CUDA_R_32F, N,
                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -408,6 +428,7 @@ static void cuda_destroy(void *p) {
             cudaFree(y->kv_a_norm);
             cudaFree(y->w_in);
             cudaFree(y->kvb);
+            cudaFree(y->kvbf);
             cudaFree(y->wuvT);
             cudaFree(y->o_proj);
             cudaFree(y->w_gu);
@@ -502,6 +523,18 @@ static asa_err cu__load_layer(cu_be *c, const eng_layer *ly, cu_layer *y, uint16
                 stage[((size_t)h * y->dg + q) * dv + v] = asa_f32_to_bf16(eng_tensor_get(
                     &ly->kv_b_proj, ((int64_t)h * (dh + dv) + dh + v) * y->dg + q));
     CU_TRY(cudaMemcpy(y->wuvT, stage, (size_t)H * y->dg * dv * 2, cudaMemcpyHostToDevice));
+    if (c->blas_heads_t > 0) {
+        float *f = malloc(nkvb * sizeof(float));
+        if (!f)
+            return ASA_ENOMEM;
+        for (size_t i = 0; i < nkvb; i++)
+            f[i] = asa_bf16_to_f32(asa_f32_to_bf16(eng_tensor_get(&ly->kv_b_proj, (int64_t)i)));
+        asa_err er = cu__malloc((void **)&y->kvbf, nkvb * sizeof(float));
+        if (!er && cudaMemcpy(y->kvbf, f, nkvb * sizeof(float), cudaMemcpyHostToDevice))
+            er = ASA_ECUDA;
+        free(f);
+        CU_OK(er);
+    }
     return ASA_OK;
 }
 
@@ -574,6 +607,23 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     CU_OK(cu__malloc(&c->ws, CU_WS_BYTES));
     CUBLAS_TRY(cublasSetWorkspace(c->cb, c->ws, CU_WS_BYTES));
 
+    const char *pe = getenv("ASA_CUDA_PRECISE");
+    c->precise = pe && pe[0] ? atoi(pe) : 1;
+    if (c->precise < 0 || c->precise > 2)
+        c->precise = 2;
+    c->invariant = e->opt.batch_invariant;
+    /* absorb/expand: the per-head kernels read W_UK,h / W_UV,h once per
+     * token; from a few tokens on one batched product per layer reads them
+     * once (invariant mode keeps the kernels: their sums do not depend on
+     * the batch) */
+    const char *bh = getenv("ASA_CUDA_BLAS_HEADS_T");
+    c->blas_heads_t = bh && bh[0] ? atoi(bh) : CU_BLAS_HEADS_T;
+    if (c->invariant || c->blas_heads_t < 0)
+        c->blas_heads_t = 0;
+    const char *tf = getenv("ASA_CUDA_TF32");
+    c->heads_compute = tf && strcmp(tf, "0") == 0 ? CUBLAS_COMPUTE_32F
+                                                  : CUBLAS_COMPUTE_32F_FAST_TF32;
+
     /* weights; staging buffers sized for the largest tensor */
     size_t big = (size_t)V * d;
     size_t cand[] = {(size_t)c->nq * d, (size_t)2 * H * d, (size_t)F * d,
@@ -640,9 +690,6 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         if (c->part_heads < need)
             c->part_heads = need;
     }
-    const char *pe = getenv("ASA_CUDA_PRECISE");
-    c->precise = !(pe && strcmp(pe, "0") == 0); /* on unless ASA_CUDA_PRECISE=0 */
-    c->invariant = e->opt.batch_invariant;
     const char *gr = getenv("ASA_CUDA_GEMV_ROWS");
     c->gemv_rows = gr && gr[0] ? atoi(gr) : CU_GEMV_ROWS;
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
@@ -1011,6 +1058,30 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
 
 /* Runs a planned attention launch; split launches in chunks of tokens whose
  * partials fit c->part (a token's sums do not depend on the chunking). */
+/* Many tokens: the per-head products of absorb (qt_h = W_UK,h^T qC_h) and
+ * expand (o_h = W_UV,h u_h) as one strided batched cuBLAS product each over
+ * the heads, on the f32 copy of kv_b_proj (column-major views: W_UK,h is
+ * dg x dh with ld dg; W_UV,h is its dv rows after dh, read transposed). */
+static asa_err cu__absorb_blas(cu_be *c, const cu_layer *y, int T) {
+    const float one = 1.0f, zero = 0.0f;
+    const int H = c->H, dh = c->dh, dv = c->dv, dg = y->dg;
+    CUBLAS_TRY(cublasGemmStridedBatchedEx(
+        c->cb, CUBLAS_OP_N, CUBLAS_OP_N, dg, T, dh, &one, y->kvbf, CUDA_R_32F, dg,
+        (long long)(dh + dv) * dg, c->qa, CUDA_R_32F, y->n_in, (long long)(dh + c->dR), &zero,
+        c->qt, CUDA_R_32F, H * dg, (long long)dg, H, c->heads_compute, CUBLAS_GEMM_DEFAULT));
+    return ASA_OK;
+}
+
+static asa_err cu__expand_blas(cu_be *c, const cu_layer *y, int T) {
+    const float one = 1.0f, zero = 0.0f;
+    const int H = c->H, dh = c->dh, dv = c->dv, dg = y->dg;
+    CUBLAS_TRY(cublasGemmStridedBatchedEx(
+        c->cb, CUBLAS_OP_T, CUBLAS_OP_N, dv, T, dg, &one, y->kvbf + (size_t)dh * dg, CUDA_R_32F,
+        dg, (long long)(dh + dv) * dg, c->u, CUDA_R_32F, H * dg, (long long)dg, &zero, c->o,
+        CUDA_R_32F, H * dv, (long long)dv, H, c->heads_compute, CUBLAS_GEMM_DEFAULT));
+    return ASA_OK;
+}
+
 static asa_err cu__attn_run(cu_be *c, attn_params *at) {
     const int T = at->T;
     long per = at->n_split > 1 ? c->part_heads / ((long)c->H * at->n_split) : T;
@@ -1039,7 +1110,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     cu__mark(c, CU_T_OTHER);
     CU_OK(cu__rmsnorm(c, first ? c->x : c->tmp, first ? NULL : c->x, y->attn_norm, c->hn, T));
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hn, T, d, y->w_in, y->n_in, c->qa));
+    CU_OK(cu__gemm(c, c->hn, T, d, y->w_in, y->n_in, c->qa, true));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
@@ -1049,7 +1120,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     CU_OK(rope_cache_cuda(&rp, c->st));
     absorb_params ap = {.T = T, .H = H, .dh = c->dh, .dv = c->dv, .dg = y->dg, .qa = c->qa,
                         .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
-    CU_OK(cb_absorb_cuda(&ap, c->st));
+    CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__absorb_blas(c, y, T) : cb_absorb_cuda(&ap, c->st));
 
     /* attention */
     attn_params at = {.T = T, .H = H, .scale = c->scale, .window = c->w,
@@ -1100,19 +1171,19 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     /* output projection, MLP */
     expand_params ep = {.T = T, .H = H, .dg = y->dg, .dv = c->dv, .u = c->u, .wuvT = y->wuvT,
                         .o = c->o, .ld_o = (int64_t)H * c->dv};
-    CU_OK(cb_expand_cuda(&ep, c->st));
+    CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T) : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp));
+    CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp, false));
     cu__mark(c, CU_T_OTHER);
     CU_OK(cu__rmsnorm(c, c->tmp, c->x, y->mlp_norm, c->hn, T));
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hn, T, d, y->w_gu, 2 * F, c->gu));
+    CU_OK(cu__gemm(c, c->hn, T, d, y->w_gu, 2 * F, c->gu, false));
     cu__mark(c, CU_T_OTHER);
     silu_mul_params sm = {.rows = T, .F = F, .gu = c->gu, .gu_type = KC_F32, .ld_gu = 2 * F,
                           .out = c->act, .out_type = KC_F32, .ld_out = F};
     CU_OK(silu_mul_cuda(&sm, c->st));
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->act, T, F, y->down, d, c->tmp));
+    CU_OK(cu__gemm(c, c->act, T, F, y->down, d, c->tmp, false));
     return ASA_OK;
 }
 
@@ -1120,7 +1191,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
 static asa_err cu__logits(cu_be *c, int r0, int n) {
     CU_OK(cb_gather_rows_cuda(n, c->d, c->mt.rows + r0, c->hn, c->d, c->hrows, c->st));
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hrows, n, c->d, c->lm_head, c->V, c->logits));
+    CU_OK(cu__gemm(c, c->hrows, n, c->d, c->lm_head, c->V, c->logits, false));
     cu__mark(c, CU_T_OTHER);
     return ASA_OK;
 }

@@ -152,3 +152,28 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned lon
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) { (void)e; (void)s; return cudaErrorNotSupported; }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { (void)e; return cudaSuccess; }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) { (void)g; return cudaSuccess; }
+
+/* Strided batched f32 products (absorb/expand), double sums. */
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+                                          int n, int k, const void *alpha, const void *A, cudaDataType at, int lda,
+                                          long long sa, const void *B, cudaDataType bt, int ldb, long long sb,
+                                          const void *beta, void *C, cudaDataType ct, int ldc, long long sc,
+                                          int batch, cublasComputeType_t comp, cublasGemmAlgo_t algo) {
+    (void)h; (void)comp; (void)algo;
+    if (tb != CUBLAS_OP_N || at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F) abort();
+    const float al = *(const float *)alpha, be = *(const float *)beta;
+    fake_gemm_calls++;
+    for (int z = 0; z < batch; z++) {
+        const float *a = (const float *)A + z * sa, *b = (const float *)B + z * sb;
+        float *c = (float *)C + z * sc;
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                double s = 0;
+                for (int q = 0; q < k; q++)
+                    s += (double)(ta == CUBLAS_OP_N ? a[i + (size_t)q * lda] : a[q + (size_t)i * lda]) *
+                         b[q + (size_t)j * ldb];
+                c[i + (size_t)j * ldc] = (float)(al * s + (be != 0 ? be * c[i + (size_t)j * ldc] : 0));
+            }
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
