@@ -211,6 +211,8 @@ typedef struct cu_be {
     int blas_heads_t;          /* absorb/expand through batched cuBLAS from
                                   this many tokens on (ASA_CUDA_BLAS_HEADS_T,
                                   0 = never) */
+    bool sel_exact;            /* ASA_CUDA_SEL_EXACT=1: block scores with f32
+                                  FMAs instead of tensor cores (hi + lo query) */
     cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
                                   (ASA_CUDA_TF32=0) for those products */
     bool invariant;            /* opt.batch_invariant (see the top comment) */
@@ -620,6 +622,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->blas_heads_t = bh && bh[0] ? atoi(bh) : CU_BLAS_HEADS_T;
     if (c->invariant || c->blas_heads_t < 0)
         c->blas_heads_t = 0;
+    const char *sx = getenv("ASA_CUDA_SEL_EXACT");
+    c->sel_exact = sx && strcmp(sx, "1") == 0;
     const char *tf = getenv("ASA_CUDA_TF32");
     c->heads_compute = tf && strcmp(tf, "0") == 0 ? CUBLAS_COMPUTE_32F
                                                   : CUBLAS_COMPUTE_32F_FAST_TF32;
@@ -1153,7 +1157,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .local_blocks = c->local_b, .nb_max = c->nb_max, .c = at.c,
                             .tok_pos = mt->pos, .tok_seq = mt->seq, .qt = c->qt, .qr = at.qr,
                             .ld_qr = at.ld_qr, .qr_stride = at.qr_stride, .lse = c->lse,
-                            .s = sets, .scores = c->scores};
+                            .s = sets, .scores = c->scores, .exact = c->sel_exact};
         CU_OK(select_blocks_cuda(&sp, c->st));
         at.mode = ATTN_SLC;
         cu__attn_plan(c, &at, T, y->G, c->top_n * c->B);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "kcuda_int.cuh"
+#include "mma_bf16.cuh"
 
 namespace {
 
@@ -470,6 +471,133 @@ __global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_
     }
 }
 
+/* The same scores on tensor cores (mma.m16n8k16, one warp per 8 candidate
+ * blocks at a time): the rows are the group's heads (at most 16), the
+ * columns blocks, k the entry's latent dimensions then its rope dimensions,
+ * each part padded to 16 with zeros.  The query is split into bf16 hi + lo
+ * (two products, ~16 significant bits; the compressed entries are bf16
+ * already), so the scores keep close to f32 accuracy: the top-n choice is
+ * discontinuous.  Needs hpg <= 16 and even dg, dR (32-bit loads). */
+constexpr int SELM_WARPS = 4;
+constexpr int SELM_KMAX = 12; /* k steps of 16 (latent and rope parts rounded up) */
+
+__global__ void __launch_bounds__(SELM_WARPS * 32) select_score_mma_kernel(const select_params p) {
+    const int a = blockIdx.x, g = blockIdx.y;
+    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, B = p.c.B;
+    const int hpg = p.H / G;
+    const int t = p.anchors[a];
+    if (t < 0)
+        return; /* padding */
+    const int pos = p.tok_pos[t];
+    const int nvis = (pos + 1) / B, cur = pos / B;
+    const int b0 = (int)blockIdx.z * SEL_THREADS;
+    if (b0 >= nvis)
+        return;
+    const int nchunk = nvis - b0 < SEL_THREADS ? nvis - b0 : SEL_THREADS;
+    const int lane = (int)(threadIdx.x & 31), warp = (int)(threadIdx.x >> 5);
+    const int gid = lane >> 2, tig = lane & 3;
+    const int kd = (dg + 15) / 16, ks = kd + (dR + 15) / 16;
+    const int32_t *tab = p.c.tab + p.c.seq_toff[p.tok_seq[t]];
+    const int64_t S = (int64_t)G * dg + dR;
+    float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
+
+    /* A fragments of the query, hi and lo parts */
+    uint32_t ahi[SELM_KMAX][4], alo[SELM_KMAX][4];
+#pragma unroll
+    for (int j = 0; j < SELM_KMAX; j++) {
+        if (j >= ks)
+            break;
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int h = gid + (r & 1) * 8, kk = 2 * tig + (r >> 1) * 8;
+            uint16_t hv[2], lv[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                float x = 0.0f;
+                if (h < hpg) {
+                    const int hh = g * hpg + h;
+                    if (j < kd) {
+                        const int e = 16 * j + kk + u;
+                        if (e < dg)
+                            x = p.qt[((int64_t)t * p.H + hh) * dg + e];
+                    } else {
+                        const int e = 16 * (j - kd) + kk + u;
+                        if (e < dR)
+                            x = p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + e];
+                    }
+                }
+                hv[u] = kc_f32_bf16(x);
+                lv[u] = kc_f32_bf16(x - kc_bf16_f32(hv[u]));
+            }
+            ahi[j][r] = mma_pack2(hv[0], hv[1]);
+            alo[j][r] = mma_pack2(lv[0], lv[1]);
+        }
+    }
+    const float l0 = gid < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid] : 0.0f;
+    const float l1 = gid + 8 < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid + 8] : 0.0f;
+
+    for (int n0 = warp * 8; n0 < nchunk; n0 += SELM_WARPS * 8) {
+        /* B fragments: this lane's column is block b0 + n0 + gid */
+        const int bc = b0 + n0 + gid;
+        const uint16_t *ent = bc < b0 + nchunk ? p.c.kv + (int64_t)tab[bc] * p.c.page_elems +
+                                                     p.c.layer_off + (int64_t)B * S
+                                               : nullptr;
+        uint32_t bf[SELM_KMAX][2];
+#pragma unroll
+        for (int j = 0; j < SELM_KMAX; j++) {
+            if (j >= ks)
+                break;
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int kk = 2 * tig + r * 8;
+                uint32_t v = 0;
+                if (ent) {
+                    if (j < kd) {
+                        if (16 * j + kk < dg)
+                            v = *(const uint32_t *)(ent + g * dg + 16 * j + kk);
+                    } else if (16 * (j - kd) + kk < dR) {
+                        v = *(const uint32_t *)(ent + G * dg + 16 * (j - kd) + kk);
+                    }
+                }
+                bf[j][r] = v;
+            }
+        }
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < SELM_KMAX; j++) {
+            if (j >= ks)
+                break;
+            mma_bf16_16816(acc, ahi[j], bf[j]);
+            mma_bf16_16816(acc, alo[j], bf[j]);
+        }
+        /* rows gid (acc 0, 1) and gid + 8 (acc 2, 3); columns 2tig, 2tig+1 */
+        float s0 = 0.0f, s1 = 0.0f;
+        if (gid < hpg) {
+            s0 += expf(acc[0] * p.scale - l0);
+            s1 += expf(acc[1] * p.scale - l0);
+        }
+        if (gid + 8 < hpg) {
+            s0 += expf(acc[2] * p.scale - l1);
+            s1 += expf(acc[3] * p.scale - l1);
+        }
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+            s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+            s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+        }
+        if (gid == 0) {
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const int b = b0 + n0 + 2 * tig + u;
+                if (b < b0 + nchunk) {
+                    const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
+                    sc[b] = forced ? -1.0f : (u ? s1 : s0);
+                }
+            }
+        }
+    }
+}
+
 /* Block choice from the scores of select_score_kernel: one thread block per
  * (anchor, group). */
 __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
@@ -662,7 +790,13 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
      * past an anchor's visible blocks exit at once */
     const dim3 sgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
                      (unsigned)((p->nb_max + SEL_THREADS - 1) / SEL_THREADS));
-    select_score_kernel<<<sgrid, SEL_THREADS, smem, stream>>>(*p);
+    const int hpg = p->H / p->c.G;
+    const bool mma = !p->exact && hpg <= 16 && p->c.dg % 2 == 0 && p->c.dR % 2 == 0 &&
+                     (p->c.dg + 15) / 16 + (p->c.dR + 15) / 16 <= SELM_KMAX;
+    if (mma)
+        select_score_mma_kernel<<<sgrid, SELM_WARPS * 32, 0, stream>>>(*p);
+    else
+        select_score_kernel<<<sgrid, SEL_THREADS, smem, stream>>>(*p);
     KC_LAUNCH_CHECK();
     const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
     const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;

@@ -130,6 +130,8 @@ typedef struct select_params {
     const float *lse;        /* [T][H] from ATTN_CMP */
     attn_sets s;
     float *scores;           /* workspace */
+    int exact;               /* 1: score with f32 FMAs; 0: on tensor cores (query
+                                as a bf16 hi + lo pair) where the shape allows */
 } select_params;
 
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream);

@@ -25,6 +25,9 @@
  * what the timing needs).  Above 32768 the context must be a multiple of
  * the selection share (the first decode step is then an anchor).
  * "tiny" shrinks the model (4 layers, d 256) to check the program itself.
+ * BENCH_PROFILE=prefill or =decode limits a profiler started with
+ * profiling off (`ncu --profile-from-start off`) to the last prefill or to
+ * the timed steps of the last batch.
  * Exits 77 without a CUDA device, 3 when the caches do not fit.
  */
 #include <math.h>
@@ -33,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include "eng.h"
@@ -247,6 +251,10 @@ int main(int argc, char **argv) {
     /* the source: prefilled 3 times (timing; the last one is kept) when it
      * is the whole context, once otherwise */
     const int n_pre = P == ctx ? 3 : 1;
+    /* BENCH_PROFILE=prefill|decode: the profiler range (ncu/nsys with
+     * profiling from start off) covers the last prefill or the timed
+     * steps of the last batch */
+    const char *prof_env = getenv("BENCH_PROFILE");
     double t_prefill[3] = {0, 0, 0};
     const int src = src_slot_i;
     int32_t src_last = 0;
@@ -267,12 +275,17 @@ int main(int argc, char **argv) {
                           .kv = kv[src], .sample = true, .sp = &sp};
         eng_batch b = {.n_seqs = 1, .seqs = &q, .copies = cp, .n_copies = ncp};
         eng_seq_result res;
+        const bool prof = r == n_pre - 1 && prof_env && strcmp(prof_env, "prefill") == 0;
+        if (prof)
+            cudaProfilerStart();
         double t0 = asa_now();
         if ((err = eng_step(e, &b, &res))) {
             printf("bench_cuda_engine: prefill of %d tokens: %s\n", P, asa_strerror(err));
             return 1;
         }
         t_prefill[r] = asa_now() - t0;
+        if (prof)
+            cudaProfilerStop();
         kv_seq_commit(eng_kv_pool(e), kv[src], P);
         src_last = res.token;
     }
@@ -371,11 +384,16 @@ int main(int argc, char **argv) {
                 printf("bench_cuda_engine: decode batch %d failed\n", n);
                 return 1;
             }
+        const bool prof = bi == nbat - 1 && prof_env && strcmp(prof_env, "decode") == 0;
+        if (prof)
+            cudaProfilerStart();
         for (int s = 0; s < steps; s++)
             if ((ts[s] = decode_step(e, n, slot, kv, pos, last)) < 0) {
                 printf("bench_cuda_engine: decode batch %d failed\n", n);
                 return 1;
             }
+        if (prof)
+            cudaProfilerStop();
         qsort(ts, (size_t)steps, sizeof(double), cmp_d);
         double med = ts[steps / 2];
         char name[64];

@@ -559,6 +559,159 @@ static void test_select_long(void **st) {
     free(kv);
 }
 
+/* Block scoring on tensor cores (the default) and with f32 FMAs (exact = 1)
+ * against a double reference: the asa-1.3b global shape (16 heads per
+ * group, dg 96, dR 32, more candidates than one scoring chunk) and odd ones
+ * (parts padded to 16, 3 heads per group); two sequences, anchors at
+ * several positions.  Scores within 2e-5 relative; chosen sets equal to the
+ * reference's except for swaps between blocks whose scores tie within 1e-4. */
+static void test_select_shapes(void **st) {
+    (void)st;
+    static const struct { int G, dg, dR, H, B; } shp[] = {
+        {2, 96, 32, 32, 16}, {3, 10, 6, 9, 4}, {1, 24, 8, 16, 8}};
+    for (size_t si = 0; si < sizeof shp / sizeof shp[0]; si++) {
+        const int G = shp[si].G, dg = shp[si].dg, dR = shp[si].dR, H = shp[si].H,
+                  B = shp[si].B, hpg = H / G, top_n = 16, E = dg + dR;
+        const int S = G * dg + dR, Lg = 2, ti = 1;
+        const int pos[5] = {5 * B - 1, 17 * B + 3, 40 * B + 1, 300 * B + 7, 150 * B};
+        const int seq[5] = {0, 1, 0, 1, 0}, NA = 5;
+        const int nb_max = 310, np = 2 * 302;
+        const int64_t pe = (int64_t)Lg * (B + 1) * S, lo = (int64_t)ti * (B + 1) * S;
+        uint16_t *kv = malloc((size_t)np * pe * 2);
+        fill_bf16(kv, (size_t)np * pe, 1.0f);
+        int32_t *tab = malloc((size_t)np * 4), toff[2] = {0, np / 2};
+        for (int k = 0; k < np; k++)
+            tab[k] = (k * 37 + 11) % np; /* scrambled pages */
+        const int ldq = H * (dR + 3) + 5, qs = dR + 3;
+        float *qt = malloc((size_t)NA * H * dg * 4), *qr = malloc((size_t)NA * ldq * 4);
+        float *lse = malloc((size_t)NA * H * 4);
+        fill_f32(qt, (size_t)NA * H * dg, 0.3f);
+        fill_f32(qr, (size_t)NA * ldq, 0.3f);
+        fill_f32(lse, (size_t)NA * H, 1.0f);
+        int32_t anc[6] = {0, 1, 2, 3, 4, -1}, tp[5], ts[5];
+        for (int a = 0; a < NA; a++) {
+            tp[a] = pos[a];
+            ts[a] = seq[a];
+        }
+        const float scale = 0.125f;
+        /* double scores of every visible candidate */
+        double *ref = malloc((size_t)NA * G * nb_max * sizeof(double));
+        for (int a = 0; a < NA; a++)
+            for (int g = 0; g < G; g++)
+                for (int b = 0; b < (pos[a] + 1) / B; b++) {
+                    const uint16_t *ent =
+                        kv + (int64_t)tab[toff[seq[a]] + b] * pe + lo + (int64_t)B * S;
+                    double sum = 0;
+                    for (int h = 0; h < hpg; h++) {
+                        const int hh = g * hpg + h;
+                        double d = 0;
+                        for (int e = 0; e < E; e++)
+                            d += (double)(e < dg ? qt[((size_t)a * H + hh) * dg + e]
+                                                 : qr[(size_t)a * ldq + hh * qs + e - dg]) *
+                                 asa_bf16_to_f32(ent[e < dg ? g * dg + e : G * dg + e - dg]);
+                        sum += exp(d * scale - lse[a * H + hh]);
+                    }
+                    ref[((size_t)a * G + g) * nb_max + b] = sum;
+                }
+        int32_t *tsel = malloc((size_t)NA * G * top_n * 4), *tcnt = malloc((size_t)NA * G * 4);
+        select_params sp = {.n_anchors = NA + 1, .H = H, .anchors = anc, .scale = scale,
+                            .init_blocks = 1, .local_blocks = 2, .nb_max = nb_max,
+                            .c = {.kv = kv, .page_elems = pe, .layer_off = lo, .B = B, .G = G,
+                                  .dg = dg, .dR = dR, .tab = tab, .seq_toff = toff},
+                            .tok_pos = tp, .tok_seq = ts, .qt = qt, .qr = qr, .ld_qr = ldq,
+                            .qr_stride = qs, .lse = lse,
+                            .s = {.tsel = tsel, .tsel_cnt = tcnt, .Lg = 1, .ti = 0,
+                                  .top_n = top_n}};
+        select_blocks_ref(&sp);
+        for (int exact = 0; exact < 2; exact++) {
+            select_params sd = sp;
+            sd.exact = exact;
+            sd.anchors = dup_dev(anc, sizeof anc);
+            sd.c.kv = dup_dev(kv, (size_t)np * pe * 2);
+            sd.c.tab = dup_dev(tab, (size_t)np * 4);
+            sd.c.seq_toff = dup_dev(toff, sizeof toff);
+            sd.tok_pos = dup_dev(tp, sizeof tp);
+            sd.tok_seq = dup_dev(ts, sizeof ts);
+            sd.qt = dup_dev(qt, (size_t)NA * H * dg * 4);
+            sd.qr = dup_dev(qr, (size_t)NA * ldq * 4);
+            sd.lse = dup_dev(lse, (size_t)NA * H * 4);
+            sd.s.tsel = poison_dev((size_t)NA * G * top_n * 4);
+            sd.s.tsel_cnt = poison_dev((size_t)NA * G * 4);
+            sd.scores = poison_dev((size_t)(NA + 1) * G * nb_max * 4);
+            assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+            float *sc = malloc((size_t)(NA + 1) * G * nb_max * 4);
+            int32_t *tg = malloc((size_t)NA * G * top_n * 4), *cg = malloc((size_t)NA * G * 4);
+            get_dev(sc, sd.scores, (size_t)(NA + 1) * G * nb_max * 4);
+            get_dev(tg, sd.s.tsel, (size_t)NA * G * top_n * 4);
+            get_dev(cg, sd.s.tsel_cnt, (size_t)NA * G * 4);
+            for (int a = 0; a < NA; a++)
+                for (int g = 0; g < G; g++) {
+                    const int cur = pos[a] / B;
+                    for (int b = 0; b < (pos[a] + 1) / B; b++) {
+                        const size_t i = ((size_t)a * G + g) * nb_max + b;
+                        const bool forced = b < 1 || b > cur - 2;
+                        const double want = forced ? -1.0 : ref[i];
+                        if (!(fabs(sc[i] - want) <= 2e-5 * fabs(want) + 1e-30))
+                            fail_msg("select scores (shape %zu, exact %d): anchor %d group %d "
+                                     "block %d: got %.9g, want %.9g", si, exact, a, g, b,
+                                     sc[i], want);
+                        n_checked++;
+                    }
+                    /* sets: equal, or swaps between near-tied blocks */
+                    const int32_t *kg = tg + ((size_t)a * G + g) * top_n,
+                                  *rg = tsel + ((size_t)a * G + g) * top_n;
+                    const int n = tcnt[a * G + g];
+                    assert_int_equal(cg[a * G + g], n);
+                    for (int x = 0; x < n; x++) {
+                        bool in = false;
+                        for (int y = 0; y < n; y++)
+                            in |= kg[x] == rg[y];
+                        if (in)
+                            continue;
+                        for (int y = 0; y < n; y++) {
+                            bool in2 = false;
+                            for (int z = 0; z < n; z++)
+                                in2 |= rg[y] == kg[z];
+                            if (in2)
+                                continue;
+                            const double s1 = ref[((size_t)a * G + g) * nb_max + kg[x]],
+                                         s2 = ref[((size_t)a * G + g) * nb_max + rg[y]];
+                            if (!(fabs(s1 - s2) <= 1e-4 * fmax(s1, s2)))
+                                fail_msg("select sets (shape %zu, exact %d): anchor %d group "
+                                         "%d: block %d chosen instead of %d (scores %.9g, "
+                                         "%.9g)", si, exact, a, g, kg[x], rg[y], s1, s2);
+                        }
+                    }
+                    n_checked += n;
+                }
+            n_kernels++;
+            free(sc);
+            free(tg);
+            free(cg);
+            cudaFree((void *)sd.anchors);
+            cudaFree((void *)sd.c.kv);
+            cudaFree((void *)sd.c.tab);
+            cudaFree((void *)sd.c.seq_toff);
+            cudaFree((void *)sd.tok_pos);
+            cudaFree((void *)sd.tok_seq);
+            cudaFree((void *)sd.qt);
+            cudaFree((void *)sd.qr);
+            cudaFree((void *)sd.lse);
+            cudaFree(sd.s.tsel);
+            cudaFree(sd.s.tsel_cnt);
+            cudaFree(sd.scores);
+        }
+        free(ref);
+        free(tsel);
+        free(tcnt);
+        free(qt);
+        free(qr);
+        free(lse);
+        free(tab);
+        free(kv);
+    }
+}
+
 static void test_compress(void **st) {
     const int B = 7, S = 37, npages = 9, nl = 3;
     const int64_t pe = (int64_t)nl * (B + 1) * S, lo = (int64_t)2 * (B + 1) * S;
@@ -835,7 +988,7 @@ int main(void) {
         cmocka_unit_test(test_attn_big),
         cmocka_unit_test(test_attn_cmp_select), cmocka_unit_test(test_attn_slc),
         cmocka_unit_test(test_compress),
-        cmocka_unit_test(test_select_long),     cmocka_unit_test(test_absorb_expand),
+        cmocka_unit_test(test_select_long),     cmocka_unit_test(test_select_shapes),     cmocka_unit_test(test_absorb_expand),
         cmocka_unit_test(test_absorb_expand_vec),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
