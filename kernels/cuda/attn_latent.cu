@@ -481,7 +481,42 @@ __global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_
 constexpr int SELM_WARPS = 4;
 constexpr int SELM_KMAX = 12; /* k steps of 16 (latent and rope parts rounded up) */
 
-__global__ void __launch_bounds__(SELM_WARPS * 32) select_score_mma_kernel(const select_params p) {
+/* B fragments of the 8 candidate blocks from bc - gid on (this lane: bc). */
+__device__ __forceinline__ void selm_load_b(const select_params &p, const int32_t *tab, int bc,
+                                            bool ok, int g, int kd, int ks, int tig,
+                                            uint32_t bf[SELM_KMAX][2]) {
+    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, B = p.c.B;
+    const int64_t S = (int64_t)G * dg + dR;
+    const uint16_t *ent =
+        ok ? p.c.kv + (int64_t)tab[bc] * p.c.page_elems + p.c.layer_off + (int64_t)B * S
+           : nullptr;
+#pragma unroll
+    for (int j = 0; j < SELM_KMAX; j++) {
+        if (j >= ks)
+            break;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int kk = 2 * tig + r * 8;
+            uint32_t v = 0;
+            if (ent) {
+                if (j < kd) {
+                    if (16 * j + kk < dg)
+                        v = *(const uint32_t *)(ent + g * dg + 16 * j + kk);
+                } else if (16 * (j - kd) + kk < dR) {
+                    v = *(const uint32_t *)(ent + G * dg + 16 * (j - kd) + kk);
+                }
+            }
+            bf[j][r] = v;
+        }
+    }
+}
+
+/* grid (anchor, group, chunk of SELM_WARPS * ntw * 8 candidates); each warp
+ * walks its ntw tiles of 8 candidates, loading the next tile's entries
+ * while the current one multiplies. */
+__global__ void __launch_bounds__(SELM_WARPS * 32)
+    select_score_mma_kernel(const select_params p, int ntw) {
+    __shared__ float qs[16][SELM_KMAX * 16 + 2]; /* the group's queries, zero padded */
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, B = p.c.B;
     const int hpg = p.H / G;
@@ -490,17 +525,31 @@ __global__ void __launch_bounds__(SELM_WARPS * 32) select_score_mma_kernel(const
         return; /* padding */
     const int pos = p.tok_pos[t];
     const int nvis = (pos + 1) / B, cur = pos / B;
-    const int b0 = (int)blockIdx.z * SEL_THREADS;
+    const int csz = SELM_WARPS * ntw * 8;
+    const int b0 = (int)blockIdx.z * csz;
     if (b0 >= nvis)
         return;
-    const int nchunk = nvis - b0 < SEL_THREADS ? nvis - b0 : SEL_THREADS;
+    const int bend = nvis - b0 < csz ? nvis : b0 + csz;
     const int lane = (int)(threadIdx.x & 31), warp = (int)(threadIdx.x >> 5);
     const int gid = lane >> 2, tig = lane & 3;
-    const int kd = (dg + 15) / 16, ks = kd + (dR + 15) / 16;
+    const int kd = (dg + 15) / 16, ks = kd + (dR + 15) / 16, ep = ks * 16;
     const int32_t *tab = p.c.tab + p.c.seq_toff[p.tok_seq[t]];
-    const int64_t S = (int64_t)G * dg + dR;
     float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
 
+    for (int i = (int)threadIdx.x; i < 16 * ep; i += SELM_WARPS * 32) {
+        const int h = i / ep, e = i % ep, hh = g * hpg + h;
+        float x = 0.0f;
+        if (h < hpg) {
+            if (e < kd * 16) {
+                if (e < dg)
+                    x = p.qt[((int64_t)t * p.H + hh) * dg + e];
+            } else if (e - kd * 16 < dR) {
+                x = p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + (e - kd * 16)];
+            }
+        }
+        qs[h][e] = x;
+    }
+    __syncthreads();
     /* A fragments of the query, hi and lo parts */
     uint32_t ahi[SELM_KMAX][4], alo[SELM_KMAX][4];
 #pragma unroll
@@ -509,23 +558,11 @@ __global__ void __launch_bounds__(SELM_WARPS * 32) select_score_mma_kernel(const
             break;
 #pragma unroll
         for (int r = 0; r < 4; r++) {
-            const int h = gid + (r & 1) * 8, kk = 2 * tig + (r >> 1) * 8;
+            const int h = gid + (r & 1) * 8, kk = 16 * j + 2 * tig + (r >> 1) * 8;
             uint16_t hv[2], lv[2];
 #pragma unroll
             for (int u = 0; u < 2; u++) {
-                float x = 0.0f;
-                if (h < hpg) {
-                    const int hh = g * hpg + h;
-                    if (j < kd) {
-                        const int e = 16 * j + kk + u;
-                        if (e < dg)
-                            x = p.qt[((int64_t)t * p.H + hh) * dg + e];
-                    } else {
-                        const int e = 16 * (j - kd) + kk + u;
-                        if (e < dR)
-                            x = p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + e];
-                    }
-                }
+                const float x = qs[h][kk + u];
                 hv[u] = kc_f32_bf16(x);
                 lv[u] = kc_f32_bf16(x - kc_bf16_f32(hv[u]));
             }
@@ -536,39 +573,26 @@ __global__ void __launch_bounds__(SELM_WARPS * 32) select_score_mma_kernel(const
     const float l0 = gid < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid] : 0.0f;
     const float l1 = gid + 8 < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid + 8] : 0.0f;
 
-    for (int n0 = warp * 8; n0 < nchunk; n0 += SELM_WARPS * 8) {
-        /* B fragments: this lane's column is block b0 + n0 + gid */
-        const int bc = b0 + n0 + gid;
-        const uint16_t *ent = bc < b0 + nchunk ? p.c.kv + (int64_t)tab[bc] * p.c.page_elems +
-                                                     p.c.layer_off + (int64_t)B * S
-                                               : nullptr;
-        uint32_t bf[SELM_KMAX][2];
+    const int step = SELM_WARPS * 8;
+    int n0 = b0 + warp * 8;
+    uint32_t bf[SELM_KMAX][2];
+    selm_load_b(p, tab, n0 + gid, n0 + gid < bend, g, kd, ks, tig, bf);
+    for (; n0 < bend; n0 += step) {
+        uint32_t cb[SELM_KMAX][2];
 #pragma unroll
         for (int j = 0; j < SELM_KMAX; j++) {
-            if (j >= ks)
-                break;
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int kk = 2 * tig + r * 8;
-                uint32_t v = 0;
-                if (ent) {
-                    if (j < kd) {
-                        if (16 * j + kk < dg)
-                            v = *(const uint32_t *)(ent + g * dg + 16 * j + kk);
-                    } else if (16 * (j - kd) + kk < dR) {
-                        v = *(const uint32_t *)(ent + G * dg + 16 * (j - kd) + kk);
-                    }
-                }
-                bf[j][r] = v;
-            }
+            cb[j][0] = bf[j][0];
+            cb[j][1] = bf[j][1];
         }
+        if (n0 + step < bend) /* the next tile's loads in flight during this one */
+            selm_load_b(p, tab, n0 + step + gid, n0 + step + gid < bend, g, kd, ks, tig, bf);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int j = 0; j < SELM_KMAX; j++) {
             if (j >= ks)
                 break;
-            mma_bf16_16816(acc, ahi[j], bf[j]);
-            mma_bf16_16816(acc, alo[j], bf[j]);
+            mma_bf16_16816(acc, ahi[j], cb[j]);
+            mma_bf16_16816(acc, alo[j], cb[j]);
         }
         /* rows gid (acc 0, 1) and gid + 8 (acc 2, 3); columns 2tig, 2tig+1 */
         float s0 = 0.0f, s1 = 0.0f;
@@ -588,14 +612,117 @@ __global__ void __launch_bounds__(SELM_WARPS * 32) select_score_mma_kernel(const
         if (gid == 0) {
 #pragma unroll
             for (int u = 0; u < 2; u++) {
-                const int b = b0 + n0 + 2 * tig + u;
-                if (b < b0 + nchunk) {
+                const int b = n0 + 2 * tig + u;
+                if (b < bend) {
                     const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
                     sc[b] = forced ? -1.0f : (u ? s1 : s0);
                 }
             }
         }
     }
+}
+
+/* Block choice for up to SELW_MAX candidates: one warp per (anchor, group),
+ * every lane holding its candidates b = lane + 32 i in registers; a round
+ * is a warp argmax (ties: lower b) and only the owner clears its pick, so
+ * no block-wide barriers.  The same choice as select_kernel. */
+constexpr int SELW_PER_LANE = 32;
+constexpr int SELW_MAX = 32 * SELW_PER_LANE;
+constexpr int SELW_WARPS = 4;
+
+__global__ void __launch_bounds__(SELW_WARPS * 32) select_warp_kernel(const select_params p) {
+    const int pair = (int)blockIdx.x * SELW_WARPS + (int)(threadIdx.x >> 5);
+    const int G = p.c.G, B = p.c.B, n = p.s.top_n;
+    if (pair >= p.n_anchors * G)
+        return;
+    const int a = pair / G, g = pair % G;
+    const int t = p.anchors[a];
+    if (t < 0)
+        return; /* padding */
+    const int lane = (int)(threadIdx.x & 31);
+    const int pos = p.tok_pos[t];
+    const int nvis = (pos + 1) / B, cur = pos / B;
+    const float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
+    float v[SELW_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < SELW_PER_LANE; i++) {
+        const int b = lane + 32 * i;
+        v[i] = b < nvis ? sc[b] : -1.0f;
+    }
+    /* forced blocks first, ascending (the scores mark them -1) */
+    int cnt = 0;
+    int32_t mine = -1; /* lane k holds chosen[k], lane 32 + k none: n <= 64 */
+    int32_t mine2 = -1;
+    for (int b = 0; b <= cur && cnt < n; b++)
+        if (b < p.init_blocks || b > cur - p.local_blocks) {
+            if (lane == (cnt & 31)) {
+                if (cnt < 32)
+                    mine = b;
+                else
+                    mine2 = b;
+            }
+            cnt++;
+        }
+    float mb = -1.0f;
+    int mi = 0x7fffffff;
+#pragma unroll
+    for (int i = 0; i < SELW_PER_LANE; i++)
+        if (v[i] >= 0.0f && v[i] > mb) {
+            mb = v[i];
+            mi = lane + 32 * i;
+        }
+    while (cnt < n) {
+        float bv = mb;
+        int bi = mi;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > bv || (ov == bv && oi < bi)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (bv < 0.0f)
+            break; /* uniform: every lane has the same bv */
+        if (lane == (cnt & 31)) {
+            if (cnt < 32)
+                mine = bi;
+            else
+                mine2 = bi;
+        }
+        cnt++;
+        if ((bi & 31) == lane) {
+            mb = -1.0f;
+            mi = 0x7fffffff;
+#pragma unroll
+            for (int i = 0; i < SELW_PER_LANE; i++) {
+                if (lane + 32 * i == bi)
+                    v[i] = -1.0f;
+                if (v[i] >= 0.0f && v[i] > mb) {
+                    mb = v[i];
+                    mi = lane + 32 * i;
+                }
+            }
+        }
+    }
+    /* ascending: each chosen block's rank among the chosen */
+    const int64_t k = (int64_t)t * G + g;
+    for (int half = 0; half < 2; half++) {
+        const int32_t x = half ? mine2 : mine;
+        const int idx = lane + 32 * half;
+        int rank = 0;
+        for (int j = 0; j < cnt; j++) {
+            const int32_t y = __shfl_xor_sync(0xffffffffu, j < 32 ? mine : mine2, lane ^ (j & 31));
+            rank += idx < cnt && y < x;
+        }
+        if (idx < cnt)
+            p.s.tsel[k * n + rank] = x;
+        else if (idx < n)
+            p.s.tsel[k * n + idx] = -1;
+    }
+    if (lane == 0)
+        p.s.tsel_cnt[k] = cnt;
 }
 
 /* Block choice from the scores of select_score_kernel: one thread block per
@@ -793,14 +920,27 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
     const int hpg = p->H / p->c.G;
     const bool mma = !p->exact && hpg <= 16 && p->c.dg % 2 == 0 && p->c.dR % 2 == 0 &&
                      (p->c.dg + 15) / 16 + (p->c.dR + 15) / 16 <= SELM_KMAX;
-    if (mma)
-        select_score_mma_kernel<<<sgrid, SELM_WARPS * 32, 0, stream>>>(*p);
-    else
+    if (mma) {
+        /* few anchors (decode): 2 tiles of 8 candidates per warp, many
+         * thread blocks; many anchors (prefill): 8 tiles, the query's
+         * set-up shared by more candidates */
+        const int ntw = p->n_anchors * p->c.G >= 64 ? 8 : 2, csz = SELM_WARPS * ntw * 8;
+        const dim3 mgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
+                         (unsigned)((p->nb_max + csz - 1) / csz));
+        select_score_mma_kernel<<<mgrid, SELM_WARPS * 32, 0, stream>>>(*p, ntw);
+    } else {
         select_score_kernel<<<sgrid, SEL_THREADS, smem, stream>>>(*p);
+    }
     KC_LAUNCH_CHECK();
-    const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
-    const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
-    select_kernel<<<grid, SEL_THREADS, vsm, stream>>>(*p);
+    if (p->nb_max <= SELW_MAX && p->s.top_n <= 64) {
+        const int pairs = p->n_anchors * p->c.G;
+        const unsigned nb = (unsigned)((pairs + SELW_WARPS - 1) / SELW_WARPS);
+        select_warp_kernel<<<nb, SELW_WARPS * 32, 0, stream>>>(*p);
+    } else {
+        const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
+        const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
+        select_kernel<<<grid, SEL_THREADS, vsm, stream>>>(*p);
+    }
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

@@ -11,8 +11,8 @@
  *   d[0], d[1] = D[gid][2tig, 2tig+1] d[2], d[3] = D[gid+8][2tig, 2tig+1]
  *
  * Under the CPU emulation of tests/cuda/emu (EMU_CUDA_RUNTIME_H defined)
- * the product is computed from the whole warp's fragments gathered with
- * shuffles, in float, with the same fragment layout: a kernel with the
+ * the product is computed from the whole warp's fragments gathered through
+ * a table, in float, with the same fragment layout: a kernel with the
  * layout wrong fails its tests there too.
  */
 #ifndef ASA_MMA_BF16_CUH
@@ -38,25 +38,30 @@ inline float mma_emu_bf16(uint32_t r, int hi) {
     return __uint_as_float((hi ? r >> 16 : r & 0xffffu) << 16);
 }
 inline void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
-    const int lane = (int)(threadIdx.x & 31);
+    /* the warp's fragments through a table; emu_warp_exchange is only the
+     * warp barrier here (before the reads, and before the next writes) */
+    static uint32_t tab[64][32][6];
+    const int lane = (int)(threadIdx.x & 31), w = (int)(threadIdx.x >> 5);
+    for (int i = 0; i < 4; i++)
+        tab[w][lane][i] = a[i];
+    tab[w][lane][4] = b[0];
+    tab[w][lane][5] = b[1];
+    uint64_t dummy = 0;
+    emu_warp_exchange(&dummy, 0);
     float A[16][16], Bm[16][8];
-    for (int o = 0; o < 32; o++) {
-        /* the fragments of lane ^ o */
-        uint32_t fa[4], fb[2];
-        for (int i = 0; i < 4; i++)
-            fa[i] = o ? __shfl_xor_sync(0xffffffffu, a[i], o) : a[i];
-        for (int i = 0; i < 2; i++)
-            fb[i] = o ? __shfl_xor_sync(0xffffffffu, b[i], o) : b[i];
-        const int l = lane ^ o, gid = l >> 2, tig = l & 3;
+    for (int l = 0; l < 32; l++) {
+        const uint32_t *f = tab[w][l];
+        const int gid = l >> 2, tig = l & 3;
         for (int h = 0; h < 2; h++) {
-            A[gid][2 * tig + h] = mma_emu_bf16(fa[0], h);
-            A[gid + 8][2 * tig + h] = mma_emu_bf16(fa[1], h);
-            A[gid][2 * tig + 8 + h] = mma_emu_bf16(fa[2], h);
-            A[gid + 8][2 * tig + 8 + h] = mma_emu_bf16(fa[3], h);
-            Bm[2 * tig + h][gid] = mma_emu_bf16(fb[0], h);
-            Bm[2 * tig + 8 + h][gid] = mma_emu_bf16(fb[1], h);
+            A[gid][2 * tig + h] = mma_emu_bf16(f[0], h);
+            A[gid + 8][2 * tig + h] = mma_emu_bf16(f[1], h);
+            A[gid][2 * tig + 8 + h] = mma_emu_bf16(f[2], h);
+            A[gid + 8][2 * tig + 8 + h] = mma_emu_bf16(f[3], h);
+            Bm[2 * tig + h][gid] = mma_emu_bf16(f[4], h);
+            Bm[2 * tig + 8 + h][gid] = mma_emu_bf16(f[5], h);
         }
     }
+    emu_warp_exchange(&dummy, 0);
     const int gid = lane >> 2, tig = lane & 3;
     for (int i = 0; i < 4; i++) {
         const int r = gid + (i >= 2 ? 8 : 0), c = 2 * tig + (i & 1);

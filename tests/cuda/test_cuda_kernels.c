@@ -501,9 +501,8 @@ static void test_attn_slc(void **st) { run_attn(ATTN_SLC); }
 
 /* block choice over more candidate blocks than one scoring chunk (351
  * visible blocks: chunks of 256), pages in a scrambled order */
-static void test_select_long(void **st) {
-    (void)st;
-    const int G = 2, dg = 4, dR = 2, H = 4, B = 2, top_n = 6, nb_max = 400, np = 352;
+static void run_select_long(int nb_max) {
+    const int G = 2, dg = 4, dR = 2, H = 4, B = 2, top_n = 6, np = 352;
     const int S = G * dg + dR, pos = 701;
     const int64_t pe = (int64_t)(B + 1) * S;
     uint16_t *kv = malloc((size_t)np * pe * 2);
@@ -558,6 +557,12 @@ static void test_select_long(void **st) {
     cudaFree(sd.scores);
     free(kv);
 }
+/* nb_max 400: the one-warp choice; 1100: the thread-block one */
+static void test_select_long(void **st) {
+    (void)st;
+    run_select_long(400);
+    run_select_long(1100);
+}
 
 /* Block scoring on tensor cores (the default) and with f32 FMAs (exact = 1)
  * against a double reference: the asa-1.3b global shape (16 heads per
@@ -573,8 +578,15 @@ static void test_select_shapes(void **st) {
         const int G = shp[si].G, dg = shp[si].dg, dR = shp[si].dR, H = shp[si].H,
                   B = shp[si].B, hpg = H / G, top_n = 16, E = dg + dR;
         const int S = G * dg + dR, Lg = 2, ti = 1;
-        const int pos[5] = {5 * B - 1, 17 * B + 3, 40 * B + 1, 300 * B + 7, 150 * B};
-        const int seq[5] = {0, 1, 0, 1, 0}, NA = 5;
+        /* the first shape with 35 anchors (70 pairs: the prefill launch
+         * shape of the tensor-core scoring), the others with 5 */
+        const int pos5[5] = {5 * B - 1, 17 * B + 3, 40 * B + 1, 300 * B + 7, 150 * B};
+        const int seq5[5] = {0, 1, 0, 1, 0}, NA = si == 0 ? 35 : 5;
+        int pos[35], seq[35];
+        for (int a = 0; a < NA; a++) {
+            pos[a] = pos5[a % 5] - a / 5;
+            seq[a] = seq5[a % 5];
+        }
         const int nb_max = 310, np = 2 * 302;
         const int64_t pe = (int64_t)Lg * (B + 1) * S, lo = (int64_t)ti * (B + 1) * S;
         uint16_t *kv = malloc((size_t)np * pe * 2);
@@ -588,11 +600,13 @@ static void test_select_shapes(void **st) {
         fill_f32(qt, (size_t)NA * H * dg, 0.3f);
         fill_f32(qr, (size_t)NA * ldq, 0.3f);
         fill_f32(lse, (size_t)NA * H, 1.0f);
-        int32_t anc[6] = {0, 1, 2, 3, 4, -1}, tp[5], ts[5];
+        int32_t anc[36], tp[35], ts[35];
         for (int a = 0; a < NA; a++) {
+            anc[a] = a;
             tp[a] = pos[a];
             ts[a] = seq[a];
         }
+        anc[NA] = -1; /* padding: skipped */
         const float scale = 0.125f;
         /* double scores of every visible candidate */
         double *ref = malloc((size_t)NA * G * nb_max * sizeof(double));
@@ -626,12 +640,12 @@ static void test_select_shapes(void **st) {
         for (int exact = 0; exact < 2; exact++) {
             select_params sd = sp;
             sd.exact = exact;
-            sd.anchors = dup_dev(anc, sizeof anc);
+            sd.anchors = dup_dev(anc, (size_t)(NA + 1) * 4);
             sd.c.kv = dup_dev(kv, (size_t)np * pe * 2);
             sd.c.tab = dup_dev(tab, (size_t)np * 4);
             sd.c.seq_toff = dup_dev(toff, sizeof toff);
-            sd.tok_pos = dup_dev(tp, sizeof tp);
-            sd.tok_seq = dup_dev(ts, sizeof ts);
+            sd.tok_pos = dup_dev(tp, (size_t)NA * 4);
+            sd.tok_seq = dup_dev(ts, (size_t)NA * 4);
             sd.qt = dup_dev(qt, (size_t)NA * H * dg * 4);
             sd.qr = dup_dev(qr, (size_t)NA * ldq * 4);
             sd.lse = dup_dev(lse, (size_t)NA * H * 4);
