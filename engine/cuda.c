@@ -211,6 +211,9 @@ typedef struct cu_be {
     int blas_heads_t;          /* absorb/expand through batched cuBLAS from
                                   this many tokens on (ASA_CUDA_BLAS_HEADS_T,
                                   0 = never) */
+    bool presplit;             /* products on cuBLAS read bf16 parts written by
+                                  RMSNorm / SiLU-gate (ASA_CUDA_PRESPLIT=0: f32
+                                  and a split launch) */
     bool sel_exact;            /* ASA_CUDA_SEL_EXACT=1: block scores with f32
                                   FMAs instead of tensor cores (hi + lo query) */
     cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
@@ -300,6 +303,11 @@ static asa_err cu__put_f32(const eng_tensor *t, size_t n, float **dev, float *st
     return ASA_OK;
 }
 
+static bool cu__want_lo(const cu_be *c, int M, bool want_lo);
+static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo);
+static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
+                              bool lo);
+
 /* y[M][N] (f32, ld N) = x[M][K] (f32, ld K) . W[N][K]^T (bf16).  Up to
  * c->gemv_rows rows: the GEMV kernel reads x as f32.  Larger: cuBLAS on the
  * bf16 rounding of x (bf16 x bf16 -> f32), plus, in precise mode, a second
@@ -328,17 +336,32 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
         if (gemv_params_check(&gp) == ASA_OK)
             return gemv_bf16_cuda(&gp, c->st);
     }
-    const bool lo = c->precise == 2 || (c->precise == 1 && (want_lo || 2 * M <= CU_STACK_M));
+    const bool lo = cu__want_lo(c, M, want_lo);
+    CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
+    return cu__gemm_parts(c, M, K, W, N, y, lo);
+}
+
+/* Whether a cuBLAS product of M rows reads the lo part too (see precise). */
+static bool cu__want_lo(const cu_be *c, int M, bool want_lo) {
+    return c->precise == 2 || (c->precise == 1 && (want_lo || 2 * M <= CU_STACK_M));
+}
+
+/* Where the lo part of an M x K product input goes: after hi in xhi when
+ * hi and lo stack into one product, else xlo; NULL without lo. */
+static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
+    return !lo ? NULL : 2 * M <= CU_STACK_M ? c->xhi + (size_t)M * K : c->xlo;
+}
+
+/* The cuBLAS product on the bf16 parts already in xhi (and cu__lo_buf). */
+static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
+                              bool lo) {
+    const float one = 1.0f, zero = 0.0f;
     if (lo && 2 * M <= CU_STACK_M) {
-        CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, c->xhi + (size_t)M * K, c->st));
-        const float one = 1.0f, zero = 0.0f;
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
                                 CUDA_R_16BF, K, c->xhi, CUDA_R_16BF, K, &zero, c->y2,
                                 CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return cb_add2_cuda(M, N, c->y2, c->y2 + (size_t)M * N, y, c->st);
     }
-    CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, lo ? c->xlo : NULL, c->st));
-    const float one = 1.0f, zero = 0.0f;
     CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K,
                             c->xhi, CUDA_R_16BF, K, &zero, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
@@ -368,6 +391,34 @@ static void cu__mark(cu_be *c, int cat) {
         return;
     if (cudaEventRecord(c->ev[c->n_ev], c->st) == cudaSuccess)
         c->ev_cat[c->n_ev++] = cat;
+}
+
+/* Whether a product of M rows takes its input as bf16 parts written by
+ * the producing kernel (RMSNorm, SiLU-gate) instead of f32 + a split
+ * launch: where it runs on cuBLAS outside batch-invariant mode. */
+static bool cu__presplit(const cu_be *c, int M) {
+    return c->presplit && !c->invariant && M > c->gemv_rows;
+}
+
+/* RMSNorm (+ residual) of M rows of d, then their product with W (N rows
+ * of d) into y. */
+static asa_err cu__norm_gemm(cu_be *c, const float *x, float *residual, const float *w, int M,
+                             const uint16_t *W, int N, float *y, bool want_lo) {
+    const int d = c->d;
+    cu__mark(c, CU_T_OTHER);
+    if (cu__presplit(c, M)) {
+        const bool lo = cu__want_lo(c, M, want_lo);
+        asa_err e = cb_rmsnorm_split_cuda(M, d, c->eps, x, residual, w, c->xhi,
+                                          cu__lo_buf(c, M, d, lo), c->st);
+        if (e != ASA_EUNSUPPORTED) {
+            CU_OK(e);
+            cu__mark(c, CU_T_PROJ);
+            return cu__gemm_parts(c, M, d, W, N, y, lo);
+        }
+    }
+    CU_OK(cu__rmsnorm(c, x, residual, w, c->hn, M));
+    cu__mark(c, CU_T_PROJ);
+    return cu__gemm(c, c->hn, M, d, W, N, y, want_lo);
 }
 
 /* After the step's last synchronisation: sums the marked intervals. */
@@ -622,6 +673,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->blas_heads_t = bh && bh[0] ? atoi(bh) : CU_BLAS_HEADS_T;
     if (c->invariant || c->blas_heads_t < 0)
         c->blas_heads_t = 0;
+    const char *ps = getenv("ASA_CUDA_PRESPLIT");
+    c->presplit = !(ps && strcmp(ps, "0") == 0);
     const char *sx = getenv("ASA_CUDA_SEL_EXACT");
     c->sel_exact = sx && strcmp(sx, "1") == 0;
     const char *tf = getenv("ASA_CUDA_TF32");
@@ -1111,10 +1164,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int32_t *tab = global ? mt->gtab : mt->ltab, *toff = global ? mt->gtoff : mt->ltoff;
 
     /* attention input */
-    cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__rmsnorm(c, first ? c->x : c->tmp, first ? NULL : c->x, y->attn_norm, c->hn, T));
-    cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hn, T, d, y->w_in, y->n_in, c->qa, true));
+    CU_OK(cu__norm_gemm(c, first ? c->x : c->tmp, first ? NULL : c->x, y->attn_norm, T, y->w_in,
+                        y->n_in, c->qa, true));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
@@ -1178,16 +1229,18 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T) : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp, false));
+    CU_OK(cu__norm_gemm(c, c->tmp, c->x, y->mlp_norm, T, y->w_gu, 2 * F, c->gu, false));
     cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__rmsnorm(c, c->tmp, c->x, y->mlp_norm, c->hn, T));
-    cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hn, T, d, y->w_gu, 2 * F, c->gu, false));
-    cu__mark(c, CU_T_OTHER);
+    /* SiLU-gate straight into the bf16 input of the down product where
+     * that product reads hi only */
+    const bool act_bf16 = cu__presplit(c, T) && !cu__want_lo(c, T, false);
     silu_mul_params sm = {.rows = T, .F = F, .gu = c->gu, .gu_type = KC_F32, .ld_gu = 2 * F,
-                          .out = c->act, .out_type = KC_F32, .ld_out = F};
+                          .out = act_bf16 ? (void *)c->xhi : (void *)c->act,
+                          .out_type = act_bf16 ? KC_BF16 : KC_F32, .ld_out = F};
     CU_OK(silu_mul_cuda(&sm, c->st));
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->act, T, F, y->down, d, c->tmp, false));
+    CU_OK(act_bf16 ? cu__gemm_parts(c, T, F, y->down, d, c->tmp, false)
+                   : cu__gemm(c, c->act, T, F, y->down, d, c->tmp, false));
     return ASA_OK;
 }
 

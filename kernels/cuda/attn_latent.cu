@@ -1064,6 +1064,10 @@ extern "C" void select_blocks_ref(const select_params *p) {
                 }
                 sc[b] = sum;
             }
+            /* the kernels' score rows too (visible blocks; forced -1) */
+            if (p->scores)
+                for (int b = 0; b < nvis; b++)
+                    p->scores[((int64_t)a * G + g) * p->nb_max + b] = (float)sc[b];
             while (cnt < n) {
                 int best = -1;
                 for (int b = 0; b <= cur; b++)

@@ -215,8 +215,12 @@ __global__ void add2_kernel(int64_t n, const float *a, const float *b, float *y)
 
 constexpr int NM_THREADS = 256, NM_V = 4; /* float4 per thread: D <= 4096 */
 
+/* SPLIT: the normalised row goes out as bf16 hi (+ lo) parts, exactly as
+ * split4_kernel would cut the f32 row, instead of f32 y */
+template <bool SPLIT>
 __global__ void __launch_bounds__(NM_THREADS)
-norm_kernel(int D, float eps, const float *x, float *res, const float *w, float *y) {
+norm_kernel(int D, float eps, const float *x, float *res, const float *w, float *y,
+            uint16_t *hi, uint16_t *lo) {
     __shared__ float part[NM_THREADS / 32];
     const int64_t row = blockIdx.x;
     const int D4 = D >> 2;
@@ -266,14 +270,30 @@ norm_kernel(int D, float eps, const float *x, float *res, const float *w, float 
         tot += part[k];
     const float inv = rsqrtf(tot / (float)D + eps);
     const float4 *wr = (const float4 *)w;
-    float4 *yr = (float4 *)(y + row * D);
 #pragma unroll
     for (int u = 0; u < NM_V; u++) {
         const int i = threadIdx.x + u * NM_THREADS;
         if (i < D4) {
             const float4 g = wr[i];
-            yr[i] = make_float4(v[u].x * inv * g.x, v[u].y * inv * g.y, v[u].z * inv * g.z,
-                                v[u].w * inv * g.w);
+            const float4 o = make_float4(v[u].x * inv * g.x, v[u].y * inv * g.y,
+                                         v[u].z * inv * g.z, v[u].w * inv * g.w);
+            if (!SPLIT) {
+                ((float4 *)(y + row * D))[i] = o;
+            } else {
+                const float f[4] = {o.x, o.y, o.z, o.w};
+                uint16_t h[4], l[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    h[j] = kc_f32_bf16(f[j]);
+                    l[j] = kc_f32_bf16(f[j] - kc_bf16_f32(h[j]));
+                }
+                const int64_t e = row * D + 4 * (int64_t)i;
+                *(uint2 *)(hi + e) = make_uint2((uint32_t)h[0] | (uint32_t)h[1] << 16,
+                                                (uint32_t)h[2] | (uint32_t)h[3] << 16);
+                if (lo)
+                    *(uint2 *)(lo + e) = make_uint2((uint32_t)l[0] | (uint32_t)l[1] << 16,
+                                                    (uint32_t)l[2] | (uint32_t)l[3] << 16);
+            }
         }
     }
 }
@@ -437,7 +457,23 @@ extern "C" asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, f
     if (D % 4 || D > 4 * NM_V * NM_THREADS || !kc_aligned(x, 16) || !kc_aligned(w, 16) ||
         !kc_aligned(y, 16) || (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
-    norm_kernel<<<(unsigned)rows, NM_THREADS, 0, stream>>>(D, eps, x, residual, w, y);
+    const unsigned nb = (unsigned)rows;
+    norm_kernel<false><<<nb, NM_THREADS, 0, stream>>>(D, eps, x, residual, w, y, nullptr, nullptr);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x,
+                                         float *residual, const float *w, uint16_t *hi,
+                                         uint16_t *lo, cudaStream_t stream) {
+    if (rows < 1 || D < 4 || !x || !w || !hi || !(eps > 0))
+        return ASA_EINVAL;
+    if (D % 4 || D > 4 * NM_V * NM_THREADS || !kc_aligned(x, 16) || !kc_aligned(w, 16) ||
+        !kc_aligned(hi, 8) || (lo && !kc_aligned(lo, 8)) ||
+        (residual && (!kc_aligned(residual, 16) || residual == x)))
+        return ASA_EUNSUPPORTED;
+    const unsigned nb = (unsigned)rows;
+    norm_kernel<true><<<nb, NM_THREADS, 0, stream>>>(D, eps, x, residual, w, nullptr, hi, lo);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

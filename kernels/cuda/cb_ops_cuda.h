@@ -61,6 +61,12 @@ asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint1
  * depend on the other rows. */
 asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *residual,
                         const float *w, float *y, cudaStream_t stream);
+/* The same with the normalised rows cut into bf16 parts as
+ * cb_split_bf16_cuda would cut them (hi, and lo when not NULL; dense
+ * [rows][D]) instead of f32 y: the input of a cuBLAS product without the
+ * f32 round trip.  Also needs hi/lo 8-byte aligned. */
+asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, float *residual,
+                              const float *w, uint16_t *hi, uint16_t *lo, cudaStream_t stream);
 
 /* y[r][e] = a[r][e] + b[r][e] (f32, dense [rows][cols] each). */
 asa_err cb_add2_cuda(int rows, int cols, const float *a, const float *b, float *y,

@@ -132,6 +132,14 @@ asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *res, 
     }
     return ASA_OK;
 }
+asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, float *res, const float *w,
+                              uint16_t *hi, uint16_t *lo, cudaStream_t s) {
+    float *y = malloc((size_t)rows * D * 4);
+    asa_err e = cb_rmsnorm_cuda(rows, D, eps, x, res, w, y, s);
+    if (!e) e = cb_split_bf16_cuda(rows, D, y, D, hi, lo, s);
+    free(y);
+    return e;
+}
 asa_err cb_add2_cuda(int rows, int cols, const float *a, const float *b, float *y, cudaStream_t s) {
     (void)s;
     for (size_t i = 0; i < (size_t)rows * cols; i++) y[i] = a[i] + b[i];

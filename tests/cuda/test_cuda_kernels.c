@@ -834,6 +834,47 @@ static void test_absorb_expand_vec(void **st) {
         cmp_f32("rmsnorm rows", yg, yr, n, 1e-5, 1e-5);
         cmp_f32("rmsnorm residual", rg, rr, n, 0, 0);
         n_kernels++;
+        /* the same rows as bf16 parts: bitwise the split of the f32 rows
+         * (and the same residual update) */
+        {
+            float *rd2 = dup_dev(r, n * 4);
+            uint16_t *hd = poison_dev(n * 2), *ld = poison_dev(n * 2);
+            uint16_t *hg = malloc(n * 2), *lg = malloc(n * 2), *hw = malloc(n * 2),
+                     *lw = malloc(n * 2);
+            for (int lo = 0; lo < 2; lo++) {
+                assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, wr ? rd2 : NULL, wd, hd,
+                                                       lo ? ld : NULL, 0),
+                                 ASA_OK);
+                get_dev(hg, hd, n * 2);
+                get_dev(lg, ld, n * 2);
+                for (size_t i = 0; i < n; i++) {
+                    hw[i] = asa_f32_to_bf16(yg[i]);
+                    lw[i] = asa_f32_to_bf16(yg[i] - asa_bf16_to_f32(hw[i]));
+                }
+                for (size_t i = 0; i < n; i++)
+                    if (hg[i] != hw[i] || (lo && lg[i] != lw[i]))
+                        fail_msg("rmsnorm split (lo %d): element %zu: hi %04x lo %04x, want %04x "
+                                 "%04x", lo, i, hg[i], lg[i], hw[i], lw[i]);
+                n_checked += (int)n;
+                if (!lo) {
+                    float *r2 = malloc(n * 4);
+                    get_dev(r2, rd2, n * 4);
+                    cmp_f32("rmsnorm split residual", r2, rr, n, 0, 0);
+                    free(r2);
+                    /* the second call adds the residual again: start over */
+                    cudaFree(rd2);
+                    rd2 = dup_dev(r, n * 4);
+                }
+            }
+            n_kernels++;
+            cudaFree(rd2);
+            cudaFree(hd);
+            cudaFree(ld);
+            free(hg);
+            free(lg);
+            free(hw);
+            free(lw);
+        }
         cudaFree(xd);
         cudaFree(rd);
         cudaFree(wd);
