@@ -1,0 +1,438 @@
+/*
+ * kernels/cuda/attn_mma.cu - latent attention on tensor cores for prefill
+ * (contract in attn_mma_cuda.h; fragment layouts in mma_sm80.cuh).
+ *
+ * Per key tile of MM_KT keys: the first MM_KT threads plan the tile (entry
+ * offset, position and token mask of each key), all threads stage it into
+ * shared memory with 16-byte loads, then every warp computes its 16 rows x
+ * MM_KT scores (ldmatrix of K, Q fragments in registers), masks per row,
+ * updates its running max / sum and rescales its accumulators (16 rows x
+ * dg in registers), and adds P V (ldmatrix.trans of the same tile).  The
+ * tile's row stride (a multiple of 16 plus 8 elements) puts the 8 rows of
+ * each 8x8 ldmatrix on distinct bank quads.
+ */
+#include "attn_mma_cuda.h"
+
+#include <math.h>
+
+#include "kcuda_int.cuh"
+#include "mma_sm80.cuh"
+
+namespace {
+
+constexpr int MM_THREADS = 128;
+constexpr int MM_ROWS = 64;   /* (token, head) rows per block: 16 per warp */
+constexpr int MM_KT = 64;     /* keys per tile */
+constexpr int MM_TOK = 64;    /* tokens per block at most (one per row) */
+constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block */
+constexpr int MM_LU = 8;      /* 16-byte loads per thread in flight when staging */
+
+__device__ __forceinline__ float mm_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+/* The selection set of token t, group g (attn_latent_cuda.h). */
+__device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int G, int g,
+                                                 int *cnt) {
+    const int src = s.sel_src[t];
+    if (src >= 0) {
+        const int64_t k = (int64_t)src * G + g;
+        *cnt = s.tsel_cnt[k];
+        return s.tsel + k * s.top_n;
+    }
+    const int64_t k = ((int64_t)(-src - 1) * s.Lg + s.ti) * G + g;
+    *cnt = s.slot_cnt[k];
+    return s.slot_sel + k * s.top_n;
+}
+
+/* KS: 16-wide steps of the score dimension, NP: 16-wide pairs of the value
+ * dimension (compile-time maxima; EXACT: the shape is exactly that, else
+ * ks_rt / np_rt give it).  QS: hi + lo query parts. */
+template <int KS, int NP, bool EXACT, bool QS>
+__global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params p, int ks_rt,
+                                                              int np_rt) {
+    constexpr int EPM = KS * 16 + 8;
+    __shared__ __align__(16) uint16_t kt[MM_KT * EPM];
+    __shared__ int64_t kbase[MM_KT];
+    __shared__ uint64_t kmask[MM_KT];
+    __shared__ int kpos[MM_KT];
+    __shared__ int tseq[MM_TOK], tlo[MM_TOK], thi[MM_TOK];
+    __shared__ int sg_seq[MM_TOK], sg_lo[MM_TOK], sg_hi[MM_TOK];
+    __shared__ uint64_t sg_mask[MM_TOK];
+    __shared__ int ls_b[MM_LIST], ls_seq[MM_LIST];
+    __shared__ uint64_t ls_mask[MM_LIST];
+    __shared__ int n_seg;
+
+    const int ksn = EXACT ? KS : ks_rt, npn = EXACT ? NP : np_rt;
+    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B, H = p.H;
+    const int Ep = ksn * 16 + 8;
+    const int hpg = H / G, g = blockIdx.y;
+    const int nrows = p.T * hpg, i0 = (int)blockIdx.x * MM_ROWS;
+    const int ta = i0 / hpg, ntok = min(nrows - 1, i0 + MM_ROWS - 1) / hpg - ta + 1;
+    const int64_t S = (int64_t)G * dg + dR, pe = p.c.page_elems, lo_off = p.c.layer_off;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    const bool slc = p.mode == ATTN_SLC;
+
+    /* the block's tokens: sequence and key range [lo, hi] in the mode's key
+     * coordinate (position; ATTN_CMP: block index) */
+    for (int i = tid; i < ntok; i += MM_THREADS) {
+        const int t = p.t_off + ta + i, pos = p.tok_pos[t];
+        tseq[i] = p.tok_seq[t];
+        tlo[i] = p.mode == ATTN_LOCAL ? max(0, pos - p.window + 1) : 0;
+        thi[i] = p.mode == ATTN_CMP ? (pos + 1) / B - 1 : pos;
+    }
+    /* pad columns [E, Ep) stay zero (staging writes [0, E)) */
+    for (int i = tid; i < MM_KT * (Ep - E); i += MM_THREADS)
+        kt[(i / (Ep - E)) * Ep + E + i % (Ep - E)] = 0;
+    __syncthreads();
+    if (tid == 0) {
+        /* key segments: one per sequence (union of its tokens' ranges), or
+         * for ATTN_SLC one over the list of distinct selected blocks */
+        int ns = 0;
+        if (!slc) {
+            for (int i = 0; i < ntok; i++) {
+                if (thi[i] < tlo[i])
+                    continue;
+                int k = 0;
+                while (k < ns && sg_seq[k] != tseq[i])
+                    k++;
+                if (k == ns) {
+                    sg_seq[k] = tseq[i];
+                    sg_lo[k] = tlo[i];
+                    sg_hi[k] = thi[i];
+                    sg_mask[k] = 0;
+                    ns++;
+                }
+                sg_lo[k] = min(sg_lo[k], tlo[i]);
+                sg_hi[k] = max(sg_hi[k], thi[i]);
+                sg_mask[k] |= 1ull << i;
+            }
+        } else {
+            int nl = 0;
+            for (int i = 0; i < ntok; i++) {
+                int cnt;
+                const int32_t *set = mm_set(p.s, p.t_off + ta + i, G, g, &cnt);
+                for (int k = 0; k < cnt; k++) {
+                    const int b = set[k];
+                    if (b * B > thi[i])
+                        continue; /* no visible key */
+                    int u = 0;
+                    while (u < nl && !(ls_b[u] == b && ls_seq[u] == tseq[i]))
+                        u++;
+                    if (u == nl) {
+                        if (nl == MM_LIST)
+                            continue; /* the launcher's bound makes this unreachable */
+                        ls_b[u] = b;
+                        ls_seq[u] = tseq[i];
+                        ls_mask[u] = 0;
+                        nl++;
+                    }
+                    ls_mask[u] |= 1ull << i;
+                }
+            }
+            if (nl > 0) {
+                sg_lo[0] = 0;
+                sg_hi[0] = nl * B - 1;
+                ns = 1;
+            }
+        }
+        n_seg = ns;
+    }
+
+    /* this lane's two rows (gq, gq + 8 of the warp's 16) */
+    uint64_t rbit[2];
+    int rlo[2], rhi[2], rt[2], rh[2];
+    for (int rr = 0; rr < 2; rr++) {
+        const int r = i0 + warp * 16 + gq + 8 * rr;
+        rbit[rr] = 0;
+        rlo[rr] = 1;
+        rhi[rr] = 0;
+        rt[rr] = -1;
+        rh[rr] = 0;
+        if (r < nrows) {
+            const int ti = r / hpg - ta;
+            rbit[rr] = 1ull << ti;
+            rt[rr] = p.t_off + r / hpg;
+            rh[rr] = g * hpg + r % hpg;
+        }
+    }
+    __syncthreads();
+    for (int rr = 0; rr < 2; rr++)
+        if (rt[rr] >= 0) {
+            rlo[rr] = tlo[rt[rr] - p.t_off - ta];
+            rhi[rr] = thi[rt[rr] - p.t_off - ta];
+        }
+
+    /* query fragments (A operand): [q~ | qR | 0] of the two rows */
+    uint32_t qf[KS][4], ql[QS ? KS : 1][4];
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        if (ks < ksn) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int rr = i & 1, c0 = 16 * ks + 2 * tq + 8 * (i >> 1);
+                float x[2] = {0.0f, 0.0f};
+                if (rt[rr] >= 0)
+                    for (int j = 0; j < 2; j++) {
+                        const int c = c0 + j;
+                        if (c < dg)
+                            x[j] = p.qt[((int64_t)rt[rr] * H + rh[rr]) * dg + c];
+                        else if (c < E)
+                            x[j] = p.qr[(int64_t)rt[rr] * p.ld_qr + (int64_t)rh[rr] * p.qr_stride +
+                                        (c - dg)];
+                    }
+                qf[ks][i] = mma_pack_bf16(x[0], x[1]);
+                if (QS)
+                    ql[QS ? ks : 0][i] = mma_pack_bf16(x[0] - mma_lo_f32(qf[ks][i]),
+                                                       x[1] - mma_hi_f32(qf[ks][i]));
+            }
+        }
+    }
+
+    float acc[2 * NP][4];
+#pragma unroll
+    for (int n = 0; n < 2 * NP; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    /* 16-byte loads when every entry slice is 16-byte aligned */
+    const bool vec = dg % 8 == 0 && dR % 8 == 0 && pe % 8 == 0 && lo_off % 8 == 0 &&
+                     ((uintptr_t)p.c.kv & 15) == 0;
+    const int mi = lane >> 3, mr = lane & 7;
+    const int nseg = n_seg;
+
+    for (int sgi = 0; sgi < nseg; sgi++) {
+        const int klo = sg_lo[sgi], khi = sg_hi[sgi];
+        const int32_t *tab = slc ? nullptr : p.c.tab + p.c.seq_toff[sg_seq[sgi]];
+        const uint64_t smask = slc ? 0 : sg_mask[sgi];
+        for (int k0 = klo; k0 <= khi; k0 += MM_KT) {
+            if (tid < MM_KT) {
+                const int kk = k0 + tid;
+                int64_t b = -1;
+                uint64_t mk = 0;
+                int kp = 0;
+                if (kk <= khi) {
+                    if (p.mode == ATTN_LOCAL) {
+                        kp = kk;
+                        mk = smask;
+                        b = (int64_t)tab[kk / B] * pe + lo_off + (int64_t)(kk % B) * S;
+                    } else if (p.mode == ATTN_CMP) {
+                        kp = kk;
+                        mk = smask;
+                        b = (int64_t)tab[kk] * pe + lo_off + (int64_t)B * S;
+                    } else {
+                        const int u = kk / B, off = kk % B, bb = ls_b[u];
+                        kp = bb * B + off;
+                        mk = ls_mask[u];
+                        b = (int64_t)p.c.tab[p.c.seq_toff[ls_seq[u]] + bb] * pe + lo_off +
+                            (int64_t)off * S;
+                    }
+                }
+                kbase[tid] = b;
+                kmask[tid] = mk;
+                kpos[tid] = kp;
+            }
+            __syncthreads();
+            /* stage the tile: [c^(g) | kR] of each key, zeros for no key */
+            if (vec) {
+                const int E8 = E >> 3, dg8 = dg >> 3, n = MM_KT * E8;
+                for (int j0 = tid; j0 < n; j0 += MM_THREADS * MM_LU) {
+                    uint4 v[MM_LU];
+#pragma unroll
+                    for (int u = 0; u < MM_LU; u++) {
+                        const int j = j0 + u * MM_THREADS;
+                        v[u] = make_uint4(0, 0, 0, 0);
+                        if (j < n) {
+                            const int kk = j / E8, ch = j - kk * E8;
+                            const int64_t b = kbase[kk];
+                            const int off = ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8);
+                            if (b >= 0)
+                                v[u] = __ldg((const uint4 *)(p.c.kv + b + off));
+                        }
+                    }
+#pragma unroll
+                    for (int u = 0; u < MM_LU; u++) {
+                        const int j = j0 + u * MM_THREADS;
+                        if (j < n) {
+                            const int kk = j / E8, ch = j - kk * E8;
+                            *(uint4 *)(kt + kk * Ep + 8 * ch) = v[u];
+                        }
+                    }
+                }
+            } else {
+                for (int j = tid; j < MM_KT * E; j += MM_THREADS) {
+                    const int kk = j / E, e = j % E;
+                    const int64_t b = kbase[kk];
+                    uint16_t v = 0;
+                    if (b >= 0)
+                        v = p.c.kv[b + (e < dg ? g * dg + e : G * dg + (e - dg))];
+                    kt[kk * Ep + e] = v;
+                }
+            }
+            __syncthreads();
+
+            /* scores: 16 rows x MM_KT keys per warp */
+            float s[MM_KT / 8][4];
+#pragma unroll
+            for (int j = 0; j < MM_KT / 8; j++)
+                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                if (ks < ksn) {
+#pragma unroll
+                    for (int np = 0; np < MM_KT / 16; np++) {
+                        uint32_t b[4];
+                        mma_ldsm_x4<false>(b, kt + (16 * np + mr + 8 * (mi >> 1)) * Ep + 16 * ks +
+                                                  8 * (mi & 1));
+                        mma_16816(s[2 * np], qf[ks], b[0], b[1]);
+                        mma_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
+                        if (QS) {
+                            mma_16816(s[2 * np], ql[QS ? ks : 0], b[0], b[1]);
+                            mma_16816(s[2 * np + 1], ql[QS ? ks : 0], b[2], b[3]);
+                        }
+                    }
+                }
+            }
+            /* mask, scale, online softmax (rows gq and gq + 8) */
+            float mt[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int j = 0; j < MM_KT / 8; j++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    const int k = 8 * j + 2 * tq + c;
+                    const uint64_t km = kmask[k];
+                    const int kp = kpos[k];
+#pragma unroll
+                    for (int rr = 0; rr < 2; rr++) {
+                        const bool ok = (km & rbit[rr]) != 0 && kp >= rlo[rr] && kp <= rhi[rr];
+                        const float v = ok ? s[j][2 * rr + c] * p.scale : -INFINITY;
+                        s[j][2 * rr + c] = v;
+                        mt[rr] = fmaxf(mt[rr], v);
+                    }
+                }
+            float mref[2];
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
+                mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
+                const float mn = fmaxf(mrow[rr], mt[rr]);
+                const float corr = mn == -INFINITY ? 1.0f : __expf(mrow[rr] - mn);
+                mref[rr] = mn == -INFINITY ? 0.0f : mn;
+                mrow[rr] = mn;
+                lrow[rr] *= corr;
+#pragma unroll
+                for (int n = 0; n < 2 * NP; n++) {
+                    acc[n][2 * rr] *= corr;
+                    acc[n][2 * rr + 1] *= corr;
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < MM_KT / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float pr = __expf(s[j][e] - mref[e >> 1]);
+                    s[j][e] = pr;
+                    lrow[e >> 1] += pr;
+                }
+            /* P V: P (bf16) as A fragments straight from the score layout */
+#pragma unroll
+            for (int kk = 0; kk < MM_KT / 16; kk++) {
+                uint32_t pa[4];
+                pa[0] = mma_pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+                pa[1] = mma_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+                pa[2] = mma_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                pa[3] = mma_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+                for (int np = 0; np < NP; np++) {
+                    if (np < npn) {
+                        uint32_t b[4];
+                        mma_ldsm_x4<true>(b, kt + (16 * kk + mr + 8 * (mi & 1)) * Ep + 16 * np +
+                                                 8 * (mi >> 1));
+                        mma_16816(acc[2 * np], pa, b[0], b[1]);
+                        mma_16816(acc[2 * np + 1], pa, b[2], b[3]);
+                    }
+                }
+            }
+            __syncthreads(); /* the next tile overwrites kt and the plan */
+        }
+    }
+
+    /* epilogue: row sums over the quad, normalise, gate / lse */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 1);
+        lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 2);
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        if (rt[rr] < 0)
+            continue;
+        const int t = rt[rr], hh = rh[rr];
+        const float inv = lrow[rr] > 0.0f ? 1.0f / lrow[rr] : 0.0f;
+        float ga = 0.0f, gb = 0.0f;
+        if (slc) {
+            const float *gt = p.gate + (int64_t)t * p.ld_qr;
+            ga = mm_sigmoid(gt[hh]);
+            gb = mm_sigmoid(gt[H + hh]);
+        }
+        const int64_t o0 = ((int64_t)t * H + hh) * dg;
+#pragma unroll
+        for (int n = 0; n < 2 * NP; n++) {
+            if (n < 2 * npn)
+                for (int c = 0; c < 2; c++) {
+                    const int d = 8 * n + 2 * tq + c;
+                    if (d < dg) {
+                        float v = acc[n][2 * rr + c] * inv;
+                        if (slc)
+                            v = ga * p.u_cmp[o0 + d] + gb * v;
+                        p.u[o0 + d] = v;
+                    }
+                }
+        }
+        if (p.mode == ATTN_CMP && tq == 0)
+            p.lse[(int64_t)t * H + hh] =
+                lrow[rr] > 0.0f ? mrow[rr] + logf(lrow[rr]) : -INFINITY;
+    }
+}
+
+template <int KS, int NP, bool EXACT, bool QS>
+asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
+    const int hpg = p->H / p->c.G;
+    const long rows = (long)p->T * hpg;
+    dim3 grid((unsigned)((rows + MM_ROWS - 1) / MM_ROWS), (unsigned)p->c.G);
+    attn_mma_kernel<KS, NP, EXACT, QS><<<grid, MM_THREADS, 0, st>>>(*p, ks, np);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+} /* namespace */
+
+extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream) {
+    if (!p || p->T < 0 || p->H < 1 || p->c.G < 1 || p->H % p->c.G || p->c.dg < 1 ||
+        p->c.dR < 0 || p->c.B < 1 || p->t_off < 0 ||
+        (p->mode != ATTN_LOCAL && p->mode != ATTN_CMP && p->mode != ATTN_SLC))
+        return ASA_EINVAL;
+    if (p->mode == ATTN_LOCAL && p->window < 1)
+        return ASA_EINVAL;
+    const int E = p->c.dg + p->c.dR, ks = (E + 15) / 16, np = (p->c.dg + 15) / 16;
+    const int hpg = p->H / p->c.G;
+    const int max_tok = 63 / hpg + 2 < MM_TOK ? 63 / hpg + 2 : MM_TOK;
+    if (ks > 16 || np > 12)
+        return ASA_EUNSUPPORTED;
+    if (p->mode == ATTN_SLC && (long)max_tok * p->s.top_n > MM_LIST)
+        return ASA_EUNSUPPORTED;
+    if ((long)p->T * hpg > 0x7fffffffL - MM_ROWS)
+        return ASA_EUNSUPPORTED;
+    if (p->T == 0)
+        return ASA_OK;
+    const bool qs = p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT);
+    /* the asa-1.3b shapes exactly (local 192 + 32, global 96 + 32), then
+     * small and large generic forms */
+    if (ks == 14 && np == 12 && !qs)
+        return mm_launch<14, 12, true, false>(p, ks, np, stream);
+    if (ks == 8 && np == 6)
+        return qs ? mm_launch<8, 6, true, true>(p, ks, np, stream)
+                  : mm_launch<8, 6, true, false>(p, ks, np, stream);
+    if (ks <= 4 && np <= 2)
+        return qs ? mm_launch<4, 2, false, true>(p, ks, np, stream)
+                  : mm_launch<4, 2, false, false>(p, ks, np, stream);
+    return qs ? mm_launch<16, 12, false, true>(p, ks, np, stream)
+              : mm_launch<16, 12, false, false>(p, ks, np, stream);
+}
