@@ -21,6 +21,7 @@
 #include <cublas_v2.h>
 #include "asa.h"
 #include "attn_latent_cuda.h"
+#include "attn_mma_cuda.h"
 #include "cb_ops_cuda.h"
 #include "gemv_cuda.h"
 #include "rmsnorm_cuda.h"
@@ -80,6 +81,16 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 }
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t s) { (void)s; attn_latent_ref(p); return ASA_OK; }
+/* the tensor-core form: the same reference, the same shape limits (the
+ * caller's fallback runs for the others) */
+asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s) {
+    (void)s;
+    (void)flags;
+    if (p->c.dg + p->c.dR > 256 || p->c.dg > 192)
+        return ASA_EUNSUPPORTED;
+    attn_latent_ref(p);
+    return ASA_OK;
+}
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t s) { (void)s; select_blocks_ref(p); return ASA_OK; }
 asa_err compress_cuda(const compress_params *p, cudaStream_t s) { (void)s; compress_ref(p); return ASA_OK; }
 asa_err selstore_cuda(const selstore_params *p, cudaStream_t s) {
