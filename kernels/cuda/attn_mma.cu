@@ -25,7 +25,6 @@ constexpr int MM_ROWS = 64;   /* (token, head) rows per block: 16 per warp */
 constexpr int MM_KT = 64;     /* keys per tile */
 constexpr int MM_TOK = 64;    /* tokens per block at most (one per row) */
 constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block */
-constexpr int MM_LU = 8;      /* 16-byte loads per thread in flight when staging */
 
 __device__ __forceinline__ float mm_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
@@ -49,11 +48,10 @@ __device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int 
 template <int KS, int NP, bool EXACT, bool QS>
 __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params p, int ks_rt,
                                                               int np_rt) {
-    constexpr int EPM = KS * 16 + 8;
-    __shared__ __align__(16) uint16_t kt[MM_KT * EPM];
-    __shared__ int64_t kbase[MM_KT];
-    __shared__ uint64_t kmask[MM_KT];
-    __shared__ int kpos[MM_KT];
+    extern __shared__ float mm_sm[]; /* [2][MM_KT][Ep] bf16 key tiles */
+    __shared__ int64_t kbase[2][MM_KT];
+    __shared__ uint64_t kmask[2][MM_KT];
+    __shared__ int kpos[2][MM_KT];
     __shared__ int tseq[MM_TOK], tlo[MM_TOK], thi[MM_TOK];
     __shared__ int sg_seq[MM_TOK], sg_lo[MM_TOK], sg_hi[MM_TOK];
     __shared__ uint64_t sg_mask[MM_TOK];
@@ -79,9 +77,10 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
         tlo[i] = p.mode == ATTN_LOCAL ? max(0, pos - p.window + 1) : 0;
         thi[i] = p.mode == ATTN_CMP ? (pos + 1) / B - 1 : pos;
     }
+    uint16_t *const kts = (uint16_t *)mm_sm;
     /* pad columns [E, Ep) stay zero (staging writes [0, E)) */
-    for (int i = tid; i < MM_KT * (Ep - E); i += MM_THREADS)
-        kt[(i / (Ep - E)) * Ep + E + i % (Ep - E)] = 0;
+    for (int i = tid; i < 2 * MM_KT * (Ep - E); i += MM_THREADS)
+        kts[(i / (Ep - E)) * Ep + E + i % (Ep - E)] = 0;
     __syncthreads();
     if (tid == 0) {
         /* key segments: one per sequence (union of its tokens' ranges), or
@@ -198,160 +197,184 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
     const int mi = lane >> 3, mr = lane & 7;
     const int nseg = n_seg;
 
-    for (int sgi = 0; sgi < nseg; sgi++) {
-        const int klo = sg_lo[sgi], khi = sg_hi[sgi];
-        const int32_t *tab = slc ? nullptr : p.c.tab + p.c.seq_toff[sg_seq[sgi]];
-        const uint64_t smask = slc ? 0 : sg_mask[sgi];
-        for (int k0 = klo; k0 <= khi; k0 += MM_KT) {
-            if (tid < MM_KT) {
-                const int kk = k0 + tid;
-                int64_t b = -1;
-                uint64_t mk = 0;
-                int kp = 0;
-                if (kk <= khi) {
-                    if (p.mode == ATTN_LOCAL) {
-                        kp = kk;
-                        mk = smask;
-                        b = (int64_t)tab[kk / B] * pe + lo_off + (int64_t)(kk % B) * S;
-                    } else if (p.mode == ATTN_CMP) {
-                        kp = kk;
-                        mk = smask;
-                        b = (int64_t)tab[kk] * pe + lo_off + (int64_t)B * S;
-                    } else {
-                        const int u = kk / B, off = kk % B, bb = ls_b[u];
-                        kp = bb * B + off;
-                        mk = ls_mask[u];
-                        b = (int64_t)p.c.tab[p.c.seq_toff[ls_seq[u]] + bb] * pe + lo_off +
-                            (int64_t)off * S;
-                    }
-                }
-                kbase[tid] = b;
-                kmask[tid] = mk;
-                kpos[tid] = kp;
-            }
-            __syncthreads();
-            /* stage the tile: [c^(g) | kR] of each key, zeros for no key */
-            if (vec) {
-                const int E8 = E >> 3, dg8 = dg >> 3, n = MM_KT * E8;
-                for (int j0 = tid; j0 < n; j0 += MM_THREADS * MM_LU) {
-                    uint4 v[MM_LU];
-#pragma unroll
-                    for (int u = 0; u < MM_LU; u++) {
-                        const int j = j0 + u * MM_THREADS;
-                        v[u] = make_uint4(0, 0, 0, 0);
-                        if (j < n) {
-                            const int kk = j / E8, ch = j - kk * E8;
-                            const int64_t b = kbase[kk];
-                            const int off = ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8);
-                            if (b >= 0)
-                                v[u] = __ldg((const uint4 *)(p.c.kv + b + off));
-                        }
-                    }
-#pragma unroll
-                    for (int u = 0; u < MM_LU; u++) {
-                        const int j = j0 + u * MM_THREADS;
-                        if (j < n) {
-                            const int kk = j / E8, ch = j - kk * E8;
-                            *(uint4 *)(kt + kk * Ep + 8 * ch) = v[u];
-                        }
-                    }
-                }
+    /* tile plan (threads < MM_KT): entry offset, position, token mask of
+     * key k0 + tid of segment sgi, into buffer bf */
+    auto plan = [&](int bf, int sgi, int k0) {
+        if (tid >= MM_KT)
+            return;
+        const int kk = k0 + tid, khi = sg_hi[sgi];
+        int64_t b = -1;
+        uint64_t mk = 0;
+        int kp = 0;
+        if (kk <= khi) {
+            if (p.mode == ATTN_LOCAL) {
+                const int32_t *tab = p.c.tab + p.c.seq_toff[sg_seq[sgi]];
+                kp = kk;
+                mk = sg_mask[sgi];
+                b = (int64_t)tab[kk / B] * pe + lo_off + (int64_t)(kk % B) * S;
+            } else if (p.mode == ATTN_CMP) {
+                const int32_t *tab = p.c.tab + p.c.seq_toff[sg_seq[sgi]];
+                kp = kk;
+                mk = sg_mask[sgi];
+                b = (int64_t)tab[kk] * pe + lo_off + (int64_t)B * S;
             } else {
-                for (int j = tid; j < MM_KT * E; j += MM_THREADS) {
-                    const int kk = j / E, e = j % E;
-                    const int64_t b = kbase[kk];
-                    uint16_t v = 0;
-                    if (b >= 0)
-                        v = p.c.kv[b + (e < dg ? g * dg + e : G * dg + (e - dg))];
-                    kt[kk * Ep + e] = v;
-                }
+                const int u = kk / B, off = kk % B, bb = ls_b[u];
+                kp = bb * B + off;
+                mk = ls_mask[u];
+                b = (int64_t)p.c.tab[p.c.seq_toff[ls_seq[u]] + bb] * pe + lo_off +
+                    (int64_t)off * S;
             }
-            __syncthreads();
-
-            /* scores: 16 rows x MM_KT keys per warp */
-            float s[MM_KT / 8][4];
-#pragma unroll
-            for (int j = 0; j < MM_KT / 8; j++)
-                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-#pragma unroll
-            for (int ks = 0; ks < KS; ks++) {
-                if (ks < ksn) {
-#pragma unroll
-                    for (int np = 0; np < MM_KT / 16; np++) {
-                        uint32_t b[4];
-                        mma_ldsm_x4<false>(b, kt + (16 * np + mr + 8 * (mi >> 1)) * Ep + 16 * ks +
-                                                  8 * (mi & 1));
-                        mma_16816(s[2 * np], qf[ks], b[0], b[1]);
-                        mma_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
-                        if (QS) {
-                            mma_16816(s[2 * np], ql[QS ? ks : 0], b[0], b[1]);
-                            mma_16816(s[2 * np + 1], ql[QS ? ks : 0], b[2], b[3]);
-                        }
-                    }
-                }
-            }
-            /* mask, scale, online softmax (rows gq and gq + 8) */
-            float mt[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-            for (int j = 0; j < MM_KT / 8; j++)
-#pragma unroll
-                for (int c = 0; c < 2; c++) {
-                    const int k = 8 * j + 2 * tq + c;
-                    const uint64_t km = kmask[k];
-                    const int kp = kpos[k];
-#pragma unroll
-                    for (int rr = 0; rr < 2; rr++) {
-                        const bool ok = (km & rbit[rr]) != 0 && kp >= rlo[rr] && kp <= rhi[rr];
-                        const float v = ok ? s[j][2 * rr + c] * p.scale : -INFINITY;
-                        s[j][2 * rr + c] = v;
-                        mt[rr] = fmaxf(mt[rr], v);
-                    }
-                }
-            float mref[2];
-#pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
-                mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
-                const float mn = fmaxf(mrow[rr], mt[rr]);
-                const float corr = mn == -INFINITY ? 1.0f : __expf(mrow[rr] - mn);
-                mref[rr] = mn == -INFINITY ? 0.0f : mn;
-                mrow[rr] = mn;
-                lrow[rr] *= corr;
-#pragma unroll
-                for (int n = 0; n < 2 * NP; n++) {
-                    acc[n][2 * rr] *= corr;
-                    acc[n][2 * rr + 1] *= corr;
-                }
-            }
-#pragma unroll
-            for (int j = 0; j < MM_KT / 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float pr = __expf(s[j][e] - mref[e >> 1]);
-                    s[j][e] = pr;
-                    lrow[e >> 1] += pr;
-                }
-            /* P V: P (bf16) as A fragments straight from the score layout */
-#pragma unroll
-            for (int kk = 0; kk < MM_KT / 16; kk++) {
-                uint32_t pa[4];
-                pa[0] = mma_pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-                pa[1] = mma_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-                pa[2] = mma_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                pa[3] = mma_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-                for (int np = 0; np < NP; np++) {
-                    if (np < npn) {
-                        uint32_t b[4];
-                        mma_ldsm_x4<true>(b, kt + (16 * kk + mr + 8 * (mi & 1)) * Ep + 16 * np +
-                                                 8 * (mi >> 1));
-                        mma_16816(acc[2 * np], pa, b[0], b[1]);
-                        mma_16816(acc[2 * np + 1], pa, b[2], b[3]);
-                    }
-                }
-            }
-            __syncthreads(); /* the next tile overwrites kt and the plan */
         }
+        kbase[bf][tid] = b;
+        kmask[bf][tid] = mk;
+        kpos[bf][tid] = kp;
+    };
+    /* staging of a planned tile: [c^(g) | kR] of each key, zeros for no
+     * key; asynchronous (cp.async, one commit group) when vec */
+    auto stage = [&](int bf) {
+        uint16_t *kt = kts + bf * MM_KT * Ep;
+        if (vec) {
+            /* chunk j = kk * E8 + ch, stepped without divisions */
+            const int E8 = E >> 3, dg8 = dg >> 3, sq = MM_THREADS / E8, sr = MM_THREADS % E8;
+            int kk = tid / E8, ch = tid % E8;
+            while (kk < MM_KT) {
+                const int64_t b = kbase[bf][kk];
+                const int off = ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8);
+                mma_cp16(kt + kk * Ep + 8 * ch, b >= 0 ? p.c.kv + b + off : p.c.kv, b >= 0);
+                kk += sq;
+                ch += sr;
+                if (ch >= E8) {
+                    ch -= E8;
+                    kk++;
+                }
+            }
+            mma_cp_commit();
+        } else {
+            for (int j = tid; j < MM_KT * E; j += MM_THREADS) {
+                const int kk = j / E, e = j % E;
+                const int64_t b = kbase[bf][kk];
+                uint16_t v = 0;
+                if (b >= 0)
+                    v = p.c.kv[b + (e < dg ? g * dg + e : G * dg + (e - dg))];
+                kt[kk * Ep + e] = v;
+            }
+        }
+    };
+
+    /* tiles in order: segment by segment, MM_KT keys at a time; tile i+1
+     * is planned and its copies issued before tile i is computed */
+    int sgi = 0, k0 = nseg > 0 ? sg_lo[0] : 0, bf = 0;
+    if (nseg > 0)
+        plan(0, 0, k0);
+    __syncthreads();
+    if (nseg > 0)
+        stage(0);
+    while (sgi < nseg) {
+        int nsg = sgi, nk0 = k0 + MM_KT;
+        if (nk0 > sg_hi[nsg]) {
+            nsg++;
+            nk0 = nsg < nseg ? sg_lo[nsg] : 0;
+        }
+        const bool more = nsg < nseg;
+        if (more)
+            plan(bf ^ 1, nsg, nk0);
+        __syncthreads(); /* the next plan is visible */
+        if (more) {
+            stage(bf ^ 1);
+            mma_cp_wait<1>(); /* this tile's copies (all but the newest group) */
+        } else {
+            mma_cp_wait<0>();
+        }
+        __syncthreads(); /* everybody's copies of this tile landed */
+        const uint16_t *kt = kts + bf * MM_KT * Ep;
+        const uint64_t *kmb = kmask[bf];
+        const int *kpb = kpos[bf];
+        /* scores: 16 rows x MM_KT keys per warp */
+        float s[MM_KT / 8][4];
+#pragma unroll
+        for (int j = 0; j < MM_KT / 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            if (ks < ksn) {
+#pragma unroll
+                for (int np = 0; np < MM_KT / 16; np++) {
+                    uint32_t b[4];
+                    mma_ldsm_x4<false>(b, kt + (16 * np + mr + 8 * (mi >> 1)) * Ep + 16 * ks +
+                                              8 * (mi & 1));
+                    mma_16816(s[2 * np], qf[ks], b[0], b[1]);
+                    mma_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
+                    if (QS) {
+                        mma_16816(s[2 * np], ql[QS ? ks : 0], b[0], b[1]);
+                        mma_16816(s[2 * np + 1], ql[QS ? ks : 0], b[2], b[3]);
+                    }
+                }
+            }
+        }
+        /* mask, scale, online softmax (rows gq and gq + 8) */
+        float mt[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < MM_KT / 8; j++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const int k = 8 * j + 2 * tq + c;
+                const uint64_t km = kmb[k];
+                const int kp = kpb[k];
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    const bool ok = (km & rbit[rr]) != 0 && kp >= rlo[rr] && kp <= rhi[rr];
+                    const float v = ok ? s[j][2 * rr + c] * p.scale : -INFINITY;
+                    s[j][2 * rr + c] = v;
+                    mt[rr] = fmaxf(mt[rr], v);
+                }
+            }
+        float mref[2];
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
+            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
+            const float mn = fmaxf(mrow[rr], mt[rr]);
+            const float corr = mn == -INFINITY ? 1.0f : __expf(mrow[rr] - mn);
+            mref[rr] = mn == -INFINITY ? 0.0f : mn;
+            mrow[rr] = mn;
+            lrow[rr] *= corr;
+#pragma unroll
+            for (int n = 0; n < 2 * NP; n++) {
+                acc[n][2 * rr] *= corr;
+                acc[n][2 * rr + 1] *= corr;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < MM_KT / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float pr = __expf(s[j][e] - mref[e >> 1]);
+                s[j][e] = pr;
+                lrow[e >> 1] += pr;
+            }
+        /* P V: P (bf16) as A fragments straight from the score layout */
+#pragma unroll
+        for (int kk = 0; kk < MM_KT / 16; kk++) {
+            uint32_t pa[4];
+            pa[0] = mma_pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+            pa[1] = mma_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            pa[2] = mma_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[3] = mma_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int np = 0; np < NP; np++) {
+                if (np < npn) {
+                    uint32_t b[4];
+                    mma_ldsm_x4<true>(b, kt + (16 * kk + mr + 8 * (mi & 1)) * Ep + 16 * np +
+                                             8 * (mi >> 1));
+                    mma_16816(acc[2 * np], pa, b[0], b[1]);
+                    mma_16816(acc[2 * np + 1], pa, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* the next plan and copies overwrite this buffer */
+        sgi = nsg;
+        k0 = nk0;
+        bf ^= 1;
     }
 
     /* epilogue: row sums over the quad, normalise, gate / lse */
@@ -397,7 +420,15 @@ asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
     const int hpg = p->H / p->c.G;
     const long rows = (long)p->T * hpg;
     dim3 grid((unsigned)((rows + MM_ROWS - 1) / MM_ROWS), (unsigned)p->c.G);
-    attn_mma_kernel<KS, NP, EXACT, QS><<<grid, MM_THREADS, 0, st>>>(*p, ks, np);
+    const size_t smem = (size_t)2 * MM_KT * (ks * 16 + 8) * sizeof(uint16_t);
+    static size_t raised = 48 * 1024; /* per instance */
+    if (smem > raised) {
+        void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS>;
+        KC_CUDA_TRY(cudaFuncSetAttribute(kfn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem));
+        raised = smem;
+    }
+    attn_mma_kernel<KS, NP, EXACT, QS><<<grid, MM_THREADS, smem, st>>>(*p, ks, np);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

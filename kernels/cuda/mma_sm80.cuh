@@ -127,4 +127,35 @@ __device__ __forceinline__ void mma_ldsm_x4(uint32_t r[4], const uint16_t *p) {
 #endif
 }
 
+/* 16-byte asynchronous copy global -> shared (cp.async.cg, L2 only);
+ * !valid: the 16 bytes are zero-filled and nothing is read. */
+__device__ __forceinline__ void mma_cp16(void *dst, const void *src, bool valid) {
+#ifdef ASA_CUDA_EMU
+    if (valid)
+        memcpy(dst, src, 16);
+    else
+        memset(dst, 0, 16);
+#else
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+#endif
+}
+
+/* Closes the group of copies issued since the last commit. */
+__device__ __forceinline__ void mma_cp_commit() {
+#ifndef ASA_CUDA_EMU
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+/* Waits until at most N of this thread's groups are pending. */
+template <int N>
+__device__ __forceinline__ void mma_cp_wait() {
+#ifndef ASA_CUDA_EMU
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
 #endif /* ASA_MMA_SM80_CUH */

@@ -22,7 +22,7 @@ objs=()
 for f in attn_latent attn_mma cb_ops rope_cache; do
     # one-line launches become emu_launch; dynamic shared arrays static ones
     sed -E 's/^(\s*)(.*)<<<(.*)>>>\((.*)\);/\1emu_launch([\&]() { \2(\4); }, \3);/;
-            s/extern __shared__ float (\w+)\[\];/static float \1[65536];/;
+            s/extern __shared__ float (\w+)\[\];/alignas(16) static float \1[65536];/;
             s/cudaFuncSetAttribute\((\w+),/cudaFuncSetAttribute((const void *)0,/' \
         "$R/kernels/cuda/$f.cu" > "$W/$f.cpp"
     $CXX -c "$W/$f.cpp" -o "$W/$f.o"
