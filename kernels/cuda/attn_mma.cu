@@ -52,11 +52,12 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
     __shared__ int64_t kbase[2][MM_KT];
     __shared__ uint64_t kmask[2][MM_KT];
     __shared__ int kpos[2][MM_KT];
-    __shared__ int tseq[MM_TOK], tlo[MM_TOK], thi[MM_TOK];
-    __shared__ int sg_seq[MM_TOK], sg_lo[MM_TOK], sg_hi[MM_TOK];
+    __shared__ int tseq[MM_TOK], tlo[MM_TOK], thi[MM_TOK], ttoff[MM_TOK], tcnt[MM_TOK];
+    __shared__ const int32_t *tset[MM_TOK];
+    __shared__ int sg_toff[MM_TOK], sg_lo[MM_TOK], sg_hi[MM_TOK];
     __shared__ uint64_t sg_mask[MM_TOK];
-    __shared__ int ls_b[MM_LIST], ls_seq[MM_LIST];
-    __shared__ uint64_t ls_mask[MM_LIST];
+    __shared__ int ent_b[MM_LIST], ls_b[MM_LIST], ls_page[MM_LIST];
+    __shared__ uint64_t ent_mask[MM_LIST], ls_mask[MM_LIST];
     __shared__ int n_seg;
 
     const int ksn = EXACT ? KS : ks_rt, npn = EXACT ? NP : np_rt;
@@ -69,32 +70,39 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const bool slc = p.mode == ATTN_SLC;
 
-    /* the block's tokens: sequence and key range [lo, hi] in the mode's key
-     * coordinate (position; ATTN_CMP: block index) */
+    /* the block's tokens: sequence, table offset and key range [lo, hi] in
+     * the mode's key coordinate (position; ATTN_CMP: block index) */
     for (int i = tid; i < ntok; i += MM_THREADS) {
-        const int t = p.t_off + ta + i, pos = p.tok_pos[t];
-        tseq[i] = p.tok_seq[t];
+        const int t = p.t_off + ta + i, pos = p.tok_pos[t], sq = p.tok_seq[t];
+        tseq[i] = sq;
+        ttoff[i] = p.c.seq_toff[sq];
         tlo[i] = p.mode == ATTN_LOCAL ? max(0, pos - p.window + 1) : 0;
         thi[i] = p.mode == ATTN_CMP ? (pos + 1) / B - 1 : pos;
+        if (slc) {
+            int cnt;
+            tset[i] = mm_set(p.s, t, G, g, &cnt);
+            tcnt[i] = cnt;
+        }
     }
     uint16_t *const kts = (uint16_t *)mm_sm;
     /* pad columns [E, Ep) stay zero (staging writes [0, E)) */
     for (int i = tid; i < 2 * MM_KT * (Ep - E); i += MM_THREADS)
         kts[(i / (Ep - E)) * Ep + E + i % (Ep - E)] = 0;
     __syncthreads();
-    if (tid == 0) {
-        /* key segments: one per sequence (union of its tokens' ranges), or
-         * for ATTN_SLC one over the list of distinct selected blocks */
-        int ns = 0;
-        if (!slc) {
+    /* key segments: one per sequence (union of its tokens' ranges), or for
+     * ATTN_SLC one over the list of distinct (sequence, block) pairs of the
+     * tokens' sets, in the order of first appearance */
+    if (!slc) {
+        if (tid == 0) {
+            int ns = 0;
             for (int i = 0; i < ntok; i++) {
                 if (thi[i] < tlo[i])
                     continue;
                 int k = 0;
-                while (k < ns && sg_seq[k] != tseq[i])
+                while (k < ns && sg_toff[k] != ttoff[i])
                     k++;
                 if (k == ns) {
-                    sg_seq[k] = tseq[i];
+                    sg_toff[k] = ttoff[i];
                     sg_lo[k] = tlo[i];
                     sg_hi[k] = thi[i];
                     sg_mask[k] = 0;
@@ -104,36 +112,51 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
                 sg_hi[k] = max(sg_hi[k], thi[i]);
                 sg_mask[k] |= 1ull << i;
             }
-        } else {
-            int nl = 0;
-            for (int i = 0; i < ntok; i++) {
-                int cnt;
-                const int32_t *set = mm_set(p.s, p.t_off + ta + i, G, g, &cnt);
-                for (int k = 0; k < cnt; k++) {
-                    const int b = set[k];
-                    if (b * B > thi[i])
-                        continue; /* no visible key */
-                    int u = 0;
-                    while (u < nl && !(ls_b[u] == b && ls_seq[u] == tseq[i]))
-                        u++;
-                    if (u == nl) {
-                        if (nl == MM_LIST)
-                            continue; /* the launcher's bound makes this unreachable */
-                        ls_b[u] = b;
-                        ls_seq[u] = tseq[i];
-                        ls_mask[u] = 0;
-                        nl++;
-                    }
-                    ls_mask[u] |= 1ull << i;
-                }
-            }
-            if (nl > 0) {
-                sg_lo[0] = 0;
-                sg_hi[0] = nl * B - 1;
-                ns = 1;
-            }
+            n_seg = ns;
         }
-        n_seg = ns;
+    } else {
+        const int tn = p.s.top_n, ne = ntok * tn; /* ne <= MM_LIST (launcher) */
+        for (int e = tid; e < ne; e += MM_THREADS) {
+            const int i = e / tn, k = e % tn;
+            int b = k < tcnt[i] ? tset[i][k] : -1;
+            if (b * B > thi[i])
+                b = -1; /* no visible key */
+            ent_b[e] = b;
+        }
+        __syncthreads();
+        /* the first entry of each pair collects the pair's tokens */
+        for (int e = tid; e < ne; e += MM_THREADS) {
+            const int b = ent_b[e], sq = tseq[e / tn];
+            uint64_t mk = 0;
+            if (b >= 0) {
+                bool first = true;
+                for (int f = 0; f < e && first; f++)
+                    first = !(ent_b[f] == b && tseq[f / tn] == sq);
+                if (first)
+                    for (int f = e; f < ne; f++)
+                        if (ent_b[f] == b && tseq[f / tn] == sq)
+                            mk |= 1ull << (f / tn);
+            }
+            ent_mask[e] = mk;
+        }
+        __syncthreads();
+        for (int e = tid; e < ne; e += MM_THREADS)
+            if (ent_mask[e]) {
+                int u = 0;
+                for (int f = 0; f < e; f++)
+                    u += ent_mask[f] != 0;
+                ls_b[u] = ent_b[e];
+                ls_mask[u] = ent_mask[e];
+                ls_page[u] = p.c.tab[ttoff[e / tn] + ent_b[e]];
+            }
+        if (tid == 0) {
+            int nl = 0;
+            for (int e = 0; e < ne; e++)
+                nl += ent_mask[e] != 0;
+            sg_lo[0] = 0;
+            sg_hi[0] = nl * B - 1;
+            n_seg = nl > 0;
+        }
     }
 
     /* this lane's two rows (gq, gq + 8 of the warp's 16) */
@@ -208,21 +231,20 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
         int kp = 0;
         if (kk <= khi) {
             if (p.mode == ATTN_LOCAL) {
-                const int32_t *tab = p.c.tab + p.c.seq_toff[sg_seq[sgi]];
+                const int32_t *tab = p.c.tab + sg_toff[sgi];
                 kp = kk;
                 mk = sg_mask[sgi];
                 b = (int64_t)tab[kk / B] * pe + lo_off + (int64_t)(kk % B) * S;
             } else if (p.mode == ATTN_CMP) {
-                const int32_t *tab = p.c.tab + p.c.seq_toff[sg_seq[sgi]];
+                const int32_t *tab = p.c.tab + sg_toff[sgi];
                 kp = kk;
                 mk = sg_mask[sgi];
                 b = (int64_t)tab[kk] * pe + lo_off + (int64_t)B * S;
             } else {
-                const int u = kk / B, off = kk % B, bb = ls_b[u];
-                kp = bb * B + off;
+                const int u = kk / B, off = kk % B;
+                kp = ls_b[u] * B + off;
                 mk = ls_mask[u];
-                b = (int64_t)p.c.tab[p.c.seq_toff[ls_seq[u]] + bb] * pe + lo_off +
-                    (int64_t)off * S;
+                b = (int64_t)ls_page[u] * pe + lo_off + (int64_t)off * S;
             }
         }
         kbase[bf][tid] = b;
