@@ -49,9 +49,9 @@ template <int KS, int NP, bool EXACT, bool QS>
 __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params p, int ks_rt,
                                                               int np_rt) {
     extern __shared__ float mm_sm[]; /* [2][MM_KT][Ep] bf16 key tiles */
-    __shared__ int64_t kbase[2][MM_KT];
-    __shared__ uint64_t kmask[2][MM_KT];
-    __shared__ int kpos[2][MM_KT];
+    __shared__ int64_t kbase[3][MM_KT]; /* tile plans, three in flight */
+    __shared__ uint64_t kmask[3][MM_KT];
+    __shared__ int kpos[3][MM_KT];
     __shared__ int tseq[MM_TOK], tlo[MM_TOK], thi[MM_TOK], ttoff[MM_TOK], tcnt[MM_TOK];
     __shared__ const int32_t *tset[MM_TOK];
     __shared__ int sg_toff[MM_TOK], sg_lo[MM_TOK], sg_hi[MM_TOK];
@@ -220,47 +220,68 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
     const int mi = lane >> 3, mr = lane & 7;
     const int nseg = n_seg;
 
-    /* tile plan (threads < MM_KT): entry offset, position, token mask of
-     * key k0 + tid of segment sgi, into buffer bf */
-    auto plan = [&](int bf, int sgi, int k0) {
+    /* tile plan (threads < MM_KT) of key k0 + tid of segment sgi, in two
+     * halves: the page (a global load for the windows and compressed
+     * entries, issued before a tile's compute), then the entry offset,
+     * position and token mask into plan buffer pb (after it) */
+    auto plan_page = [&](int sgi, int k0) -> int {
+        const int kk = k0 + tid;
+        if (tid >= MM_KT || sgi >= nseg || kk > sg_hi[sgi])
+            return -1;
+        if (p.mode == ATTN_LOCAL)
+            return p.c.tab[sg_toff[sgi] + kk / B];
+        if (p.mode == ATTN_CMP)
+            return p.c.tab[sg_toff[sgi] + kk];
+        return ls_page[kk / B];
+    };
+    auto plan_store = [&](int pb, int sgi, int k0, int page) {
         if (tid >= MM_KT)
             return;
-        const int kk = k0 + tid, khi = sg_hi[sgi];
+        const int kk = k0 + tid;
         int64_t b = -1;
         uint64_t mk = 0;
         int kp = 0;
-        if (kk <= khi) {
+        if (page >= 0) {
             if (p.mode == ATTN_LOCAL) {
-                const int32_t *tab = p.c.tab + sg_toff[sgi];
                 kp = kk;
                 mk = sg_mask[sgi];
-                b = (int64_t)tab[kk / B] * pe + lo_off + (int64_t)(kk % B) * S;
+                b = (int64_t)page * pe + lo_off + (int64_t)(kk % B) * S;
             } else if (p.mode == ATTN_CMP) {
-                const int32_t *tab = p.c.tab + sg_toff[sgi];
                 kp = kk;
                 mk = sg_mask[sgi];
-                b = (int64_t)tab[kk] * pe + lo_off + (int64_t)B * S;
+                b = (int64_t)page * pe + lo_off + (int64_t)B * S;
             } else {
-                const int u = kk / B, off = kk % B;
+                const int u = kk / B, off = kk - u * B;
                 kp = ls_b[u] * B + off;
                 mk = ls_mask[u];
-                b = (int64_t)ls_page[u] * pe + lo_off + (int64_t)off * S;
+                b = (int64_t)page * pe + lo_off + (int64_t)off * S;
             }
         }
-        kbase[bf][tid] = b;
-        kmask[bf][tid] = mk;
-        kpos[bf][tid] = kp;
+        kbase[pb][tid] = b;
+        kmask[pb][tid] = mk;
+        kpos[pb][tid] = kp;
+    };
+    /* the tile after (sgi, k0): segment by segment, MM_KT keys at a time
+     * (sgi == nseg: none) */
+    auto next = [&](int &sgi, int &k0) {
+        if (sgi >= nseg)
+            return;
+        k0 += MM_KT;
+        if (k0 > sg_hi[sgi]) {
+            sgi++;
+            k0 = sgi < nseg ? sg_lo[sgi] : 0;
+        }
     };
     /* staging of a planned tile: [c^(g) | kR] of each key, zeros for no
      * key; asynchronous (cp.async, one commit group) when vec */
-    auto stage = [&](int bf) {
+    auto stage = [&](int bf, int pb) {
         uint16_t *kt = kts + bf * MM_KT * Ep;
         if (vec) {
             /* chunk j = kk * E8 + ch, stepped without divisions */
             const int E8 = E >> 3, dg8 = dg >> 3, sq = MM_THREADS / E8, sr = MM_THREADS % E8;
             int kk = tid / E8, ch = tid % E8;
             while (kk < MM_KT) {
-                const int64_t b = kbase[bf][kk];
+                const int64_t b = kbase[pb][kk];
                 const int off = ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8);
                 mma_cp16(kt + kk * Ep + 8 * ch, b >= 0 ? p.c.kv + b + off : p.c.kv, b >= 0);
                 kk += sq;
@@ -274,7 +295,7 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
         } else {
             for (int j = tid; j < MM_KT * E; j += MM_THREADS) {
                 const int kk = j / E, e = j % E;
-                const int64_t b = kbase[bf][kk];
+                const int64_t b = kbase[pb][kk];
                 uint16_t v = 0;
                 if (b >= 0)
                     v = p.c.kv[b + (e < dg ? g * dg + e : G * dg + (e - dg))];
@@ -283,34 +304,34 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
         }
     };
 
-    /* tiles in order: segment by segment, MM_KT keys at a time; tile i+1
-     * is planned and its copies issued before tile i is computed */
-    int sgi = 0, k0 = nseg > 0 ? sg_lo[0] : 0, bf = 0;
-    if (nseg > 0)
-        plan(0, 0, k0);
+    /* tile i: coordinates (s0, c0), keys in kt buffer i % 2, plan in
+     * buffer i % 3; tile i+1 is planned and its copies are in flight while
+     * tile i is computed, and the page loads of tile i+2 too */
+    int s0 = 0, c0 = nseg > 0 ? sg_lo[0] : 0, s1 = s0, c1 = c0, bf = 0, pb = 0;
+    next(s1, c1);
+    {
+        const int pg0 = plan_page(s0, c0), pg1 = plan_page(s1, c1);
+        plan_store(0, s0, c0, pg0);
+        plan_store(1, s1, c1, pg1);
+    }
     __syncthreads();
     if (nseg > 0)
-        stage(0);
-    while (sgi < nseg) {
-        int nsg = sgi, nk0 = k0 + MM_KT;
-        if (nk0 > sg_hi[nsg]) {
-            nsg++;
-            nk0 = nsg < nseg ? sg_lo[nsg] : 0;
-        }
-        const bool more = nsg < nseg;
-        if (more)
-            plan(bf ^ 1, nsg, nk0);
-        __syncthreads(); /* the next plan is visible */
-        if (more) {
-            stage(bf ^ 1);
+        stage(0, 0);
+    while (s0 < nseg) {
+        const int pb1 = pb == 2 ? 0 : pb + 1, pb2 = pb1 == 2 ? 0 : pb1 + 1;
+        if (s1 < nseg) {
+            stage(bf ^ 1, pb1);
             mma_cp_wait<1>(); /* this tile's copies (all but the newest group) */
         } else {
             mma_cp_wait<0>();
         }
         __syncthreads(); /* everybody's copies of this tile landed */
+        int s2 = s1, c2 = c1;
+        next(s2, c2);
+        const int pg2 = plan_page(s2, c2); /* in flight during the compute */
         const uint16_t *kt = kts + bf * MM_KT * Ep;
-        const uint64_t *kmb = kmask[bf];
-        const int *kpb = kpos[bf];
+        const uint64_t *kmb = kmask[pb];
+        const int *kpb = kpos[pb];
         /* scores: 16 rows x MM_KT keys per warp */
         float s[MM_KT / 8][4];
 #pragma unroll
@@ -393,10 +414,14 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
                 }
             }
         }
-        __syncthreads(); /* the next plan and copies overwrite this buffer */
-        sgi = nsg;
-        k0 = nk0;
+        plan_store(pb2, s2, c2, pg2);
+        __syncthreads(); /* plan i+2 visible; the next copies overwrite this buffer */
+        s0 = s1;
+        c0 = c1;
+        s1 = s2;
+        c1 = c2;
         bf ^= 1;
+        pb = pb1;
     }
 
     /* epilogue: row sums over the quad, normalise, gate / lse */
