@@ -272,6 +272,26 @@ static void run_case(const mcase *m) {
             }
             cudaFree(d.u);
         }
+    /* a launch covering tokens t_off .. T-1 only (the engine's token
+     * chunks): those rows as before, the others untouched */
+    if (T > 3) {
+        const int to = 3;
+        attn_params dc = d;
+        dc.mode = ATTN_LOCAL;
+        dc.t_off = to;
+        dc.T = T - to;
+        dc.u = poison_dev(nu * 4);
+        dc.lse = NULL;
+        assert_int_equal(attn_mma_cuda(&dc, 0, 0), ASA_OK);
+        get_dev(ug, dc.u, nu * 4);
+        const size_t o = (size_t)to * H * dg;
+        snprintf(what, sizeof what, "%s: local, t_off %d", m->name, to);
+        cmp_scaled(what, ug + o, u_loc + o, nu - o, 1.5e-2, 1e-6, &worst_u);
+        for (size_t i = 0; i < o; i++)
+            if (!isnan(ug[i]))
+                fail_msg("%s: element %zu before t_off written", what, i);
+        cudaFree(dc.u);
+    }
     n_cases++;
     cudaFree((void *)d.c.kv);
     cudaFree((void *)d.c.tab);
