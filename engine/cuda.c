@@ -203,7 +203,9 @@ typedef struct cu_be {
                                   tensor-core attention attn_mma (not in
                                   invariant mode; ASA_CUDA_MMA=0: never,
                                   ASA_CUDA_MMA_MIN_T, default CU_MMA_MIN_T) */
-    int mma_flags;             /* ATTN_MMA_QSPLIT unless ASA_CUDA_MMA_QSPLIT=0 */
+    int mma_flags;             /* hi + lo queries: ATTN_MMA_QSPLIT (compressed
+                                  branch; default), none (ASA_CUDA_MMA_QSPLIT=0)
+                                  or every mode (=2) */
     int gemv_rows;             /* products of up to this many rows use GEMV
                                   (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
                                   CU_GEMV_ROWS) */
@@ -657,7 +659,9 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->mma_min_t = mm && mm[0] ? atoi(mm) : CU_MMA_MIN_T;
     if ((me && strcmp(me, "0") == 0) || c->mma_min_t < 1)
         c->mma_min_t = 0; /* off */
-    c->mma_flags = mq && strcmp(mq, "0") == 0 ? 0 : ATTN_MMA_QSPLIT;
+    c->mma_flags = mq && strcmp(mq, "0") == 0   ? 0
+                   : mq && strcmp(mq, "2") == 0 ? ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL
+                                                : ATTN_MMA_QSPLIT;
     const char *gr = getenv("ASA_CUDA_GEMV_ROWS");
     c->gemv_rows = gr && gr[0] ? atoi(gr) : CU_GEMV_ROWS;
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)

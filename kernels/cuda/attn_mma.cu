@@ -44,7 +44,8 @@ __device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int 
 
 /* KS: 16-wide steps of the score dimension, NP: 16-wide pairs of the value
  * dimension (compile-time maxima; EXACT: the shape is exactly that, else
- * ks_rt / np_rt give it).  QS: hi + lo query parts. */
+ * ks_rt / np_rt give it).  QS: hi + lo query parts (the lo part in shared
+ * memory after the key tiles, read by ldmatrix per k-step). */
 template <int KS, int NP, bool EXACT, bool QS>
 __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params p, int ks_rt,
                                                               int np_rt) {
@@ -183,8 +184,11 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
             rhi[rr] = thi[rt[rr] - p.t_off - ta];
         }
 
-    /* query fragments (A operand): [q~ | qR | 0] of the two rows */
-    uint32_t qf[KS][4], ql[QS ? KS : 1][4];
+    /* query fragments (A operand): [q~ | qR | 0] of the two rows; with QS
+     * the bf16 rounding error as a second operand in shared memory
+     * (rows of the block x Ep, the key tiles' stride) */
+    uint16_t *const qlo = kts + 2 * MM_KT * Ep;
+    uint32_t qf[KS][4];
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) {
         if (ks < ksn) {
@@ -203,8 +207,8 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
                     }
                 qf[ks][i] = mma_pack_bf16(x[0], x[1]);
                 if (QS)
-                    ql[QS ? ks : 0][i] = mma_pack_bf16(x[0] - mma_lo_f32(qf[ks][i]),
-                                                       x[1] - mma_hi_f32(qf[ks][i]));
+                    *(uint32_t *)(qlo + (warp * 16 + gq + 8 * rr) * Ep + c0) =
+                        mma_pack_bf16(x[0] - mma_lo_f32(qf[ks][i]), x[1] - mma_hi_f32(qf[ks][i]));
             }
         }
     }
@@ -340,6 +344,10 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
 #pragma unroll
         for (int ks = 0; ks < KS; ks++) {
             if (ks < ksn) {
+                uint32_t ql[4];
+                if (QS) /* A fragment of the lo part: matrices (rows +0/+8, cols +0/+8) */
+                    mma_ldsm_x4<false>(ql, qlo + (warp * 16 + mr + 8 * (mi & 1)) * Ep + 16 * ks +
+                                               8 * (mi >> 1));
 #pragma unroll
                 for (int np = 0; np < MM_KT / 16; np++) {
                     uint32_t b[4];
@@ -348,8 +356,8 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
                     mma_16816(s[2 * np], qf[ks], b[0], b[1]);
                     mma_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
                     if (QS) {
-                        mma_16816(s[2 * np], ql[QS ? ks : 0], b[0], b[1]);
-                        mma_16816(s[2 * np + 1], ql[QS ? ks : 0], b[2], b[3]);
+                        mma_16816(s[2 * np], ql, b[0], b[1]);
+                        mma_16816(s[2 * np + 1], ql, b[2], b[3]);
                     }
                 }
             }
@@ -467,7 +475,8 @@ asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
     const int hpg = p->H / p->c.G;
     const long rows = (long)p->T * hpg;
     dim3 grid((unsigned)((rows + MM_ROWS - 1) / MM_ROWS), (unsigned)p->c.G);
-    const size_t smem = (size_t)2 * MM_KT * (ks * 16 + 8) * sizeof(uint16_t);
+    const size_t smem =
+        (size_t)(2 * MM_KT + (QS ? MM_ROWS : 0)) * (ks * 16 + 8) * sizeof(uint16_t);
     static size_t raised = 48 * 1024; /* per instance */
     if (smem > raised) {
         void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS>;
@@ -500,11 +509,12 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
         return ASA_EUNSUPPORTED;
     if (p->T == 0)
         return ASA_OK;
-    const bool qs = p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT);
+    const bool qs = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
     /* the asa-1.3b shapes exactly (local 192 + 32, global 96 + 32), then
      * small and large generic forms */
-    if (ks == 14 && np == 12 && !qs)
-        return mm_launch<14, 12, true, false>(p, ks, np, stream);
+    if (ks == 14 && np == 12)
+        return qs ? mm_launch<14, 12, true, true>(p, ks, np, stream)
+                  : mm_launch<14, 12, true, false>(p, ks, np, stream);
     if (ks == 8 && np == 6)
         return qs ? mm_launch<8, 6, true, true>(p, ks, np, stream)
                   : mm_launch<8, 6, true, false>(p, ks, np, stream);

@@ -9,7 +9,7 @@
  * heads-per-group count, several tokens per block); all rows share the
  * group's keys, which are staged once per tile of 64 keys in shared memory
  * as bf16 ([c^(g) | kR], padded to a multiple of 16).  Scores = Q K^T with
- * Q the absorbed queries rounded to bf16 (ATTN_MMA_QSPLIT: as hi + lo bf16
+ * Q the absorbed queries rounded to bf16 (flags below: as hi + lo bf16
  * parts, two MMAs, ~f32 scores), P rounded to bf16 for P V.  The block
  * walks the union of its tokens' key ranges (per sequence: windows,
  * visible compressed entries; ATTN_SLC: the union of the selected blocks)
@@ -32,7 +32,11 @@
 extern "C" {
 #endif
 
-#define ATTN_MMA_QSPLIT 1 /* flags: ATTN_CMP scores from hi + lo bf16 queries */
+/* flags: scores from hi + lo bf16 queries (~f32 scores; the lo part costs
+ * a second score MMA per key and 64 rows x (dg + dR) bf16 of shared memory)
+ * in ATTN_CMP (whose lse drives the block choice), or in every mode */
+#define ATTN_MMA_QSPLIT 1
+#define ATTN_MMA_QSPLIT_ALL 2
 
 asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream);
 

@@ -7,7 +7,8 @@
  * attn_latent_cuda (FFMA, the engine's plan of 16 heads per block) per
  * mode, prints ms and TFLOP/s (2 * visible keys * (dg + dR + dg) per
  * (token, head): the absorbed form) and the largest difference between the
- * two relative to max|u|.
+ * two relative to max|u| (default flags), and attn_mma with hi + lo queries
+ * in every mode (ASA_CUDA_MMA_QSPLIT=2).
  *
  * Usage: bench_attn_mma [T] [reps]     (needs a CUDA device; exits 77 without)
  */
@@ -47,8 +48,12 @@ static void *up(const void *h, size_t n) {
     return d;
 }
 
+/* 0: attn_latent, 1: attn_mma as the engine's default (hi + lo queries in
+ * the compressed branch), 2: attn_mma with hi + lo queries everywhere */
 static asa_err run_one(const attn_params *p, int which) {
-    return which ? attn_mma_cuda(p, ATTN_MMA_QSPLIT, 0) : attn_latent_cuda(p, 0);
+    return which == 0   ? attn_latent_cuda(p, 0)
+           : which == 1 ? attn_mma_cuda(p, ATTN_MMA_QSPLIT, 0)
+                        : attn_mma_cuda(p, ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL, 0);
 }
 
 static double time_ms(const attn_params *p, int which, int reps) {
@@ -190,8 +195,8 @@ int main(int argc, char **argv) {
             else
                 keys = slc_keys;
             const double flop = 2.0 * keys * (dg + dR + dg);
-            double ms[2];
-            for (int w = 0; w < 2; w++) {
+            double ms[3];
+            for (int w = 2; w >= 0; w--) { /* u1 ends with the default mma result */
                 p.u = w ? u1 : u0;
                 ms[w] = time_ms(&p, w, reps);
             }
@@ -207,9 +212,11 @@ int main(int argc, char **argv) {
             }
             const char *nm = mode == ATTN_LOCAL ? "local" : mode == ATTN_CMP ? "cmp  " : "slc  ";
             printf("%s G %d dg %3d: %.3f GFLOP  ffma %8.3f ms (%6.1f TFLOP/s)  mma %8.3f ms "
-                   "(%6.1f TFLOP/s)  x%.1f  max|diff|/max|u| %.2e\n",
+                   "(%6.1f TFLOP/s)  x%.1f  max|diff|/max|u| %.2e  mma hi+lo q %8.3f ms "
+                   "(%6.1f TFLOP/s)\n",
                    nm, G, dg, flop * 1e-9, ms[0], flop / ms[0] * 1e-9, ms[1],
-                   flop / ms[1] * 1e-9, ms[0] / ms[1], mx > 0 ? err / mx : err);
+                   flop / ms[1] * 1e-9, ms[0] / ms[1], mx > 0 ? err / mx : err, ms[2],
+                   flop / ms[2] * 1e-9);
             if (mode == ATTN_CMP) /* the selection branch mixes a real u_cmp */
                 CK(cudaMemcpy(ucmp, u0, nu * 4, cudaMemcpyDeviceToDevice));
         }
