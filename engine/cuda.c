@@ -46,7 +46,9 @@
  * exact f32; ASA_CUDA_BLAS_HEADS_T sets the threshold, 0 never).  Attention runs one block
  * per (token, latent group, head chunk), and splits the keys across blocks
  * (log-sum-exp merge) when that grid is too small for the GPU
- * (cu__attn_plan).
+ * (cu__attn_plan).  Launches of at least ASA_CUDA_MMA_MIN_T tokens (default
+ * 64; ASA_CUDA_MMA=0: never) run on tensor cores instead (attn_mma: bf16
+ * queries and probabilities, f32 sums), except in batch-invariant mode.
  *
  * Sampling: rows that need only a greedy token and raw logprobs (no bias,
  * penalties or logits output) are sampled on the device by topn_cuda; every
@@ -91,6 +93,7 @@
 #include <cuda_runtime_api.h>
 
 #include "attn_latent_cuda.h"
+#include "attn_mma_cuda.h"
 #include "cb_ops_cuda.h"
 #include "gemv_cuda.h"
 #include "rmsnorm_cuda.h"
@@ -100,6 +103,7 @@
 
 #define CU_LOGIT_ROWS 256
 #define CU_INV_SPLIT (4 * ATTN_KT) /* keys per split in batch-invariant mode */
+#define CU_MMA_MIN_T 64 /* default of ASA_CUDA_MMA_MIN_T */
 #define CU_SPLIT_TILES 8 /* key tiles per block of a split decode launch, about */
 #define CU_MAX_MARKS 1024 /* timing events per step (ASA_CUDA_TIMING) */
 #define CU_MAX_GRAPHS 160 /* (padded batch, context bucket) graphs; then eager */
@@ -219,6 +223,13 @@ typedef struct cu_be {
     cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
                                   (ASA_CUDA_TF32=0) for those products */
     bool invariant;            /* opt.batch_invariant (see the top comment) */
+    int mma_min_t;             /* launches of at least this many tokens use the
+                                  tensor-core attention attn_mma (not in
+                                  invariant mode; ASA_CUDA_MMA=0: never,
+                                  ASA_CUDA_MMA_MIN_T, default CU_MMA_MIN_T) */
+    int mma_flags;             /* hi + lo queries: ATTN_MMA_QSPLIT (compressed
+                                  branch; default), none (ASA_CUDA_MMA_QSPLIT=0)
+                                  or every mode (=2) */
     int gemv_rows;             /* products of up to this many rows use GEMV
                                   (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
                                   CU_GEMV_ROWS) */
@@ -747,6 +758,14 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         if (c->part_heads < need)
             c->part_heads = need;
     }
+    const char *me = getenv("ASA_CUDA_MMA"), *mm = getenv("ASA_CUDA_MMA_MIN_T"),
+               *mq = getenv("ASA_CUDA_MMA_QSPLIT");
+    c->mma_min_t = mm && mm[0] ? atoi(mm) : CU_MMA_MIN_T;
+    if ((me && strcmp(me, "0") == 0) || c->mma_min_t < 1)
+        c->mma_min_t = 0; /* off */
+    c->mma_flags = mq && strcmp(mq, "0") == 0   ? 0
+                   : mq && strcmp(mq, "2") == 0 ? ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL
+                                                : ATTN_MMA_QSPLIT;
     const char *gr = getenv("ASA_CUDA_GEMV_ROWS");
     c->gemv_rows = gr && gr[0] ? atoi(gr) : CU_GEMV_ROWS;
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
@@ -1141,6 +1160,12 @@ static asa_err cu__expand_blas(cu_be *c, const cu_layer *y, int T) {
 
 static asa_err cu__attn_run(cu_be *c, attn_params *at) {
     const int T = at->T;
+    if (c->mma_min_t > 0 && T >= c->mma_min_t && !c->invariant) {
+        /* prefill-sized launches on tensor cores (no split needed) */
+        asa_err r = attn_mma_cuda(at, c->mma_flags, c->st);
+        if (r != ASA_EUNSUPPORTED)
+            return r;
+    }
     long per = at->n_split > 1 ? c->part_heads / ((long)c->H * at->n_split) : T;
     if (per < 1)
         return ASA_EINTERNAL;

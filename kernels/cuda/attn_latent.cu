@@ -18,7 +18,7 @@
 #include <stdlib.h>
 
 #include "kcuda_int.cuh"
-#include "mma_bf16.cuh"
+#include "mma_sm80.cuh"
 
 namespace {
 
@@ -566,8 +566,8 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
                 hv[u] = kc_f32_bf16(x);
                 lv[u] = kc_f32_bf16(x - kc_bf16_f32(hv[u]));
             }
-            ahi[j][r] = mma_pack2(hv[0], hv[1]);
-            alo[j][r] = mma_pack2(lv[0], lv[1]);
+            ahi[j][r] = (uint32_t)hv[0] | (uint32_t)hv[1] << 16;
+            alo[j][r] = (uint32_t)lv[0] | (uint32_t)lv[1] << 16;
         }
     }
     const float l0 = gid < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid] : 0.0f;
@@ -591,8 +591,8 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
         for (int j = 0; j < SELM_KMAX; j++) {
             if (j >= ks)
                 break;
-            mma_bf16_16816(acc, ahi[j], cb[j]);
-            mma_bf16_16816(acc, alo[j], cb[j]);
+            mma_16816(acc, ahi[j], cb[j][0], cb[j][1]);
+            mma_16816(acc, alo[j], cb[j][0], cb[j][1]);
         }
         /* rows gid (acc 0, 1) and gid + 8 (acc 2, 3); columns 2tig, 2tig+1 */
         float s0 = 0.0f, s1 = 0.0f;

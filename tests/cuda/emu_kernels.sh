@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/cuda/emu_kernels.sh - runs test_cuda_kernels on the CPU against the
 # kernels themselves (not the host references that emulate.sh substitutes):
-# kernels/cuda/{attn_latent,cb_ops,rope_cache}.cu are compiled as C++20
+# kernels/cuda/{attn_latent,attn_mma,cb_ops,rope_cache}.cu are compiled as C++20
 # against the shim in tests/cuda/emu/ (one std::thread per CUDA thread,
 # blocks one after another; tools/gpu/emu extended with grid z and the
 # built-ins these kernels use), under AddressSanitizer and UBSan.  Checks
@@ -19,10 +19,10 @@ SAN="-fsanitize=address,undefined"
 CXX="g++ -std=c++20 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common -Wno-unknown-pragmas"
 CC="gcc -std=c11 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common"
 objs=()
-for f in attn_latent cb_ops rope_cache; do
+for f in attn_latent attn_mma cb_ops rope_cache; do
     # one-line launches become emu_launch; dynamic shared arrays static ones
     sed -E 's/^(\s*)(.*)<<<(.*)>>>\((.*)\);/\1emu_launch([\&]() { \2(\4); }, \3);/;
-            s/extern __shared__ float (\w+)\[\];/static float \1[65536];/;
+            s/extern __shared__ float (\w+)\[\];/alignas(16) static float \1[65536];/;
             s/cudaFuncSetAttribute\((\w+),/cudaFuncSetAttribute((const void *)0,/' \
         "$R/kernels/cuda/$f.cu" > "$W/$f.cpp"
     $CXX -c "$W/$f.cpp" -o "$W/$f.o"
@@ -33,4 +33,12 @@ $CC -c "$R/common/asa.c" -o "$W/asa.o"
 $CC -c "$R/tests/cuda/test_cuda_kernels.c" -o "$W/t.o"
 g++ $SAN "$W/t.o" "${objs[@]}" "$W/emu.o" "$W/asa.o" -o "$W/test_cuda_kernels" -lcmocka -lm \
     -lpthread
-ASAN_OPTIONS=detect_leaks=0 "$W/test_cuda_kernels" "$@"
+$CC -c "$R/tests/cuda/test_cuda_attn_mma.c" -o "$W/tm.o"
+g++ $SAN "$W/tm.o" "${objs[@]}" "$W/emu.o" "$W/asa.o" -o "$W/test_cuda_attn_mma" -lcmocka -lm \
+    -lpthread
+# ASA_EMU_ONLY=mma: only the tensor-core attention test (the emulated MMAs
+# are slow: a few minutes)
+if [ "${ASA_EMU_ONLY:-}" != mma ]; then
+    ASAN_OPTIONS=detect_leaks=0 "$W/test_cuda_kernels" "$@"
+fi
+ASAN_OPTIONS=detect_leaks=0 "$W/test_cuda_attn_mma" "$@"

@@ -21,6 +21,7 @@
 #include <cublas_v2.h>
 #include "asa.h"
 #include "attn_latent_cuda.h"
+#include "attn_mma_cuda.h"
 #include "cb_ops_cuda.h"
 #include "gemv_cuda.h"
 #include "rmsnorm_cuda.h"
@@ -80,6 +81,48 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 }
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t s) { (void)s; attn_latent_ref(p); return ASA_OK; }
+/* the tensor-core form: the same shape limits (the caller's fallback runs
+ * for the others) and a model of its numerics: the reference on queries
+ * rounded to bf16 (hi + lo queries for ATTN_MMA_QSPLIT's compressed branch
+ * are ~f32: not rounded); the kernel also rounds the probabilities, which
+ * this leaves out.  ASA_FAKE_MMA_EXACT=1: the plain reference. */
+asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s) {
+    (void)s;
+    if (p->c.dg + p->c.dR > 256 || p->c.dg > 192)
+        return ASA_EUNSUPPORTED;
+    const char *ex = getenv("ASA_FAKE_MMA_EXACT");
+    if ((ex && strcmp(ex, "1") == 0) || (flags & ATTN_MMA_QSPLIT_ALL) ||
+        (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT))) {
+        attn_latent_ref(p);
+        return ASA_OK;
+    }
+    const int T = p->t_off + p->T, H = p->H, dg = p->c.dg, dR = p->c.dR;
+    float *qt = malloc((size_t)T * H * dg * sizeof(float));
+    /* the rope queries in place of the originals, same strides (the gates
+     * share ld_qr and stay where they are) */
+    const size_t nqr = (size_t)T * p->ld_qr + (size_t)H * p->qr_stride + dR + 1;
+    float *qr = calloc(nqr, sizeof(float));
+    if (!qt || !qr)
+        abort();
+    for (int t = p->t_off; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            for (int e = 0; e < dg; e++) {
+                size_t i = ((size_t)t * H + h) * dg + e;
+                qt[i] = asa_bf16_to_f32(asa_f32_to_bf16(p->qt[i]));
+            }
+            for (int k = 0; k < dR; k++) {
+                size_t i = (size_t)t * p->ld_qr + (size_t)h * p->qr_stride + k;
+                qr[i] = asa_bf16_to_f32(asa_f32_to_bf16(p->qr[i]));
+            }
+        }
+    attn_params q = *p;
+    q.qt = qt;
+    q.qr = qr;
+    attn_latent_ref(&q);
+    free(qt);
+    free(qr);
+    return ASA_OK;
+}
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t s) { (void)s; select_blocks_ref(p); return ASA_OK; }
 asa_err compress_cuda(const compress_params *p, cudaStream_t s) { (void)s; compress_ref(p); return ASA_OK; }
 asa_err selstore_cuda(const selstore_params *p, cudaStream_t s) {

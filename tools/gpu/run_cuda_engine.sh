@@ -6,10 +6,11 @@
 #   build machine:  cmake -S . -B .devlibs/build-cuda -G Ninja -DASA_CUDA=ON \
 #                     -DCMAKE_BUILD_TYPE=Release
 #                   cmake --build .devlibs/build-cuda --target test_cuda_kernels \
-#                     test_cuda_engine test_cuda_model bench_cuda_engine
+#                     test_cuda_engine test_cuda_model bench_cuda_engine \
+#                     test_cuda_attn_mma bench_attn_mma
 #                   mkdir -p .devlibs/cuda-bin .devlibs/lib
 #                   cp .devlibs/build-cuda/tests/cuda/{test_cuda_kernels,test_cuda_engine,\
-#                     test_cuda_model,bench_cuda_engine} \
+#                     test_cuda_model,bench_cuda_engine,test_cuda_attn_mma,bench_attn_mma} \
 #                     .devlibs/build-cuda/tests/kernels/test_*_cuda \
 #                     .devlibs/cuda-bin/          (~10 MB: carry this, not the build)
 #                   copy libjansson.so.4 and libcmocka.so.0 (libpcre2-8.so.0 and
@@ -23,6 +24,7 @@
 # Steps (each with its own time limit, all within ASA_RUN_BUDGET = 330 s;
 # a step that would start with less than 15 s left is skipped):
 #   1. test_cuda_kernels   kernel unit tests vs host references
+#      test_cuda_attn_mma  the tensor-core prefill attention vs the reference
 #   2. test_cuda_engine    CUDA engine vs CPU engine on tests/fixtures/*
 #      test_cuda_model     the bundled models/asa-tiny on both engines, 64
 #                          greedy steps from four prompts (ASA_MODEL_DIR)
@@ -112,6 +114,7 @@ if [ -n "$MISSING" ]; then
 fi
 
 run kernels 120 "$T/test_cuda_kernels"
+run attn_mma 60 "$T/test_cuda_attn_mma"
 run engine_vs_cpu 150 "$T/test_cuda_engine"
 run model_vs_cpu 60 "$T/test_cuda_model" "$ROOT/models/asa-tiny"
 for k in gemv rmsnorm silu_mul topn; do
@@ -127,6 +130,8 @@ else
     ROWS+=("$(printf '%-26s %-7s %s' memcheck_kernels SKIP "compute-sanitizer not found")")
 fi
 
+# tensor-core vs FFMA attention kernels, 8k prefill, asa-1.3b shape
+run bench_attn_mma 60 "$T/bench_attn_mma" 8192 10
 run bench_1.3b_ctx1k 90 "$T/bench_cuda_engine" 1024 20
 # the same with CUDA events between phases (GPU time per category, logged;
 # eager steps: graphs off)
@@ -148,6 +153,8 @@ unset ASA_CUDA_GEMV_ROWS
     echo "== run_cuda_engine summary ($GPU) =="
     for r in "${ROWS[@]}"; do echo "$r"; done
     echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
+    [ -f "$OUT/bench_attn_mma.log" ] && echo "[bench_attn_mma]" &&
+        grep -E "^(local|cmp|slc)" "$OUT/bench_attn_mma.log"
     for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_eager bench_1.3b_ctx8k \
         bench_1.3b_ctx1k_gemv16; do
         [ -f "$OUT/$f.log" ] && echo "[$f]"

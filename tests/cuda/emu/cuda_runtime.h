@@ -16,6 +16,8 @@ using std::isnan; using std::min; using std::max;
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define ASA_CUDA_EMU 1 /* kernels/cuda/mma_sm80.cuh: the emulated tensor-core ops */
 struct dim3 { unsigned x, y, z; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
 struct uint4 { unsigned x, y, z, w; };
 struct uint2 { unsigned x, y; };
@@ -33,6 +35,9 @@ void __syncthreads();
 inline void __syncwarp(unsigned = 0xffffffffu) {}
 inline float __expf(float x) { return expf(x); }
 void emu_warp_exchange(uint64_t *v, int o);
+/* every lane of the calling warp: all[l] = lane l's v (the emulated MMA and
+ * ldmatrix of kernels/cuda/mma_sm80.cuh) */
+void emu_warp_all(uint64_t v, uint64_t *all);
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) {
     uint64_t u = 0; memcpy(&u, &v, sizeof v); emu_warp_exchange(&u, o); memcpy(&v, &u, sizeof v); return v;
 }

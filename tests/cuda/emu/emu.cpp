@@ -21,6 +21,13 @@ void emu_warp_exchange(uint64_t *v, int o) {
     g_warp[w]->arrive_and_wait();
     *v = r;
 }
+void emu_warp_all(uint64_t v, uint64_t *all) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    g_slots[w][lane] = v;
+    g_warp[w]->arrive_and_wait();
+    memcpy(all, g_slots[w], sizeof g_slots[w]);
+    g_warp[w]->arrive_and_wait();
+}
 void emu_launch(std::function<void()> f, dim3 grid, dim3 block) {
     gridDim = grid; blockDim = block;
     int nt = block.x;

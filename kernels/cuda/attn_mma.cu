@@ -1,0 +1,526 @@
+/*
+ * kernels/cuda/attn_mma.cu - latent attention on tensor cores for prefill
+ * (contract in attn_mma_cuda.h; fragment layouts in mma_sm80.cuh).
+ *
+ * Per key tile of MM_KT keys: the first MM_KT threads plan the tile (entry
+ * offset, position and token mask of each key), all threads stage it into
+ * shared memory with 16-byte loads, then every warp computes its 16 rows x
+ * MM_KT scores (ldmatrix of K, Q fragments in registers), masks per row,
+ * updates its running max / sum and rescales its accumulators (16 rows x
+ * dg in registers), and adds P V (ldmatrix.trans of the same tile).  The
+ * tile's row stride (a multiple of 16 plus 8 elements) puts the 8 rows of
+ * each 8x8 ldmatrix on distinct bank quads.
+ */
+#include "attn_mma_cuda.h"
+
+#include <math.h>
+
+#include "kcuda_int.cuh"
+#include "mma_sm80.cuh"
+
+namespace {
+
+constexpr int MM_THREADS = 128;
+constexpr int MM_ROWS = 64;   /* (token, head) rows per block: 16 per warp */
+constexpr int MM_KT = 64;     /* keys per tile */
+constexpr int MM_TOK = 64;    /* tokens per block at most (one per row) */
+constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block */
+
+__device__ __forceinline__ float mm_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+/* The selection set of token t, group g (attn_latent_cuda.h). */
+__device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int G, int g,
+                                                 int *cnt) {
+    const int src = s.sel_src[t];
+    if (src >= 0) {
+        const int64_t k = (int64_t)src * G + g;
+        *cnt = s.tsel_cnt[k];
+        return s.tsel + k * s.top_n;
+    }
+    const int64_t k = ((int64_t)(-src - 1) * s.Lg + s.ti) * G + g;
+    *cnt = s.slot_cnt[k];
+    return s.slot_sel + k * s.top_n;
+}
+
+/* KS: 16-wide steps of the score dimension, NP: 16-wide pairs of the value
+ * dimension (compile-time maxima; EXACT: the shape is exactly that, else
+ * ks_rt / np_rt give it).  QS: hi + lo query parts (the lo part in shared
+ * memory after the key tiles, read by ldmatrix per k-step). */
+template <int KS, int NP, bool EXACT, bool QS>
+__global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params p, int ks_rt,
+                                                              int np_rt) {
+    extern __shared__ float mm_sm[]; /* [2][MM_KT][Ep] bf16 key tiles */
+    __shared__ int64_t kbase[3][MM_KT]; /* tile plans, three in flight */
+    __shared__ uint64_t kmask[3][MM_KT];
+    __shared__ int kpos[3][MM_KT];
+    __shared__ int tseq[MM_TOK], tlo[MM_TOK], thi[MM_TOK], ttoff[MM_TOK], tcnt[MM_TOK];
+    __shared__ const int32_t *tset[MM_TOK];
+    __shared__ int sg_toff[MM_TOK], sg_lo[MM_TOK], sg_hi[MM_TOK];
+    __shared__ uint64_t sg_mask[MM_TOK];
+    __shared__ int ent_b[MM_LIST], ls_b[MM_LIST], ls_page[MM_LIST];
+    __shared__ uint64_t ent_mask[MM_LIST], ls_mask[MM_LIST];
+    __shared__ int n_seg;
+
+    const int ksn = EXACT ? KS : ks_rt, npn = EXACT ? NP : np_rt;
+    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B, H = p.H;
+    const int Ep = ksn * 16 + 8;
+    const int hpg = H / G, g = blockIdx.y;
+    const int nrows = p.T * hpg, i0 = (int)blockIdx.x * MM_ROWS;
+    const int ta = i0 / hpg, ntok = min(nrows - 1, i0 + MM_ROWS - 1) / hpg - ta + 1;
+    const int64_t S = (int64_t)G * dg + dR, pe = p.c.page_elems, lo_off = p.c.layer_off;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+    const bool slc = p.mode == ATTN_SLC;
+
+    /* the block's tokens: sequence, table offset and key range [lo, hi] in
+     * the mode's key coordinate (position; ATTN_CMP: block index) */
+    for (int i = tid; i < ntok; i += MM_THREADS) {
+        const int t = p.t_off + ta + i, pos = p.tok_pos[t], sq = p.tok_seq[t];
+        tseq[i] = sq;
+        ttoff[i] = p.c.seq_toff[sq];
+        tlo[i] = p.mode == ATTN_LOCAL ? max(0, pos - p.window + 1) : 0;
+        thi[i] = p.mode == ATTN_CMP ? (pos + 1) / B - 1 : pos;
+        if (slc) {
+            int cnt;
+            tset[i] = mm_set(p.s, t, G, g, &cnt);
+            tcnt[i] = cnt;
+        }
+    }
+    uint16_t *const kts = (uint16_t *)mm_sm;
+    /* pad columns [E, Ep) stay zero (staging writes [0, E)) */
+    for (int i = tid; i < 2 * MM_KT * (Ep - E); i += MM_THREADS)
+        kts[(i / (Ep - E)) * Ep + E + i % (Ep - E)] = 0;
+    __syncthreads();
+    /* key segments: one per sequence (union of its tokens' ranges), or for
+     * ATTN_SLC one over the list of distinct (sequence, block) pairs of the
+     * tokens' sets, in the order of first appearance */
+    if (!slc) {
+        if (tid == 0) {
+            int ns = 0;
+            for (int i = 0; i < ntok; i++) {
+                if (thi[i] < tlo[i])
+                    continue;
+                int k = 0;
+                while (k < ns && sg_toff[k] != ttoff[i])
+                    k++;
+                if (k == ns) {
+                    sg_toff[k] = ttoff[i];
+                    sg_lo[k] = tlo[i];
+                    sg_hi[k] = thi[i];
+                    sg_mask[k] = 0;
+                    ns++;
+                }
+                sg_lo[k] = min(sg_lo[k], tlo[i]);
+                sg_hi[k] = max(sg_hi[k], thi[i]);
+                sg_mask[k] |= 1ull << i;
+            }
+            n_seg = ns;
+        }
+    } else {
+        const int tn = p.s.top_n, ne = ntok * tn; /* ne <= MM_LIST (launcher) */
+        for (int e = tid; e < ne; e += MM_THREADS) {
+            const int i = e / tn, k = e % tn;
+            int b = k < tcnt[i] ? tset[i][k] : -1;
+            if (b * B > thi[i])
+                b = -1; /* no visible key */
+            ent_b[e] = b;
+        }
+        __syncthreads();
+        /* the first entry of each pair collects the pair's tokens */
+        for (int e = tid; e < ne; e += MM_THREADS) {
+            const int b = ent_b[e], sq = tseq[e / tn];
+            uint64_t mk = 0;
+            if (b >= 0) {
+                bool first = true;
+                for (int f = 0; f < e && first; f++)
+                    first = !(ent_b[f] == b && tseq[f / tn] == sq);
+                if (first)
+                    for (int f = e; f < ne; f++)
+                        if (ent_b[f] == b && tseq[f / tn] == sq)
+                            mk |= 1ull << (f / tn);
+            }
+            ent_mask[e] = mk;
+        }
+        __syncthreads();
+        for (int e = tid; e < ne; e += MM_THREADS)
+            if (ent_mask[e]) {
+                int u = 0;
+                for (int f = 0; f < e; f++)
+                    u += ent_mask[f] != 0;
+                ls_b[u] = ent_b[e];
+                ls_mask[u] = ent_mask[e];
+                ls_page[u] = p.c.tab[ttoff[e / tn] + ent_b[e]];
+            }
+        if (tid == 0) {
+            int nl = 0;
+            for (int e = 0; e < ne; e++)
+                nl += ent_mask[e] != 0;
+            sg_lo[0] = 0;
+            sg_hi[0] = nl * B - 1;
+            n_seg = nl > 0;
+        }
+    }
+
+    /* this lane's two rows (gq, gq + 8 of the warp's 16) */
+    uint64_t rbit[2];
+    int rlo[2], rhi[2], rt[2], rh[2];
+    for (int rr = 0; rr < 2; rr++) {
+        const int r = i0 + warp * 16 + gq + 8 * rr;
+        rbit[rr] = 0;
+        rlo[rr] = 1;
+        rhi[rr] = 0;
+        rt[rr] = -1;
+        rh[rr] = 0;
+        if (r < nrows) {
+            const int ti = r / hpg - ta;
+            rbit[rr] = 1ull << ti;
+            rt[rr] = p.t_off + r / hpg;
+            rh[rr] = g * hpg + r % hpg;
+        }
+    }
+    __syncthreads();
+    for (int rr = 0; rr < 2; rr++)
+        if (rt[rr] >= 0) {
+            rlo[rr] = tlo[rt[rr] - p.t_off - ta];
+            rhi[rr] = thi[rt[rr] - p.t_off - ta];
+        }
+
+    /* query fragments (A operand): [q~ | qR | 0] of the two rows; with QS
+     * the bf16 rounding error as a second operand in shared memory
+     * (rows of the block x Ep, the key tiles' stride) */
+    uint16_t *const qlo = kts + 2 * MM_KT * Ep;
+    uint32_t qf[KS][4];
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        if (ks < ksn) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int rr = i & 1, c0 = 16 * ks + 2 * tq + 8 * (i >> 1);
+                float x[2] = {0.0f, 0.0f};
+                if (rt[rr] >= 0)
+                    for (int j = 0; j < 2; j++) {
+                        const int c = c0 + j;
+                        if (c < dg)
+                            x[j] = p.qt[((int64_t)rt[rr] * H + rh[rr]) * dg + c];
+                        else if (c < E)
+                            x[j] = p.qr[(int64_t)rt[rr] * p.ld_qr + (int64_t)rh[rr] * p.qr_stride +
+                                        (c - dg)];
+                    }
+                qf[ks][i] = mma_pack_bf16(x[0], x[1]);
+                if (QS)
+                    *(uint32_t *)(qlo + (warp * 16 + gq + 8 * rr) * Ep + c0) =
+                        mma_pack_bf16(x[0] - mma_lo_f32(qf[ks][i]), x[1] - mma_hi_f32(qf[ks][i]));
+            }
+        }
+    }
+
+    float acc[2 * NP][4];
+#pragma unroll
+    for (int n = 0; n < 2 * NP; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    /* 16-byte loads when every entry slice is 16-byte aligned */
+    const bool vec = dg % 8 == 0 && dR % 8 == 0 && pe % 8 == 0 && lo_off % 8 == 0 &&
+                     ((uintptr_t)p.c.kv & 15) == 0;
+    const int mi = lane >> 3, mr = lane & 7;
+    const int nseg = n_seg;
+
+    /* tile plan (threads < MM_KT) of key k0 + tid of segment sgi, in two
+     * halves: the page (a global load for the windows and compressed
+     * entries, issued before a tile's compute), then the entry offset,
+     * position and token mask into plan buffer pb (after it) */
+    auto plan_page = [&](int sgi, int k0) -> int {
+        const int kk = k0 + tid;
+        if (tid >= MM_KT || sgi >= nseg || kk > sg_hi[sgi])
+            return -1;
+        if (p.mode == ATTN_LOCAL)
+            return p.c.tab[sg_toff[sgi] + kk / B];
+        if (p.mode == ATTN_CMP)
+            return p.c.tab[sg_toff[sgi] + kk];
+        return ls_page[kk / B];
+    };
+    auto plan_store = [&](int pb, int sgi, int k0, int page) {
+        if (tid >= MM_KT)
+            return;
+        const int kk = k0 + tid;
+        int64_t b = -1;
+        uint64_t mk = 0;
+        int kp = 0;
+        if (page >= 0) {
+            if (p.mode == ATTN_LOCAL) {
+                kp = kk;
+                mk = sg_mask[sgi];
+                b = (int64_t)page * pe + lo_off + (int64_t)(kk % B) * S;
+            } else if (p.mode == ATTN_CMP) {
+                kp = kk;
+                mk = sg_mask[sgi];
+                b = (int64_t)page * pe + lo_off + (int64_t)B * S;
+            } else {
+                const int u = kk / B, off = kk - u * B;
+                kp = ls_b[u] * B + off;
+                mk = ls_mask[u];
+                b = (int64_t)page * pe + lo_off + (int64_t)off * S;
+            }
+        }
+        kbase[pb][tid] = b;
+        kmask[pb][tid] = mk;
+        kpos[pb][tid] = kp;
+    };
+    /* the tile after (sgi, k0): segment by segment, MM_KT keys at a time
+     * (sgi == nseg: none) */
+    auto next = [&](int &sgi, int &k0) {
+        if (sgi >= nseg)
+            return;
+        k0 += MM_KT;
+        if (k0 > sg_hi[sgi]) {
+            sgi++;
+            k0 = sgi < nseg ? sg_lo[sgi] : 0;
+        }
+    };
+    /* staging of a planned tile: [c^(g) | kR] of each key, zeros for no
+     * key; asynchronous (cp.async, one commit group) when vec */
+    auto stage = [&](int bf, int pb) {
+        uint16_t *kt = kts + bf * MM_KT * Ep;
+        if (vec) {
+            /* chunk j = kk * E8 + ch, stepped without divisions */
+            const int E8 = E >> 3, dg8 = dg >> 3, sq = MM_THREADS / E8, sr = MM_THREADS % E8;
+            int kk = tid / E8, ch = tid % E8;
+            while (kk < MM_KT) {
+                const int64_t b = kbase[pb][kk];
+                const int off = ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8);
+                mma_cp16(kt + kk * Ep + 8 * ch, b >= 0 ? p.c.kv + b + off : p.c.kv, b >= 0);
+                kk += sq;
+                ch += sr;
+                if (ch >= E8) {
+                    ch -= E8;
+                    kk++;
+                }
+            }
+            mma_cp_commit();
+        } else {
+            for (int j = tid; j < MM_KT * E; j += MM_THREADS) {
+                const int kk = j / E, e = j % E;
+                const int64_t b = kbase[pb][kk];
+                uint16_t v = 0;
+                if (b >= 0)
+                    v = p.c.kv[b + (e < dg ? g * dg + e : G * dg + (e - dg))];
+                kt[kk * Ep + e] = v;
+            }
+        }
+    };
+
+    /* tile i: coordinates (s0, c0), keys in kt buffer i % 2, plan in
+     * buffer i % 3; tile i+1 is planned and its copies are in flight while
+     * tile i is computed, and the page loads of tile i+2 too */
+    int s0 = 0, c0 = nseg > 0 ? sg_lo[0] : 0, s1 = s0, c1 = c0, bf = 0, pb = 0;
+    next(s1, c1);
+    {
+        const int pg0 = plan_page(s0, c0), pg1 = plan_page(s1, c1);
+        plan_store(0, s0, c0, pg0);
+        plan_store(1, s1, c1, pg1);
+    }
+    __syncthreads();
+    if (nseg > 0)
+        stage(0, 0);
+    while (s0 < nseg) {
+        const int pb1 = pb == 2 ? 0 : pb + 1, pb2 = pb1 == 2 ? 0 : pb1 + 1;
+        if (s1 < nseg) {
+            stage(bf ^ 1, pb1);
+            mma_cp_wait<1>(); /* this tile's copies (all but the newest group) */
+        } else {
+            mma_cp_wait<0>();
+        }
+        __syncthreads(); /* everybody's copies of this tile landed */
+        int s2 = s1, c2 = c1;
+        next(s2, c2);
+        const int pg2 = plan_page(s2, c2); /* in flight during the compute */
+        const uint16_t *kt = kts + bf * MM_KT * Ep;
+        const uint64_t *kmb = kmask[pb];
+        const int *kpb = kpos[pb];
+        /* scores: 16 rows x MM_KT keys per warp */
+        float s[MM_KT / 8][4];
+#pragma unroll
+        for (int j = 0; j < MM_KT / 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            if (ks < ksn) {
+                uint32_t ql[4];
+                if (QS) /* A fragment of the lo part: matrices (rows +0/+8, cols +0/+8) */
+                    mma_ldsm_x4<false>(ql, qlo + (warp * 16 + mr + 8 * (mi & 1)) * Ep + 16 * ks +
+                                               8 * (mi >> 1));
+#pragma unroll
+                for (int np = 0; np < MM_KT / 16; np++) {
+                    uint32_t b[4];
+                    mma_ldsm_x4<false>(b, kt + (16 * np + mr + 8 * (mi >> 1)) * Ep + 16 * ks +
+                                              8 * (mi & 1));
+                    mma_16816(s[2 * np], qf[ks], b[0], b[1]);
+                    mma_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
+                    if (QS) {
+                        mma_16816(s[2 * np], ql, b[0], b[1]);
+                        mma_16816(s[2 * np + 1], ql, b[2], b[3]);
+                    }
+                }
+            }
+        }
+        /* mask, scale, online softmax (rows gq and gq + 8) */
+        float mt[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < MM_KT / 8; j++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const int k = 8 * j + 2 * tq + c;
+                const uint64_t km = kmb[k];
+                const int kp = kpb[k];
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    const bool ok = (km & rbit[rr]) != 0 && kp >= rlo[rr] && kp <= rhi[rr];
+                    const float v = ok ? s[j][2 * rr + c] * p.scale : -INFINITY;
+                    s[j][2 * rr + c] = v;
+                    mt[rr] = fmaxf(mt[rr], v);
+                }
+            }
+        float mref[2];
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
+            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
+            const float mn = fmaxf(mrow[rr], mt[rr]);
+            const float corr = mn == -INFINITY ? 1.0f : __expf(mrow[rr] - mn);
+            mref[rr] = mn == -INFINITY ? 0.0f : mn;
+            mrow[rr] = mn;
+            lrow[rr] *= corr;
+#pragma unroll
+            for (int n = 0; n < 2 * NP; n++) {
+                acc[n][2 * rr] *= corr;
+                acc[n][2 * rr + 1] *= corr;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < MM_KT / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float pr = __expf(s[j][e] - mref[e >> 1]);
+                s[j][e] = pr;
+                lrow[e >> 1] += pr;
+            }
+        /* P V: P (bf16) as A fragments straight from the score layout */
+#pragma unroll
+        for (int kk = 0; kk < MM_KT / 16; kk++) {
+            uint32_t pa[4];
+            pa[0] = mma_pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+            pa[1] = mma_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            pa[2] = mma_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[3] = mma_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int np = 0; np < NP; np++) {
+                if (np < npn) {
+                    uint32_t b[4];
+                    mma_ldsm_x4<true>(b, kt + (16 * kk + mr + 8 * (mi & 1)) * Ep + 16 * np +
+                                             8 * (mi >> 1));
+                    mma_16816(acc[2 * np], pa, b[0], b[1]);
+                    mma_16816(acc[2 * np + 1], pa, b[2], b[3]);
+                }
+            }
+        }
+        plan_store(pb2, s2, c2, pg2);
+        __syncthreads(); /* plan i+2 visible; the next copies overwrite this buffer */
+        s0 = s1;
+        c0 = c1;
+        s1 = s2;
+        c1 = c2;
+        bf ^= 1;
+        pb = pb1;
+    }
+
+    /* epilogue: row sums over the quad, normalise, gate / lse */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 1);
+        lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 2);
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        if (rt[rr] < 0)
+            continue;
+        const int t = rt[rr], hh = rh[rr];
+        const float inv = lrow[rr] > 0.0f ? 1.0f / lrow[rr] : 0.0f;
+        float ga = 0.0f, gb = 0.0f;
+        if (slc) {
+            const float *gt = p.gate + (int64_t)t * p.ld_qr;
+            ga = mm_sigmoid(gt[hh]);
+            gb = mm_sigmoid(gt[H + hh]);
+        }
+        const int64_t o0 = ((int64_t)t * H + hh) * dg;
+#pragma unroll
+        for (int n = 0; n < 2 * NP; n++) {
+            if (n < 2 * npn)
+                for (int c = 0; c < 2; c++) {
+                    const int d = 8 * n + 2 * tq + c;
+                    if (d < dg) {
+                        float v = acc[n][2 * rr + c] * inv;
+                        if (slc)
+                            v = ga * p.u_cmp[o0 + d] + gb * v;
+                        p.u[o0 + d] = v;
+                    }
+                }
+        }
+        if (p.mode == ATTN_CMP && tq == 0)
+            p.lse[(int64_t)t * H + hh] =
+                lrow[rr] > 0.0f ? mrow[rr] + logf(lrow[rr]) : -INFINITY;
+    }
+}
+
+template <int KS, int NP, bool EXACT, bool QS>
+asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
+    const int hpg = p->H / p->c.G;
+    const long rows = (long)p->T * hpg;
+    dim3 grid((unsigned)((rows + MM_ROWS - 1) / MM_ROWS), (unsigned)p->c.G);
+    const size_t smem =
+        (size_t)(2 * MM_KT + (QS ? MM_ROWS : 0)) * (ks * 16 + 8) * sizeof(uint16_t);
+    static size_t raised = 48 * 1024; /* per instance */
+    if (smem > raised) {
+        void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS>;
+        KC_CUDA_TRY(cudaFuncSetAttribute(kfn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem));
+        raised = smem;
+    }
+    attn_mma_kernel<KS, NP, EXACT, QS><<<grid, MM_THREADS, smem, st>>>(*p, ks, np);
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+} /* namespace */
+
+extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream) {
+    if (!p || p->T < 0 || p->H < 1 || p->c.G < 1 || p->H % p->c.G || p->c.dg < 1 ||
+        p->c.dR < 0 || p->c.B < 1 || p->t_off < 0 ||
+        (p->mode != ATTN_LOCAL && p->mode != ATTN_CMP && p->mode != ATTN_SLC))
+        return ASA_EINVAL;
+    if (p->mode == ATTN_LOCAL && p->window < 1)
+        return ASA_EINVAL;
+    const int E = p->c.dg + p->c.dR, ks = (E + 15) / 16, np = (p->c.dg + 15) / 16;
+    const int hpg = p->H / p->c.G;
+    const int max_tok = 63 / hpg + 2 < MM_TOK ? 63 / hpg + 2 : MM_TOK;
+    if (ks > 16 || np > 12)
+        return ASA_EUNSUPPORTED;
+    if (p->mode == ATTN_SLC && (long)max_tok * p->s.top_n > MM_LIST)
+        return ASA_EUNSUPPORTED;
+    if ((long)p->T * hpg > 0x7fffffffL - MM_ROWS)
+        return ASA_EUNSUPPORTED;
+    if (p->T == 0)
+        return ASA_OK;
+    const bool qs = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
+    /* the asa-1.3b shapes exactly (local 192 + 32, global 96 + 32), then
+     * small and large generic forms */
+    if (ks == 14 && np == 12)
+        return qs ? mm_launch<14, 12, true, true>(p, ks, np, stream)
+                  : mm_launch<14, 12, true, false>(p, ks, np, stream);
+    if (ks == 8 && np == 6)
+        return qs ? mm_launch<8, 6, true, true>(p, ks, np, stream)
+                  : mm_launch<8, 6, true, false>(p, ks, np, stream);
+    if (ks <= 4 && np <= 2)
+        return qs ? mm_launch<4, 2, false, true>(p, ks, np, stream)
+                  : mm_launch<4, 2, false, false>(p, ks, np, stream);
+    return qs ? mm_launch<16, 12, false, true>(p, ks, np, stream)
+              : mm_launch<16, 12, false, false>(p, ks, np, stream);
+}

@@ -1,0 +1,46 @@
+/*
+ * kernels/cuda/attn_mma_cuda.h - the prefill form of the ASA attention
+ * (same contract as attn_latent_cuda in attn_latent_cuda.h, same
+ * attn_params) on bf16 tensor cores (mma.sync m16n8k16, f32 accumulation,
+ * online softmax in f32).
+ *
+ * Schedule: a thread block of 4 warps takes 64 consecutive (token, head)
+ * rows of one latent group (row i = token i / (H/G), head i % (H/G): any
+ * heads-per-group count, several tokens per block); all rows share the
+ * group's keys, which are staged once per tile of 64 keys in shared memory
+ * as bf16 ([c^(g) | kR], padded to a multiple of 16).  Scores = Q K^T with
+ * Q the absorbed queries rounded to bf16 (flags below: as hi + lo bf16
+ * parts, two MMAs, ~f32 scores), P rounded to bf16 for P V.  The block
+ * walks the union of its tokens' key ranges (per sequence: windows,
+ * visible compressed entries; ATTN_SLC: the union of the selected blocks)
+ * and masks per row.  Sums are in a fixed order (a token's result does not
+ * depend on the launch's other tokens only as far as its block's key union;
+ * this kernel is not for batch-invariant mode).
+ *
+ * heads_per_block, n_split, split_keys and part are ignored (no split).
+ * Returns ASA_EUNSUPPORTED (nothing launched) for shapes it does not take:
+ * dg + dR > 256, dg > 192, ATTN_SLC with more than 512 distinct blocks per
+ * thread block (top_n * tokens per block); the caller then uses
+ * attn_latent_cuda.
+ */
+#ifndef ASA_ATTN_MMA_CUDA_H
+#define ASA_ATTN_MMA_CUDA_H
+
+#include "attn_latent_cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* flags: scores from hi + lo bf16 queries (~f32 scores; the lo part costs
+ * a second score MMA per key and 64 rows x (dg + dR) bf16 of shared memory)
+ * in ATTN_CMP (whose lse drives the block choice), or in every mode */
+#define ATTN_MMA_QSPLIT 1
+#define ATTN_MMA_QSPLIT_ALL 2
+
+asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASA_ATTN_MMA_CUDA_H */

@@ -1,0 +1,405 @@
+/*
+ * The tensor-core attention (kernels/cuda/attn_mma.cu) against the double
+ * host reference attn_latent_ref: all three modes on random paged caches
+ * with several sequences per launch (contiguous and interleaved tokens),
+ * chunks that start mid-sequence, windows shorter and longer than the
+ * sequences, heads per group 1, 3, 16 and 32, odd dg / dR (scalar key
+ * loads) and the asa-1.3b shapes (16-byte loads, the exact kernels),
+ * selection sets shared, differing within a share group and from slots.
+ * Fresh random inputs every run (seed printed; ASA_TEST_SEED repeats one),
+ * outputs NaN-poisoned before each launch.
+ *
+ * Tolerance: queries and probabilities are rounded to bf16 for the MMAs
+ * (keys are bf16 already), so u is compared as |got - want| <= 1.5e-2 *
+ * max|want| (per launch, max over all finite elements) + 1e-6; the lse of
+ * ATTN_CMP within 2e-2 (absolute, scores ~ 1) with bf16 queries and 2e-4
+ * with ATTN_MMA_QSPLIT (hi + lo queries: scores almost f32).
+ * Exits 77 without a CUDA device.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cuda_runtime_api.h>
+
+#include "attn_mma_cuda.h"
+
+static uint64_t rs;
+static int n_cases;
+static long n_checked;
+static double worst_u, worst_u_qs, worst_lse; /* largest error / max|want| seen (bf16
+                                                  queries, hi + lo queries), lse error */
+
+static uint32_t rnd(void) {
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (uint32_t)(rs >> 11);
+}
+static float unif(void) { return (float)(rnd() & 0xffffff) / 16777216.0f * 2.0f - 1.0f; }
+static int randint(int n) { return (int)(rnd() % (uint32_t)n); }
+
+static void *dup_dev(const void *h, size_t bytes) {
+    void *d = NULL;
+    assert_int_equal(cudaMalloc(&d, bytes ? bytes : 16), cudaSuccess);
+    if (bytes)
+        assert_int_equal(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+}
+static void *poison_dev(size_t bytes) {
+    void *d = NULL;
+    assert_int_equal(cudaMalloc(&d, bytes), cudaSuccess);
+    assert_int_equal(cudaMemset(d, 0xff, bytes), cudaSuccess); /* NaN in f32 */
+    return d;
+}
+static void get_dev(void *h, const void *d, size_t bytes) {
+    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+    assert_int_equal(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+
+/* |a - b| <= rtol * max|b| + atol (equal infinities pass), NaN nowhere. */
+static void cmp_scaled(const char *what, const float *a, const float *b, size_t n, double rtol,
+                       double atol, double *worst) {
+    double mx = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(b[i]) && fabs(b[i]) > mx)
+            mx = fabs(b[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i]))
+            fail_msg("%s: element %zu: got %.8g, want %.8g", what, i, a[i], b[i]);
+        if (a[i] == b[i])
+            continue;
+        double e = fabs((double)a[i] - b[i]);
+        if (!(e <= rtol * mx + atol))
+            fail_msg("%s: element %zu: got %.8g, want %.8g (max|want| %.4g)", what, i, a[i],
+                     b[i], mx);
+        if (mx > 0 && e / mx > *worst)
+            *worst = e / mx;
+    }
+    n_checked += (long)n;
+}
+
+typedef struct mcase {
+    const char *name;
+    int G, dg, dR, hpg, B, window, top_n, share;
+    int nseq, p0[3], nt[3]; /* per sequence: first position of the chunk, tokens */
+    bool interleave;        /* tokens of the sequences alternate in the launch */
+    int page_pad;           /* extra elements per page (odd: scalar key loads) */
+} mcase;
+
+static void run_case(const mcase *m) {
+    const int G = m->G, dg = m->dg, dR = m->dR, B = m->B, H = G * m->hpg;
+    const int S = G * dg + dR, top_n = m->top_n, Lg = 2, ti = 1;
+    /* pages: every block up to each sequence's last position, scrambled */
+    int nb[3], T = 0, nbt = 0;
+    for (int s = 0; s < m->nseq; s++) {
+        nb[s] = (m->p0[s] + m->nt[s] - 1) / B + 1;
+        nbt += nb[s];
+        T += m->nt[s];
+    }
+    const int npages = nbt + 2;
+    const int64_t pe = (int64_t)2 * (B + 1) * S + m->page_pad, lo = (int64_t)(B + 1) * S;
+    int32_t *tab = malloc((size_t)nbt * 4), toff[3];
+    for (int i = 0; i < nbt; i++)
+        tab[i] = i;
+    for (int i = nbt - 1; i > 0; i--) {
+        int j = randint(i + 1), x = tab[i];
+        tab[i] = tab[j];
+        tab[j] = x;
+    }
+    for (int s = 0, o = 0; s < m->nseq; o += nb[s], s++)
+        toff[s] = o;
+    size_t nkv = (size_t)npages * pe;
+    uint16_t *kv = malloc(nkv * 2);
+    for (size_t i = 0; i < nkv; i++)
+        kv[i] = asa_f32_to_bf16(unif());
+    /* tokens */
+    int32_t *pos = malloc((size_t)T * 4), *seq = malloc((size_t)T * 4);
+    {
+        int done[3] = {0, 0, 0}, t = 0;
+        while (t < T)
+            for (int s = 0; s < m->nseq && t < T; s++) {
+                int n = m->interleave ? 1 : m->nt[s];
+                for (int k = 0; k < n && done[s] < m->nt[s]; k++) {
+                    pos[t] = m->p0[s] + done[s]++;
+                    seq[t++] = s;
+                }
+            }
+    }
+    /* queries [T][H][dg], rope queries and gates in one strided array */
+    const int qs = dR + 5, ld = H * qs + 2 * H + 7;
+    size_t nu = (size_t)T * H * dg;
+    float *qt = malloc(nu * 4), *qa = malloc((size_t)T * ld * 4);
+    for (size_t i = 0; i < nu; i++)
+        qt[i] = unif();
+    for (size_t i = 0; i < (size_t)T * ld; i++)
+        qa[i] = unif() * 1.5f;
+    /* selection sets: a share group's tokens read the set of its anchor
+     * (the group's first token in this launch, or a slot for a chunk that
+     * starts inside the group); one token in four has its own set */
+    int32_t *src = malloc((size_t)T * 4);
+    int32_t *tsel = malloc((size_t)T * G * top_n * 4), *tcnt = calloc((size_t)T * G, 4);
+    const int nslots = m->nseq;
+    int32_t *ssel = malloc((size_t)nslots * Lg * G * top_n * 4);
+    int32_t *scnt = calloc((size_t)nslots * Lg * G, 4);
+    for (int i = 0; i < T * G * top_n; i++)
+        tsel[i] = -7;
+    for (int i = 0; i < nslots * Lg * G * top_n; i++)
+        ssel[i] = -7;
+    for (int t = 0; t < T; t++) {
+        const int grp = pos[t] / m->share;
+        int a = -1;
+        for (int u = 0; u < t; u++)
+            if (seq[u] == seq[t] && pos[u] / m->share == grp && src[u] == u) {
+                a = u;
+                break;
+            }
+        if (a >= 0 && randint(4) != 0)
+            src[t] = a;
+        else if (a < 0 && pos[t] % m->share != 0 && randint(2) == 0)
+            src[t] = -(seq[t] + 1); /* slot of the sequence */
+        else
+            src[t] = t;
+        int32_t *dst;
+        int32_t *dc;
+        int cur = pos[t] / B;
+        if (src[t] == t) {
+            dst = tsel + (size_t)t * G * top_n;
+            dc = tcnt + (size_t)t * G;
+        } else if (src[t] < 0) {
+            size_t k = ((size_t)seq[t] * Lg + ti) * G;
+            dst = ssel + k * top_n;
+            dc = scnt + k;
+            if (dc[0] > 0)
+                continue; /* this slot is filled already */
+            /* a slot's set was chosen at an earlier anchor: up to its block */
+            cur = (pos[t] / m->share * m->share) / B;
+        } else
+            continue;
+        for (int g = 0; g < G; g++) {
+            int cnt = 1 + randint(top_n < cur + 1 ? top_n : cur + 1), n = 0;
+            int32_t *d = dst + (size_t)g * top_n;
+            for (int b = 0; b < cur && n < cnt - 1; b++)
+                if (randint(cur) < cnt)
+                    d[n++] = b;
+            d[n++] = cur;
+            dc[g] = n;
+        }
+    }
+    const float scale = 1.0f / sqrtf((float)(dg + dR)) * 1.5f;
+    attn_params p = {.T = T, .H = H, .scale = scale, .window = m->window, .n_split = 1,
+                     .heads_per_block = 1,
+                     .c = {.kv = kv, .page_elems = pe, .layer_off = lo, .B = B, .G = G,
+                           .dg = dg, .dR = dR, .tab = tab, .seq_toff = toff},
+                     .tok_pos = pos, .tok_seq = seq, .qt = qt, .qr = qa + 3, .ld_qr = ld,
+                     .qr_stride = qs,
+                     .s = {.sel_src = src, .tsel = tsel, .tsel_cnt = tcnt, .slot_sel = ssel,
+                           .slot_cnt = scnt, .Lg = Lg, .ti = ti, .top_n = top_n},
+                     .gate = qa + H * qs + 3};
+    float *u_loc = malloc(nu * 4), *u_cmp = malloc(nu * 4), *u_slc = malloc(nu * 4);
+    float *lse = malloc((size_t)T * H * 4);
+    p.mode = ATTN_LOCAL;
+    p.u = u_loc;
+    attn_latent_ref(&p);
+    p.mode = ATTN_CMP;
+    p.u = u_cmp;
+    p.lse = lse;
+    attn_latent_ref(&p);
+    p.mode = ATTN_SLC;
+    p.u = u_slc;
+    p.u_cmp = u_cmp;
+    p.lse = NULL;
+    attn_latent_ref(&p);
+
+    attn_params d = p;
+    d.c.kv = dup_dev(kv, nkv * 2);
+    d.c.tab = dup_dev(tab, (size_t)nbt * 4);
+    d.c.seq_toff = dup_dev(toff, sizeof toff);
+    d.tok_pos = dup_dev(pos, (size_t)T * 4);
+    d.tok_seq = dup_dev(seq, (size_t)T * 4);
+    d.qt = dup_dev(qt, nu * 4);
+    float *qa_d = dup_dev(qa, (size_t)T * ld * 4);
+    d.qr = qa_d + 3;
+    d.gate = qa_d + H * qs + 3;
+    d.u_cmp = dup_dev(u_cmp, nu * 4);
+    d.s.sel_src = dup_dev(src, (size_t)T * 4);
+    d.s.tsel = dup_dev(tsel, (size_t)T * G * top_n * 4);
+    d.s.tsel_cnt = dup_dev(tcnt, (size_t)T * G * 4);
+    d.s.slot_sel = dup_dev(ssel, (size_t)nslots * Lg * G * top_n * 4);
+    d.s.slot_cnt = dup_dev(scnt, (size_t)nslots * Lg * G * 4);
+    float *ug = malloc(nu * 4), *lg = malloc((size_t)T * H * 4);
+    char what[160];
+    for (int mode = 0; mode < 3; mode++)
+        for (int fi = 0; fi < 2; fi++) {
+            /* bf16 queries; hi + lo queries (the compressed-branch flag for
+             * ATTN_CMP, the all-modes flag for the others) */
+            const int fl = fi == 0 ? 0 : mode == ATTN_CMP ? ATTN_MMA_QSPLIT : ATTN_MMA_QSPLIT_ALL;
+            d.mode = (attn_mode)mode;
+            d.u = poison_dev(nu * 4);
+            d.lse = mode == ATTN_CMP ? poison_dev((size_t)T * H * 4) : NULL;
+            asa_err rc = attn_mma_cuda(&d, fl, 0);
+            if (rc != ASA_OK)
+                fail_msg("%s: attn_mma_cuda mode %d: %s", m->name, mode, asa_strerror(rc));
+            get_dev(ug, d.u, nu * 4);
+            const float *want = mode == ATTN_LOCAL ? u_loc : mode == ATTN_CMP ? u_cmp : u_slc;
+            snprintf(what, sizeof what, "%s: mode %d%s u", m->name, mode, fl ? " qsplit" : "");
+            cmp_scaled(what, ug, want, nu, 1.5e-2, 1e-6, fl ? &worst_u_qs : &worst_u);
+            if (mode == ATTN_CMP) {
+                get_dev(lg, d.lse, (size_t)T * H * 4);
+                snprintf(what, sizeof what, "%s: lse%s", m->name, fl ? " qsplit" : "");
+                double w = 0.0;
+                for (int i = 0; i < T * H; i++) {
+                    if (isnan(lg[i]) || (isinf(lse[i]) != isinf(lg[i])) ||
+                        (isinf(lse[i]) && lse[i] != lg[i]))
+                        fail_msg("%s: element %d: got %g, want %g", what, i, lg[i], lse[i]);
+                    if (isinf(lse[i]))
+                        continue;
+                    double e = fabs((double)lg[i] - lse[i]);
+                    if (e > (fl ? 2e-4 : 2e-2))
+                        fail_msg("%s: element %d: got %.8g, want %.8g", what, i, lg[i], lse[i]);
+                    if (e > w)
+                        w = e;
+                }
+                if (fl && w > worst_lse)
+                    worst_lse = w;
+                n_checked += T * H;
+                cudaFree(d.lse);
+            }
+            cudaFree(d.u);
+        }
+    /* a launch covering tokens t_off .. T-1 only (the engine's token
+     * chunks): those rows as before, the others untouched */
+    if (T > 3) {
+        const int to = 3;
+        attn_params dc = d;
+        dc.mode = ATTN_LOCAL;
+        dc.t_off = to;
+        dc.T = T - to;
+        dc.u = poison_dev(nu * 4);
+        dc.lse = NULL;
+        assert_int_equal(attn_mma_cuda(&dc, 0, 0), ASA_OK);
+        get_dev(ug, dc.u, nu * 4);
+        const size_t o = (size_t)to * H * dg;
+        snprintf(what, sizeof what, "%s: local, t_off %d", m->name, to);
+        cmp_scaled(what, ug + o, u_loc + o, nu - o, 1.5e-2, 1e-6, &worst_u);
+        for (size_t i = 0; i < o; i++)
+            if (!isnan(ug[i]))
+                fail_msg("%s: element %zu before t_off written", what, i);
+        cudaFree(dc.u);
+    }
+    n_cases++;
+    cudaFree((void *)d.c.kv);
+    cudaFree((void *)d.c.tab);
+    cudaFree((void *)d.c.seq_toff);
+    cudaFree((void *)d.tok_pos);
+    cudaFree((void *)d.tok_seq);
+    cudaFree((void *)d.qt);
+    cudaFree(qa_d);
+    cudaFree((void *)d.u_cmp);
+    cudaFree((void *)d.s.sel_src);
+    cudaFree(d.s.tsel);
+    cudaFree(d.s.tsel_cnt);
+    cudaFree(d.s.slot_sel);
+    cudaFree(d.s.slot_cnt);
+    free(tab);
+    free(kv);
+    free(pos);
+    free(seq);
+    free(qt);
+    free(qa);
+    free(src);
+    free(tsel);
+    free(tcnt);
+    free(ssel);
+    free(scnt);
+    free(u_loc);
+    free(u_cmp);
+    free(u_slc);
+    free(lse);
+    free(ug);
+    free(lg);
+}
+
+/* odd shapes: scalar key loads, generic kernels */
+static void test_mma_odd(void **st) {
+    (void)st;
+    const mcase cs[] = {
+        /* 3 groups of 3 heads, dg 11 + dR 6 (one k-step pair padded), two
+         * sequences, one chunk mid-sequence, window 7 < sequence */
+        {"g3 h3 dg11 dR6", 3, 11, 6, 3, 8, 7, 6, 2, 2, {148, 0}, {9, 23}, false, 3},
+        /* one head per group (64 tokens per block), window longer than
+         * the sequences, interleaved sequences, three of them */
+        {"g2 h1 dg20 dR8 interleaved", 2, 20, 8, 1, 4, 1000, 4, 3, 3, {0, 37, 5}, {30, 21, 17},
+         true, 1},
+        /* fixture-like: g3_share1_tied (latent 16, rope 8, 2 heads) */
+        {"g3 h2 dg16 dR8", 3, 16, 8, 2, 8, 1000, 4, 1, 2, {75, 0}, {12, 40}, false, 0},
+        /* 16 heads per group with dg 40 + dR 24 (E 64, the small generic form) */
+        {"g2 h16 dg40 dR24", 2, 40, 24, 16, 16, 50, 5, 4, 2, {90, 3}, {7, 6}, false, 0},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        run_case(&cs[i]);
+}
+
+/* the asa-1.3b shapes: local G 1 x 32 heads (192 + 32), global G 2 x 16
+ * heads (96 + 32), 16-byte key loads; also a large generic shape */
+static void test_mma_13b(void **st) {
+    (void)st;
+    const mcase cs[] = {
+        {"1.3b local", 1, 192, 32, 32, 16, 64, 16, 4, 2, {70, 3}, {5, 3}, false, 0},
+        {"1.3b global", 2, 96, 32, 16, 16, 512, 6, 4, 2, {61, 130}, {6, 5}, false, 0},
+        {"generic dg 136 dR 40 h5", 2, 136, 40, 5, 8, 20, 3, 2, 2, {30, 0}, {4, 9}, true, 0},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        run_case(&cs[i]);
+}
+
+/* shapes it does not take: nothing launched, ASA_EUNSUPPORTED */
+static void test_mma_unsupported(void **st) {
+    (void)st;
+    attn_params p = {.mode = ATTN_LOCAL, .T = 4, .H = 4, .window = 8,
+                     .c = {.B = 16, .G = 1, .dg = 200, .dR = 32}};
+    assert_int_equal(attn_mma_cuda(&p, 0, 0), ASA_EUNSUPPORTED); /* dg > 192 */
+    p.c.dg = 192;
+    p.c.dR = 72;
+    assert_int_equal(attn_mma_cuda(&p, 0, 0), ASA_EUNSUPPORTED); /* dg + dR > 256 */
+    p.c.dR = 32;
+    p.mode = ATTN_SLC;
+    p.s.top_n = 64;
+    p.H = 1;
+    assert_int_equal(attn_mma_cuda(&p, 0, 0), ASA_EUNSUPPORTED); /* 64 tokens x 64 blocks */
+}
+
+int main(void) {
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
+        printf("test_cuda_attn_mma: no CUDA device: skipped\n");
+        return 77;
+    }
+    const char *se = getenv("ASA_TEST_SEED");
+    rs = se ? strtoull(se, NULL, 0) : (uint64_t)time(NULL) * 2654435761ull;
+    if (!rs)
+        rs = 1;
+    uint64_t seed = rs;
+    printf("test_cuda_attn_mma: seed %llu (ASA_TEST_SEED repeats it)\n",
+           (unsigned long long)seed);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mma_unsupported),
+        cmocka_unit_test(test_mma_odd),
+        cmocka_unit_test(test_mma_13b),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    printf("test_cuda_attn_mma: %s: %d cases, %ld elements compared, worst |err|/max|u| %.3g "
+           "(hi + lo queries %.3g), worst lse err (hi + lo) %.3g, seed %llu\n",
+           rc ? "FAIL" : "PASS", n_cases, n_checked, worst_u, worst_u_qs, worst_lse,
+           (unsigned long long)seed);
+    return rc;
+}
