@@ -477,7 +477,9 @@ asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
     dim3 grid((unsigned)((rows + MM_ROWS - 1) / MM_ROWS), (unsigned)p->c.G);
     const size_t smem =
         (size_t)(2 * MM_KT + (QS ? MM_ROWS : 0)) * (ks * 16 + 8) * sizeof(uint16_t);
-    static size_t raised = 48 * 1024; /* per instance */
+    /* per instance; static shared memory (~21 KB of tile plans and lists)
+     * counts against the 48 KB default too, so always opt in */
+    static size_t raised = 0;
     if (smem > raised) {
         void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS>;
         KC_CUDA_TRY(cudaFuncSetAttribute(kfn, cudaFuncAttributeMaxDynamicSharedMemorySize,
