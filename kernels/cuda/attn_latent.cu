@@ -107,6 +107,7 @@ __host__ __device__ inline key_plan make_plan(const attn_params &p, int t, int g
 __device__ __forceinline__ float sigmoidf_(float z) { return 1.0f / (1.0f + expf(-z)); }
 
 __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
+    kc_pdl_enter();
     extern __shared__ float sm[];
     const int tl = blockIdx.x, t = p.t_off + tl, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR;
@@ -340,6 +341,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
  * three times through L2.  The sums keep the ascending split order of the
  * sequential form (the same bits in both modes). */
 __global__ void attn_merge_kernel(const attn_params p) {
+    kc_pdl_enter();
     extern __shared__ float mw[]; /* [3][ns]: maxima, sums, weights */
     __shared__ float s_M, s_L;
     const int tl = blockIdx.x, t = p.t_off + tl, hh = blockIdx.y, dg = p.c.dg,
@@ -402,6 +404,7 @@ size_t attn_smem(const attn_params &p) {
  * group, chunk of blocks); one thread per block b computes S[b] (forced
  * blocks: -1) into the anchor's row of p.scores. */
 __global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_params p) {
+    kc_pdl_enter();
     extern __shared__ float sm[];
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B;
@@ -473,6 +476,7 @@ __global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_
 /* Block choice from the scores of select_score_kernel: one thread block per
  * (anchor, group). */
 __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
+    kc_pdl_enter();
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, B = p.c.B;
     const int n = p.s.top_n;
@@ -581,6 +585,7 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
 /* ---- compressed entries, selection stores ---------------------------------- */
 
 __global__ void compress_kernel(const compress_params p) {
+    kc_pdl_enter();
     if (p.pages[blockIdx.x] < 0)
         return; /* padding */
     const int64_t base = (int64_t)p.pages[blockIdx.x] * p.page_elems + p.layer_off;
@@ -593,6 +598,7 @@ __global__ void compress_kernel(const compress_params p) {
 }
 
 __global__ void selstore_kernel(const selstore_params p) {
+    kc_pdl_enter();
     const int i = blockIdx.x, n = p.s.top_n;
     if (p.slot[i] < 0)
         return; /* padding */
@@ -632,12 +638,13 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
     }
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
                     (unsigned)(p->H / p->c.G / p->heads_per_block * p->n_split));
-    attn_kernel<<<grid, ATT_THREADS, smem, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(attn_kernel, grid, ATT_THREADS, smem, stream, *p));
     KC_LAUNCH_CHECK();
     if (p->n_split > 1) {
         const int th = p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
         const size_t msm = 3 * sizeof(float) * (size_t)p->n_split;
-        attn_merge_kernel<<<dim3((unsigned)p->T, (unsigned)p->H), th, msm, stream>>>(*p);
+        KC_CUDA_TRY(kc_launch(attn_merge_kernel, dim3((unsigned)p->T, (unsigned)p->H), th, msm,
+                              stream, *p));
         KC_LAUNCH_CHECK();
     }
     return ASA_OK;
@@ -662,11 +669,11 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
      * past an anchor's visible blocks exit at once */
     const dim3 sgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
                      (unsigned)((p->nb_max + SEL_THREADS - 1) / SEL_THREADS));
-    select_score_kernel<<<sgrid, SEL_THREADS, smem, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(select_score_kernel, sgrid, SEL_THREADS, smem, stream, *p));
     KC_LAUNCH_CHECK();
     const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
     const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
-    select_kernel<<<grid, SEL_THREADS, vsm, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(select_kernel, grid, SEL_THREADS, vsm, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -677,7 +684,7 @@ extern "C" asa_err compress_cuda(const compress_params *p, cudaStream_t stream) 
     if (p->n == 0)
         return ASA_OK;
     const int th = p->S >= 256 ? 256 : (p->S + 31) / 32 * 32;
-    compress_kernel<<<(unsigned)p->n, th, 0, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(compress_kernel, (unsigned)p->n, th, 0, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -687,7 +694,7 @@ extern "C" asa_err selstore_cuda(const selstore_params *p, cudaStream_t stream) 
         return ASA_EINVAL;
     if (p->n == 0)
         return ASA_OK;
-    selstore_kernel<<<(unsigned)p->n, 64, 0, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(selstore_kernel, (unsigned)p->n, 64, 0, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

@@ -24,7 +24,9 @@
 
 #include "attn_latent_cuda.h"
 #include "cb_ops_cuda.h"
+#include "gemv_cuda.h"
 #include "rope_cache_cuda.h"
+#include "silu_mul_cuda.h"
 
 static uint64_t rs;
 static int n_checked, n_kernels;
@@ -702,6 +704,185 @@ static void test_absorb_expand_vec(void **st) {
     free(yg);
 }
 
+/* rope_cache + absorb in one launch (cb_rope_absorb_cuda) against both
+ * references, on the engine's qa row layout ([q heads | kv_a | gates]) at
+ * the vector-path shapes (dh 64, dg 96 and 192), two sequences. */
+static void test_rope_absorb(void **st) {
+    (void)st;
+    const int H = 3, dh = 64, dv = 64, dR = 32, half = dR / 2, B = 5, NP = 40;
+    for (int G = 1; G <= 2; G++) {
+        const int dg = G == 1 ? 192 : 96;
+        const int p0[] = {7, 8, 9}, p1[] = {31};
+        pcache c;
+        pcache_make(&c, G, dg, dR, B, p0, 3, p1, 1);
+        const int T = c.T, ld = H * (dh + dR) + c.S + 2 * H + 4;
+        const size_t nkv = (size_t)c.npages * c.page_elems;
+        float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)NP * half * 4);
+        float *sn = malloc((size_t)NP * half * 4), *nw = malloc((size_t)G * dg * 4);
+        float *qt = malloc((size_t)T * H * dg * 4);
+        uint16_t *kvb = malloc((size_t)H * (dh + dv) * dg * 2);
+        fill_f32(qa, (size_t)T * ld, 2.0f);
+        fill_f32(nw, (size_t)G * dg, 1.5f);
+        fill_bf16(kvb, (size_t)H * (dh + dv) * dg, 0.5f);
+        for (int q = 0; q < NP; q++)
+            for (int k = 0; k < half; k++) {
+                double an = q * pow(10000.0, -2.0 * k / dR);
+                cs[q * half + k] = (float)cos(an);
+                sn[q * half + k] = (float)sin(an);
+            }
+        for (size_t i = 0; i < nkv; i++)
+            c.kv[i] = 0xffff;
+        rope_cache_params rp = {.T = T, .H = H, .dh = dh, .dR = dR, .G = G, .dg = dg,
+                                .eps = 1e-5f, .ld_qa = ld, .page_elems = c.page_elems,
+                                .layer_off = c.layer_off, .B = B};
+        absorb_params ap = {.T = T, .H = H, .dh = dh, .dv = dv, .dg = dg, .ld_qa = ld,
+                            .q_stride = dh + dR};
+        rope_cache_params rd = rp;
+        absorb_params ad = ap;
+        rd.qa = dup_dev(qa, (size_t)T * ld * 4);
+        rd.cosv = dup_dev(cs, (size_t)NP * half * 4);
+        rd.sinv = dup_dev(sn, (size_t)NP * half * 4);
+        rd.norm_w = dup_dev(nw, (size_t)G * dg * 4);
+        rd.tok_pos = dup_dev(c.pos, (size_t)T * 4);
+        rd.tok_seq = dup_dev(c.seq, (size_t)T * 4);
+        rd.tab = dup_dev(c.tab, sizeof c.tab);
+        rd.seq_toff = dup_dev(c.toff, sizeof c.toff);
+        rd.kv = dup_dev(c.kv, nkv * 2);
+        ad.qa = rd.qa;
+        ad.kvb = dup_dev(kvb, (size_t)H * (dh + dv) * dg * 2);
+        ad.qt = poison_dev((size_t)T * H * dg * 4);
+        assert_int_equal(cb_rope_absorb_cuda(&rd, &ad, 0), ASA_OK);
+        rp.qa = qa;
+        rp.cosv = cs;
+        rp.sinv = sn;
+        rp.norm_w = nw;
+        rp.tok_pos = c.pos;
+        rp.tok_seq = c.seq;
+        rp.tab = c.tab;
+        rp.seq_toff = c.toff;
+        rp.kv = c.kv;
+        ap.qa = qa;
+        ap.kvb = kvb;
+        ap.qt = qt;
+        cb_absorb_ref(&ap); /* reads the non-rope parts: before or after the rotation */
+        rope_cache_ref(&rp);
+        float *qg = malloc((size_t)T * ld * 4), *tg = malloc((size_t)T * H * dg * 4);
+        uint16_t *kg = malloc(nkv * 2);
+        get_dev(qg, rd.qa, (size_t)T * ld * 4);
+        get_dev(kg, rd.kv, nkv * 2);
+        get_dev(tg, ad.qt, (size_t)T * H * dg * 4);
+        cmp_f32("rope_absorb qa", qg, qa, (size_t)T * ld, 1e-5, 1e-5);
+        cmp_bf16("rope_absorb entries", kg, c.kv, nkv, 1e-6, 1.6e-2);
+        cmp_f32("rope_absorb qt", tg, qt, (size_t)T * H * dg, 1e-4, 1e-5);
+        n_kernels++;
+        cudaFree(rd.qa);
+        cudaFree((void *)rd.cosv);
+        cudaFree((void *)rd.sinv);
+        cudaFree((void *)rd.norm_w);
+        cudaFree((void *)rd.tok_pos);
+        cudaFree((void *)rd.tok_seq);
+        cudaFree((void *)rd.tab);
+        cudaFree((void *)rd.seq_toff);
+        cudaFree(rd.kv);
+        cudaFree((void *)ad.kvb);
+        cudaFree(ad.qt);
+        free(qa);
+        free(cs);
+        free(sn);
+        free(nw);
+        free(qt);
+        free(kvb);
+        free(qg);
+        free(tg);
+        free(kg);
+        free(c.kv);
+    }
+}
+
+/* The fused GEMV x modes of the decode step against the two-kernel path
+ * they replace (cb_rmsnorm_cuda or silu_mul_cuda, then the plain GEMV), at
+ * the engine's shapes (d 2048; F a multiple of 8) and M = 1, 2: bitwise on
+ * the device (the same f32 arithmetic in the same order); within f32
+ * rounding under the host emulation (ASA_CUDA_FAKE: the launchers are the
+ * references there). */
+static void test_gemv_fused(void **st) {
+    (void)st;
+    const bool exact = !getenv("ASA_CUDA_FAKE");
+    for (int cs = 0; cs < 4; cs++) {
+        const int M = 1 + cs % 2, D = 512, F = 264, N = 37;
+        const bool silu = cs >= 2;
+        const int K = silu ? F : D;
+        const size_t nx = (size_t)M * (silu ? 2 * F : D);
+        float *x = malloc(nx * 4), *r = malloc((size_t)M * D * 4), *w = malloc((size_t)D * 4);
+        uint16_t *W = malloc((size_t)N * K * 2);
+        float *y1 = malloc((size_t)M * N * 4), *y2 = malloc((size_t)M * N * 4);
+        float *r1 = malloc((size_t)M * D * 4), *r2 = malloc((size_t)M * D * 4);
+        fill_f32(x, nx, silu ? 3.0f : 1.0f);
+        fill_f32(r, (size_t)M * D, 2.0f);
+        fill_f32(w, (size_t)D, 1.5f);
+        fill_bf16(W, (size_t)N * K, 0.05f);
+        float *xd = dup_dev(x, nx * 4), *rd = dup_dev(r, (size_t)M * D * 4);
+        float *wd = dup_dev(w, (size_t)D * 4), *ro = poison_dev((size_t)M * D * 4);
+        uint16_t *Wd = dup_dev(W, (size_t)N * K * 2);
+        float *hd = poison_dev(nx * 4), *yd1 = poison_dev((size_t)M * N * 4),
+              *yd2 = poison_dev((size_t)M * N * 4);
+        /* unfused: norm in place on a copy of the residual, or silu_mul */
+        float *rcopy = dup_dev(r, (size_t)M * D * 4);
+        if (silu) {
+            silu_mul_params sm = {.rows = M, .F = F, .gu = xd, .gu_type = KC_F32,
+                                  .ld_gu = 2 * F, .out = hd, .out_type = KC_F32, .ld_out = F};
+            assert_int_equal(silu_mul_cuda(&sm, 0), ASA_OK);
+        } else {
+            assert_int_equal(cb_rmsnorm_cuda(M, D, 1e-6f, xd, rcopy, wd, hd, 0), ASA_OK);
+        }
+        gemv_params g1 = {.M = M, .N = N, .K = K, .x = hd, .x_type = KC_F32, .ldx = K, .w = Wd,
+                          .ldw = K, .y_f32 = yd1, .ldy = N};
+        assert_int_equal(gemv_bf16_cuda(&g1, 0), ASA_OK);
+        gemv_params g2 = {.M = M, .N = N, .K = K, .x = xd, .x_type = KC_F32,
+                          .ldx = silu ? 2 * F : D, .w = Wd, .ldw = K, .y_f32 = yd2, .ldy = N,
+                          .x_mode = silu ? GEMV_X_SILU : GEMV_X_NORM};
+        if (!silu) {
+            g2.res = rd;
+            g2.res_out = ro;
+            g2.norm_w = wd;
+            g2.eps = 1e-6f;
+        }
+        assert_int_equal(gemv_bf16_cuda(&g2, 0), ASA_OK);
+        get_dev(y1, yd1, (size_t)M * N * 4);
+        get_dev(y2, yd2, (size_t)M * N * 4);
+        if (exact)
+            cmp_f32(silu ? "gemv silu fused" : "gemv norm fused", y2, y1, (size_t)M * N, 0, 0);
+        else
+            cmp_f32(silu ? "gemv silu fused" : "gemv norm fused", y2, y1, (size_t)M * N, 1e-4,
+                    1e-4);
+        if (!silu) {
+            get_dev(r1, rcopy, (size_t)M * D * 4);
+            get_dev(r2, ro, (size_t)M * D * 4);
+            cmp_f32("gemv norm fused residual", r2, r1, (size_t)M * D, 0, 0);
+            get_dev(r1, rd, (size_t)M * D * 4);
+            cmp_f32("gemv norm fused residual input kept", r1, r, (size_t)M * D, 0, 0);
+        }
+        n_kernels++;
+        cudaFree(xd);
+        cudaFree(rd);
+        cudaFree(wd);
+        cudaFree(ro);
+        cudaFree(Wd);
+        cudaFree(hd);
+        cudaFree(yd1);
+        cudaFree(yd2);
+        cudaFree(rcopy);
+        free(x);
+        free(r);
+        free(w);
+        free(W);
+        free(y1);
+        free(y2);
+        free(r1);
+        free(r2);
+    }
+}
+
 static void test_absorb_expand(void **st) {
     const int T = 11, H = 5, dh = 7, dv = 9, dg = 13, dR = 4, qs = dh + dR, ld = H * qs + 3;
     float *qa = malloc((size_t)T * ld * 4), *qt = malloc((size_t)T * H * dg * 4);
@@ -837,6 +1018,7 @@ int main(void) {
         cmocka_unit_test(test_compress),
         cmocka_unit_test(test_select_long),     cmocka_unit_test(test_absorb_expand),
         cmocka_unit_test(test_absorb_expand_vec),
+        cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_gemv_fused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     printf("test_cuda_kernels: %s: %d kernel checks, %d elements compared, seed %llu\n",

@@ -39,4 +39,18 @@ template <class T> T __shfl_xor_sync(unsigned, T v, int o) {
 void emu_launch(std::function<void()> f, dim3 grid, dim3 block);
 inline void emu_launch(std::function<void()> f, dim3 grid, dim3 block, size_t, cudaStream_t) { emu_launch(f, grid, block); }
 inline void emu_launch(std::function<void()> f, dim3 grid, dim3 block, size_t) { emu_launch(f, grid, block); }
+/* cudaLaunchKernelEx (kc_launch): runs the kernel like a <<<>>> launch; the
+ * PDL attribute means nothing here (blocks run one after another) */
+enum cudaLaunchAttributeID { cudaLaunchAttributeProgrammaticStreamSerialization = 5 };
+struct cudaLaunchAttributeValue { unsigned programmaticStreamSerializationAllowed; };
+struct cudaLaunchAttribute { cudaLaunchAttributeID id; cudaLaunchAttributeValue val; };
+struct cudaLaunchConfig_t {
+    dim3 gridDim, blockDim; size_t dynamicSmemBytes; cudaStream_t stream;
+    cudaLaunchAttribute *attrs; unsigned numAttrs;
+};
+template <typename... E, typename... A>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *c, void (*k)(E...), A &&...a) {
+    emu_launch([&]() { k(a...); }, c->gridDim, c->blockDim);
+    return 0;
+}
 #endif
