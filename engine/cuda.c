@@ -109,6 +109,9 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * 2-3x at M = 8 (kernel lab, H200); the stacked hi/lo product costs about
  * one cuBLAS call */
 #define CU_GEMV_ROWS 2
+/* rows of the fused decode kernels at most (GEMV x modes: M <= 4 and the
+ * rows staged in shared memory; cu__fused) */
+#define CU_FUSE_ROWS 4
 
 #define CU_TRY(call)                                                                  \
     do {                                                                              \
@@ -180,7 +183,10 @@ typedef struct cu_be {
     int32_t *sel, *sel_cnt;    /* device: [max_seqs][Lg][Gg][top_n], [max_seqs][Lg][Gg] */
     int *sel_anchor;           /* host: [max_seqs], -1 when none */
     /* device scratch (T = max_batch_tokens rows) */
-    float *x;                  /* [T, d] residual stream */
+    float *x;                  /* [T, d] residual stream (at the start of a step) */
+    float *x2;                 /* [CU_FUSE_ROWS, d] second residual buffer of the
+                                  fused decode path */
+    float *res;                /* the current residual rows: x or x2 (cu__norm_gemm) */
     float *tmp;                /* [T, d] product output before the residual add */
     float *hn;                 /* [T, d] normed input */
     float *qa;                 /* [T, n_in_max] */
@@ -195,6 +201,8 @@ typedef struct cu_be {
     bool precise;              /* cuBLAS products read hi + lo (default;
                                   ASA_CUDA_PRECISE=0: hi only) */
     bool invariant;            /* opt.batch_invariant (see the top comment) */
+    bool pdl;                  /* programmatic dependent launch (ASA_CUDA_PDL) */
+    bool fuse;                 /* fused decode kernels (ASA_CUDA_FUSE; cu__fused) */
     int gemv_rows;             /* products of up to this many rows use GEMV
                                   (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
                                   CU_GEMV_ROWS) */
@@ -423,6 +431,7 @@ static void cuda_destroy(void *p) {
     cudaFree(c->sel);
     cudaFree(c->sel_cnt);
     cudaFree(c->x);
+    cudaFree(c->x2);
     cudaFree(c->tmp);
     cudaFree(c->hn);
     cudaFree(c->qa);
@@ -647,6 +656,14 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->gemv_rows = gr && gr[0] ? atoi(gr) : CU_GEMV_ROWS;
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
         c->gemv_rows = GEMV_MAX_M;
+    /* PDL needs sm_90; the kernels' waits are no-ops without it */
+    int cc_major = 0;
+    CU_TRY(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, e->opt.device));
+    const char *pd = getenv("ASA_CUDA_PDL");
+    c->pdl = cc_major >= 9 && !(pd && strcmp(pd, "0") == 0); /* on unless ASA_CUDA_PDL=0 */
+    kc_set_pdl(c->pdl); /* one setting per process (kcuda.h): the last engine created */
+    const char *fu = getenv("ASA_CUDA_FUSE");
+    c->fuse = !(fu && strcmp(fu, "0") == 0); /* on unless ASA_CUDA_FUSE=0 */
     const char *ge = getenv("ASA_CUDA_GRAPHS");
     c->graphs_on = !(ge && strcmp(ge, "0") == 0); /* on unless ASA_CUDA_GRAPHS=0 */
     c->graph_eager = c->graphs_on && ge && strcmp(ge, "eager") == 0;
@@ -670,6 +687,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->sel, nsel * c->top_n * sizeof(int32_t))) ||
         (err = cu__malloc((void **)&c->sel_cnt, nsel * sizeof(int32_t))) ||
         (err = cu__malloc((void **)&c->x, (size_t)T * d * 4)) ||
+        (err = cu__malloc((void **)&c->x2, (size_t)CU_FUSE_ROWS * d * 4)) ||
         (err = cu__malloc((void **)&c->tmp, (size_t)T * d * 4)) ||
         (err = cu__malloc((void **)&c->hn, (size_t)T * d * 4)) ||
         (err = cu__malloc((void **)&c->qa, (size_t)T * n_in_max * 4)) ||
@@ -1026,6 +1044,42 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at) {
     return ASA_OK;
 }
 
+/* The fused decode kernels (default mode, ASA_CUDA_FUSE): steps of at most
+ * gemv_rows tokens (the products run as GEMV) and CU_FUSE_ROWS.  Batch-
+ * invariant mode keeps the separate kernels. */
+static bool cu__fused(const cu_be *c, int T) {
+    return c->fuse && !c->invariant && T <= c->gemv_rows && T <= CU_FUSE_ROWS;
+}
+
+/* y = W . RMSNorm(x (+ residual)), the residual stream updated: with
+ * add_res, the rows x + c->res become the residual.  Fused (cu__fused):
+ * one GEMV kernel normalises in its prologue and its block 0 writes the
+ * sum into the other residual buffer (the kernel's other blocks still read
+ * the current one), which becomes c->res.  Otherwise RMSNorm into hn (in
+ * place on c->res) and the product. */
+static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float *w_norm, int T,
+                             const uint16_t *W, int N, float *y) {
+    const int d = c->d;
+    if (cu__fused(c, T)) {
+        float *alt = c->res == c->x ? c->x2 : c->x;
+        gemv_params gp = {.M = T, .N = N, .K = d, .x = x, .x_type = KC_F32, .ldx = d, .w = W,
+                          .ldw = d, .y_f32 = y, .ldy = N, .x_mode = GEMV_X_NORM,
+                          .res = add_res ? c->res : NULL, .res_out = add_res ? alt : NULL,
+                          .norm_w = w_norm, .eps = c->eps};
+        if (gemv_params_check(&gp) == ASA_OK) {
+            cu__mark(c, CU_T_PROJ);
+            CU_OK(gemv_bf16_cuda(&gp, c->st));
+            if (add_res)
+                c->res = alt;
+            return ASA_OK;
+        }
+    }
+    cu__mark(c, CU_T_OTHER);
+    CU_OK(cu__rmsnorm(c, x, add_res ? c->res : NULL, w_norm, c->hn, T));
+    cu__mark(c, CU_T_PROJ);
+    return cu__gemm(c, c->hn, T, d, W, N, y);
+}
+
 static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int d = c->d, H = c->H, F = c->F;
     const cu_meta *mt = &c->mt;
@@ -1036,20 +1090,23 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int32_t *tab = global ? mt->gtab : mt->ltab, *toff = global ? mt->gtoff : mt->ltoff;
 
     /* attention input */
-    cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__rmsnorm(c, first ? c->x : c->tmp, first ? NULL : c->x, y->attn_norm, c->hn, T));
-    cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hn, T, d, y->w_in, y->n_in, c->qa));
+    CU_OK(cu__norm_gemm(c, first ? c->res : c->tmp, !first, y->attn_norm, T, y->w_in, y->n_in,
+                        c->qa));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
                             .sinv = c->sinv, .norm_w = y->kv_a_norm, .tok_pos = mt->pos,
                             .tok_seq = mt->seq, .tab = tab, .seq_toff = toff, .kv = kv,
                             .page_elems = page_elems, .layer_off = layer_off, .B = c->B};
-    CU_OK(rope_cache_cuda(&rp, c->st));
     absorb_params ap = {.T = T, .H = H, .dh = c->dh, .dv = c->dv, .dg = y->dg, .qa = c->qa,
                         .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
-    CU_OK(cb_absorb_cuda(&ap, c->st));
+    asa_err fe = cu__fused(c, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st) : ASA_EUNSUPPORTED;
+    if (fe != ASA_EUNSUPPORTED) { /* one launch for both (independent parts of qa) */
+        CU_OK(fe);
+    } else {
+        CU_OK(rope_cache_cuda(&rp, c->st));
+        CU_OK(cb_absorb_cuda(&ap, c->st));
+    }
 
     /* attention */
     attn_params at = {.T = T, .H = H, .scale = c->scale, .window = c->w,
@@ -1103,10 +1160,15 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     CU_OK(cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp));
-    cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__rmsnorm(c, c->tmp, c->x, y->mlp_norm, c->hn, T));
-    cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hn, T, d, y->w_gu, 2 * F, c->gu));
+    CU_OK(cu__norm_gemm(c, c->tmp, true, y->mlp_norm, T, y->w_gu, 2 * F, c->gu));
+    if (cu__fused(c, T)) {
+        /* SiLU-gate in the down product's prologue */
+        gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,
+                          .w = y->down, .ldw = F, .y_f32 = c->tmp, .ldy = d,
+                          .x_mode = GEMV_X_SILU};
+        if (gemv_params_check(&gp) == ASA_OK)
+            return gemv_bf16_cuda(&gp, c->st);
+    }
     cu__mark(c, CU_T_OTHER);
     silu_mul_params sm = {.rows = T, .F = F, .gu = c->gu, .gu_type = KC_F32, .ld_gu = 2 * F,
                           .out = c->act, .out_type = KC_F32, .ld_out = F};
@@ -1128,11 +1190,13 @@ static asa_err cu__logits(cu_be *c, int r0, int n) {
 /* The device work of a step up to the first n0 rows of logits (everything
  * a captured graph holds). */
 static asa_err cu__forward(cu_be *c, int T, int n0) {
+    c->res = c->x; /* the same pointers in every pass (graph capture) */
     CU_OK(cb_embed_cuda(T, c->d, c->mt.tok, c->embed, c->x, c->st));
     for (int l = 0; l < c->L; l++)
         CU_OK(cu__layer(c, &c->layers[l], T, l == 0));
     cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->x, c->L > 0 ? c->x : NULL, c->norm, c->hn, T));
+    CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->res, c->L > 0 ? c->res : NULL, c->norm, c->hn,
+                      T));
     if (n0 > 0)
         CU_OK(cu__logits(c, 0, n0));
     return ASA_OK;
