@@ -210,6 +210,8 @@ typedef struct cu_be {
     float *scores;             /* [T][Gg][nb_max] selection scores at anchors */
     float *part;               /* split-key attention partials */
     long part_heads;           /* (token, head, split) triples part holds */
+    int *mcnt;                 /* [part_heads] zero counters: the merge in the last
+                                  split block (attn_params.merge_cnt) */
     int max_pos;               /* largest position of the current step */
     /* decode steps as CUDA graphs (default): one graph per
      * (padded batch, context bucket: quarter steps of a power of two),
@@ -449,6 +451,7 @@ static void cuda_destroy(void *p) {
     cudaFree(c->tsel_cnt);
     cudaFree(c->scores);
     cudaFree(c->part);
+    cudaFree(c->mcnt);
     cudaFree(c->sres);
     cudaFree(c->topn_ws);
     if (c->h_sres)
@@ -705,10 +708,12 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->tsel_cnt, (size_t)T * c->Gg * 4)) ||
         (err = cu__malloc((void **)&c->scores, (size_t)n_anchor_max * c->Gg * c->nb_max * 4)) ||
         (err = cu__malloc((void **)&c->part, (size_t)c->part_heads * (c->dg_max + 2) * 4)) ||
+        (err = cu__malloc((void **)&c->mcnt, (size_t)c->part_heads * 4)) ||
         (err = cu__malloc((void **)&c->hrows, (size_t)lr * d * 4)) ||
         (err = cu__malloc((void **)&c->logits, (size_t)lr * V * 4)))
         return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
     CU_TRY(cudaMemset(c->sel_cnt, 0, nsel * sizeof(int32_t)));
+    CU_TRY(cudaMemset(c->mcnt, 0, (size_t)c->part_heads * 4));
     CU_TRY(cudaMemset(c->gmem, 0, (size_t)c->gpage * (np_g + 1) * 2));
     CU_TRY(cudaMemset(c->lmem, 0, (size_t)c->lpage * (np_l + 1) * 2));
     if (cudaMallocHost((void **)&c->h_logits, (size_t)lr * V * 4) != cudaSuccess)
@@ -1034,6 +1039,11 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at) {
     long per = at->n_split > 1 ? c->part_heads / ((long)c->H * at->n_split) : T;
     if (per < 1)
         return ASA_EINTERNAL;
+    /* split launches merge in their last split block (one launch less; the
+     * same bits as the merge launch; at most per * H <= part_heads counters),
+     * except in batch-invariant mode (kept as it was) and with
+     * ASA_CUDA_FUSE=0 */
+    at->merge_cnt = at->n_split > 1 && c->fuse && !c->invariant ? c->mcnt : NULL;
     for (int t0 = 0; t0 < T; t0 += (int)per) {
         at->t_off = t0;
         at->T = T - t0 < per ? T - t0 : (int)per;

@@ -106,6 +106,54 @@ __host__ __device__ inline key_plan make_plan(const attn_params &p, int t, int g
 
 __device__ __forceinline__ float sigmoidf_(float z) { return 1.0f / (1.0f + expf(-z)); }
 
+/* The merge of head hh of token t (split partials of launch row tl) by one
+ * warp, in the last split block (p.merge_cnt): attn_merge_kernel's
+ * arithmetic in its order (maximum, weights, the sum by one lane in
+ * ascending split order, each element's sum in ascending order), so the
+ * same bits.  mw: this warp's 3 * n_split floats of shared memory.  The
+ * partials are read with ld.cg: other blocks of this grid wrote them. */
+__device__ __forceinline__ void merge_head_warp(const attn_params &p, int tl, int t, int hh,
+                                                float *mw) {
+    const int lane = threadIdx.x & 31, dg = p.c.dg, ns = p.n_split;
+    const float *pt = p.part + ((int64_t)tl * p.H + hh) * ns * (dg + 2);
+    float *mv = mw, *lv = mw + ns, *wv = mw + 2 * ns;
+    float M = -INFINITY;
+    for (int s = lane; s < ns; s += 32) {
+        mv[s] = __ldcg(pt + s * (dg + 2) + dg);
+        lv[s] = __ldcg(pt + s * (dg + 2) + dg + 1);
+        M = fmaxf(M, mv[s]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    for (int s = lane; s < ns; s += 32)
+        wv[s] = mv[s] != -INFINITY ? expf(mv[s] - M) : 0.0f;
+    __syncwarp();
+    float L = 0.0f;
+    if (lane == 0)
+        for (int s = 0; s < ns; s++)
+            if (mv[s] != -INFINITY)
+                L += lv[s] * wv[s];
+    L = __shfl_sync(0xffffffffu, L, 0);
+    for (int e = lane; e < dg; e += 32) {
+        float a = 0.0f;
+#pragma unroll 8
+        for (int s = 0; s < ns; s++)
+            if (mv[s] != -INFINITY)
+                a += __ldcg(pt + s * (dg + 2) + e) * wv[s];
+        float v = L > 0.0f ? a / L : 0.0f;
+        const int64_t o = ((int64_t)t * p.H + hh) * dg + e;
+        if (p.mode == ATTN_SLC) {
+            const float *gt = p.gate + (int64_t)t * p.ld_qr;
+            v = sigmoidf_(gt[hh]) * p.u_cmp[o] + sigmoidf_(gt[p.H + hh]) * v;
+        }
+        p.u[o] = v;
+    }
+    if (p.mode == ATTN_CMP && lane == 0)
+        p.lse[(int64_t)t * p.H + hh] = L > 0.0f ? M + logf(L) : -INFINITY;
+    __syncwarp(); /* mw is reused by the warp's next head */
+}
+
 __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
     kc_pdl_enter();
     extern __shared__ float sm[];
@@ -316,6 +364,26 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
             const float v = e < dg ? acc[h * dg + e] : e == dg ? mx[h] : ls[h];
             p.part[(((int64_t)tl * p.H + h0 + h) * ns + sp) * (dg + 2) + e] = v;
         }
+        if (!p.merge_cnt)
+            return;
+        /* the last block of this (token, group, head chunk) merges: the
+         * partials are published (fence) before the count, and read from
+         * L2 after it */
+        __shared__ int s_last;
+        __threadfence();
+        __syncthreads();
+        int *cnt = p.merge_cnt + ((int64_t)tl * G + g) * (hpg / nh) + blockIdx.z / ns;
+        if (threadIdx.x == 0)
+            s_last = atomicAdd(cnt, 1) == ns - 1;
+        __syncthreads();
+        if (!s_last)
+            return;
+        __threadfence();
+        if (threadIdx.x == 0)
+            *cnt = 0; /* for the next launch (graph replays) */
+        float *mw = sm + warp * 3 * ns; /* the tiles are done: reuse (attn_merge_fits) */
+        for (int h = warp; h < nh; h += ATT_THREADS / 32)
+            merge_head_warp(p, tl, t, h0 + h, mw);
         return;
     }
     for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS) {
@@ -638,9 +706,17 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
     }
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
                     (unsigned)(p->H / p->c.G / p->heads_per_block * p->n_split));
-    KC_CUDA_TRY(kc_launch(attn_kernel, grid, ATT_THREADS, smem, stream, *p));
+    /* the merge in the last split block needs 3 floats per split and warp
+     * of the kernel's shared memory (the tiles are done by then) */
+    attn_params q = *p;
+    if (q.n_split > 1 && q.merge_cnt &&
+        (size_t)(ATT_THREADS / 32) * 3 * q.n_split * sizeof(float) > smem)
+        q.merge_cnt = nullptr;
+    if (q.n_split < 2)
+        q.merge_cnt = nullptr;
+    KC_CUDA_TRY(kc_launch(attn_kernel, grid, ATT_THREADS, smem, stream, q));
     KC_LAUNCH_CHECK();
-    if (p->n_split > 1) {
+    if (q.n_split > 1 && !q.merge_cnt) {
         const int th = p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
         const size_t msm = 3 * sizeof(float) * (size_t)p->n_split;
         KC_CUDA_TRY(kc_launch(attn_merge_kernel, dim3((unsigned)p->T, (unsigned)p->H), th, msm,

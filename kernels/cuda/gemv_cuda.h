@@ -10,6 +10,11 @@
  * Order contract: y[m][n] depends only on x's row m, W's row n, K and N (not
  * on M or on the other rows of x), so a sequence's result does not depend on
  * the batch it runs in.
+ *
+ * Programmatic dependent launch (kcuda.h): the kernel reads W before its
+ * wait for the previous kernel, so W must not be written by the kernels
+ * before it in the stream (weights).  x, the residual rows and the outputs
+ * are touched only after the wait.
  */
 #ifndef ASA_GEMV_CUDA_H
 #define ASA_GEMV_CUDA_H

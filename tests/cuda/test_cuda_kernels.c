@@ -310,12 +310,20 @@ static void run_attn(attn_mode mode) {
     d.s.slot_cnt = dup_dev(scnt, (size_t)nslots * Lg * G * 4);
     float *ug = malloc(nu * 4), *lg = malloc((size_t)T * H * 4);
     const char *names[] = {"attn local", "attn cmp", "attn slc"};
-    /* head chunks of 1 and 2; unsplit, and 3 splits of 32 keys (up to 70 keys) */
+    /* head chunks of 1 and 2; unsplit, 3 splits of 32 keys (up to 70 keys)
+     * merged by a second launch, and merged in the last split block
+     * (merge_cnt: bitwise the merge launch's on the device; the counters
+     * back at zero) */
     d.part = poison_dev((size_t)T * H * 3 * (dg + 2) * 4);
-    for (int cfg = 0; cfg < 4; cfg++) {
+    int32_t *zc = calloc((size_t)T * H, 4), *cg = malloc((size_t)T * H * 4);
+    int *cnt_d = dup_dev(zc, (size_t)T * H * 4);
+    float *us[2] = {malloc(nu * 4), malloc(nu * 4)}, *ls2[2] = {malloc((size_t)T * H * 4),
+                                                              malloc((size_t)T * H * 4)};
+    for (int cfg = 0; cfg < 6; cfg++) {
         d.heads_per_block = 1 + cfg % 2;
         d.n_split = cfg < 2 ? 1 : 3;
         d.split_keys = 32;
+        d.merge_cnt = cfg >= 4 ? cnt_d : NULL;
         d.u = poison_dev(nu * 4);
         d.lse = poison_dev((size_t)T * H * 4);
         assert_int_equal(attn_latent_cuda(&d, 0), ASA_OK);
@@ -325,10 +333,32 @@ static void run_attn(attn_mode mode) {
             get_dev(lg, d.lse, (size_t)T * H * 4);
             cmp_f32("attn cmp lse", lg, lse_ref, (size_t)T * H, 1e-5, 1e-5);
         }
+        if (cfg >= 2 && cfg < 4) {
+            memcpy(us[cfg - 2], ug, nu * 4);
+            memcpy(ls2[cfg - 2], lg, (size_t)T * H * 4);
+        }
+        if (cfg >= 4) {
+            const bool exact = !getenv("ASA_CUDA_FAKE");
+            cmp_f32("attn merge in the last block", ug, us[cfg - 4], nu, exact ? 0 : 1e-5,
+                    exact ? 0 : 1e-4);
+            if (mode == ATTN_CMP)
+                cmp_f32("attn merge in the last block, lse", lg, ls2[cfg - 4],
+                        (size_t)T * H, exact ? 0 : 1e-5, exact ? 0 : 1e-5);
+            get_dev(cg, cnt_d, (size_t)T * H * 4);
+            cmp_i32("attn merge counters reset", cg, zc, (size_t)T * H);
+        }
         cudaFree(d.u);
         cudaFree(d.lse);
     }
+    d.merge_cnt = NULL;
     cudaFree(d.part);
+    cudaFree(cnt_d);
+    free(zc);
+    free(cg);
+    for (int i = 0; i < 2; i++) {
+        free(us[i]);
+        free(ls2[i]);
+    }
     n_kernels++;
 
     if (mode == ATTN_CMP) {
@@ -473,16 +503,24 @@ static void test_attn_big(void **st) {
      * indexed from the chunk's first token */
     d.heads_per_block = 16;
     d.n_split = 2;
-    d.u = poison_dev(nu * 4);
-    for (int t0 = 0; t0 < T; t0 += 1) {
-        attn_params dc = d;
-        dc.t_off = t0;
-        dc.T = 1;
-        assert_int_equal(attn_latent_cuda(&dc, 0), ASA_OK);
+    int32_t zc[64] = {0};
+    int *cnt_d = dup_dev(zc, sizeof zc);
+    for (int mc = 0; mc < 2; mc++) { /* merge launch; merge in the last split block */
+        d.u = poison_dev(nu * 4);
+        d.merge_cnt = mc ? cnt_d : NULL;
+        for (int t0 = 0; t0 < T; t0 += 1) {
+            attn_params dc = d;
+            dc.t_off = t0;
+            dc.T = 1;
+            assert_int_equal(attn_latent_cuda(&dc, 0), ASA_OK);
+        }
+        get_dev(ug, d.u, nu * 4);
+        cmp_f32(mc ? "attn big, token chunks, merge in the last block" : "attn big, token chunks",
+                ug, u_ref, nu, 1e-5, 1e-4);
+        cudaFree(d.u);
     }
-    get_dev(ug, d.u, nu * 4);
-    cmp_f32("attn big, token chunks", ug, u_ref, nu, 1e-5, 1e-4);
-    cudaFree(d.u);
+    cudaFree(cnt_d);
+    d.merge_cnt = NULL;
     n_kernels++;
     cudaFree((void *)d.c.kv);
     cudaFree((void *)d.c.tab);
@@ -1011,6 +1049,11 @@ int main(void) {
         rs = 1;
     uint64_t seed = rs;
     printf("test_cuda_kernels: seed %llu (ASA_TEST_SEED repeats it)\n", (unsigned long long)seed);
+    /* launches with programmatic dependent launch as in the engine (kcuda.h;
+     * ASA_CUDA_PDL=0: plain): back-to-back launches such as the unfused
+     * norm -> GEMV of test_gemv_fused then check the kernels' waits */
+    const char *pd = getenv("ASA_CUDA_PDL");
+    kc_set_pdl(!(pd && strcmp(pd, "0") == 0));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rope_cache),   cmocka_unit_test(test_attn_local),
         cmocka_unit_test(test_attn_big),
