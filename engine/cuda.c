@@ -208,6 +208,8 @@ typedef struct cu_be {
                                   CU_GEMV_ROWS) */
     int32_t *tsel, *tsel_cnt;  /* [T][Gg][top_n], [T][Gg] */
     float *scores;             /* [T][Gg][nb_max] selection scores at anchors */
+    int *scnt;                 /* [anchors][Gg] zero counters: the block choice in
+                                  the last scoring block (select_params.done_cnt) */
     float *part;               /* split-key attention partials */
     long part_heads;           /* (token, head, split) triples part holds */
     int *mcnt;                 /* [part_heads] zero counters: the merge in the last
@@ -450,6 +452,7 @@ static void cuda_destroy(void *p) {
     cudaFree(c->tsel);
     cudaFree(c->tsel_cnt);
     cudaFree(c->scores);
+    cudaFree(c->scnt);
     cudaFree(c->part);
     cudaFree(c->mcnt);
     cudaFree(c->sres);
@@ -707,6 +710,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->tsel, (size_t)T * c->Gg * c->top_n * 4)) ||
         (err = cu__malloc((void **)&c->tsel_cnt, (size_t)T * c->Gg * 4)) ||
         (err = cu__malloc((void **)&c->scores, (size_t)n_anchor_max * c->Gg * c->nb_max * 4)) ||
+        (err = cu__malloc((void **)&c->scnt, (size_t)n_anchor_max * c->Gg * 4)) ||
         (err = cu__malloc((void **)&c->part, (size_t)c->part_heads * (c->dg_max + 2) * 4)) ||
         (err = cu__malloc((void **)&c->mcnt, (size_t)c->part_heads * 4)) ||
         (err = cu__malloc((void **)&c->hrows, (size_t)lr * d * 4)) ||
@@ -714,6 +718,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
     CU_TRY(cudaMemset(c->sel_cnt, 0, nsel * sizeof(int32_t)));
     CU_TRY(cudaMemset(c->mcnt, 0, (size_t)c->part_heads * 4));
+    CU_TRY(cudaMemset(c->scnt, 0, (size_t)n_anchor_max * c->Gg * 4));
     CU_TRY(cudaMemset(c->gmem, 0, (size_t)c->gpage * (np_g + 1) * 2));
     CU_TRY(cudaMemset(c->lmem, 0, (size_t)c->lpage * (np_l + 1) * 2));
     if (cudaMallocHost((void **)&c->h_logits, (size_t)lr * V * 4) != cudaSuccess)
@@ -1149,7 +1154,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .local_blocks = c->local_b, .nb_max = c->nb_max, .c = at.c,
                             .tok_pos = mt->pos, .tok_seq = mt->seq, .qt = c->qt, .qr = at.qr,
                             .ld_qr = at.ld_qr, .qr_stride = at.qr_stride, .lse = c->lse,
-                            .s = sets, .scores = c->scores};
+                            .s = sets, .scores = c->scores,
+                            .done_cnt = c->fuse && !c->invariant ? c->scnt : NULL};
         CU_OK(select_blocks_cuda(&sp, c->st));
         at.mode = ATTN_SLC;
         cu__attn_plan(c, &at, T, y->G, c->top_n * c->B);
@@ -1190,9 +1196,17 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
 
 /* Logits of rows[r0 .. r0+n) into c->logits. */
 static asa_err cu__logits(cu_be *c, int r0, int n) {
-    CU_OK(cb_gather_rows_cuda(n, c->d, c->mt.rows + r0, c->hn, c->d, c->hrows, c->st));
+    /* rows r0 .. r0 + n - 1 in order (every decode graph): no gather */
+    bool ident = true;
+    for (int r = 0; r < n && ident; r++)
+        ident = c->rows[r0 + r] == r0 + r;
+    const float *h = c->hn + (size_t)r0 * c->d;
+    if (!ident) {
+        CU_OK(cb_gather_rows_cuda(n, c->d, c->mt.rows + r0, c->hn, c->d, c->hrows, c->st));
+        h = c->hrows;
+    }
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hrows, n, c->d, c->lm_head, c->V, c->logits));
+    CU_OK(cu__gemm(c, h, n, c->d, c->lm_head, c->V, c->logits));
     cu__mark(c, CU_T_OTHER);
     return ASA_OK;
 }

@@ -471,9 +471,7 @@ size_t attn_smem(const attn_params &p) {
 /* Scores of SEL_THREADS candidate blocks per thread block: grid (anchor,
  * group, chunk of blocks); one thread per block b computes S[b] (forced
  * blocks: -1) into the anchor's row of p.scores. */
-__global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_params p) {
-    kc_pdl_enter();
-    extern __shared__ float sm[];
+__device__ __forceinline__ void select_score_block(const select_params &p, float *sm) {
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B;
     const int hpg = p.H / G;
@@ -541,10 +539,9 @@ __global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_
     }
 }
 
-/* Block choice from the scores of select_score_kernel: one thread block per
- * (anchor, group). */
-__global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
-    kc_pdl_enter();
+/* The block choice of (anchor, group) = (blockIdx.x, blockIdx.y) from the
+ * scores of select_score_block, by one block; sv: shared scratch. */
+__device__ __forceinline__ void select_choose(const select_params &p, float *sv, bool cg) {
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, B = p.c.B;
     const int n = p.s.top_n;
@@ -557,12 +554,12 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
     __shared__ int s_cnt, s_stop, s_pick;
     __shared__ float rv[SEL_THREADS / 32];
     __shared__ int ri[SEL_THREADS / 32];
-    extern __shared__ float sv[]; /* [nb_max] when nb_max <= SEL_SMEM_MAX */
     float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
     if (p.nb_max <= SEL_SMEM_MAX) {
-        /* the rounds scan shared memory, not L2 */
+        /* the rounds scan shared memory (sv: [nb_max]), not L2; cg: the
+         * scores were written by other blocks of this grid */
         for (int b = threadIdx.x; b < nvis; b += SEL_THREADS)
-            sv[b] = sc[b];
+            sv[b] = cg ? __ldcg(sc + b) : sc[b];
         sc = sv;
     }
 
@@ -648,6 +645,41 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
             p.s.tsel[k * n + i] = i < cnt ? chosen[i] : -1;
         p.s.tsel_cnt[k] = cnt;
     }
+}
+
+/* Scores, and with p.done_cnt the choice in the last block of each
+ * (anchor, group): the blocks count their chunk done (a counter per pair,
+ * reset by the last block) and the last one runs select_choose on the
+ * scores the others published (fence before the count, ld.cg after it). */
+__global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_params p) {
+    kc_pdl_enter();
+    extern __shared__ float sm[]; /* scoring: [hpg][E] queries, [hpg] lse; then [nb_max] */
+    if (p.anchors[blockIdx.x] < 0)
+        return; /* padding: no scores, no choice */
+    select_score_block(p, sm);
+    if (!p.done_cnt)
+        return;
+    __shared__ int s_last;
+    __threadfence();
+    __syncthreads();
+    int *cnt = p.done_cnt + (int64_t)blockIdx.x * p.c.G + blockIdx.y;
+    if (threadIdx.x == 0)
+        s_last = atomicAdd(cnt, 1) == (int)gridDim.z - 1;
+    __syncthreads();
+    if (!s_last)
+        return;
+    __threadfence();
+    if (threadIdx.x == 0)
+        *cnt = 0; /* for the next launch (graph replays) */
+    select_choose(p, sm, true);
+}
+
+/* Block choice from the scores of select_score_kernel: one thread block per
+ * (anchor, group). */
+__global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
+    kc_pdl_enter();
+    extern __shared__ float sv[]; /* [nb_max] when nb_max <= SEL_SMEM_MAX */
+    select_choose(p, sv, false);
 }
 
 /* ---- compressed entries, selection stores ---------------------------------- */
@@ -742,13 +774,26 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
         raised = smem;
     }
     /* scores over (anchor, group, chunk of SEL_THREADS blocks): the chunks
-     * past an anchor's visible blocks exit at once */
+     * past an anchor's visible blocks exit at once; with done_cnt the last
+     * chunk of each (anchor, group) also chooses (its scores in shared
+     * memory: nb_max <= SEL_SMEM_MAX) */
     const dim3 sgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
                      (unsigned)((p->nb_max + SEL_THREADS - 1) / SEL_THREADS));
-    KC_CUDA_TRY(kc_launch(select_score_kernel, sgrid, SEL_THREADS, smem, stream, *p));
-    KC_LAUNCH_CHECK();
-    const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
     const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
+    select_params q = *p;
+    if (!vsm)
+        q.done_cnt = nullptr;
+    const size_t ssm = q.done_cnt && vsm > smem ? vsm : smem;
+    if (ssm > raised) {
+        KC_CUDA_TRY(cudaFuncSetAttribute(select_score_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ssm));
+        raised = ssm;
+    }
+    KC_CUDA_TRY(kc_launch(select_score_kernel, sgrid, SEL_THREADS, ssm, stream, q));
+    KC_LAUNCH_CHECK();
+    if (q.done_cnt)
+        return ASA_OK;
+    const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
     KC_CUDA_TRY(kc_launch(select_kernel, grid, SEL_THREADS, vsm, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;

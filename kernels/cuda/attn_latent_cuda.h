@@ -137,6 +137,10 @@ typedef struct select_params {
     const float *lse;        /* [T][H] from ATTN_CMP */
     attn_sets s;
     float *scores;           /* workspace */
+    int *done_cnt;           /* NULL: a second launch chooses; else the last
+                                scoring block of each (anchor, group) chooses
+                                (one launch less, the same choice): n_anchors
+                                * G zero counters, left zero */
 } select_params;
 
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream);

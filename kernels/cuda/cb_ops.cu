@@ -414,7 +414,10 @@ extern "C" asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_
                                  float *x, cudaStream_t stream) {
     if (T < 1 || d < 1 || !tok || !embed || !x)
         return ASA_EINVAL;
-    KC_CUDA_TRY(kc_launch(embed_kernel, (unsigned)T, threads_for(d), 0, stream, d, tok, embed, x));
+    /* the first kernel of an engine step follows copies (metadata, pages),
+     * not a kernel: an ordinary launch */
+    KC_CUDA_TRY(kc_launch_pdl(false, embed_kernel, (unsigned)T, threads_for(d), 0, stream, d, tok,
+                              embed, x));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

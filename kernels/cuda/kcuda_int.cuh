@@ -52,12 +52,12 @@ __device__ __forceinline__ void kc_pdl_enter() {
     kc_pdl_trigger();
 }
 
-/* Launches kernel k with programmatic stream serialization when kc_pdl_on
- * (kcuda.h); otherwise the same as k<<<grid, block, smem, s>>>(args).  The
- * launch error is returned (no cudaGetLastError needed). */
+/* Launches kernel k with programmatic stream serialization when pdl;
+ * otherwise the same as k<<<grid, block, smem, s>>>(args).  The launch
+ * error is returned (no cudaGetLastError needed). */
 template <typename... KA, typename... A>
-inline cudaError_t kc_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t smem,
-                             cudaStream_t s, A &&...args) {
+inline cudaError_t kc_launch_pdl(bool pdl, void (*k)(KA...), dim3 grid, dim3 block, size_t smem,
+                                 cudaStream_t s, A &&...args) {
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -67,8 +67,14 @@ inline cudaError_t kc_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t sme
     cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cfg.attrs = at;
-    cfg.numAttrs = kc_pdl_on ? 1 : 0;
+    cfg.numAttrs = pdl ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
+}
+/* kc_launch_pdl with the process setting (kcuda.h). */
+template <typename... KA, typename... A>
+inline cudaError_t kc_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t s, A &&...args) {
+    return kc_launch_pdl(kc_pdl_on != 0, k, grid, block, smem, s, std::forward<A>(args)...);
 }
 
 static inline bool kc_aligned(const void *p, uintptr_t a) {

@@ -390,12 +390,33 @@ static void run_attn(attn_mode mode) {
         sd.lse = dup_dev(lse_ref, (size_t)T * H * 4);
         sd.s = d.s;
         sd.scores = poison_dev((size_t)na * G * 32 * 4);
-        assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
         int32_t *tg = malloc((size_t)T * G * top_n * 4), *cg = malloc((size_t)T * G * 4);
-        get_dev(tg, d.s.tsel, (size_t)T * G * top_n * 4);
-        get_dev(cg, d.s.tsel_cnt, (size_t)T * G * 4);
-        cmp_i32("select sets", tg, tsel_ref, (size_t)T * G * top_n);
-        cmp_i32("select counts", cg, tcnt_ref, (size_t)T * G);
+        /* two launches; the choice in the last scoring block (done_cnt:
+         * counters back at zero) */
+        int32_t zc[64] = {0}, cz[64];
+        int *cnt_d = dup_dev(zc, sizeof zc);
+        for (int fused = 0; fused < 2; fused++) {
+            sd.done_cnt = fused ? cnt_d : NULL;
+            assert_int_equal(cudaMemset(d.s.tsel, 0xff, (size_t)T * G * top_n * 4), cudaSuccess);
+            assert_int_equal(cudaMemset(d.s.tsel_cnt, 0xff, (size_t)T * G * 4), cudaSuccess);
+            assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+            get_dev(tg, d.s.tsel, (size_t)T * G * top_n * 4);
+            get_dev(cg, d.s.tsel_cnt, (size_t)T * G * 4);
+            /* the padding anchor's rows stay as they were: compare the anchors' */
+            for (int i = 0; i < na; i++) {
+                if (anchors[i] < 0)
+                    continue;
+                const size_t k = (size_t)anchors[i] * G;
+                cmp_i32(fused ? "select sets, one launch" : "select sets", tg + k * top_n,
+                        tsel_ref + k * top_n, (size_t)G * top_n);
+                cmp_i32(fused ? "select counts, one launch" : "select counts", cg + k,
+                        tcnt_ref + k, (size_t)G);
+            }
+        }
+        get_dev(cz, cnt_d, sizeof cz);
+        cmp_i32("select counters reset", cz, zc, 64);
+        cudaFree(cnt_d);
+        sd.done_cnt = NULL;
         n_kernels++;
         /* selstore: slots 2 and 0 take anchors[0] and anchors[na-1] */
         int32_t sl[3] = {2, -1, 0}, tk[3] = {anchors[0], 0, anchors[na - 2]};
@@ -578,11 +599,21 @@ static void test_select_long(void **st) {
     sd.s.tsel = poison_dev(sizeof tsel);
     sd.s.tsel_cnt = poison_dev(sizeof tcnt);
     sd.scores = poison_dev((size_t)G * nb_max * 4);
-    assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
-    get_dev(tsel_g, sd.s.tsel, sizeof tsel);
-    get_dev(tcnt_g, sd.s.tsel_cnt, sizeof tcnt);
-    cmp_i32("select sets, 351 blocks", tsel_g, tsel, 12);
-    cmp_i32("select counts, 351 blocks", tcnt_g, tcnt, 2);
+    int32_t zc[2] = {0, 0}, cz[2];
+    int *cnt_d = dup_dev(zc, sizeof zc);
+    for (int fused = 0; fused < 2; fused++) { /* two launches; choice in the last block */
+        sd.done_cnt = fused ? cnt_d : NULL;
+        assert_int_equal(cudaMemset(sd.s.tsel, 0xff, sizeof tsel), cudaSuccess);
+        assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+        get_dev(tsel_g, sd.s.tsel, sizeof tsel);
+        get_dev(tcnt_g, sd.s.tsel_cnt, sizeof tcnt);
+        cmp_i32(fused ? "select sets, 351 blocks, one launch" : "select sets, 351 blocks",
+                tsel_g, tsel, 12);
+        cmp_i32("select counts, 351 blocks", tcnt_g, tcnt, 2);
+    }
+    get_dev(cz, cnt_d, sizeof cz);
+    cmp_i32("select counters reset, 351 blocks", cz, zc, 2);
+    cudaFree(cnt_d);
     n_kernels++;
     cudaFree((void *)sd.anchors);
     cudaFree((void *)sd.c.kv);
