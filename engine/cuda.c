@@ -60,6 +60,25 @@
  * padding from capture problems apart).  ASA_CUDA_TIMING times eager steps
  * only: use it with ASA_CUDA_GRAPHS=0.
  *
+ * Programmatic dependent launch (default on sm_90; ASA_CUDA_PDL=0 at create
+ * turns it off; kernels/cuda/kcuda.h): the engine's kernels launch with
+ * programmatic stream serialization, so a kernel's blocks are resident
+ * while the previous kernel runs (its launch and ramp overlap that kernel;
+ * the GEMV requests its weights before waiting) and each kernel waits for
+ * the previous one before touching its data.  Captured into the decode
+ * graphs as programmatic edges.
+ *
+ * Fused decode kernels (default; ASA_CUDA_FUSE=0 at create turns them off;
+ * not in batch-invariant mode): for steps of at most gemv_rows tokens the
+ * RMSNorm (+ residual add) runs in the prologue of the GEMV that reads it
+ * (every block normalises the rows, block 0 stores the new residual into
+ * the other of two residual buffers: c->res alternates), SiLU-gate in the
+ * down GEMV's prologue, and rope_cache + absorb are one launch; at any size
+ * split attention merges in the last split block and the block choice runs
+ * in the last scoring block.  The same arithmetic in the same order: the
+ * same bits as the separate kernels (test_cuda_kernels checks it).
+ * asa-1.3b decode at batch 1: ~219 graph nodes per step instead of ~364.
+ *
  * ASA_CUDA_TIMING=1 at create: CUDA events between the phases of every
  * step; the GPU time of products, attention and the rest per step is
  * logged (info) when the engine is destroyed.
