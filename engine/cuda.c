@@ -234,6 +234,7 @@ typedef struct cu_be {
     int *mcnt;                 /* [part_heads] zero counters: the merge in the last
                                   split block (attn_params.merge_cnt) */
     int max_pos;               /* largest position of the current step */
+    bool one_per_seq;          /* every sequence of the step has one token */
     /* decode steps as CUDA graphs (default): one graph per
      * (padded batch, context bucket: quarter steps of a power of two),
      * captured the second time the key is seen (the first run is eager:
@@ -988,6 +989,9 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
     memcpy(rows, c->rows, (size_t)nr * 4);
     c->h_seq = seq;
     c->max_pos = max_pos;
+    c->one_per_seq = true;
+    for (int i = 0; i < ns; i++)
+        c->one_per_seq = c->one_per_seq && b->seqs[i].n_tokens == 1;
     mt->n_anchor = na;
     mt->n_store = nst;
     mt->n_comp = nc;
@@ -1131,7 +1135,10 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
                             .sinv = c->sinv, .norm_w = y->kv_a_norm, .tok_pos = mt->pos,
                             .tok_seq = mt->seq, .tab = tab, .seq_toff = toff, .kv = kv,
-                            .page_elems = page_elems, .layer_off = layer_off, .B = c->B};
+                            .page_elems = page_elems, .layer_off = layer_off, .B = c->B,
+                            /* fused decode: the compressed entries with the
+                             * cache writes (a block completes at one token) */
+                            .compress = global && cu__fused(c, T) && c->one_per_seq};
     absorb_params ap = {.T = T, .H = H, .dh = c->dh, .dv = c->dv, .dg = y->dg, .qa = c->qa,
                         .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
     asa_err fe = cu__fused(c, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st) : ASA_EUNSUPPORTED;
@@ -1162,7 +1169,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         compress_params cp = {.n = mt->n_comp, .pages = mt->comp, .kv = kv,
                               .page_elems = page_elems, .layer_off = layer_off, .B = c->B,
                               .S = y->S};
-        CU_OK(compress_cuda(&cp, c->st));
+        if (!rp.compress) /* else written by rope_cache above */
+            CU_OK(compress_cuda(&cp, c->st));
         at.mode = ATTN_CMP;
         cu__attn_plan(c, &at, T, y->G, (mp + 1) / c->B);
         at.u = c->ucmp;

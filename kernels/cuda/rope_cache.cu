@@ -68,5 +68,15 @@ extern "C" void rope_cache_ref(const rope_cache_params *p) {
                 ent[g * dg + e] =
                     asa_f32_to_bf16((float)(a[g * dg + e] * r * p->norm_w[g * dg + e]));
         }
+        if (p->compress && (pos + 1) % p->B == 0) {
+            /* compress_ref's arithmetic (f32 sum of the bf16 entries) */
+            const uint16_t *base = ent - (int64_t)(p->B - 1) * S;
+            for (int e = 0; e < S; e++) {
+                float s = 0;
+                for (int k = 0; k < p->B; k++)
+                    s += asa_bf16_to_f32(base[(int64_t)k * S + e]);
+                ent[S + e] = asa_f32_to_bf16(s / (float)p->B);
+            }
+        }
     }
 }

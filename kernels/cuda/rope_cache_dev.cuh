@@ -48,6 +48,20 @@ __device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, int
         for (int e = lane; e < dg; e += 32)
             ent[g * dg + e] = kc_f32_bf16((x[e] * r) * p.norm_w[g * dg + e]);
     }
+    if (p.compress && (pos + 1) % p.B == 0) { /* uniform in the block */
+        /* the entry just written is the block's last: its compressed entry
+         * as compress_kernel computes it (the writes above are visible to
+         * the block after the barrier) */
+        __syncthreads();
+        const uint16_t *base = ent - (int64_t)(p.B - 1) * S;
+        uint16_t *cmp = ent + S;
+        for (int e = threadIdx.x; e < S; e += nth) {
+            float s = 0.0f;
+            for (int k = 0; k < p.B; k++)
+                s += kc_bf16_f32(base[(int64_t)k * S + e]);
+            cmp[e] = kc_f32_bf16(s / (float)p.B);
+        }
+    }
 }
 
 #endif /* ASA_ROPE_CACHE_DEV_CUH */

@@ -779,11 +779,17 @@ static void test_absorb_expand_vec(void **st) {
 static void test_rope_absorb(void **st) {
     (void)st;
     const int H = 3, dh = 64, dv = 64, dR = 32, half = dR / 2, B = 5, NP = 40;
-    for (int G = 1; G <= 2; G++) {
-        const int dg = G == 1 ? 192 : 96;
-        const int p0[] = {7, 8, 9}, p1[] = {31};
+    /* cases: G = 1 and 2 with several tokens of a sequence in one block;
+     * G = 2 with one token per sequence, both completing their block, and
+     * the compressed entries written by the rope blocks (compress) */
+    for (int cs = 0; cs < 3; cs++) {
+        const int G = cs == 0 ? 1 : 2, dg = G == 1 ? 192 : 96, cmp = cs == 2;
+        const int p0[] = {7, 8, 9}, p1[] = {31}, q0[] = {9}, q1[] = {34};
         pcache c;
-        pcache_make(&c, G, dg, dR, B, p0, 3, p1, 1);
+        if (cmp)
+            pcache_make(&c, G, dg, dR, B, q0, 1, q1, 1);
+        else
+            pcache_make(&c, G, dg, dR, B, p0, 3, p1, 1);
         const int T = c.T, ld = H * (dh + dR) + c.S + 2 * H + 4;
         const size_t nkv = (size_t)c.npages * c.page_elems;
         float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)NP * half * 4);
@@ -799,11 +805,15 @@ static void test_rope_absorb(void **st) {
                 cs[q * half + k] = (float)cos(an);
                 sn[q * half + k] = (float)sin(an);
             }
-        for (size_t i = 0; i < nkv; i++)
-            c.kv[i] = 0xffff;
+        if (!cmp) /* poison: untouched entries stay NaN on both sides */
+            for (size_t i = 0; i < nkv; i++)
+                c.kv[i] = 0xffff;
+        /* (compress: the random cache is the block's earlier entries) */
+        uint16_t *kv0 = malloc(nkv * 2);
+        memcpy(kv0, c.kv, nkv * 2);
         rope_cache_params rp = {.T = T, .H = H, .dh = dh, .dR = dR, .G = G, .dg = dg,
                                 .eps = 1e-5f, .ld_qa = ld, .page_elems = c.page_elems,
-                                .layer_off = c.layer_off, .B = B};
+                                .layer_off = c.layer_off, .B = B, .compress = cmp};
         absorb_params ap = {.T = T, .H = H, .dh = dh, .dv = dv, .dg = dg, .ld_qa = ld,
                             .q_stride = dh + dR};
         rope_cache_params rd = rp;
@@ -842,6 +852,19 @@ static void test_rope_absorb(void **st) {
         get_dev(tg, ad.qt, (size_t)T * H * dg * 4);
         cmp_f32("rope_absorb qa", qg, qa, (size_t)T * ld, 1e-5, 1e-5);
         cmp_bf16("rope_absorb entries", kg, c.kv, nkv, 1e-6, 1.6e-2);
+        if (cmp) { /* both blocks completed: their compressed entries were rewritten
+                    * (so the comparison above covers them) */
+            for (int i = 0; i < 2; i++) {
+                const int pos = i ? q1[0] : q0[0];
+                const int64_t off = (int64_t)c.tab[c.toff[i] + pos / B] * c.page_elems +
+                                    c.layer_off + (int64_t)B * c.S;
+                int changed = 0;
+                for (int e = 0; e < c.S; e++)
+                    changed += c.kv[off + e] != kv0[off + e];
+                assert_true(changed > c.S / 2);
+            }
+        }
+        free(kv0);
         cmp_f32("rope_absorb qt", tg, qt, (size_t)T * H * dg, 1e-4, 1e-5);
         n_kernels++;
         cudaFree(rd.qa);
