@@ -1183,6 +1183,11 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .ld_qr = at.ld_qr, .qr_stride = at.qr_stride, .lse = c->lse,
                             .s = sets, .scores = c->scores,
                             .done_cnt = c->fuse && !c->invariant ? c->scnt : NULL};
+        if (rp.compress) { /* fused decode, one token per sequence: the stores too */
+            sp.n_store = mt->n_store;
+            sp.st_slot = mt->st_slot;
+            sp.st_tok = mt->st_tok;
+        }
         CU_OK(select_blocks_cuda(&sp, c->st));
         at.mode = ATTN_SLC;
         cu__attn_plan(c, &at, T, y->G, c->top_n * c->B);
@@ -1194,7 +1199,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         CU_OK(cu__attn_run(c, &at));
         selstore_params ss = {.n = mt->n_store, .G = y->G, .slot = mt->st_slot,
                               .tok = mt->st_tok, .s = sets};
-        CU_OK(selstore_cuda(&ss, c->st));
+        if (!sp.n_store) /* else stored by the block choice */
+            CU_OK(selstore_cuda(&ss, c->st));
     }
 
     /* output projection, MLP */

@@ -644,6 +644,15 @@ __device__ __forceinline__ void select_choose(const select_params &p, float *sv,
         for (int i = 0; i < n; i++)
             p.s.tsel[k * n + i] = i < cnt ? chosen[i] : -1;
         p.s.tsel_cnt[k] = cnt;
+        /* selstore's copy of this set into the anchor's slot, when listed */
+        for (int j = 0; j < p.n_store; j++) {
+            if (p.st_slot[j] < 0 || p.st_tok[j] != t)
+                continue;
+            const int64_t dst = ((int64_t)p.st_slot[j] * p.s.Lg + p.s.ti) * G + g;
+            for (int i = 0; i < n; i++)
+                p.s.slot_sel[dst * n + i] = i < cnt ? chosen[i] : -1;
+            p.s.slot_cnt[dst] = cnt;
+        }
     }
 }
 
@@ -759,7 +768,9 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
 }
 
 extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream) {
-    if (!p || p->n_anchors < 0 || p->s.top_n < 1 || p->s.top_n > 64 || p->H % p->c.G)
+    if (!p || p->n_anchors < 0 || p->s.top_n < 1 || p->s.top_n > 64 || p->H % p->c.G ||
+        p->n_store < 0 ||
+        (p->n_store > 0 && (!p->st_slot || !p->st_tok || !p->s.slot_sel || !p->s.slot_cnt)))
         return ASA_EINVAL;
     if (p->n_anchors == 0)
         return ASA_OK;
@@ -939,6 +950,14 @@ extern "C" void select_blocks_ref(const select_params *p) {
             for (int i = 0; i < n; i++)
                 p->s.tsel[k * n + i] = i < cnt ? chosen[i] : -1;
             p->s.tsel_cnt[k] = cnt;
+            for (int j = 0; j < p->n_store; j++) {
+                if (p->st_slot[j] < 0 || p->st_tok[j] != t)
+                    continue;
+                const int64_t dst = ((int64_t)p->st_slot[j] * p->s.Lg + p->s.ti) * G + g;
+                for (int i = 0; i < n; i++)
+                    p->s.slot_sel[dst * n + i] = i < cnt ? chosen[i] : -1;
+                p->s.slot_cnt[dst] = cnt;
+            }
             free(sc);
         }
 }

@@ -141,6 +141,13 @@ typedef struct select_params {
                                 scoring block of each (anchor, group) chooses
                                 (one launch less, the same choice): n_anchors
                                 * G zero counters, left zero */
+    /* selstore_cuda's stores done by the choice (n_store > 0; the lists of
+     * selstore_params: the set of anchor st_tok[j] into slot st_slot[j],
+     * -1 = padding): one launch less.  Only when no token of the launch reads
+     * the slot state of a sequence that has an anchor in it (decode: one
+     * token per sequence, an anchor token uses its own set). */
+    int n_store;
+    const int32_t *st_slot, *st_tok;
 } select_params;
 
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream);

@@ -420,6 +420,10 @@ static void run_attn(attn_mode mode) {
         n_kernels++;
         /* selstore: slots 2 and 0 take anchors[0] and anchors[na-1] */
         int32_t sl[3] = {2, -1, 0}, tk[3] = {anchors[0], 0, anchors[na - 2]};
+        const size_t nss = (size_t)nslots * Lg * G;
+        int32_t *ssel0 = malloc(nss * top_n * 4), *scnt0 = malloc(nss * 4);
+        memcpy(ssel0, ssel, nss * top_n * 4); /* the device's slot state so far */
+        memcpy(scnt0, scnt, nss * 4);
         selstore_params ss = {.n = 3, .G = G, .slot = dup_dev(sl, 12), .tok = dup_dev(tk, 12),
                               .s = d.s};
         assert_int_equal(selstore_cuda(&ss, 0), ASA_OK);
@@ -435,6 +439,29 @@ static void run_attn(attn_mode mode) {
         get_dev(scg, d.s.slot_cnt, (size_t)nslots * Lg * G * 4);
         cmp_i32("selstore sets", sg, ssel, (size_t)nslots * Lg * G * top_n);
         cmp_i32("selstore counts", scg, scnt, (size_t)nslots * Lg * G);
+        n_kernels++;
+        /* the same stores done by the block choice (n_store, in the last
+         * scoring block) from the slot state before them */
+        assert_int_equal(cudaMemcpy(d.s.slot_sel, ssel0, nss * top_n * 4, cudaMemcpyHostToDevice),
+                         cudaSuccess);
+        assert_int_equal(cudaMemcpy(d.s.slot_cnt, scnt0, nss * 4, cudaMemcpyHostToDevice),
+                         cudaSuccess);
+        int32_t zc2[64] = {0};
+        int *cnt2 = dup_dev(zc2, sizeof zc2);
+        sd.done_cnt = cnt2;
+        sd.n_store = 3;
+        sd.st_slot = ss.slot;
+        sd.st_tok = ss.tok;
+        assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+        get_dev(sg, d.s.slot_sel, nss * top_n * 4);
+        get_dev(scg, d.s.slot_cnt, nss * 4);
+        cmp_i32("select with the stores, sets", sg, ssel, nss * top_n);
+        cmp_i32("select with the stores, counts", scg, scnt, nss);
+        sd.done_cnt = NULL;
+        sd.n_store = 0;
+        cudaFree(cnt2);
+        free(ssel0);
+        free(scnt0);
         n_kernels++;
         cudaFree((void *)ss.slot);
         cudaFree((void *)ss.tok);
