@@ -73,11 +73,14 @@
  * RMSNorm (+ residual add) runs in the prologue of the GEMV that reads it
  * (every block normalises the rows, block 0 stores the new residual into
  * the other of two residual buffers: c->res alternates), SiLU-gate in the
- * down GEMV's prologue, and rope_cache + absorb are one launch; at any size
- * split attention merges in the last split block and the block choice runs
- * in the last scoring block.  The same arithmetic in the same order: the
- * same bits as the separate kernels (test_cuda_kernels checks it).
- * asa-1.3b decode at batch 1: ~219 graph nodes per step instead of ~364.
+ * down GEMV's prologue, and rope_cache + absorb are one launch; with one
+ * token per sequence the rope blocks also write the compressed entries of
+ * completed blocks and the block choice stores the anchors' sets (no
+ * compress, no selstore launch); at any size split attention merges in the
+ * last split block and the block choice runs in the last scoring block.
+ * The same arithmetic in the same order: the same bits as the separate
+ * kernels (test_cuda_kernels checks it).  asa-1.3b decode at batch 1: 195
+ * graph nodes per step instead of 364.
  *
  * ASA_CUDA_TIMING=1 at create: CUDA events between the phases of every
  * step; the GPU time of products, attention and the rest per step is
