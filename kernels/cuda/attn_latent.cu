@@ -381,7 +381,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
         __threadfence();
         if (threadIdx.x == 0)
             *cnt = 0; /* for the next launch (graph replays) */
-        float *mw = sm + warp * 3 * ns; /* the tiles are done: reuse (attn_merge_fits) */
+        float *mw = sm + warp * 3 * ns; /* the tiles are done (size: the launcher) */
         for (int h = warp; h < nh; h += ATT_THREADS / 32)
             merge_head_warp(p, tl, t, h0 + h, mw);
         return;
