@@ -225,6 +225,7 @@ typedef struct cu_be {
     bool invariant;            /* opt.batch_invariant (see the top comment) */
     bool pdl;                  /* programmatic dependent launch (ASA_CUDA_PDL) */
     bool fuse;                 /* fused decode kernels (ASA_CUDA_FUSE; cu__fused) */
+    bool fuse_silu;            /* SiLU-gate in the down GEMV (ASA_CUDA_FUSE=nosilu: off) */
     int gemv_rows;             /* products of up to this many rows use GEMV
                                   (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
                                   CU_GEMV_ROWS) */
@@ -693,6 +694,10 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     kc_set_pdl(c->pdl); /* one setting per process (kcuda.h): the last engine created */
     const char *fu = getenv("ASA_CUDA_FUSE");
     c->fuse = !(fu && strcmp(fu, "0") == 0); /* on unless ASA_CUDA_FUSE=0 */
+    /* nosilu: the rest fused, silu_mul separate (every down GEMV block
+     * recomputes the SiLU of the whole row: ~1.4M expf per step and layer
+     * at batch 1, against one small kernel) */
+    c->fuse_silu = c->fuse && !(fu && strcmp(fu, "nosilu") == 0);
     const char *ge = getenv("ASA_CUDA_GRAPHS");
     c->graphs_on = !(ge && strcmp(ge, "0") == 0); /* on unless ASA_CUDA_GRAPHS=0 */
     c->graph_eager = c->graphs_on && ge && strcmp(ge, "eager") == 0;
@@ -1213,7 +1218,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp));
     CU_OK(cu__norm_gemm(c, c->tmp, true, y->mlp_norm, T, y->w_gu, 2 * F, c->gu));
-    if (cu__fused(c, T)) {
+    if (cu__fused(c, T) && c->fuse_silu) {
         /* SiLU-gate in the down product's prologue */
         gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,
                           .w = y->down, .ldw = F, .y_f32 = c->tmp, .ldy = d,
