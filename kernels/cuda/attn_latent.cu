@@ -111,8 +111,11 @@ __device__ __forceinline__ float sigmoidf_(float z) { return 1.0f / (1.0f + expf
  * arithmetic in its order (maximum, weights, the sum by one lane in
  * ascending split order, each element's sum in ascending order), so the
  * same bits.  mw: this warp's 3 * n_split floats of shared memory.  The
- * partials are read with ld.cg: other blocks of this grid wrote them. */
-__device__ __forceinline__ void merge_head_warp(const attn_params &p, int tl, int t, int hh,
+ * partials are read with ld.cg: other blocks of this grid wrote them.  Not
+ * inlined: inlined, it moved attn_kernel's registers from 80 (12 bytes of
+ * spill) to 72 (32 bytes); apart, 96 registers and 4 bytes (ptxas, sm_90a;
+ * the kernel is held to 3 blocks per SM by shared memory anyway). */
+__device__ __noinline__ void merge_head_warp(const attn_params &p, int tl, int t, int hh,
                                                 float *mw) {
     const int lane = threadIdx.x & 31, dg = p.c.dg, ns = p.n_split;
     const float *pt = p.part + ((int64_t)tl * p.H + hh) * ns * (dg + 2);
