@@ -68,6 +68,28 @@
  * padding from capture problems apart).  ASA_CUDA_TIMING times eager steps
  * only: use it with ASA_CUDA_GRAPHS=0.
  *
+ * Programmatic dependent launch (default on sm_90; ASA_CUDA_PDL=0 at create
+ * turns it off; kernels/cuda/kcuda.h): the engine's kernels launch with
+ * programmatic stream serialization, so a kernel's blocks are resident
+ * while the previous kernel runs (its launch and ramp overlap that kernel;
+ * the GEMV requests its weights before waiting) and each kernel waits for
+ * the previous one before touching its data.  Captured into the decode
+ * graphs as programmatic edges.
+ *
+ * Fused decode kernels (default; ASA_CUDA_FUSE=0 at create turns them off;
+ * not in batch-invariant mode): for steps of at most gemv_rows tokens the
+ * RMSNorm (+ residual add) runs in the prologue of the GEMV that reads it
+ * (every block normalises the rows, block 0 stores the new residual into
+ * the other of two residual buffers: c->res alternates), SiLU-gate in the
+ * down GEMV's prologue, and rope_cache + absorb are one launch; with one
+ * token per sequence the rope blocks also write the compressed entries of
+ * completed blocks and the block choice stores the anchors' sets (no
+ * compress, no selstore launch); at any size split attention merges in the
+ * last split block and the block choice runs in the last scoring block.
+ * The same arithmetic in the same order: the same bits as the separate
+ * kernels (test_cuda_kernels checks it).  asa-1.3b decode at batch 1: 195
+ * graph nodes per step instead of 364.
+ *
  * ASA_CUDA_TIMING=1 at create: CUDA events between the phases of every
  * step; the GPU time of products, attention and the rest per step is
  * logged (info) when the engine is destroyed.
@@ -122,6 +144,9 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
 /* default of ASA_CUDA_BLAS_HEADS_T: absorb/expand as batched cuBLAS
  * products from this many tokens of a step on */
 #define CU_BLAS_HEADS_T 16
+/* rows of the fused decode kernels at most (GEMV x modes: M <= 4 and the
+ * rows staged in shared memory; cu__fused) */
+#define CU_FUSE_ROWS 4
 
 #define CU_TRY(call)                                                                  \
     do {                                                                              \
@@ -194,7 +219,10 @@ typedef struct cu_be {
     int32_t *sel, *sel_cnt;    /* device: [max_seqs][Lg][Gg][top_n], [max_seqs][Lg][Gg] */
     int *sel_anchor;           /* host: [max_seqs], -1 when none */
     /* device scratch (T = max_batch_tokens rows) */
-    float *x;                  /* [T, d] residual stream */
+    float *x;                  /* [T, d] residual stream (at the start of a step) */
+    float *x2;                 /* [CU_FUSE_ROWS, d] second residual buffer of the
+                                  fused decode path */
+    float *res;                /* the current residual rows: x or x2 (cu__norm_gemm) */
     float *tmp;                /* [T, d] product output before the residual add */
     float *hn;                 /* [T, d] normed input */
     float *qa;                 /* [T, n_in_max] */
@@ -230,14 +258,22 @@ typedef struct cu_be {
     int mma_flags;             /* hi + lo queries: ATTN_MMA_QSPLIT (compressed
                                   branch; default), none (ASA_CUDA_MMA_QSPLIT=0)
                                   or every mode (=2) */
+    bool pdl;                  /* programmatic dependent launch (ASA_CUDA_PDL) */
+    bool fuse;                 /* fused decode kernels (ASA_CUDA_FUSE; cu__fused) */
+    bool fuse_silu;            /* SiLU-gate in the down GEMV (ASA_CUDA_FUSE=nosilu: off) */
     int gemv_rows;             /* products of up to this many rows use GEMV
                                   (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
                                   CU_GEMV_ROWS) */
     int32_t *tsel, *tsel_cnt;  /* [T][Gg][top_n], [T][Gg] */
     float *scores;             /* [T][Gg][nb_max] selection scores at anchors */
+    int *scnt;                 /* [anchors][Gg] zero counters: the block choice in
+                                  the last scoring block (select_params.done_cnt) */
     float *part;               /* split-key attention partials */
     long part_heads;           /* (token, head, split) triples part holds */
+    int *mcnt;                 /* [part_heads] zero counters: the merge in the last
+                                  split block (attn_params.merge_cnt) */
     int max_pos;               /* largest position of the current step */
+    bool one_per_seq;          /* every sequence of the step has one token */
     /* decode steps as CUDA graphs (default): one graph per
      * (padded batch, context bucket: quarter steps of a power of two),
      * captured the second time the key is seen (the first run is eager:
@@ -411,26 +447,6 @@ static bool cu__presplit(const cu_be *c, int M) {
     return c->presplit && !c->invariant && M > c->gemv_rows;
 }
 
-/* RMSNorm (+ residual) of M rows of d, then their product with W (N rows
- * of d) into y. */
-static asa_err cu__norm_gemm(cu_be *c, const float *x, float *residual, const float *w, int M,
-                             const uint16_t *W, int N, float *y, bool want_lo) {
-    const int d = c->d;
-    cu__mark(c, CU_T_OTHER);
-    if (cu__presplit(c, M)) {
-        const bool lo = cu__want_lo(c, M, want_lo);
-        asa_err e = cb_rmsnorm_split_cuda(M, d, c->eps, x, residual, w, c->xhi,
-                                          cu__lo_buf(c, M, d, lo), c->st);
-        if (e != ASA_EUNSUPPORTED) {
-            CU_OK(e);
-            cu__mark(c, CU_T_PROJ);
-            return cu__gemm_parts(c, M, d, W, N, y, lo);
-        }
-    }
-    CU_OK(cu__rmsnorm(c, x, residual, w, c->hn, M));
-    cu__mark(c, CU_T_PROJ);
-    return cu__gemm(c, c->hn, M, d, W, N, y, want_lo);
-}
 
 /* After the step's last synchronisation: sums the marked intervals. */
 static void cu__mark_collect(cu_be *c, int kind, double wall) {
@@ -508,6 +524,7 @@ static void cuda_destroy(void *p) {
     cudaFree(c->sel);
     cudaFree(c->sel_cnt);
     cudaFree(c->x);
+    cudaFree(c->x2);
     cudaFree(c->tmp);
     cudaFree(c->hn);
     cudaFree(c->qa);
@@ -524,7 +541,9 @@ static void cuda_destroy(void *p) {
     cudaFree(c->tsel);
     cudaFree(c->tsel_cnt);
     cudaFree(c->scores);
+    cudaFree(c->scnt);
     cudaFree(c->part);
+    cudaFree(c->mcnt);
     cudaFree(c->sres);
     cudaFree(c->topn_ws);
     if (c->h_sres)
@@ -770,6 +789,18 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->gemv_rows = gr && gr[0] ? atoi(gr) : CU_GEMV_ROWS;
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
         c->gemv_rows = GEMV_MAX_M;
+    /* PDL needs sm_90; the kernels' waits are no-ops without it */
+    int cc_major = 0;
+    CU_TRY(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, e->opt.device));
+    const char *pd = getenv("ASA_CUDA_PDL");
+    c->pdl = cc_major >= 9 && !(pd && strcmp(pd, "0") == 0); /* on unless ASA_CUDA_PDL=0 */
+    kc_set_pdl(c->pdl); /* one setting per process (kcuda.h): the last engine created */
+    const char *fu = getenv("ASA_CUDA_FUSE");
+    c->fuse = !(fu && strcmp(fu, "0") == 0); /* on unless ASA_CUDA_FUSE=0 */
+    /* nosilu: the rest fused, silu_mul separate (every down GEMV block
+     * recomputes the SiLU of the whole row: ~1.4M expf per step and layer
+     * at batch 1, against one small kernel) */
+    c->fuse_silu = c->fuse && !(fu && strcmp(fu, "nosilu") == 0);
     const char *ge = getenv("ASA_CUDA_GRAPHS");
     c->graphs_on = !(ge && strcmp(ge, "0") == 0); /* on unless ASA_CUDA_GRAPHS=0 */
     c->graph_eager = c->graphs_on && ge && strcmp(ge, "eager") == 0;
@@ -793,6 +824,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->sel, nsel * c->top_n * sizeof(int32_t))) ||
         (err = cu__malloc((void **)&c->sel_cnt, nsel * sizeof(int32_t))) ||
         (err = cu__malloc((void **)&c->x, (size_t)T * d * 4)) ||
+        (err = cu__malloc((void **)&c->x2, (size_t)CU_FUSE_ROWS * d * 4)) ||
         (err = cu__malloc((void **)&c->tmp, (size_t)T * d * 4)) ||
         (err = cu__malloc((void **)&c->hn, (size_t)T * d * 4)) ||
         (err = cu__malloc((void **)&c->qa, (size_t)T * n_in_max * 4)) ||
@@ -809,11 +841,15 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->tsel, (size_t)T * c->Gg * c->top_n * 4)) ||
         (err = cu__malloc((void **)&c->tsel_cnt, (size_t)T * c->Gg * 4)) ||
         (err = cu__malloc((void **)&c->scores, (size_t)n_anchor_max * c->Gg * c->nb_max * 4)) ||
+        (err = cu__malloc((void **)&c->scnt, (size_t)n_anchor_max * c->Gg * 4)) ||
         (err = cu__malloc((void **)&c->part, (size_t)c->part_heads * (c->dg_max + 2) * 4)) ||
+        (err = cu__malloc((void **)&c->mcnt, (size_t)c->part_heads * 4)) ||
         (err = cu__malloc((void **)&c->hrows, (size_t)lr * d * 4)) ||
         (err = cu__malloc((void **)&c->logits, (size_t)lr * V * 4)))
         return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
     CU_TRY(cudaMemset(c->sel_cnt, 0, nsel * sizeof(int32_t)));
+    CU_TRY(cudaMemset(c->mcnt, 0, (size_t)c->part_heads * 4));
+    CU_TRY(cudaMemset(c->scnt, 0, (size_t)n_anchor_max * c->Gg * 4));
     CU_TRY(cudaMemset(c->gmem, 0, (size_t)c->gpage * (np_g + 1) * 2));
     CU_TRY(cudaMemset(c->lmem, 0, (size_t)c->lpage * (np_l + 1) * 2));
     if (cudaMallocHost((void **)&c->h_logits, (size_t)lr * V * 4) != cudaSuccess)
@@ -1064,6 +1100,9 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
     memcpy(rows, c->rows, (size_t)nr * 4);
     c->h_seq = seq;
     c->max_pos = max_pos;
+    c->one_per_seq = true;
+    for (int i = 0; i < ns; i++)
+        c->one_per_seq = c->one_per_seq && b->seqs[i].n_tokens == 1;
     mt->n_anchor = na;
     mt->n_store = nst;
     mt->n_comp = nc;
@@ -1169,6 +1208,11 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at) {
     long per = at->n_split > 1 ? c->part_heads / ((long)c->H * at->n_split) : T;
     if (per < 1)
         return ASA_EINTERNAL;
+    /* split launches merge in their last split block (one launch less; the
+     * same bits as the merge launch; at most per * H <= part_heads counters),
+     * except in batch-invariant mode (kept as it was) and with
+     * ASA_CUDA_FUSE=0 */
+    at->merge_cnt = at->n_split > 1 && c->fuse && !c->invariant ? c->mcnt : NULL;
     for (int t0 = 0; t0 < T; t0 += (int)per) {
         at->t_off = t0;
         at->T = T - t0 < per ? T - t0 : (int)per;
@@ -1177,6 +1221,54 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at) {
     at->t_off = 0;
     at->T = T;
     return ASA_OK;
+}
+
+/* The fused decode kernels (default mode, ASA_CUDA_FUSE): steps of at most
+ * gemv_rows tokens (the products run as GEMV) and CU_FUSE_ROWS.  Batch-
+ * invariant mode keeps the separate kernels. */
+static bool cu__fused(const cu_be *c, int T) {
+    return c->fuse && !c->invariant && T <= c->gemv_rows && T <= CU_FUSE_ROWS;
+}
+
+/* y = W . RMSNorm(x (+ residual)), the residual stream updated: with
+ * add_res, the rows x + c->res become the residual.  Fused (cu__fused):
+ * one GEMV kernel normalises in its prologue and its block 0 writes the
+ * sum into the other residual buffer (the kernel's other blocks still read
+ * the current one), which becomes c->res.  Otherwise RMSNorm into hn (in
+ * place on c->res) and the product. */
+static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float *w_norm, int T,
+                             const uint16_t *W, int N, float *y, bool want_lo) {
+    const int d = c->d;
+    if (cu__fused(c, T)) {
+        float *alt = c->res == c->x ? c->x2 : c->x;
+        gemv_params gp = {.M = T, .N = N, .K = d, .x = x, .x_type = KC_F32, .ldx = d, .w = W,
+                          .ldw = d, .y_f32 = y, .ldy = N, .x_mode = GEMV_X_NORM,
+                          .res = add_res ? c->res : NULL, .res_out = add_res ? alt : NULL,
+                          .norm_w = w_norm, .eps = c->eps};
+        if (gemv_params_check(&gp) == ASA_OK) {
+            cu__mark(c, CU_T_PROJ);
+            CU_OK(gemv_bf16_cuda(&gp, c->st));
+            if (add_res)
+                c->res = alt;
+            return ASA_OK;
+        }
+    }
+    float *residual = add_res ? c->res : NULL;
+    cu__mark(c, CU_T_OTHER);
+    if (cu__presplit(c, T)) {
+        /* the norm writes the bf16 parts the cuBLAS product reads */
+        const bool lo = cu__want_lo(c, T, want_lo);
+        asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, residual, w_norm, c->xhi,
+                                          cu__lo_buf(c, T, d, lo), c->st);
+        if (e != ASA_EUNSUPPORTED) {
+            CU_OK(e);
+            cu__mark(c, CU_T_PROJ);
+            return cu__gemm_parts(c, T, d, W, N, y, lo);
+        }
+    }
+    CU_OK(cu__rmsnorm(c, x, residual, w_norm, c->hn, T));
+    cu__mark(c, CU_T_PROJ);
+    return cu__gemm(c, c->hn, T, d, W, N, y, want_lo);
 }
 
 static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
@@ -1189,18 +1281,27 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int32_t *tab = global ? mt->gtab : mt->ltab, *toff = global ? mt->gtoff : mt->ltoff;
 
     /* attention input */
-    CU_OK(cu__norm_gemm(c, first ? c->x : c->tmp, first ? NULL : c->x, y->attn_norm, T, y->w_in,
-                        y->n_in, c->qa, true));
+    CU_OK(cu__norm_gemm(c, first ? c->res : c->tmp, !first, y->attn_norm, T, y->w_in, y->n_in,
+                        c->qa, true));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
                             .sinv = c->sinv, .norm_w = y->kv_a_norm, .tok_pos = mt->pos,
                             .tok_seq = mt->seq, .tab = tab, .seq_toff = toff, .kv = kv,
-                            .page_elems = page_elems, .layer_off = layer_off, .B = c->B};
-    CU_OK(rope_cache_cuda(&rp, c->st));
+                            .page_elems = page_elems, .layer_off = layer_off, .B = c->B,
+                            /* fused decode: the compressed entries with the
+                             * cache writes (a block completes at one token) */
+                            .compress = global && cu__fused(c, T) && c->one_per_seq};
     absorb_params ap = {.T = T, .H = H, .dh = c->dh, .dv = c->dv, .dg = y->dg, .qa = c->qa,
                         .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
-    CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__absorb_blas(c, y, T) : cb_absorb_cuda(&ap, c->st));
+    asa_err fe = cu__fused(c, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st) : ASA_EUNSUPPORTED;
+    if (fe != ASA_EUNSUPPORTED) { /* one launch for both (independent parts of qa) */
+        CU_OK(fe);
+    } else {
+        CU_OK(rope_cache_cuda(&rp, c->st));
+        CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__absorb_blas(c, y, T)
+                                              : cb_absorb_cuda(&ap, c->st));
+    }
 
     /* attention */
     attn_params at = {.T = T, .H = H, .scale = c->scale, .window = c->w,
@@ -1222,7 +1323,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         compress_params cp = {.n = mt->n_comp, .pages = mt->comp, .kv = kv,
                               .page_elems = page_elems, .layer_off = layer_off, .B = c->B,
                               .S = y->S};
-        CU_OK(compress_cuda(&cp, c->st));
+        if (!rp.compress) /* else written by rope_cache above */
+            CU_OK(compress_cuda(&cp, c->st));
         at.mode = ATTN_CMP;
         cu__attn_plan(c, &at, T, y->G, (mp + 1) / c->B);
         at.u = c->ucmp;
@@ -1233,7 +1335,13 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .local_blocks = c->local_b, .nb_max = c->nb_max, .c = at.c,
                             .tok_pos = mt->pos, .tok_seq = mt->seq, .qt = c->qt, .qr = at.qr,
                             .ld_qr = at.ld_qr, .qr_stride = at.qr_stride, .lse = c->lse,
-                            .s = sets, .scores = c->scores, .exact = c->sel_exact};
+                            .s = sets, .scores = c->scores, .exact = c->sel_exact,
+                            .done_cnt = c->fuse && !c->invariant ? c->scnt : NULL};
+        if (rp.compress) { /* fused decode, one token per sequence: the stores too */
+            sp.n_store = mt->n_store;
+            sp.st_slot = mt->st_slot;
+            sp.st_tok = mt->st_tok;
+        }
         CU_OK(select_blocks_cuda(&sp, c->st));
         at.mode = ATTN_SLC;
         cu__attn_plan(c, &at, T, y->G, c->top_n * c->B);
@@ -1245,7 +1353,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         CU_OK(cu__attn_run(c, &at));
         selstore_params ss = {.n = mt->n_store, .G = y->G, .slot = mt->st_slot,
                               .tok = mt->st_tok, .s = sets};
-        CU_OK(selstore_cuda(&ss, c->st));
+        if (!sp.n_store) /* else stored by the block choice */
+            CU_OK(selstore_cuda(&ss, c->st));
     }
 
     /* output projection, MLP */
@@ -1254,7 +1363,15 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T) : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp, false));
-    CU_OK(cu__norm_gemm(c, c->tmp, c->x, y->mlp_norm, T, y->w_gu, 2 * F, c->gu, false));
+    CU_OK(cu__norm_gemm(c, c->tmp, true, y->mlp_norm, T, y->w_gu, 2 * F, c->gu, false));
+    if (cu__fused(c, T) && c->fuse_silu) {
+        /* SiLU-gate in the down product's prologue */
+        gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,
+                          .w = y->down, .ldw = F, .y_f32 = c->tmp, .ldy = d,
+                          .x_mode = GEMV_X_SILU};
+        if (gemv_params_check(&gp) == ASA_OK)
+            return gemv_bf16_cuda(&gp, c->st);
+    }
     cu__mark(c, CU_T_OTHER);
     /* SiLU-gate straight into the bf16 input of the down product where
      * that product reads hi only */
@@ -1271,9 +1388,17 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
 
 /* Logits of rows[r0 .. r0+n) into c->logits. */
 static asa_err cu__logits(cu_be *c, int r0, int n) {
-    CU_OK(cb_gather_rows_cuda(n, c->d, c->mt.rows + r0, c->hn, c->d, c->hrows, c->st));
+    /* rows r0 .. r0 + n - 1 in order (every decode graph): no gather */
+    bool ident = true;
+    for (int r = 0; r < n && ident; r++)
+        ident = c->rows[r0 + r] == r0 + r;
+    const float *h = c->hn + (size_t)r0 * c->d;
+    if (!ident) {
+        CU_OK(cb_gather_rows_cuda(n, c->d, c->mt.rows + r0, c->hn, c->d, c->hrows, c->st));
+        h = c->hrows;
+    }
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->hrows, n, c->d, c->lm_head, c->V, c->logits, false));
+    CU_OK(cu__gemm(c, h, n, c->d, c->lm_head, c->V, c->logits, false));
     cu__mark(c, CU_T_OTHER);
     return ASA_OK;
 }
@@ -1281,11 +1406,13 @@ static asa_err cu__logits(cu_be *c, int r0, int n) {
 /* The device work of a step up to the first n0 rows of logits (everything
  * a captured graph holds). */
 static asa_err cu__forward(cu_be *c, int T, int n0) {
+    c->res = c->x; /* the same pointers in every pass (graph capture) */
     CU_OK(cb_embed_cuda(T, c->d, c->mt.tok, c->embed, c->x, c->st));
     for (int l = 0; l < c->L; l++)
         CU_OK(cu__layer(c, &c->layers[l], T, l == 0));
     cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->x, c->L > 0 ? c->x : NULL, c->norm, c->hn, T));
+    CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->res, c->L > 0 ? c->res : NULL, c->norm, c->hn,
+                      T));
     if (n0 > 0)
         CU_OK(cu__logits(c, 0, n0));
     return ASA_OK;

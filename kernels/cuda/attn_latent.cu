@@ -107,7 +107,59 @@ __host__ __device__ inline key_plan make_plan(const attn_params &p, int t, int g
 
 __device__ __forceinline__ float sigmoidf_(float z) { return 1.0f / (1.0f + expf(-z)); }
 
+/* The merge of head hh of token t (split partials of launch row tl) by one
+ * warp, in the last split block (p.merge_cnt): attn_merge_kernel's
+ * arithmetic in its order (maximum, weights, the sum by one lane in
+ * ascending split order, each element's sum in ascending order), so the
+ * same bits.  mw: this warp's 3 * n_split floats of shared memory.  The
+ * partials are read with ld.cg: other blocks of this grid wrote them.  Not
+ * inlined: inlined, it moved attn_kernel's registers from 80 (12 bytes of
+ * spill) to 72 (32 bytes); apart, 96 registers and 4 bytes (ptxas, sm_90a;
+ * the kernel is held to 3 blocks per SM by shared memory anyway). */
+__device__ __noinline__ void merge_head_warp(const attn_params &p, int tl, int t, int hh,
+                                                float *mw) {
+    const int lane = threadIdx.x & 31, dg = p.c.dg, ns = p.n_split;
+    const float *pt = p.part + ((int64_t)tl * p.H + hh) * ns * (dg + 2);
+    float *mv = mw, *lv = mw + ns, *wv = mw + 2 * ns;
+    float M = -INFINITY;
+    for (int s = lane; s < ns; s += 32) {
+        mv[s] = __ldcg(pt + s * (dg + 2) + dg);
+        lv[s] = __ldcg(pt + s * (dg + 2) + dg + 1);
+        M = fmaxf(M, mv[s]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    for (int s = lane; s < ns; s += 32)
+        wv[s] = mv[s] != -INFINITY ? expf(mv[s] - M) : 0.0f;
+    __syncwarp();
+    float L = 0.0f;
+    if (lane == 0)
+        for (int s = 0; s < ns; s++)
+            if (mv[s] != -INFINITY)
+                L += lv[s] * wv[s];
+    L = __shfl_sync(0xffffffffu, L, 0);
+    for (int e = lane; e < dg; e += 32) {
+        float a = 0.0f;
+#pragma unroll 8
+        for (int s = 0; s < ns; s++)
+            if (mv[s] != -INFINITY)
+                a += __ldcg(pt + s * (dg + 2) + e) * wv[s];
+        float v = L > 0.0f ? a / L : 0.0f;
+        const int64_t o = ((int64_t)t * p.H + hh) * dg + e;
+        if (p.mode == ATTN_SLC) {
+            const float *gt = p.gate + (int64_t)t * p.ld_qr;
+            v = sigmoidf_(gt[hh]) * p.u_cmp[o] + sigmoidf_(gt[p.H + hh]) * v;
+        }
+        p.u[o] = v;
+    }
+    if (p.mode == ATTN_CMP && lane == 0)
+        p.lse[(int64_t)t * p.H + hh] = L > 0.0f ? M + logf(L) : -INFINITY;
+    __syncwarp(); /* mw is reused by the warp's next head */
+}
+
 __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
+    kc_pdl_enter();
     extern __shared__ float sm[];
     const int tl = blockIdx.x, t = p.t_off + tl, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR;
@@ -316,6 +368,26 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
             const float v = e < dg ? acc[h * dg + e] : e == dg ? mx[h] : ls[h];
             p.part[(((int64_t)tl * p.H + h0 + h) * ns + sp) * (dg + 2) + e] = v;
         }
+        if (!p.merge_cnt)
+            return;
+        /* the last block of this (token, group, head chunk) merges: the
+         * partials are published (fence) before the count, and read from
+         * L2 after it */
+        __shared__ int s_last;
+        __threadfence();
+        __syncthreads();
+        int *cnt = p.merge_cnt + ((int64_t)tl * G + g) * (hpg / nh) + blockIdx.z / ns;
+        if (threadIdx.x == 0)
+            s_last = atomicAdd(cnt, 1) == ns - 1;
+        __syncthreads();
+        if (!s_last)
+            return;
+        __threadfence();
+        if (threadIdx.x == 0)
+            *cnt = 0; /* for the next launch (graph replays) */
+        float *mw = sm + warp * 3 * ns; /* the tiles are done (size: the launcher) */
+        for (int h = warp; h < nh; h += ATT_THREADS / 32)
+            merge_head_warp(p, tl, t, h0 + h, mw);
         return;
     }
     for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS) {
@@ -341,6 +413,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
  * three times through L2.  The sums keep the ascending split order of the
  * sequential form (the same bits in both modes). */
 __global__ void attn_merge_kernel(const attn_params p) {
+    kc_pdl_enter();
     extern __shared__ float mw[]; /* [3][ns]: maxima, sums, weights */
     __shared__ float s_M, s_L;
     const int tl = blockIdx.x, t = p.t_off + tl, hh = blockIdx.y, dg = p.c.dg,
@@ -402,8 +475,7 @@ size_t attn_smem(const attn_params &p) {
 /* Scores of SEL_THREADS candidate blocks per thread block: grid (anchor,
  * group, chunk of blocks); one thread per block b computes S[b] (forced
  * blocks: -1) into the anchor's row of p.scores. */
-__global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_params p) {
-    extern __shared__ float sm[];
+__device__ __forceinline__ void select_score_block(const select_params &p, float *sm) {
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B;
     const int hpg = p.H / G;
@@ -517,6 +589,7 @@ __device__ __forceinline__ void selm_load_b(const select_params &p, const int32_
 __global__ void __launch_bounds__(SELM_WARPS * 32)
     select_score_mma_kernel(const select_params p, int ntw) {
     __shared__ float qs[16][SELM_KMAX * 16 + 2]; /* the group's queries, zero padded */
+    kc_pdl_enter();
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, B = p.c.B;
     const int hpg = p.H / G;
@@ -631,6 +704,7 @@ constexpr int SELW_MAX = 32 * SELW_PER_LANE;
 constexpr int SELW_WARPS = 4;
 
 __global__ void __launch_bounds__(SELW_WARPS * 32) select_warp_kernel(const select_params p) {
+    kc_pdl_enter();
     const int pair = (int)blockIdx.x * SELW_WARPS + (int)(threadIdx.x >> 5);
     const int G = p.c.G, B = p.c.B, n = p.s.top_n;
     if (pair >= p.n_anchors * G)
@@ -720,14 +794,26 @@ __global__ void __launch_bounds__(SELW_WARPS * 32) select_warp_kernel(const sele
             p.s.tsel[k * n + rank] = x;
         else if (idx < n)
             p.s.tsel[k * n + idx] = -1;
+        /* selstore's copy of this set into the anchor's slot, when listed */
+        for (int j = 0; j < p.n_store; j++) {
+            if (p.st_slot[j] < 0 || p.st_tok[j] != t)
+                continue;
+            const int64_t dst = ((int64_t)p.st_slot[j] * p.s.Lg + p.s.ti) * G + g;
+            if (idx < cnt)
+                p.s.slot_sel[dst * n + rank] = x;
+            else if (idx < n)
+                p.s.slot_sel[dst * n + idx] = -1;
+            if (idx == 0)
+                p.s.slot_cnt[dst] = cnt;
+        }
     }
     if (lane == 0)
         p.s.tsel_cnt[k] = cnt;
 }
 
-/* Block choice from the scores of select_score_kernel: one thread block per
- * (anchor, group). */
-__global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
+/* The block choice of (anchor, group) = (blockIdx.x, blockIdx.y) from the
+ * scores of select_score_block, by one block; sv: shared scratch. */
+__device__ __forceinline__ void select_choose(const select_params &p, float *sv, bool cg) {
     const int a = blockIdx.x, g = blockIdx.y;
     const int G = p.c.G, B = p.c.B;
     const int n = p.s.top_n;
@@ -740,12 +826,12 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
     __shared__ int s_cnt, s_stop, s_pick;
     __shared__ float rv[SEL_THREADS / 32];
     __shared__ int ri[SEL_THREADS / 32];
-    extern __shared__ float sv[]; /* [nb_max] when nb_max <= SEL_SMEM_MAX */
     float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
     if (p.nb_max <= SEL_SMEM_MAX) {
-        /* the rounds scan shared memory, not L2 */
+        /* the rounds scan shared memory (sv: [nb_max]), not L2; cg: the
+         * scores were written by other blocks of this grid */
         for (int b = threadIdx.x; b < nvis; b += SEL_THREADS)
-            sv[b] = sc[b];
+            sv[b] = cg ? __ldcg(sc + b) : sc[b];
         sc = sv;
     }
 
@@ -830,12 +916,57 @@ __global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params
         for (int i = 0; i < n; i++)
             p.s.tsel[k * n + i] = i < cnt ? chosen[i] : -1;
         p.s.tsel_cnt[k] = cnt;
+        /* selstore's copy of this set into the anchor's slot, when listed */
+        for (int j = 0; j < p.n_store; j++) {
+            if (p.st_slot[j] < 0 || p.st_tok[j] != t)
+                continue;
+            const int64_t dst = ((int64_t)p.st_slot[j] * p.s.Lg + p.s.ti) * G + g;
+            for (int i = 0; i < n; i++)
+                p.s.slot_sel[dst * n + i] = i < cnt ? chosen[i] : -1;
+            p.s.slot_cnt[dst] = cnt;
+        }
     }
+}
+
+/* Scores, and with p.done_cnt the choice in the last block of each
+ * (anchor, group): the blocks count their chunk done (a counter per pair,
+ * reset by the last block) and the last one runs select_choose on the
+ * scores the others published (fence before the count, ld.cg after it). */
+__global__ void __launch_bounds__(SEL_THREADS) select_score_kernel(const select_params p) {
+    kc_pdl_enter();
+    extern __shared__ float sm[]; /* scoring: [hpg][E] queries, [hpg] lse; then [nb_max] */
+    if (p.anchors[blockIdx.x] < 0)
+        return; /* padding: no scores, no choice */
+    select_score_block(p, sm);
+    if (!p.done_cnt)
+        return;
+    __shared__ int s_last;
+    __threadfence();
+    __syncthreads();
+    int *cnt = p.done_cnt + (int64_t)blockIdx.x * p.c.G + blockIdx.y;
+    if (threadIdx.x == 0)
+        s_last = atomicAdd(cnt, 1) == (int)gridDim.z - 1;
+    __syncthreads();
+    if (!s_last)
+        return;
+    __threadfence();
+    if (threadIdx.x == 0)
+        *cnt = 0; /* for the next launch (graph replays) */
+    select_choose(p, sm, true);
+}
+
+/* Block choice from the scores of select_score_kernel: one thread block per
+ * (anchor, group). */
+__global__ void __launch_bounds__(SEL_THREADS) select_kernel(const select_params p) {
+    kc_pdl_enter();
+    extern __shared__ float sv[]; /* [nb_max] when nb_max <= SEL_SMEM_MAX */
+    select_choose(p, sv, false);
 }
 
 /* ---- compressed entries, selection stores ---------------------------------- */
 
 __global__ void compress_kernel(const compress_params p) {
+    kc_pdl_enter();
     if (p.pages[blockIdx.x] < 0)
         return; /* padding */
     const int64_t base = (int64_t)p.pages[blockIdx.x] * p.page_elems + p.layer_off;
@@ -848,6 +979,7 @@ __global__ void compress_kernel(const compress_params p) {
 }
 
 __global__ void selstore_kernel(const selstore_params p) {
+    kc_pdl_enter();
     const int i = blockIdx.x, n = p.s.top_n;
     if (p.slot[i] < 0)
         return; /* padding */
@@ -887,19 +1019,30 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
     }
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
                     (unsigned)(p->H / p->c.G / p->heads_per_block * p->n_split));
-    attn_kernel<<<grid, ATT_THREADS, smem, stream>>>(*p);
+    /* the merge in the last split block needs 3 floats per split and warp
+     * of the kernel's shared memory (the tiles are done by then) */
+    attn_params q = *p;
+    if (q.n_split > 1 && q.merge_cnt &&
+        (size_t)(ATT_THREADS / 32) * 3 * q.n_split * sizeof(float) > smem)
+        q.merge_cnt = nullptr;
+    if (q.n_split < 2)
+        q.merge_cnt = nullptr;
+    KC_CUDA_TRY(kc_launch(attn_kernel, grid, ATT_THREADS, smem, stream, q));
     KC_LAUNCH_CHECK();
-    if (p->n_split > 1) {
+    if (q.n_split > 1 && !q.merge_cnt) {
         const int th = p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
         const size_t msm = 3 * sizeof(float) * (size_t)p->n_split;
-        attn_merge_kernel<<<dim3((unsigned)p->T, (unsigned)p->H), th, msm, stream>>>(*p);
+        KC_CUDA_TRY(kc_launch(attn_merge_kernel, dim3((unsigned)p->T, (unsigned)p->H), th, msm,
+                              stream, *p));
         KC_LAUNCH_CHECK();
     }
     return ASA_OK;
 }
 
 extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream) {
-    if (!p || p->n_anchors < 0 || p->s.top_n < 1 || p->s.top_n > 64 || p->H % p->c.G)
+    if (!p || p->n_anchors < 0 || p->s.top_n < 1 || p->s.top_n > 64 || p->H % p->c.G ||
+        p->n_store < 0 ||
+        (p->n_store > 0 && (!p->st_slot || !p->st_tok || !p->s.slot_sel || !p->s.slot_cnt)))
         return ASA_EINVAL;
     if (p->n_anchors == 0)
         return ASA_OK;
@@ -914,32 +1057,46 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
         raised = smem;
     }
     /* scores over (anchor, group, chunk of SEL_THREADS blocks): the chunks
-     * past an anchor's visible blocks exit at once */
+     * past an anchor's visible blocks exit at once; with done_cnt the last
+     * chunk of each (anchor, group) also chooses (its scores in shared
+     * memory: nb_max <= SEL_SMEM_MAX) */
     const dim3 sgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
                      (unsigned)((p->nb_max + SEL_THREADS - 1) / SEL_THREADS));
     const int hpg = p->H / p->c.G;
     const bool mma = !p->exact && hpg <= 16 && p->c.dg % 2 == 0 && p->c.dR % 2 == 0 &&
                      (p->c.dg + 15) / 16 + (p->c.dR + 15) / 16 <= SELM_KMAX;
+    const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
+    select_params q = *p;
     if (mma) {
-        /* few anchors (decode): 2 tiles of 8 candidates per warp, many
-         * thread blocks; many anchors (prefill): 8 tiles, the query's
-         * set-up shared by more candidates */
+        /* tensor-core scores (no fused choice).  Few anchors (decode): 2
+         * tiles of 8 candidates per warp, many thread blocks; many anchors
+         * (prefill): 8 tiles, the query's set-up shared by more candidates */
+        q.done_cnt = nullptr;
         const int ntw = p->n_anchors * p->c.G >= 64 ? 8 : 2, csz = SELM_WARPS * ntw * 8;
         const dim3 mgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
                          (unsigned)((p->nb_max + csz - 1) / csz));
-        select_score_mma_kernel<<<mgrid, SELM_WARPS * 32, 0, stream>>>(*p, ntw);
+        KC_CUDA_TRY(kc_launch(select_score_mma_kernel, mgrid, SELM_WARPS * 32, 0, stream, q, ntw));
     } else {
-        select_score_kernel<<<sgrid, SEL_THREADS, smem, stream>>>(*p);
+        if (!vsm)
+            q.done_cnt = nullptr;
+        const size_t ssm = q.done_cnt && vsm > smem ? vsm : smem;
+        if (ssm > raised) {
+            KC_CUDA_TRY(cudaFuncSetAttribute(select_score_kernel,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)ssm));
+            raised = ssm;
+        }
+        KC_CUDA_TRY(kc_launch(select_score_kernel, sgrid, SEL_THREADS, ssm, stream, q));
+        if (q.done_cnt)
+            return ASA_OK;
     }
-    KC_LAUNCH_CHECK();
-    if (p->nb_max <= SELW_MAX && p->s.top_n <= 64) {
+    if (p->nb_max <= SELW_MAX) {
         const int pairs = p->n_anchors * p->c.G;
         const unsigned nb = (unsigned)((pairs + SELW_WARPS - 1) / SELW_WARPS);
-        select_warp_kernel<<<nb, SELW_WARPS * 32, 0, stream>>>(*p);
+        KC_CUDA_TRY(kc_launch(select_warp_kernel, nb, SELW_WARPS * 32, 0, stream, q));
     } else {
         const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
-        const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
-        select_kernel<<<grid, SEL_THREADS, vsm, stream>>>(*p);
+        KC_CUDA_TRY(kc_launch(select_kernel, grid, SEL_THREADS, vsm, stream, q));
     }
     KC_LAUNCH_CHECK();
     return ASA_OK;
@@ -951,7 +1108,7 @@ extern "C" asa_err compress_cuda(const compress_params *p, cudaStream_t stream) 
     if (p->n == 0)
         return ASA_OK;
     const int th = p->S >= 256 ? 256 : (p->S + 31) / 32 * 32;
-    compress_kernel<<<(unsigned)p->n, th, 0, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(compress_kernel, (unsigned)p->n, th, 0, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -961,7 +1118,7 @@ extern "C" asa_err selstore_cuda(const selstore_params *p, cudaStream_t stream) 
         return ASA_EINVAL;
     if (p->n == 0)
         return ASA_OK;
-    selstore_kernel<<<(unsigned)p->n, 64, 0, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(selstore_kernel, (unsigned)p->n, 64, 0, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -1089,6 +1246,14 @@ extern "C" void select_blocks_ref(const select_params *p) {
             for (int i = 0; i < n; i++)
                 p->s.tsel[k * n + i] = i < cnt ? chosen[i] : -1;
             p->s.tsel_cnt[k] = cnt;
+            for (int j = 0; j < p->n_store; j++) {
+                if (p->st_slot[j] < 0 || p->st_tok[j] != t)
+                    continue;
+                const int64_t dst = ((int64_t)p->st_slot[j] * p->s.Lg + p->s.ti) * G + g;
+                for (int i = 0; i < n; i++)
+                    p->s.slot_sel[dst * n + i] = i < cnt ? chosen[i] : -1;
+                p->s.slot_cnt[dst] = cnt;
+            }
             free(sc);
         }
 }

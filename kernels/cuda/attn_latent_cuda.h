@@ -38,7 +38,10 @@
  * token goes to its own block, which writes its unnormalised partial sums,
  * running max and sum into part[t - t_off][h][s][dg + 2]; a second launch merges
  * the partials with log-sum-exp weights (then applies the gates / writes
- * lse).  The result equals the unsplit one up to f32 rounding.
+ * lse).  The result equals the unsplit one up to f32 rounding.  With
+ * merge_cnt the merge runs instead in the block that finishes its (token,
+ * group, head chunk) last (a counter per triple), each warp merging heads
+ * with the merge launch's arithmetic and order: the same bits.
  *
  * Selection sets: the set used by token t is read from src = sel_src[t]:
  * src >= 0: tsel[src][g][0..tsel_cnt[src][g]) (a token of this step), src <
@@ -105,6 +108,10 @@ typedef struct attn_params {
     int split_keys;          /* keys per split, multiple of ATTN_KT (n_split > 1) */
     float *part;             /* [T][H][n_split][dg + 2] workspace (n_split > 1),
                                 indexed by t - t_off */
+    int *merge_cnt;          /* n_split > 1: NULL = a second launch merges; else
+                                the last split block of each (token, group,
+                                head chunk) merges (one launch less; the same
+                                bits): T * H zero counters, left zero */
 } attn_params;
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);
@@ -132,6 +139,17 @@ typedef struct select_params {
     float *scores;           /* workspace */
     int exact;               /* 1: score with f32 FMAs; 0: on tensor cores (query
                                 as a bf16 hi + lo pair) where the shape allows */
+    int *done_cnt;           /* NULL: a second launch chooses; else the last
+                                scoring block of each (anchor, group) chooses
+                                (one launch less, the same choice): n_anchors
+                                * G zero counters, left zero */
+    /* selstore_cuda's stores done by the choice (n_store > 0; the lists of
+     * selstore_params: the set of anchor st_tok[j] into slot st_slot[j],
+     * -1 = padding): one launch less.  Only when no token of the launch reads
+     * the slot state of a sequence that has an anchor in it (decode: one
+     * token per sequence, an anchor token uses its own set). */
+    int n_store;
+    const int32_t *st_slot, *st_tok;
 } select_params;
 
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream);

@@ -8,12 +8,14 @@
 #include "cb_ops_cuda.h"
 
 #include "kcuda_int.cuh"
+#include "rope_cache_dev.cuh"
 
 namespace {
 
 constexpr int CB_TT = 8;
 
 __global__ void absorb_kernel(const absorb_params p) {
+    kc_pdl_enter();
     extern __shared__ float xs[]; /* [CB_TT][dh] */
     const int h = blockIdx.x, t0 = blockIdx.y * CB_TT;
     const int nt = min(CB_TT, p.T - t0);
@@ -42,6 +44,7 @@ __global__ void absorb_kernel(const absorb_params p) {
 }
 
 __global__ void expand_kernel(const expand_params p) {
+    kc_pdl_enter();
     extern __shared__ float us[]; /* [CB_TT][dg] */
     const int h = blockIdx.x, t0 = blockIdx.y * CB_TT;
     const int nt = min(CB_TT, p.T - t0);
@@ -70,6 +73,7 @@ __global__ void expand_kernel(const expand_params p) {
 }
 
 __global__ void embed_kernel(int d, const int32_t *tok, const uint16_t *embed, float *x) {
+    kc_pdl_enter();
     const int t = blockIdx.x;
     const uint16_t *src = embed + (int64_t)tok[t] * d;
     for (int e = threadIdx.x; e < d; e += blockDim.x)
@@ -78,12 +82,14 @@ __global__ void embed_kernel(int d, const int32_t *tok, const uint16_t *embed, f
 
 __global__ void gather_kernel(int d, const int32_t *rows, const float *src, int64_t ld,
                               float *dst) {
+    kc_pdl_enter();
     const int r = blockIdx.x;
     for (int e = threadIdx.x; e < d; e += blockDim.x)
         dst[(int64_t)r * d + e] = src[(int64_t)rows[r] * ld + e];
 }
 
 __global__ void split_kernel(int cols, const float *x, int64_t ld, uint16_t *hi, uint16_t *lo) {
+    kc_pdl_enter();
     const int r = blockIdx.x;
     for (int e = threadIdx.x; e < cols; e += blockDim.x) {
         const float v = x[(int64_t)r * ld + e];
@@ -164,9 +170,9 @@ __device__ __forceinline__ float colsum_total(const float *red, int ncol, int tt
     return s;
 }
 
-__global__ void __launch_bounds__(CV_THREADS) absorb_vec_kernel(const absorb_params p) {
-    extern __shared__ float sv[]; /* xs [CV_TT][dh], red */
-    const int h = blockIdx.x, t0 = blockIdx.y * CV_TT;
+/* absorb (vector path) of head h for the tile of tokens t0 .. t0 + CV_TT - 1 */
+__device__ __forceinline__ void absorb_vec_tile(const absorb_params &p, int h, int t0,
+                                                float *sv) {
     const int nt = min(CV_TT, p.T - t0);
     float *xs = sv, *red = sv + CV_TT * p.dh;
     for (int i = threadIdx.x; i < nt * p.dh; i += CV_THREADS) {
@@ -181,7 +187,31 @@ __global__ void __launch_bounds__(CV_THREADS) absorb_vec_kernel(const absorb_par
     }
 }
 
+__global__ void __launch_bounds__(CV_THREADS) absorb_vec_kernel(const absorb_params p) {
+    kc_pdl_enter();
+    extern __shared__ float sv[]; /* xs [CV_TT][dh], red */
+    absorb_vec_tile(p, blockIdx.x, blockIdx.y * CV_TT, sv);
+}
+
+/* rope_cache and absorb in one launch: they read disjoint parts of qa (the
+ * rope parts and the latent vs the non-rope query parts) and write
+ * disjoint outputs, so blocks 0 .. H * tiles - 1 absorb (head, tile) and
+ * the last T blocks run rope_cache's token work; the same arithmetic as
+ * the two kernels. */
+__global__ void __launch_bounds__(CV_THREADS)
+rope_absorb_kernel(const rope_cache_params rp, const absorb_params p) {
+    kc_pdl_enter();
+    extern __shared__ float sv[]; /* absorb: xs [CV_TT][dh], red */
+    const int nab = p.H * ((p.T + CV_TT - 1) / CV_TT);
+    if ((int)blockIdx.x >= nab) {
+        rope_cache_token(rp, (int)blockIdx.x - nab);
+        return;
+    }
+    absorb_vec_tile(p, (int)blockIdx.x % p.H, (int)blockIdx.x / p.H * CV_TT, sv);
+}
+
 __global__ void __launch_bounds__(CV_THREADS) expand_vec_kernel(const expand_params p) {
+    kc_pdl_enter();
     extern __shared__ float sv[]; /* xs [CV_TT][dg], red */
     const int h = blockIdx.x, t0 = blockIdx.y * CV_TT;
     const int nt = min(CV_TT, p.T - t0);
@@ -208,6 +238,7 @@ size_t cv_smem(int nrow, int ncol, const uint16_t *w) {
 }
 
 __global__ void add2_kernel(int64_t n, const float *a, const float *b, float *y) {
+    kc_pdl_enter();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         y[i] = a[i] + b[i];
@@ -221,6 +252,7 @@ template <bool SPLIT>
 __global__ void __launch_bounds__(NM_THREADS)
 norm_kernel(int D, float eps, const float *x, float *res, const float *w, float *y,
             uint16_t *hi, uint16_t *lo) {
+    kc_pdl_enter();
     __shared__ float part[NM_THREADS / 32];
     const int64_t row = blockIdx.x;
     const int D4 = D >> 2;
@@ -302,6 +334,7 @@ norm_kernel(int D, float eps, const float *x, float *res, const float *w, float 
  * flight per thread, 8-byte stores */
 constexpr int SP_U = 4;
 __global__ void split4_kernel(int cols, const float *x, int64_t ld, uint16_t *hi, uint16_t *lo) {
+    kc_pdl_enter();
     const int r = blockIdx.x, c4 = cols >> 2;
     const float4 *xr = (const float4 *)(x + (int64_t)r * ld);
     for (int i0 = threadIdx.x; i0 < c4; i0 += blockDim.x * SP_U) {
@@ -346,7 +379,7 @@ extern "C" asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t stream) {
     const size_t vsm = cv_smem(p->dh, p->dg, p->kvb);
     if (vsm) {
         const dim3 grid((unsigned)p->H, (unsigned)((p->T + CV_TT - 1) / CV_TT));
-        absorb_vec_kernel<<<grid, CV_THREADS, vsm, stream>>>(*p);
+        KC_CUDA_TRY(kc_launch(absorb_vec_kernel, grid, CV_THREADS, vsm, stream, *p));
         KC_LAUNCH_CHECK();
         return ASA_OK;
     }
@@ -354,8 +387,27 @@ extern "C" asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t stream) {
     if (smem > 48 * 1024)
         return ASA_EINVAL;
     const dim3 grid((unsigned)p->H, (unsigned)((p->T + CB_TT - 1) / CB_TT));
-    absorb_kernel<<<grid, threads_for(p->dg), smem, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(absorb_kernel, grid, threads_for(p->dg), smem, stream, *p));
     KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err cb_rope_absorb_cuda(const rope_cache_params *rp, const absorb_params *p,
+                                       cudaStream_t stream) {
+    if (!rp || !p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb ||
+        !p->qt || rp->T != p->T || rp->qa != p->qa || rp->T < 1 || rp->H < 1 || rp->dR < 0 ||
+        rp->dR % 2 || rp->G < 1 || rp->dg < 1 || rp->B < 1 || !rp->norm_w || !rp->tok_pos ||
+        !rp->tok_seq || !rp->tab || !rp->seq_toff || !rp->kv ||
+        (rp->dR > 0 && (!rp->cosv || !rp->sinv)))
+        return ASA_EINVAL;
+    const size_t vsm = cv_smem(p->dh, p->dg, p->kvb);
+    if (!vsm)
+        return ASA_EUNSUPPORTED;
+    const long nb = (long)p->H * ((p->T + CV_TT - 1) / CV_TT) + p->T;
+    if (nb > 0x7fffffffL)
+        return ASA_EUNSUPPORTED;
+    KC_CUDA_TRY(kc_launch(rope_absorb_kernel, dim3((unsigned)nb), CV_THREADS, vsm, stream, *rp,
+                          *p));
     return ASA_OK;
 }
 
@@ -365,7 +417,7 @@ extern "C" asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream) {
     const size_t vsm = cv_smem(p->dg, p->dv, p->wuvT);
     if (vsm) {
         const dim3 grid((unsigned)p->H, (unsigned)((p->T + CV_TT - 1) / CV_TT));
-        expand_vec_kernel<<<grid, CV_THREADS, vsm, stream>>>(*p);
+        KC_CUDA_TRY(kc_launch(expand_vec_kernel, grid, CV_THREADS, vsm, stream, *p));
         KC_LAUNCH_CHECK();
         return ASA_OK;
     }
@@ -373,7 +425,7 @@ extern "C" asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream) {
     if (smem > 48 * 1024)
         return ASA_EINVAL;
     const dim3 grid((unsigned)p->H, (unsigned)((p->T + CB_TT - 1) / CB_TT));
-    expand_kernel<<<grid, threads_for(p->dv), smem, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(expand_kernel, grid, threads_for(p->dv), smem, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -382,7 +434,10 @@ extern "C" asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_
                                  float *x, cudaStream_t stream) {
     if (T < 1 || d < 1 || !tok || !embed || !x)
         return ASA_EINVAL;
-    embed_kernel<<<(unsigned)T, threads_for(d), 0, stream>>>(d, tok, embed, x);
+    /* the first kernel of an engine step follows copies (metadata, pages),
+     * not a kernel: an ordinary launch */
+    KC_CUDA_TRY(kc_launch_pdl(false, embed_kernel, (unsigned)T, threads_for(d), 0, stream, d, tok,
+                              embed, x));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -394,11 +449,12 @@ extern "C" asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_
     if (cols % 4 == 0 && ld % 4 == 0 && kc_aligned(x, 16) && kc_aligned(hi, 8) &&
         (!lo || kc_aligned(lo, 8))) {
         const int th = threads_for(cols / 4);
-        split4_kernel<<<(unsigned)rows, th, 0, stream>>>(cols, x, ld, hi, lo);
+        KC_CUDA_TRY(kc_launch(split4_kernel, (unsigned)rows, th, 0, stream, cols, x, ld, hi, lo));
         KC_LAUNCH_CHECK();
         return ASA_OK;
     }
-    split_kernel<<<(unsigned)rows, threads_for(cols), 0, stream>>>(cols, x, ld, hi, lo);
+    KC_CUDA_TRY(kc_launch(split_kernel, (unsigned)rows, threads_for(cols), 0, stream, cols, x, ld,
+                          hi, lo));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -407,7 +463,8 @@ extern "C" asa_err cb_gather_rows_cuda(int n, int d, const int32_t *rows, const 
                                        int64_t ld_src, float *dst, cudaStream_t stream) {
     if (n < 1 || d < 1 || !rows || !src || !dst)
         return ASA_EINVAL;
-    gather_kernel<<<(unsigned)n, threads_for(d), 0, stream>>>(d, rows, src, ld_src, dst);
+    KC_CUDA_TRY(kc_launch(gather_kernel, (unsigned)n, threads_for(d), 0, stream, d, rows, src,
+                          ld_src, dst));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -445,7 +502,7 @@ extern "C" asa_err cb_add2_cuda(int rows, int cols, const float *a, const float 
     if (rows < 1 || cols < 1 || !a || !b || !y)
         return ASA_EINVAL;
     const int64_t n = (int64_t)rows * cols;
-    add2_kernel<<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(n, a, b, y);
+    KC_CUDA_TRY(kc_launch(add2_kernel, (unsigned)((n + 255) / 256), 256, 0, stream, n, a, b, y));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -457,9 +514,8 @@ extern "C" asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, f
     if (D % 4 || D > 4 * NM_V * NM_THREADS || !kc_aligned(x, 16) || !kc_aligned(w, 16) ||
         !kc_aligned(y, 16) || (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
-    const unsigned nb = (unsigned)rows;
-    norm_kernel<false><<<nb, NM_THREADS, 0, stream>>>(D, eps, x, residual, w, y, nullptr, nullptr);
-    KC_LAUNCH_CHECK();
+    KC_CUDA_TRY(kc_launch(norm_kernel<false>, (unsigned)rows, NM_THREADS, 0, stream, D, eps, x,
+                          residual, w, y, (uint16_t *)nullptr, (uint16_t *)nullptr));
     return ASA_OK;
 }
 
@@ -472,8 +528,7 @@ extern "C" asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float
         !kc_aligned(hi, 8) || (lo && !kc_aligned(lo, 8)) ||
         (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
-    const unsigned nb = (unsigned)rows;
-    norm_kernel<true><<<nb, NM_THREADS, 0, stream>>>(D, eps, x, residual, w, nullptr, hi, lo);
-    KC_LAUNCH_CHECK();
+    KC_CUDA_TRY(kc_launch(norm_kernel<true>, (unsigned)rows, NM_THREADS, 0, stream, D, eps, x,
+                          residual, w, (float *)nullptr, hi, lo));
     return ASA_OK;
 }

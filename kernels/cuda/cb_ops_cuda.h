@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "kcuda.h"
+#include "rope_cache_cuda.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -27,6 +28,13 @@ typedef struct absorb_params {
 } absorb_params;
 asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t stream);
 void cb_absorb_ref(const absorb_params *p);
+
+/* rope_cache_cuda(rp) and cb_absorb_cuda(p) as one launch (decode: one
+ * graph node less per layer); rp->qa == p->qa, same T.  The results are
+ * those of the two launches.  ASA_EUNSUPPORTED (nothing launched) when the
+ * absorb shapes are not those of its vector path: run the two launchers. */
+asa_err cb_rope_absorb_cuda(const rope_cache_params *rp, const absorb_params *p,
+                            cudaStream_t stream);
 
 /* expand: o[t * ld_o + h * dv + v] = sum_q wuvT[h][q][v] * u[t][h][q] (f32
  * out), wuvT = W_UV transposed per head ([H][dg][dv]). */

@@ -19,6 +19,7 @@
 #include "gemv_cuda.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "kcuda_int.cuh"
 
@@ -40,15 +41,18 @@ __device__ __forceinline__ uint4 ld_stream16(const uint4 *p) {
 #endif
 }
 
-/* Eight consecutive x values of row m starting at element 8c. */
+/* Eight consecutive x values of row m starting at element 8c.  Plain
+ * (coherent) loads, not the read-only path: with programmatic dependent
+ * launch x is written by the previous kernel while this grid is already
+ * resident (it is read only after the wait). */
 __device__ __forceinline__ void load_x8(const float *x, int64_t off, float (&v)[8]) {
-    const float4 a = __ldg((const float4 *)(x + off));
-    const float4 b = __ldg((const float4 *)(x + off) + 1);
+    const float4 a = *(const float4 *)(x + off);
+    const float4 b = *((const float4 *)(x + off) + 1);
     v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
     v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 __device__ __forceinline__ void load_x8(const uint16_t *x, int64_t off, float (&v)[8]) {
-    const uint4 a = __ldg((const uint4 *)(x + off));
+    const uint4 a = *(const uint4 *)(x + off);
     const uint32_t u[4] = {a.x, a.y, a.z, a.w};
 #pragma unroll
     for (int j = 0; j < 4; j++) {
@@ -68,6 +72,15 @@ __device__ __forceinline__ float dot8(uint4 w, const float (&x)[8], float acc) {
     return acc;
 }
 
+/* An L2 prefetch of the line holding p (no register, no wait). */
+__device__ __forceinline__ void prefetch_l2(const void *p) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void)p;
+#endif
+}
+
 /* Rows of W per thread group (R) and chunks per row in flight (U), by MT:
  * R x U 16-byte loads of W are issued before their first use; MT x R f32
  * partial sums stay in registers (MT * R <= 32: one lane per sum when they
@@ -77,10 +90,90 @@ template <int MT> struct gemv_cfg {
     static constexpr int U = MT <= 4 ? 4 : (MT <= 8 ? 2 : 1);
 };
 
-/* MT: compile-time bound on M (rows m >= p.M are skipped); XT: x's type.
- * gt_log2: log2 of the threads per group (32..256, uniform). */
-template <int MT, typename XT>
-__global__ void __launch_bounds__(GEMV_THREADS)
+/* GEMV_X_NORM into shared memory xs[M][K]: the arithmetic of cb_ops.cu's
+ * norm_kernel (256 threads, thread i owns the float4s i, i + 256, ...; the
+ * same fmaf chain, butterfly and warp order), so the rows are bitwise
+ * that kernel's.  v goes through xs (no register array: the first trip's
+ * weights hold 32 registers here); the global stores come after the loads. */
+__device__ __forceinline__ void stage_norm(const gemv_params &p, float *xs) {
+    __shared__ float part[GEMV_WARPS];
+    const int K4 = p.K >> 2;
+    for (int m = 0; m < p.M; m++) {
+        const float4 *xr = (const float4 *)((const float *)p.x + (int64_t)m * p.ldx);
+        const float4 *rr = p.res ? (const float4 *)(p.res + (int64_t)m * p.ldx) : nullptr;
+        float4 *vs = (float4 *)(xs + (int64_t)m * p.K);
+        float ss = 0.0f;
+#pragma unroll 2 /* two float4 pairs in flight: all of K = 2048 */
+        for (int u = 0; u < 4; u++) {
+            const int i = threadIdx.x + u * GEMV_THREADS;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (i < K4) {
+                v = xr[i];
+                if (rr) {
+                    const float4 r = rr[i];
+                    v.x += r.x;
+                    v.y += r.y;
+                    v.z += r.z;
+                    v.w += r.w;
+                }
+                vs[i] = v;
+            }
+            ss = fmaf(v.x, v.x, ss);
+            ss = fmaf(v.y, v.y, ss);
+            ss = fmaf(v.z, v.z, ss);
+            ss = fmaf(v.w, v.w, ss);
+        }
+        if (blockIdx.x == 0 && rr)
+            for (int i = threadIdx.x; i < K4; i += GEMV_THREADS)
+                ((float4 *)(p.res_out + (int64_t)m * p.ldx))[i] = vs[i];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if ((threadIdx.x & 31) == 0)
+            part[threadIdx.x >> 5] = ss;
+        __syncthreads();
+        float tot = 0.0f;
+#pragma unroll
+        for (int k = 0; k < GEMV_WARPS; k++)
+            tot += part[k];
+        const float inv = rsqrtf(tot / (float)p.K + p.eps);
+        const float4 *wr = (const float4 *)p.norm_w;
+        for (int i = threadIdx.x; i < K4; i += GEMV_THREADS) {
+            const float4 g = wr[i], v = vs[i];
+            const float4 y =
+                make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w);
+            vs[i] = y;
+            if (blockIdx.x == 0 && p.xn_out)
+                ((float4 *)(p.xn_out + (int64_t)m * p.ldx))[i] = y;
+        }
+        __syncthreads(); /* part is reused by the next row; xs complete */
+    }
+}
+
+/* GEMV_X_SILU into shared memory xs[M][K]: silu_mul.cu's expression. */
+__device__ __forceinline__ void stage_silu(const gemv_params &p, float *xs) {
+    const int K4 = p.K >> 2;
+    for (int m = 0; m < p.M; m++) {
+        const float4 *gr = (const float4 *)((const float *)p.x + (int64_t)m * p.ldx);
+        const float4 *ur = (const float4 *)((const float *)p.x + (int64_t)m * p.ldx + p.K);
+        for (int i = threadIdx.x; i < K4; i += GEMV_THREADS) {
+            const float4 g = gr[i], u = ur[i];
+            ((float4 *)(xs + (int64_t)m * p.K))[i] =
+                make_float4(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y,
+                            g.z / (1.0f + expf(-g.z)) * u.z, g.w / (1.0f + expf(-g.w)) * u.w);
+        }
+    }
+    __syncthreads();
+}
+
+/* MT: compile-time bound on M (rows m >= p.M are skipped); XT: x's type;
+ * XF: the x mode (GEMV_X_*; the fused ones read x from shared memory).
+ * gt_log2: log2 of the threads per group (32..256, uniform).
+ * PDL (kcuda.h): the first trip's weight loads, and L2 prefetches of the
+ * rest of the lane's weights, are issued before the wait; nothing that a
+ * previous kernel writes is touched before it. */
+template <int MT, typename XT, int XF>
+__global__ void __launch_bounds__(GEMV_THREADS, XF == GEMV_X_PLAIN ? 1 : 4)
 gemv_kernel(const gemv_params p, const int gt_log2) {
     constexpr int R = gemv_cfg<MT>::R, U = gemv_cfg<MT>::U;
     static_assert(MT * R <= 32, "one lane per partial sum");
@@ -90,13 +183,42 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int n0 = (blockIdx.x * groups + group) * R;
     const int nchunk = p.K >> 3;
-    const XT *x = (const XT *)p.x;
 
     const uint4 *wrow[R];
 #pragma unroll
     for (int r = 0; r < R; r++) {
         const int n = min(n0 + r, p.N - 1); /* past N: repeat a row, drop it */
         wrow[r] = (const uint4 *)(p.w + (int64_t)n * p.ldw);
+    }
+
+    /* Lane gl of the group takes chunks gl, gl + GT, gl + 2 GT, ... of each
+     * row, in this order whatever U is (the order contract).  The first
+     * trip's loads go out before the PDL wait. */
+    uint4 wv[U][R];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int c = gl + u * GT;
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            wv[u][r] = c < nchunk ? ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+    }
+    for (int c = gl + GT * U; c < nchunk; c += GT)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            prefetch_l2(wrow[r] + c);
+    kc_pdl_wait();
+    kc_pdl_trigger();
+
+    const XT *x = (const XT *)p.x;
+    int64_t ldx = p.ldx;
+    if constexpr (XF != GEMV_X_PLAIN) {
+        extern __shared__ float gemv_xs[]; /* [M][K] */
+        if constexpr (XF == GEMV_X_NORM)
+            stage_norm(p, gemv_xs);
+        else
+            stage_silu(p, gemv_xs);
+        x = (const XT *)gemv_xs;
+        ldx = p.K;
     }
 
     float acc[MT][R];
@@ -106,16 +228,15 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
         for (int r = 0; r < R; r++)
             acc[m][r] = 0.0f;
 
-    /* Lane gl of the group takes chunks gl, gl + GT, gl + 2 GT, ... of each
-     * row, in this order whatever U is (the order contract). */
     for (int c0 = gl; c0 < nchunk; c0 += GT * U) {
-        uint4 wv[U][R];
+        if (c0 != gl) {
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int c = c0 + u * GT;
+            for (int u = 0; u < U; u++) {
+                const int c = c0 + u * GT;
 #pragma unroll
-            for (int r = 0; r < R; r++)
-                wv[u][r] = c < nchunk ? ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+                for (int r = 0; r < R; r++)
+                    wv[u][r] = c < nchunk ? ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+            }
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -127,7 +248,7 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
                 if (m >= p.M)
                     break;
                 float xv[8];
-                load_x8(x, (int64_t)m * p.ldx + 8 * (int64_t)c, xv);
+                load_x8(x, (int64_t)m * ldx + 8 * (int64_t)c, xv);
 #pragma unroll
                 for (int r = 0; r < R; r++)
                     acc[m][r] = dot8(wv[u][r], xv, acc[m][r]);
@@ -184,25 +305,30 @@ int auto_gt(int N) {
     return gt;
 }
 
-template <int MT, typename XT>
-void launch_mt(const gemv_params &p, int gt, cudaStream_t s) {
+template <int MT, typename XT, int XF>
+cudaError_t launch_mt(const gemv_params &p, int gt, cudaStream_t s) {
     const int rows_per_block = (GEMV_THREADS / gt) * gemv_cfg<MT>::R;
     const dim3 grid((unsigned)((p.N + rows_per_block - 1) / rows_per_block));
-    gemv_kernel<MT, XT><<<grid, GEMV_THREADS, 0, s>>>(p, __builtin_ctz((unsigned)gt));
+    const size_t smem = XF == GEMV_X_PLAIN ? 0 : sizeof(float) * (size_t)p.M * p.K;
+    return kc_launch(gemv_kernel<MT, XT, XF>, grid, GEMV_THREADS, smem, s, p,
+                     __builtin_ctz((unsigned)gt));
 }
 
-template <typename XT>
-void launch(const gemv_params &p, int gt, cudaStream_t s) {
+template <typename XT, int XF>
+cudaError_t launch(const gemv_params &p, int gt, cudaStream_t s) {
     if (p.M <= 1)
-        launch_mt<1, XT>(p, gt, s);
-    else if (p.M <= 2)
-        launch_mt<2, XT>(p, gt, s);
-    else if (p.M <= 4)
-        launch_mt<4, XT>(p, gt, s);
-    else if (p.M <= 8)
-        launch_mt<8, XT>(p, gt, s);
-    else
-        launch_mt<16, XT>(p, gt, s);
+        return launch_mt<1, XT, XF>(p, gt, s);
+    if (p.M <= 2)
+        return launch_mt<2, XT, XF>(p, gt, s);
+    if (p.M <= 4)
+        return launch_mt<4, XT, XF>(p, gt, s);
+    if constexpr (XF != GEMV_X_PLAIN) {
+        return cudaErrorInvalidValue; /* M <= 4 in the fused modes (checked) */
+    } else {
+        if (p.M <= 8)
+            return launch_mt<8, XT, XF>(p, gt, s);
+        return launch_mt<16, XT, XF>(p, gt, s);
+    }
 }
 
 } // namespace
@@ -222,7 +348,22 @@ extern "C" asa_err gemv_params_check(const gemv_params *p) {
         return ASA_EINVAL;
     if ((int64_t)p->N * p->ldw > ((int64_t)1 << 40))
         return ASA_EINVAL;
-    return ASA_OK;
+    if (p->x_mode == GEMV_X_PLAIN)
+        return ASA_OK;
+    /* fused modes: f32 rows staged whole in shared memory, float4 access */
+    if (p->x_type != KC_F32 || (int64_t)p->M * p->K > GEMV_FUSE_MAX_ELEMS || p->M > 4)
+        return ASA_EINVAL;
+    if (p->x_mode == GEMV_X_NORM) {
+        if (p->K > 4 * 4 * 256 || !p->norm_w || !(p->eps > 0) || !kc_aligned(p->norm_w, 16) ||
+            (p->res && (!p->res_out || !kc_aligned(p->res, 16) || !kc_aligned(p->res_out, 16) ||
+                        p->res_out == p->res || p->res_out == (const float *)p->x)) ||
+            (p->xn_out && !kc_aligned(p->xn_out, 16)))
+            return ASA_EINVAL;
+        return ASA_OK;
+    }
+    if (p->x_mode == GEMV_X_SILU)
+        return p->ldx >= 2 * (int64_t)p->K ? ASA_OK : ASA_EINVAL;
+    return ASA_EINVAL;
 }
 
 extern "C" asa_err gemv_bf16_cuda_gt(const gemv_params *p, int gt, cudaStream_t stream) {
@@ -233,11 +374,14 @@ extern "C" asa_err gemv_bf16_cuda_gt(const gemv_params *p, int gt, cudaStream_t 
         gt = auto_gt(p->N);
     if (gt != 32 && gt != 64 && gt != 128 && gt != 256)
         return ASA_EINVAL;
-    if (p->x_type == KC_F32)
-        launch<float>(*p, gt, stream);
+    if (p->x_mode == GEMV_X_NORM)
+        KC_CUDA_TRY((launch<float, GEMV_X_NORM>(*p, gt, stream)));
+    else if (p->x_mode == GEMV_X_SILU)
+        KC_CUDA_TRY((launch<float, GEMV_X_SILU>(*p, gt, stream)));
+    else if (p->x_type == KC_F32)
+        KC_CUDA_TRY((launch<float, GEMV_X_PLAIN>(*p, gt, stream)));
     else
-        launch<uint16_t>(*p, gt, stream);
-    KC_LAUNCH_CHECK();
+        KC_CUDA_TRY((launch<uint16_t, GEMV_X_PLAIN>(*p, gt, stream)));
     return ASA_OK;
 }
 
@@ -245,12 +389,47 @@ extern "C" asa_err gemv_bf16_cuda(const gemv_params *p, cudaStream_t stream) {
     return gemv_bf16_cuda_gt(p, 0, stream);
 }
 
+/* x' of a fused mode for row m into xr[K] (double), with the side outputs. */
+static void ref_xrow(const gemv_params *p, int m, double *xr) {
+    const float *x = (const float *)p->x + (int64_t)m * p->ldx;
+    if (p->x_mode == GEMV_X_SILU) {
+        for (int k = 0; k < p->K; k++) {
+            const double g = x[k], u = x[p->K + k];
+            xr[k] = g / (1.0 + exp(-g)) * u;
+        }
+        return;
+    }
+    double ss = 0;
+    for (int k = 0; k < p->K; k++) {
+        /* the add is one f32 rounding, as on the device */
+        const float v = p->res ? x[k] + p->res[(int64_t)m * p->ldx + k] : x[k];
+        if (p->res)
+            p->res_out[(int64_t)m * p->ldx + k] = v;
+        xr[k] = v;
+        ss += (double)v * v;
+    }
+    const double inv = 1.0 / sqrt(ss / p->K + (double)p->eps);
+    for (int k = 0; k < p->K; k++) {
+        xr[k] = xr[k] * inv * p->norm_w[k];
+        if (p->xn_out)
+            p->xn_out[(int64_t)m * p->ldx + k] = (float)xr[k];
+    }
+}
+
 extern "C" void gemv_bf16_ref(const gemv_params *p) {
+    double *xr = NULL;
+    if (p->x_mode != GEMV_X_PLAIN) {
+        xr = (double *)malloc(sizeof(double) * (size_t)p->K);
+        if (!xr)
+            return;
+    }
     for (int m = 0; m < p->M; m++) {
+        if (xr)
+            ref_xrow(p, m, xr);
         for (int n = 0; n < p->N; n++) {
             double s = 0;
             for (int k = 0; k < p->K; k++)
-                s += kc_load_h(p->x, p->x_type, (int64_t)m * p->ldx + k) *
+                s += (xr ? xr[k] : kc_load_h(p->x, p->x_type, (int64_t)m * p->ldx + k)) *
                      (double)asa_bf16_to_f32(p->w[(int64_t)n * p->ldw + k]);
             const int64_t o = (int64_t)m * p->ldy + n;
             if (p->y_f32)
@@ -259,4 +438,5 @@ extern "C" void gemv_bf16_ref(const gemv_params *p) {
                 p->y_bf16[o] = asa_f32_to_bf16((float)s);
         }
     }
+    free(xr);
 }

@@ -33,6 +33,23 @@ typedef enum kc_dtype { KC_F32 = 0, KC_BF16 = 1 } kc_dtype;
 /* Bytes per element of t. */
 static inline int kc_dtype_size(kc_dtype t) { return t == KC_BF16 ? 2 : 4; }
 
+/* Programmatic dependent launch (sm_90).  While kc_pdl_on is non-zero, the
+ * launchers of the CUDA engine's kernels (gemv, silu_mul, cb_ops,
+ * rope_cache, attn_latent) launch with programmatic stream serialization:
+ * a kernel may start while the previous kernel of the stream still runs.
+ * Every kernel so launched first waits for the previous grid (complete,
+ * its writes visible: griddepcontrol.wait) before it touches memory that a
+ * previous kernel writes or reads; only reads of data that no kernel of
+ * the stream writes (weights) may come before the wait.  It then lets the
+ * next kernel launch (griddepcontrol.launch_dependents), so at most two
+ * grids overlap.  A kernel launched without the attribute (cuBLAS, topn,
+ * memcpy) orders as usual; a PDL kernel after it still waits for it.
+ * One setting per process (the CUDA engine sets it at create from
+ * ASA_CUDA_PDL); default off.  Weak: one definition however many
+ * translation units include this header. */
+__attribute__((weak)) int kc_pdl_on = 0;
+static inline void kc_set_pdl(int on) { kc_pdl_on = on; }
+
 #ifdef __cplusplus
 }
 #endif

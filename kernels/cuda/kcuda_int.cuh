@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include <utility>
+
 #include <cuda_runtime.h>
 
 #include "kcuda.h"
@@ -24,6 +26,56 @@
 
 /* After a launch: a configuration error shows up here. */
 #define KC_LAUNCH_CHECK() KC_CUDA_TRY(cudaGetLastError())
+
+/* PDL, device side (kcuda.h): wait for the previous grid of the stream to
+ * complete with its writes visible; a no-op for a kernel launched without
+ * the attribute, before sm_90 and in the CPU emulation. */
+__device__ __forceinline__ void kc_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+/* Lets the next kernel of the stream launch once every block of this grid
+ * has passed here (or exited).  It does not publish any memory: the next
+ * kernel's wait still waits for this grid's completion. */
+__device__ __forceinline__ void kc_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/* The entry of every kernel launched by kc_launch that has nothing to do
+ * before the wait: called before any early return, so that every block
+ * waits (a grid that completed without waiting would let the kernel after
+ * it pass its own wait while this grid's predecessor still runs). */
+__device__ __forceinline__ void kc_pdl_enter() {
+    kc_pdl_wait();
+    kc_pdl_trigger();
+}
+
+/* Launches kernel k with programmatic stream serialization when pdl;
+ * otherwise the same as k<<<grid, block, smem, s>>>(args).  The launch
+ * error is returned (no cudaGetLastError needed). */
+template <typename... KA, typename... A>
+inline cudaError_t kc_launch_pdl(bool pdl, void (*k)(KA...), dim3 grid, dim3 block, size_t smem,
+                                 cudaStream_t s, A &&...args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
+}
+/* kc_launch_pdl with the process setting (kcuda.h). */
+template <typename... KA, typename... A>
+inline cudaError_t kc_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t s, A &&...args) {
+    return kc_launch_pdl(kc_pdl_on != 0, k, grid, block, smem, s, std::forward<A>(args)...);
+}
 
 static inline bool kc_aligned(const void *p, uintptr_t a) {
     return ((uintptr_t)p & (a - 1)) == 0;

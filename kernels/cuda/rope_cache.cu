@@ -3,55 +3,23 @@
  * (contract in rope_cache_cuda.h).  One block of 128 threads per token: the
  * threads rotate the query heads' rope pairs and the rope key; then one warp
  * per latent group computes its sum of squares (shuffles, fixed order) and
- * writes the normalised slice.  Latency-bound; one launch per layer.
+ * writes the normalised slice (rope_cache_dev.cuh: the body is shared with
+ * the fused rope + absorb launch of cb_ops.cu).  Latency-bound.
  */
 #include "rope_cache_cuda.h"
 
 #include <math.h>
 
 #include "kcuda_int.cuh"
+#include "rope_cache_dev.cuh"
 
 namespace {
 
 constexpr int RC_THREADS = 128;
 
 __global__ void __launch_bounds__(RC_THREADS) rope_cache_kernel(const rope_cache_params p) {
-    const int t = blockIdx.x, half = p.dR / 2, G = p.G, dg = p.dg;
-    const int pos = p.tok_pos[t];
-    float *row = p.qa + (int64_t)t * p.ld_qa;
-    const float *a = row + (int64_t)p.H * (p.dh + p.dR);
-    const float *cs = p.cosv + (int64_t)pos * half, *sn = p.sinv + (int64_t)pos * half;
-    const int64_t S = (int64_t)G * dg + p.dR;
-    uint16_t *ent = p.kv + (int64_t)p.tab[p.seq_toff[p.tok_seq[t]] + pos / p.B] * p.page_elems +
-                    p.layer_off + (int64_t)(pos % p.B) * S;
-    for (int i = threadIdx.x; i < (p.H + 1) * half; i += RC_THREADS) {
-        const int h = i / half, k = i % half;
-        const float c = cs[k], s = sn[k];
-        if (h < p.H) {
-            float *v = row + (int64_t)h * (p.dh + p.dR) + p.dh;
-            const float x = v[k], y = v[k + half];
-            v[k] = x * c - y * s;
-            v[k + half] = x * s + y * c;
-        } else {
-            const float *v = a + (int64_t)G * dg;
-            const float x = v[k], y = v[k + half];
-            ent[G * dg + k] = kc_f32_bf16(x * c - y * s);
-            ent[G * dg + k + half] = kc_f32_bf16(x * s + y * c);
-        }
-    }
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int g = warp; g < G; g += RC_THREADS / 32) {
-        const float *x = a + (int64_t)g * dg;
-        float ss = 0.0f;
-        for (int e = lane; e < dg; e += 32)
-            ss = fmaf(x[e], x[e], ss);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        const float r = 1.0f / sqrtf(ss / (float)dg + p.eps);
-        for (int e = lane; e < dg; e += 32)
-            ent[g * dg + e] = kc_f32_bf16((x[e] * r) * p.norm_w[g * dg + e]);
-    }
+    kc_pdl_enter();
+    rope_cache_token(p, blockIdx.x);
 }
 
 } // namespace
@@ -61,7 +29,7 @@ extern "C" asa_err rope_cache_cuda(const rope_cache_params *p, cudaStream_t stre
         p->B < 1 || !p->qa || !p->norm_w || !p->tok_pos || !p->tok_seq || !p->tab ||
         !p->seq_toff || !p->kv || (p->dR > 0 && (!p->cosv || !p->sinv)))
         return ASA_EINVAL;
-    rope_cache_kernel<<<(unsigned)p->T, RC_THREADS, 0, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(rope_cache_kernel, (unsigned)p->T, RC_THREADS, 0, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
@@ -99,6 +67,16 @@ extern "C" void rope_cache_ref(const rope_cache_params *p) {
             for (int e = 0; e < dg; e++)
                 ent[g * dg + e] =
                     asa_f32_to_bf16((float)(a[g * dg + e] * r * p->norm_w[g * dg + e]));
+        }
+        if (p->compress && (pos + 1) % p->B == 0) {
+            /* compress_ref's arithmetic (f32 sum of the bf16 entries) */
+            const uint16_t *base = ent - (int64_t)(p->B - 1) * S;
+            for (int e = 0; e < S; e++) {
+                float s = 0;
+                for (int k = 0; k < p->B; k++)
+                    s += asa_bf16_to_f32(base[(int64_t)k * S + e]);
+                ent[S + e] = asa_f32_to_bf16(s / (float)p->B);
+            }
         }
     }
 }

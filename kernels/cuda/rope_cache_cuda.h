@@ -35,6 +35,12 @@ typedef struct rope_cache_params {
     uint16_t *kv;
     int64_t page_elems, layer_off;
     int B;
+    /* non-zero (global layers): a token whose entry completes its block
+     * ((pos + 1) % B == 0) also writes the block's compressed entry (at
+     * B * S: compress_cuda's f32 mean of the B cached entries, rounded
+     * once), saving the compress launch.  Only when no other token of the
+     * launch writes into that block (decode: one token per sequence). */
+    int compress;
 } rope_cache_params;
 
 asa_err rope_cache_cuda(const rope_cache_params *p, cudaStream_t stream);

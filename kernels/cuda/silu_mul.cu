@@ -18,6 +18,7 @@ namespace {
 constexpr int SILU_THREADS = 256;
 
 __global__ void __launch_bounds__(SILU_THREADS) silu_mul_kernel(const silu_mul_params p) {
+    kc_pdl_enter();
     const int i = blockIdx.x * SILU_THREADS + threadIdx.x;
     if (i >= p.F)
         return;
@@ -47,7 +48,7 @@ extern "C" asa_err silu_mul_cuda(const silu_mul_params *p, cudaStream_t stream) 
     if (e)
         return e;
     const dim3 grid((unsigned)((p->F + SILU_THREADS - 1) / SILU_THREADS), (unsigned)p->rows);
-    silu_mul_kernel<<<grid, SILU_THREADS, 0, stream>>>(*p);
+    KC_CUDA_TRY(kc_launch(silu_mul_kernel, grid, SILU_THREADS, 0, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

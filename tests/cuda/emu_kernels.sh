@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/cuda/emu_kernels.sh - runs test_cuda_kernels on the CPU against the
 # kernels themselves (not the host references that emulate.sh substitutes):
-# kernels/cuda/{attn_latent,attn_mma,cb_ops,rope_cache}.cu are compiled as C++20
+# kernels/cuda/{attn_latent,attn_mma,cb_ops,rope_cache,gemv,silu_mul}.cu are compiled as C++20
 # against the shim in tests/cuda/emu/ (one std::thread per CUDA thread,
 # blocks one after another; tools/gpu/emu extended with grid z and the
 # built-ins these kernels use), under AddressSanitizer and UBSan.  Checks
@@ -19,7 +19,7 @@ SAN="-fsanitize=address,undefined"
 CXX="g++ -std=c++20 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common -Wno-unknown-pragmas"
 CC="gcc -std=c11 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common"
 objs=()
-for f in attn_latent attn_mma cb_ops rope_cache; do
+for f in attn_latent attn_mma cb_ops rope_cache gemv silu_mul; do
     # one-line launches become emu_launch; dynamic shared arrays static ones
     sed -E 's/^(\s*)(.*)<<<(.*)>>>\((.*)\);/\1emu_launch([\&]() { \2(\4); }, \3);/;
             s/extern __shared__ float (\w+)\[\];/alignas(16) static float \1[65536];/;

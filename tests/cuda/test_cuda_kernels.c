@@ -24,7 +24,9 @@
 
 #include "attn_latent_cuda.h"
 #include "cb_ops_cuda.h"
+#include "gemv_cuda.h"
 #include "rope_cache_cuda.h"
+#include "silu_mul_cuda.h"
 
 static uint64_t rs;
 static int n_checked, n_kernels;
@@ -308,12 +310,20 @@ static void run_attn(attn_mode mode) {
     d.s.slot_cnt = dup_dev(scnt, (size_t)nslots * Lg * G * 4);
     float *ug = malloc(nu * 4), *lg = malloc((size_t)T * H * 4);
     const char *names[] = {"attn local", "attn cmp", "attn slc"};
-    /* head chunks of 1 and 2; unsplit, and 3 splits of 32 keys (up to 70 keys) */
+    /* head chunks of 1 and 2; unsplit, 3 splits of 32 keys (up to 70 keys)
+     * merged by a second launch, and merged in the last split block
+     * (merge_cnt: bitwise the merge launch's on the device; the counters
+     * back at zero) */
     d.part = poison_dev((size_t)T * H * 3 * (dg + 2) * 4);
-    for (int cfg = 0; cfg < 4; cfg++) {
+    int32_t *zc = calloc((size_t)T * H, 4), *cg = malloc((size_t)T * H * 4);
+    int *cnt_d = dup_dev(zc, (size_t)T * H * 4);
+    float *us[2] = {malloc(nu * 4), malloc(nu * 4)}, *ls2[2] = {malloc((size_t)T * H * 4),
+                                                              malloc((size_t)T * H * 4)};
+    for (int cfg = 0; cfg < 6; cfg++) {
         d.heads_per_block = 1 + cfg % 2;
         d.n_split = cfg < 2 ? 1 : 3;
         d.split_keys = 32;
+        d.merge_cnt = cfg >= 4 ? cnt_d : NULL;
         d.u = poison_dev(nu * 4);
         d.lse = poison_dev((size_t)T * H * 4);
         assert_int_equal(attn_latent_cuda(&d, 0), ASA_OK);
@@ -323,10 +333,32 @@ static void run_attn(attn_mode mode) {
             get_dev(lg, d.lse, (size_t)T * H * 4);
             cmp_f32("attn cmp lse", lg, lse_ref, (size_t)T * H, 1e-5, 1e-5);
         }
+        if (cfg >= 2 && cfg < 4) {
+            memcpy(us[cfg - 2], ug, nu * 4);
+            memcpy(ls2[cfg - 2], lg, (size_t)T * H * 4);
+        }
+        if (cfg >= 4) {
+            const bool exact = !getenv("ASA_CUDA_FAKE");
+            cmp_f32("attn merge in the last block", ug, us[cfg - 4], nu, exact ? 0 : 1e-5,
+                    exact ? 0 : 1e-4);
+            if (mode == ATTN_CMP)
+                cmp_f32("attn merge in the last block, lse", lg, ls2[cfg - 4],
+                        (size_t)T * H, exact ? 0 : 1e-5, exact ? 0 : 1e-5);
+            get_dev(cg, cnt_d, (size_t)T * H * 4);
+            cmp_i32("attn merge counters reset", cg, zc, (size_t)T * H);
+        }
         cudaFree(d.u);
         cudaFree(d.lse);
     }
+    d.merge_cnt = NULL;
     cudaFree(d.part);
+    cudaFree(cnt_d);
+    free(zc);
+    free(cg);
+    for (int i = 0; i < 2; i++) {
+        free(us[i]);
+        free(ls2[i]);
+    }
     n_kernels++;
 
     if (mode == ATTN_CMP) {
@@ -358,15 +390,40 @@ static void run_attn(attn_mode mode) {
         sd.lse = dup_dev(lse_ref, (size_t)T * H * 4);
         sd.s = d.s;
         sd.scores = poison_dev((size_t)na * G * 32 * 4);
-        assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
         int32_t *tg = malloc((size_t)T * G * top_n * 4), *cg = malloc((size_t)T * G * 4);
-        get_dev(tg, d.s.tsel, (size_t)T * G * top_n * 4);
-        get_dev(cg, d.s.tsel_cnt, (size_t)T * G * 4);
-        cmp_i32("select sets", tg, tsel_ref, (size_t)T * G * top_n);
-        cmp_i32("select counts", cg, tcnt_ref, (size_t)T * G);
+        /* two launches; the choice in the last scoring block (done_cnt:
+         * counters back at zero) */
+        int32_t zc[64] = {0}, cz[64];
+        int *cnt_d = dup_dev(zc, sizeof zc);
+        for (int fused = 0; fused < 2; fused++) {
+            sd.done_cnt = fused ? cnt_d : NULL;
+            assert_int_equal(cudaMemset(d.s.tsel, 0xff, (size_t)T * G * top_n * 4), cudaSuccess);
+            assert_int_equal(cudaMemset(d.s.tsel_cnt, 0xff, (size_t)T * G * 4), cudaSuccess);
+            assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+            get_dev(tg, d.s.tsel, (size_t)T * G * top_n * 4);
+            get_dev(cg, d.s.tsel_cnt, (size_t)T * G * 4);
+            /* the padding anchor's rows stay as they were: compare the anchors' */
+            for (int i = 0; i < na; i++) {
+                if (anchors[i] < 0)
+                    continue;
+                const size_t k = (size_t)anchors[i] * G;
+                cmp_i32(fused ? "select sets, one launch" : "select sets", tg + k * top_n,
+                        tsel_ref + k * top_n, (size_t)G * top_n);
+                cmp_i32(fused ? "select counts, one launch" : "select counts", cg + k,
+                        tcnt_ref + k, (size_t)G);
+            }
+        }
+        get_dev(cz, cnt_d, sizeof cz);
+        cmp_i32("select counters reset", cz, zc, 64);
+        cudaFree(cnt_d);
+        sd.done_cnt = NULL;
         n_kernels++;
         /* selstore: slots 2 and 0 take anchors[0] and anchors[na-1] */
         int32_t sl[3] = {2, -1, 0}, tk[3] = {anchors[0], 0, anchors[na - 2]};
+        const size_t nss = (size_t)nslots * Lg * G;
+        int32_t *ssel0 = malloc(nss * top_n * 4), *scnt0 = malloc(nss * 4);
+        memcpy(ssel0, ssel, nss * top_n * 4); /* the device's slot state so far */
+        memcpy(scnt0, scnt, nss * 4);
         selstore_params ss = {.n = 3, .G = G, .slot = dup_dev(sl, 12), .tok = dup_dev(tk, 12),
                               .s = d.s};
         assert_int_equal(selstore_cuda(&ss, 0), ASA_OK);
@@ -382,6 +439,29 @@ static void run_attn(attn_mode mode) {
         get_dev(scg, d.s.slot_cnt, (size_t)nslots * Lg * G * 4);
         cmp_i32("selstore sets", sg, ssel, (size_t)nslots * Lg * G * top_n);
         cmp_i32("selstore counts", scg, scnt, (size_t)nslots * Lg * G);
+        n_kernels++;
+        /* the same stores done by the block choice (n_store, in the last
+         * scoring block) from the slot state before them */
+        assert_int_equal(cudaMemcpy(d.s.slot_sel, ssel0, nss * top_n * 4, cudaMemcpyHostToDevice),
+                         cudaSuccess);
+        assert_int_equal(cudaMemcpy(d.s.slot_cnt, scnt0, nss * 4, cudaMemcpyHostToDevice),
+                         cudaSuccess);
+        int32_t zc2[64] = {0};
+        int *cnt2 = dup_dev(zc2, sizeof zc2);
+        sd.done_cnt = cnt2;
+        sd.n_store = 3;
+        sd.st_slot = ss.slot;
+        sd.st_tok = ss.tok;
+        assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+        get_dev(sg, d.s.slot_sel, nss * top_n * 4);
+        get_dev(scg, d.s.slot_cnt, nss * 4);
+        cmp_i32("select with the stores, sets", sg, ssel, nss * top_n);
+        cmp_i32("select with the stores, counts", scg, scnt, nss);
+        sd.done_cnt = NULL;
+        sd.n_store = 0;
+        cudaFree(cnt2);
+        free(ssel0);
+        free(scnt0);
         n_kernels++;
         cudaFree((void *)ss.slot);
         cudaFree((void *)ss.tok);
@@ -471,16 +551,24 @@ static void test_attn_big(void **st) {
      * indexed from the chunk's first token */
     d.heads_per_block = 16;
     d.n_split = 2;
-    d.u = poison_dev(nu * 4);
-    for (int t0 = 0; t0 < T; t0 += 1) {
-        attn_params dc = d;
-        dc.t_off = t0;
-        dc.T = 1;
-        assert_int_equal(attn_latent_cuda(&dc, 0), ASA_OK);
+    int32_t zc[64] = {0};
+    int *cnt_d = dup_dev(zc, sizeof zc);
+    for (int mc = 0; mc < 2; mc++) { /* merge launch; merge in the last split block */
+        d.u = poison_dev(nu * 4);
+        d.merge_cnt = mc ? cnt_d : NULL;
+        for (int t0 = 0; t0 < T; t0 += 1) {
+            attn_params dc = d;
+            dc.t_off = t0;
+            dc.T = 1;
+            assert_int_equal(attn_latent_cuda(&dc, 0), ASA_OK);
+        }
+        get_dev(ug, d.u, nu * 4);
+        cmp_f32(mc ? "attn big, token chunks, merge in the last block" : "attn big, token chunks",
+                ug, u_ref, nu, 1e-5, 1e-4);
+        cudaFree(d.u);
     }
-    get_dev(ug, d.u, nu * 4);
-    cmp_f32("attn big, token chunks", ug, u_ref, nu, 1e-5, 1e-4);
-    cudaFree(d.u);
+    cudaFree(cnt_d);
+    d.merge_cnt = NULL;
     n_kernels++;
     cudaFree((void *)d.c.kv);
     cudaFree((void *)d.c.tab);
@@ -537,11 +625,21 @@ static void run_select_long(int nb_max) {
     sd.s.tsel = poison_dev(sizeof tsel);
     sd.s.tsel_cnt = poison_dev(sizeof tcnt);
     sd.scores = poison_dev((size_t)G * nb_max * 4);
-    assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
-    get_dev(tsel_g, sd.s.tsel, sizeof tsel);
-    get_dev(tcnt_g, sd.s.tsel_cnt, sizeof tcnt);
-    cmp_i32("select sets, 351 blocks", tsel_g, tsel, 12);
-    cmp_i32("select counts, 351 blocks", tcnt_g, tcnt, 2);
+    int32_t zc[2] = {0, 0}, cz[2];
+    int *cnt_d = dup_dev(zc, sizeof zc);
+    for (int fused = 0; fused < 2; fused++) { /* two launches; choice in the last block */
+        sd.done_cnt = fused ? cnt_d : NULL;
+        assert_int_equal(cudaMemset(sd.s.tsel, 0xff, sizeof tsel), cudaSuccess);
+        assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
+        get_dev(tsel_g, sd.s.tsel, sizeof tsel);
+        get_dev(tcnt_g, sd.s.tsel_cnt, sizeof tcnt);
+        cmp_i32(fused ? "select sets, 351 blocks, one launch" : "select sets, 351 blocks",
+                tsel_g, tsel, 12);
+        cmp_i32("select counts, 351 blocks", tcnt_g, tcnt, 2);
+    }
+    get_dev(cz, cnt_d, sizeof cz);
+    cmp_i32("select counters reset, 351 blocks", cz, zc, 2);
+    cudaFree(cnt_d);
     n_kernels++;
     cudaFree((void *)sd.anchors);
     cudaFree((void *)sd.c.kv);
@@ -910,6 +1008,208 @@ static void test_absorb_expand_vec(void **st) {
     free(yg);
 }
 
+/* rope_cache + absorb in one launch (cb_rope_absorb_cuda) against both
+ * references, on the engine's qa row layout ([q heads | kv_a | gates]) at
+ * the vector-path shapes (dh 64, dg 96 and 192), two sequences. */
+static void test_rope_absorb(void **st) {
+    (void)st;
+    const int H = 3, dh = 64, dv = 64, dR = 32, half = dR / 2, B = 5, NP = 40;
+    /* cases: G = 1 and 2 with several tokens of a sequence in one block;
+     * G = 2 with one token per sequence, both completing their block, and
+     * the compressed entries written by the rope blocks (compress) */
+    for (int cs = 0; cs < 3; cs++) {
+        const int G = cs == 0 ? 1 : 2, dg = G == 1 ? 192 : 96, cmp = cs == 2;
+        const int p0[] = {7, 8, 9}, p1[] = {31}, q0[] = {9}, q1[] = {34};
+        pcache c;
+        if (cmp)
+            pcache_make(&c, G, dg, dR, B, q0, 1, q1, 1);
+        else
+            pcache_make(&c, G, dg, dR, B, p0, 3, p1, 1);
+        const int T = c.T, ld = H * (dh + dR) + c.S + 2 * H + 4;
+        const size_t nkv = (size_t)c.npages * c.page_elems;
+        float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)NP * half * 4);
+        float *sn = malloc((size_t)NP * half * 4), *nw = malloc((size_t)G * dg * 4);
+        float *qt = malloc((size_t)T * H * dg * 4);
+        uint16_t *kvb = malloc((size_t)H * (dh + dv) * dg * 2);
+        fill_f32(qa, (size_t)T * ld, 2.0f);
+        fill_f32(nw, (size_t)G * dg, 1.5f);
+        fill_bf16(kvb, (size_t)H * (dh + dv) * dg, 0.5f);
+        for (int q = 0; q < NP; q++)
+            for (int k = 0; k < half; k++) {
+                double an = q * pow(10000.0, -2.0 * k / dR);
+                cs[q * half + k] = (float)cos(an);
+                sn[q * half + k] = (float)sin(an);
+            }
+        if (!cmp) /* poison: untouched entries stay NaN on both sides */
+            for (size_t i = 0; i < nkv; i++)
+                c.kv[i] = 0xffff;
+        /* (compress: the random cache is the block's earlier entries) */
+        uint16_t *kv0 = malloc(nkv * 2);
+        memcpy(kv0, c.kv, nkv * 2);
+        rope_cache_params rp = {.T = T, .H = H, .dh = dh, .dR = dR, .G = G, .dg = dg,
+                                .eps = 1e-5f, .ld_qa = ld, .page_elems = c.page_elems,
+                                .layer_off = c.layer_off, .B = B, .compress = cmp};
+        absorb_params ap = {.T = T, .H = H, .dh = dh, .dv = dv, .dg = dg, .ld_qa = ld,
+                            .q_stride = dh + dR};
+        rope_cache_params rd = rp;
+        absorb_params ad = ap;
+        rd.qa = dup_dev(qa, (size_t)T * ld * 4);
+        rd.cosv = dup_dev(cs, (size_t)NP * half * 4);
+        rd.sinv = dup_dev(sn, (size_t)NP * half * 4);
+        rd.norm_w = dup_dev(nw, (size_t)G * dg * 4);
+        rd.tok_pos = dup_dev(c.pos, (size_t)T * 4);
+        rd.tok_seq = dup_dev(c.seq, (size_t)T * 4);
+        rd.tab = dup_dev(c.tab, sizeof c.tab);
+        rd.seq_toff = dup_dev(c.toff, sizeof c.toff);
+        rd.kv = dup_dev(c.kv, nkv * 2);
+        ad.qa = rd.qa;
+        ad.kvb = dup_dev(kvb, (size_t)H * (dh + dv) * dg * 2);
+        ad.qt = poison_dev((size_t)T * H * dg * 4);
+        assert_int_equal(cb_rope_absorb_cuda(&rd, &ad, 0), ASA_OK);
+        rp.qa = qa;
+        rp.cosv = cs;
+        rp.sinv = sn;
+        rp.norm_w = nw;
+        rp.tok_pos = c.pos;
+        rp.tok_seq = c.seq;
+        rp.tab = c.tab;
+        rp.seq_toff = c.toff;
+        rp.kv = c.kv;
+        ap.qa = qa;
+        ap.kvb = kvb;
+        ap.qt = qt;
+        cb_absorb_ref(&ap); /* reads the non-rope parts: before or after the rotation */
+        rope_cache_ref(&rp);
+        float *qg = malloc((size_t)T * ld * 4), *tg = malloc((size_t)T * H * dg * 4);
+        uint16_t *kg = malloc(nkv * 2);
+        get_dev(qg, rd.qa, (size_t)T * ld * 4);
+        get_dev(kg, rd.kv, nkv * 2);
+        get_dev(tg, ad.qt, (size_t)T * H * dg * 4);
+        cmp_f32("rope_absorb qa", qg, qa, (size_t)T * ld, 1e-5, 1e-5);
+        cmp_bf16("rope_absorb entries", kg, c.kv, nkv, 1e-6, 1.6e-2);
+        if (cmp) { /* both blocks completed: their compressed entries were rewritten
+                    * (so the comparison above covers them) */
+            for (int i = 0; i < 2; i++) {
+                const int pos = i ? q1[0] : q0[0];
+                const int64_t off = (int64_t)c.tab[c.toff[i] + pos / B] * c.page_elems +
+                                    c.layer_off + (int64_t)B * c.S;
+                int changed = 0;
+                for (int e = 0; e < c.S; e++)
+                    changed += c.kv[off + e] != kv0[off + e];
+                assert_true(changed > c.S / 2);
+            }
+        }
+        free(kv0);
+        cmp_f32("rope_absorb qt", tg, qt, (size_t)T * H * dg, 1e-4, 1e-5);
+        n_kernels++;
+        cudaFree(rd.qa);
+        cudaFree((void *)rd.cosv);
+        cudaFree((void *)rd.sinv);
+        cudaFree((void *)rd.norm_w);
+        cudaFree((void *)rd.tok_pos);
+        cudaFree((void *)rd.tok_seq);
+        cudaFree((void *)rd.tab);
+        cudaFree((void *)rd.seq_toff);
+        cudaFree(rd.kv);
+        cudaFree((void *)ad.kvb);
+        cudaFree(ad.qt);
+        free(qa);
+        free(cs);
+        free(sn);
+        free(nw);
+        free(qt);
+        free(kvb);
+        free(qg);
+        free(tg);
+        free(kg);
+        free(c.kv);
+    }
+}
+
+/* The fused GEMV x modes of the decode step against the two-kernel path
+ * they replace (cb_rmsnorm_cuda or silu_mul_cuda, then the plain GEMV), at
+ * the engine's shapes (d 2048; F a multiple of 8) and M = 1, 2: bitwise on
+ * the device (the same f32 arithmetic in the same order); within f32
+ * rounding under the host emulation (ASA_CUDA_FAKE: the launchers are the
+ * references there). */
+static void test_gemv_fused(void **st) {
+    (void)st;
+    const bool exact = !getenv("ASA_CUDA_FAKE");
+    for (int cs = 0; cs < 4; cs++) {
+        const int M = 1 + cs % 2, D = 512, F = 264, N = 37;
+        const bool silu = cs >= 2;
+        const int K = silu ? F : D;
+        const size_t nx = (size_t)M * (silu ? 2 * F : D);
+        float *x = malloc(nx * 4), *r = malloc((size_t)M * D * 4), *w = malloc((size_t)D * 4);
+        uint16_t *W = malloc((size_t)N * K * 2);
+        float *y1 = malloc((size_t)M * N * 4), *y2 = malloc((size_t)M * N * 4);
+        float *r1 = malloc((size_t)M * D * 4), *r2 = malloc((size_t)M * D * 4);
+        fill_f32(x, nx, silu ? 3.0f : 1.0f);
+        fill_f32(r, (size_t)M * D, 2.0f);
+        fill_f32(w, (size_t)D, 1.5f);
+        fill_bf16(W, (size_t)N * K, 0.05f);
+        float *xd = dup_dev(x, nx * 4), *rd = dup_dev(r, (size_t)M * D * 4);
+        float *wd = dup_dev(w, (size_t)D * 4), *ro = poison_dev((size_t)M * D * 4);
+        uint16_t *Wd = dup_dev(W, (size_t)N * K * 2);
+        float *hd = poison_dev(nx * 4), *yd1 = poison_dev((size_t)M * N * 4),
+              *yd2 = poison_dev((size_t)M * N * 4);
+        /* unfused: norm in place on a copy of the residual, or silu_mul */
+        float *rcopy = dup_dev(r, (size_t)M * D * 4);
+        if (silu) {
+            silu_mul_params sm = {.rows = M, .F = F, .gu = xd, .gu_type = KC_F32,
+                                  .ld_gu = 2 * F, .out = hd, .out_type = KC_F32, .ld_out = F};
+            assert_int_equal(silu_mul_cuda(&sm, 0), ASA_OK);
+        } else {
+            assert_int_equal(cb_rmsnorm_cuda(M, D, 1e-6f, xd, rcopy, wd, hd, 0), ASA_OK);
+        }
+        gemv_params g1 = {.M = M, .N = N, .K = K, .x = hd, .x_type = KC_F32, .ldx = K, .w = Wd,
+                          .ldw = K, .y_f32 = yd1, .ldy = N};
+        assert_int_equal(gemv_bf16_cuda(&g1, 0), ASA_OK);
+        gemv_params g2 = {.M = M, .N = N, .K = K, .x = xd, .x_type = KC_F32,
+                          .ldx = silu ? 2 * F : D, .w = Wd, .ldw = K, .y_f32 = yd2, .ldy = N,
+                          .x_mode = silu ? GEMV_X_SILU : GEMV_X_NORM};
+        if (!silu) {
+            g2.res = rd;
+            g2.res_out = ro;
+            g2.norm_w = wd;
+            g2.eps = 1e-6f;
+        }
+        assert_int_equal(gemv_bf16_cuda(&g2, 0), ASA_OK);
+        get_dev(y1, yd1, (size_t)M * N * 4);
+        get_dev(y2, yd2, (size_t)M * N * 4);
+        if (exact)
+            cmp_f32(silu ? "gemv silu fused" : "gemv norm fused", y2, y1, (size_t)M * N, 0, 0);
+        else
+            cmp_f32(silu ? "gemv silu fused" : "gemv norm fused", y2, y1, (size_t)M * N, 1e-4,
+                    1e-4);
+        if (!silu) {
+            get_dev(r1, rcopy, (size_t)M * D * 4);
+            get_dev(r2, ro, (size_t)M * D * 4);
+            cmp_f32("gemv norm fused residual", r2, r1, (size_t)M * D, 0, 0);
+            get_dev(r1, rd, (size_t)M * D * 4);
+            cmp_f32("gemv norm fused residual input kept", r1, r, (size_t)M * D, 0, 0);
+        }
+        n_kernels++;
+        cudaFree(xd);
+        cudaFree(rd);
+        cudaFree(wd);
+        cudaFree(ro);
+        cudaFree(Wd);
+        cudaFree(hd);
+        cudaFree(yd1);
+        cudaFree(yd2);
+        cudaFree(rcopy);
+        free(x);
+        free(r);
+        free(w);
+        free(W);
+        free(y1);
+        free(y2);
+        free(r1);
+        free(r2);
+    }
+}
+
 static void test_absorb_expand(void **st) {
     const int T = 11, H = 5, dh = 7, dv = 9, dg = 13, dR = 4, qs = dh + dR, ld = H * qs + 3;
     float *qa = malloc((size_t)T * ld * 4), *qt = malloc((size_t)T * H * dg * 4);
@@ -1038,6 +1338,11 @@ int main(void) {
         rs = 1;
     uint64_t seed = rs;
     printf("test_cuda_kernels: seed %llu (ASA_TEST_SEED repeats it)\n", (unsigned long long)seed);
+    /* launches with programmatic dependent launch as in the engine (kcuda.h;
+     * ASA_CUDA_PDL=0: plain): back-to-back launches such as the unfused
+     * norm -> GEMV of test_gemv_fused then check the kernels' waits */
+    const char *pd = getenv("ASA_CUDA_PDL");
+    kc_set_pdl(!(pd && strcmp(pd, "0") == 0));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rope_cache),   cmocka_unit_test(test_attn_local),
         cmocka_unit_test(test_attn_big),
@@ -1045,6 +1350,7 @@ int main(void) {
         cmocka_unit_test(test_compress),
         cmocka_unit_test(test_select_long),     cmocka_unit_test(test_select_shapes),     cmocka_unit_test(test_absorb_expand),
         cmocka_unit_test(test_absorb_expand_vec),
+        cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_gemv_fused),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     printf("test_cuda_kernels: %s: %d kernel checks, %d elements compared, seed %llu\n",

@@ -2,7 +2,9 @@
  * tests/kernels/test_gemv_cuda.c - gemv_bf16_cuda against gemv_bf16_ref:
  * odd shapes, both x types, f32 and bf16 outputs, padded strides (padding
  * must stay untouched), poisoned outputs, NaN/Inf propagation, the
- * batch-invariance of the order contract, and the launcher's checks.
+ * batch-invariance of the order contract, and the launcher's checks; the
+ * fused x modes (RMSNorm with the residual add, SiLU-gate) against the
+ * unfused reference.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -225,6 +227,138 @@ static void test_batch_invariance(void **state) {
     free(y1);
 }
 
+/* A fused x mode (GEMV_X_NORM with/without residual and normalised rows,
+ * GEMV_X_SILU) against the reference: y, and the side outputs of block 0
+ * (the residual sum exactly: one f32 add on both sides), padding kept. */
+static void run_fused(gemv_xmode mode, int M, int N, int K, bool res, bool xn, int gt) {
+    const int64_t ldx = (mode == GEMV_X_SILU ? 2 * (int64_t)K : K) + 4 * (M % 2 + 1);
+    const int64_t ldy = N + 3;
+    const size_t xs = (size_t)M * ldx, ys = (size_t)M * ldy;
+    float *x = malloc(xs * 4), *r = malloc(xs * 4), *nw = malloc((size_t)K * 4);
+    uint16_t *w = malloc((size_t)N * K * 2);
+    float *yref = malloc(ys * 4), *rref = malloc(xs * 4), *nref = malloc(xs * 4);
+    assert_non_null(x);
+    assert_non_null(r);
+    assert_non_null(nw);
+    assert_non_null(w);
+    assert_non_null(yref);
+    assert_non_null(rref);
+    assert_non_null(nref);
+    kt_fill_f32(x, xs, mode == GEMV_X_SILU ? 3.0f : 1.0f);
+    kt_fill_f32(r, xs, 2.0f);
+    for (int k = 0; k < K; k++)
+        nw[k] = kt_uniform(0.5f, 1.5f);
+    kt_fill_bf16(w, (size_t)N * K, 0.05f);
+    memset(rref, 0xff, xs * 4);
+    memset(nref, 0xff, xs * 4);
+    memset(yref, 0xff, ys * 4); /* padding: NaN on both sides */
+    gemv_params p = {.M = M, .N = N, .K = K, .x = x, .x_type = KC_F32, .ldx = ldx, .w = w,
+                     .ldw = K, .y_f32 = yref, .ldy = ldy, .x_mode = mode};
+    if (mode == GEMV_X_NORM) {
+        p.res = res ? r : NULL;
+        p.res_out = res ? rref : NULL;
+        p.xn_out = xn ? nref : NULL;
+        p.norm_w = nw;
+        p.eps = 1e-5f;
+    }
+    assert_int_equal(gemv_params_check(&p), ASA_OK);
+    gemv_bf16_ref(&p);
+    /* the tolerance's scale: |x'| . |W| from the reference's x' */
+    float *scale = calloc(ys, 4);
+    assert_non_null(scale);
+    {
+        double *xr = malloc((size_t)K * sizeof(double));
+        assert_non_null(xr);
+        for (int m = 0; m < M; m++) {
+            for (int k = 0; k < K; k++) {
+                const float *xm = x + (size_t)m * ldx;
+                if (mode == GEMV_X_SILU)
+                    xr[k] = fabs(xm[k] / (1.0 + exp(-(double)xm[k])) * xm[K + k]);
+                else
+                    xr[k] = 4.0 * fabs(nw[k]) *
+                            (fabs(xm[k]) + (res ? fabs(r[(size_t)m * ldx + k]) : 0));
+            }
+            for (int n = 0; n < N; n++) {
+                double sc = 0;
+                for (int k = 0; k < K; k++)
+                    sc += xr[k] * fabs(asa_bf16_to_f32(w[(size_t)n * K + k]));
+                scale[(size_t)m * ldy + n] = (float)sc;
+            }
+        }
+        free(xr);
+    }
+
+    float *dx = kt_dev_upload(x, xs * 4), *dr = kt_dev_upload(r, xs * 4);
+    float *dnw = kt_dev_upload(nw, (size_t)K * 4);
+    uint16_t *dw = kt_dev_upload(w, (size_t)N * K * 2);
+    float *dy = kt_dev_poison(ys * 4), *dro = kt_dev_poison(xs * 4), *dxn = kt_dev_poison(xs * 4);
+    gemv_params d = p;
+    d.x = dx;
+    d.w = dw;
+    d.y_f32 = dy;
+    if (mode == GEMV_X_NORM) {
+        d.res = res ? dr : NULL;
+        d.res_out = res ? dro : NULL;
+        d.xn_out = xn ? dxn : NULL;
+        d.norm_w = dnw;
+    }
+    assert_int_equal(gemv_bf16_cuda_gt(&d, gt, 0), ASA_OK);
+    kt_sync();
+    float *got = malloc(ys * 4), *g2 = malloc(xs * 4);
+    assert_non_null(got);
+    assert_non_null(g2);
+    kt_dev_download(got, dy, ys * 4);
+    for (int m = 0; m < M; m++)
+        for (int64_t j = N; j < ldy; j++) {
+            uint32_t u;
+            memcpy(&u, &got[m * ldy + j], 4);
+            assert_int_equal(u, 0xffffffffu);
+        }
+    kt_check_close("fused y", got, yref, scale, ys, 1e-6, 2e-5);
+    if (mode == GEMV_X_NORM && res) {
+        kt_dev_download(g2, dro, xs * 4);
+        assert_memory_equal(g2, rref, xs * 4); /* K columns exact, padding untouched */
+    }
+    if (mode == GEMV_X_NORM && xn) {
+        kt_dev_download(g2, dxn, xs * 4);
+        kt_check_close("fused xn", g2, nref, NULL, xs, 1e-6, 2e-5);
+    }
+    kt_dev_free(dx);
+    kt_dev_free(dr);
+    kt_dev_free(dnw);
+    kt_dev_free(dw);
+    kt_dev_free(dy);
+    kt_dev_free(dro);
+    kt_dev_free(dxn);
+    free(x);
+    free(r);
+    free(nw);
+    free(w);
+    free(yref);
+    free(rref);
+    free(nref);
+    free(scale);
+    free(got);
+    free(g2);
+}
+
+static void test_fused(void **state) {
+    (void)state;
+    run_fused(GEMV_X_NORM, 1, 19, 136, true, true, 0);
+    run_fused(GEMV_X_NORM, 2, 37, 1032, true, false, 64);
+    run_fused(GEMV_X_NORM, 1, 9, 264, false, true, 256);
+    run_fused(GEMV_X_NORM, 3, 5, 40, false, false, 32);
+    run_fused(GEMV_X_SILU, 1, 21, 328, false, false, 0);
+    run_fused(GEMV_X_SILU, 2, 7, 72, false, false, 128);
+    if (kt_quick())
+        return;
+    run_fused(GEMV_X_NORM, 1, 3296, 2048, true, true, 0);
+    run_fused(GEMV_X_NORM, 2, 2051, 4096, true, true, 0);
+    run_fused(GEMV_X_SILU, 1, 2048, 5632, false, false, 0);
+    run_fused(GEMV_X_SILU, 2, 1029, 5632, false, false, 0);
+    run_fused(GEMV_X_SILU, 4, 300, 3000, false, false, 32);
+}
+
 static void test_checks(void **state) {
     (void)state;
     void *buf = kt_dev_alloc(1 << 20);
@@ -257,6 +391,31 @@ static void test_checks(void **state) {
     assert_int_equal(gemv_bf16_cuda(&b, 0), ASA_EINVAL);
     assert_int_equal(gemv_bf16_cuda(NULL, 0), ASA_EINVAL);
     assert_int_equal(gemv_bf16_cuda_gt(&ok, 16, 0), ASA_EINVAL);
+    /* fused modes: f32 x, M * K bounded, aliasing of the residual output */
+    b = ok;
+    b.x_mode = GEMV_X_SILU;
+    assert_int_equal(gemv_params_check(&b), ASA_EINVAL); /* ldx < 2K */
+    b.ldx = 32;
+    assert_int_equal(gemv_params_check(&b), ASA_OK);
+    b.x_type = KC_BF16;
+    assert_int_equal(gemv_params_check(&b), ASA_EINVAL);
+    b = ok;
+    b.x_mode = GEMV_X_NORM;
+    assert_int_equal(gemv_params_check(&b), ASA_EINVAL); /* no norm weight */
+    b.norm_w = (const float *)((char *)buf + 16384);
+    b.eps = 1e-6f;
+    assert_int_equal(gemv_params_check(&b), ASA_OK);
+    b.res = (const float *)((char *)buf + 20480);
+    assert_int_equal(gemv_params_check(&b), ASA_EINVAL); /* res without res_out */
+    b.res_out = (float *)b.res;
+    assert_int_equal(gemv_params_check(&b), ASA_EINVAL); /* in place: a race */
+    b.res_out = (float *)((char *)buf + 24576);
+    assert_int_equal(gemv_params_check(&b), ASA_OK);
+    b.M = 4;
+    b.K = 4096;
+    b.ldx = 4096;
+    b.ldw = 4096;
+    assert_int_equal(gemv_params_check(&b), ASA_EINVAL); /* M * K over the shared memory */
     kt_sync();
     kt_dev_free(buf);
 }
@@ -268,6 +427,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_fused),
         cmocka_unit_test(test_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,7 +36,8 @@
 #      as CUDA graphs, the default); again with ASA_CUDA_TIMING=1 and
 #      ASA_CUDA_GRAPHS=0 (GPU time of products / attention / rest per eager
 #      step), with ASA_CUDA_GRAPHS=0 alone (eager decode); then prefill of
-#      8k and decode at 8k context; then 1k with ASA_CUDA_GEMV_ROWS=16 (GEMV
+#      8k and decode at 8k context; 1k with ASA_CUDA_PDL=0 and with
+#      ASA_CUDA_FUSE=0; then 1k with ASA_CUDA_GEMV_ROWS=16 (GEMV
 #      for every product of up to 16 rows; the default stops at 2)
 # and prints a short table last.  Exit status: 0 when every check that ran
 # passed.
@@ -142,11 +143,25 @@ unset ASA_CUDA_TIMING
 run bench_1.3b_ctx1k_eager 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_GRAPHS
 run bench_1.3b_ctx8k 90 "$T/bench_cuda_engine" 8192 20
+# decode without programmatic dependent launch, then without the fused
+# decode kernels (norms in the GEMV prologues, SiLU in the down GEMV, rope +
+# absorb, merges and block choice in the last blocks): what each is worth
+export ASA_CUDA_PDL=0
+run bench_1.3b_ctx1k_nopdl 90 "$T/bench_cuda_engine" 1024 20
+unset ASA_CUDA_PDL
+export ASA_CUDA_FUSE=0
+run bench_1.3b_ctx1k_nofuse 90 "$T/bench_cuda_engine" 1024 20
+unset ASA_CUDA_FUSE
 # products of 3..16 rows through the GEMV instead of cuBLAS (the previous
 # default; kernel lab: cuBLAS stays flat in M where the GEMV grows)
 export ASA_CUDA_GEMV_ROWS=16
 run bench_1.3b_ctx1k_gemv16 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_GEMV_ROWS
+# the engine against the CPU with both off (tells a PDL/fusion fault from
+# another one when engine_vs_cpu fails)
+export ASA_CUDA_PDL=0 ASA_CUDA_FUSE=0
+run engine_vs_cpu_plain 150 "$T/test_cuda_engine"
+unset ASA_CUDA_PDL ASA_CUDA_FUSE
 
 {
     echo
@@ -156,7 +171,7 @@ unset ASA_CUDA_GEMV_ROWS
     [ -f "$OUT/bench_attn_mma.log" ] && echo "[bench_attn_mma]" &&
         grep -E "^(local|cmp|slc)" "$OUT/bench_attn_mma.log"
     for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_eager bench_1.3b_ctx8k \
-        bench_1.3b_ctx1k_gemv16; do
+        bench_1.3b_ctx1k_nopdl bench_1.3b_ctx1k_nofuse bench_1.3b_ctx1k_gemv16; do
         [ -f "$OUT/$f.log" ] && echo "[$f]"
         [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes)|timing, " "$OUT/$f.log" |
             sed -e "s/^.*INFO  \[cuda\] /  /"

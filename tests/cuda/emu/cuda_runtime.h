@@ -14,6 +14,7 @@ using std::isnan; using std::min; using std::max;
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __noinline__
 #define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
@@ -31,8 +32,11 @@ inline float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f;
 inline uint32_t __float_as_uint(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 template <class T> T __ldg(const T *p) { return *p; }
+template <class T> T __ldcg(const T *p) { return *p; }
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 void __syncthreads();
-inline void __syncwarp(unsigned = 0xffffffffu) {}
+void __syncwarp(unsigned = 0xffffffffu); /* a barrier of the 32 lanes */
 inline float __expf(float x) { return expf(x); }
 void emu_warp_exchange(uint64_t *v, int o);
 /* every lane of the calling warp: all[l] = lane l's v (the emulated MMA and
@@ -41,7 +45,25 @@ void emu_warp_all(uint64_t v, uint64_t *all);
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) {
     uint64_t u = 0; memcpy(&u, &v, sizeof v); emu_warp_exchange(&u, o); memcpy(&v, &u, sizeof v); return v;
 }
+void emu_warp_read(uint64_t *v, int src);
+template <class T> T __shfl_sync(unsigned, T v, int src) {
+    uint64_t u = 0; memcpy(&u, &v, sizeof v); emu_warp_read(&u, src); memcpy(&v, &u, sizeof v); return v;
+}
 void emu_launch(std::function<void()> f, dim3 grid, dim3 block);
 inline void emu_launch(std::function<void()> f, dim3 grid, dim3 block, size_t, cudaStream_t) { emu_launch(f, grid, block); }
 inline void emu_launch(std::function<void()> f, dim3 grid, dim3 block, size_t) { emu_launch(f, grid, block); }
+/* cudaLaunchKernelEx (kc_launch): runs the kernel like a <<<>>> launch; the
+ * PDL attribute means nothing here (blocks run one after another) */
+enum cudaLaunchAttributeID { cudaLaunchAttributeProgrammaticStreamSerialization = 5 };
+struct cudaLaunchAttributeValue { unsigned programmaticStreamSerializationAllowed; };
+struct cudaLaunchAttribute { cudaLaunchAttributeID id; cudaLaunchAttributeValue val; };
+struct cudaLaunchConfig_t {
+    dim3 gridDim, blockDim; size_t dynamicSmemBytes; cudaStream_t stream;
+    cudaLaunchAttribute *attrs; unsigned numAttrs;
+};
+template <typename... E, typename... A>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t *c, void (*k)(E...), A &&...a) {
+    emu_launch([&]() { k(a...); }, c->gridDim, c->blockDim);
+    return 0;
+}
 #endif

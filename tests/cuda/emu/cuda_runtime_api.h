@@ -8,6 +8,7 @@ extern "C" {
 #endif
 typedef int cudaError_t;
 #define cudaSuccess 0
+#define cudaErrorInvalidValue 1
 typedef void *cudaStream_t;
 typedef enum { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 } cudaMemcpyKind;
 cudaError_t cudaGetDeviceCount(int *n);

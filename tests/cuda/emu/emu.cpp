@@ -28,6 +28,15 @@ void emu_warp_all(uint64_t v, uint64_t *all) {
     memcpy(all, g_slots[w], sizeof g_slots[w]);
     g_warp[w]->arrive_and_wait();
 }
+void __syncwarp(unsigned) { g_warp[threadIdx.x >> 5]->arrive_and_wait(); }
+void emu_warp_read(uint64_t *v, int src) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    g_slots[w][lane] = *v;
+    g_warp[w]->arrive_and_wait();
+    uint64_t r = g_slots[w][src & 31];
+    g_warp[w]->arrive_and_wait();
+    *v = r;
+}
 void emu_launch(std::function<void()> f, dim3 grid, dim3 block) {
     gridDim = grid; blockDim = block;
     int nt = block.x;

@@ -12,7 +12,7 @@
 # (the default here) runs the small shapes in minutes.
 # Kernel launches must be on one line: `name<...><<<grid, block[, smem[,
 # stream]]>>>(args);` (rewritten to emu_launch); `extern __shared__ float
-# h[];` becomes a static array.
+# NAME[];` becomes a static array.
 #
 # Usage: tools/gpu/emu/run_emulated.sh [op ...]   (default: all four ops)
 set -eu
@@ -28,7 +28,7 @@ CC="gcc -std=c11 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common -I$R/tests/kerne
 objs=()
 for f in gemv rmsnorm silu_mul topn; do
   sed -E 's/^(\s*)(.*)<<<(.*)>>>\((.*)\);/\1emu_launch([\&]() { \2(\4); }, \3);/;
-          s/extern __shared__ float h\[\];/static float h[8192];/' \
+          s/extern __shared__ float (\w+)\[\];/static float \1[65536];/' \
     "$R/kernels/cuda/$f.cu" > "$W/$f.cpp"
   $CXX -c "$W/$f.cpp" -o "$W/$f.o"
   objs+=("$W/$f.o")

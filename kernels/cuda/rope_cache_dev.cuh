@@ -1,0 +1,67 @@
+/*
+ * kernels/cuda/rope_cache_dev.cuh - the per-token work of rope_cache (contract
+ * in rope_cache_cuda.h), shared by rope_cache.cu's kernel and the fused
+ * rope + absorb launch of cb_ops.cu.  Any block size that is a multiple of
+ * 32: the results do not depend on it (elementwise rotations; each latent
+ * group's sum of squares is one warp's, lane-strided, then a butterfly).
+ */
+#ifndef ASA_ROPE_CACHE_DEV_CUH
+#define ASA_ROPE_CACHE_DEV_CUH
+
+#include "kcuda_int.cuh"
+#include "rope_cache_cuda.h"
+
+__device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, int t) {
+    const int half = p.dR / 2, G = p.G, dg = p.dg, nth = (int)blockDim.x;
+    const int pos = p.tok_pos[t];
+    float *row = p.qa + (int64_t)t * p.ld_qa;
+    const float *a = row + (int64_t)p.H * (p.dh + p.dR);
+    const float *cs = p.cosv + (int64_t)pos * half, *sn = p.sinv + (int64_t)pos * half;
+    const int64_t S = (int64_t)G * dg + p.dR;
+    uint16_t *ent = p.kv + (int64_t)p.tab[p.seq_toff[p.tok_seq[t]] + pos / p.B] * p.page_elems +
+                    p.layer_off + (int64_t)(pos % p.B) * S;
+    for (int i = threadIdx.x; i < (p.H + 1) * half; i += nth) {
+        const int h = i / half, k = i % half;
+        const float c = cs[k], s = sn[k];
+        if (h < p.H) {
+            float *v = row + (int64_t)h * (p.dh + p.dR) + p.dh;
+            const float x = v[k], y = v[k + half];
+            v[k] = x * c - y * s;
+            v[k + half] = x * s + y * c;
+        } else {
+            const float *v = a + (int64_t)G * dg;
+            const float x = v[k], y = v[k + half];
+            ent[G * dg + k] = kc_f32_bf16(x * c - y * s);
+            ent[G * dg + k + half] = kc_f32_bf16(x * s + y * c);
+        }
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int g = warp; g < G; g += nth / 32) {
+        const float *x = a + (int64_t)g * dg;
+        float ss = 0.0f;
+        for (int e = lane; e < dg; e += 32)
+            ss = fmaf(x[e], x[e], ss);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        const float r = 1.0f / sqrtf(ss / (float)dg + p.eps);
+        for (int e = lane; e < dg; e += 32)
+            ent[g * dg + e] = kc_f32_bf16((x[e] * r) * p.norm_w[g * dg + e]);
+    }
+    if (p.compress && (pos + 1) % p.B == 0) { /* uniform in the block */
+        /* the entry just written is the block's last: its compressed entry
+         * as compress_kernel computes it (the writes above are visible to
+         * the block after the barrier) */
+        __syncthreads();
+        const uint16_t *base = ent - (int64_t)(p.B - 1) * S;
+        uint16_t *cmp = ent + S;
+        for (int e = threadIdx.x; e < S; e += nth) {
+            float s = 0.0f;
+            for (int k = 0; k < p.B; k++)
+                s += kc_bf16_f32(base[(int64_t)k * S + e]);
+            cmp[e] = kc_f32_bf16(s / (float)p.B);
+        }
+    }
+}
+
+#endif /* ASA_ROPE_CACHE_DEV_CUH */
