@@ -21,6 +21,14 @@ void emu_warp_exchange(uint64_t *v, int o) {
     g_warp[w]->arrive_and_wait();
     *v = r;
 }
+void emu_warp_read(uint64_t *v, int src) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    g_slots[w][lane] = *v;
+    g_warp[w]->arrive_and_wait();
+    uint64_t r = g_slots[w][src];
+    g_warp[w]->arrive_and_wait();
+    *v = r;
+}
 void emu_launch(std::function<void()> f, dim3 grid, dim3 block) {
     gridDim = grid; blockDim = block;
     int nt = block.x;
