@@ -59,4 +59,6 @@ fi
 echo "emulation binaries in $W"
 "$W/bench" 64 4 tiny > "$W/b.log" 2>&1 || rc=1
 tail -3 "$W/b.log"
+"$W/bench" sample 2 > "$W/s.log" 2>&1 || rc=1
+tail -2 "$W/s.log"
 exit $rc
