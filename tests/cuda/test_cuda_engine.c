@@ -735,7 +735,7 @@ static void test_fixture(void **st) {
                          i % ns, td[i], th[i]);
             for (int j = 0; j < 4; j++) {
                 const float a = ld[i * 4 + j], h = lh[i * 4 + j];
-                if (a != h && !(fabsf(a - h) <= 1.5f * fabsf(h) * FLT_EPSILON))
+                if (a != h && !(fabsf(a - h) <= fmaxf(1.5f * fabsf(h) * FLT_EPSILON, 1e-15f)))
                     fail_msg("%s: sampled step %d: logprob %d: device %.9g, host %.9g", dir, i,
                              j, a, h);
             }
