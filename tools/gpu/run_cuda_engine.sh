@@ -29,7 +29,9 @@
 #   3. the kernels/cuda unit tests of the other kernels, when built
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
-#   5. bench_cuda_engine   asa-1.3b shape, random weights: prefill of 1k
+#   5. bench_cuda_engine sample: the sampler alone at V 32000, batch 1 and
+#      64, host path (logits copy + eng_sample) vs sample_cuda
+#      bench_cuda_engine   asa-1.3b shape, random weights: prefill of 1k
 #      tokens, decode step at batch 1 and 8 with 1k context (decode steps
 #      as CUDA graphs, the default); again with ASA_CUDA_TIMING=1 and
 #      ASA_CUDA_GRAPHS=0 (GPU time of products / attention / rest per eager
@@ -127,6 +129,7 @@ else
     ROWS+=("$(printf '%-26s %-7s %s' memcheck_kernels SKIP "compute-sanitizer not found")")
 fi
 
+run bench_sample 60 "$T/bench_cuda_engine" sample 50
 run bench_1.3b_ctx1k 90 "$T/bench_cuda_engine" 1024 20
 # the same with CUDA events between phases (GPU time per category, logged;
 # eager steps: graphs off)
@@ -148,10 +151,10 @@ unset ASA_CUDA_GEMV_ROWS
     echo "== run_cuda_engine summary ($GPU) =="
     for r in "${ROWS[@]}"; do echo "$r"; done
     echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
-    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_eager bench_1.3b_ctx8k \
+    for f in bench_sample bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_eager bench_1.3b_ctx8k \
         bench_1.3b_ctx1k_gemv16; do
         [ -f "$OUT/$f.log" ] && echo "[$f]"
-        [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes)|timing, " "$OUT/$f.log" |
+        [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes|sample )|timing, " "$OUT/$f.log" |
             sed -e "s/^.*INFO  \[cuda\] /  /"
     done
 } | tee -a "$LOG"
