@@ -53,7 +53,9 @@
  * SAMPLE_MAX_V and invalid parameters take the host path.
  * ASA_CUDA_GPU_SAMPLE=0 at create: the previous split, rows that need only
  * a greedy token and raw logprobs on the device (topn_cuda), every other
- * row copied to the host and sampled with eng_sample.
+ * row copied to the host and sampled with eng_sample; =2: plain greedy rows
+ * by topn_cuda (logprobs to ~1e-6 instead of eng_sample's bits), the other
+ * device rows by sample_cuda (to compare the two greedy paths' speed).
  *
  * Selection-share state (per slot, global layer, latent group: top_n block
  * ids and a count) lives on the device; the anchor position per slot is
@@ -238,7 +240,9 @@ typedef struct cu_be {
      * of rows, rows [LR] | bias ids | bias values | penalty ids, packed in
      * h_smp and uploaded to d_smp; smp_cnt [LR][V] the kernel's zeroed
      * count scratch; dev_row [LR] marks the chunk's device rows */
-    bool gpu_sample;
+    int gpu_sample;            /* 0 off, 1 every device row by sample_cuda,
+                                  2 greedy rows by topn_cuda, the others by
+                                  sample_cuda (ASA_CUDA_GPU_SAMPLE) */
     unsigned char *h_smp, *d_smp;
     size_t smp_bytes;
     uint32_t *smp_cnt;
@@ -728,7 +732,9 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc(&c->topn_ws, topn_workspace_size(lr, V))))
         return asa_errf(eb, err, "cuda backend: device memory");
     const char *gs = getenv("ASA_CUDA_GPU_SAMPLE");
-    c->gpu_sample = !(gs && strcmp(gs, "0") == 0) && V >= SAMPLE_MAX_N && V <= SAMPLE_MAX_V;
+    c->gpu_sample = gs && strcmp(gs, "0") == 0 ? 0 : gs && strcmp(gs, "2") == 0 ? 2 : 1;
+    if (V < SAMPLE_MAX_N || V > SAMPLE_MAX_V)
+        c->gpu_sample = 0;
     c->dev_row = calloc((size_t)lr, sizeof *c->dev_row);
     if (!c->dev_row)
         return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
@@ -1303,20 +1309,29 @@ static bool cu__device_sample(cu_be *c, const eng_seq_step *s) {
 
 /* Packs the sample_cuda rows of the chunk's logits rows r0 .. r0+n (rows
  * not marked in c->dev_row are skipped), uploads them with one copy and
- * launches the kernel; results as topn_cuda's in c->sres. */
-static asa_err cu__sample_launch(cu_be *c, const eng_batch *b, int r0, int n, int ntop) {
+ * launches the kernel; results as topn_cuda's in c->sres.  gpu_sample 2:
+ * topn_cuda (tp) first for every row, then sample_cuda overwrites the rows
+ * that are not plain greedy. */
+static asa_err cu__sample_launch(cu_be *c, const eng_batch *b, int r0, int n, int ntop,
+                                 const topn_params *tp) {
     const size_t ob = cu__al((size_t)n * sizeof(sample_row));
     const size_t ov = ob + (size_t)c->smp_nb * 4, ot = cu__al(ov + (size_t)c->smp_nb * 4);
     sample_row *rows = (sample_row *)c->h_smp;
     int32_t *bid = (int32_t *)(c->h_smp + ob), *toks = (int32_t *)(c->h_smp + ot);
     float *bv = (float *)(c->h_smp + ov);
     int nb = 0, nt = 0;
+    bool any_topn = false, any_smp = false;
     for (int r = 0; r < n; r++) {
         rows[r] = (sample_row){.skip = 1};
         if (!c->dev_row[r])
             continue;
         const eng_seq_step *s = &b->seqs[c->h_seq[c->rows[r0 + r]]];
         const eng_sampling *sp = s->sp;
+        if (c->gpu_sample == 2 && cu__device_greedy(s)) {
+            any_topn = true;
+            continue;
+        }
+        any_smp = true;
         const bool rep = sp->repetition_penalty != 1.0f;
         const bool lists = (rep && s->n_prompt + s->n_output > 0) ||
                            ((sp->frequency_penalty != 0 || sp->presence_penalty != 0) &&
@@ -1340,6 +1355,10 @@ static asa_err cu__sample_launch(cu_be *c, const eng_batch *b, int r0, int n, in
             memcpy(toks + nt + np, s->output, (size_t)no * 4);
         nt += np + no;
     }
+    if (any_topn)
+        CU_OK(topn_cuda(tp, c->st));
+    if (!any_smp)
+        return ASA_OK;
     CU_TRY(cudaMemcpyAsync(c->d_smp, c->h_smp, ot + (size_t)nt * 4, cudaMemcpyHostToDevice,
                            c->st));
     int32_t *d_tok = c->sres;
@@ -1424,7 +1443,8 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
             any_host = true;
         }
         if (any_dev) {
-            CU_OK(c->gpu_sample ? cu__sample_launch(c, b, r0, n, ntop) : topn_cuda(&tp, c->st));
+            CU_OK(c->gpu_sample ? cu__sample_launch(c, b, r0, n, ntop, &tp)
+                                : topn_cuda(&tp, c->st));
             CU_TRY(cudaMemcpyAsync(c->h_sres, c->sres, (size_t)n * (2 + 2 * ntop) * 4,
                                    cudaMemcpyDeviceToHost, c->st));
         }

@@ -37,7 +37,8 @@
 #      ASA_CUDA_GRAPHS=0 (GPU time of products / attention / rest per eager
 #      step), with ASA_CUDA_GRAPHS=0 alone (eager decode); then prefill of
 #      8k and decode at 8k context; then 1k with ASA_CUDA_GEMV_ROWS=16 (GEMV
-#      for every product of up to 16 rows; the default stops at 2)
+#      for every product of up to 16 rows; the default stops at 2); then
+#      1k with ASA_CUDA_GPU_SAMPLE=2 (greedy rows by topn_cuda, as before)
 # and prints a short table last.  Exit status: 0 when every check that ran
 # passed.
 set -u
@@ -145,6 +146,11 @@ run bench_1.3b_ctx8k 90 "$T/bench_cuda_engine" 8192 20
 export ASA_CUDA_GEMV_ROWS=16
 run bench_1.3b_ctx1k_gemv16 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_GEMV_ROWS
+# greedy decode rows through topn_cuda (the path before sample_cuda; the
+# default samples every row with sample_cuda)
+export ASA_CUDA_GPU_SAMPLE=2
+run bench_1.3b_ctx1k_topn 90 "$T/bench_cuda_engine" 1024 20
+unset ASA_CUDA_GPU_SAMPLE
 
 {
     echo
@@ -152,7 +158,7 @@ unset ASA_CUDA_GEMV_ROWS
     for r in "${ROWS[@]}"; do echo "$r"; done
     echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
     for f in bench_sample bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_eager bench_1.3b_ctx8k \
-        bench_1.3b_ctx1k_gemv16; do
+        bench_1.3b_ctx1k_gemv16 bench_1.3b_ctx1k_topn; do
         [ -f "$OUT/$f.log" ] && echo "[$f]"
         [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes|sample )|timing, " "$OUT/$f.log" |
             sed -e "s/^.*INFO  \[cuda\] /  /"
