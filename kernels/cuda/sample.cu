@@ -13,7 +13,7 @@
  *   claiming thread per distinct token applies repetition then
  *   frequency/presence, the marks are cleared again), adjusted max;
  *   e_i = exp((w_i - max) * (1/T)) in place;
- *   top-k: radix select of the k-th largest e (bit patterns, 4 x 8 bits),
+ *   top-k: radix select of the k-th largest e (bit patterns, 4 digits),
  *   ties to the lower ids; top-p: radix select weighted by e of the value
  *   where the mass from the top reaches top_p * total, ties in id order
  *   while the mass before them is below the goal; min-p as a compare;
@@ -185,19 +185,25 @@ __device__ int block_min_int(int v, smem_t &sh) {
     return v;
 }
 
-/* Radix selection over keys (0 = not a candidate): the largest key t with
- * W(keys >= t) >= goal, where W counts (mass == false) or adds fx of the
- * float whose bits are the key.  *above = W(keys > t).  False when no key
- * reaches the goal. */
+/* Radix selection over keys (0 = not a candidate) below 2^top: the largest
+ * key t with W(keys >= t) >= goal, where W counts (mass == false) or adds
+ * fx of the float whose bits are the key.  *above = W(keys > t).  False
+ * when no key reaches the goal.  Digits of 8, 8, 8 and top - 24 bits from
+ * the top (probabilities in (0, 1] have top = 30: the first digit then
+ * splits each binade in two, spreading the histogram atomics). */
 template <class KeyF>
-__device__ bool radix_select(KeyF key, int i0, int i1, bool mass, u128 goal, smem_t &sh,
-                             uint32_t *t, u128 *above) {
+__device__ bool radix_select(KeyF key, int i0, int i1, int top, bool mass, u128 goal,
+                             smem_t &sh, uint32_t *t, u128 *above) {
     const int tid = threadIdx.x;
     uint32_t prefix = 0;
     u128 cum = 0;
+    int hi = top;
     for (int lvl = 0; lvl < 4; lvl++) {
-        const int shift = 24 - 8 * lvl;
-        const uint32_t mask = lvl == 0 ? 0u : 0xffffffffu << (shift + 8);
+        const int width = lvl < 3 ? 8 : top - 24;
+        const int shift = hi - width;
+        const uint32_t mask = hi >= 32 ? 0u : 0xffffffffu << hi;
+        const uint32_t dmask = (1u << width) - 1u;
+        hi = shift;
         __syncthreads(); /* the previous pass's readers are done */
         for (int d = tid; d < 256; d += NT) {
             sh.cnt[d] = 0;
@@ -208,12 +214,15 @@ __device__ bool radix_select(KeyF key, int i0, int i1, bool mass, u128 goal, sme
         for (int i = i0; i < i1; i++) {
             const uint32_t k = key(i);
             if (k && (k & mask) == prefix) {
-                const int d = (int)(k >> shift & 255u);
+                const int d = (int)(k >> shift & dmask);
                 atomicAdd(&sh.cnt[d], 1u);
                 if (mass) {
                     const u128 f = fx(__uint_as_float(k));
-                    atomicAdd(&sh.hh[d], (u64)(f >> 32));
-                    atomicAdd(&sh.hl[d], (u64)(f & 0xffffffffu));
+                    const u64 fh = (u64)(f >> 32), fl = (u64)(f & 0xffffffffu);
+                    if (fh) /* e < 2^-32 (most of a peaked row) adds one half only */
+                        atomicAdd(&sh.hh[d], fh);
+                    if (fl)
+                        atomicAdd(&sh.hl[d], fl);
                 }
             }
         }
@@ -326,7 +335,7 @@ __global__ void __launch_bounds__(NT, 1) sample_kernel(const sample_params p, in
         auto rk = [&](int i) { return lkey(w[i]); };
         uint32_t t = 0;
         u128 above = 0;
-        radix_select(rk, i0, i1, false, (u128)nlp, sh, &t, &above); /* V >= n: found */
+        radix_select(rk, i0, i1, 32, false, (u128)nlp, sh, &t, &above); /* V >= n: found */
         const int need = nlp - (int)above;
         const int tb = tie_base(rk, i0, i1, t, sh);
         int mine = 0, q = tb;
@@ -426,7 +435,7 @@ __global__ void __launch_bounds__(NT, 1) sample_kernel(const sample_params p, in
             if (rw.top_k > 0 && rw.top_k < V) {
                 uint32_t t;
                 u128 above;
-                if (radix_select(ek, i0, i1, false, (u128)rw.top_k, sh, &t, &above)) {
+                if (radix_select(ek, i0, i1, 30, false, (u128)rw.top_k, sh, &t, &above)) {
                     const int need = rw.top_k - (int)above;
                     int q = tie_base(ek, i0, i1, t, sh);
                     for (int i = i0; i < i1; i++) {
@@ -449,7 +458,7 @@ __global__ void __launch_bounds__(NT, 1) sample_kernel(const sample_params p, in
                 const u128 goal = psh >= 128 ? (u128)0 : (total * pm) >> psh;
                 uint32_t t;
                 u128 above;
-                if (radix_select(ek, i0, i1, true, goal, sh, &t, &above)) {
+                if (radix_select(ek, i0, i1, 30, true, goal, sh, &t, &above)) {
                     const u128 ft = fx(__uint_as_float(t));
                     int q = tie_base(ek, i0, i1, t, sh);
                     for (int i = i0; i < i1; i++) {

@@ -7,7 +7,7 @@
  * id order, and the raw logprobs (log_softmax of the logits as given) of
  * the chosen token and of the top n.  No sort of the row: the row lives in
  * shared memory; top-k, top-p and top-n are radix selections over the float
- * bit patterns (4 passes of 8 bits), ties resolved in id order by a block
+ * bit patterns (4 passes of 8 or 6 bits), ties resolved in id order by a block
  * scan.
  *
  * Agreement with eng_sample.  Every float operation on the logits (clean,
