@@ -50,10 +50,20 @@
  * 64; ASA_CUDA_MMA=0: never) run on tensor cores instead (attn_mma: bf16
  * queries and probabilities, f32 sums), except in batch-invariant mode.
  *
- * Sampling: rows that need only a greedy token and raw logprobs (no bias,
- * penalties or logits output) are sampled on the device by topn_cuda; every
- * other row is copied to the host and sampled with eng_sample, so the
- * conventions are exactly the CPU engine's.
+ * Sampling (default): every row that samples without returning logits is
+ * sampled on the device by sample_cuda (kernels/cuda/sample_cuda.h: the
+ * stages of eng_sample with the same float operations and the same counter
+ * RNG; only the token and its logprobs come back).  Its parameters, bias
+ * entries and penalty token lists (prompt and output ids, as eng_sample
+ * gets them) are packed per chunk of logits rows into one pinned buffer and
+ * uploaded with one copy into a fixed device buffer; rows that do not fit
+ * it (CU_SAMPLE_TOKS ids, CU_SAMPLE_BIAS entries), vocabularies above
+ * SAMPLE_MAX_V and invalid parameters take the host path.
+ * ASA_CUDA_GPU_SAMPLE=0 at create: the previous split, rows that need only
+ * a greedy token and raw logprobs on the device (topn_cuda), every other
+ * row copied to the host and sampled with eng_sample; =2: plain greedy rows
+ * by topn_cuda (logprobs to ~1e-6 instead of eng_sample's bits), the other
+ * device rows by sample_cuda (to compare the two greedy paths' speed).
  *
  * Selection-share state (per slot, global layer, latent group: top_n block
  * ids and a count) lives on the device; the anchor position per slot is
@@ -120,6 +130,7 @@
 #include "gemv_cuda.h"
 #include "rmsnorm_cuda.h"
 #include "rope_cache_cuda.h"
+#include "sample_cuda.h"
 #include "silu_mul_cuda.h"
 #include "topn_cuda.h"
 
@@ -129,6 +140,8 @@
 #define CU_SPLIT_TILES 8 /* key tiles per block of a split decode launch, about */
 #define CU_MAX_MARKS 1024 /* timing events per step (ASA_CUDA_TIMING) */
 #define CU_MAX_GRAPHS 160 /* (padded batch, context bucket) graphs; then eager */
+#define CU_SAMPLE_TOKS (1 << 20) /* penalty list ids per chunk of rows (sample_cuda) */
+#define CU_SAMPLE_BIAS 65536     /* logit bias entries per chunk of rows */
 
 /* GPU time categories of ASA_CUDA_TIMING */
 enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
@@ -294,6 +307,18 @@ typedef struct cu_be {
      * block on the device (sres) and its pinned copy (h_sres) */
     void *sres, *h_sres, *topn_ws;
     float *samp;               /* [2V] sampler scratch */
+    /* device sampling (sample_cuda; ASA_CUDA_GPU_SAMPLE=0 off): per chunk
+     * of rows, rows [LR] | bias ids | bias values | penalty ids, packed in
+     * h_smp and uploaded to d_smp; smp_cnt [LR][V] the kernel's zeroed
+     * count scratch; dev_row [LR] marks the chunk's device rows */
+    int gpu_sample;            /* 0 off, 1 every device row by sample_cuda,
+                                  2 greedy rows by topn_cuda, the others by
+                                  sample_cuda (ASA_CUDA_GPU_SAMPLE) */
+    unsigned char *h_smp, *d_smp;
+    size_t smp_bytes;
+    uint32_t *smp_cnt;
+    bool *dev_row;
+    int smp_nb, smp_nt;        /* bias entries, ids of the chunk's device rows */
     unsigned char *h_meta, *d_meta; /* pinned / device metadata buffer */
     size_t meta_cap, meta_used;
     int *rows, *seq_tok0;      /* host [T], [max_seqs] */
@@ -546,6 +571,11 @@ static void cuda_destroy(void *p) {
     cudaFree(c->mcnt);
     cudaFree(c->sres);
     cudaFree(c->topn_ws);
+    cudaFree(c->d_smp);
+    cudaFree(c->smp_cnt);
+    if (c->h_smp)
+        cudaFreeHost(c->h_smp);
+    free(c->dev_row);
     if (c->h_sres)
         cudaFreeHost(c->h_sres);
     cudaFree(c->hrows);
@@ -860,6 +890,23 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     if ((err = cu__malloc(&c->sres, sres_bytes)) ||
         (err = cu__malloc(&c->topn_ws, topn_workspace_size(lr, V))))
         return asa_errf(eb, err, "cuda backend: device memory");
+    const char *gs = getenv("ASA_CUDA_GPU_SAMPLE");
+    c->gpu_sample = gs && strcmp(gs, "0") == 0 ? 0 : gs && strcmp(gs, "2") == 0 ? 2 : 1;
+    if (V < SAMPLE_MAX_N || V > SAMPLE_MAX_V)
+        c->gpu_sample = 0;
+    c->dev_row = calloc((size_t)lr, sizeof *c->dev_row);
+    if (!c->dev_row)
+        return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
+    if (c->gpu_sample) {
+        c->smp_bytes = cu__al((size_t)lr * sizeof(sample_row)) +
+                       cu__al((size_t)CU_SAMPLE_BIAS * 8) + (size_t)CU_SAMPLE_TOKS * 4 + 64;
+        if (cudaMallocHost((void **)&c->h_smp, c->smp_bytes) != cudaSuccess)
+            return asa_errf(eb, ASA_ENOMEM, "cuda backend: pinned memory");
+        if ((err = cu__malloc((void **)&c->d_smp, c->smp_bytes)) ||
+            (err = cu__malloc((void **)&c->smp_cnt, (size_t)lr * V * 4)))
+            return asa_errf(eb, err, "cuda backend: device memory");
+        CU_TRY(cudaMemset(c->smp_cnt, 0, (size_t)lr * V * 4));
+    }
     /* metadata: 9 token arrays, 4 per-sequence arrays, completed blocks,
      * two block tables */
     size_t ntab = (size_t)c->max_seqs * (c->nb_max + 1);
@@ -1502,6 +1549,112 @@ static bool cu__device_greedy(const eng_seq_step *s) {
            sp->frequency_penalty == 0.0f;
 }
 
+/* Device sampling (sample_cuda) of a row, as eng_sample would accept it
+ * (the host path reports invalid parameters), within the chunk's room for
+ * bias entries and penalty ids (counted in c->smp_nb, c->smp_nt). */
+static bool cu__device_sample(cu_be *c, const eng_seq_step *s) {
+    const eng_sampling *sp = s->sp;
+    const int V = c->V;
+    if (!s->sample || s->logits_out || !(sp->temperature >= 0) ||
+        !(sp->top_p > 0 && sp->top_p <= 1) || !(sp->min_p >= 0 && sp->min_p <= 1) ||
+        !(sp->repetition_penalty > 0) || !isfinite(sp->presence_penalty) ||
+        !isfinite(sp->frequency_penalty) || sp->n_logprobs < 0 ||
+        sp->n_logprobs > SAMPLE_MAX_N || sp->n_bias < 0 || s->n_prompt < 0 || s->n_output < 0)
+        return false;
+    const bool rep = sp->repetition_penalty != 1.0f;
+    const bool lists = (rep && s->n_prompt + s->n_output > 0) ||
+                       ((sp->frequency_penalty != 0 || sp->presence_penalty != 0) &&
+                        s->n_output > 0);
+    const int nt = lists ? (rep ? s->n_prompt : 0) + s->n_output : 0;
+    if (c->smp_nb + sp->n_bias > CU_SAMPLE_BIAS || c->smp_nt + nt > CU_SAMPLE_TOKS)
+        return false;
+    if (sp->n_bias > 0 && (!sp->bias_ids || !sp->bias_vals))
+        return false;
+    for (int i = 0; i < sp->n_bias; i++)
+        if (sp->bias_ids[i] < 0 || sp->bias_ids[i] >= V || isnan(sp->bias_vals[i]))
+            return false;
+    for (int q = 0; q < 2 && lists; q++) {
+        const int32_t *ids = q == 0 ? s->prompt : s->output;
+        const int n = q == 0 ? (rep ? s->n_prompt : 0) : s->n_output;
+        if (n > 0 && !ids)
+            return false;
+        for (int i = 0; i < n; i++)
+            if (ids[i] < 0 || ids[i] >= V)
+                return false;
+    }
+    c->smp_nb += sp->n_bias;
+    c->smp_nt += nt;
+    return true;
+}
+
+/* Packs the sample_cuda rows of the chunk's logits rows r0 .. r0+n (rows
+ * not marked in c->dev_row are skipped), uploads them with one copy and
+ * launches the kernel; results as topn_cuda's in c->sres.  gpu_sample 2:
+ * topn_cuda (tp) first for every row, then sample_cuda overwrites the rows
+ * that are not plain greedy. */
+static asa_err cu__sample_launch(cu_be *c, const eng_batch *b, int r0, int n, int ntop,
+                                 const topn_params *tp) {
+    const size_t ob = cu__al((size_t)n * sizeof(sample_row));
+    const size_t ov = ob + (size_t)c->smp_nb * 4, ot = cu__al(ov + (size_t)c->smp_nb * 4);
+    sample_row *rows = (sample_row *)c->h_smp;
+    int32_t *bid = (int32_t *)(c->h_smp + ob), *toks = (int32_t *)(c->h_smp + ot);
+    float *bv = (float *)(c->h_smp + ov);
+    int nb = 0, nt = 0;
+    bool any_topn = false, any_smp = false;
+    for (int r = 0; r < n; r++) {
+        rows[r] = (sample_row){.skip = 1};
+        if (!c->dev_row[r])
+            continue;
+        const eng_seq_step *s = &b->seqs[c->h_seq[c->rows[r0 + r]]];
+        const eng_sampling *sp = s->sp;
+        if (c->gpu_sample == 2 && cu__device_greedy(s)) {
+            any_topn = true;
+            continue;
+        }
+        any_smp = true;
+        const bool rep = sp->repetition_penalty != 1.0f;
+        const bool lists = (rep && s->n_prompt + s->n_output > 0) ||
+                           ((sp->frequency_penalty != 0 || sp->presence_penalty != 0) &&
+                            s->n_output > 0);
+        const int np = lists && rep ? s->n_prompt : 0, no = lists ? s->n_output : 0;
+        rows[r] = (sample_row){.temperature = sp->temperature, .top_p = sp->top_p,
+                               .min_p = sp->min_p, .presence = sp->presence_penalty,
+                               .frequency = sp->frequency_penalty,
+                               .repetition = sp->repetition_penalty, .top_k = sp->top_k,
+                               .n_logprobs = sp->n_logprobs, .skip = 0, .n_bias = sp->n_bias,
+                               .bias_off = nb, .n_prompt = np, .n_output = s->n_output,
+                               .tok_off = nt, .seed = sp->seed};
+        if (sp->n_bias > 0) {
+            memcpy(bid + nb, sp->bias_ids, (size_t)sp->n_bias * 4);
+            memcpy(bv + nb, sp->bias_vals, (size_t)sp->n_bias * 4);
+            nb += sp->n_bias;
+        }
+        if (np > 0)
+            memcpy(toks + nt, s->prompt, (size_t)np * 4);
+        if (no > 0)
+            memcpy(toks + nt + np, s->output, (size_t)no * 4);
+        nt += np + no;
+    }
+    if (any_topn)
+        CU_OK(topn_cuda(tp, c->st));
+    if (!any_smp)
+        return ASA_OK;
+    CU_TRY(cudaMemcpyAsync(c->d_smp, c->h_smp, ot + (size_t)nt * 4, cudaMemcpyHostToDevice,
+                           c->st));
+    int32_t *d_tok = c->sres;
+    float *d_lp = (float *)(d_tok + n);
+    int32_t *d_ids = (int32_t *)(d_lp + n);
+    float *d_tlp = (float *)(d_ids + (size_t)n * ntop);
+    sample_params p = {.B = n, .V = c->V, .n_top = ntop, .logits = c->logits, .ld = c->V,
+                       .rows = (const sample_row *)c->d_smp,
+                       .bias_ids = (const int32_t *)(c->d_smp + ob),
+                       .bias_vals = (const float *)(c->d_smp + ov),
+                       .toks = (const int32_t *)(c->d_smp + ot), .counts = c->smp_cnt,
+                       .token = d_tok, .token_lp = d_lp, .top_ids = ntop ? d_ids : NULL,
+                       .top_lp = ntop ? d_tlp : NULL};
+    return sample_cuda(&p, c->st);
+}
+
 static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
     const int V = c->V;
     for (int i = 0; i < b->n_copies; i++) {
@@ -1541,14 +1694,17 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
          * the others (the whole chunk when there is any) */
         bool any_host = false, any_dev = false;
         int ntop = 0;
+        c->smp_nb = c->smp_nt = 0;
         for (int r = 0; r < n; r++) {
             int t = c->rows[r0 + r], i = c->h_seq[t];
+            c->dev_row[r] = false;
             if (i >= b->n_seqs)
                 continue; /* dummy token of a padded step */
             const eng_seq_step *s = &b->seqs[i];
             if (!s->sample && !s->logits_out)
                 continue;
-            if (cu__device_greedy(s)) {
+            c->dev_row[r] = c->gpu_sample ? cu__device_sample(c, s) : cu__device_greedy(s);
+            if (c->dev_row[r]) {
                 any_dev = true;
                 ntop = s->sp->n_logprobs > ntop ? s->sp->n_logprobs : ntop;
             } else {
@@ -1562,12 +1718,13 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
         topn_params tp = {.B = n, .V = V, .n = ntop, .logits = c->logits, .ld = V,
                           .token = d_tok, .token_lp = d_lp, .top_ids = ntop ? d_ids : NULL,
                           .top_lp = ntop ? d_tlp : NULL, .workspace = c->topn_ws};
-        if (any_dev && topn_params_check(&tp) != ASA_OK) {
+        if (any_dev && !c->gpu_sample && topn_params_check(&tp) != ASA_OK) {
             any_dev = false;
             any_host = true;
         }
         if (any_dev) {
-            CU_OK(topn_cuda(&tp, c->st));
+            CU_OK(c->gpu_sample ? cu__sample_launch(c, b, r0, n, ntop, &tp)
+                                : topn_cuda(&tp, c->st));
             CU_TRY(cudaMemcpyAsync(c->h_sres, c->sres, (size_t)n * (2 + 2 * ntop) * 4,
                                    cudaMemcpyDeviceToHost, c->st));
         }
@@ -1586,7 +1743,7 @@ static asa_err cu__step(cu_be *c, const eng_batch *b, eng_seq_result *res) {
             const eng_seq_step *s = &b->seqs[i];
             if (!s->sample && !s->logits_out)
                 continue;
-            if (any_dev && cu__device_greedy(s)) {
+            if (any_dev && c->dev_row[r]) {
                 eng_seq_result *rs = &res[i];
                 rs->token = h_tok[r];
                 rs->logprob = h_lp[r];

@@ -28,6 +28,15 @@
  * BENCH_PROFILE=prefill or =decode limits a profiler started with
  * profiling off (`ncu --profile-from-start off`) to the last prefill or to
  * the timed steps of the last batch.
+ *
+ *   bench_cuda_engine sample [iters=50]
+ *
+ * times the sampler alone at V = 32000 for batches 1 and 64 and four
+ * parameter sets (median of iters): "host" = the engine's host path (copy
+ * of the logits rows to pinned memory, eng_sample per row on one thread),
+ * "device" = its device path (upload of the packed rows and penalty lists,
+ * sample_cuda, copy of tokens and logprobs back; eager launch), "kernel" =
+ * sample_cuda alone (CUDA events), and topn_cuda for the greedy set.
  * Exits 77 without a CUDA device, 3 when the caches do not fit.
  */
 #include <math.h>
@@ -41,6 +50,9 @@
 
 #include "eng.h"
 #include "model.h"
+#include "sample.h"
+#include "sample_cuda.h"
+#include "topn_cuda.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t next_u32(void) {
@@ -98,11 +110,175 @@ static double decode_step(eng *e, int n, int *slot, kv_seq **kv, int *pos, int32
     return dt;
 }
 
+#define BS_TRY(call)                                                                  \
+    do {                                                                              \
+        if ((call) != 0) {                                                            \
+            printf("bench_cuda_engine: %s failed (line %d)\n", #call, __LINE__);       \
+            return 1;                                                                 \
+        }                                                                             \
+    } while (0)
+
+/* bench_cuda_engine sample: see the top comment. */
+static int bench_sample(int iters) {
+    enum { V = 32000, BMAX = 64, NL = 256 };
+    float *h_log = NULL, *d_log = NULL, *h_res = NULL, *d_res = NULL, *d_tlp = NULL;
+    unsigned char *h_up = NULL, *d_up = NULL;
+    uint32_t *d_cnt = NULL;
+    void *d_ws = NULL;
+    cudaStream_t st;
+    cudaEvent_t e0, e1;
+    BS_TRY(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    BS_TRY(cudaEventCreate(&e0));
+    BS_TRY(cudaEventCreate(&e1));
+    const size_t up_rows = BMAX * sizeof(sample_row), up_bytes = up_rows + BMAX * 2 * NL * 4;
+    BS_TRY(cudaMallocHost((void **)&h_log, (size_t)BMAX * V * 4));
+    BS_TRY(cudaMallocHost((void **)&h_up, up_bytes));
+    BS_TRY(cudaMallocHost((void **)&h_res, (size_t)BMAX * (2 + 2 * SAMPLE_MAX_N) * 4));
+    BS_TRY(cudaMalloc((void **)&d_log, (size_t)BMAX * V * 4));
+    BS_TRY(cudaMalloc((void **)&d_up, up_bytes));
+    BS_TRY(cudaMalloc((void **)&d_res, (size_t)BMAX * (2 + 2 * SAMPLE_MAX_N) * 4));
+    BS_TRY(cudaMalloc((void **)&d_tlp, (size_t)BMAX * SAMPLE_MAX_N * 4));
+    BS_TRY(cudaMalloc((void **)&d_cnt, (size_t)BMAX * V * 4));
+    BS_TRY(cudaMalloc(&d_ws, topn_workspace_size(BMAX, V)));
+    BS_TRY(cudaMemset(d_cnt, 0, (size_t)BMAX * V * 4));
+    /* logits: a sum of three uniforms (about normal), spread 3, a few
+     * peaks, as language-model rows look */
+    for (size_t i = 0; i < (size_t)BMAX * V; i++) {
+        float u = 0;
+        for (int k = 0; k < 3; k++)
+            u += (float)(next_u32() & 0xffffff) / 16777216.0f - 0.5f;
+        h_log[i] = 6.0f * u + (next_u32() % 4000 == 0 ? 12.0f : 0.0f);
+    }
+    BS_TRY(cudaMemcpy(d_log, h_log, (size_t)BMAX * V * 4, cudaMemcpyHostToDevice));
+    int32_t *lists = (int32_t *)(h_up + up_rows);
+    for (int i = 0; i < BMAX * 2 * NL; i++)
+        lists[i] = (int32_t)(next_u32() % V);
+    static const struct {
+        const char *name;
+        eng_sampling sp;
+        bool pen;
+    } sets[4] = {
+        {"greedy, 5 logprobs", {.temperature = 0, .top_p = 1, .repetition_penalty = 1,
+                                .n_logprobs = 5}, false},
+        {"T 0.8 top-p 0.95", {.temperature = 0.8f, .top_p = 0.95f, .repetition_penalty = 1},
+         false},
+        {"T 0.8 k 50 p 0.9 min-p 0.05", {.temperature = 0.8f, .top_k = 50, .top_p = 0.9f,
+                                          .min_p = 0.05f, .repetition_penalty = 1}, false},
+        {"T 1 p 0.95 penalties 2x256 ids, 5 lp",
+         {.temperature = 1.0f, .top_p = 0.95f, .repetition_penalty = 1.1f,
+          .frequency_penalty = 0.2f, .presence_penalty = 0.1f, .n_logprobs = 5}, true},
+    };
+    float *scratch = malloc((size_t)2 * V * 4);
+    double *th = malloc((size_t)iters * sizeof(double)), *td = malloc((size_t)iters * sizeof(double));
+    double *tk = malloc((size_t)iters * sizeof(double)), *tt = malloc((size_t)iters * sizeof(double));
+    if (!scratch || !th || !td || !tk || !tt)
+        return 1;
+    printf("bench_cuda_engine: sampler alone, V %d, median of %d (host: logits copy + "
+           "eng_sample per row; device: upload + sample_cuda + results copy)\n", V, iters);
+    const int bs[2] = {1, BMAX};
+    for (int si = 0; si < 4; si++)
+        for (int bi = 0; bi < 2; bi++) {
+            const int B = bs[bi];
+            const eng_sampling *sp = &sets[si].sp;
+            sample_row *rows = (sample_row *)h_up;
+            for (int b = 0; b < B; b++)
+                rows[b] = (sample_row){.temperature = sp->temperature, .top_p = sp->top_p,
+                                       .min_p = sp->min_p, .presence = sp->presence_penalty,
+                                       .frequency = sp->frequency_penalty,
+                                       .repetition = sp->repetition_penalty,
+                                       .top_k = sp->top_k, .n_logprobs = sp->n_logprobs,
+                                       .n_prompt = sets[si].pen ? NL : 0, .n_output = NL,
+                                       .tok_off = b * 2 * NL, .seed = 1000 + (uint64_t)b};
+            const int ntop = sp->n_logprobs;
+            sample_params p = {.B = B, .V = V, .n_top = ntop, .logits = d_log, .ld = V,
+                               .rows = (const sample_row *)d_up,
+                               .toks = (const int32_t *)(d_up + up_rows), .counts = d_cnt,
+                               .token = (int32_t *)d_res, .token_lp = d_res + B,
+                               .top_ids = ntop ? (int32_t *)(d_res + 2 * B) : NULL,
+                               .top_lp = ntop ? d_tlp : NULL};
+            const size_t up = sets[si].pen ? up_rows + (size_t)B * 2 * NL * 4 : (size_t)B * sizeof(sample_row);
+            for (int it = -2; it < iters; it++) {
+                double t0 = asa_now();
+                BS_TRY(cudaMemcpyAsync(h_log, d_log, (size_t)B * V * 4, cudaMemcpyDeviceToHost, st));
+                BS_TRY(cudaStreamSynchronize(st));
+                for (int b = 0; b < B; b++) {
+                    eng_seq_result r;
+                    BS_TRY(eng_sample(h_log + (size_t)b * V, V, sp, sets[si].pen ? lists + b * 2 * NL : NULL,
+                                      sets[si].pen ? NL : 0, lists + b * 2 * NL + NL, NL,
+                                      scratch, &r));
+                }
+                double t1 = asa_now();
+                BS_TRY(cudaMemcpyAsync(d_up, h_up, up, cudaMemcpyHostToDevice, st));
+                BS_TRY(cudaEventRecord(e0, st));
+                BS_TRY(sample_cuda(&p, st));
+                BS_TRY(cudaEventRecord(e1, st));
+                BS_TRY(cudaMemcpyAsync(h_res, d_res, (size_t)B * (2 + 2 * ntop) * 4,
+                                       cudaMemcpyDeviceToHost, st));
+                BS_TRY(cudaStreamSynchronize(st));
+                double t2 = asa_now();
+                float ms = 0;
+                BS_TRY(cudaEventElapsedTime(&ms, e0, e1));
+                double t3 = t2, t4 = t2;
+                if (si == 0) { /* the greedy path before sample_cuda */
+                    topn_params tp = {.B = B, .V = V, .n = ntop, .logits = d_log, .ld = V,
+                                      .token = (int32_t *)d_res, .token_lp = d_res + B,
+                                      .top_ids = (int32_t *)(d_res + 2 * B), .top_lp = d_tlp,
+                                      .workspace = d_ws};
+                    t3 = asa_now();
+                    BS_TRY(topn_cuda(&tp, st));
+                    BS_TRY(cudaMemcpyAsync(h_res, d_res, (size_t)B * (2 + 2 * ntop) * 4,
+                                           cudaMemcpyDeviceToHost, st));
+                    BS_TRY(cudaStreamSynchronize(st));
+                    t4 = asa_now();
+                }
+                if (it >= 0) {
+                    th[it] = t1 - t0;
+                    td[it] = t2 - t1;
+                    tk[it] = ms * 1e-3;
+                    tt[it] = t4 - t3;
+                }
+            }
+            qsort(th, (size_t)iters, sizeof(double), cmp_d);
+            qsort(td, (size_t)iters, sizeof(double), cmp_d);
+            qsort(tk, (size_t)iters, sizeof(double), cmp_d);
+            qsort(tt, (size_t)iters, sizeof(double), cmp_d);
+            printf("sample %-36s batch %2d: host %8.1f us, device %7.1f us (kernel %6.1f us)",
+                   sets[si].name, B, th[iters / 2] * 1e6, td[iters / 2] * 1e6,
+                   tk[iters / 2] * 1e6);
+            if (si == 0)
+                printf(", topn path %6.1f us", tt[iters / 2] * 1e6);
+            printf("\n");
+            fflush(stdout);
+        }
+    free(scratch);
+    free(th);
+    free(td);
+    free(tk);
+    free(tt);
+    cudaFreeHost(h_log);
+    cudaFreeHost(h_up);
+    cudaFreeHost(h_res);
+    cudaFree(d_log);
+    cudaFree(d_up);
+    cudaFree(d_res);
+    cudaFree(d_tlp);
+    cudaFree(d_cnt);
+    cudaFree(d_ws);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaStreamDestroy(st);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
         printf("bench_cuda_engine: no CUDA device: skipped\n");
         return 77;
+    }
+    if (argc > 1 && strcmp(argv[1], "sample") == 0) {
+        const int it = argc > 2 ? atoi(argv[2]) : 50;
+        return bench_sample(it > 0 ? it : 1);
     }
     const int ctx = argc > 1 ? atoi(argv[1]) : 1024;
     const int steps = argc > 2 ? atoi(argv[2]) : 20;

@@ -18,7 +18,7 @@ CUDA=${CUDA_HOME:-/usr/local/cuda}
 W=$(mktemp -d)
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$W"' EXIT
 weak=""
-for s in topn_cuda cb_split_bf16_cuda attn_latent_cuda attn_mma_cuda select_blocks_cuda compress_cuda \
+for s in topn_cuda sample_cuda cb_split_bf16_cuda attn_latent_cuda attn_mma_cuda select_blocks_cuda compress_cuda \
          selstore_cuda rope_cache_cuda cb_absorb_cuda cb_rope_absorb_cuda cb_expand_cuda \
          cb_embed_cuda cb_gather_rows_cuda cb_add2_cuda cb_rmsnorm_cuda cb_rmsnorm_split_cuda \
          gemv_bf16_cuda rmsnorm_cuda silu_mul_cuda \
@@ -28,7 +28,7 @@ done
 objcopy $weak "$B/engine/libasa_cuda_kernels.a" "$W/k1.a"
 objcopy $weak "$B/kernels/cuda/libasa_kernels_cuda.a" "$W/k2.a"
 cc -O2 -c "$SRC/tests/cuda/fake_cuda.c" -o "$W/fake.o" -I"$CUDA/include" \
-    -I"$SRC/common" -I"$SRC/kernels/cuda" ${CFLAGS:-}
+    -I"$SRC/common" -I"$SRC/kernels/cuda" -I"$SRC/engine" -I"$SRC/kvcache" ${CFLAGS:-}
 LIBS="$B/engine/libasa_engine.a $B/kvcache/libasa_kvcache.a $B/kernels/libasa_kernels.a
       $W/k1.a $W/k2.a $B/common/libasa_common.a -lcmocka -ljansson -lm -lpthread"
 D="$B/tests/cuda/CMakeFiles"
@@ -60,4 +60,6 @@ fi
 echo "emulation binaries in $W"
 "$W/bench" 64 4 tiny > "$W/b.log" 2>&1 || rc=1
 tail -3 "$W/b.log"
+"$W/bench" sample 2 > "$W/s.log" 2>&1 || rc=1
+tail -2 "$W/s.log"
 exit $rc

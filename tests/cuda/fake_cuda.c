@@ -28,6 +28,8 @@
 #include "rope_cache_cuda.h"
 #include "silu_mul_cuda.h"
 #include "topn_cuda.h"
+#include "sample_cuda.h"
+#include "sample.h"
 
 void **__cudaRegisterFatBinary(void *f) { static void *h; (void)f; return &h; }
 void __cudaRegisterFatBinaryEnd(void **h) { (void)h; }
@@ -208,6 +210,42 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { (void)e; (void)s; return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) { (void)a; (void)b; *ms = 0.001f; return cudaSuccess; }
 asa_err topn_cuda(const topn_params *p, cudaStream_t s) { (void)s; asa_err e = topn_params_check(p); if (e) return e; topn_ref(p); return ASA_OK; }
+/* sample_cuda: eng_sample on each row rebuilt from the packed parameters
+ * (checks the packing; the kernel itself is test_cuda_kernels'). */
+asa_err sample_cuda(const sample_params *p, cudaStream_t s) {
+    (void)s;
+    asa_err e = sample_params_check(p);
+    if (e) return e;
+    float *scr = malloc((size_t)2 * p->V * sizeof(float));
+    for (int b = 0; b < p->B && !e; b++) {
+        const sample_row *r = &p->rows[b];
+        if (r->skip) continue;
+        eng_sampling sp = {.temperature = r->temperature, .top_k = r->top_k, .top_p = r->top_p,
+                           .min_p = r->min_p, .presence_penalty = r->presence,
+                           .frequency_penalty = r->frequency, .repetition_penalty = r->repetition,
+                           .bias_ids = r->n_bias ? p->bias_ids + r->bias_off : NULL,
+                           .bias_vals = r->n_bias ? p->bias_vals + r->bias_off : NULL,
+                           .n_bias = r->n_bias, .seed = r->seed, .n_logprobs = r->n_logprobs};
+        /* the output ids are packed only when a penalty reads them */
+        const bool lists = (r->repetition != 1.0f && r->n_prompt + r->n_output > 0) ||
+                           ((r->frequency != 0 || r->presence != 0) && r->n_output > 0);
+        const int32_t *ids = p->toks + r->tok_off;
+        int32_t *out = calloc((size_t)r->n_output + 1, 4);
+        if (lists) memcpy(out, ids + r->n_prompt, (size_t)r->n_output * 4);
+        eng_seq_result res;
+        e = eng_sample(p->logits + (size_t)b * p->ld, p->V, &sp, r->n_prompt ? ids : NULL, r->n_prompt,
+                       out, r->n_output, scr, &res);
+        free(out);
+        p->token[b] = res.token;
+        p->token_lp[b] = res.logprob;
+        for (int j = 0; j < r->n_logprobs; j++) {
+            p->top_ids[(size_t)b * p->n_top + j] = res.top_ids[j];
+            p->top_lp[(size_t)b * p->n_top + j] = res.top_logprobs[j];
+        }
+    }
+    free(scr);
+    return e;
+}
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode m) { (void)s; (void)m; return cudaErrorNotSupported; }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g) { (void)s; *g = 0; return cudaErrorNotSupported; }

@@ -55,6 +55,11 @@
  *   8. decode of three sequences at once with ASA_CUDA_GRAPHS=1 (padded
  *      to 4, CUDA graphs) and =eager (padded, not captured): logits within
  *      DEF_TOL of the CPU rows, device greedy equal to eng_sample's;
+ *   9. seeded sampling: two sequences decoded together, each fed its own
+ *      sampled tokens (temperature, top-k, top-p, min-p, penalties, logit
+ *      bias, logprobs), in batch-invariant mode (bitwise logits) with
+ *      ASA_CUDA_GPU_SAMPLE=0 (eng_sample on the host) and =1 (sample_cuda):
+ *      the same tokens and logprobs (within one float ulp);
  * Prints one summary line.  Exits 77 without a CUDA device or fixtures.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -65,6 +70,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -92,6 +98,7 @@ static int n_fix;
 /* summary over all fixtures */
 static double w_prefill, w_decode, w_chunk, w_chunk_self, w_batch, w_default, w_f32;
 static int n_checked, n_steps, n_disagree, n_sets, n_sets_skipped, n_inv, n_devgreedy;
+static int n_sampled;
 
 static double rel_l2(const float *a, const float *b, int V) {
     double num = 0, den = 0;
@@ -412,6 +419,65 @@ static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int
     return e;
 }
 
+/* Check 9: n_gen sampled steps of two sequences after np - 1 prompt
+ * tokens, with ASA_CUDA_GPU_SAMPLE=gpu; tokens [2][n_gen], logprobs
+ * [2][n_gen][4] (the token's, then the top 3). */
+static void sampled_run(const eng_model *m, const char *gpu, const int32_t *seq, int np,
+                        int n_gen, int max_len, int32_t *toks, float *lps) {
+    setenv("ASA_CUDA_GPU_SAMPLE", gpu, 1);
+    invariant_engines = true;
+    eng *e = mk_engine(m, ENG_BACKEND_CUDA, 4, max_len, max_len);
+    invariant_engines = false;
+    unsetenv("ASA_CUDA_GPU_SAMPLE");
+    const int32_t bias_ids[3] = {1, 2, 1};
+    const float bias_vals[3] = {2.5f, -INFINITY, 0.5f};
+    const eng_sampling sp[2] = {
+        {.temperature = 0.9f, .top_k = 40, .top_p = 0.92f, .min_p = 0.01f,
+         .presence_penalty = 0.3f, .frequency_penalty = 0.2f, .repetition_penalty = 1.15f,
+         .bias_ids = bias_ids, .bias_vals = bias_vals, .n_bias = 3, .seed = 42,
+         .n_logprobs = 3},
+        {.temperature = 1.3f, .top_p = 1.0f, .min_p = 0.0f, .repetition_penalty = 1.0f,
+         .frequency_penalty = 0.5f, .seed = 7, .n_logprobs = 3},
+    };
+    etu_seq q[2];
+    int32_t *out = malloc((size_t)2 * n_gen * sizeof(int32_t));
+    for (int i = 0; i < 2; i++) {
+        etu_seq_open(e, &q[i]);
+        if (np > 1)
+            etu_prefill(e, &q[i], seq, np - 1, np - 1, NULL);
+    }
+    for (int k = 0; k < n_gen; k++) {
+        kv_copy cp[8];
+        int ncp = 0;
+        eng_seq_step st[2];
+        eng_seq_result r[2];
+        for (int i = 0; i < 2; i++) {
+            int32_t *o = out + (size_t)i * n_gen;
+            assert_int_equal(kv_seq_alloc(eng_kv_pool(e), q[i].kv, 1, cp, 8, &ncp), ASA_OK);
+            st[i] = (eng_seq_step){.slot = q[i].slot, .tokens = k ? &o[k - 1] : &seq[np - 1],
+                                   .n_tokens = 1, .pos0 = q[i].pos, .kv = q[i].kv,
+                                   .sample = true, .sp = &sp[i], .prompt = seq,
+                                   .n_prompt = np, .output = k ? o : NULL, .n_output = k};
+        }
+        eng_batch b = {.n_seqs = 2, .seqs = st, .copies = cp, .n_copies = ncp};
+        assert_int_equal(eng_step(e, &b, r), ASA_OK);
+        for (int i = 0; i < 2; i++) {
+            kv_seq_commit(eng_kv_pool(e), q[i].kv, 1);
+            q[i].pos++;
+            out[(size_t)i * n_gen + k] = r[i].token;
+            toks[(size_t)i * n_gen + k] = r[i].token;
+            float *l = lps + ((size_t)i * n_gen + k) * 4;
+            l[0] = r[i].logprob;
+            for (int j = 0; j < 3; j++)
+                l[1 + j] = r[i].top_logprobs[j];
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        etu_seq_close(e, &q[i]);
+    free(out);
+    eng_destroy(e);
+}
+
 /* One step of one sequence: n tokens, logits of the last position into lg,
  * greedy token returned when sample. */
 static int32_t step1(eng *e, etu_seq *s, const int32_t *tok, int n, bool sample, float *lg) {
@@ -656,6 +722,29 @@ static void test_fixture(void **st) {
     eng_destroy(ei);
     n_inv++;
 
+    /* 9. seeded sampling on the device and on the host: the same tokens */
+    {
+        const int ns = n_gen < 32 ? n_gen : 32;
+        int32_t *th = malloc((size_t)4 * ns * sizeof(int32_t)), *td = th + 2 * ns;
+        float *lh = malloc((size_t)16 * ns * sizeof(float)), *ld = lh + 8 * ns;
+        sampled_run(m, "0", seq, np, ns, max_len, th, lh);
+        sampled_run(m, "1", seq, np, ns, max_len, td, ld);
+        for (int i = 0; i < 2 * ns; i++) {
+            if (th[i] != td[i])
+                fail_msg("%s: sampled sequence %d step %d: device %d, host %d", dir, i / ns,
+                         i % ns, td[i], th[i]);
+            for (int j = 0; j < 4; j++) {
+                const float a = ld[i * 4 + j], h = lh[i * 4 + j];
+                if (a != h && !(fabsf(a - h) <= fmaxf(1.5f * fabsf(h) * FLT_EPSILON, 1e-15f)))
+                    fail_msg("%s: sampled step %d: logprob %d: device %.9g, host %.9g", dir, i,
+                             j, a, h);
+            }
+        }
+        n_sampled += 2 * ns;
+        free(th);
+        free(lh);
+    }
+
     /* 8. decode batches as CUDA graphs (ASA_CUDA_GRAPHS: padded batches),
      * then the same padded steps without capture */
     for (int gm = 0; gm < 2; gm++) {
@@ -706,10 +795,11 @@ int main(void) {
            "mode %.3g; vs f32 checkpoint weights %.3g; greedy identity checked at %d of %d "
            "steps, %d disagreements; %d ambiguous positions (worst %.3g); %d block sets equal "
            "to the CPU engine's (%d near-ties skipped); batch-invariant mode bitwise on %d; "
-           "%d device greedy samples equal to eng_sample's; graph decode %.3g\n",
+           "%d device greedy samples equal to eng_sample's; %d seeded samples equal with "
+           "ASA_CUDA_GPU_SAMPLE=0 and 1; graph decode %.3g\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
-           n_sets_skipped, n_inv, n_devgreedy, w_graph);
+           n_sets_skipped, n_inv, n_devgreedy, n_sampled, w_graph);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;

@@ -4,7 +4,10 @@
  * inputs every run (seed printed; ASA_TEST_SEED repeats one), outputs
  * poisoned with NaN before each launch so that an unwritten element fails,
  * and an abs+rel tolerance (exact where the kernel's arithmetic is the
- * reference's: compressed entries, gathers, selection sets).
+ * reference's: compressed entries, gathers, selection sets).  The sampler
+ * (sample.cu) is compared with the CPU sampler eng_sample itself: tokens
+ * and top-n ids exact, logprobs to a float ulp, top-p knife edges skipped
+ * (see smp_knife_edge); and a chi-square test of its draws.
  * Prints one summary line.  Exits 77 without a CUDA device.
  */
 #include <setjmp.h>
@@ -13,6 +16,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,6 +31,8 @@
 #include "gemv_cuda.h"
 #include "rope_cache_cuda.h"
 #include "silu_mul_cuda.h"
+#include "sample.h"
+#include "sample_cuda.h"
 
 static uint64_t rs;
 static int n_checked, n_kernels;
@@ -1326,6 +1332,403 @@ static void test_absorb_expand(void **st) {
     free(gg);
 }
 
+/* ---- sampling (sample.cu) against eng_sample (engine/sample.c) ----------- */
+
+/* One random row of logits: plain, coarse (many ties), with non-finite
+ * values, all non-finite, or huge. */
+static void smp_logits(float *x, int V, int kind) {
+    const float sc = 0.5f + 8.0f * (float)randint(1000) / 1000.0f;
+    for (int i = 0; i < V; i++) {
+        float v = unif() * sc;
+        if (kind == 1)
+            v = roundf(v * 2.0f) / 2.0f;
+        x[i] = v;
+    }
+    if (kind == 2)
+        for (int j = 0; j < 1 + V / 50; j++) {
+            const float s[4] = {NAN, INFINITY, -INFINITY, -INFINITY};
+            x[randint(V)] = s[randint(4)];
+        }
+    if (kind == 3)
+        for (int i = 0; i < V; i++)
+            x[i] = randint(2) ? NAN : -INFINITY;
+    if (kind == 4)
+        for (int j = 0; j < 3; j++)
+            x[randint(V)] = FLT_MAX * (randint(2) ? 1.0f : 0.5f);
+}
+
+static float pick_f(const float *v, int n) { return v[randint(n)]; }
+
+/* Random parameters for a row; lists into ids (prompt then output). */
+static void smp_params(eng_sampling *sp, int V, int32_t *bias_ids, float *bias_vals,
+                       int32_t *ids, int *np, int *no) {
+    static const float temps[] = {0.0f, 1e-6f, 0.3f, 0.7f, 1.0f, 1.0f, 1.5f};
+    static const float tps[] = {1.0f, 1.0f, 0.95f, 0.9f, 0.5f, 0.1f, 1e-3f};
+    static const float mps[] = {0.0f, 0.0f, 0.02f, 0.3f, 1.0f};
+    static const float rps[] = {1.0f, 1.0f, 1.3f, 0.8f};
+    static const float fps[] = {0.0f, 0.0f, 0.5f, -0.3f};
+    static const float pps[] = {0.0f, 0.0f, 1.0f, -0.5f};
+    const int tks[] = {0, 0, 1, 5, 40, V - 1, V};
+    memset(sp, 0, sizeof *sp);
+    sp->temperature = pick_f(temps, 7);
+    sp->top_k = tks[randint(7)];
+    sp->top_p = pick_f(tps, 7);
+    sp->min_p = pick_f(mps, 5);
+    sp->repetition_penalty = pick_f(rps, 4);
+    sp->frequency_penalty = pick_f(fps, 4);
+    sp->presence_penalty = pick_f(pps, 4);
+    sp->seed = ((uint64_t)rnd() << 32) ^ rnd();
+    static const int nls[] = {0, 0, 1, 5, 20};
+    sp->n_logprobs = nls[randint(5)];
+    sp->n_bias = randint(3) ? 0 : 1 + randint(12);
+    for (int j = 0; j < sp->n_bias; j++) {
+        bias_ids[j] = j > 0 && randint(3) == 0 ? bias_ids[randint(j)] : randint(V);
+        const int r = randint(8);
+        bias_vals[j] = r == 0 ? -INFINITY : r == 1 ? INFINITY : unif() * 20.0f;
+    }
+    sp->bias_ids = bias_ids;
+    sp->bias_vals = bias_vals;
+    *np = randint(4) ? randint(300) : 0;
+    *no = randint(4) ? randint(300) : 0;
+    const int pool = 1 + randint(V);
+    for (int j = 0; j < *np + *no; j++)
+        ids[j] = randint(pool); /* repeats */
+}
+
+typedef struct smp_batch {
+    int B, V, n_top;
+    float *logits;            /* [B][ld] host */
+    int64_t ld;
+    eng_sampling *sp;         /* [B] */
+    sample_row *rows;         /* [B] */
+    int32_t *bias_ids, *toks; /* packed */
+    float *bias_vals;
+    int n_bias, n_toks;
+} smp_batch;
+
+/* Runs the kernel on the batch and returns its outputs (host). */
+static void smp_run(const smp_batch *sb, int32_t *tok, float *lp, int32_t *tids, float *tlp,
+                    uint32_t **counts_keep) {
+    const int B = sb->B, V = sb->V;
+    float *d_log = dup_dev(sb->logits, (size_t)B * sb->ld * 4);
+    sample_row *d_rows = dup_dev(sb->rows, (size_t)B * sizeof(sample_row));
+    int32_t *d_bid = dup_dev(sb->bias_ids, (size_t)sb->n_bias * 4);
+    float *d_bv = dup_dev(sb->bias_vals, (size_t)sb->n_bias * 4);
+    int32_t *d_toks = dup_dev(sb->toks, (size_t)sb->n_toks * 4);
+    uint32_t *d_cnt = NULL;
+    assert_int_equal(cudaMalloc((void **)&d_cnt, (size_t)B * V * 4), cudaSuccess);
+    assert_int_equal(cudaMemset(d_cnt, 0, (size_t)B * V * 4), cudaSuccess);
+    int32_t *d_tok = poison_dev((size_t)B * 4);
+    float *d_lp = poison_dev((size_t)B * 4);
+    int32_t *d_tids = poison_dev((size_t)B * (sb->n_top ? sb->n_top : 1) * 4);
+    float *d_tlp = poison_dev((size_t)B * (sb->n_top ? sb->n_top : 1) * 4);
+    sample_params p = {.B = B, .V = V, .n_top = sb->n_top, .logits = d_log, .ld = sb->ld,
+                       .rows = d_rows, .bias_ids = d_bid, .bias_vals = d_bv, .toks = d_toks,
+                       .counts = d_cnt, .token = d_tok, .token_lp = d_lp,
+                       .top_ids = sb->n_top ? d_tids : NULL, .top_lp = sb->n_top ? d_tlp : NULL};
+    assert_int_equal(sample_cuda(&p, NULL), ASA_OK);
+    get_dev(tok, d_tok, (size_t)B * 4);
+    get_dev(lp, d_lp, (size_t)B * 4);
+    if (sb->n_top) {
+        get_dev(tids, d_tids, (size_t)B * sb->n_top * 4);
+        get_dev(tlp, d_tlp, (size_t)B * sb->n_top * 4);
+    }
+    uint32_t *cnt = malloc((size_t)B * V * 4);
+    get_dev(cnt, d_cnt, (size_t)B * V * 4);
+    if (counts_keep)
+        *counts_keep = cnt;
+    else
+        free(cnt);
+    cudaFree(d_log);
+    cudaFree(d_rows);
+    cudaFree(d_bid);
+    cudaFree(d_bv);
+    cudaFree(d_toks);
+    cudaFree(d_cnt);
+    cudaFree(d_tok);
+    cudaFree(d_lp);
+    cudaFree(d_tids);
+    cudaFree(d_tlp);
+    n_kernels++;
+}
+
+static void smp_row_of(const eng_sampling *sp, int n_prompt, int n_output, int bias_off,
+                       int tok_off, sample_row *r) {
+    *r = (sample_row){.temperature = sp->temperature, .top_p = sp->top_p, .min_p = sp->min_p,
+                      .presence = sp->presence_penalty, .frequency = sp->frequency_penalty,
+                      .repetition = sp->repetition_penalty, .top_k = sp->top_k,
+                      .n_logprobs = sp->n_logprobs, .skip = 0, .n_bias = sp->n_bias,
+                      .bias_off = bias_off, .n_prompt = n_prompt, .n_output = n_output,
+                      .tok_off = tok_off, .seed = sp->seed};
+}
+
+/* a == b, or both -inf, or one float ulp apart, or 1e-15 apart near 0 (the
+ * normaliser log S: S is summed exactly on the device, in double in id
+ * order on the host: sample_cuda.h) */
+static bool smp_lp_eq(float a, float b) {
+    if (a == b)
+        return true;
+    if (!isfinite(a) || !isfinite(b))
+        return false;
+    return fabsf(a - b) <= fmaxf(1.5f * fabsf(b) * FLT_EPSILON, 1e-15f);
+}
+
+/* Knife edges (sample_cuda.h): the host's top-p cut compares double sums
+ * taken in id order, the kernel's exact ones.  A row is on a knife edge
+ * when, in the host's descending order after top-k, some cumulative mass
+ * lies within 1e-9 of top_p * total (relative): there the two may keep
+ * different sets, so such rows are counted and not compared.  The stages
+ * before are eng_sample's (sample.h), repeated here. */
+static const float *smp_sort_vals;
+static int smp_cmp_desc1(const void *a, const void *b) {
+    const float *v = smp_sort_vals;
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return v[x] > v[y] ? -1 : v[x] < v[y] ? 1 : (x > y) - (x < y);
+}
+static float smp_clean_h(float x) { return isnan(x) ? -INFINITY : x > FLT_MAX ? FLT_MAX : x; }
+static bool smp_knife_edge(const float *logits, int V, const eng_sampling *sp,
+                           const int32_t *prompt, int np, const int32_t *output, int no) {
+    if (sp->temperature < ENG_SAMPLE_GREEDY_EPS || !(sp->top_p < 1.0f))
+        return false;
+    float *w = malloc((size_t)V * 4);
+    int32_t *idx = malloc((size_t)V * 4);
+    int *cnt = calloc((size_t)V, sizeof(int));
+    for (int i = 0; i < V; i++)
+        w[i] = smp_clean_h(logits[i]);
+    for (int i = 0; i < sp->n_bias; i++)
+        w[sp->bias_ids[i]] = smp_clean_h(w[sp->bias_ids[i]] + sp->bias_vals[i]);
+    const float rp = sp->repetition_penalty;
+    if (rp != 1.0f)
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < (s ? no : np); i++) {
+                const int32_t t = s ? output[i] : prompt[i];
+                if (cnt[t])
+                    continue;
+                cnt[t] = 1;
+                w[t] = smp_clean_h(w[t] > 0 ? w[t] / rp : w[t] * rp);
+            }
+    if (sp->frequency_penalty != 0 || sp->presence_penalty != 0) {
+        memset(cnt, 0, (size_t)V * sizeof(int));
+        for (int i = 0; i < no; i++)
+            cnt[output[i]]++;
+        for (int i = 0; i < no; i++) {
+            const int32_t t = output[i];
+            if (cnt[t])
+                w[t] = smp_clean_h(w[t] - (sp->frequency_penalty * (float)cnt[t] +
+                                           sp->presence_penalty));
+            cnt[t] = 0;
+        }
+    }
+    float m = -INFINITY;
+    for (int i = 0; i < V; i++)
+        m = fmaxf(m, w[i]);
+    bool edge = false;
+    if (m > -INFINITY) {
+        eng_sample_exp_array(w, w, V, m, 1.0f / sp->temperature);
+        int n = 0;
+        for (int i = 0; i < V; i++)
+            if (w[i] > 0)
+                idx[n++] = i;
+        smp_sort_vals = w;
+        qsort(idx, (size_t)n, sizeof *idx, smp_cmp_desc1);
+        if (sp->top_k > 0 && sp->top_k < n)
+            n = sp->top_k;
+        long double tot = 0, cum = 0;
+        for (int r = 0; r < n; r++)
+            tot += w[idx[r]];
+        const long double goal = (long double)sp->top_p * tot;
+        for (int r = 0; r <= n && !edge; r++) {
+            edge = fabsl(cum - goal) <= 1e-9L * tot;
+            if (r < n)
+                cum += w[idx[r]];
+        }
+    }
+    free(w);
+    free(idx);
+    free(cnt);
+    return edge;
+}
+
+static void test_sample(void **st) {
+    (void)st;
+    const bool emu = getenv("ASA_EMU") != NULL;
+    const int shapes[][2] = {{20, 9}, {37, 12}, {1000, 12}, {5003, 8}, {32000, 8}, {32000, 8},
+                             {SAMPLE_MAX_V, 3}};
+    int mism_tok = 0, rows_checked = 0, sampled = 0, knife = 0;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        const int V = shapes[sh][0], B = emu ? (shapes[sh][1] + 1) / 2 : shapes[sh][1] * 8;
+        const int64_t ld = V + (sh % 2 ? 3 : 0);
+        smp_batch sb = {.B = B, .V = V, .ld = ld, .n_top = 0};
+        sb.logits = malloc((size_t)B * ld * 4);
+        sb.sp = calloc((size_t)B, sizeof *sb.sp);
+        sb.rows = calloc((size_t)B, sizeof *sb.rows);
+        sb.bias_ids = malloc((size_t)B * 16 * 4);
+        sb.bias_vals = malloc((size_t)B * 16 * 4);
+        sb.toks = malloc((size_t)B * 600 * 4);
+        int *np = calloc((size_t)B, sizeof(int)), *no = calloc((size_t)B, sizeof(int));
+        for (int b = 0; b < B; b++) {
+            const int kind = randint(10) < 5 ? 0 : randint(5);
+            smp_logits(sb.logits + (size_t)b * ld, V, kind == 3 && randint(3) ? 0 : kind);
+            for (int64_t i = V; i < ld; i++)
+                sb.logits[(size_t)b * ld + i] = NAN; /* past V: never read */
+            smp_params(&sb.sp[b], V, sb.bias_ids + sb.n_bias, sb.bias_vals + sb.n_bias,
+                       sb.toks + sb.n_toks, &np[b], &no[b]);
+            smp_row_of(&sb.sp[b], np[b], no[b], sb.n_bias, sb.n_toks, &sb.rows[b]);
+            sb.rows[b].skip = randint(16) == 0;
+            sb.sp[b].bias_ids = sb.bias_ids + sb.n_bias;
+            sb.sp[b].bias_vals = sb.bias_vals + sb.n_bias;
+            sb.n_bias += sb.sp[b].n_bias;
+            sb.n_toks += np[b] + no[b];
+            if (sb.sp[b].n_logprobs > sb.n_top)
+                sb.n_top = sb.sp[b].n_logprobs;
+        }
+        const int nt = sb.n_top ? sb.n_top : 1;
+        int32_t *tok = malloc((size_t)B * 4), *tids = malloc((size_t)B * nt * 4);
+        float *lp = malloc((size_t)B * 4), *tlp = malloc((size_t)B * nt * 4);
+        uint32_t *cnt = NULL;
+        smp_run(&sb, tok, lp, tids, tlp, &cnt);
+        for (size_t i = 0; i < (size_t)B * V; i++)
+            if (cnt[i])
+                fail_msg("sample V=%d: counts scratch not zero after the launch (%zu)", V, i);
+        float *scratch = malloc((size_t)2 * V * 4);
+        for (int b = 0; b < B; b++) {
+            if (sb.rows[b].skip) {
+                if (tok[b] != -1)
+                    fail_msg("sample V=%d row %d: skipped row written", V, b);
+                continue;
+            }
+            eng_seq_result r;
+            const int32_t *ids = sb.toks + sb.rows[b].tok_off;
+            if (smp_knife_edge(sb.logits + (size_t)b * ld, V, &sb.sp[b], ids, np[b],
+                               ids + np[b], no[b])) {
+                knife++;
+                continue;
+            }
+            assert_int_equal(eng_sample(sb.logits + (size_t)b * ld, V, &sb.sp[b], np[b] ? ids : NULL,
+                                        np[b], no[b] ? ids + np[b] : NULL, no[b], scratch, &r),
+                             ASA_OK);
+            const eng_sampling *sp = &sb.sp[b];
+            if (tok[b] != r.token) {
+                mism_tok++;
+                fail_msg("sample V=%d row %d: token %d, host %d (T %g k %d p %g minp %g rp %g "
+                         "fp %g pp %g bias %d lists %d+%d)",
+                         V, b, tok[b], r.token, sp->temperature, sp->top_k, sp->top_p,
+                         sp->min_p, sp->repetition_penalty, sp->frequency_penalty,
+                         sp->presence_penalty, sp->n_bias, np[b], no[b]);
+            }
+            if (!smp_lp_eq(lp[b], r.logprob))
+                fail_msg("sample V=%d row %d: logprob %.9g, host %.9g", V, b, lp[b], r.logprob);
+            for (int j = 0; j < sp->n_logprobs; j++) {
+                if (tids[(size_t)b * sb.n_top + j] != r.top_ids[j] ||
+                    !smp_lp_eq(tlp[(size_t)b * sb.n_top + j], r.top_logprobs[j]))
+                    fail_msg("sample V=%d row %d: top %d: id %d lp %.9g, host %d %.9g", V, b, j,
+                             tids[(size_t)b * sb.n_top + j], tlp[(size_t)b * sb.n_top + j],
+                             r.top_ids[j], r.top_logprobs[j]);
+            }
+            rows_checked++;
+            sampled += sp->temperature >= 1e-5f;
+            n_checked += 2 + 2 * sp->n_logprobs;
+        }
+        free(scratch);
+        free(cnt);
+        free(tok);
+        free(tids);
+        free(lp);
+        free(tlp);
+        free(np);
+        free(no);
+        free(sb.logits);
+        free(sb.sp);
+        free(sb.rows);
+        free(sb.bias_ids);
+        free(sb.bias_vals);
+        free(sb.toks);
+    }
+    printf("test_sample: %d rows (%d drawn) identical to eng_sample; %d top-p knife edges "
+           "not compared\n", rows_checked, sampled, knife);
+    assert_int_equal(mism_tok, 0);
+}
+
+/* The distribution: one row of V = 24 logits drawn with many seeds, under
+ * temperature, top-k and top-p; chi-square of the counts against the
+ * probabilities that the kept set implies (computed here in double). */
+static void test_sample_chi2(void **st) {
+    (void)st;
+    const int V = 24, B = getenv("ASA_EMU") ? 48 : 4096;
+    float x[24];
+    for (int i = 0; i < V; i++)
+        x[i] = unif() * 2.0f;
+    x[3] = x[7]; /* a tie */
+    eng_sampling sp = {.temperature = 0.8f, .top_k = 12, .top_p = 0.9f, .min_p = 0.0f,
+                       .repetition_penalty = 1.0f};
+    /* expected: e_i, the top 12, then the shortest prefix of descending mass
+     * >= 0.9 of it */
+    double e[24], pr[24] = {0};
+    int ord[24];
+    double mx = -INFINITY;
+    for (int i = 0; i < V; i++)
+        mx = fmax(mx, x[i]);
+    for (int i = 0; i < V; i++) {
+        e[i] = exp((x[i] - mx) / 0.8);
+        ord[i] = i;
+    }
+    for (int i = 0; i < V; i++) /* descending e, ties lower id first */
+        for (int j = i + 1; j < V; j++)
+            if (e[ord[j]] > e[ord[i]] || (e[ord[j]] == e[ord[i]] && ord[j] < ord[i])) {
+                int t = ord[i];
+                ord[i] = ord[j];
+                ord[j] = t;
+            }
+    double tot = 0, cum = 0;
+    for (int r = 0; r < 12; r++)
+        tot += e[ord[r]];
+    int kept = 0;
+    for (int r = 0; r < 12 && (r == 0 || cum < 0.9 * tot); r++, kept++)
+        cum += e[ord[r]];
+    for (int r = 0; r < kept; r++)
+        pr[ord[r]] = e[ord[r]] / cum;
+    smp_batch sb = {.B = B, .V = V, .ld = V, .n_top = 0};
+    sb.logits = malloc((size_t)B * V * 4);
+    sb.rows = calloc((size_t)B, sizeof *sb.rows);
+    sb.bias_ids = NULL;
+    sb.bias_vals = NULL;
+    sb.toks = NULL;
+    for (int b = 0; b < B; b++) {
+        memcpy(sb.logits + (size_t)b * V, x, sizeof x);
+        sp.seed = 12345 + (uint64_t)b * 7919;
+        smp_row_of(&sp, 0, b % 5, 0, 0, &sb.rows[b]);
+    }
+    int32_t *tok = malloc((size_t)B * 4), tid;
+    float *lp = malloc((size_t)B * 4), tlp;
+    smp_run(&sb, tok, lp, &tid, &tlp, NULL);
+    long cnt[24] = {0};
+    for (int b = 0; b < B; b++) {
+        assert_true(tok[b] >= 0 && tok[b] < V);
+        cnt[tok[b]]++;
+    }
+    double chi2 = 0;
+    int dof = -1;
+    for (int i = 0; i < V; i++) {
+        if (pr[i] == 0) {
+            if (cnt[i])
+                fail_msg("chi2: token %d drawn %ld times outside the kept set", i, cnt[i]);
+            continue;
+        }
+        const double ex = pr[i] * B;
+        chi2 += (cnt[i] - ex) * (cnt[i] - ex) / ex;
+        dof++;
+    }
+    /* 99.9 % quantile of chi-square(dof) for dof <= 11: below 32 */
+    printf("test_sample_chi2: %d draws, %d kept tokens, chi2 %.2f (dof %d)\n", B, kept, chi2,
+           dof);
+    if (!(chi2 < 32.0))
+        fail_msg("chi2 %.2f too large", chi2);
+    free(sb.logits);
+    free(sb.rows);
+    free(tok);
+    free(lp);
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
@@ -1351,6 +1754,7 @@ int main(void) {
         cmocka_unit_test(test_select_long),     cmocka_unit_test(test_select_shapes),     cmocka_unit_test(test_absorb_expand),
         cmocka_unit_test(test_absorb_expand_vec),
         cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_gemv_fused),
+        cmocka_unit_test(test_sample),          cmocka_unit_test(test_sample_chi2),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     printf("test_cuda_kernels: %s: %d kernel checks, %d elements compared, seed %llu\n",

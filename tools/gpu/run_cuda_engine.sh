@@ -31,14 +31,17 @@
 #   3. the kernels/cuda unit tests of the other kernels, when built
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
-#   5. bench_cuda_engine   asa-1.3b shape, random weights: prefill of 1k
+#   5. bench_cuda_engine sample: the sampler alone at V 32000, batch 1 and
+#      64, host path (logits copy + eng_sample) vs sample_cuda
+#      bench_cuda_engine   asa-1.3b shape, random weights: prefill of 1k
 #      tokens, decode step at batch 1 and 8 with 1k context (decode steps
 #      as CUDA graphs, the default); again with ASA_CUDA_TIMING=1 and
 #      ASA_CUDA_GRAPHS=0 (GPU time of products / attention / rest per eager
 #      step), with ASA_CUDA_GRAPHS=0 alone (eager decode); then prefill of
 #      8k and decode at 8k context; 1k with ASA_CUDA_PDL=0 and with
 #      ASA_CUDA_FUSE=0; then 1k with ASA_CUDA_GEMV_ROWS=16 (GEMV
-#      for every product of up to 16 rows; the default stops at 2)
+#      for every product of up to 16 rows; the default stops at 2); then
+#      1k with ASA_CUDA_GPU_SAMPLE=2 (greedy rows by topn_cuda, as before)
 # and prints a short table last.  Exit status: 0 when every check that ran
 # passed.
 set -u
@@ -133,6 +136,7 @@ fi
 
 # tensor-core vs FFMA attention kernels, 8k prefill, asa-1.3b shape
 run bench_attn_mma 60 "$T/bench_attn_mma" 8192 10
+run bench_sample 60 "$T/bench_cuda_engine" sample 50
 run bench_1.3b_ctx1k 90 "$T/bench_cuda_engine" 1024 20
 # the same with CUDA events between phases (GPU time per category, logged;
 # eager steps: graphs off)
@@ -162,6 +166,11 @@ unset ASA_CUDA_GEMV_ROWS
 export ASA_CUDA_PDL=0 ASA_CUDA_FUSE=0
 run engine_vs_cpu_plain 150 "$T/test_cuda_engine"
 unset ASA_CUDA_PDL ASA_CUDA_FUSE
+# greedy decode rows through topn_cuda (the path before sample_cuda; the
+# default samples every row with sample_cuda)
+export ASA_CUDA_GPU_SAMPLE=2
+run bench_1.3b_ctx1k_topn 90 "$T/bench_cuda_engine" 1024 20
+unset ASA_CUDA_GPU_SAMPLE
 
 {
     echo
@@ -170,10 +179,11 @@ unset ASA_CUDA_PDL ASA_CUDA_FUSE
     echo "-- timing (asa-1.3b shape, random bf16 weights; $GPU) --"
     [ -f "$OUT/bench_attn_mma.log" ] && echo "[bench_attn_mma]" &&
         grep -E "^(local|cmp|slc)" "$OUT/bench_attn_mma.log"
-    for f in bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_eager bench_1.3b_ctx8k \
-        bench_1.3b_ctx1k_nopdl bench_1.3b_ctx1k_nofuse bench_1.3b_ctx1k_gemv16; do
+    for f in bench_sample bench_1.3b_ctx1k bench_1.3b_ctx1k_timed bench_1.3b_ctx1k_eager bench_1.3b_ctx8k \
+        bench_1.3b_ctx1k_nopdl bench_1.3b_ctx1k_nofuse bench_1.3b_ctx1k_gemv16 \
+        bench_1.3b_ctx1k_topn; do
         [ -f "$OUT/$f.log" ] && echo "[$f]"
-        [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes)|timing, " "$OUT/$f.log" |
+        [ -f "$OUT/$f.log" ] && grep -E "^(bench_cuda_engine:|prefill|decode|kv bytes|sample )|timing, " "$OUT/$f.log" |
             sed -e "s/^.*INFO  \[cuda\] /  /"
     done
 } | tee -a "$LOG"

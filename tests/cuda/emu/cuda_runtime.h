@@ -1,6 +1,6 @@
 /* tests/cuda/emu/cuda_runtime.h - CPU shim of the CUDA built-ins the kernels
- * use (tools/gpu/emu plus grid z and the built-ins of attn_latent, cb_ops
- * and rope_cache; see tests/cuda/emu_kernels.sh).  Not the CUDA runtime. */
+ * use (tools/gpu/emu plus grid z and the built-ins of attn_latent, cb_ops,
+ * rope_cache and sample; see tests/cuda/emu_kernels.sh).  Not the CUDA runtime. */
 #ifndef EMU_CUDA_RUNTIME_H
 #define EMU_CUDA_RUNTIME_H
 #include "cuda_runtime_api.h"
@@ -9,6 +9,8 @@
 #include <cstring>
 #include <functional>
 #include <algorithm>
+#include <climits>
+#include <cfloat>
 using std::isnan; using std::min; using std::max;
 #define __global__
 #define __device__
@@ -49,6 +51,24 @@ void emu_warp_read(uint64_t *v, int src);
 template <class T> T __shfl_sync(unsigned, T v, int src) {
     uint64_t u = 0; memcpy(&u, &v, sizeof v); emu_warp_read(&u, src); memcpy(&v, &u, sizeof v); return v;
 }
+template <class T> T __shfl_up_sync(unsigned, T v, int o) {
+    const int lane = threadIdx.x & 31;
+    uint64_t u = 0; memcpy(&u, &v, sizeof v); emu_warp_read(&u, lane >= o ? lane - o : lane);
+    memcpy(&v, &u, sizeof v); return v;
+}
+/* sample.cu: rounding-explicit arithmetic (x86-64 without FMA rounds each
+ * operation), atomics on real threads */
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline int __float2int_rz(float x) { return (int)x; }
+inline unsigned atomicAdd(unsigned *p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline unsigned atomicOr(unsigned *p, unsigned v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
 void emu_launch(std::function<void()> f, dim3 grid, dim3 block);
 inline void emu_launch(std::function<void()> f, dim3 grid, dim3 block, size_t, cudaStream_t) { emu_launch(f, grid, block); }
 inline void emu_launch(std::function<void()> f, dim3 grid, dim3 block, size_t) { emu_launch(f, grid, block); }
