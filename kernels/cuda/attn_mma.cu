@@ -183,6 +183,26 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
             rlo[rr] = tlo[rt[rr] - p.t_off - ta];
             rhi[rr] = thi[rt[rr] - p.t_off - ta];
         }
+    /* the warp's key range (windows, compressed entries: key index =
+     * position resp. block): 16-key chunks outside it are skipped */
+    int wlo = min(rlo[0], rlo[1]), whi = max(rhi[0], rhi[1]);
+    if (rt[0] < 0) {
+        wlo = rlo[1];
+        whi = rhi[1];
+    }
+    if (rt[1] < 0) {
+        wlo = rt[0] < 0 ? 0x7fffffff : rlo[0];
+        whi = rt[0] < 0 ? -1 : rhi[0];
+    }
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        wlo = min(wlo, __shfl_xor_sync(0xffffffffu, wlo, o));
+        whi = max(whi, __shfl_xor_sync(0xffffffffu, whi, o));
+    }
+    if (slc) { /* list coordinates: no skipping */
+        wlo = -0x7fffffff;
+        whi = 0x7fffffff;
+    }
 
     /* query fragments (A operand): [q~ | qR | 0] of the two rows; with QS
      * the bf16 rounding error as a second operand in shared memory
@@ -336,6 +356,11 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
         const uint16_t *kt = kts + bf * MM_KT * Ep;
         const uint64_t *kmb = kmask[pb];
         const int *kpb = kpos[pb];
+        /* 16-key chunks with a key in the warp's range (warp-uniform) */
+        unsigned live = 0; /* bit np */
+#pragma unroll
+        for (int np = 0; np < MM_KT / 16; np++)
+            live |= (unsigned)(c0 + 16 * np <= whi && c0 + 16 * np + 15 >= wlo) << np;
         /* scores: 16 rows x MM_KT keys per warp */
         float s[MM_KT / 8][4];
 #pragma unroll
@@ -350,6 +375,8 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
                                                8 * (mi >> 1));
 #pragma unroll
                 for (int np = 0; np < MM_KT / 16; np++) {
+                    if (!((live >> np) & 1u))
+                        continue; /* all masked below */
                     uint32_t b[4];
                     mma_ldsm_x4<false>(b, kt + (16 * np + mr + 8 * (mi >> 1)) * Ep + 16 * ks +
                                               8 * (mi & 1));
@@ -413,7 +440,7 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
             pa[3] = mma_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
             for (int np = 0; np < NP; np++) {
-                if (np < npn) {
+                if (np < npn && ((live >> kk) & 1u)) { /* dead chunk: p = 0 */
                     uint32_t b[4];
                     mma_ldsm_x4<true>(b, kt + (16 * kk + mr + 8 * (mi & 1)) * Ep + 16 * np +
                                              8 * (mi >> 1));

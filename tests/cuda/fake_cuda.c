@@ -87,48 +87,112 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 }
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t s) { (void)s; attn_latent_ref(p); return ASA_OK; }
+/* A host model of attn_mma's numerics (same key sets as attn_latent_ref):
+ * scores in double from queries rounded to bf16 (round_q), softmax in
+ * double, the probabilities rounded to bf16 in the weighted sum (the sum
+ * of weights unrounded, as the kernel). */
+static float fake_bf16(double x) { return asa_bf16_to_f32(asa_f32_to_bf16((float)x)); }
+static void fake_attn_model(const attn_params *p, int round_q) {
+    const int G = p->c.G, dg = p->c.dg, dR = p->c.dR, B = p->c.B, H = p->H, hpg = H / G;
+    const int64_t S = (int64_t)G * dg + dR;
+    for (int t = p->t_off; t < p->t_off + p->T; t++) {
+        const int pos = p->tok_pos[t];
+        const int32_t *tab = p->c.tab + p->c.seq_toff[p->tok_seq[t]];
+        for (int g = 0; g < G; g++) {
+            /* the entries of this token's keys */
+            int nk = 0, cap = p->mode == ATTN_LOCAL ? p->window : p->mode == ATTN_CMP
+                                                               ? (pos + 1) / B
+                                                               : p->s.top_n * B;
+            int64_t *ent = malloc((size_t)(cap > 0 ? cap : 1) * sizeof(int64_t));
+            double *sc = malloc((size_t)(cap > 0 ? cap : 1) * sizeof(double));
+            if (!ent || !sc)
+                abort();
+            if (p->mode == ATTN_LOCAL) {
+                for (int j = pos - p->window + 1 > 0 ? pos - p->window + 1 : 0; j <= pos; j++)
+                    ent[nk++] = (int64_t)tab[j / B] * p->c.page_elems + p->c.layer_off +
+                                (int64_t)(j % B) * S;
+            } else if (p->mode == ATTN_CMP) {
+                for (int b = 0; b < (pos + 1) / B; b++)
+                    ent[nk++] = (int64_t)tab[b] * p->c.page_elems + p->c.layer_off +
+                                (int64_t)B * S;
+            } else {
+                const int src = p->s.sel_src[t];
+                const int32_t *set;
+                int cnt;
+                if (src >= 0) {
+                    set = p->s.tsel + ((int64_t)src * G + g) * p->s.top_n;
+                    cnt = p->s.tsel_cnt[(int64_t)src * G + g];
+                } else {
+                    const int64_t k = ((int64_t)(-src - 1) * p->s.Lg + p->s.ti) * G + g;
+                    set = p->s.slot_sel + k * p->s.top_n;
+                    cnt = p->s.slot_cnt[k];
+                }
+                for (int k = 0; k < cnt; k++)
+                    for (int o = 0; o < B; o++)
+                        if (set[k] * B + o <= pos)
+                            ent[nk++] = (int64_t)tab[set[k]] * p->c.page_elems +
+                                        p->c.layer_off + (int64_t)o * S;
+            }
+            for (int h = g * hpg; h < (g + 1) * hpg; h++) {
+                const float *qt = p->qt + ((int64_t)t * H + h) * dg;
+                const float *qr = p->qr + (int64_t)t * p->ld_qr + (int64_t)h * p->qr_stride;
+                double m = -INFINITY, l = 0.0;
+                for (int k = 0; k < nk; k++) {
+                    const uint16_t *e = p->c.kv + ent[k];
+                    double a = 0.0;
+                    for (int i = 0; i < dg; i++)
+                        a += (round_q ? fake_bf16(qt[i]) : qt[i]) *
+                             (double)asa_bf16_to_f32(e[g * dg + i]);
+                    for (int i = 0; i < dR; i++)
+                        a += (round_q ? fake_bf16(qr[i]) : qr[i]) *
+                             (double)asa_bf16_to_f32(e[G * dg + i]);
+                    sc[k] = a * p->scale;
+                    if (sc[k] > m)
+                        m = sc[k];
+                }
+                for (int k = 0; k < nk; k++) {
+                    sc[k] = exp(sc[k] - m);
+                    l += sc[k];
+                }
+                const int64_t o = ((int64_t)t * H + h) * dg;
+                for (int i = 0; i < dg; i++) {
+                    double a = 0.0;
+                    for (int k = 0; k < nk; k++)
+                        a += fake_bf16(sc[k]) * (double)asa_bf16_to_f32(p->c.kv[ent[k] + g * dg + i]);
+                    double v = l > 0 ? a / l : 0.0;
+                    if (p->mode == ATTN_SLC) {
+                        const float *gt = p->gate + (int64_t)t * p->ld_qr;
+                        v = 1.0 / (1.0 + exp(-(double)gt[h])) * p->u_cmp[o + i] +
+                            1.0 / (1.0 + exp(-(double)gt[H + h])) * v;
+                    }
+                    p->u[o + i] = (float)v;
+                }
+                if (p->mode == ATTN_CMP)
+                    p->lse[(int64_t)t * H + h] = nk > 0 ? (float)(m + log(l)) : -INFINITY;
+            }
+            free(ent);
+            free(sc);
+        }
+    }
+}
+
 /* the tensor-core form: the same shape limits (the caller's fallback runs
- * for the others) and a model of its numerics: the reference on queries
- * rounded to bf16 (hi + lo queries for ATTN_MMA_QSPLIT's compressed branch
- * are ~f32: not rounded); the kernel also rounds the probabilities, which
- * this leaves out.  ASA_FAKE_MMA_EXACT=1: the plain reference. */
+ * for the others) and the model of its numerics above (hi + lo queries:
+ * unrounded).  ASA_FAKE_MMA_EXACT=1: the plain reference instead. */
 asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s) {
     (void)s;
     if (p->c.dg + p->c.dR > 256 || p->c.dg > 192)
         return ASA_EUNSUPPORTED;
     const char *ex = getenv("ASA_FAKE_MMA_EXACT");
-    if ((ex && strcmp(ex, "1") == 0) || (flags & ATTN_MMA_QSPLIT_ALL) ||
-        (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT))) {
+    if (ex && strcmp(ex, "1") == 0) {
         attn_latent_ref(p);
         return ASA_OK;
     }
-    const int T = p->t_off + p->T, H = p->H, dg = p->c.dg, dR = p->c.dR;
-    float *qt = malloc((size_t)T * H * dg * sizeof(float));
-    /* the rope queries in place of the originals, same strides (the gates
-     * share ld_qr and stay where they are) */
-    const size_t nqr = (size_t)T * p->ld_qr + (size_t)H * p->qr_stride + dR + 1;
-    float *qr = calloc(nqr, sizeof(float));
-    if (!qt || !qr)
-        abort();
-    for (int t = p->t_off; t < T; t++)
-        for (int h = 0; h < H; h++) {
-            for (int e = 0; e < dg; e++) {
-                size_t i = ((size_t)t * H + h) * dg + e;
-                qt[i] = asa_bf16_to_f32(asa_f32_to_bf16(p->qt[i]));
-            }
-            for (int k = 0; k < dR; k++) {
-                size_t i = (size_t)t * p->ld_qr + (size_t)h * p->qr_stride + k;
-                qr[i] = asa_bf16_to_f32(asa_f32_to_bf16(p->qr[i]));
-            }
-        }
-    attn_params q = *p;
-    q.qt = qt;
-    q.qr = qr;
-    attn_latent_ref(&q);
-    free(qt);
-    free(qr);
+    const int hl = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
+    fake_attn_model(p, !hl);
     return ASA_OK;
 }
+
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t s) { (void)s; select_blocks_ref(p); return ASA_OK; }
 asa_err compress_cuda(const compress_params *p, cudaStream_t s) { (void)s; compress_ref(p); return ASA_OK; }
 asa_err selstore_cuda(const selstore_params *p, cudaStream_t s) {

@@ -342,6 +342,10 @@ static void test_mma_odd(void **st) {
          true, 1},
         /* fixture-like: g3_share1_tied (latent 16, rope 8, 2 heads) */
         {"g3 h2 dg16 dR8", 3, 16, 8, 2, 8, 1000, 4, 1, 2, {75, 0}, {12, 40}, false, 0},
+        /* 3 heads per group, window 24, 40 tokens of one sequence: the
+         * warps' key ranges start 5 and 10 keys into the block's first
+         * 16-key chunk (the per-warp chunk skipping must keep it) */
+        {"g1 h3 dg16 dR16 w24", 1, 16, 16, 3, 8, 24, 4, 2, 1, {100}, {40}, false, 0},
         /* 16 heads per group with dg 40 + dR 24 (E 64, the small generic form) */
         {"g2 h16 dg40 dR24", 2, 40, 24, 16, 16, 50, 5, 4, 2, {90, 3}, {7, 6}, false, 0},
     };

@@ -130,6 +130,8 @@ SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 
 if [ -n "$SAN" ] && [ -x "$T/test_cuda_kernels" ]; then
     run memcheck_kernels 90 "$SAN" --tool memcheck --error-exitcode 3 "$T/test_cuda_kernels"
     run racecheck_kernels 90 "$SAN" --tool racecheck --error-exitcode 3 "$T/test_cuda_kernels"
+    [ -x "$T/test_cuda_attn_mma" ] &&
+        run racecheck_attn_mma 90 "$SAN" --tool racecheck --error-exitcode 3 "$T/test_cuda_attn_mma"
 else
     ROWS+=("$(printf '%-26s %-7s %s' memcheck_kernels SKIP "compute-sanitizer not found")")
 fi
