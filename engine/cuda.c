@@ -273,7 +273,10 @@ typedef struct cu_be {
                                   or every mode (=2) */
     bool pdl;                  /* programmatic dependent launch (ASA_CUDA_PDL) */
     bool fuse;                 /* fused decode kernels (ASA_CUDA_FUSE; cu__fused) */
-    bool fuse_silu;            /* SiLU-gate in the down GEMV (ASA_CUDA_FUSE=nosilu: off) */
+    bool fuse_silu;            /* SiLU-gate in the down GEMV's prologue
+                                  (ASA_CUDA_FUSE_SILU=1; off by default) */
+    bool fuse_merge;           /* split attention merged in the last split block
+                                  (ASA_CUDA_FUSE_MERGE=1; off by default) */
     int gemv_rows;             /* products of up to this many rows use GEMV
                                   (ASA_CUDA_GEMV_ROWS, 0..GEMV_MAX_M, default
                                   CU_GEMV_ROWS) */
@@ -827,10 +830,14 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     kc_set_pdl(c->pdl); /* one setting per process (kcuda.h): the last engine created */
     const char *fu = getenv("ASA_CUDA_FUSE");
     c->fuse = !(fu && strcmp(fu, "0") == 0); /* on unless ASA_CUDA_FUSE=0 */
-    /* nosilu: the rest fused, silu_mul separate (every down GEMV block
-     * recomputes the SiLU of the whole row: ~1.4M expf per step and layer
-     * at batch 1, against one small kernel) */
-    c->fuse_silu = c->fuse && !(fu && strcmp(fu, "nosilu") == 0);
+    /* two folds measured slower on the H200 (asa-1.3b, batch 1, 1k, graph
+     * replays: 1.70 ms without either, 1.74 ms with the SiLU fold (every
+     * down GEMV block recomputes the SiLU of the whole row), 1.86 ms with
+     * the merge fold (the last split block merges alone, serially), 1.90 ms
+     * with both): off unless asked for */
+    const char *fs = getenv("ASA_CUDA_FUSE_SILU"), *fm = getenv("ASA_CUDA_FUSE_MERGE");
+    c->fuse_silu = c->fuse && fs && strcmp(fs, "1") == 0;
+    c->fuse_merge = c->fuse && fm && strcmp(fm, "1") == 0;
     const char *ge = getenv("ASA_CUDA_GRAPHS");
     c->graphs_on = !(ge && strcmp(ge, "0") == 0); /* on unless ASA_CUDA_GRAPHS=0 */
     c->graph_eager = c->graphs_on && ge && strcmp(ge, "eager") == 0;
@@ -1259,7 +1266,7 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at) {
      * same bits as the merge launch; at most per * H <= part_heads counters),
      * except in batch-invariant mode (kept as it was) and with
      * ASA_CUDA_FUSE=0 */
-    at->merge_cnt = at->n_split > 1 && c->fuse && !c->invariant ? c->mcnt : NULL;
+    at->merge_cnt = at->n_split > 1 && c->fuse_merge && !c->invariant ? c->mcnt : NULL;
     for (int t0 = 0; t0 < T; t0 += (int)per) {
         at->t_off = t0;
         at->T = T - t0 < per ? T - t0 : (int)per;
