@@ -1551,7 +1551,20 @@ static bool smp_knife_edge(const float *logits, int V, const eng_sampling *sp,
 
 static void test_sample(void **st) {
     (void)st;
-    const bool emu = getenv("ASA_EMU") != NULL;
+    /* ASA_SAMPLE_ONLY=V:row repeats one row of a GPU run in the emulator:
+     * the full (non-ASA_EMU) rows are generated, but only that row of that
+     * shape runs on the device and is compared.  The generator's state at
+     * this point is printed; ASA_SAMPLE_RS=<state> starts from it (with
+     * ASA_TEST_FILTER=test_sample the tests before need not run again). */
+    int only_v = 0, only_row = -1;
+    const char *only = getenv("ASA_SAMPLE_ONLY");
+    if (only && sscanf(only, "%d:%d", &only_v, &only_row) != 2)
+        fail_msg("ASA_SAMPLE_ONLY=%s: expected V:row", only);
+    const char *srs = getenv("ASA_SAMPLE_RS");
+    if (srs)
+        rs = strtoull(srs, NULL, 0);
+    printf("test_sample: generator state %llu (ASA_SAMPLE_RS)\n", (unsigned long long)rs);
+    const bool emu = getenv("ASA_EMU") != NULL && !only;
     const int shapes[][2] = {{20, 9}, {37, 12}, {1000, 12}, {5003, 8}, {32000, 8}, {32000, 8},
                              {SAMPLE_MAX_V, 3}};
     int mism_tok = 0, rows_checked = 0, sampled = 0, knife = 0;
@@ -1582,6 +1595,37 @@ static void test_sample(void **st) {
             if (sb.sp[b].n_logprobs > sb.n_top)
                 sb.n_top = sb.sp[b].n_logprobs;
         }
+        if (only) {
+            /* the generator has advanced as in a full run; other shapes and
+             * rows are not launched */
+            for (int b = 0; b < B; b++)
+                if (V != only_v || b != only_row)
+                    sb.rows[b].skip = 1;
+            if (V == only_v && only_row < B) {
+                const eng_sampling *sp = &sb.sp[only_row];
+                printf("test_sample: V=%d row %d: T %g k %d p %g minp %g rp %g fp %g pp %g "
+                       "bias %d lists %d+%d seed %llu skip %d\n",
+                       V, only_row, sp->temperature, sp->top_k, sp->top_p, sp->min_p,
+                       sp->repetition_penalty, sp->frequency_penalty, sp->presence_penalty,
+                       sp->n_bias, np[only_row], no[only_row], (unsigned long long)sp->seed,
+                       sb.rows[only_row].skip);
+                /* ASA_SAMPLE_DUMP=file: the row (V, the parameters, np, no,
+                 * the logits, the lists) for offline study */
+                const char *dump = getenv("ASA_SAMPLE_DUMP");
+                FILE *f = dump ? fopen(dump, "wb") : NULL;
+                if (f) {
+                    const int hdr[3] = {V, np[only_row], no[only_row]};
+                    fwrite(hdr, sizeof hdr, 1, f);
+                    fwrite(sp, sizeof *sp, 1, f);
+                    fwrite(sb.logits + (size_t)only_row * ld, 4, (size_t)V, f);
+                    fwrite(sb.toks + sb.rows[only_row].tok_off, 4,
+                           (size_t)(np[only_row] + no[only_row]), f);
+                    fwrite(sb.bias_ids + sb.rows[only_row].bias_off, 4, (size_t)sp->n_bias, f);
+                    fwrite(sb.bias_vals + sb.rows[only_row].bias_off, 4, (size_t)sp->n_bias, f);
+                    fclose(f);
+                }
+            }
+        }
         const int nt = sb.n_top ? sb.n_top : 1;
         int32_t *tok = malloc((size_t)B * 4), *tids = malloc((size_t)B * nt * 4);
         float *lp = malloc((size_t)B * 4), *tlp = malloc((size_t)B * nt * 4);
@@ -1592,6 +1636,8 @@ static void test_sample(void **st) {
                 fail_msg("sample V=%d: counts scratch not zero after the launch (%zu)", V, i);
         float *scratch = malloc((size_t)2 * V * 4);
         for (int b = 0; b < B; b++) {
+            if (only && (V != only_v || b != only_row))
+                continue;
             if (sb.rows[b].skip) {
                 if (tok[b] != -1)
                     fail_msg("sample V=%d row %d: skipped row written", V, b);
@@ -1756,6 +1802,10 @@ int main(void) {
         cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_gemv_fused),
         cmocka_unit_test(test_sample),          cmocka_unit_test(test_sample_chi2),
     };
+    /* ASA_TEST_FILTER=name: only the matching tests (cmocka's pattern) */
+    const char *flt = getenv("ASA_TEST_FILTER");
+    if (flt)
+        cmocka_set_test_filter(flt);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     printf("test_cuda_kernels: %s: %d kernel checks, %d elements compared, seed %llu\n",
            rc ? "FAIL" : "PASS", n_kernels, n_checked, (unsigned long long)seed);
