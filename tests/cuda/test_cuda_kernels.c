@@ -1592,7 +1592,7 @@ static void test_sample(void **st) {
     (void)st;
     /* ASA_SAMPLE_ONLY=V:row repeats one row of a GPU run in the emulator:
      * the full (non-ASA_EMU) rows are generated, but only that row of that
-     * shape runs on the device and is compared.  The generator's state at
+     * shape runs on the device and is compared (row -1: all of its rows).  The generator's state at
      * this point is printed; ASA_SAMPLE_RS=<state> starts from it (with
      * ASA_TEST_FILTER=test_sample the tests before need not run again). */
     int only_v = 0, only_row = -1;
@@ -1638,9 +1638,9 @@ static void test_sample(void **st) {
             /* the generator has advanced as in a full run; other shapes and
              * rows are not launched */
             for (int b = 0; b < B; b++)
-                if (V != only_v || b != only_row)
+                if (V != only_v || (only_row >= 0 && b != only_row))
                     sb.rows[b].skip = 1;
-            if (V == only_v && only_row < B) {
+            if (V == only_v && only_row >= 0 && only_row < B) {
                 const eng_sampling *sp = &sb.sp[only_row];
                 printf("test_sample: V=%d row %d: T %g k %d p %g minp %g rp %g fp %g pp %g "
                        "bias %d lists %d+%d seed %llu skip %d\n",
@@ -1675,7 +1675,7 @@ static void test_sample(void **st) {
                 fail_msg("sample V=%d: counts scratch not zero after the launch (%zu)", V, i);
         float *scratch = malloc((size_t)2 * V * 4);
         for (int b = 0; b < B; b++) {
-            if (only && (V != only_v || b != only_row))
+            if (only && (V != only_v || (only_row >= 0 && b != only_row)))
                 continue;
             if (sb.rows[b].skip) {
                 if (tok[b] != -1)
