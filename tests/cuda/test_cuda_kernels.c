@@ -1674,6 +1674,19 @@ static void test_sample(void **st) {
             if (cnt[i])
                 fail_msg("sample V=%d: counts scratch not zero after the launch (%zu)", V, i);
         float *scratch = malloc((size_t)2 * V * 4);
+        if (only && V == only_v) {
+            /* every row's host token (a device token that belongs to a
+             * neighbour would show up here) */
+            printf("test_sample: V=%d host tokens:", V);
+            for (int b = 0; b < B; b++) {
+                eng_seq_result r;
+                const int32_t *ids = sb.toks + sb.rows[b].tok_off;
+                eng_sample(sb.logits + (size_t)b * ld, V, &sb.sp[b], np[b] ? ids : NULL, np[b],
+                           no[b] ? ids + np[b] : NULL, no[b], scratch, &r);
+                printf(" %d", r.token);
+            }
+            printf("\n");
+        }
         for (int b = 0; b < B; b++) {
             if (only && (V != only_v || (only_row >= 0 && b != only_row)))
                 continue;
