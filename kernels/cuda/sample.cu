@@ -369,6 +369,12 @@ __global__ void __launch_bounds__(NT, 1) sample_kernel(const sample_params p, in
     const bool rep = rw.repetition != 1.0f && rw.n_prompt + rw.n_output > 0;
     const bool freq = (rw.frequency != 0.0f || rw.presence != 0.0f) && rw.n_output > 0;
     int token = raw_best;
+    uint64_t *dbg = p.dbg ? p.dbg + (size_t)b * SAMPLE_DBG : NULL;
+    if (dbg && tid == 0) {
+        dbg[0] = (uint64_t)raw_best;
+        for (int j = 1; j < SAMPLE_DBG; j++)
+            dbg[j] = ~0ull;
+    }
     if (!(greedy && rw.n_bias == 0 && !rep && !freq)) {
         __syncthreads(); /* the top-n readers of w are done */
         /* bias: the thread of an id's first entry adds its entries in order */
@@ -423,6 +429,10 @@ __global__ void __launch_bounds__(NT, 1) sample_kernel(const sample_params p, in
                 best = i;
             }
         block_best(wmax, best, sh);
+        if (dbg && tid == 0) {
+            dbg[1] = (uint64_t)best;
+            dbg[2] = __float_as_uint(wmax);
+        }
         if (wmax == -INFINITY) {
             token = raw_best;
         } else if (greedy) {
@@ -494,12 +504,21 @@ __global__ void __launch_bounds__(NT, 1) sample_kernel(const sample_params p, in
                 }
             }
             hit = block_min_int(hit, sh);
+            if (dbg && tid == 0) {
+                dbg[3] = (uint64_t)hit;
+                dbg[4] = (uint64_t)(total >> 32);
+                dbg[5] = (uint64_t)__double_as_longlong(target);
+            }
             if (hit == INT_MAX) /* rounding let the target reach the end: the last */
                 hit = -block_min_int(last >= 0 ? -last : INT_MAX, sh);
             token = hit;
         }
     }
     if (tid == 0) {
+        if (dbg) {
+            dbg[6] = token >= 0 && token < V ? __float_as_uint(w[token]) : ~0u;
+            dbg[7] = (uint64_t)token;
+        }
         p.token[b] = token;
         p.token_lp[b] = logprob(clean(row[token]), raw_max, log_s);
     }

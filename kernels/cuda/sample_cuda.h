@@ -78,7 +78,16 @@ typedef struct sample_params {
     int32_t *top_ids;          /* [B][n_top] (NULL when n_top == 0); row b
                                   writes its first n_logprobs entries */
     float *top_lp;             /* [B][n_top] */
+    uint64_t *dbg;             /* NULL, or [B][SAMPLE_DBG] stage values of
+                                  each row (tests: where a GPU row departs
+                                  from eng_sample) */
 } sample_params;
+
+/* dbg[b][...]: raw argmax, adjusted argmax, adjusted max (float bits),
+ * the draw's first hit (INT_MAX: none), the kept mass total >> 32
+ * (fixed point, 2^-32 units), the draw target (double bits), w[token]
+ * after the filters (float bits: e of the token), the token. */
+#define SAMPLE_DBG 8
 
 /* ASA_OK or ASA_EINVAL (shapes, pointers, alignment). */
 asa_err sample_params_check(const sample_params *p);

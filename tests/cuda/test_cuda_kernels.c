@@ -1407,6 +1407,7 @@ typedef struct smp_batch {
 } smp_batch;
 
 /* Runs the kernel on the batch and returns its outputs (host). */
+static uint64_t *smp_dbg; /* [B][SAMPLE_DBG] of the last smp_run (sample_cuda.h) */
 static void smp_run(const smp_batch *sb, int32_t *tok, float *lp, int32_t *tids, float *tlp,
                     uint32_t **counts_keep) {
     const int B = sb->B, V = sb->V;
@@ -1426,7 +1427,13 @@ static void smp_run(const smp_batch *sb, int32_t *tok, float *lp, int32_t *tids,
                        .rows = d_rows, .bias_ids = d_bid, .bias_vals = d_bv, .toks = d_toks,
                        .counts = d_cnt, .token = d_tok, .token_lp = d_lp,
                        .top_ids = sb->n_top ? d_tids : NULL, .top_lp = sb->n_top ? d_tlp : NULL};
+    uint64_t *d_dbg = poison_dev((size_t)B * SAMPLE_DBG * 8);
+    p.dbg = d_dbg;
     assert_int_equal(sample_cuda(&p, NULL), ASA_OK);
+    free(smp_dbg);
+    smp_dbg = malloc((size_t)B * SAMPLE_DBG * 8);
+    get_dev(smp_dbg, d_dbg, (size_t)B * SAMPLE_DBG * 8);
+    cudaFree(d_dbg);
     get_dev(tok, d_tok, (size_t)B * 4);
     get_dev(lp, d_lp, (size_t)B * 4);
     if (sb->n_top) {
@@ -1486,12 +1493,10 @@ static int smp_cmp_desc1(const void *a, const void *b) {
     return v[x] > v[y] ? -1 : v[x] < v[y] ? 1 : (x > y) - (x < y);
 }
 static float smp_clean_h(float x) { return isnan(x) ? -INFINITY : x > FLT_MAX ? FLT_MAX : x; }
-static bool smp_knife_edge(const float *logits, int V, const eng_sampling *sp,
-                           const int32_t *prompt, int np, const int32_t *output, int no) {
-    if (sp->temperature < ENG_SAMPLE_GREEDY_EPS || !(sp->top_p < 1.0f))
-        return false;
-    float *w = malloc((size_t)V * 4);
-    int32_t *idx = malloc((size_t)V * 4);
+/* w = the adjusted logits of eng_sample (stages 1-3); returns their
+ * argmax (ties: lower id), *wmax the maximum. */
+static int smp_adjust(const float *logits, int V, const eng_sampling *sp, const int32_t *prompt,
+                      int np, const int32_t *output, int no, float *w, float *wmax) {
     int *cnt = calloc((size_t)V, sizeof(int));
     for (int i = 0; i < V; i++)
         w[i] = smp_clean_h(logits[i]);
@@ -1519,9 +1524,25 @@ static bool smp_knife_edge(const float *logits, int V, const eng_sampling *sp,
             cnt[t] = 0;
         }
     }
-    float m = -INFINITY;
+    int best = 0;
+    *wmax = -INFINITY;
     for (int i = 0; i < V; i++)
-        m = fmaxf(m, w[i]);
+        if (w[i] > *wmax) {
+            *wmax = w[i];
+            best = i;
+        }
+    free(cnt);
+    return best;
+}
+
+static bool smp_knife_edge(const float *logits, int V, const eng_sampling *sp,
+                           const int32_t *prompt, int np, const int32_t *output, int no) {
+    if (sp->temperature < ENG_SAMPLE_GREEDY_EPS || !(sp->top_p < 1.0f))
+        return false;
+    float *w = malloc((size_t)V * 4);
+    int32_t *idx = malloc((size_t)V * 4);
+    float m;
+    smp_adjust(logits, V, sp, prompt, np, output, no, w, &m);
     bool edge = false;
     if (m > -INFINITY) {
         eng_sample_exp_array(w, w, V, m, 1.0f / sp->temperature);
@@ -1545,13 +1566,44 @@ static bool smp_knife_edge(const float *logits, int V, const eng_sampling *sp,
     }
     free(w);
     free(idx);
-    free(cnt);
     return edge;
+}
+
+/* On a token mismatch: the kernel's stage values (sample_cuda.h, dbg)
+ * beside the host's, to show where the row departs. */
+static void smp_explain(const float *logits, int V, const eng_sampling *sp, const int32_t *prompt,
+                        int np, const int32_t *output, int no, int host_tok, const uint64_t *d) {
+    float *w = malloc((size_t)V * 4), wmax;
+    const int best = smp_adjust(logits, V, sp, prompt, np, output, no, w, &wmax);
+    float e_host = 0;
+    if (sp->temperature >= ENG_SAMPLE_GREEDY_EPS && wmax > -INFINITY)
+        e_host = eng_sample_exp((w[host_tok] - wmax) * (1.0f / sp->temperature));
+    union { uint64_t u; double d; } tg = {.u = d[5]};
+    union { uint32_t u; float f; } wm = {.u = (uint32_t)d[2]}, et = {.u = (uint32_t)d[6]};
+    printf("sample mismatch: device: raw best %lld best %lld max %.9g first hit %lld "
+           "total %.17g target %.17g e(token) %.9g token %lld\n"
+           "                 host: best %d max %.9g e(host token %d) %.9g (before filters)\n",
+           (long long)d[0], (long long)d[1], wm.f, (long long)d[3], (double)d[4] * 0x1.0p-32,
+           tg.d * 0x1.0p64, et.f, (long long)d[7], best, wmax, host_tok, e_host);
+    free(w);
 }
 
 static void test_sample(void **st) {
     (void)st;
-    const bool emu = getenv("ASA_EMU") != NULL;
+    /* ASA_SAMPLE_ONLY=V:row repeats one row of a GPU run in the emulator:
+     * the full (non-ASA_EMU) rows are generated, but only that row of that
+     * shape runs on the device and is compared (row -1: all of its rows).  The generator's state at
+     * this point is printed; ASA_SAMPLE_RS=<state> starts from it (with
+     * ASA_TEST_FILTER=test_sample the tests before need not run again). */
+    int only_v = 0, only_row = -1;
+    const char *only = getenv("ASA_SAMPLE_ONLY");
+    if (only && sscanf(only, "%d:%d", &only_v, &only_row) != 2)
+        fail_msg("ASA_SAMPLE_ONLY=%s: expected V:row", only);
+    const char *srs = getenv("ASA_SAMPLE_RS");
+    if (srs)
+        rs = strtoull(srs, NULL, 0);
+    printf("test_sample: generator state %llu (ASA_SAMPLE_RS)\n", (unsigned long long)rs);
+    const bool emu = getenv("ASA_EMU") != NULL && !only;
     const int shapes[][2] = {{20, 9}, {37, 12}, {1000, 12}, {5003, 8}, {32000, 8}, {32000, 8},
                              {SAMPLE_MAX_V, 3}};
     int mism_tok = 0, rows_checked = 0, sampled = 0, knife = 0;
@@ -1582,6 +1634,37 @@ static void test_sample(void **st) {
             if (sb.sp[b].n_logprobs > sb.n_top)
                 sb.n_top = sb.sp[b].n_logprobs;
         }
+        if (only) {
+            /* the generator has advanced as in a full run; other shapes and
+             * rows are not launched */
+            for (int b = 0; b < B; b++)
+                if (V != only_v || (only_row >= 0 && b != only_row))
+                    sb.rows[b].skip = 1;
+            if (V == only_v && only_row >= 0 && only_row < B) {
+                const eng_sampling *sp = &sb.sp[only_row];
+                printf("test_sample: V=%d row %d: T %g k %d p %g minp %g rp %g fp %g pp %g "
+                       "bias %d lists %d+%d seed %llu skip %d\n",
+                       V, only_row, sp->temperature, sp->top_k, sp->top_p, sp->min_p,
+                       sp->repetition_penalty, sp->frequency_penalty, sp->presence_penalty,
+                       sp->n_bias, np[only_row], no[only_row], (unsigned long long)sp->seed,
+                       sb.rows[only_row].skip);
+                /* ASA_SAMPLE_DUMP=file: the row (V, the parameters, np, no,
+                 * the logits, the lists) for offline study */
+                const char *dump = getenv("ASA_SAMPLE_DUMP");
+                FILE *f = dump ? fopen(dump, "wb") : NULL;
+                if (f) {
+                    const int hdr[3] = {V, np[only_row], no[only_row]};
+                    fwrite(hdr, sizeof hdr, 1, f);
+                    fwrite(sp, sizeof *sp, 1, f);
+                    fwrite(sb.logits + (size_t)only_row * ld, 4, (size_t)V, f);
+                    fwrite(sb.toks + sb.rows[only_row].tok_off, 4,
+                           (size_t)(np[only_row] + no[only_row]), f);
+                    fwrite(sb.bias_ids + sb.rows[only_row].bias_off, 4, (size_t)sp->n_bias, f);
+                    fwrite(sb.bias_vals + sb.rows[only_row].bias_off, 4, (size_t)sp->n_bias, f);
+                    fclose(f);
+                }
+            }
+        }
         const int nt = sb.n_top ? sb.n_top : 1;
         int32_t *tok = malloc((size_t)B * 4), *tids = malloc((size_t)B * nt * 4);
         float *lp = malloc((size_t)B * 4), *tlp = malloc((size_t)B * nt * 4);
@@ -1591,7 +1674,22 @@ static void test_sample(void **st) {
             if (cnt[i])
                 fail_msg("sample V=%d: counts scratch not zero after the launch (%zu)", V, i);
         float *scratch = malloc((size_t)2 * V * 4);
+        if (only && V == only_v) {
+            /* every row's host token (a device token that belongs to a
+             * neighbour would show up here) */
+            printf("test_sample: V=%d host tokens:", V);
+            for (int b = 0; b < B; b++) {
+                eng_seq_result r;
+                const int32_t *ids = sb.toks + sb.rows[b].tok_off;
+                eng_sample(sb.logits + (size_t)b * ld, V, &sb.sp[b], np[b] ? ids : NULL, np[b],
+                           no[b] ? ids + np[b] : NULL, no[b], scratch, &r);
+                printf(" %d", r.token);
+            }
+            printf("\n");
+        }
         for (int b = 0; b < B; b++) {
+            if (only && (V != only_v || (only_row >= 0 && b != only_row)))
+                continue;
             if (sb.rows[b].skip) {
                 if (tok[b] != -1)
                     fail_msg("sample V=%d row %d: skipped row written", V, b);
@@ -1610,6 +1708,8 @@ static void test_sample(void **st) {
             const eng_sampling *sp = &sb.sp[b];
             if (tok[b] != r.token) {
                 mism_tok++;
+                smp_explain(sb.logits + (size_t)b * ld, V, sp, ids, np[b], ids + np[b], no[b],
+                            r.token, smp_dbg + (size_t)b * SAMPLE_DBG);
                 fail_msg("sample V=%d row %d: token %d, host %d (T %g k %d p %g minp %g rp %g "
                          "fp %g pp %g bias %d lists %d+%d)",
                          V, b, tok[b], r.token, sp->temperature, sp->top_k, sp->top_p,
@@ -1647,6 +1747,81 @@ static void test_sample(void **st) {
     printf("test_sample: %d rows (%d drawn) identical to eng_sample; %d top-p knife edges "
            "not compared\n", rows_checked, sampled, knife);
     assert_int_equal(mism_tok, 0);
+}
+
+/* Rows like the one that failed on an H200 (seed 4766983538586972480, V =
+ * 1000 row 24: FLT_MAX at 836 and 872, FLT_MAX / 2 at 699, T 1, top-p
+ * 0.9, frequency/presence -0.3/-0.5; the kernel drew 699, whose e is 0):
+ * huge logits in different warps, sampled with top-p and penalties, so
+ * that every row exercises the reductions with far-apart maxima. */
+static void test_sample_huge(void **st) {
+    (void)st;
+    const int B = getenv("ASA_EMU") ? 4 : 256;
+    const int Vs[2] = {1000, 5003};
+    for (int vi = 0; vi < 2; vi++) {
+        const int V = Vs[vi];
+        smp_batch sb = {.B = B, .V = V, .ld = V, .n_top = 0};
+        sb.logits = malloc((size_t)B * V * 4);
+        sb.sp = calloc((size_t)B, sizeof *sb.sp);
+        sb.rows = calloc((size_t)B, sizeof *sb.rows);
+        sb.toks = malloc((size_t)B * 64 * 4);
+        for (int b = 0; b < B; b++) {
+            float *x = sb.logits + (size_t)b * V;
+            for (int i = 0; i < V; i++)
+                x[i] = unif() * 8.0f;
+            const int nbig = 1 + randint(3), nhalf = 1 + randint(3);
+            for (int j = 0; j < nbig + nhalf; j++)
+                x[randint(V)] = j < nbig ? FLT_MAX : FLT_MAX * (randint(2) ? 0.5f : 0.25f);
+            eng_sampling *sp = &sb.sp[b];
+            static const float tps[] = {1.0f, 0.9f, 0.5f};
+            sp->temperature = b % 2 ? 1.0f : 0.7f;
+            sp->top_p = tps[randint(3)];
+            sp->frequency_penalty = randint(2) ? -0.3f : 0.0f;
+            sp->presence_penalty = randint(2) ? -0.5f : 0.0f;
+            sp->repetition_penalty = 1.0f;
+            sp->seed = ((uint64_t)rnd() << 32) ^ rnd();
+            const int no = randint(2) ? 32 : 0;
+            for (int j = 0; j < no; j++)
+                sb.toks[sb.n_toks + j] = randint(V);
+            smp_row_of(sp, 0, no, 0, sb.n_toks, &sb.rows[b]);
+            sb.n_toks += no;
+        }
+        int32_t tok[256], tids[1];
+        float lp[256], tlp[1];
+        smp_run(&sb, tok, lp, tids, tlp, NULL);
+        float *scratch = malloc((size_t)2 * V * 4);
+        int mism = 0, knife = 0;
+        for (int b = 0; b < B; b++) {
+            const float *x = sb.logits + (size_t)b * V;
+            const int32_t *out = sb.toks + sb.rows[b].tok_off;
+            const int no = sb.rows[b].n_output;
+            if (smp_knife_edge(x, V, &sb.sp[b], NULL, 0, out, no)) {
+                knife++;
+                continue;
+            }
+            eng_seq_result r;
+            assert_int_equal(eng_sample(x, V, &sb.sp[b], NULL, 0, no ? out : NULL, no, scratch, &r),
+                             ASA_OK);
+            n_checked++;
+            if (tok[b] != r.token) {
+                mism++;
+                smp_explain(x, V, &sb.sp[b], NULL, 0, out, no, r.token,
+                            smp_dbg + (size_t)b * SAMPLE_DBG);
+                printf("sample huge V=%d row %d: token %d, host %d (T %g p %g fp %g pp %g "
+                       "output %d)\n", V, b, tok[b], r.token, sb.sp[b].temperature,
+                       sb.sp[b].top_p, sb.sp[b].frequency_penalty, sb.sp[b].presence_penalty,
+                       no);
+            }
+        }
+        printf("test_sample_huge: V=%d: %d rows, %d mismatches, %d knife edges\n", V, B, mism,
+               knife);
+        free(scratch);
+        free(sb.logits);
+        free(sb.sp);
+        free(sb.rows);
+        free(sb.toks);
+        assert_int_equal(mism, 0);
+    }
 }
 
 /* The distribution: one row of V = 24 logits drawn with many seeds, under
@@ -1755,7 +1930,12 @@ int main(void) {
         cmocka_unit_test(test_absorb_expand_vec),
         cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_gemv_fused),
         cmocka_unit_test(test_sample),          cmocka_unit_test(test_sample_chi2),
+        cmocka_unit_test(test_sample_huge),
     };
+    /* ASA_TEST_FILTER=name: only the matching tests (cmocka's pattern) */
+    const char *flt = getenv("ASA_TEST_FILTER");
+    if (flt)
+        cmocka_set_test_filter(flt);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     printf("test_cuda_kernels: %s: %d kernel checks, %d elements compared, seed %llu\n",
            rc ? "FAIL" : "PASS", n_kernels, n_checked, (unsigned long long)seed);
