@@ -59,7 +59,9 @@
  * uploaded with one copy into a fixed device buffer; rows that do not fit
  * it (CU_SAMPLE_TOKS ids, CU_SAMPLE_BIAS entries), vocabularies above
  * SAMPLE_MAX_V and invalid parameters take the host path.
- * ASA_CUDA_GPU_SAMPLE=0 at create: the previous split, rows that need only
+ * That path is off by default (ASA_CUDA_GPU_SAMPLE=1 turns it on): the
+ * H200 showed a wrong token for rows holding FLT_MAX or +inf logits (see
+ * kernels/cuda/NOTES.md, sampling).  Default (=0): rows that need only
  * a greedy token and raw logprobs on the device (topn_cuda), every other
  * row copied to the host and sampled with eng_sample; =2: plain greedy rows
  * by topn_cuda (logprobs to ~1e-6 instead of eng_sample's bits), the other
@@ -898,7 +900,11 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc(&c->topn_ws, topn_workspace_size(lr, V))))
         return asa_errf(eb, err, "cuda backend: device memory");
     const char *gs = getenv("ASA_CUDA_GPU_SAMPLE");
-    c->gpu_sample = gs && strcmp(gs, "0") == 0 ? 0 : gs && strcmp(gs, "2") == 0 ? 2 : 1;
+    /* off unless asked for: on the H200, rows with FLT_MAX (or +inf)
+     * logits came out wrong (the device's raw argmax missed FLT_MAX entries
+     * at ids >= 800 of V = 1000 rows: test_sample_huge; cause not found
+     * yet, kernels/cuda/NOTES.md) */
+    c->gpu_sample = gs && strcmp(gs, "1") == 0 ? 1 : gs && strcmp(gs, "2") == 0 ? 2 : 0;
     if (V < SAMPLE_MAX_N || V > SAMPLE_MAX_V)
         c->gpu_sample = 0;
     c->dev_row = calloc((size_t)lr, sizeof *c->dev_row);
