@@ -361,6 +361,12 @@ static void test_mma_13b(void **st) {
         {"1.3b local", 1, 192, 32, 32, 16, 64, 16, 4, 2, {70, 3}, {5, 3}, false, 0},
         {"1.3b global", 2, 96, 32, 16, 16, 512, 6, 4, 2, {61, 130}, {6, 5}, false, 0},
         {"generic dg 136 dR 40 h5", 2, 136, 40, 5, 8, 20, 3, 2, 2, {30, 0}, {4, 9}, true, 0},
+        /* long enough for interior tiles (every key visible to every row
+         * of a warp: unmasked path, all chunks live) next to edge tiles,
+         * a block with tokens of both sequences; compressed entries 0-63
+         * all visible (1100 / 16 = 68 entries) */
+        {"1.3b local w200", 1, 192, 32, 32, 16, 200, 16, 4, 2, {300, 0}, {4, 3}, false, 0},
+        {"1.3b global long", 2, 96, 32, 16, 16, 300, 8, 4, 1, {1100}, {5}, false, 0},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         run_case(&cs[i]);
