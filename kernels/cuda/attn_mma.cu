@@ -50,8 +50,9 @@ __device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int 
 /* KS: 16-wide steps of the score dimension, NP: 16-wide pairs of the value
  * dimension (compile-time maxima; EXACT: the shape is exactly that, else
  * ks_rt / np_rt give it).  QS: hi + lo query parts (the lo part in shared
- * memory after the key tiles, read by ldmatrix per k-step). */
-template <int KS, int NP, bool EXACT, bool QS>
+ * memory after the key tiles, read by ldmatrix per k-step).  FAST: the
+ * per-tile fast paths (same results; off: ATTN_MMA_NOFAST). */
+template <int KS, int NP, bool EXACT, bool QS, bool FAST>
 __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 registers */
     attn_mma_kernel(const attn_params p, int ks_rt, int np_rt) {
     extern __shared__ float mm_sm[]; /* [2][MM_KT][Ep] bf16 key tiles */
@@ -426,7 +427,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
         };
         /* a warp without live chunks in this tile has nothing to add */
         if (live) {
-            if (live == (1u << (MM_KT / 16)) - 1u)
+            if (FAST && live == (1u << (MM_KT / 16)) - 1u)
                 scores(std::true_type());
             else
                 scores(std::false_type());
@@ -440,7 +441,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
                 const int pa = kpb[lane], pb_ = kpb[lane + 32];
                 const uint64_t wbits = w_bits[warp];
                 const int clo = w_lo[warp], chi = w_hi[warp];
-                inner = __all_sync(0xffffffffu, (ka & wbits) == wbits &&
+                inner = __all_sync(0xffffffffu, FAST && (ka & wbits) == wbits &&
                                                     (kb & wbits) == wbits && pa >= clo &&
                                                     pa <= chi && pb_ >= clo && pb_ <= chi);
             }
@@ -484,7 +485,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
             }
             /* once the row maxima settle most tiles leave them unchanged: skip
              * the 2 x dg multiplications by 1 (warp-uniform) */
-            if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+            if (!FAST || __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
 #pragma unroll
                 for (int n = 0; n < 2 * NP; n++) {
                     acc[n][0] *= corr[0];
@@ -526,7 +527,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
                     }
                 }
             };
-            if (live == (1u << (MM_KT / 16)) - 1u)
+            if (FAST && live == (1u << (MM_KT / 16)) - 1u)
                 pv(std::true_type());
             else
                 pv(std::false_type());
@@ -579,7 +580,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
     }
 }
 
-template <int KS, int NP, bool EXACT, bool QS>
+template <int KS, int NP, bool EXACT, bool QS, bool FAST>
 asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
     const int hpg = p->H / p->c.G;
     const long rows = (long)p->T * hpg;
@@ -590,14 +591,24 @@ asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
      * counts against the 48 KB default too, so always opt in */
     static size_t raised = 0;
     if (smem > raised) {
-        void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS>;
+        void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS, FAST>;
         KC_CUDA_TRY(cudaFuncSetAttribute(kfn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem));
         raised = smem;
     }
-    attn_mma_kernel<KS, NP, EXACT, QS><<<grid, MM_THREADS, smem, st>>>(*p, ks, np);
+    attn_mma_kernel<KS, NP, EXACT, QS, FAST><<<grid, MM_THREADS, smem, st>>>(*p, ks, np);
     KC_LAUNCH_CHECK();
     return ASA_OK;
+}
+
+/* the instance for the flags: hi + lo queries, fast paths */
+template <int KS, int NP, bool EXACT>
+asa_err mm_pick(const attn_params *p, int ks, int np, bool qs, bool fast, cudaStream_t st) {
+    if (qs)
+        return fast ? mm_launch<KS, NP, EXACT, true, true>(p, ks, np, st)
+                    : mm_launch<KS, NP, EXACT, true, false>(p, ks, np, st);
+    return fast ? mm_launch<KS, NP, EXACT, false, true>(p, ks, np, st)
+                : mm_launch<KS, NP, EXACT, false, false>(p, ks, np, st);
 }
 
 } /* namespace */
@@ -621,17 +632,14 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
     if (p->T == 0)
         return ASA_OK;
     const bool qs = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
+    const bool fast = !(flags & ATTN_MMA_NOFAST);
     /* the asa-1.3b shapes exactly (local 192 + 32, global 96 + 32), then
      * small and large generic forms */
     if (ks == 14 && np == 12)
-        return qs ? mm_launch<14, 12, true, true>(p, ks, np, stream)
-                  : mm_launch<14, 12, true, false>(p, ks, np, stream);
+        return mm_pick<14, 12, true>(p, ks, np, qs, fast, stream);
     if (ks == 8 && np == 6)
-        return qs ? mm_launch<8, 6, true, true>(p, ks, np, stream)
-                  : mm_launch<8, 6, true, false>(p, ks, np, stream);
+        return mm_pick<8, 6, true>(p, ks, np, qs, fast, stream);
     if (ks <= 4 && np <= 2)
-        return qs ? mm_launch<4, 2, false, true>(p, ks, np, stream)
-                  : mm_launch<4, 2, false, false>(p, ks, np, stream);
-    return qs ? mm_launch<16, 12, false, true>(p, ks, np, stream)
-              : mm_launch<16, 12, false, false>(p, ks, np, stream);
+        return mm_pick<4, 2, false>(p, ks, np, qs, fast, stream);
+    return mm_pick<16, 12, false>(p, ks, np, qs, fast, stream);
 }
