@@ -272,7 +272,8 @@ typedef struct cu_be {
                                   ASA_CUDA_MMA_MIN_T, default CU_MMA_MIN_T) */
     int mma_flags;             /* hi + lo queries: ATTN_MMA_QSPLIT (compressed
                                   branch; default), none (ASA_CUDA_MMA_QSPLIT=0)
-                                  or every mode (=2) */
+                                  or every mode (=2); ASA_CUDA_MMA_FAST=0:
+                                  ATTN_MMA_NOFAST (no per-tile fast paths) */
     bool pdl;                  /* programmatic dependent launch (ASA_CUDA_PDL) */
     bool fuse;                 /* fused decode kernels (ASA_CUDA_FUSE; cu__fused) */
     bool fuse_silu;            /* SiLU-gate in the down GEMV's prologue
@@ -813,13 +814,15 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
             c->part_heads = need;
     }
     const char *me = getenv("ASA_CUDA_MMA"), *mm = getenv("ASA_CUDA_MMA_MIN_T"),
-               *mq = getenv("ASA_CUDA_MMA_QSPLIT");
+               *mq = getenv("ASA_CUDA_MMA_QSPLIT"), *mf = getenv("ASA_CUDA_MMA_FAST");
     c->mma_min_t = mm && mm[0] ? atoi(mm) : CU_MMA_MIN_T;
     if ((me && strcmp(me, "0") == 0) || c->mma_min_t < 1)
         c->mma_min_t = 0; /* off */
     c->mma_flags = mq && strcmp(mq, "0") == 0   ? 0
                    : mq && strcmp(mq, "2") == 0 ? ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL
                                                 : ATTN_MMA_QSPLIT;
+    if (mf && strcmp(mf, "0") == 0)
+        c->mma_flags |= ATTN_MMA_NOFAST;
     const char *gr = getenv("ASA_CUDA_GEMV_ROWS");
     c->gemv_rows = gr && gr[0] ? atoi(gr) : CU_GEMV_ROWS;
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)

@@ -7,13 +7,18 @@
  * shared memory with 16-byte loads, then every warp computes its 16 rows x
  * MM_KT scores (ldmatrix of K, Q fragments in registers), masks per row,
  * updates its running max / sum and rescales its accumulators (16 rows x
- * dg in registers), and adds P V (ldmatrix.trans of the same tile).  The
+ * dg in registers), and adds P V (ldmatrix.trans of the same tile).  A
+ * tile with all 16-key chunks live for the warp takes a branch-free copy
+ * of the MMA loops; one whose keys are all visible to all the warp's rows
+ * skips the masks; the rescale is skipped while the row maxima hold.  The
  * tile's row stride (a multiple of 16 plus 8 elements) puts the 8 rows of
  * each 8x8 ldmatrix on distinct bank quads.
  */
 #include "attn_mma_cuda.h"
 
 #include <math.h>
+
+#include <type_traits>
 
 #include "kcuda_int.cuh"
 #include "mma_sm80.cuh"
@@ -22,7 +27,7 @@ namespace {
 
 constexpr int MM_THREADS = 128;
 constexpr int MM_ROWS = 64;   /* (token, head) rows per block: 16 per warp */
-constexpr int MM_KT = 64;     /* keys per tile */
+constexpr int MM_KT = 64;     /* keys per tile (the mask check reads 2 keys per lane) */
 constexpr int MM_TOK = 64;    /* tokens per block at most (one per row) */
 constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block */
 
@@ -45,10 +50,11 @@ __device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int 
 /* KS: 16-wide steps of the score dimension, NP: 16-wide pairs of the value
  * dimension (compile-time maxima; EXACT: the shape is exactly that, else
  * ks_rt / np_rt give it).  QS: hi + lo query parts (the lo part in shared
- * memory after the key tiles, read by ldmatrix per k-step). */
-template <int KS, int NP, bool EXACT, bool QS>
-__global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params p, int ks_rt,
-                                                              int np_rt) {
+ * memory after the key tiles, read by ldmatrix per k-step).  FAST: the
+ * per-tile fast paths (same results; off: ATTN_MMA_NOFAST). */
+template <int KS, int NP, bool EXACT, bool QS, bool FAST>
+__global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 registers */
+    attn_mma_kernel(const attn_params p, int ks_rt, int np_rt) {
     extern __shared__ float mm_sm[]; /* [2][MM_KT][Ep] bf16 key tiles */
     __shared__ int64_t kbase[3][MM_KT]; /* tile plans, three in flight */
     __shared__ uint64_t kmask[3][MM_KT];
@@ -60,6 +66,8 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
     __shared__ int ent_b[MM_LIST], ls_b[MM_LIST], ls_page[MM_LIST];
     __shared__ uint64_t ent_mask[MM_LIST], ls_mask[MM_LIST];
     __shared__ int n_seg;
+    __shared__ uint64_t w_bits[MM_THREADS / 32]; /* per warp: its rows' tokens, */
+    __shared__ int w_lo[MM_THREADS / 32], w_hi[MM_THREADS / 32]; /* common key range */
 
     const int ksn = EXACT ? KS : ks_rt, npn = EXACT ? NP : np_rt;
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B, H = p.H;
@@ -202,6 +210,27 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
     if (slc) { /* list coordinates: no skipping */
         wlo = -0x7fffffff;
         whi = 0x7fffffff;
+    }
+    /* the warp's tokens and the key range common to all its rows: a tile
+     * whose keys all fall in it needs no per-score mask */
+    {
+        uint64_t wbits = rbit[0] | rbit[1];
+        int clo = rt[0] < 0 ? (rt[1] < 0 ? 0x7fffffff : rlo[1])
+                            : (rt[1] < 0 ? rlo[0] : max(rlo[0], rlo[1]));
+        int chi = rt[0] < 0 ? (rt[1] < 0 ? -1 : rhi[1])
+                            : (rt[1] < 0 ? rhi[0] : min(rhi[0], rhi[1]));
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            wbits |= __shfl_xor_sync(0xffffffffu, wbits, o);
+            clo = max(clo, __shfl_xor_sync(0xffffffffu, clo, o));
+            chi = min(chi, __shfl_xor_sync(0xffffffffu, chi, o));
+        }
+        if (lane == 0) { /* in shared memory: no registers in the loop */
+            w_bits[warp] = wbits;
+            w_lo[warp] = clo;
+            w_hi[warp] = chi;
+        }
+        __syncwarp();
     }
 
     /* query fragments (A operand): [q~ | qR | 0] of the two rows; with QS
@@ -361,93 +390,147 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
 #pragma unroll
         for (int np = 0; np < MM_KT / 16; np++)
             live |= (unsigned)(c0 + 16 * np <= whi && c0 + 16 * np + 15 >= wlo) << np;
-        /* scores: 16 rows x MM_KT keys per warp */
+        /* scores: 16 rows x MM_KT keys per warp.  Tiles with every chunk
+         * live (all but a warp's first and last) take a copy of the loop
+         * without the per-chunk branches, so that the ldmatrix of the next
+         * chunks can be issued ahead of the MMAs (a branch per chunk made
+         * each ldmatrix wait before its two MMAs). */
         float s[MM_KT / 8][4];
 #pragma unroll
         for (int j = 0; j < MM_KT / 8; j++)
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        auto scores = [&](auto full_c) {
+            constexpr bool FULL = decltype(full_c)::value;
 #pragma unroll
-        for (int ks = 0; ks < KS; ks++) {
-            if (ks < ksn) {
-                uint32_t ql[4];
-                if (QS) /* A fragment of the lo part: matrices (rows +0/+8, cols +0/+8) */
-                    mma_ldsm_x4<false>(ql, qlo + (warp * 16 + mr + 8 * (mi & 1)) * Ep + 16 * ks +
-                                               8 * (mi >> 1));
+            for (int ks = 0; ks < KS; ks++) {
+                if (ks < ksn) {
+                    uint32_t ql[4];
+                    if (QS) /* A fragment of the lo part: matrices (rows +0/+8, cols +0/+8) */
+                        mma_ldsm_x4<false>(ql, qlo + (warp * 16 + mr + 8 * (mi & 1)) * Ep +
+                                                   16 * ks + 8 * (mi >> 1));
 #pragma unroll
-                for (int np = 0; np < MM_KT / 16; np++) {
-                    if (!((live >> np) & 1u))
-                        continue; /* all masked below */
-                    uint32_t b[4];
-                    mma_ldsm_x4<false>(b, kt + (16 * np + mr + 8 * (mi >> 1)) * Ep + 16 * ks +
-                                              8 * (mi & 1));
-                    mma_16816(s[2 * np], qf[ks], b[0], b[1]);
-                    mma_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
-                    if (QS) {
-                        mma_16816(s[2 * np], ql, b[0], b[1]);
-                        mma_16816(s[2 * np + 1], ql, b[2], b[3]);
+                    for (int np = 0; np < MM_KT / 16; np++) {
+                        if (!FULL && !((live >> np) & 1u))
+                            continue; /* all masked below */
+                        uint32_t b[4];
+                        mma_ldsm_x4<false>(b, kt + (16 * np + mr + 8 * (mi >> 1)) * Ep + 16 * ks +
+                                                  8 * (mi & 1));
+                        mma_16816(s[2 * np], qf[ks], b[0], b[1]);
+                        mma_16816(s[2 * np + 1], qf[ks], b[2], b[3]);
+                        if (QS) {
+                            mma_16816(s[2 * np], ql, b[0], b[1]);
+                            mma_16816(s[2 * np + 1], ql, b[2], b[3]);
+                        }
                     }
                 }
             }
-        }
-        /* mask, scale, online softmax (rows gq and gq + 8) */
-        float mt[2] = {-INFINITY, -INFINITY};
+        };
+        /* a warp without live chunks in this tile has nothing to add */
+        if (live) {
+            if (FAST && live == (1u << (MM_KT / 16)) - 1u)
+                scores(std::true_type());
+            else
+                scores(std::false_type());
+            /* mask, scale, online softmax (rows gq and gq + 8); no masks when
+             * every key of the tile is visible to every row of the warp (the
+             * interior tiles of windows and compressed ranges) */
+            float mt[2] = {-INFINITY, -INFINITY};
+            bool inner;
+            {
+                const uint64_t ka = kmb[lane], kb = kmb[lane + 32];
+                const int pa = kpb[lane], pb_ = kpb[lane + 32];
+                const uint64_t wbits = w_bits[warp];
+                const int clo = w_lo[warp], chi = w_hi[warp];
+                inner = __all_sync(0xffffffffu, FAST && (ka & wbits) == wbits &&
+                                                    (kb & wbits) == wbits && pa >= clo &&
+                                                    pa <= chi && pb_ >= clo && pb_ <= chi);
+            }
+            if (inner) {
 #pragma unroll
-        for (int j = 0; j < MM_KT / 8; j++)
+                for (int j = 0; j < MM_KT / 8; j++)
 #pragma unroll
-            for (int c = 0; c < 2; c++) {
-                const int k = 8 * j + 2 * tq + c;
-                const uint64_t km = kmb[k];
-                const int kp = kpb[k];
+                    for (int e = 0; e < 4; e++) {
+                        s[j][e] *= p.scale;
+                        mt[e >> 1] = fmaxf(mt[e >> 1], s[j][e]);
+                    }
+            } else {
 #pragma unroll
-                for (int rr = 0; rr < 2; rr++) {
-                    const bool ok = (km & rbit[rr]) != 0 && kp >= rlo[rr] && kp <= rhi[rr];
-                    const float v = ok ? s[j][2 * rr + c] * p.scale : -INFINITY;
-                    s[j][2 * rr + c] = v;
-                    mt[rr] = fmaxf(mt[rr], v);
+                for (int j = 0; j < MM_KT / 8; j++)
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        const int k = 8 * j + 2 * tq + c;
+                        const uint64_t km = kmb[k];
+                        const int kp = kpb[k];
+#pragma unroll
+                        for (int rr = 0; rr < 2; rr++) {
+                            const bool ok =
+                                (km & rbit[rr]) != 0 && kp >= rlo[rr] && kp <= rhi[rr];
+                            const float v = ok ? s[j][2 * rr + c] * p.scale : -INFINITY;
+                            s[j][2 * rr + c] = v;
+                            mt[rr] = fmaxf(mt[rr], v);
+                        }
+                    }
+            }
+            float mref[2], corr[2];
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
+                mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
+                const float mn = fmaxf(mrow[rr], mt[rr]);
+                /* max unchanged (also -inf: no -inf - -inf): exactly 1 */
+                corr[rr] = mn == mrow[rr] ? 1.0f : __expf(mrow[rr] - mn);
+                mref[rr] = mn == -INFINITY ? 0.0f : mn;
+                mrow[rr] = mn;
+                lrow[rr] *= corr[rr];
+            }
+            /* once the row maxima settle most tiles leave them unchanged: skip
+             * the 2 x dg multiplications by 1 (warp-uniform) */
+            if (!FAST || __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+#pragma unroll
+                for (int n = 0; n < 2 * NP; n++) {
+                    acc[n][0] *= corr[0];
+                    acc[n][1] *= corr[0];
+                    acc[n][2] *= corr[1];
+                    acc[n][3] *= corr[1];
                 }
             }
-        float mref[2];
 #pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
-            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
-            const float mn = fmaxf(mrow[rr], mt[rr]);
-            const float corr = mn == -INFINITY ? 1.0f : __expf(mrow[rr] - mn);
-            mref[rr] = mn == -INFINITY ? 0.0f : mn;
-            mrow[rr] = mn;
-            lrow[rr] *= corr;
+            for (int j = 0; j < MM_KT / 8; j++)
 #pragma unroll
-            for (int n = 0; n < 2 * NP; n++) {
-                acc[n][2 * rr] *= corr;
-                acc[n][2 * rr + 1] *= corr;
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < MM_KT / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const float pr = __expf(s[j][e] - mref[e >> 1]);
-                s[j][e] = pr;
-                lrow[e >> 1] += pr;
-            }
-        /* P V: P (bf16) as A fragments straight from the score layout */
-#pragma unroll
-        for (int kk = 0; kk < MM_KT / 16; kk++) {
-            uint32_t pa[4];
-            pa[0] = mma_pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            pa[1] = mma_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            pa[2] = mma_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[3] = mma_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-            for (int np = 0; np < NP; np++) {
-                if (np < npn && ((live >> kk) & 1u)) { /* dead chunk: p = 0 */
-                    uint32_t b[4];
-                    mma_ldsm_x4<true>(b, kt + (16 * kk + mr + 8 * (mi & 1)) * Ep + 16 * np +
-                                             8 * (mi >> 1));
-                    mma_16816(acc[2 * np], pa, b[0], b[1]);
-                    mma_16816(acc[2 * np + 1], pa, b[2], b[3]);
+                for (int e = 0; e < 4; e++) {
+                    const float pr = __expf(s[j][e] - mref[e >> 1]);
+                    s[j][e] = pr;
+                    lrow[e >> 1] += pr;
                 }
-            }
+            /* P V: P (bf16) as A fragments straight from the score layout
+             * (dead chunks: p = 0; branch-free copy for all-live tiles) */
+            auto pv = [&](auto full_c) {
+                constexpr bool FULL = decltype(full_c)::value;
+#pragma unroll
+                for (int kk = 0; kk < MM_KT / 16; kk++) {
+                    if (!FULL && !((live >> kk) & 1u))
+                        continue;
+                    uint32_t pa[4];
+                    pa[0] = mma_pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+                    pa[1] = mma_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+                    pa[2] = mma_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                    pa[3] = mma_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+                    for (int np = 0; np < NP; np++) {
+                        if (np < npn) {
+                            uint32_t b[4];
+                            mma_ldsm_x4<true>(b, kt + (16 * kk + mr + 8 * (mi & 1)) * Ep +
+                                                     16 * np + 8 * (mi >> 1));
+                            mma_16816(acc[2 * np], pa, b[0], b[1]);
+                            mma_16816(acc[2 * np + 1], pa, b[2], b[3]);
+                        }
+                    }
+                }
+            };
+            if (FAST && live == (1u << (MM_KT / 16)) - 1u)
+                pv(std::true_type());
+            else
+                pv(std::false_type());
         }
         plan_store(pb2, s2, c2, pg2);
         __syncthreads(); /* plan i+2 visible; the next copies overwrite this buffer */
@@ -497,7 +580,7 @@ __global__ void __launch_bounds__(MM_THREADS) attn_mma_kernel(const attn_params 
     }
 }
 
-template <int KS, int NP, bool EXACT, bool QS>
+template <int KS, int NP, bool EXACT, bool QS, bool FAST>
 asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
     const int hpg = p->H / p->c.G;
     const long rows = (long)p->T * hpg;
@@ -508,14 +591,24 @@ asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
      * counts against the 48 KB default too, so always opt in */
     static size_t raised = 0;
     if (smem > raised) {
-        void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS>;
+        void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS, FAST>;
         KC_CUDA_TRY(cudaFuncSetAttribute(kfn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem));
         raised = smem;
     }
-    attn_mma_kernel<KS, NP, EXACT, QS><<<grid, MM_THREADS, smem, st>>>(*p, ks, np);
+    attn_mma_kernel<KS, NP, EXACT, QS, FAST><<<grid, MM_THREADS, smem, st>>>(*p, ks, np);
     KC_LAUNCH_CHECK();
     return ASA_OK;
+}
+
+/* the instance for the flags: hi + lo queries, fast paths */
+template <int KS, int NP, bool EXACT>
+asa_err mm_pick(const attn_params *p, int ks, int np, bool qs, bool fast, cudaStream_t st) {
+    if (qs)
+        return fast ? mm_launch<KS, NP, EXACT, true, true>(p, ks, np, st)
+                    : mm_launch<KS, NP, EXACT, true, false>(p, ks, np, st);
+    return fast ? mm_launch<KS, NP, EXACT, false, true>(p, ks, np, st)
+                : mm_launch<KS, NP, EXACT, false, false>(p, ks, np, st);
 }
 
 } /* namespace */
@@ -539,17 +632,14 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
     if (p->T == 0)
         return ASA_OK;
     const bool qs = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
+    const bool fast = !(flags & ATTN_MMA_NOFAST);
     /* the asa-1.3b shapes exactly (local 192 + 32, global 96 + 32), then
      * small and large generic forms */
     if (ks == 14 && np == 12)
-        return qs ? mm_launch<14, 12, true, true>(p, ks, np, stream)
-                  : mm_launch<14, 12, true, false>(p, ks, np, stream);
+        return mm_pick<14, 12, true>(p, ks, np, qs, fast, stream);
     if (ks == 8 && np == 6)
-        return qs ? mm_launch<8, 6, true, true>(p, ks, np, stream)
-                  : mm_launch<8, 6, true, false>(p, ks, np, stream);
+        return mm_pick<8, 6, true>(p, ks, np, qs, fast, stream);
     if (ks <= 4 && np <= 2)
-        return qs ? mm_launch<4, 2, false, true>(p, ks, np, stream)
-                  : mm_launch<4, 2, false, false>(p, ks, np, stream);
-    return qs ? mm_launch<16, 12, false, true>(p, ks, np, stream)
-              : mm_launch<16, 12, false, false>(p, ks, np, stream);
+        return mm_pick<4, 2, false>(p, ks, np, qs, fast, stream);
+    return mm_pick<16, 12, false>(p, ks, np, qs, fast, stream);
 }

@@ -37,6 +37,10 @@ extern "C" {
  * in ATTN_CMP (whose lse drives the block choice), or in every mode */
 #define ATTN_MMA_QSPLIT 1
 #define ATTN_MMA_QSPLIT_ALL 2
+/* flags: without the per-tile fast paths (branch-free loops for all-live
+ * tiles, no masks for interior tiles, no rescale while the row maxima
+ * hold; same results): the kernel as first measured, for comparison */
+#define ATTN_MMA_NOFAST 4
 
 asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream);
 

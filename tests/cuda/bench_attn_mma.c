@@ -8,7 +8,9 @@
  * mode, prints ms and TFLOP/s (2 * visible keys * (dg + dR + dg) per
  * (token, head): the absorbed form) and the largest difference between the
  * two relative to max|u| (default flags), and attn_mma with hi + lo queries
- * in every mode (ASA_CUDA_MMA_QSPLIT=2).
+ * in every mode (ASA_CUDA_MMA_QSPLIT=2), and the default without the
+ * per-tile fast paths (ATTN_MMA_NOFAST, ASA_CUDA_MMA_FAST=0: the kernel as
+ * first measured; its results must be bit-identical).
  *
  * Usage: bench_attn_mma [T] [reps]     (needs a CUDA device; exits 77 without)
  */
@@ -49,11 +51,13 @@ static void *up(const void *h, size_t n) {
 }
 
 /* 0: attn_latent, 1: attn_mma as the engine's default (hi + lo queries in
- * the compressed branch), 2: attn_mma with hi + lo queries everywhere */
+ * the compressed branch), 2: attn_mma with hi + lo queries everywhere,
+ * 3: the default without the per-tile fast paths (ATTN_MMA_NOFAST) */
 static asa_err run_one(const attn_params *p, int which) {
     return which == 0   ? attn_latent_cuda(p, 0)
            : which == 1 ? attn_mma_cuda(p, ATTN_MMA_QSPLIT, 0)
-                        : attn_mma_cuda(p, ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL, 0);
+           : which == 2 ? attn_mma_cuda(p, ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL, 0)
+                        : attn_mma_cuda(p, ATTN_MMA_QSPLIT | ATTN_MMA_NOFAST, 0);
 }
 
 static double time_ms(const attn_params *p, int which, int reps) {
@@ -178,7 +182,7 @@ int main(int argc, char **argv) {
         CK(cudaMalloc((void **)&ucmp, nu * 4));
         CK(cudaMalloc((void **)&lse, (size_t)T * H * 4));
         CK(cudaMemset(ucmp, 0, nu * 4));
-        float *h0 = malloc(nu * 4), *h1 = malloc(nu * 4);
+        float *h0 = malloc(nu * 4), *h1 = malloc(nu * 4), *h2 = malloc(nu * 4);
         const int modes[2][2] = {{ATTN_LOCAL, -1}, {ATTN_CMP, ATTN_SLC}};
         for (int mi = 0; mi < 2 && modes[layer][mi] >= 0; mi++) {
             const attn_mode mode = (attn_mode)modes[layer][mi];
@@ -195,10 +199,12 @@ int main(int argc, char **argv) {
             else
                 keys = slc_keys;
             const double flop = 2.0 * keys * (dg + dR + dg);
-            double ms[3];
-            for (int w = 2; w >= 0; w--) { /* u1 ends with the default mma result */
-                p.u = w ? u1 : u0;
+            double ms[4];
+            for (int w = 3; w >= 0; w--) { /* u1 ends with the default mma result */
+                p.u = w && w < 3 ? u1 : u0;
                 ms[w] = time_ms(&p, w, reps);
+                if (w == 3)
+                    CK(cudaMemcpy(h2, u0, nu * 4, cudaMemcpyDeviceToHost));
             }
             CK(cudaMemcpy(h0, u0, nu * 4, cudaMemcpyDeviceToHost));
             CK(cudaMemcpy(h1, u1, nu * 4, cudaMemcpyDeviceToHost));
@@ -210,13 +216,16 @@ int main(int argc, char **argv) {
                 if (!(e <= err))
                     err = e; /* NaN sticks */
             }
+            size_t nfd = 0; /* the fast paths change no result */
+            for (size_t i = 0; i < nu; i++)
+                nfd += memcmp(&h1[i], &h2[i], 4) != 0;
             const char *nm = mode == ATTN_LOCAL ? "local" : mode == ATTN_CMP ? "cmp  " : "slc  ";
             printf("%s G %d dg %3d: %.3f GFLOP  ffma %8.3f ms (%6.1f TFLOP/s)  mma %8.3f ms "
                    "(%6.1f TFLOP/s)  x%.1f  max|diff|/max|u| %.2e  mma hi+lo q %8.3f ms "
-                   "(%6.1f TFLOP/s)\n",
+                   "(%6.1f TFLOP/s)  mma without fast paths %8.3f ms (%zu results differ)\n",
                    nm, G, dg, flop * 1e-9, ms[0], flop / ms[0] * 1e-9, ms[1],
                    flop / ms[1] * 1e-9, ms[0] / ms[1], mx > 0 ? err / mx : err, ms[2],
-                   flop / ms[2] * 1e-9);
+                   flop / ms[2] * 1e-9, ms[3], nfd);
             if (mode == ATTN_CMP) /* the selection branch mixes a real u_cmp */
                 CK(cudaMemcpy(ucmp, u0, nu * 4, cudaMemcpyDeviceToDevice));
         }
@@ -238,6 +247,7 @@ int main(int argc, char **argv) {
         free(tcnt);
         free(h0);
         free(h1);
+        free(h2);
     }
     printf("per 24-layer prefill (12 local + 12 global): see the sum of the mma column x 12\n");
     return 0;

@@ -9,6 +9,9 @@
  * Fresh random inputs every run (seed printed; ASA_TEST_SEED repeats one),
  * outputs NaN-poisoned before each launch.
  *
+ * Every launch with bf16 queries is repeated with ATTN_MMA_NOFAST (no
+ * per-tile fast paths), which must give the same bits.
+ *
  * Tolerance: queries and probabilities are rounded to bf16 for the MMAs
  * (keys are bf16 already), so u is compared as |got - want| <= 1.5e-2 *
  * max|want| (per launch, max over all finite elements) + 1e-6; the lse of
@@ -253,6 +256,31 @@ static void run_case(const mcase *m) {
             const float *want = mode == ATTN_LOCAL ? u_loc : mode == ATTN_CMP ? u_cmp : u_slc;
             snprintf(what, sizeof what, "%s: mode %d%s u", m->name, mode, fl ? " qsplit" : "");
             cmp_scaled(what, ug, want, nu, 1.5e-2, 1e-6, fl ? &worst_u_qs : &worst_u);
+            if (fi == 0) { /* without the per-tile fast paths: the same bits */
+                float *un = poison_dev(nu * 4), *hn = malloc(nu * 4);
+                float *ud = d.u, *ld_ = d.lse;
+                d.u = un;
+                if (mode == ATTN_CMP)
+                    d.lse = poison_dev((size_t)T * H * 4);
+                assert_int_equal(attn_mma_cuda(&d, fl | ATTN_MMA_NOFAST, 0), ASA_OK);
+                get_dev(hn, un, nu * 4);
+                if (memcmp(hn, ug, nu * 4) != 0)
+                    fail_msg("%s: mode %d: results differ with ATTN_MMA_NOFAST", m->name, mode);
+                free(hn);
+                cudaFree(un);
+                if (mode == ATTN_CMP) { /* the first launch's lse is checked below */
+                    float *l1 = malloc((size_t)T * H * 4), *l2 = malloc((size_t)T * H * 4);
+                    get_dev(l1, ld_, (size_t)T * H * 4);
+                    get_dev(l2, d.lse, (size_t)T * H * 4);
+                    if (memcmp(l1, l2, (size_t)T * H * 4) != 0)
+                        fail_msg("%s: lse differs with ATTN_MMA_NOFAST", m->name);
+                    free(l1);
+                    free(l2);
+                    cudaFree(d.lse);
+                }
+                d.u = ud;
+                d.lse = ld_;
+            }
             if (mode == ATTN_CMP) {
                 get_dev(lg, d.lse, (size_t)T * H * 4);
                 snprintf(what, sizeof what, "%s: lse%s", m->name, fl ? " qsplit" : "");
@@ -361,6 +389,12 @@ static void test_mma_13b(void **st) {
         {"1.3b local", 1, 192, 32, 32, 16, 64, 16, 4, 2, {70, 3}, {5, 3}, false, 0},
         {"1.3b global", 2, 96, 32, 16, 16, 512, 6, 4, 2, {61, 130}, {6, 5}, false, 0},
         {"generic dg 136 dR 40 h5", 2, 136, 40, 5, 8, 20, 3, 2, 2, {30, 0}, {4, 9}, true, 0},
+        /* long enough for interior tiles (every key visible to every row
+         * of a warp: unmasked path, all chunks live) next to edge tiles,
+         * a block with tokens of both sequences; compressed entries 0-63
+         * all visible (1100 / 16 = 68 entries) */
+        {"1.3b local w200", 1, 192, 32, 32, 16, 200, 16, 4, 2, {300, 0}, {4, 3}, false, 0},
+        {"1.3b global long", 2, 96, 32, 16, 16, 300, 8, 4, 1, {1100}, {5}, false, 0},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         run_case(&cs[i]);

@@ -48,6 +48,17 @@ void emu_warp_all(uint64_t v, uint64_t *all);
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) {
     uint64_t u = 0; memcpy(&u, &v, sizeof v); emu_warp_exchange(&u, o); memcpy(&v, &u, sizeof v); return v;
 }
+/* warp votes (all 32 lanes take part) */
+inline int __any_sync(unsigned, int pr) {
+    uint64_t all[32]; emu_warp_all(pr != 0, all);
+    for (int l = 0; l < 32; l++) if (all[l]) return 1;
+    return 0;
+}
+inline int __all_sync(unsigned, int pr) {
+    uint64_t all[32]; emu_warp_all(pr != 0, all);
+    for (int l = 0; l < 32; l++) if (!all[l]) return 0;
+    return 1;
+}
 void emu_warp_read(uint64_t *v, int src);
 template <class T> T __shfl_sync(unsigned, T v, int src) {
     uint64_t u = 0; memcpy(&u, &v, sizeof v); emu_warp_read(&u, src); memcpy(&v, &u, sizeof v); return v;
