@@ -158,6 +158,9 @@ __device__ __noinline__ void merge_head_warp(const attn_params &p, int tl, int t
     __syncwarp(); /* mw is reused by the warp's next head */
 }
 
+/* MERGE: the instance with the merge in the last split block (its code
+ * costs the other instance registers: 96 instead of 80). */
+template <bool MERGE>
 __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) {
     kc_pdl_enter();
     extern __shared__ float sm[];
@@ -368,7 +371,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
             const float v = e < dg ? acc[h * dg + e] : e == dg ? mx[h] : ls[h];
             p.part[(((int64_t)tl * p.H + h0 + h) * ns + sp) * (dg + 2) + e] = v;
         }
-        if (!p.merge_cnt)
+        if (!MERGE || !p.merge_cnt)
             return;
         /* the last block of this (token, group, head chunk) merges: the
          * partials are published (fence) before the count, and read from
@@ -1013,8 +1016,10 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
      * limit too) */
     static size_t raised = 48 * 1024;
     if (smem > raised) {
-        KC_CUDA_TRY(cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem));
+        KC_CUDA_TRY(cudaFuncSetAttribute(attn_kernel<false>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        KC_CUDA_TRY(cudaFuncSetAttribute(attn_kernel<true>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         raised = smem;
     }
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
@@ -1027,7 +1032,10 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
         q.merge_cnt = nullptr;
     if (q.n_split < 2)
         q.merge_cnt = nullptr;
-    KC_CUDA_TRY(kc_launch(attn_kernel, grid, ATT_THREADS, smem, stream, q));
+    if (q.merge_cnt)
+        KC_CUDA_TRY(kc_launch(attn_kernel<true>, grid, ATT_THREADS, smem, stream, q));
+    else
+        KC_CUDA_TRY(kc_launch(attn_kernel<false>, grid, ATT_THREADS, smem, stream, q));
     KC_LAUNCH_CHECK();
     if (q.n_split > 1 && !q.merge_cnt) {
         const int th = p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
