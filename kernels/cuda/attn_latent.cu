@@ -1016,10 +1016,11 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
      * limit too) */
     static size_t raised = 48 * 1024;
     if (smem > raised) {
-        KC_CUDA_TRY(cudaFuncSetAttribute(attn_kernel<false>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        KC_CUDA_TRY(cudaFuncSetAttribute(attn_kernel<true>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        void (*k0)(const attn_params) = attn_kernel<false>;
+        void (*k1)(const attn_params) = attn_kernel<true>;
+        const auto at = cudaFuncAttributeMaxDynamicSharedMemorySize;
+        KC_CUDA_TRY(cudaFuncSetAttribute(k0, at, (int)smem));
+        KC_CUDA_TRY(cudaFuncSetAttribute(k1, at, (int)smem));
         raised = smem;
     }
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
