@@ -59,13 +59,13 @@
  * uploaded with one copy into a fixed device buffer; rows that do not fit
  * it (CU_SAMPLE_TOKS ids, CU_SAMPLE_BIAS entries), vocabularies above
  * SAMPLE_MAX_V and invalid parameters take the host path.
- * That path is off by default (ASA_CUDA_GPU_SAMPLE=1 turns it on): the
- * H200 showed a wrong token for rows holding FLT_MAX or +inf logits (see
- * kernels/cuda/NOTES.md, sampling).  Default (=0): rows that need only
- * a greedy token and raw logprobs on the device (topn_cuda), every other
- * row copied to the host and sampled with eng_sample; =2: plain greedy rows
- * by topn_cuda (logprobs to ~1e-6 instead of eng_sample's bits), the other
- * device rows by sample_cuda (to compare the two greedy paths' speed).
+ * Default (ASA_CUDA_GPU_SAMPLE=2): plain greedy rows by topn_cuda (two
+ * small launches, ~8 us at batch 1 against sample_cuda's ~19 us; the same
+ * token, logprobs to ~1e-6 instead of eng_sample's bits), every other
+ * device row by sample_cuda.  =1: every device row by sample_cuda.  =0:
+ * rows that need only a greedy token and raw logprobs on the device
+ * (topn_cuda), every other row copied to the host and sampled with
+ * eng_sample.
  *
  * Selection-share state (per slot, global layer, latent group: top_n block
  * ids and a count) lives on the device; the anchor position per slot is
@@ -261,6 +261,10 @@ typedef struct cu_be {
     bool presplit;             /* products on cuBLAS read bf16 parts written by
                                   RMSNorm / SiLU-gate (ASA_CUDA_PRESPLIT=0: f32
                                   and a split launch) */
+    int split_tiles;           /* ASA_CUDA_SPLIT_TILES (default CU_SPLIT_TILES):
+                                  key tiles per block of a small split grid */
+    int nh_min;                /* ASA_CUDA_ATTN_NH_MIN (default 4): fewest heads
+                                  per attention block when a grid is small */
     bool sel_exact;            /* ASA_CUDA_SEL_EXACT=1: block scores with f32
                                   FMAs instead of tensor cores (hi + lo query) */
     cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
@@ -743,6 +747,11 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->presplit = !(ps && strcmp(ps, "0") == 0);
     const char *sx = getenv("ASA_CUDA_SEL_EXACT");
     c->sel_exact = sx && strcmp(sx, "1") == 0;
+    /* split-plan knobs, for measuring the decode attention's schedule */
+    const char *st = getenv("ASA_CUDA_SPLIT_TILES");
+    c->split_tiles = st && atoi(st) >= 1 ? atoi(st) : CU_SPLIT_TILES;
+    const char *nm = getenv("ASA_CUDA_ATTN_NH_MIN");
+    c->nh_min = nm && atoi(nm) >= 1 ? atoi(nm) : 4;
     const char *tf = getenv("ASA_CUDA_TF32");
     c->heads_compute = tf && strcmp(tf, "0") == 0 ? CUBLAS_COMPUTE_32F
                                                   : CUBLAS_COMPUTE_32F_FAST_TF32;
@@ -903,11 +912,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc(&c->topn_ws, topn_workspace_size(lr, V))))
         return asa_errf(eb, err, "cuda backend: device memory");
     const char *gs = getenv("ASA_CUDA_GPU_SAMPLE");
-    /* off unless asked for: on the H200, rows with FLT_MAX (or +inf)
-     * logits came out wrong (the device's raw argmax missed FLT_MAX entries
-     * at ids >= 800 of V = 1000 rows: test_sample_huge; cause not found
-     * yet, kernels/cuda/NOTES.md) */
-    c->gpu_sample = gs && strcmp(gs, "1") == 0 ? 1 : gs && strcmp(gs, "2") == 0 ? 2 : 0;
+    /* default 2 (see the top comment) */
+    c->gpu_sample = gs && strcmp(gs, "0") == 0 ? 0 : gs && strcmp(gs, "1") == 0 ? 1 : 2;
     if (V < SAMPLE_MAX_N || V > SAMPLE_MAX_V)
         c->gpu_sample = 0;
     c->dev_row = calloc((size_t)lr, sizeof *c->dev_row);
@@ -1187,7 +1193,7 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
      * memory, 2 blocks = 8 warps per SM; 16 need 59 KB (3 blocks) */
     while (nh % 2 == 0 && nh > 16)
         nh /= 2;
-    while (nh % 2 == 0 && nh > 4 && (long)T * G * (hpg / nh) < c->n_sm / 2)
+    while (nh % 2 == 0 && nh > c->nh_min && (long)T * G * (hpg / nh) < c->n_sm / 2)
         nh /= 2;
     const long blocks = (long)T * G * (hpg / nh);
     at->heads_per_block = nh;
@@ -1213,7 +1219,7 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
      * 256 tiles per group: batch 8 had 9 splits of 29 tiles); full grids:
      * split only very long ranges (4 x CU_SPLIT_TILES tiles per block) */
     int ns = blocks < c->n_sm ? (int)((4L * c->n_sm + blocks - 1) / blocks) : 1;
-    const int lim = blocks < c->n_sm ? CU_SPLIT_TILES : 4 * CU_SPLIT_TILES;
+    const int lim = blocks < c->n_sm ? c->split_tiles : 4 * c->split_tiles;
     if (ns < (tiles + lim - 1) / lim)
         ns = (tiles + lim - 1) / lim;
     if (ns > tiles)

@@ -40,9 +40,9 @@ typedef unsigned long long u64;
 typedef unsigned __int128 u128;
 
 struct smem_t {
-    u128 w128[NW];
-    float fv[NW];
-    int fi[NW];
+    u128 w128[NW], woff[NW], wtot;
+    float fv[NW], bv;
+    int fi[NW], bi;
     unsigned cnt[256];
     u64 hh[256], hl[256];
     int pick;
@@ -135,25 +135,38 @@ __device__ u128 block_scan(u128 v, smem_t &sh, u128 *total) {
         if (lane >= o)
             x += y;
     }
-    __syncthreads(); /* earlier readers of w128 are done */
+    __syncthreads(); /* earlier readers of w128/woff are done */
     if (lane == 31)
         sh.w128[warp] = x;
     __syncthreads();
-    u128 off = 0, tot = 0;
-    for (int w = 0; w < NW; w++) {
-        if (w < warp)
-            off += sh.w128[w];
-        tot += sh.w128[w];
+    if (warp == 0) { /* the warps' offsets: a second warp scan, no loop */
+        const u128 t = lane < NW ? sh.w128[lane] : 0;
+        u128 s = t;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const u128 y = shfl_up128(s, o);
+            if (lane >= o)
+                s += y;
+        }
+        if (lane < NW)
+            sh.woff[lane] = s - t;
+        if (lane == 31)
+            sh.wtot = s;
     }
-    *total = tot;
-    return off + x - v;
+    __syncthreads();
+    *total = sh.wtot;
+    return sh.woff[warp] + x - v;
 }
 
 __device__ __forceinline__ bool better(float va, int ia, float vb, int ib) {
     return va > vb || (va == vb && ia < ib);
 }
 
-/* Block argmax (value desc, id asc), the result to every thread. */
+/* Block argmax (value desc, id asc), the result to every thread.  The
+ * warps' results are reduced by warp 0 with shuffles and broadcast from
+ * shared memory: ptxas 13.0 -O3 compiled the former loop over the 32
+ * per-warp entries (each thread reading them all) with wrong shared-memory
+ * offsets for entries 25-27 (kernels/cuda/NOTES.md, sampling). */
 __device__ void block_best(float &v, int &i, smem_t &sh) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -170,13 +183,26 @@ __device__ void block_best(float &v, int &i, smem_t &sh) {
         sh.fi[threadIdx.x >> 5] = i;
     }
     __syncthreads();
-    v = sh.fv[0];
-    i = sh.fi[0];
-    for (int w = 1; w < NW; w++)
-        if (better(sh.fv[w], sh.fi[w], v, i)) {
-            v = sh.fv[w];
-            i = sh.fi[w];
+    if (threadIdx.x < 32) {
+        v = threadIdx.x < NW ? sh.fv[threadIdx.x] : -INFINITY;
+        i = threadIdx.x < NW ? sh.fi[threadIdx.x] : INT_MAX;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+            if (better(ov, oi, v, i)) {
+                v = ov;
+                i = oi;
+            }
         }
+        if (threadIdx.x == 0) {
+            sh.bv = v;
+            sh.bi = i;
+        }
+    }
+    __syncthreads();
+    v = sh.bv;
+    i = sh.bi;
 }
 
 __device__ int block_min_int(int v, smem_t &sh) {

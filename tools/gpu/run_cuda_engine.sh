@@ -41,7 +41,7 @@
 #      8k and decode at 8k context; 1k with ASA_CUDA_PDL=0 and with
 #      ASA_CUDA_FUSE=0; then 1k with ASA_CUDA_GEMV_ROWS=16 (GEMV
 #      for every product of up to 16 rows; the default stops at 2); then
-#      1k with ASA_CUDA_GPU_SAMPLE=2 (greedy rows by topn_cuda, as before)
+#      1k with ASA_CUDA_GPU_SAMPLE=1 (greedy rows by sample_cuda too)
 # and prints a short table last.  Exit status: 0 when every check that ran
 # passed.
 set -u
@@ -168,10 +168,10 @@ unset ASA_CUDA_GEMV_ROWS
 export ASA_CUDA_PDL=0 ASA_CUDA_FUSE=0
 run engine_vs_cpu_plain 150 "$T/test_cuda_engine"
 unset ASA_CUDA_PDL ASA_CUDA_FUSE
-# greedy decode rows through topn_cuda (the path before sample_cuda; the
-# default samples every row with sample_cuda)
-export ASA_CUDA_GPU_SAMPLE=2
-run bench_1.3b_ctx1k_topn 90 "$T/bench_cuda_engine" 1024 20
+# greedy decode rows through sample_cuda (the default takes plain greedy
+# rows through topn_cuda)
+export ASA_CUDA_GPU_SAMPLE=1
+run bench_1.3b_ctx1k_sample1 90 "$T/bench_cuda_engine" 1024 20
 unset ASA_CUDA_GPU_SAMPLE
 
 {
