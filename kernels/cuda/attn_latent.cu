@@ -698,6 +698,59 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
     }
 }
 
+/* The forced blocks of a choice at cur, ascending: [0, fa) (b < init_blocks)
+ * then [flo, cur] (b > cur - local_blocks); the first n of them (the host's
+ * loop over b = 0..cur stops at n).  Arithmetic, not a walk over the cur + 1
+ * blocks (8,192 at 128k: ~0.1 ms of one thread per choice). */
+struct forced_set {
+    int fa, flo, nf;
+    __device__ forced_set(int cur, int init, int local, int n) {
+        fa = init < cur + 1 ? init : cur + 1;
+        flo = cur - local + 1 > fa ? cur - local + 1 : fa;
+        nf = fa + (cur >= flo ? cur - flo + 1 : 0);
+        if (nf > n)
+            nf = n;
+    }
+    __device__ int at(int k) const { return k < fa ? k : flo + (k - fa); }
+};
+
+/* Writes one warp's choice: lane k holds chosen[k] in mine and
+ * chosen[32 + k] in mine2 (cnt of them, any order); each is stored at its
+ * rank (ascending) into tsel, -1 after cnt up to n, and into the anchor's
+ * slots listed in st_slot/st_tok (selstore's copy). */
+__device__ void select_write_warp(const select_params &p, int t, int g, int lane, int32_t mine,
+                                  int32_t mine2, int cnt) {
+    const int G = p.c.G, n = p.s.top_n;
+    const int64_t k = (int64_t)t * G + g;
+    for (int half = 0; half < 2; half++) {
+        const int32_t x = half ? mine2 : mine;
+        const int idx = lane + 32 * half;
+        int rank = 0;
+        for (int j = 0; j < cnt; j++) {
+            const int32_t y = __shfl_xor_sync(0xffffffffu, j < 32 ? mine : mine2, lane ^ (j & 31));
+            rank += idx < cnt && y < x;
+        }
+        if (idx < cnt)
+            p.s.tsel[k * n + rank] = x;
+        else if (idx < n)
+            p.s.tsel[k * n + idx] = -1;
+        /* selstore's copy of this set into the anchor's slot, when listed */
+        for (int j = 0; j < p.n_store; j++) {
+            if (p.st_slot[j] < 0 || p.st_tok[j] != t)
+                continue;
+            const int64_t dst = ((int64_t)p.st_slot[j] * p.s.Lg + p.s.ti) * G + g;
+            if (idx < cnt)
+                p.s.slot_sel[dst * n + rank] = x;
+            else if (idx < n)
+                p.s.slot_sel[dst * n + idx] = -1;
+            if (idx == 0)
+                p.s.slot_cnt[dst] = cnt;
+        }
+    }
+    if (lane == 0)
+        p.s.tsel_cnt[k] = cnt;
+}
+
 /* Block choice for up to SELW_MAX candidates: one warp per (anchor, group),
  * every lane holding its candidates b = lane + 32 i in registers; a round
  * is a warp argmax (ties: lower b) and only the owner clears its pick, so
@@ -726,20 +779,12 @@ __global__ void __launch_bounds__(SELW_WARPS * 32) select_warp_kernel(const sele
         const int b = lane + 32 * i;
         v[i] = b < nvis ? sc[b] : -1.0f;
     }
-    /* forced blocks first, ascending (the scores mark them -1) */
-    int cnt = 0;
-    int32_t mine = -1; /* lane k holds chosen[k], lane 32 + k none: n <= 64 */
-    int32_t mine2 = -1;
-    for (int b = 0; b <= cur && cnt < n; b++)
-        if (b < p.init_blocks || b > cur - p.local_blocks) {
-            if (lane == (cnt & 31)) {
-                if (cnt < 32)
-                    mine = b;
-                else
-                    mine2 = b;
-            }
-            cnt++;
-        }
+    /* forced blocks first, ascending (the scores mark them -1); lane k
+     * holds chosen[k] in mine and chosen[32 + k] in mine2 (n <= 64) */
+    const forced_set fs(cur, p.init_blocks, p.local_blocks, n);
+    int cnt = fs.nf;
+    int32_t mine = lane < cnt ? fs.at(lane) : -1;
+    int32_t mine2 = lane + 32 < cnt ? fs.at(lane + 32) : -1;
     float mb = -1.0f;
     int mi = 0x7fffffff;
 #pragma unroll
@@ -783,35 +828,144 @@ __global__ void __launch_bounds__(SELW_WARPS * 32) select_warp_kernel(const sele
             }
         }
     }
-    /* ascending: each chosen block's rank among the chosen */
-    const int64_t k = (int64_t)t * G + g;
-    for (int half = 0; half < 2; half++) {
-        const int32_t x = half ? mine2 : mine;
-        const int idx = lane + 32 * half;
-        int rank = 0;
-        for (int j = 0; j < cnt; j++) {
-            const int32_t y = __shfl_xor_sync(0xffffffffu, j < 32 ? mine : mine2, lane ^ (j & 31));
-            rank += idx < cnt && y < x;
-        }
-        if (idx < cnt)
-            p.s.tsel[k * n + rank] = x;
-        else if (idx < n)
-            p.s.tsel[k * n + idx] = -1;
-        /* selstore's copy of this set into the anchor's slot, when listed */
-        for (int j = 0; j < p.n_store; j++) {
-            if (p.st_slot[j] < 0 || p.st_tok[j] != t)
-                continue;
-            const int64_t dst = ((int64_t)p.st_slot[j] * p.s.Lg + p.s.ti) * G + g;
-            if (idx < cnt)
-                p.s.slot_sel[dst * n + rank] = x;
-            else if (idx < n)
-                p.s.slot_sel[dst * n + idx] = -1;
-            if (idx == 0)
-                p.s.slot_cnt[dst] = cnt;
+    select_write_warp(p, t, g, lane, mine, mine2, cnt);
+}
+
+/* Block choice for up to SELB_WARPS * SELW_MAX candidates (512k tokens at
+ * B = 16): one thread block of one warp per SELW_MAX candidates for each
+ * (anchor, group).  Each warp takes the best m = n - forced of its
+ * candidates (b = base + lane + 32 i in registers, rounds as in
+ * select_warp_kernel), then warp 0 merges the warps' lists of picks (the
+ * global best m are among them: each is among its own warp's best m).
+ * Ties: the lower block, as everywhere.  Replaces select_kernel's
+ * block-wide rounds, which took ~0.36 ms per choice at 128k. */
+constexpr int SELB_WARPS = 32;
+
+__device__ __forceinline__ void warp_best(float &bv, int &bi) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
         }
     }
-    if (lane == 0)
-        p.s.tsel_cnt[k] = cnt;
+}
+
+/* The same, carrying the winner's lane-held tag bs along. */
+__device__ __forceinline__ void warp_best(float &bv, int &bi, int &bs) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        const int os = __shfl_xor_sync(0xffffffffu, bs, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+            bs = os;
+        }
+    }
+}
+
+__global__ void __launch_bounds__(SELB_WARPS * 32) select_multi_kernel(const select_params p) {
+    kc_pdl_enter();
+    __shared__ float cv[SELB_WARPS * 64];
+    __shared__ int ci[SELB_WARPS * 64];
+    const int a = (int)blockIdx.x, g = (int)blockIdx.y;
+    const int G = p.c.G, B = p.c.B, n = p.s.top_n;
+    const int t = p.anchors[a];
+    if (t < 0)
+        return; /* padding */
+    const int lane = (int)(threadIdx.x & 31), warp = (int)(threadIdx.x >> 5);
+    const int pos = p.tok_pos[t];
+    const int nvis = (pos + 1) / B, cur = pos / B;
+    const forced_set fs(cur, p.init_blocks, p.local_blocks, n);
+    const int m = n - fs.nf;
+    const float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
+    const int base = warp * SELW_MAX;
+    float v[SELW_PER_LANE];
+    float mb = -1.0f;
+    int mi = 0x7fffffff;
+#pragma unroll
+    for (int i = 0; i < SELW_PER_LANE; i++) {
+        const int b = base + lane + 32 * i;
+        v[i] = b < nvis ? sc[b] : -1.0f;
+        if (v[i] >= 0.0f && v[i] > mb) {
+            mb = v[i];
+            mi = b;
+        }
+    }
+    /* 1: this warp's best m; pick k is held by lane k & 31 (slot k / 32) */
+    float pv0 = -1.0f, pv1 = -1.0f;
+    int pi0 = 0x7fffffff, pi1 = 0x7fffffff;
+    for (int k = 0; k < m; k++) {
+        float bv = mb;
+        int bi = mi;
+        warp_best(bv, bi);
+        if (bv < 0.0f)
+            break; /* uniform */
+        if (lane == (k & 31)) {
+            if (k < 32) {
+                pv0 = bv;
+                pi0 = bi;
+            } else {
+                pv1 = bv;
+                pi1 = bi;
+            }
+        }
+        if (((bi - base) & 31) == lane) {
+            mb = -1.0f;
+            mi = 0x7fffffff;
+#pragma unroll
+            for (int i = 0; i < SELW_PER_LANE; i++) {
+                const int b = base + lane + 32 * i;
+                if (b == bi)
+                    v[i] = -1.0f;
+                if (v[i] >= 0.0f && v[i] > mb) {
+                    mb = v[i];
+                    mi = b;
+                }
+            }
+        }
+    }
+    cv[warp * 64 + lane] = pv0;
+    ci[warp * 64 + lane] = pi0;
+    cv[warp * 64 + 32 + lane] = pv1;
+    ci[warp * 64 + 32 + lane] = pi1;
+    __syncthreads();
+    if (warp)
+        return;
+    /* 2: warp 0 merges the warps' lists (each in choice order: score
+     * descending, ties to the lower block): lane w holds the head of warp
+     * w's list; a round takes the best head and that lane moves on */
+    const int W = (int)(blockDim.x >> 5);
+    int hp = 0; /* lane w: position in warp w's list */
+    float hv = lane < W ? cv[lane * 64] : -1.0f;
+    int hi = lane < W ? ci[lane * 64] : 0x7fffffff;
+    int cnt = fs.nf;
+    int32_t mine = lane < cnt ? fs.at(lane) : -1;
+    int32_t mine2 = lane + 32 < cnt ? fs.at(lane + 32) : -1;
+    while (cnt < n) {
+        float bv = hv;
+        int bi = hi, bs = lane;
+        warp_best(bv, bi, bs);
+        if (bv < 0.0f)
+            break; /* uniform */
+        if (lane == (cnt & 31)) {
+            if (cnt < 32)
+                mine = bi;
+            else
+                mine2 = bi;
+        }
+        cnt++;
+        if (bs == lane) {
+            hp++;
+            hv = hp < 64 ? cv[lane * 64 + hp] : -1.0f;
+            hi = hp < 64 ? ci[lane * 64 + hp] : 0x7fffffff;
+        }
+    }
+    select_write_warp(p, t, g, lane, mine, mine2, cnt);
 }
 
 /* The block choice of (anchor, group) = (blockIdx.x, blockIdx.y) from the
@@ -839,11 +993,10 @@ __device__ __forceinline__ void select_choose(const select_params &p, float *sv,
     }
 
     if (threadIdx.x == 0) {
-        int cnt = 0;
-        for (int b = 0; b <= cur && cnt < n; b++)
-            if (b < p.init_blocks || b > cur - p.local_blocks)
-                chosen[cnt++] = b;
-        s_cnt = cnt;
+        const forced_set fs(cur, p.init_blocks, p.local_blocks, n);
+        for (int k = 0; k < fs.nf; k++)
+            chosen[k] = fs.at(k);
+        s_cnt = fs.nf;
         s_stop = 0;
     }
     __syncthreads();
@@ -1103,6 +1256,10 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
         const int pairs = p->n_anchors * p->c.G;
         const unsigned nb = (unsigned)((pairs + SELW_WARPS - 1) / SELW_WARPS);
         KC_CUDA_TRY(kc_launch(select_warp_kernel, nb, SELW_WARPS * 32, 0, stream, q));
+    } else if (p->nb_max <= SELB_WARPS * SELW_MAX) {
+        const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
+        const int warps = (p->nb_max + SELW_MAX - 1) / SELW_MAX;
+        KC_CUDA_TRY(kc_launch(select_multi_kernel, grid, warps * 32, 0, stream, q));
     } else {
         const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
         KC_CUDA_TRY(kc_launch(select_kernel, grid, SEL_THREADS, vsm, stream, q));

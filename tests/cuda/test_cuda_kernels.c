@@ -593,23 +593,65 @@ static void test_attn_big(void **st) {
 static void test_attn_cmp_select(void **st) { run_attn(ATTN_CMP); }
 static void test_attn_slc(void **st) { run_attn(ATTN_SLC); }
 
-/* block choice over more candidate blocks than one scoring chunk (351
- * visible blocks: chunks of 256), pages in a scrambled order */
-static void run_select_long(int nb_max) {
-    const int G = 2, dg = 4, dR = 2, H = 4, B = 2, top_n = 6, np = 352;
-    const int S = G * dg + dR, pos = 701;
+/* The choice rule on given scores (ASA-SPEC: forced blocks, then the best
+ * top_n of the complete blocks by score, ties to the lower block), sorted
+ * ascending; an independent host version to check the device's choice on
+ * the device's own scores.  Returns the count; sel[cnt..n) = -1. */
+static int choose_host(const float *sc, int pos, int B, int init, int local, int n,
+                       int32_t *sel) {
+    const int nvis = (pos + 1) / B, cur = pos / B;
+    int cnt = 0;
+    for (int b = 0; b <= cur && cnt < n; b++)
+        if (b < init || b > cur - local)
+            sel[cnt++] = b;
+    while (cnt < n) {
+        int best = -1;
+        for (int b = 0; b < nvis; b++) {
+            if (b < init || b > cur - local || !(sc[b] >= 0.0f))
+                continue;
+            bool used = false;
+            for (int k = 0; k < cnt && !used; k++)
+                used = sel[k] == b;
+            if (!used && (best < 0 || sc[b] > sc[best]))
+                best = b; /* strict: a tie keeps the lower b */
+        }
+        if (best < 0)
+            break;
+        sel[cnt++] = best;
+    }
+    for (int i = 1; i < cnt; i++) /* ascending */
+        for (int k = i; k > 0 && sel[k - 1] > sel[k]; k--) {
+            const int32_t x = sel[k];
+            sel[k] = sel[k - 1];
+            sel[k - 1] = x;
+        }
+    for (int k = cnt; k < n; k++)
+        sel[k] = -1;
+    return cnt;
+}
+
+/* block choice over more candidate blocks than one scoring chunk, pages in
+ * a scrambled order.  pos 701 (351 visible blocks): the chosen sets equal
+ * the reference's (scores far apart); longer positions (thousands of
+ * blocks: several warps of candidates) also against choose_host on the
+ * device's own scores, exactly. */
+static void run_select_long(int nb_max, int pos, int top_n) {
+    const int G = 2, dg = 4, dR = 2, H = 4, B = 2, np = pos / B + 1;
+    const int S = G * dg + dR;
     const int64_t pe = (int64_t)(B + 1) * S;
     uint16_t *kv = malloc((size_t)np * pe * 2);
-    int32_t tab[352];
+    int32_t *tab = malloc((size_t)np * 4);
     for (int k = 0; k < np; k++)
-        tab[k] = (k * 7) % np;
+        tab[k] = (int32_t)(((int64_t)k * 7) % np);
     fill_bf16(kv, (size_t)np * pe, 1.0f);
     float qt[4 * 4], qr[8], lse[4];
     fill_f32(qt, 16, 1.0f);
     fill_f32(qr, 8, 1.0f);
     fill_f32(lse, 4, 1.0f);
     int32_t tp = pos, ts = 0, toff = 0, anc = 0;
-    int32_t tsel[2 * 6], tcnt[2], tsel_g[2 * 6], tcnt_g[2];
+    const size_t nsel = (size_t)G * top_n;
+    int32_t *tsel = malloc(nsel * 4), *tsel_g = malloc(nsel * 4), *hsel = malloc(nsel * 4);
+    int32_t tcnt[2], tcnt_g[2], hcnt[2];
     select_params sp = {.n_anchors = 1, .H = H, .anchors = &anc, .scale = 0.3f,
                         .init_blocks = 1, .local_blocks = 2, .nb_max = nb_max,
                         .c = {.kv = kv, .page_elems = pe, .layer_off = 0, .B = B, .G = G,
@@ -617,34 +659,76 @@ static void run_select_long(int nb_max) {
                         .tok_pos = &tp, .tok_seq = &ts, .qt = qt, .qr = qr, .ld_qr = 8,
                         .qr_stride = 2, .lse = lse,
                         .s = {.tsel = tsel, .tsel_cnt = tcnt, .Lg = 1, .ti = 0, .top_n = top_n}};
+    float *rsc = malloc((size_t)G * nb_max * 4); /* the reference's scores */
+    for (size_t i = 0; i < (size_t)G * nb_max; i++)
+        rsc[i] = -1.0f;
+    sp.scores = rsc;
     select_blocks_ref(&sp);
     select_params sd = sp;
     sd.anchors = dup_dev(&anc, 4);
     sd.c.kv = dup_dev(kv, (size_t)np * pe * 2);
-    sd.c.tab = dup_dev(tab, sizeof tab);
+    sd.c.tab = dup_dev(tab, (size_t)np * 4);
     sd.c.seq_toff = dup_dev(&toff, 4);
     sd.tok_pos = dup_dev(&tp, 4);
     sd.tok_seq = dup_dev(&ts, 4);
     sd.qt = dup_dev(qt, sizeof qt);
     sd.qr = dup_dev(qr, sizeof qr);
     sd.lse = dup_dev(lse, sizeof lse);
-    sd.s.tsel = poison_dev(sizeof tsel);
+    sd.s.tsel = poison_dev(nsel * 4);
     sd.s.tsel_cnt = poison_dev(sizeof tcnt);
     sd.scores = poison_dev((size_t)G * nb_max * 4);
     int32_t zc[2] = {0, 0}, cz[2];
     int *cnt_d = dup_dev(zc, sizeof zc);
+    float *scg = malloc((size_t)G * nb_max * 4);
+    char what[96];
     for (int fused = 0; fused < 2; fused++) { /* two launches; choice in the last block */
         sd.done_cnt = fused ? cnt_d : NULL;
-        assert_int_equal(cudaMemset(sd.s.tsel, 0xff, sizeof tsel), cudaSuccess);
+        assert_int_equal(cudaMemset(sd.s.tsel, 0xff, nsel * 4), cudaSuccess);
         assert_int_equal(select_blocks_cuda(&sd, 0), ASA_OK);
-        get_dev(tsel_g, sd.s.tsel, sizeof tsel);
+        get_dev(tsel_g, sd.s.tsel, nsel * 4);
         get_dev(tcnt_g, sd.s.tsel_cnt, sizeof tcnt);
-        cmp_i32(fused ? "select sets, 351 blocks, one launch" : "select sets, 351 blocks",
-                tsel_g, tsel, 12);
-        cmp_i32("select counts, 351 blocks", tcnt_g, tcnt, 2);
+        if (pos <= 701) {
+            snprintf(what, sizeof what, "select sets, nb_max %d%s", nb_max,
+                     fused ? ", one launch" : "");
+            cmp_i32(what, tsel_g, tsel, nsel);
+            cmp_i32("select counts, 351 blocks", tcnt_g, tcnt, 2);
+        }
+        if (nb_max > 32 * 1024) {
+            /* select_kernel (beyond select_multi_kernel's 32 warps) marks
+             * its picks in the score rows: against the reference, a swap
+             * allowed only between blocks whose scores tie within 1e-4 */
+            cmp_i32("select counts, select_kernel", tcnt_g, tcnt, 2);
+            for (int g = 0; g < G; g++) {
+                const float *rs = rsc + (size_t)g * nb_max;
+                const int32_t *gs = tsel_g + (size_t)g * top_n, *ws = tsel + (size_t)g * top_n;
+                float weakest = INFINITY;
+                for (int k = 0; k < tcnt[g]; k++)
+                    if (ws[k] >= 0 && ws[k] < (pos + 1) / B && rs[ws[k]] >= 0.0f &&
+                        rs[ws[k]] < weakest)
+                        weakest = rs[ws[k]];
+                for (int k = 0; k < tcnt[g]; k++) {
+                    bool in = false;
+                    for (int j = 0; j < tcnt[g] && !in; j++)
+                        in = gs[k] == ws[j];
+                    if (!in && !(gs[k] >= 0 && gs[k] < (pos + 1) / B &&
+                                 rs[gs[k]] >= weakest * (1.0f - 1e-4f)))
+                        fail_msg("select_kernel, pos %d group %d: block %d chosen, not the "
+                                 "reference's and not tied with its weakest pick", pos, g, gs[k]);
+                }
+            }
+            continue;
+        }
+        get_dev(scg, sd.scores, (size_t)G * nb_max * 4);
+        for (int g = 0; g < G; g++)
+            hcnt[g] = choose_host(scg + (size_t)g * nb_max, pos, B, 1, 2, top_n,
+                                  hsel + (size_t)g * top_n);
+        snprintf(what, sizeof what, "select sets on the device's scores, pos %d nb_max %d n %d",
+                 pos, nb_max, top_n);
+        cmp_i32(what, tsel_g, hsel, nsel);
+        cmp_i32("select counts on the device's scores", tcnt_g, hcnt, 2);
     }
     get_dev(cz, cnt_d, sizeof cz);
-    cmp_i32("select counters reset, 351 blocks", cz, zc, 2);
+    cmp_i32("select counters reset", cz, zc, 2);
     cudaFree(cnt_d);
     n_kernels++;
     cudaFree((void *)sd.anchors);
@@ -659,13 +743,29 @@ static void run_select_long(int nb_max) {
     cudaFree(sd.s.tsel);
     cudaFree(sd.s.tsel_cnt);
     cudaFree(sd.scores);
+    free(scg);
+    free(rsc);
+    free(tsel);
+    free(tsel_g);
+    free(hsel);
+    free(tab);
     free(kv);
 }
-/* nb_max 400: the one-warp choice; 1100: the thread-block one */
+/* nb_max 400: the one-warp choice; 1100 and the long positions: one warp
+ * per 1024 candidates (select_multi_kernel: 2, 4, 6 and 9 warps; top_n 40
+ * holds picks past 32 per lane); 33000: the thread-block choice
+ * (select_kernel, beyond 32 warps) */
 static void test_select_long(void **st) {
     (void)st;
-    run_select_long(400);
-    run_select_long(1100);
+    run_select_long(400, 701, 6);
+    run_select_long(1100, 701, 6);
+    run_select_long(3100, 6001, 40);
+    run_select_long(33000, 701, 6);
+    if (getenv("ASA_EMU"))
+        return; /* the emulated scoring of thousands of blocks takes minutes */
+    run_select_long(5200, 10301, 16);
+    run_select_long(9000, 17999, 16);
+    run_select_long(33000, 20001, 16);
 }
 
 /* Block scoring on tensor cores (the default) and with f32 FMAs (exact = 1)
