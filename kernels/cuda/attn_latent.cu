@@ -26,6 +26,7 @@ constexpr int ATT_THREADS = 128;
 constexpr int ATT_KT = ATTN_KT; /* keys per tile = warp size (softmax step) */
 static_assert(ATT_KT == 32, "the softmax step maps one key to one lane");
 constexpr int ATT_LU = 8; /* 16-byte key loads per thread in flight */
+constexpr size_t ATTN_MERGE_SMEM = 160 * 1024; /* staged merge: partials in shared memory */
 constexpr int SEL_THREADS = 256;
 constexpr int SEL_HMAX = 16; /* heads per group scored in registers (more: one head at a time) */
 constexpr int SEL_SMEM_MAX = 11 * 1024; /* candidates kept in shared memory (< 48 KB) */
@@ -415,14 +416,40 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
  * compressed branch has ~128 splits, and each thread used to walk them
  * three times through L2.  The sums keep the ascending split order of the
  * sequential form (the same bits in both modes). */
-__global__ void attn_merge_kernel(const attn_params p) {
+__global__ void attn_merge_kernel(const attn_params p, int stage) {
     kc_pdl_enter();
-    extern __shared__ float mw[]; /* [3][ns]: maxima, sums, weights */
+    extern __shared__ float mw[]; /* [3][ns]: maxima, sums, weights; stage:
+                                     then the partials [ns][dg + 2] */
     __shared__ float s_M, s_L;
     const int tl = blockIdx.x, t = p.t_off + tl, hh = blockIdx.y, dg = p.c.dg,
               ns = p.n_split;
     const float *pt = p.part + ((int64_t)tl * p.H + hh) * ns * (dg + 2);
     float *mv = mw, *lv = mw + ns, *wv = mw + 2 * ns;
+    if (stage) {
+        /* the head's partials into shared memory first, every load in
+         * flight at once (ATT_LU per thread), so that the element loops
+         * below walk shared memory instead of one L2 round trip per 8
+         * splits (at 128k: 65-257 splits, 14-57 us a merge); the same
+         * arithmetic in the same order, so the same bits */
+        float *slab = mw + 3 * ns;
+        const int nall = ns * (dg + 2);
+        for (int i0 = threadIdx.x; i0 < nall; i0 += blockDim.x * ATT_LU) {
+            float v[ATT_LU];
+#pragma unroll
+            for (int u = 0; u < ATT_LU; u++) {
+                const int i = i0 + u * (int)blockDim.x;
+                v[u] = i < nall ? pt[i] : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < ATT_LU; u++) {
+                const int i = i0 + u * (int)blockDim.x;
+                if (i < nall)
+                    slab[i] = v[u];
+            }
+        }
+        __syncthreads();
+        pt = slab;
+    }
     for (int s = threadIdx.x; s < ns; s += blockDim.x) {
         mv[s] = pt[s * (dg + 2) + dg];
         lv[s] = pt[s * (dg + 2) + dg + 1];
@@ -1192,10 +1219,21 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
         KC_CUDA_TRY(kc_launch(attn_kernel<false>, grid, ATT_THREADS, smem, stream, q));
     KC_LAUNCH_CHECK();
     if (q.n_split > 1 && !q.merge_cnt) {
-        const int th = p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
-        const size_t msm = 3 * sizeof(float) * (size_t)p->n_split;
+        /* staged (the partials in shared memory) when they fit in
+         * ATTN_MERGE_SMEM; 256 threads then, for the loads */
+        const size_t slab = sizeof(float) * (size_t)p->n_split * (p->c.dg + 2);
+        const int stage = p->n_split >= 8 && slab <= ATTN_MERGE_SMEM;
+        const int th = stage ? 256 : p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
+        const size_t msm = 3 * sizeof(float) * (size_t)p->n_split + (stage ? slab : 0);
+        static size_t mraised = 48 * 1024;
+        if (msm > mraised) {
+            KC_CUDA_TRY(cudaFuncSetAttribute(attn_merge_kernel,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)msm));
+            mraised = msm;
+        }
         KC_CUDA_TRY(kc_launch(attn_merge_kernel, dim3((unsigned)p->T, (unsigned)p->H), th, msm,
-                              stream, *p));
+                              stream, *p, stage));
         KC_LAUNCH_CHECK();
     }
     return ASA_OK;

@@ -319,17 +319,20 @@ static void run_attn(attn_mode mode) {
     /* head chunks of 1 and 2; unsplit, 3 splits of 32 keys (up to 70 keys)
      * merged by a second launch, and merged in the last split block
      * (merge_cnt: bitwise the merge launch's on the device; the counters
-     * back at zero) */
-    d.part = poison_dev((size_t)T * H * 3 * (dg + 2) * 4);
+     * back at zero); the same with 10 splits (the merge launch stages the
+     * partials in shared memory from 8 splits; the later ones hold no
+     * key) */
+    d.part = poison_dev((size_t)T * H * 10 * (dg + 2) * 4);
     int32_t *zc = calloc((size_t)T * H, 4), *cg = malloc((size_t)T * H * 4);
     int *cnt_d = dup_dev(zc, (size_t)T * H * 4);
     float *us[2] = {malloc(nu * 4), malloc(nu * 4)}, *ls2[2] = {malloc((size_t)T * H * 4),
                                                               malloc((size_t)T * H * 4)};
-    for (int cfg = 0; cfg < 6; cfg++) {
+    for (int cfg = 0; cfg < 10; cfg++) {
+        const int fused = cfg == 4 || cfg == 5 || cfg >= 8;
         d.heads_per_block = 1 + cfg % 2;
-        d.n_split = cfg < 2 ? 1 : 3;
+        d.n_split = cfg < 2 ? 1 : cfg < 6 ? 3 : 10;
         d.split_keys = 32;
-        d.merge_cnt = cfg >= 4 ? cnt_d : NULL;
+        d.merge_cnt = fused ? cnt_d : NULL;
         d.u = poison_dev(nu * 4);
         d.lse = poison_dev((size_t)T * H * 4);
         assert_int_equal(attn_latent_cuda(&d, 0), ASA_OK);
@@ -339,16 +342,16 @@ static void run_attn(attn_mode mode) {
             get_dev(lg, d.lse, (size_t)T * H * 4);
             cmp_f32("attn cmp lse", lg, lse_ref, (size_t)T * H, 1e-5, 1e-5);
         }
-        if (cfg >= 2 && cfg < 4) {
-            memcpy(us[cfg - 2], ug, nu * 4);
-            memcpy(ls2[cfg - 2], lg, (size_t)T * H * 4);
+        if (cfg >= 2 && !fused) {
+            memcpy(us[cfg % 2], ug, nu * 4);
+            memcpy(ls2[cfg % 2], lg, (size_t)T * H * 4);
         }
-        if (cfg >= 4) {
+        if (fused) {
             const bool exact = !getenv("ASA_CUDA_FAKE");
-            cmp_f32("attn merge in the last block", ug, us[cfg - 4], nu, exact ? 0 : 1e-5,
+            cmp_f32("attn merge in the last block", ug, us[cfg % 2], nu, exact ? 0 : 1e-5,
                     exact ? 0 : 1e-4);
             if (mode == ATTN_CMP)
-                cmp_f32("attn merge in the last block, lse", lg, ls2[cfg - 4],
+                cmp_f32("attn merge in the last block, lse", lg, ls2[cfg % 2],
                         (size_t)T * H, exact ? 0 : 1e-5, exact ? 0 : 1e-5);
             get_dev(cg, cnt_d, (size_t)T * H * 4);
             cmp_i32("attn merge counters reset", cg, zc, (size_t)T * H);
