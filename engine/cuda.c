@@ -48,9 +48,12 @@
  * (log-sum-exp merge) when that grid is too small for the GPU
  * (cu__attn_plan).  Launches of at least ASA_CUDA_MMA_MIN_T tokens (default
  * 64; ASA_CUDA_MMA=0: never) run on tensor cores instead (attn_mma: bf16
- * queries and probabilities, f32 sums), except in batch-invariant mode.
+ * queries and probabilities, f32 sums), except in batch-invariant mode;
+ * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (64) whose
+ * tokens have at most ASA_CUDA_MMA_DEC tiles of 64 keys (16; attn_mma with
+ * one token per block, ATTN_MMA_TOKEN_ROWS).
  *
- * Sampling (default): every row that samples without returning logits is
+ * Sampling: every row that samples without returning logits is
  * sampled on the device by sample_cuda (kernels/cuda/sample_cuda.h: the
  * stages of eng_sample with the same float operations and the same counter
  * RNG; only the token and its logprobs come back).  Its parameters, bias
@@ -263,8 +266,19 @@ typedef struct cu_be {
                                   and a split launch) */
     int split_tiles;           /* ASA_CUDA_SPLIT_TILES (default CU_SPLIT_TILES):
                                   key tiles per block of a small split grid */
-    int nh_min;                /* ASA_CUDA_ATTN_NH_MIN (default 4): fewest heads
-                                  per attention block when a grid is small */
+    int nh_min;                /* ASA_CUDA_ATTN_NH_MIN: fewest heads per
+                                  attention block when a grid is small (0, the
+                                  default: 8 above 1,024 keys, else 4) */
+    int split_bps;             /* ASA_CUDA_SPLIT_BPS (default 4): thread blocks
+                                  per SM a small split grid aims at */
+    int split_min;             /* ASA_CUDA_SPLIT_MIN (default 1): key tiles per
+                                  split at least */
+    int mma_dec;               /* ASA_CUDA_MMA_DEC (default 16): decode steps'
+                                  attention on attn_mma (one token per block)
+                                  where a token has at most this many 64-key
+                                  tiles; 0 off */
+    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 64): ... and the
+                                  step has at least this many tokens */
     bool sel_exact;            /* ASA_CUDA_SEL_EXACT=1: block scores with f32
                                   FMAs instead of tensor cores (hi + lo query) */
     cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
@@ -751,7 +765,14 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     const char *st = getenv("ASA_CUDA_SPLIT_TILES");
     c->split_tiles = st && atoi(st) >= 1 ? atoi(st) : CU_SPLIT_TILES;
     const char *nm = getenv("ASA_CUDA_ATTN_NH_MIN");
-    c->nh_min = nm && atoi(nm) >= 1 ? atoi(nm) : 4;
+    c->nh_min = nm && atoi(nm) >= 1 ? atoi(nm) : 0; /* 0: by the key range */
+    const char *sb = getenv("ASA_CUDA_SPLIT_BPS");
+    c->split_bps = sb && atoi(sb) >= 1 ? atoi(sb) : 4;
+    const char *sm = getenv("ASA_CUDA_SPLIT_MIN");
+    c->split_min = sm && atoi(sm) >= 1 ? atoi(sm) : 1;
+    const char *md = getenv("ASA_CUDA_MMA_DEC"), *mn = getenv("ASA_CUDA_MMA_DEC_MIN");
+    c->mma_dec = md && md[0] ? atoi(md) : 16;
+    c->mma_dec_min = mn && mn[0] ? atoi(mn) : 64;
     const char *tf = getenv("ASA_CUDA_TF32");
     c->heads_compute = tf && strcmp(tf, "0") == 0 ? CUBLAS_COMPUTE_32F
                                                   : CUBLAS_COMPUTE_32F_FAST_TF32;
@@ -1193,7 +1214,15 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
      * memory, 2 blocks = 8 warps per SM; 16 need 59 KB (3 blocks) */
     while (nh % 2 == 0 && nh > 16)
         nh /= 2;
-    while (nh % 2 == 0 && nh > c->nh_min && (long)T * G * (hpg / nh) < c->n_sm / 2)
+    /* long key ranges keep 8 heads a block (the register-tiled score and
+     * sum loops need 8; the compressed branch at 128k: 2.16 -> 2.00 ms a
+     * step at batch 1 on the H200), short ones go down to 4 (more blocks;
+     * 8 cost 1k contexts 0.03 ms); batch-invariant mode keeps 4 (maxkeys
+     * depends on the rest of the batch) */
+    const int nh_min = c->nh_min > 0                     ? c->nh_min
+                       : !c->invariant && maxkeys > 32 * ATTN_KT ? 8
+                                                                  : 4;
+    while (nh % 2 == 0 && nh > nh_min && (long)T * G * (hpg / nh) < c->n_sm / 2)
         nh /= 2;
     const long blocks = (long)T * G * (hpg / nh);
     at->heads_per_block = nh;
@@ -1218,12 +1247,12 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
      * key tiles walked by one block (the compressed branch at 128k has
      * 256 tiles per group: batch 8 had 9 splits of 29 tiles); full grids:
      * split only very long ranges (4 x CU_SPLIT_TILES tiles per block) */
-    int ns = blocks < c->n_sm ? (int)((4L * c->n_sm + blocks - 1) / blocks) : 1;
+    int ns = blocks < c->n_sm ? (int)(((long)c->split_bps * c->n_sm + blocks - 1) / blocks) : 1;
     const int lim = blocks < c->n_sm ? c->split_tiles : 4 * c->split_tiles;
     if (ns < (tiles + lim - 1) / lim)
         ns = (tiles + lim - 1) / lim;
-    if (ns > tiles)
-        ns = tiles;
+    if (ns > tiles / c->split_min)
+        ns = tiles / c->split_min;
     const long cap = c->part_heads / ((long)T * c->H); /* partials of one launch */
     if (ns > cap)
         ns = (int)cap;
@@ -1266,14 +1295,28 @@ static asa_err cu__expand_blas(cu_be *c, const cu_layer *y, int T) {
     return ASA_OK;
 }
 
-static asa_err cu__attn_run(cu_be *c, attn_params *at) {
+static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
     const int T = at->T;
+    if (c->mma_min_t > 0 && c->mma_dec > 0 && c->one_per_seq && !c->invariant &&
+        (maxkeys + 63) / 64 <= c->mma_dec && T >= c->mma_dec_min) {
+        /* decode steps on tensor cores, one token per thread block (no
+         * split: only where a block walks at most mma_dec tiles of 64
+         * keys, and only for large batches: on the H200 at batch 64 / 4k
+         * the step took 3.71 ms against 4.59 (the compressed and selected
+         * branches 33 and 40 us a layer against ~65 on attn_latent), while
+         * batch 1, 8 and 32 steps got 1.6x, 1.3x and 1.1x slower (a block
+         * walks its token's keys alone, tile after tile)) */
+        asa_err r = attn_mma_cuda(at, c->mma_flags | ATTN_MMA_TOKEN_ROWS, c->st);
+        if (r != ASA_EUNSUPPORTED)
+            return r;
+    }
     if (c->mma_min_t > 0 && T >= c->mma_min_t && !c->invariant && !c->one_per_seq) {
         /* prefill-sized launches on tensor cores (no split needed).  Not
-         * for decode steps: attn_mma's blocks take consecutive rows, so
-         * with one token per sequence a block walks the keys of two
+         * this schedule for decode steps: its blocks take consecutive rows,
+         * so with one token per sequence a block walks the keys of two
          * sequences with half its rows masked (batch 64 at 4k on the H200:
-         * attention 4.5 ms a step against 2.3 ms with attn_latent) */
+         * attention 4.5 ms a step against 2.3 ms with attn_latent); those
+         * take the token-rows form above */
         asa_err r = attn_mma_cuda(at, c->mma_flags, c->st);
         if (r != ASA_EUNSUPPORTED)
             return r;
@@ -1386,9 +1429,10 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int mp = c->max_pos;
     if (!global) {
         at.mode = ATTN_LOCAL;
-        cu__attn_plan(c, &at, T, y->G, mp + 1 < c->w ? mp + 1 : c->w);
+        const int keys = mp + 1 < c->w ? mp + 1 : c->w;
+        cu__attn_plan(c, &at, T, y->G, keys);
         at.u = c->u;
-        CU_OK(cu__attn_run(c, &at));
+        CU_OK(cu__attn_run(c, &at, keys));
     } else {
         attn_sets sets = {.sel_src = mt->sel_src, .tsel = c->tsel, .tsel_cnt = c->tsel_cnt,
                           .slot_sel = c->sel, .slot_cnt = c->sel_cnt, .Lg = c->Lg,
@@ -1402,7 +1446,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         cu__attn_plan(c, &at, T, y->G, (mp + 1) / c->B);
         at.u = c->ucmp;
         at.lse = c->lse;
-        CU_OK(cu__attn_run(c, &at));
+        CU_OK(cu__attn_run(c, &at, (mp + 1) / c->B));
         select_params sp = {.n_anchors = mt->n_anchor, .H = H, .anchors = mt->anchors,
                             .scale = c->scale, .init_blocks = c->init_b,
                             .local_blocks = c->local_b, .nb_max = c->nb_max, .c = at.c,
@@ -1418,12 +1462,13 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         CU_OK(select_blocks_cuda(&sp, c->st));
         at.mode = ATTN_SLC;
         cu__attn_plan(c, &at, T, y->G, c->top_n * c->B);
+        const int slc_keys = c->top_n * c->B;
         at.s = sets;
         at.gate = c->qa + c->nq + y->S;
         at.u_cmp = c->ucmp;
         at.u = c->u;
         at.lse = NULL;
-        CU_OK(cu__attn_run(c, &at));
+        CU_OK(cu__attn_run(c, &at, slc_keys));
         selstore_params ss = {.n = mt->n_store, .G = y->G, .slot = mt->st_slot,
                               .tok = mt->st_tok, .s = sets};
         if (!sp.n_store) /* else stored by the block choice */

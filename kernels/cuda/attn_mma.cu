@@ -54,7 +54,7 @@ __device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int 
  * per-tile fast paths (same results; off: ATTN_MMA_NOFAST). */
 template <int KS, int NP, bool EXACT, bool QS, bool FAST>
 __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 registers */
-    attn_mma_kernel(const attn_params p, int ks_rt, int np_rt) {
+    attn_mma_kernel(const attn_params p, int ks_rt, int np_rt, int rpb) {
     extern __shared__ float mm_sm[]; /* [2][MM_KT][Ep] bf16 key tiles */
     __shared__ int64_t kbase[3][MM_KT]; /* tile plans, three in flight */
     __shared__ uint64_t kmask[3][MM_KT];
@@ -73,8 +73,10 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
     const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B, H = p.H;
     const int Ep = ksn * 16 + 8;
     const int hpg = H / G, g = blockIdx.y;
-    const int nrows = p.T * hpg, i0 = (int)blockIdx.x * MM_ROWS;
-    const int ta = i0 / hpg, ntok = min(nrows - 1, i0 + MM_ROWS - 1) / hpg - ta + 1;
+    /* rows per block: MM_ROWS, or (ATTN_MMA_TOKEN_ROWS) hpg: one token's
+     * heads, the warps past them idle */
+    const int nrows = p.T * hpg, i0 = (int)blockIdx.x * rpb;
+    const int ta = i0 / hpg, ntok = min(nrows - 1, i0 + rpb - 1) / hpg - ta + 1;
     const int64_t S = (int64_t)G * dg + dR, pe = p.c.page_elems, lo_off = p.c.layer_off;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
     const bool slc = p.mode == ATTN_SLC;
@@ -178,7 +180,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
         rhi[rr] = 0;
         rt[rr] = -1;
         rh[rr] = 0;
-        if (r < nrows) {
+        if (r < nrows && warp * 16 + gq + 8 * rr < rpb) {
             const int ti = r / hpg - ta;
             rbit[rr] = 1ull << ti;
             rt[rr] = p.t_off + r / hpg;
@@ -207,7 +209,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
         wlo = min(wlo, __shfl_xor_sync(0xffffffffu, wlo, o));
         whi = max(whi, __shfl_xor_sync(0xffffffffu, whi, o));
     }
-    if (slc) { /* list coordinates: no skipping */
+    if (slc && wlo <= whi) { /* list coordinates: no skipping (a warp
+                                  without rows keeps its empty range) */
         wlo = -0x7fffffff;
         whi = 0x7fffffff;
     }
@@ -581,34 +584,35 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
 }
 
 template <int KS, int NP, bool EXACT, bool QS, bool FAST>
-asa_err mm_launch(const attn_params *p, int ks, int np, cudaStream_t st) {
+asa_err mm_launch(const attn_params *p, int ks, int np, int rpb, cudaStream_t st) {
     const int hpg = p->H / p->c.G;
     const long rows = (long)p->T * hpg;
-    dim3 grid((unsigned)((rows + MM_ROWS - 1) / MM_ROWS), (unsigned)p->c.G);
+    dim3 grid((unsigned)((rows + rpb - 1) / rpb), (unsigned)p->c.G);
     const size_t smem =
         (size_t)(2 * MM_KT + (QS ? MM_ROWS : 0)) * (ks * 16 + 8) * sizeof(uint16_t);
     /* per instance; static shared memory (~21 KB of tile plans and lists)
      * counts against the 48 KB default too, so always opt in */
     static size_t raised = 0;
     if (smem > raised) {
-        void (*kfn)(const attn_params, int, int) = attn_mma_kernel<KS, NP, EXACT, QS, FAST>;
+        void (*kfn)(const attn_params, int, int, int) = attn_mma_kernel<KS, NP, EXACT, QS, FAST>;
         KC_CUDA_TRY(cudaFuncSetAttribute(kfn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem));
         raised = smem;
     }
-    attn_mma_kernel<KS, NP, EXACT, QS, FAST><<<grid, MM_THREADS, smem, st>>>(*p, ks, np);
+    attn_mma_kernel<KS, NP, EXACT, QS, FAST><<<grid, MM_THREADS, smem, st>>>(*p, ks, np, rpb);
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }
 
 /* the instance for the flags: hi + lo queries, fast paths */
 template <int KS, int NP, bool EXACT>
-asa_err mm_pick(const attn_params *p, int ks, int np, bool qs, bool fast, cudaStream_t st) {
+asa_err mm_pick(const attn_params *p, int ks, int np, int rpb, bool qs, bool fast,
+                cudaStream_t st) {
     if (qs)
-        return fast ? mm_launch<KS, NP, EXACT, true, true>(p, ks, np, st)
-                    : mm_launch<KS, NP, EXACT, true, false>(p, ks, np, st);
-    return fast ? mm_launch<KS, NP, EXACT, false, true>(p, ks, np, st)
-                : mm_launch<KS, NP, EXACT, false, false>(p, ks, np, st);
+        return fast ? mm_launch<KS, NP, EXACT, true, true>(p, ks, np, rpb, st)
+                    : mm_launch<KS, NP, EXACT, true, false>(p, ks, np, rpb, st);
+    return fast ? mm_launch<KS, NP, EXACT, false, true>(p, ks, np, rpb, st)
+                : mm_launch<KS, NP, EXACT, false, false>(p, ks, np, rpb, st);
 }
 
 } /* namespace */
@@ -622,7 +626,10 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
         return ASA_EINVAL;
     const int E = p->c.dg + p->c.dR, ks = (E + 15) / 16, np = (p->c.dg + 15) / 16;
     const int hpg = p->H / p->c.G;
-    const int max_tok = 63 / hpg + 2 < MM_TOK ? 63 / hpg + 2 : MM_TOK;
+    /* one token per block: hpg rows (at most MM_ROWS) */
+    const bool trows = (flags & ATTN_MMA_TOKEN_ROWS) && hpg <= MM_ROWS;
+    const int rpb = trows ? hpg : MM_ROWS;
+    const int max_tok = trows ? 1 : 63 / hpg + 2 < MM_TOK ? 63 / hpg + 2 : MM_TOK;
     if (ks > 16 || np > 12)
         return ASA_EUNSUPPORTED;
     if (p->mode == ATTN_SLC && (long)max_tok * p->s.top_n > MM_LIST)
@@ -636,10 +643,10 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
     /* the asa-1.3b shapes exactly (local 192 + 32, global 96 + 32), then
      * small and large generic forms */
     if (ks == 14 && np == 12)
-        return mm_pick<14, 12, true>(p, ks, np, qs, fast, stream);
+        return mm_pick<14, 12, true>(p, ks, np, rpb, qs, fast, stream);
     if (ks == 8 && np == 6)
-        return mm_pick<8, 6, true>(p, ks, np, qs, fast, stream);
+        return mm_pick<8, 6, true>(p, ks, np, rpb, qs, fast, stream);
     if (ks <= 4 && np <= 2)
-        return mm_pick<4, 2, false>(p, ks, np, qs, fast, stream);
-    return mm_pick<16, 12, false>(p, ks, np, qs, fast, stream);
+        return mm_pick<4, 2, false>(p, ks, np, rpb, qs, fast, stream);
+    return mm_pick<16, 12, false>(p, ks, np, rpb, qs, fast, stream);
 }

@@ -41,6 +41,12 @@ extern "C" {
  * tiles, no masks for interior tiles, no rescale while the row maxima
  * hold; same results): the kernel as first measured, for comparison */
 #define ATTN_MMA_NOFAST 4
+/* flags: one token per thread block (rows = that token's H/G heads of the
+ * group, at most 64; the warps past them idle) instead of 64 consecutive
+ * (token, head) rows: for decode steps, where consecutive rows belong to
+ * different sequences and a block would walk the keys of all of them with
+ * most rows masked.  The block walks only its token's keys. */
+#define ATTN_MMA_TOKEN_ROWS 8
 
 asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream);
 

@@ -10,7 +10,9 @@
  * outputs NaN-poisoned before each launch.
  *
  * Every launch with bf16 queries is repeated with ATTN_MMA_NOFAST (no
- * per-tile fast paths), which must give the same bits.
+ * per-tile fast paths), which must give the same bits; every case also
+ * runs with ATTN_MMA_TOKEN_ROWS (one token per thread block, the decode
+ * schedule).
  *
  * Tolerance: queries and probabilities are rounded to bf16 for the MMAs
  * (keys are bf16 already), so u is compared as |got - want| <= 1.5e-2 *
@@ -242,10 +244,15 @@ static void run_case(const mcase *m) {
     float *ug = malloc(nu * 4), *lg = malloc((size_t)T * H * 4);
     char what[160];
     for (int mode = 0; mode < 3; mode++)
-        for (int fi = 0; fi < 2; fi++) {
+        for (int fi = 0; fi < 3; fi++) {
             /* bf16 queries; hi + lo queries (the compressed-branch flag for
-             * ATTN_CMP, the all-modes flag for the others) */
-            const int fl = fi == 0 ? 0 : mode == ATTN_CMP ? ATTN_MMA_QSPLIT : ATTN_MMA_QSPLIT_ALL;
+             * ATTN_CMP, the all-modes flag for the others); one token per
+             * block (the decode schedule) with the engine's flags */
+            const int fl = fi == 0   ? 0
+                           : fi == 1 ? (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : ATTN_MMA_QSPLIT_ALL)
+                                     : (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : 0) |
+                                           ATTN_MMA_TOKEN_ROWS;
+            const bool qs = (fl & (ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL)) != 0;
             d.mode = (attn_mode)mode;
             d.u = poison_dev(nu * 4);
             d.lse = mode == ATTN_CMP ? poison_dev((size_t)T * H * 4) : NULL;
@@ -254,8 +261,9 @@ static void run_case(const mcase *m) {
                 fail_msg("%s: attn_mma_cuda mode %d: %s", m->name, mode, asa_strerror(rc));
             get_dev(ug, d.u, nu * 4);
             const float *want = mode == ATTN_LOCAL ? u_loc : mode == ATTN_CMP ? u_cmp : u_slc;
-            snprintf(what, sizeof what, "%s: mode %d%s u", m->name, mode, fl ? " qsplit" : "");
-            cmp_scaled(what, ug, want, nu, 1.5e-2, 1e-6, fl ? &worst_u_qs : &worst_u);
+            snprintf(what, sizeof what, "%s: mode %d%s%s u", m->name, mode, qs ? " qsplit" : "",
+                     fi == 2 ? " token rows" : "");
+            cmp_scaled(what, ug, want, nu, 1.5e-2, 1e-6, qs ? &worst_u_qs : &worst_u);
             if (fi == 0) { /* without the per-tile fast paths: the same bits */
                 float *un = poison_dev(nu * 4), *hn = malloc(nu * 4);
                 float *ud = d.u, *ld_ = d.lse;
@@ -283,7 +291,8 @@ static void run_case(const mcase *m) {
             }
             if (mode == ATTN_CMP) {
                 get_dev(lg, d.lse, (size_t)T * H * 4);
-                snprintf(what, sizeof what, "%s: lse%s", m->name, fl ? " qsplit" : "");
+                snprintf(what, sizeof what, "%s: lse%s%s", m->name, qs ? " qsplit" : "",
+                         fi == 2 ? " token rows" : "");
                 double w = 0.0;
                 for (int i = 0; i < T * H; i++) {
                     if (isnan(lg[i]) || (isinf(lse[i]) != isinf(lg[i])) ||
@@ -292,12 +301,12 @@ static void run_case(const mcase *m) {
                     if (isinf(lse[i]))
                         continue;
                     double e = fabs((double)lg[i] - lse[i]);
-                    if (e > (fl ? 2e-4 : 2e-2))
+                    if (e > (qs ? 2e-4 : 2e-2))
                         fail_msg("%s: element %d: got %.8g, want %.8g", what, i, lg[i], lse[i]);
                     if (e > w)
                         w = e;
                 }
-                if (fl && w > worst_lse)
+                if (qs && w > worst_lse)
                     worst_lse = w;
                 n_checked += T * H;
                 cudaFree(d.lse);
@@ -395,6 +404,12 @@ static void test_mma_13b(void **st) {
          * all visible (1100 / 16 = 68 entries) */
         {"1.3b local w200", 1, 192, 32, 32, 16, 200, 16, 4, 2, {300, 0}, {4, 3}, false, 0},
         {"1.3b global long", 2, 96, 32, 16, 16, 300, 8, 4, 1, {1100}, {5}, false, 0},
+        /* decode-like: one token of each of three sequences (a block of
+         * 64 rows would mix them; the token-rows schedule does not) */
+        {"1.3b local decode", 1, 192, 32, 32, 16, 512, 16, 4, 3, {700, 37, 515}, {1, 1, 1},
+         true, 0},
+        {"1.3b global decode", 2, 96, 32, 16, 16, 512, 16, 4, 3, {1030, 300, 64}, {1, 1, 1},
+         true, 0},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         run_case(&cs[i]);
