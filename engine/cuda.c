@@ -49,9 +49,10 @@
  * (cu__attn_plan).  Launches of at least ASA_CUDA_MMA_MIN_T tokens (default
  * 64; ASA_CUDA_MMA=0: never) run on tensor cores instead (attn_mma: bf16
  * queries and probabilities, f32 sums), except in batch-invariant mode;
- * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (64) whose
+ * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (32) whose
  * tokens have at most ASA_CUDA_MMA_DEC tiles of 64 keys (16; attn_mma with
- * one token per block, ATTN_MMA_TOKEN_ROWS).
+ * one token per block, ATTN_MMA_TOKEN_ROWS, a token's keys split across
+ * blocks when the grid is small: ASA_CUDA_MMA_DEC_SPLIT).
  *
  * Sampling: every row that samples without returning logits is
  * sampled on the device by sample_cuda (kernels/cuda/sample_cuda.h: the
@@ -277,8 +278,14 @@ typedef struct cu_be {
                                   attention on attn_mma (one token per block)
                                   where a token has at most this many 64-key
                                   tiles; 0 off */
-    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 64): ... and the
+    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 32): ... and the
                                   step has at least this many tokens */
+    int mma_dec_split;         /* ASA_CUDA_MMA_DEC_SPLIT (default 1): split a
+                                  token's keys across blocks up to about this
+                                  many blocks per SM (0: no split) ... */
+    int mma_dec_split_maxb;    /* ASA_CUDA_MMA_DEC_SPLIT_MAXB (default: the SM
+                                  count): ... in launches of at most this many
+                                  (token, group) pairs */
     bool sel_exact;            /* ASA_CUDA_SEL_EXACT=1: block scores with f32
                                   FMAs instead of tensor cores (hi + lo query) */
     cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
@@ -772,7 +779,11 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->split_min = sm && atoi(sm) >= 1 ? atoi(sm) : 1;
     const char *md = getenv("ASA_CUDA_MMA_DEC"), *mn = getenv("ASA_CUDA_MMA_DEC_MIN");
     c->mma_dec = md && md[0] ? atoi(md) : 16;
-    c->mma_dec_min = mn && mn[0] ? atoi(mn) : 64;
+    c->mma_dec_min = mn && mn[0] ? atoi(mn) : 32;
+    const char *mx = getenv("ASA_CUDA_MMA_DEC_SPLIT");
+    c->mma_dec_split = mx && mx[0] ? atoi(mx) : 1;
+    const char *mb = getenv("ASA_CUDA_MMA_DEC_SPLIT_MAXB");
+    c->mma_dec_split_maxb = mb && mb[0] ? atoi(mb) : c->n_sm;
     const char *tf = getenv("ASA_CUDA_TF32");
     c->heads_compute = tf && strcmp(tf, "0") == 0 ? CUBLAS_COMPUTE_32F
                                                   : CUBLAS_COMPUTE_32F_FAST_TF32;
@@ -1301,12 +1312,38 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
         (maxkeys + 63) / 64 <= c->mma_dec && T >= c->mma_dec_min) {
         /* decode steps on tensor cores, one token per thread block (no
          * split: only where a block walks at most mma_dec tiles of 64
-         * keys, and only for large batches: on the H200 at batch 64 / 4k
-         * the step took 3.71 ms against 4.59 (the compressed and selected
-         * branches 33 and 40 us a layer against ~65 on attn_latent), while
-         * batch 1, 8 and 32 steps got 1.6x, 1.3x and 1.1x slower (a block
-         * walks its token's keys alone, tile after tile)) */
-        asa_err r = attn_mma_cuda(at, c->mma_flags | ATTN_MMA_TOKEN_ROWS, c->st);
+         * keys, and only for batches of 32 and more.  H200, asa-1.3b, 1k:
+         * batch 32 / 64 / 128 2.99 / 3.21 / 3.85 ms a step against 3.21 /
+         * 4.53 / 6.43 on attn_latent; batch 1 and 8 were 1.2x and 1.02x
+         * slower even with splits (a block walks its range tile after
+         * tile).  Split so that a small grid has about one block per SM:
+         * batch 64 at 4k 3.69 -> 3.32 ms; two per SM or splitting 128+
+         * pairs was slower) */
+        attn_params q = *at;
+        q.n_split = 1;
+        q.split_keys = 0;
+        q.part = NULL;
+        q.merge_cnt = NULL;
+        if (c->mma_dec_split > 0 && (long)T * at->c.G <= c->mma_dec_split_maxb) {
+            /* a token's keys split across blocks until the grid holds
+             * about mma_dec_split blocks per SM (ranges of whole 64-key
+             * tiles; the partials must fit c->part) */
+            const int tiles = (maxkeys + 63) / 64;
+            const long blocks = (long)T * at->c.G;
+            long ns = ((long)c->mma_dec_split * c->n_sm + blocks - 1) / blocks;
+            const long cap = c->part_heads / ((long)T * c->H);
+            ns = ns < tiles ? ns : tiles;
+            ns = ns < cap ? ns : cap;
+            if (ns > 1) {
+                const int per = (int)((tiles + ns - 1) / ns);
+                q.n_split = (tiles + per - 1) / per;
+                q.split_keys = per * 64;
+                q.part = c->part;
+                if (q.n_split < 2)
+                    q.n_split = 1;
+            }
+        }
+        asa_err r = attn_mma_cuda(&q, c->mma_flags | ATTN_MMA_TOKEN_ROWS, c->st);
         if (r != ASA_EUNSUPPORTED)
             return r;
     }

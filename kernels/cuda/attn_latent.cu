@@ -1218,7 +1218,17 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
     else
         KC_CUDA_TRY(kc_launch(attn_kernel<false>, grid, ATT_THREADS, smem, stream, q));
     KC_LAUNCH_CHECK();
-    if (q.n_split > 1 && !q.merge_cnt) {
+    if (q.n_split > 1 && !q.merge_cnt)
+        return attn_merge_cuda(p, stream);
+    return ASA_OK;
+}
+
+extern "C" asa_err attn_merge_cuda(const attn_params *p, cudaStream_t stream) {
+    if (!p || p->T < 1 || p->n_split < 2 || p->n_split > ATTN_MAX_SPLIT || !p->part ||
+        !p->u || (p->mode == ATTN_CMP && !p->lse) ||
+        (p->mode == ATTN_SLC && (!p->gate || !p->u_cmp)))
+        return ASA_EINVAL;
+    {
         /* staged (the partials in shared memory) when they fit in
          * ATTN_MERGE_SMEM; 256 threads then, for the loads */
         const size_t slab = sizeof(float) * (size_t)p->n_split * (p->c.dg + 2);

@@ -115,6 +115,9 @@ typedef struct attn_params {
 } attn_params;
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);
+/* The merge of split partials alone (p->part, n_split > 1, written by a
+ * split launch): u (with the ATTN_SLC gate), lse for ATTN_CMP. */
+asa_err attn_merge_cuda(const attn_params *p, cudaStream_t stream);
 /* Host reference on host pointers (double sums, same conventions). */
 void attn_latent_ref(const attn_params *p);
 

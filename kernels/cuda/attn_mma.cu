@@ -74,8 +74,11 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
     const int Ep = ksn * 16 + 8;
     const int hpg = H / G, g = blockIdx.y;
     /* rows per block: MM_ROWS, or (ATTN_MMA_TOKEN_ROWS) hpg: one token's
-     * heads, the warps past them idle */
-    const int nrows = p.T * hpg, i0 = (int)blockIdx.x * rpb;
+     * heads, the warps past them idle; with n_split > 1 (token rows only)
+     * block x = token * n_split + split, the split's keys only, partials
+     * out */
+    const int nsp = p.n_split > 1 ? p.n_split : 1, spl = (int)blockIdx.x % nsp;
+    const int nrows = p.T * hpg, i0 = (int)blockIdx.x / nsp * rpb;
     const int ta = i0 / hpg, ntok = min(nrows - 1, i0 + rpb - 1) / hpg - ta + 1;
     const int64_t S = (int64_t)G * dg + dR, pe = p.c.page_elems, lo_off = p.c.layer_off;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
@@ -123,6 +126,12 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
                 sg_hi[k] = max(sg_hi[k], thi[i]);
                 sg_mask[k] |= 1ull << i;
             }
+            if (nsp > 1 && ns == 1) { /* token rows: this split's part */
+                const int a = sg_lo[0] + spl * p.split_keys;
+                sg_hi[0] = min(sg_hi[0], a + p.split_keys - 1);
+                sg_lo[0] = a;
+                ns = a <= sg_hi[0];
+            }
             n_seg = ns;
         }
     } else {
@@ -164,9 +173,9 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
             int nl = 0;
             for (int e = 0; e < ne; e++)
                 nl += ent_mask[e] != 0;
-            sg_lo[0] = 0;
-            sg_hi[0] = nl * B - 1;
-            n_seg = nl > 0;
+            sg_lo[0] = nsp > 1 ? spl * p.split_keys : 0;
+            sg_hi[0] = min(nl * B - 1, nsp > 1 ? sg_lo[0] + p.split_keys - 1 : nl * B - 1);
+            n_seg = sg_lo[0] <= sg_hi[0];
         }
     }
 
@@ -551,6 +560,30 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
         lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 1);
         lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 2);
     }
+    if (nsp > 1) {
+        /* split: the partial state (unnormalised sums relative to the row
+         * maximum, maximum, sum) in attn_latent's layout for
+         * attn_merge_cuda, which applies the gate / writes the lse */
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            if (rt[rr] < 0)
+                continue;
+            float *pt = p.part + (((int64_t)(rt[rr] - p.t_off) * H + rh[rr]) * nsp + spl) * (dg + 2);
+#pragma unroll
+            for (int n = 0; n < 2 * NP; n++)
+                if (n < 2 * npn)
+                    for (int c = 0; c < 2; c++) {
+                        const int d = 8 * n + 2 * tq + c;
+                        if (d < dg)
+                            pt[d] = acc[n][2 * rr + c];
+                    }
+            if (tq == 0) {
+                pt[dg] = mrow[rr];
+                pt[dg + 1] = lrow[rr];
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
         if (rt[rr] < 0)
@@ -587,7 +620,8 @@ template <int KS, int NP, bool EXACT, bool QS, bool FAST>
 asa_err mm_launch(const attn_params *p, int ks, int np, int rpb, cudaStream_t st) {
     const int hpg = p->H / p->c.G;
     const long rows = (long)p->T * hpg;
-    dim3 grid((unsigned)((rows + rpb - 1) / rpb), (unsigned)p->c.G);
+    const int nsp = p->n_split > 1 ? p->n_split : 1;
+    dim3 grid((unsigned)((rows + rpb - 1) / rpb * nsp), (unsigned)p->c.G);
     const size_t smem =
         (size_t)(2 * MM_KT + (QS ? MM_ROWS : 0)) * (ks * 16 + 8) * sizeof(uint16_t);
     /* per instance; static shared memory (~21 KB of tile plans and lists)
@@ -601,7 +635,7 @@ asa_err mm_launch(const attn_params *p, int ks, int np, int rpb, cudaStream_t st
     }
     attn_mma_kernel<KS, NP, EXACT, QS, FAST><<<grid, MM_THREADS, smem, st>>>(*p, ks, np, rpb);
     KC_LAUNCH_CHECK();
-    return ASA_OK;
+    return nsp > 1 ? attn_merge_cuda(p, st) : ASA_OK;
 }
 
 /* the instance for the flags: hi + lo queries, fast paths */
@@ -628,6 +662,8 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
     const int hpg = p->H / p->c.G;
     /* one token per block: hpg rows (at most MM_ROWS) */
     const bool trows = (flags & ATTN_MMA_TOKEN_ROWS) && hpg <= MM_ROWS;
+    if (p->n_split > 1 && (!trows || !p->part || p->split_keys < 1 || p->n_split > ATTN_MAX_SPLIT))
+        return ASA_EUNSUPPORTED; /* splits: token rows only */
     const int rpb = trows ? hpg : MM_ROWS;
     const int max_tok = trows ? 1 : 63 / hpg + 2 < MM_TOK ? 63 / hpg + 2 : MM_TOK;
     if (ks > 16 || np > 12)

@@ -17,7 +17,10 @@
  * depend on the launch's other tokens only as far as its block's key union;
  * this kernel is not for batch-invariant mode).
  *
- * heads_per_block, n_split, split_keys and part are ignored (no split).
+ * heads_per_block is ignored; n_split > 1 (with split_keys, part) only
+ * with ATTN_MMA_TOKEN_ROWS: each token's keys in n_split ranges of
+ * split_keys (in the mode's key coordinate; ATTN_SLC: the list of its
+ * selected blocks' keys), one block each, merged by attn_merge_cuda.
  * Returns ASA_EUNSUPPORTED (nothing launched) for shapes it does not take:
  * dg + dR > 256, dg > 192, ATTN_SLC with more than 512 distinct blocks per
  * thread block (top_n * tokens per block); the caller then uses

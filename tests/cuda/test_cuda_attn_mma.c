@@ -243,15 +243,25 @@ static void run_case(const mcase *m) {
     d.s.slot_cnt = dup_dev(scnt, (size_t)nslots * Lg * G * 4);
     float *ug = malloc(nu * 4), *lg = malloc((size_t)T * H * 4);
     char what[160];
+    /* token rows with splits: each token's keys (at most its position + B
+     * in every mode's coordinate) in 3 ranges, not tile-aligned */
+    int kmax = 0;
+    for (int t = 0; t < T; t++)
+        kmax = pos[t] + 1 + B > kmax ? pos[t] + 1 + B : kmax;
+    float *part_d = poison_dev((size_t)T * H * 3 * (dg + 2) * 4);
     for (int mode = 0; mode < 3; mode++)
-        for (int fi = 0; fi < 3; fi++) {
+        for (int fi = 0; fi < 4; fi++) {
             /* bf16 queries; hi + lo queries (the compressed-branch flag for
              * ATTN_CMP, the all-modes flag for the others); one token per
-             * block (the decode schedule) with the engine's flags */
+             * block (the decode schedule) with the engine's flags, unsplit
+             * and in 3 splits merged by attn_merge_cuda */
             const int fl = fi == 0   ? 0
                            : fi == 1 ? (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : ATTN_MMA_QSPLIT_ALL)
                                      : (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : 0) |
                                            ATTN_MMA_TOKEN_ROWS;
+            d.n_split = fi == 3 ? 3 : 1;
+            d.split_keys = fi == 3 ? (kmax + 2) / 3 : 0;
+            d.part = fi == 3 ? part_d : NULL;
             const bool qs = (fl & (ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL)) != 0;
             d.mode = (attn_mode)mode;
             d.u = poison_dev(nu * 4);
@@ -262,7 +272,7 @@ static void run_case(const mcase *m) {
             get_dev(ug, d.u, nu * 4);
             const float *want = mode == ATTN_LOCAL ? u_loc : mode == ATTN_CMP ? u_cmp : u_slc;
             snprintf(what, sizeof what, "%s: mode %d%s%s u", m->name, mode, qs ? " qsplit" : "",
-                     fi == 2 ? " token rows" : "");
+                     fi == 2 ? " token rows" : fi == 3 ? " token rows, 3 splits" : "");
             cmp_scaled(what, ug, want, nu, 1.5e-2, 1e-6, qs ? &worst_u_qs : &worst_u);
             if (fi == 0) { /* without the per-tile fast paths: the same bits */
                 float *un = poison_dev(nu * 4), *hn = malloc(nu * 4);
@@ -292,7 +302,7 @@ static void run_case(const mcase *m) {
             if (mode == ATTN_CMP) {
                 get_dev(lg, d.lse, (size_t)T * H * 4);
                 snprintf(what, sizeof what, "%s: lse%s%s", m->name, qs ? " qsplit" : "",
-                         fi == 2 ? " token rows" : "");
+                         fi == 2 ? " token rows" : fi == 3 ? " token rows, 3 splits" : "");
                 double w = 0.0;
                 for (int i = 0; i < T * H; i++) {
                     if (isnan(lg[i]) || (isinf(lse[i]) != isinf(lg[i])) ||
@@ -313,6 +323,10 @@ static void run_case(const mcase *m) {
             }
             cudaFree(d.u);
         }
+    d.n_split = 1;
+    d.split_keys = 0;
+    d.part = NULL;
+    cudaFree(part_d);
     /* a launch covering tokens t_off .. T-1 only (the engine's token
      * chunks): those rows as before, the others untouched */
     if (T > 3) {
@@ -429,6 +443,10 @@ static void test_mma_unsupported(void **st) {
     p.s.top_n = 64;
     p.H = 1;
     assert_int_equal(attn_mma_cuda(&p, 0, 0), ASA_EUNSUPPORTED); /* 64 tokens x 64 blocks */
+    p.mode = ATTN_LOCAL;
+    p.n_split = 2;
+    p.split_keys = 64;
+    assert_int_equal(attn_mma_cuda(&p, 0, 0), ASA_EUNSUPPORTED); /* splits: token rows only */
 }
 
 int main(void) {
