@@ -725,6 +725,35 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
     }
 }
 
+/* Warp argmax of (score, block): the higher score, ties to the lower block;
+ * the result in every lane. */
+__device__ __forceinline__ void warp_best(float &bv, int &bi) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+}
+
+/* The same, carrying the winner's lane-held tag bs along. */
+__device__ __forceinline__ void warp_best(float &bv, int &bi, int &bs) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        const int os = __shfl_xor_sync(0xffffffffu, bs, o);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+            bs = os;
+        }
+    }
+}
+
 /* The forced blocks of a choice at cur, ascending: [0, fa) (b < init_blocks)
  * then [flo, cur] (b > cur - local_blocks); the first n of them (the host's
  * loop over b = 0..cur stops at n).  Arithmetic, not a walk over the cur + 1
@@ -823,15 +852,7 @@ __global__ void __launch_bounds__(SELW_WARPS * 32) select_warp_kernel(const sele
     while (cnt < n) {
         float bv = mb;
         int bi = mi;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        warp_best(bv, bi);
         if (bv < 0.0f)
             break; /* uniform: every lane has the same bv */
         if (lane == (cnt & 31)) {
@@ -867,33 +888,6 @@ __global__ void __launch_bounds__(SELW_WARPS * 32) select_warp_kernel(const sele
  * Ties: the lower block, as everywhere.  Replaces select_kernel's
  * block-wide rounds, which took ~0.36 ms per choice at 128k. */
 constexpr int SELB_WARPS = 32;
-
-__device__ __forceinline__ void warp_best(float &bv, int &bi) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) {
-            bv = ov;
-            bi = oi;
-        }
-    }
-}
-
-/* The same, carrying the winner's lane-held tag bs along. */
-__device__ __forceinline__ void warp_best(float &bv, int &bi, int &bs) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        const int os = __shfl_xor_sync(0xffffffffu, bs, o);
-        if (ov > bv || (ov == bv && oi < bi)) {
-            bv = ov;
-            bi = oi;
-            bs = os;
-        }
-    }
-}
 
 __global__ void __launch_bounds__(SELB_WARPS * 32) select_multi_kernel(const select_params p) {
     kc_pdl_enter();
@@ -1044,15 +1038,7 @@ __device__ __forceinline__ void select_choose(const select_params &p, float *sv,
     while (s_cnt < n && !s_stop) {
         float bv = mb;
         int bi = mi;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) {
-                bv = ov;
-                bi = oi;
-            }
-        }
+        warp_best(bv, bi);
         if (lane == 0) {
             rv[warp] = bv;
             ri[warp] = bi;

@@ -162,12 +162,8 @@ __device__ __forceinline__ bool better(float va, int ia, float vb, int ib) {
     return va > vb || (va == vb && ia < ib);
 }
 
-/* Block argmax (value desc, id asc), the result to every thread.  The
- * warps' results are reduced by warp 0 with shuffles and broadcast from
- * shared memory: ptxas 13.0 -O3 compiled the former loop over the 32
- * per-warp entries (each thread reading them all) with wrong shared-memory
- * offsets for entries 25-27 (kernels/cuda/NOTES.md, sampling). */
-__device__ void block_best(float &v, int &i, smem_t &sh) {
+/* Warp argmax (value desc, id asc), the result in every lane. */
+__device__ __forceinline__ void warp_best(float &v, int &i) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, v, o);
@@ -177,6 +173,15 @@ __device__ void block_best(float &v, int &i, smem_t &sh) {
             i = oi;
         }
     }
+}
+
+/* Block argmax (value desc, id asc), the result to every thread.  The
+ * warps' results are reduced by warp 0 with shuffles and broadcast from
+ * shared memory: ptxas 13.0 -O3 compiled the former loop over the 32
+ * per-warp entries (each thread reading them all) with wrong shared-memory
+ * offsets for entries 25-27 (kernels/cuda/NOTES.md, sampling). */
+__device__ void block_best(float &v, int &i, smem_t &sh) {
+    warp_best(v, i);
     __syncthreads();
     if ((threadIdx.x & 31) == 0) {
         sh.fv[threadIdx.x >> 5] = v;
@@ -186,15 +191,7 @@ __device__ void block_best(float &v, int &i, smem_t &sh) {
     if (threadIdx.x < 32) {
         v = threadIdx.x < NW ? sh.fv[threadIdx.x] : -INFINITY;
         i = threadIdx.x < NW ? sh.fi[threadIdx.x] : INT_MAX;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-            const int oi = __shfl_xor_sync(0xffffffffu, i, o);
-            if (better(ov, oi, v, i)) {
-                v = ov;
-                i = oi;
-            }
-        }
+        warp_best(v, i);
         if (threadIdx.x == 0) {
             sh.bv = v;
             sh.bi = i;
