@@ -754,6 +754,18 @@ __device__ __forceinline__ void warp_best(float &bv, int &bi, int &bs) {
     }
 }
 
+/* chosen[cnt] = b in a warp's choice: lane k holds chosen[k] in mine and
+ * chosen[32 + k] in mine2 */
+__device__ __forceinline__ void hold_pick(int lane, int cnt, int32_t b, int32_t &mine,
+                                          int32_t &mine2) {
+    if (lane == (cnt & 31)) {
+        if (cnt < 32)
+            mine = b;
+        else
+            mine2 = b;
+    }
+}
+
 /* The forced blocks of a choice at cur, ascending: [0, fa) (b < init_blocks)
  * then [flo, cur] (b > cur - local_blocks); the first n of them (the host's
  * loop over b = 0..cur stops at n).  Arithmetic, not a walk over the cur + 1
@@ -855,12 +867,7 @@ __global__ void __launch_bounds__(SELW_WARPS * 32) select_warp_kernel(const sele
         warp_best(bv, bi);
         if (bv < 0.0f)
             break; /* uniform: every lane has the same bv */
-        if (lane == (cnt & 31)) {
-            if (cnt < 32)
-                mine = bi;
-            else
-                mine2 = bi;
-        }
+        hold_pick(lane, cnt, bi, mine, mine2);
         cnt++;
         if ((bi & 31) == lane) {
             mb = -1.0f;
@@ -973,12 +980,7 @@ __global__ void __launch_bounds__(SELB_WARPS * 32) select_multi_kernel(const sel
         warp_best(bv, bi, bs);
         if (bv < 0.0f)
             break; /* uniform */
-        if (lane == (cnt & 31)) {
-            if (cnt < 32)
-                mine = bi;
-            else
-                mine2 = bi;
-        }
+        hold_pick(lane, cnt, bi, mine, mine2);
         cnt++;
         if (bs == lane) {
             hp++;

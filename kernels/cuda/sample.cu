@@ -125,29 +125,28 @@ __device__ __forceinline__ u128 shfl_up128(u128 v, int o) {
     return ((u128)hi << 64) | lo;
 }
 
-/* Exclusive prefix of v over the threads (thread order); *total the sum. */
-__device__ u128 block_scan(u128 v, smem_t &sh, u128 *total) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    u128 x = v;
+/* Inclusive prefix of x over the lanes of a warp. */
+__device__ __forceinline__ u128 warp_scan128(u128 x, int lane) {
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
         const u128 y = shfl_up128(x, o);
         if (lane >= o)
             x += y;
     }
+    return x;
+}
+
+/* Exclusive prefix of v over the threads (thread order); *total the sum. */
+__device__ u128 block_scan(u128 v, smem_t &sh, u128 *total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const u128 x = warp_scan128(v, lane);
     __syncthreads(); /* earlier readers of w128/woff are done */
     if (lane == 31)
         sh.w128[warp] = x;
     __syncthreads();
     if (warp == 0) { /* the warps' offsets: a second warp scan, no loop */
         const u128 t = lane < NW ? sh.w128[lane] : 0;
-        u128 s = t;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const u128 y = shfl_up128(s, o);
-            if (lane >= o)
-                s += y;
-        }
+        const u128 s = warp_scan128(t, lane);
         if (lane < NW)
             sh.woff[lane] = s - t;
         if (lane == 31)
@@ -258,12 +257,7 @@ __device__ bool radix_select(KeyF key, int i0, int i1, int top, bool mass, u128 
                 const int d = 255 - 8 * lane - q;
                 s += mass ? ((u128)sh.hh[d] << 32) + sh.hl[d] : (u128)sh.cnt[d];
             }
-            u128 x = s;
-            for (int o = 1; o < 32; o <<= 1) {
-                const u128 y = shfl_up128(x, o);
-                if (lane >= o)
-                    x += y;
-            }
+            const u128 x = warp_scan128(s, lane);
             u128 c = cum + x - s;
             int found = -1;
             u128 fab = 0;
