@@ -599,8 +599,14 @@ def overload_429():
     try:
         out = []
 
+        # long enough generations (and the threads released together) that
+        # the one running sequence and the two queued ones are still there
+        # when the rest arrive, however fast the machine
+        go = threading.Barrier(12)
+
         def one(i):
-            st, h, j = s.post("/v1/completions", {"prompt": "q" * 4, "max_tokens": 60,
+            go.wait()
+            st, h, j = s.post("/v1/completions", {"prompt": "q" * 4, "max_tokens": 600,
                                                   "ignore_eos": True, "temperature": 0})
             out.append((st, h, j))
 
@@ -617,7 +623,7 @@ def overload_429():
                 assert "retry-after" in h
                 err_shape(j)
             else:
-                assert j["usage"]["completion_tokens"] == 60
+                assert j["usage"]["completion_tokens"] == 600
         assert s.request("GET", "/health")[0] == 200
         # Regression: the choices of a request were queued one by one, so a
         # request with more choices than the bound was refused forever (and
