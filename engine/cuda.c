@@ -1218,6 +1218,24 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
  * the keys for all its heads) while the grid is large; for small grids
  * fewer heads per block (down to 4), then the keys split across blocks
  * (flash-decoding) until about four blocks per SM. */
+/* ns splits of a token's `tiles` key tiles, as far as they go: at most one
+ * a tile, as many as c->part holds for T tokens, ATTN_MAX_SPLIT; evened out
+ * (every split but the last takes *per tiles).  Returns the count, 1 for
+ * none. */
+static int cu__even_splits(const cu_be *c, long ns, int tiles, int T, int *per) {
+    const long cap = c->part_heads / ((long)T * c->H); /* partials of one launch */
+    if (ns > tiles)
+        ns = tiles;
+    if (ns > cap)
+        ns = cap;
+    if (ns > ATTN_MAX_SPLIT)
+        ns = ATTN_MAX_SPLIT;
+    if (ns < 2)
+        return 1;
+    *per = (int)((tiles + ns - 1) / ns);
+    return (tiles + *per - 1) / *per;
+}
+
 static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int maxkeys) {
     const int hpg = c->H / G;
     int nh = hpg;
@@ -1264,15 +1282,8 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
         ns = (tiles + lim - 1) / lim;
     if (ns > tiles / c->split_min)
         ns = tiles / c->split_min;
-    const long cap = c->part_heads / ((long)T * c->H); /* partials of one launch */
-    if (ns > cap)
-        ns = (int)cap;
-    if (ns > ATTN_MAX_SPLIT)
-        ns = ATTN_MAX_SPLIT;
-    if (ns < 2)
-        return;
-    const int per = (tiles + ns - 1) / ns;
-    ns = (tiles + per - 1) / per;
+    int per = 0;
+    ns = cu__even_splits(c, ns, tiles, T, &per);
     if (ns > 1) {
         at->n_split = ns;
         at->split_keys = per * ATTN_KT;
@@ -1310,9 +1321,9 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
     const int T = at->T;
     if (c->mma_min_t > 0 && c->mma_dec > 0 && c->one_per_seq && !c->invariant &&
         (maxkeys + 63) / 64 <= c->mma_dec && T >= c->mma_dec_min) {
-        /* decode steps on tensor cores, one token per thread block (no
-         * split: only where a block walks at most mma_dec tiles of 64
-         * keys, and only for batches of 32 and more.  H200, asa-1.3b, 1k:
+        /* decode steps on tensor cores, one token per thread block (only
+         * where a token has at most mma_dec tiles of 64 keys, and only for
+         * batches of 32 and more.  H200, asa-1.3b, 1k:
          * batch 32 / 64 / 128 2.99 / 3.21 / 3.85 ms a step against 3.21 /
          * 4.53 / 6.43 on attn_latent; batch 1 and 8 were 1.2x and 1.02x
          * slower even with splits (a block walks its range tile after
@@ -1328,19 +1339,15 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
             /* a token's keys split across blocks until the grid holds
              * about mma_dec_split blocks per SM (ranges of whole 64-key
              * tiles; the partials must fit c->part) */
-            const int tiles = (maxkeys + 63) / 64;
             const long blocks = (long)T * at->c.G;
-            long ns = ((long)c->mma_dec_split * c->n_sm + blocks - 1) / blocks;
-            const long cap = c->part_heads / ((long)T * c->H);
-            ns = ns < tiles ? ns : tiles;
-            ns = ns < cap ? ns : cap;
+            int per = 0;
+            const int ns = cu__even_splits(
+                c, ((long)c->mma_dec_split * c->n_sm + blocks - 1) / blocks, (maxkeys + 63) / 64,
+                T, &per);
             if (ns > 1) {
-                const int per = (int)((tiles + ns - 1) / ns);
-                q.n_split = (tiles + per - 1) / per;
+                q.n_split = ns;
                 q.split_keys = per * 64;
                 q.part = c->part;
-                if (q.n_split < 2)
-                    q.n_split = 1;
             }
         }
         asa_err r = attn_mma_cuda(&q, c->mma_flags | ATTN_MMA_TOKEN_ROWS, c->st);

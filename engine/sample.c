@@ -10,6 +10,7 @@
  *                       the top-k/top-p selection heap.
  */
 #include "sample.h"
+#include "sample_rng.h"
 
 #include <float.h>
 #include <math.h>
@@ -79,20 +80,7 @@ static inline float smp_clean(float x) {
     return x;
 }
 
-static inline uint64_t smp_mix(uint64_t z) {
-    z ^= z >> 30;
-    z *= 0xbf58476d1ce4e5b9ull;
-    z ^= z >> 27;
-    z *= 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return z;
-}
-
-double eng_sample_u01(uint64_t seed, uint64_t k) {
-    uint64_t h = smp_mix(seed + 0x9e3779b97f4a7c15ull * (k + 1));
-    h = smp_mix(h ^ 0xd1b54a32d192ed03ull);
-    return (double)(h >> 11) * 0x1.0p-53;
-}
+double eng_sample_u01(uint64_t seed, uint64_t k) { return smp_u01(seed, k); }
 
 /* log_softmax entry of a cleaned logit x; -inf when x or the whole row is. */
 static inline float smp_logprob(float x, float raw_max, double log_s) {

@@ -307,16 +307,7 @@ norm_kernel(int D, float eps, const float *x, float *res, const float *w, float 
         ss = fmaf(v[u].z, v[u].z, ss);
         ss = fmaf(v[u].w, v[u].w, ss);
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if ((threadIdx.x & 31) == 0)
-        part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    float tot = 0.0f;
-#pragma unroll
-    for (int k = 0; k < NM_THREADS / 32; k++)
-        tot += part[k];
+    const float tot = kc_block_sum<NM_THREADS / 32>(ss, part);
     const float inv = rsqrtf(tot / (float)D + eps);
     const float4 *wr = (const float4 *)w;
 #pragma unroll

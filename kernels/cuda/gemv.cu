@@ -126,16 +126,7 @@ __device__ __forceinline__ void stage_norm(const gemv_params &p, float *xs) {
         if (blockIdx.x == 0 && rr)
             for (int i = threadIdx.x; i < K4; i += GEMV_THREADS)
                 ((float4 *)(p.res_out + (int64_t)m * p.ldx))[i] = vs[i];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        if ((threadIdx.x & 31) == 0)
-            part[threadIdx.x >> 5] = ss;
-        __syncthreads();
-        float tot = 0.0f;
-#pragma unroll
-        for (int k = 0; k < GEMV_WARPS; k++)
-            tot += part[k];
+        const float tot = kc_block_sum<GEMV_WARPS>(ss, part);
         const float inv = rsqrtf(tot / (float)p.K + p.eps);
         const float4 *wr = (const float4 *)p.norm_w;
         for (int i = threadIdx.x; i < K4; i += GEMV_THREADS) {
@@ -195,13 +186,17 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
      * row, in this order whatever U is (the order contract).  The first
      * trip's loads go out before the PDL wait. */
     uint4 wv[U][R];
+    /* the U x R weight chunks of the trip starting at chunk c0 */
+    auto load_trip = [&](int c0) {
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-        const int c = gl + u * GT;
+        for (int u = 0; u < U; u++) {
+            const int c = c0 + u * GT;
 #pragma unroll
-        for (int r = 0; r < R; r++)
-            wv[u][r] = c < nchunk ? ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
-    }
+            for (int r = 0; r < R; r++)
+                wv[u][r] = c < nchunk ? ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+        }
+    };
+    load_trip(gl);
     for (int c = gl + GT * U; c < nchunk; c += GT)
 #pragma unroll
         for (int r = 0; r < R; r++)
@@ -229,15 +224,8 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
             acc[m][r] = 0.0f;
 
     for (int c0 = gl; c0 < nchunk; c0 += GT * U) {
-        if (c0 != gl) {
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int c = c0 + u * GT;
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    wv[u][r] = c < nchunk ? ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
-            }
-        }
+        if (c0 != gl)
+            load_trip(c0);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int c = c0 + u * GT;

@@ -105,6 +105,25 @@ __device__ __forceinline__ void kc_store(void *p, kc_dtype t, int64_t i, float v
         ((float *)p)[i] = v;
 }
 
+/* Sum of every thread's ss over a block of NW warps in one fixed order
+ * (the xor butterfly in each warp, then the warps in order), to every
+ * thread.  part: NW floats of shared memory, free for reuse after the
+ * caller's next barrier.  RMSNorm (cb_ops.cu) and the GEMV's norm prologue
+ * (gemv.cu) both take it: their rows must be bitwise the same. */
+template <int NW> __device__ __forceinline__ float kc_block_sum(float ss, float *part) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0)
+        part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NW; k++)
+        tot += part[k];
+    return tot;
+}
+
 /* Host-side versions for the references. */
 static inline double kc_load_h(const void *p, kc_dtype t, int64_t i) {
     return t == KC_BF16 ? (double)asa_bf16_to_f32(((const uint16_t *)p)[i])

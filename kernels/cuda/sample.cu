@@ -31,6 +31,7 @@
 #include <math.h>
 
 #include "kcuda_int.cuh"
+#include "sample_rng.h"
 
 namespace {
 
@@ -101,22 +102,6 @@ __device__ __forceinline__ double fx_d(u128 v) {
 __device__ __forceinline__ uint32_t lkey(float x) {
     const uint32_t u = __float_as_uint(x == 0.0f ? 0.0f : x);
     return (u >> 31) ? ~u : (u | 0x80000000u);
-}
-
-__device__ __forceinline__ uint64_t mix(uint64_t z) {
-    z ^= z >> 30;
-    z *= 0xbf58476d1ce4e5b9ull;
-    z ^= z >> 27;
-    z *= 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return z;
-}
-
-/* eng_sample_u01 */
-__device__ __forceinline__ double u01(uint64_t seed, uint64_t k) {
-    uint64_t h = mix(seed + 0x9e3779b97f4a7c15ull * (k + 1));
-    h = mix(h ^ 0xd1b54a32d192ed03ull);
-    return (double)(h >> 11) * 0x1.0p-53;
 }
 
 __device__ __forceinline__ u128 shfl_up128(u128 v, int o) {
@@ -508,7 +493,7 @@ __global__ void __launch_bounds__(NT, 1) sample_kernel(const sample_params p, in
                 }
             }
             u128 c = block_scan(s, sh, &total);
-            const double target = __dmul_rn(u01(rw.seed, (uint64_t)rw.n_output), fx_d(total));
+            const double target = __dmul_rn(smp_u01(rw.seed, (uint64_t)rw.n_output), fx_d(total));
             int hit = INT_MAX;
             for (int i = i0; i < i1; i++) {
                 const float e = w[i];

@@ -18,7 +18,7 @@ E=$R/tests/cuda/emu
 W=${ASA_EMU_DIR:-/tmp/asa-emu-cuda}
 mkdir -p "$W"
 SAN="-fsanitize=address,undefined"
-CXX="g++ -std=c++20 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common -Wno-unknown-pragmas"
+CXX="g++ -std=c++20 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common -I$R/engine -Wno-unknown-pragmas"
 CC="gcc -std=c11 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common -I$R/engine -I$R/kvcache"
 objs=()
 for f in attn_latent attn_mma cb_ops rope_cache gemv silu_mul sample; do

@@ -37,39 +37,14 @@
 #include <cuda_runtime_api.h>
 
 #include "attn_mma_cuda.h"
+#include "cuda_test_util.h"
 
-static uint64_t rs;
 static int n_cases;
 static long n_checked;
 static double worst_u, worst_u_qs, worst_lse; /* largest error / max|want| seen (bf16
                                                   queries, hi + lo queries), lse error */
 
-static uint32_t rnd(void) {
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (uint32_t)(rs >> 11);
-}
-static float unif(void) { return (float)(rnd() & 0xffffff) / 16777216.0f * 2.0f - 1.0f; }
-static int randint(int n) { return (int)(rnd() % (uint32_t)n); }
 
-static void *dup_dev(const void *h, size_t bytes) {
-    void *d = NULL;
-    assert_int_equal(cudaMalloc(&d, bytes ? bytes : 16), cudaSuccess);
-    if (bytes)
-        assert_int_equal(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice), cudaSuccess);
-    return d;
-}
-static void *poison_dev(size_t bytes) {
-    void *d = NULL;
-    assert_int_equal(cudaMalloc(&d, bytes), cudaSuccess);
-    assert_int_equal(cudaMemset(d, 0xff, bytes), cudaSuccess); /* NaN in f32 */
-    return d;
-}
-static void get_dev(void *h, const void *d, size_t bytes) {
-    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
-    assert_int_equal(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-}
 
 /* |a - b| <= rtol * max|b| + atol (equal infinities pass), NaN nowhere. */
 static void cmp_scaled(const char *what, const float *a, const float *b, size_t n, double rtol,

@@ -33,18 +33,10 @@
 #include "silu_mul_cuda.h"
 #include "sample.h"
 #include "sample_cuda.h"
+#include "cuda_test_util.h"
 
-static uint64_t rs;
 static int n_checked, n_kernels;
 
-static uint32_t rnd(void) {
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (uint32_t)(rs >> 11);
-}
-static float unif(void) { return (float)(rnd() & 0xffffff) / 16777216.0f * 2.0f - 1.0f; }
-static int randint(int n) { return (int)(rnd() % (uint32_t)n); }
 
 static void fill_f32(float *p, size_t n, float s) {
     for (size_t i = 0; i < n; i++)
@@ -55,23 +47,6 @@ static void fill_bf16(uint16_t *p, size_t n, float s) {
         p[i] = asa_f32_to_bf16(unif() * s);
 }
 
-static void *dup_dev(const void *h, size_t bytes) {
-    void *d = NULL;
-    assert_int_equal(cudaMalloc(&d, bytes ? bytes : 16), cudaSuccess);
-    if (bytes)
-        assert_int_equal(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice), cudaSuccess);
-    return d;
-}
-static void *poison_dev(size_t bytes) {
-    void *d = NULL;
-    assert_int_equal(cudaMalloc(&d, bytes), cudaSuccess);
-    assert_int_equal(cudaMemset(d, 0xff, bytes), cudaSuccess); /* NaN in f32 and bf16 */
-    return d;
-}
-static void get_dev(void *h, const void *d, size_t bytes) {
-    assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
-    assert_int_equal(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-}
 
 /* |a - b| <= atol + rtol |b|, NaN where and only where b is NaN. */
 static void cmp_f32(const char *what, const float *a, const float *b, size_t n, double atol,
@@ -702,19 +677,19 @@ static void run_select_long(int nb_max, int pos, int top_n) {
              * allowed only between blocks whose scores tie within 1e-4 */
             cmp_i32("select counts, select_kernel", tcnt_g, tcnt, 2);
             for (int g = 0; g < G; g++) {
-                const float *rs = rsc + (size_t)g * nb_max;
+                const float *ref = rsc + (size_t)g * nb_max;
                 const int32_t *gs = tsel_g + (size_t)g * top_n, *ws = tsel + (size_t)g * top_n;
                 float weakest = INFINITY;
                 for (int k = 0; k < tcnt[g]; k++)
-                    if (ws[k] >= 0 && ws[k] < (pos + 1) / B && rs[ws[k]] >= 0.0f &&
-                        rs[ws[k]] < weakest)
-                        weakest = rs[ws[k]];
+                    if (ws[k] >= 0 && ws[k] < (pos + 1) / B && ref[ws[k]] >= 0.0f &&
+                        ref[ws[k]] < weakest)
+                        weakest = ref[ws[k]];
                 for (int k = 0; k < tcnt[g]; k++) {
                     bool in = false;
                     for (int j = 0; j < tcnt[g] && !in; j++)
                         in = gs[k] == ws[j];
                     if (!in && !(gs[k] >= 0 && gs[k] < (pos + 1) / B &&
-                                 rs[gs[k]] >= weakest * (1.0f - 1e-4f)))
+                                 ref[gs[k]] >= weakest * (1.0f - 1e-4f)))
                         fail_msg("select_kernel, pos %d group %d: block %d chosen, not the "
                                  "reference's and not tied with its weakest pick", pos, g, gs[k]);
                 }
