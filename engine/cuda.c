@@ -123,6 +123,7 @@
 #include "backend.h"
 #include "sample.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,6 +371,18 @@ typedef struct cu_be {
 } cu_be;
 
 /* ---- helpers ----------------------------------------------------------------- */
+
+/* The ASA_CUDA_* switches, read at create.  An integer: its value when set,
+ * not empty and at least lo, else def. */
+static int cu__env_int(const char *name, int def, int lo) {
+    const char *v = getenv(name);
+    return v && v[0] && atoi(v) >= lo ? atoi(v) : def;
+}
+/* Whether the variable is set to exactly val. */
+static bool cu__env_is(const char *name, const char *val) {
+    const char *v = getenv(name);
+    return v && strcmp(v, val) == 0;
+}
 
 static asa_err cu__malloc(void **p, size_t bytes) {
     CU_TRY(cudaMalloc(p, bytes ? bytes : 16));
@@ -751,8 +764,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     CU_OK(cu__malloc(&c->ws, CU_WS_BYTES));
     CUBLAS_TRY(cublasSetWorkspace(c->cb, c->ws, CU_WS_BYTES));
 
-    const char *pe = getenv("ASA_CUDA_PRECISE");
-    c->precise = pe && pe[0] ? atoi(pe) : 1;
+    c->precise = cu__env_int("ASA_CUDA_PRECISE", 1, INT_MIN);
     if (c->precise < 0 || c->precise > 2)
         c->precise = 2;
     c->invariant = e->opt.batch_invariant;
@@ -760,33 +772,22 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
      * token; from a few tokens on one batched product per layer reads them
      * once (invariant mode keeps the kernels: their sums do not depend on
      * the batch) */
-    const char *bh = getenv("ASA_CUDA_BLAS_HEADS_T");
-    c->blas_heads_t = bh && bh[0] ? atoi(bh) : CU_BLAS_HEADS_T;
+    c->blas_heads_t = cu__env_int("ASA_CUDA_BLAS_HEADS_T", CU_BLAS_HEADS_T, INT_MIN);
     if (c->invariant || c->blas_heads_t < 0)
         c->blas_heads_t = 0;
-    const char *ps = getenv("ASA_CUDA_PRESPLIT");
-    c->presplit = !(ps && strcmp(ps, "0") == 0);
-    const char *sx = getenv("ASA_CUDA_SEL_EXACT");
-    c->sel_exact = sx && strcmp(sx, "1") == 0;
+    c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
+    c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
     /* split-plan knobs, for measuring the decode attention's schedule */
-    const char *st = getenv("ASA_CUDA_SPLIT_TILES");
-    c->split_tiles = st && atoi(st) >= 1 ? atoi(st) : CU_SPLIT_TILES;
-    const char *nm = getenv("ASA_CUDA_ATTN_NH_MIN");
-    c->nh_min = nm && atoi(nm) >= 1 ? atoi(nm) : 0; /* 0: by the key range */
-    const char *sb = getenv("ASA_CUDA_SPLIT_BPS");
-    c->split_bps = sb && atoi(sb) >= 1 ? atoi(sb) : 4;
-    const char *sm = getenv("ASA_CUDA_SPLIT_MIN");
-    c->split_min = sm && atoi(sm) >= 1 ? atoi(sm) : 1;
-    const char *md = getenv("ASA_CUDA_MMA_DEC"), *mn = getenv("ASA_CUDA_MMA_DEC_MIN");
-    c->mma_dec = md && md[0] ? atoi(md) : 16;
-    c->mma_dec_min = mn && mn[0] ? atoi(mn) : 32;
-    const char *mx = getenv("ASA_CUDA_MMA_DEC_SPLIT");
-    c->mma_dec_split = mx && mx[0] ? atoi(mx) : 1;
-    const char *mb = getenv("ASA_CUDA_MMA_DEC_SPLIT_MAXB");
-    c->mma_dec_split_maxb = mb && mb[0] ? atoi(mb) : c->n_sm;
-    const char *tf = getenv("ASA_CUDA_TF32");
-    c->heads_compute = tf && strcmp(tf, "0") == 0 ? CUBLAS_COMPUTE_32F
-                                                  : CUBLAS_COMPUTE_32F_FAST_TF32;
+    c->split_tiles = cu__env_int("ASA_CUDA_SPLIT_TILES", CU_SPLIT_TILES, 1);
+    c->nh_min = cu__env_int("ASA_CUDA_ATTN_NH_MIN", 0, 1); /* 0: by the key range */
+    c->split_bps = cu__env_int("ASA_CUDA_SPLIT_BPS", 4, 1);
+    c->split_min = cu__env_int("ASA_CUDA_SPLIT_MIN", 1, 1);
+    c->mma_dec = cu__env_int("ASA_CUDA_MMA_DEC", 16, INT_MIN);
+    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", 32, INT_MIN);
+    c->mma_dec_split = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT", 1, INT_MIN);
+    c->mma_dec_split_maxb = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT_MAXB", c->n_sm, INT_MIN);
+    c->heads_compute = cu__env_is("ASA_CUDA_TF32", "0") ? CUBLAS_COMPUTE_32F
+                                                        : CUBLAS_COMPUTE_32F_FAST_TF32;
 
     /* weights; staging buffers sized for the largest tensor */
     size_t big = (size_t)V * d;
@@ -854,39 +855,32 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         if (c->part_heads < need)
             c->part_heads = need;
     }
-    const char *me = getenv("ASA_CUDA_MMA"), *mm = getenv("ASA_CUDA_MMA_MIN_T"),
-               *mq = getenv("ASA_CUDA_MMA_QSPLIT"), *mf = getenv("ASA_CUDA_MMA_FAST");
-    c->mma_min_t = mm && mm[0] ? atoi(mm) : CU_MMA_MIN_T;
-    if ((me && strcmp(me, "0") == 0) || c->mma_min_t < 1)
+    c->mma_min_t = cu__env_int("ASA_CUDA_MMA_MIN_T", CU_MMA_MIN_T, INT_MIN);
+    if (cu__env_is("ASA_CUDA_MMA", "0") || c->mma_min_t < 1)
         c->mma_min_t = 0; /* off */
-    c->mma_flags = mq && strcmp(mq, "0") == 0   ? 0
-                   : mq && strcmp(mq, "2") == 0 ? ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL
-                                                : ATTN_MMA_QSPLIT;
-    if (mf && strcmp(mf, "0") == 0)
+    c->mma_flags = cu__env_is("ASA_CUDA_MMA_QSPLIT", "0")   ? 0
+                   : cu__env_is("ASA_CUDA_MMA_QSPLIT", "2") ? ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL
+                                                            : ATTN_MMA_QSPLIT;
+    if (cu__env_is("ASA_CUDA_MMA_FAST", "0"))
         c->mma_flags |= ATTN_MMA_NOFAST;
-    const char *gr = getenv("ASA_CUDA_GEMV_ROWS");
-    c->gemv_rows = gr && gr[0] ? atoi(gr) : CU_GEMV_ROWS;
+    c->gemv_rows = cu__env_int("ASA_CUDA_GEMV_ROWS", CU_GEMV_ROWS, INT_MIN);
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
         c->gemv_rows = GEMV_MAX_M;
     /* PDL needs sm_90; the kernels' waits are no-ops without it */
     int cc_major = 0;
     CU_TRY(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, e->opt.device));
-    const char *pd = getenv("ASA_CUDA_PDL");
-    c->pdl = cc_major >= 9 && !(pd && strcmp(pd, "0") == 0); /* on unless ASA_CUDA_PDL=0 */
+    c->pdl = cc_major >= 9 && !cu__env_is("ASA_CUDA_PDL", "0"); /* on unless =0 */
     kc_set_pdl(c->pdl); /* one setting per process (kcuda.h): the last engine created */
-    const char *fu = getenv("ASA_CUDA_FUSE");
-    c->fuse = !(fu && strcmp(fu, "0") == 0); /* on unless ASA_CUDA_FUSE=0 */
+    c->fuse = !cu__env_is("ASA_CUDA_FUSE", "0"); /* on unless ASA_CUDA_FUSE=0 */
     /* two folds measured slower on the H200 (asa-1.3b, batch 1, 1k, graph
      * replays: 1.70 ms without either, 1.74 ms with the SiLU fold (every
      * down GEMV block recomputes the SiLU of the whole row), 1.86 ms with
      * the merge fold (the last split block merges alone, serially), 1.90 ms
      * with both): off unless asked for */
-    const char *fs = getenv("ASA_CUDA_FUSE_SILU"), *fm = getenv("ASA_CUDA_FUSE_MERGE");
-    c->fuse_silu = c->fuse && fs && strcmp(fs, "1") == 0;
-    c->fuse_merge = c->fuse && fm && strcmp(fm, "1") == 0;
-    const char *ge = getenv("ASA_CUDA_GRAPHS");
-    c->graphs_on = !(ge && strcmp(ge, "0") == 0); /* on unless ASA_CUDA_GRAPHS=0 */
-    c->graph_eager = c->graphs_on && ge && strcmp(ge, "eager") == 0;
+    c->fuse_silu = c->fuse && cu__env_is("ASA_CUDA_FUSE_SILU", "1");
+    c->fuse_merge = c->fuse && cu__env_is("ASA_CUDA_FUSE_MERGE", "1");
+    c->graphs_on = !cu__env_is("ASA_CUDA_GRAPHS", "0"); /* on unless ASA_CUDA_GRAPHS=0 */
+    c->graph_eager = c->graphs_on && cu__env_is("ASA_CUDA_GRAPHS", "eager");
     const char *te = getenv("ASA_CUDA_TIMING");
     if (te && te[0] && strcmp(te, "0") != 0) {
         c->ev = calloc(CU_MAX_MARKS, sizeof *c->ev);
@@ -943,9 +937,10 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     if ((err = cu__malloc(&c->sres, sres_bytes)) ||
         (err = cu__malloc(&c->topn_ws, topn_workspace_size(lr, V))))
         return asa_errf(eb, err, "cuda backend: device memory");
-    const char *gs = getenv("ASA_CUDA_GPU_SAMPLE");
     /* default 2 (see the top comment) */
-    c->gpu_sample = gs && strcmp(gs, "0") == 0 ? 0 : gs && strcmp(gs, "1") == 0 ? 1 : 2;
+    c->gpu_sample = cu__env_is("ASA_CUDA_GPU_SAMPLE", "0")   ? 0
+                    : cu__env_is("ASA_CUDA_GPU_SAMPLE", "1") ? 1
+                                                             : 2;
     if (V < SAMPLE_MAX_N || V > SAMPLE_MAX_V)
         c->gpu_sample = 0;
     c->dev_row = calloc((size_t)lr, sizeof *c->dev_row);
