@@ -11,6 +11,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "attn_latent_cuda.h"
+
 static uint64_t rs; /* generator state, never 0 */
 
 static inline uint32_t rnd(void) {
@@ -45,5 +47,24 @@ static inline void get_dev(void *h, const void *d, size_t bytes) {
     assert_int_equal(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
 }
 #endif
+
+/* Frees the device copies an attention test made of d's inputs (cache,
+ * tables, tokens, queries, the compressed branch's output, the selection
+ * sets); qa_d: the query block that d.qr and d.gate point into. */
+static inline void free_attn_inputs(const attn_params *d, float *qa_d) {
+    cudaFree((void *)d->c.kv);
+    cudaFree((void *)d->c.tab);
+    cudaFree((void *)d->c.seq_toff);
+    cudaFree((void *)d->tok_pos);
+    cudaFree((void *)d->tok_seq);
+    cudaFree((void *)d->qt);
+    cudaFree(qa_d);
+    cudaFree((void *)d->u_cmp);
+    cudaFree((void *)d->s.sel_src);
+    cudaFree(d->s.tsel);
+    cudaFree(d->s.tsel_cnt);
+    cudaFree(d->s.slot_sel);
+    cudaFree(d->s.slot_cnt);
+}
 
 #endif /* ASA_CUDA_TEST_UTIL_H */

@@ -323,19 +323,7 @@ static void run_case(const mcase *m) {
         cudaFree(dc.u);
     }
     n_cases++;
-    cudaFree((void *)d.c.kv);
-    cudaFree((void *)d.c.tab);
-    cudaFree((void *)d.c.seq_toff);
-    cudaFree((void *)d.tok_pos);
-    cudaFree((void *)d.tok_seq);
-    cudaFree((void *)d.qt);
-    cudaFree(qa_d);
-    cudaFree((void *)d.u_cmp);
-    cudaFree((void *)d.s.sel_src);
-    cudaFree(d.s.tsel);
-    cudaFree(d.s.tsel_cnt);
-    cudaFree(d.s.slot_sel);
-    cudaFree(d.s.slot_cnt);
+    free_attn_inputs(&d, qa_d);
     free(tab);
     free(kv);
     free(pos);
