@@ -27,8 +27,10 @@
  * absorbed queries -> attention (local window; or compressed entries,
  * compression branch, block choice at anchors, selection branch with the
  * gates) -> W_UV -> o_proj -> RMSNorm(+residual) -> gate|up -> SiLU*up ->
- * down.  Products with at most CU_GEMV_ROWS rows use the GEMV kernel, larger
- * ones cuBLAS (bf16 in, f32 out and accumulation, fixed workspace).
+ * down.  Products with at most CU_GEMV_ROWS rows use the GEMV kernel, up to
+ * GEMM_SMALL_MAX_M rows gemm_small (tensor cores, the pair below in one
+ * kernel that reads the weights before its PDL wait; ASA_CUDA_SMALL_ROWS),
+ * larger ones cuBLAS (bf16 in, f32 out and accumulation, fixed workspace).
  * Activations are f32 (residual stream, normed inputs, attention and MLP
  * outputs); the GEMV path reads them as f32, the cuBLAS path as a bf16
  * pair hi + lo in two products (x ~ hi + lo to ~16 bits, so the only bf16
@@ -134,6 +136,7 @@
 #include "attn_latent_cuda.h"
 #include "attn_mma_cuda.h"
 #include "cb_ops_cuda.h"
+#include "gemm_small_cuda.h"
 #include "gemv_cuda.h"
 #include "rmsnorm_cuda.h"
 #include "rope_cache_cuda.h"
@@ -167,6 +170,10 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
 /* rows of the fused decode kernels at most (GEMV x modes: M <= 4 and the
  * rows staged in shared memory; cu__fused) */
 #define CU_FUSE_ROWS 4
+/* default of ASA_CUDA_SMALL_ROWS: gemm_small beat the split + stacked
+ * cuBLAS product + add at 4 and 8 rows (asa-1.3b decode steps 4.5 and 4 %
+ * faster, H200) and lost at 16 (7 % slower) */
+#define CU_SMALL_ROWS 8
 
 #define CU_TRY(call)                                                                  \
     do {                                                                              \
@@ -254,6 +261,14 @@ typedef struct cu_be {
     uint16_t *xhi, *xlo;       /* [max(T, CU_STACK_M), max(d, H*dv, F)], [T, ..]
                                   bf16 parts of a product's input */
     float *y2;                 /* [CU_STACK_M, max N] stacked product output */
+    int small_rows;            /* products of gemv_rows < M <= small_rows rows
+                                  run as gemm_small (tensor cores, the pair
+                                  hi + lo in one kernel) instead of cuBLAS;
+                                  ASA_CUDA_SMALL_ROWS, default
+                                  CU_SMALL_ROWS, at most GEMM_SMALL_MAX_M,
+                                  0 off */
+    int small_tile;            /* gemm_small's rows of W per block: 0 its
+                                  choice, ASA_CUDA_SMALL_TILE = 16 or 32 */
     int precise;               /* cuBLAS products read hi + lo: 0 never
                                   (ASA_CUDA_PRECISE=0), 1 (default) the
                                   q|kv_a|g product always and the others
@@ -420,6 +435,7 @@ static asa_err cu__put_f32(const eng_tensor *t, size_t n, float **dev, float *st
 }
 
 static bool cu__want_lo(const cu_be *c, int M, bool want_lo);
+static bool cu__small(const cu_be *c, int M);
 static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo);
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                               bool lo);
@@ -453,8 +469,20 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
             return gemv_bf16_cuda(&gp, c->st);
     }
     const bool lo = cu__want_lo(c, M, want_lo);
+    if (cu__small(c, M)) { /* one kernel: the parts cut from x in it */
+        gemm_small_params sp = {.M = M, .N = N, .K = K, .x = x, .lo = lo, .ldx = K, .w = W,
+                                .ldw = K, .y = y, .ldy = N, .tile_rows = c->small_tile};
+        if (gemm_small_check(&sp) == ASA_OK)
+            return gemm_small_cuda(&sp, c->st);
+    }
     CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
     return cu__gemm_parts(c, M, K, W, N, y, lo);
+}
+
+/* Whether a product of M rows runs as gemm_small (not in batch-invariant
+ * mode: there the GEMV's row blocks keep f32 inputs). */
+static bool cu__small(const cu_be *c, int M) {
+    return !c->invariant && M > c->gemv_rows && M <= c->small_rows;
 }
 
 /* Whether a cuBLAS product of M rows reads the lo part too (see precise). */
@@ -471,6 +499,13 @@ static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
 /* The cuBLAS product on the bf16 parts already in xhi (and cu__lo_buf). */
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                               bool lo) {
+    if (cu__small(c, M)) {
+        gemm_small_params sp = {.M = M, .N = N, .K = K, .xhi = c->xhi,
+                                .xlo = cu__lo_buf(c, M, K, lo), .ldx = K, .w = W, .ldw = K,
+                                .y = y, .ldy = N, .tile_rows = c->small_tile};
+        if (gemm_small_check(&sp) == ASA_OK)
+            return gemm_small_cuda(&sp, c->st);
+    }
     const float one = 1.0f, zero = 0.0f;
     if (lo && 2 * M <= CU_STACK_M) {
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
@@ -866,6 +901,12 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->gemv_rows = cu__env_int("ASA_CUDA_GEMV_ROWS", CU_GEMV_ROWS, INT_MIN);
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
         c->gemv_rows = GEMV_MAX_M;
+    c->small_rows = cu__env_int("ASA_CUDA_SMALL_ROWS", CU_SMALL_ROWS, 0);
+    if (c->small_rows > GEMM_SMALL_MAX_M)
+        c->small_rows = GEMM_SMALL_MAX_M;
+    c->small_tile = cu__env_int("ASA_CUDA_SMALL_TILE", 0, 0);
+    if (c->small_tile != 16 && c->small_tile != 32)
+        c->small_tile = 0;
     /* PDL needs sm_90; the kernels' waits are no-ops without it */
     int cc_major = 0;
     CU_TRY(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, e->opt.device));
@@ -1426,6 +1467,16 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float
     return cu__gemm(c, c->hn, T, d, W, N, y, want_lo);
 }
 
+/* The attention-side folds of the default mode (rope + absorb as one
+ * launch; with one token per sequence also the compressed entries in the
+ * rope kernel and the anchors' stores in the block choice): whenever the
+ * absorb would run as its kernel anyway (below the batched-cuBLAS
+ * threshold), not only at GEMV sizes.  Batch-invariant mode keeps the
+ * separate kernels. */
+static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
+    return c->fuse && !c->invariant && !(y->kvbf && T >= c->blas_heads_t);
+}
+
 static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int d = c->d, H = c->H, F = c->F;
     const cu_meta *mt = &c->mt;
@@ -1446,10 +1497,11 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .page_elems = page_elems, .layer_off = layer_off, .B = c->B,
                             /* fused decode: the compressed entries with the
                              * cache writes (a block completes at one token) */
-                            .compress = global && cu__fused(c, T) && c->one_per_seq};
+                            .compress = global && cu__fused_attn(c, y, T) && c->one_per_seq};
     absorb_params ap = {.T = T, .H = H, .dh = c->dh, .dv = c->dv, .dg = y->dg, .qa = c->qa,
                         .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
-    asa_err fe = cu__fused(c, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st) : ASA_EUNSUPPORTED;
+    asa_err fe =
+        cu__fused_attn(c, y, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st) : ASA_EUNSUPPORTED;
     if (fe != ASA_EUNSUPPORTED) { /* one launch for both (independent parts of qa) */
         CU_OK(fe);
     } else {

@@ -28,19 +28,6 @@ namespace {
 constexpr int GEMV_THREADS = 256;
 constexpr int GEMV_WARPS = GEMV_THREADS / 32;
 
-/* Streaming 16-byte load: read-only path, not kept in L1. */
-__device__ __forceinline__ uint4 ld_stream16(const uint4 *p) {
-#if defined(__CUDA_ARCH__)
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-#else
-    return *p; /* host compilation pass (and CPU emulation of the kernel) */
-#endif
-}
-
 /* Eight consecutive x values of row m starting at element 8c.  Plain
  * (coherent) loads, not the read-only path: with programmatic dependent
  * launch x is written by the previous kernel while this grid is already
@@ -70,15 +57,6 @@ __device__ __forceinline__ float dot8(uint4 w, const float (&x)[8], float acc) {
         acc = fmaf(__uint_as_float(u[j] & 0xffff0000u), x[2 * j + 1], acc);
     }
     return acc;
-}
-
-/* An L2 prefetch of the line holding p (no register, no wait). */
-__device__ __forceinline__ void prefetch_l2(const void *p) {
-#if defined(__CUDA_ARCH__)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-#else
-    (void)p;
-#endif
 }
 
 /* Rows of W per thread group (R) and chunks per row in flight (U), by MT:
@@ -193,14 +171,14 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
             const int c = c0 + u * GT;
 #pragma unroll
             for (int r = 0; r < R; r++)
-                wv[u][r] = c < nchunk ? ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
+                wv[u][r] = c < nchunk ? kc_ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
         }
     };
     load_trip(gl);
     for (int c = gl + GT * U; c < nchunk; c += GT)
 #pragma unroll
         for (int r = 0; r < R; r++)
-            prefetch_l2(wrow[r] + c);
+            kc_prefetch_l2(wrow[r] + c);
     kc_pdl_wait();
     kc_pdl_trigger();
 

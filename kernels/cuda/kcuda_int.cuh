@@ -124,6 +124,29 @@ template <int NW> __device__ __forceinline__ float kc_block_sum(float ss, float 
     return tot;
 }
 
+/* Streaming 16-byte load: read-only path, not kept in L1 (weights, read
+ * once a step). */
+__device__ __forceinline__ uint4 kc_ld_stream16(const uint4 *p) {
+#if defined(__CUDA_ARCH__)
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+#else
+    return *p; /* host compilation pass (and CPU emulation of the kernel) */
+#endif
+}
+
+/* An L2 prefetch of the line holding p (no register, no wait). */
+__device__ __forceinline__ void kc_prefetch_l2(const void *p) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void)p;
+#endif
+}
+
 /* Host-side versions for the references. */
 static inline double kc_load_h(const void *p, kc_dtype t, int64_t i) {
     return t == KC_BF16 ? (double)asa_bf16_to_f32(((const uint16_t *)p)[i])

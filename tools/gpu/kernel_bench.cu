@@ -30,6 +30,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "gemm_small_cuda.h"
 #include "gemv_cuda.h"
 #include "rmsnorm_cuda.h"
 #include "silu_mul_cuda.h"
@@ -272,7 +273,7 @@ int run(int argc, char **argv) {
         {"down 2048x5632", 2048, 5632},
         {"lm_head 32000x2048", 32000, 2048},
     };
-    const int Ms[] = {1, 8, 32, 64};
+    const int Ms[] = {1, 8, 16, 32, 64};
     const size_t l2 = (size_t)prop.l2CacheSize;
     for (const shape &sh : shapes) {
         const size_t wbytes = (size_t)sh.N * sh.K * 2;
@@ -290,6 +291,8 @@ int run(int argc, char **argv) {
         CK(cudaMalloc(&x, (size_t)64 * sh.K * 2));
         CK(cudaMalloc(&y, (size_t)64 * sh.N * 2));
         CK(cudaMalloc(&ycb, (size_t)64 * sh.N * 2));
+        float *yf;
+        CK(cudaMalloc(&yf, (size_t)128 * sh.N * 4));
         fill(x, (size_t)64 * sh.K, 7, 1.0f);
         for (int M : Ms) {
             char shp[64];
@@ -346,6 +349,42 @@ int run(int argc, char **argv) {
             row(what, shp, t_our, wbytes / t_our / 1e3, 100.0 * wbytes / t_our / 1e3 / read_gbs,
                 "% ceiling");
             printf("    gemv vs cuBLAS: %.2fx faster, rel L2 diff %.2e\n", t_cub / t_our, rel);
+            if (M > 1 && M <= GEMM_SMALL_MAX_M) {
+                /* gemm_small on bf16 parts: hi alone, hi + lo (the engine's
+                 * pair; cuBLAS needs a product of 2M rows and an add) */
+                for (int lo = 0; lo < 2; lo++) {
+                    auto gs = [&](int i, cudaStream_t st) {
+                        gemm_small_params p = {};
+                        p.M = M;
+                        p.N = sh.N;
+                        p.K = sh.K;
+                        p.xhi = x;
+                        p.xlo = lo ? x : nullptr;
+                        p.ldx = sh.K;
+                        p.w = W[i % copies];
+                        p.ldw = sh.K;
+                        p.y = yf;
+                        p.ldy = sh.N;
+                        CKA(gemm_small_cuda(&p, st));
+                    };
+                    const double t = time_graph(s, launches, gs);
+                    snprintf(what, sizeof what, "gemm_small %s %s", lo ? "hi+lo" : "hi", sh.name);
+                    row(what, shp, t, wbytes / t / 1e3, 100.0 * wbytes / t / 1e3 / read_gbs,
+                        "% ceiling");
+                }
+                if (2 * M <= 64) {
+                    auto cub2 = [&](int i, cudaStream_t) {
+                        CKB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, 2 * M, sh.K, &alpha,
+                                         W[i % copies], CUDA_R_16BF, sh.K, x, CUDA_R_16BF, sh.K,
+                                         &beta, yf, CUDA_R_32F, sh.N, CUBLAS_COMPUTE_32F,
+                                         CUBLAS_GEMM_DEFAULT));
+                    };
+                    const double t = time_graph(s, launches, cub2);
+                    snprintf(what, sizeof what, "cuBLAS 2M rows f32 out %s", sh.name);
+                    row(what, shp, t, wbytes / t / 1e3, 100.0 * wbytes / t / 1e3 / read_gbs,
+                        "% ceiling");
+                }
+            }
             if (M == 1) {
                 /* group-size sweep (the automatic choice is one of these) */
                 for (int gt : {32, 64, 128, 256}) {
@@ -378,6 +417,7 @@ int run(int argc, char **argv) {
         CK(cudaFree(xf32));
         CK(cudaFree(y));
         CK(cudaFree(ycb));
+        CK(cudaFree(yf));
     }
 
     /* ---- 4. small kernels ----------------------------------------------------- */

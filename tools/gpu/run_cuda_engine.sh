@@ -121,7 +121,7 @@ run kernels 120 "$T/test_cuda_kernels"
 run attn_mma 60 "$T/test_cuda_attn_mma"
 run engine_vs_cpu 150 "$T/test_cuda_engine"
 run model_vs_cpu 60 "$T/test_cuda_model" "$ROOT/models/asa-tiny"
-for k in gemv rmsnorm silu_mul topn; do
+for k in gemv gemm_small rmsnorm silu_mul topn; do
     b="$K/test_${k}_cuda"
     [ -x "$b" ] && run "kernel_$k" 60 "$b"
 done
@@ -132,6 +132,12 @@ if [ -n "$SAN" ] && [ -x "$T/test_cuda_kernels" ]; then
     run racecheck_kernels 90 "$SAN" --tool racecheck --error-exitcode 3 "$T/test_cuda_kernels"
     [ -x "$T/test_cuda_attn_mma" ] &&
         run racecheck_attn_mma 90 "$SAN" --tool racecheck --error-exitcode 3 "$T/test_cuda_attn_mma"
+    if [ -x "$K/test_gemm_small_cuda" ]; then
+        ASA_KT_QUICK=1 run memcheck_gemm_small 60 "$SAN" --tool memcheck --error-exitcode 3 \
+            "$K/test_gemm_small_cuda"
+        ASA_KT_QUICK=1 run racecheck_gemm_small 60 "$SAN" --tool racecheck --error-exitcode 3 \
+            "$K/test_gemm_small_cuda"
+    fi
 else
     ROWS+=("$(printf '%-26s %-7s %s' memcheck_kernels SKIP "compute-sanitizer not found")")
 fi
