@@ -51,7 +51,8 @@
  * (cu__attn_plan).  Launches of at least ASA_CUDA_MMA_MIN_T tokens (default
  * 64; ASA_CUDA_MMA=0: never) run on tensor cores instead (attn_mma: bf16
  * queries and probabilities, f32 sums), except in batch-invariant mode;
- * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (32) whose
+ * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (16; 32 with
+ * fewer than 16 heads a latent group) whose
  * tokens have at most ASA_CUDA_MMA_DEC tiles of 64 keys (16; attn_mma with
  * one token per block, ATTN_MMA_TOKEN_ROWS, a token's keys split across
  * blocks when the grid is small: ASA_CUDA_MMA_DEC_SPLIT).
@@ -165,8 +166,12 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * one cuBLAS call */
 #define CU_GEMV_ROWS 2
 /* default of ASA_CUDA_BLAS_HEADS_T: absorb/expand as batched cuBLAS
- * products from this many tokens of a step on */
-#define CU_BLAS_HEADS_T 16
+ * products from this many tokens of a step on (H200, asa-1.3b decode at
+ * 1k: from 16 the per-head kernels with the rope/absorb and compress/store
+ * folds won, 2.75 -> 2.59 ms at batch 16 and 3.11 -> 2.94 at 32; at 64 the
+ * batched products, 3.28 against 3.41) */
+#define CU_BLAS_HEADS_T 33
+#define CU_BLAS_HEADS_T_FEW 16 /* the same with fewer than 16 heads a group */
 /* rows of the fused decode kernels at most (GEMV x modes: M <= 4 and the
  * rows staged in shared memory; cu__fused) */
 #define CU_FUSE_ROWS 4
@@ -294,7 +299,8 @@ typedef struct cu_be {
                                   attention on attn_mma (one token per block)
                                   where a token has at most this many 64-key
                                   tiles; 0 off */
-    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 32): ... and the
+    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 16, 32 with
+                                  fewer than 16 heads a group): ... and the
                                   step has at least this many tokens */
     int mma_dec_split;         /* ASA_CUDA_MMA_DEC_SPLIT (default 1): split a
                                   token's keys across blocks up to about this
@@ -807,7 +813,20 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
      * token; from a few tokens on one batched product per layer reads them
      * once (invariant mode keeps the kernels: their sums do not depend on
      * the batch) */
-    c->blas_heads_t = cu__env_int("ASA_CUDA_BLAS_HEADS_T", CU_BLAS_HEADS_T, INT_MIN);
+    /* heads per latent group, the smaller of the two layer types: the
+     * decode defaults below were measured on asa-1.3b (16 and 32); with a
+     * few heads (asa-tiny: 2 and 4) the server ran faster with the older
+     * ones (batched absorb from 16 tokens, tensor-core decode attention
+     * from 32), three interleaved runs each of tools/gpu/run_server_cuda.sh
+     * on an H200: 20.8 / 18.2 / 22.0k against 16.9 / 16.4 / 16.2k output
+     * tok/s at concurrency 16, 45.5 / 35.5 / 46.0k against 39.3 / 35.6 /
+     * 35.7k at 64) */
+    const int Gmax = k->local.attn.latent_heads > k->global.attn.latent_heads
+                         ? k->local.attn.latent_heads
+                         : k->global.attn.latent_heads;
+    const bool wide = Gmax > 0 && k->num_heads / Gmax >= 16;
+    c->blas_heads_t =
+        cu__env_int("ASA_CUDA_BLAS_HEADS_T", wide ? CU_BLAS_HEADS_T : CU_BLAS_HEADS_T_FEW, INT_MIN);
     if (c->invariant || c->blas_heads_t < 0)
         c->blas_heads_t = 0;
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
@@ -818,7 +837,9 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->split_bps = cu__env_int("ASA_CUDA_SPLIT_BPS", 4, 1);
     c->split_min = cu__env_int("ASA_CUDA_SPLIT_MIN", 1, 1);
     c->mma_dec = cu__env_int("ASA_CUDA_MMA_DEC", 16, INT_MIN);
-    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", 32, INT_MIN);
+    /* 16: batch 16 at 1k 3.01 -> 2.70-2.75 ms against attn_latent; batch 8
+     * and 12 lose or tie (2.39 -> 2.44, 2.69 -> 2.72; H200) */
+    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", wide ? 16 : 32, INT_MIN);
     c->mma_dec_split = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT", 1, INT_MIN);
     c->mma_dec_split_maxb = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT_MAXB", c->n_sm, INT_MIN);
     c->heads_compute = cu__env_is("ASA_CUDA_TF32", "0") ? CUBLAS_COMPUTE_32F
