@@ -189,11 +189,14 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
     /* every entry slice 16-byte aligned: vector loads of the keys */
     const bool vec = dg % 8 == 0 && dR % 8 == 0 && p.c.page_elems % 8 == 0 &&
                      p.c.layer_off % 8 == 0 && ((uintptr_t)p.c.kv & 15) == 0;
-    for (int i = threadIdx.x; i < nh * E; i += ATT_THREADS) {
-        const int h = i / E, e = i % E;
-        q[i] = e < dg ? p.qt[((int64_t)t * p.H + h0 + h) * dg + e]
-                      : p.qr[(int64_t)t * p.ld_qr + (int64_t)(h0 + h) * p.qr_stride + (e - dg)];
-    }
+    kc_staged_copy<8>(
+        nh * E, ATT_THREADS,
+        [&](int i) {
+            const int h = i / E, e = i % E;
+            return e < dg ? p.qt[((int64_t)t * p.H + h0 + h) * dg + e]
+                          : p.qr[(int64_t)t * p.ld_qr + (int64_t)(h0 + h) * p.qr_stride + (e - dg)];
+        },
+        [&](int i, float v) { q[i] = v; });
     for (int i = threadIdx.x; i < nh * dg; i += ATT_THREADS)
         acc[i] = 0.0f;
     for (int i = threadIdx.x; i < nh; i += ATT_THREADS) {
@@ -523,11 +526,14 @@ __device__ __forceinline__ void select_score_block(const select_params &p, float
     float *lse = q + hpg * E; /* [hpg] */
     float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
 
-    for (int i = threadIdx.x; i < hpg * E; i += SEL_THREADS) {
-        const int h = i / E, e = i % E, hh = g * hpg + h;
-        q[i] = e < dg ? p.qt[((int64_t)t * p.H + hh) * dg + e]
-                      : p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + (e - dg)];
-    }
+    kc_staged_copy<8>(
+        hpg * E, SEL_THREADS,
+        [&](int i) {
+            const int h = i / E, e = i % E, hh = g * hpg + h;
+            return e < dg ? p.qt[((int64_t)t * p.H + hh) * dg + e]
+                          : p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + (e - dg)];
+        },
+        [&](int i, float v) { q[i] = v; });
     for (int h = threadIdx.x; h < hpg; h += SEL_THREADS)
         lse[h] = p.lse[(int64_t)t * p.H + g * hpg + h];
     __syncthreads();
@@ -639,19 +645,22 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
     const int32_t *tab = p.c.tab + p.c.seq_toff[p.tok_seq[t]];
     float *sc = p.scores + ((int64_t)a * G + g) * p.nb_max;
 
-    for (int i = (int)threadIdx.x; i < 16 * ep; i += SELM_WARPS * 32) {
-        const int h = i / ep, e = i % ep, hh = g * hpg + h;
-        float x = 0.0f;
-        if (h < hpg) {
-            if (e < kd * 16) {
-                if (e < dg)
-                    x = p.qt[((int64_t)t * p.H + hh) * dg + e];
-            } else if (e - kd * 16 < dR) {
-                x = p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + (e - kd * 16)];
+    kc_staged_copy<8>(
+        16 * ep, SELM_WARPS * 32,
+        [&](int i) {
+            const int h = i / ep, e = i % ep, hh = g * hpg + h;
+            float x = 0.0f;
+            if (h < hpg) {
+                if (e < kd * 16) {
+                    if (e < dg)
+                        x = p.qt[((int64_t)t * p.H + hh) * dg + e];
+                } else if (e - kd * 16 < dR) {
+                    x = p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + (e - kd * 16)];
+                }
             }
-        }
-        qs[h][e] = x;
-    }
+            return x;
+        },
+        [&](int i, float v) { qs[i / ep][i % ep] = v; });
     __syncthreads();
     /* A fragments of the query, hi and lo parts */
     uint32_t ahi[SELM_KMAX][4], alo[SELM_KMAX][4];

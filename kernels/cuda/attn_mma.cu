@@ -245,32 +245,79 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
         __syncwarp();
     }
 
-    /* query fragments (A operand): [q~ | qR | 0] of the two rows; with QS
-     * the bf16 rounding error as a second operand in shared memory
-     * (rows of the block x Ep, the key tiles' stride) */
+    /* query fragments (A operand): [q~ | qR | 0] of each row, staged by
+     * the whole block as bf16 into shared memory (qhi; with QS the bf16
+     * rounding error too, qlo: a second operand read per k-step), rows of
+     * the block x Ep (the key tiles' stride), with every global load of a
+     * thread in flight before its first use, then read by ldmatrix.  (Each
+     * lane loading its own 2 x 4 x KS elements made one L2 round trip per
+     * element pair, ~40 us of a 40 us decode launch.) */
     uint16_t *const qlo = kts + 2 * MM_KT * Ep;
-    uint32_t qf[KS][4];
+    /* qhi borrows key buffer 1 (MM_KT = MM_ROWS rows; its pad columns are
+     * written as zeros here too): the first copies into that buffer are
+     * issued after the barrier that follows the tile plans below, when
+     * every warp holds its fragments */
+    static_assert(MM_KT >= MM_ROWS, "qhi in a key buffer");
+    uint16_t *const qhi = kts + MM_KT * Ep;
+    {
+        const int nr = min(rpb, nrows - i0);     /* rows of this block */
+        const int R16 = (nr + 15) / 16 * 16;     /* rows the warps with rows read */
+        const int Ep4 = Ep >> 2;
+        const bool qvec = dg % 4 == 0 && dR % 4 == 0 && ((uintptr_t)p.qt & 15) == 0 &&
+                          ((uintptr_t)p.qr & 15) == 0 && p.ld_qr % 4 == 0 && p.qr_stride % 4 == 0;
+        constexpr int QU = 4; /* float4 loads in flight per thread */
+        for (int j0 = tid; j0 < R16 * Ep4; j0 += QU * MM_THREADS) {
+            float4 v[QU];
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) {
-        if (ks < ksn) {
+            for (int u = 0; u < QU; u++) {
+                const int j = j0 + u * MM_THREADS, r = j / Ep4, c = 4 * (j % Ep4);
+                v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (j >= R16 * Ep4 || r >= nr || c >= E)
+                    continue;
+                const int gr = i0 + r, t = p.t_off + gr / hpg, hh = g * hpg + gr % hpg;
+                if (qvec) {
+                    v[u] = c < dg ? *(const float4 *)(p.qt + ((int64_t)t * H + hh) * dg + c)
+                                  : *(const float4 *)(p.qr + (int64_t)t * p.ld_qr +
+                                                      (int64_t)hh * p.qr_stride + (c - dg));
+                } else {
+                    float e4[4];
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int rr = i & 1, c0 = 16 * ks + 2 * tq + 8 * (i >> 1);
-                float x[2] = {0.0f, 0.0f};
-                if (rt[rr] >= 0)
-                    for (int j = 0; j < 2; j++) {
-                        const int c = c0 + j;
-                        if (c < dg)
-                            x[j] = p.qt[((int64_t)rt[rr] * H + rh[rr]) * dg + c];
-                        else if (c < E)
-                            x[j] = p.qr[(int64_t)rt[rr] * p.ld_qr + (int64_t)rh[rr] * p.qr_stride +
-                                        (c - dg)];
+                    for (int e = 0; e < 4; e++) {
+                        const int cc = c + e;
+                        e4[e] = cc < dg   ? p.qt[((int64_t)t * H + hh) * dg + cc]
+                                : cc < E ? p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride +
+                                                (cc - dg)]
+                                         : 0.0f;
                     }
-                qf[ks][i] = mma_pack_bf16(x[0], x[1]);
-                if (QS)
-                    *(uint32_t *)(qlo + (warp * 16 + gq + 8 * rr) * Ep + c0) =
-                        mma_pack_bf16(x[0] - mma_lo_f32(qf[ks][i]), x[1] - mma_hi_f32(qf[ks][i]));
+                    v[u] = make_float4(e4[0], e4[1], e4[2], e4[3]);
+                }
             }
+#pragma unroll
+            for (int u = 0; u < QU; u++) {
+                const int j = j0 + u * MM_THREADS, r = j / Ep4, c = 4 * (j % Ep4);
+                if (j >= R16 * Ep4)
+                    continue;
+                const uint32_t h0 = mma_pack_bf16(v[u].x, v[u].y), h1 = mma_pack_bf16(v[u].z, v[u].w);
+                *(uint2 *)(qhi + r * Ep + c) = make_uint2(h0, h1);
+                if (QS)
+                    *(uint2 *)(qlo + r * Ep + c) =
+                        make_uint2(mma_pack_bf16(v[u].x - mma_lo_f32(h0), v[u].y - mma_hi_f32(h0)),
+                                   mma_pack_bf16(v[u].z - mma_lo_f32(h1), v[u].w - mma_hi_f32(h1)));
+            }
+        }
+    }
+    __syncthreads();
+    uint32_t qf[KS][4];
+    {
+        const bool wrows = rt[0] >= 0 || rt[1] >= 0; /* warp-uniform: rows 16 w .. */
+        const bool anyrow = __any_sync(0xffffffffu, wrows);
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            if (ks < ksn && anyrow) /* matrices (rows +0/+8, cols +0/+8) */
+                mma_ldsm_x4<false>(qf[ks], qhi + (warp * 16 + (lane & 7) + 8 * ((lane >> 3) & 1)) * Ep +
+                                               16 * ks + 8 * (lane >> 4));
+            else
+                qf[ks][0] = qf[ks][1] = qf[ks][2] = qf[ks][3] = 0u;
         }
     }
 

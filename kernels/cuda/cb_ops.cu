@@ -175,10 +175,13 @@ __device__ __forceinline__ void absorb_vec_tile(const absorb_params &p, int h, i
                                                 float *sv) {
     const int nt = min(CV_TT, p.T - t0);
     float *xs = sv, *red = sv + CV_TT * p.dh;
-    for (int i = threadIdx.x; i < nt * p.dh; i += CV_THREADS) {
-        const int tt = i / p.dh, r = i % p.dh;
-        xs[i] = p.qa[(int64_t)(t0 + tt) * p.ld_qa + (int64_t)h * p.q_stride + r];
-    }
+    kc_staged_copy<4>(
+        nt * p.dh, CV_THREADS,
+        [&](int i) {
+            const int tt = i / p.dh, r = i % p.dh;
+            return p.qa[(int64_t)(t0 + tt) * p.ld_qa + (int64_t)h * p.q_stride + r];
+        },
+        [&](int i, float v) { xs[i] = v; });
     __syncthreads();
     colsum_vec(p.kvb + (int64_t)h * (p.dh + p.dv) * p.dg, p.dh, p.dg, xs, nt, red);
     for (int i = threadIdx.x; i < nt * p.dg; i += CV_THREADS) {
@@ -216,10 +219,13 @@ __global__ void __launch_bounds__(CV_THREADS) expand_vec_kernel(const expand_par
     const int h = blockIdx.x, t0 = blockIdx.y * CV_TT;
     const int nt = min(CV_TT, p.T - t0);
     float *xs = sv, *red = sv + CV_TT * p.dg;
-    for (int i = threadIdx.x; i < nt * p.dg; i += CV_THREADS) {
-        const int tt = i / p.dg, q = i % p.dg;
-        xs[i] = p.u[((int64_t)(t0 + tt) * p.H + h) * p.dg + q];
-    }
+    kc_staged_copy<4>(
+        nt * p.dg, CV_THREADS,
+        [&](int i) {
+            const int tt = i / p.dg, q = i % p.dg;
+            return p.u[((int64_t)(t0 + tt) * p.H + h) * p.dg + q];
+        },
+        [&](int i, float v) { xs[i] = v; });
     __syncthreads();
     colsum_vec(p.wuvT + (int64_t)h * p.dg * p.dv, p.dg, p.dv, xs, nt, red);
     for (int i = threadIdx.x; i < nt * p.dv; i += CV_THREADS) {

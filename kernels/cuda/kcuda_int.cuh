@@ -147,6 +147,28 @@ __device__ __forceinline__ void kc_prefetch_l2(const void *p) {
 #endif
 }
 
+/* For i = threadIdx.x, + nth, ... < n: store(i, load(i)), with U of a
+ * thread's loads in flight before their stores (a plain loop of load and
+ * store waits one L2 round trip per element: the query staging at the
+ * start of the attention kernels). */
+template <int U, typename L, typename S>
+__device__ __forceinline__ void kc_staged_copy(int n, int nth, L load, S store) {
+    for (int i0 = (int)threadIdx.x; i0 < n; i0 += U * nth) {
+        float v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int i = i0 + u * nth;
+            v[u] = i < n ? load(i) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int i = i0 + u * nth;
+            if (i < n)
+                store(i, v[u]);
+        }
+    }
+}
+
 /* Host-side versions for the references. */
 static inline double kc_load_h(const void *p, kc_dtype t, int64_t i) {
     return t == KC_BF16 ? (double)asa_bf16_to_f32(((const uint16_t *)p)[i])
