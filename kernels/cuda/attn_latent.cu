@@ -206,11 +206,21 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kbeg = ns > 1 ? sp * p.split_keys : 0;
     const int kend = ns > 1 ? min(kp.nkeys, kbeg + p.split_keys) : kp.nkeys;
+    /* the entries of the next tile are looked up (page table; selected
+     * sets) while this tile is loaded and computed: one round trip less a
+     * tile */
+    int64_t nb = -1;
+    if (threadIdx.x < ATT_KT && kbeg + (int)threadIdx.x < kend)
+        nb = kp.entry(kbeg + threadIdx.x);
     for (int k0 = kbeg; k0 < kend; k0 += ATT_KT) {
         const int nk = min(ATT_KT, kend - k0);
         if (threadIdx.x < ATT_KT)
-            kbase[threadIdx.x] = threadIdx.x < nk ? kp.entry(k0 + threadIdx.x) : -1;
+            kbase[threadIdx.x] = nb; /* -1 past nk */
         __syncthreads();
+        if (threadIdx.x < ATT_KT) {
+            const int kn = k0 + ATT_KT + (int)threadIdx.x;
+            nb = kn < kend ? kp.entry(kn) : -1;
+        }
         if (vec) {
             /* 16-byte chunks, ATT_LU loads per thread in flight */
             const int E8 = E >> 3, dg8 = dg >> 3, n = nk * E8;
