@@ -109,6 +109,24 @@ void kt_bf16_to_f32(const uint16_t *in, float *out, size_t n) {
         out[i] = asa_bf16_to_f32(in[i]);
 }
 
+size_t kt_rows_dense(const float *got, const float *want, const float *scale, int rows,
+                     int n, int64_t ld, float *g2, float *w2, float *s2) {
+    for (int m = 0; m < rows; m++)
+        for (int64_t j = n; j < ld; j++) {
+            uint32_t u;
+            memcpy(&u, &got[m * ld + j], 4);
+            assert_int_equal(u, 0xffffffffu);
+        }
+    size_t nv = 0;
+    for (int m = 0; m < rows; m++)
+        for (int c = 0; c < n; c++) {
+            g2[nv] = got[m * ld + c];
+            w2[nv] = want[m * ld + c];
+            s2[nv++] = scale[m * ld + c];
+        }
+    return nv;
+}
+
 void kt_check_close(const char *what, const float *got, const float *want,
                     const float *scale, size_t n, double atol, double rtol) {
     size_t bad = 0, worst = 0;

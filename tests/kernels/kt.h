@@ -49,6 +49,13 @@ void kt_sync(void);
 /* Widens n bf16 values. */
 void kt_bf16_to_f32(const uint16_t *in, float *out, size_t n);
 
+/* The first n columns of rows strided by ld: got (checked first: its
+ * padding columns [n, ld) must still hold the poison, 0xff bytes), want
+ * and scale, gathered densely into g2, w2, s2 (which may be got, want and
+ * scale themselves).  Returns rows * n. */
+size_t kt_rows_dense(const float *got, const float *want, const float *scale, int rows,
+                     int n, int64_t ld, float *g2, float *w2, float *s2);
+
 /* Element i passes when both are NaN, both are the same infinity, or
  * |got - want| <= atol + rtol * (scale ? scale[i] : |want|).  Prints the
  * first failures and the largest error; fails the test if any. */
