@@ -441,7 +441,8 @@ static asa_err cu__put_f32(const eng_tensor *t, size_t n, float **dev, float *st
 }
 
 static bool cu__want_lo(const cu_be *c, int M, bool want_lo);
-static bool cu__small(const cu_be *c, int M);
+static asa_err cu__small_gemm(cu_be *c, int M, int K, const float *x, bool lo,
+                              const uint16_t *W, int N, float *y);
 static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo);
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                               bool lo);
@@ -475,20 +476,30 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
             return gemv_bf16_cuda(&gp, c->st);
     }
     const bool lo = cu__want_lo(c, M, want_lo);
-    if (cu__small(c, M)) { /* one kernel: the parts cut from x in it */
-        gemm_small_params sp = {.M = M, .N = N, .K = K, .x = x, .lo = lo, .ldx = K, .w = W,
-                                .ldw = K, .y = y, .ldy = N, .tile_rows = c->small_tile};
-        if (gemm_small_check(&sp) == ASA_OK)
-            return gemm_small_cuda(&sp, c->st);
-    }
+    asa_err e = cu__small_gemm(c, M, K, x, lo, W, N, y); /* the parts cut from x in it */
+    if (e != ASA_EUNSUPPORTED)
+        return e;
     CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
     return cu__gemm_parts(c, M, K, W, N, y, lo);
 }
 
-/* Whether a product of M rows runs as gemm_small (not in batch-invariant
- * mode: there the GEMV's row blocks keep f32 inputs). */
-static bool cu__small(const cu_be *c, int M) {
-    return !c->invariant && M > c->gemv_rows && M <= c->small_rows;
+/* A product of M rows as gemm_small, from f32 x (cut into parts in the
+ * kernel; with the residue when lo) or, x NULL, from the parts in c->xhi
+ * and cu__lo_buf; ASA_EUNSUPPORTED (nothing launched) where it does not
+ * apply: outside gemv_rows < M <= small_rows, in batch-invariant mode
+ * (there the GEMV's row blocks keep f32 inputs), or shapes it does not take
+ * (K % 32). */
+static asa_err cu__small_gemm(cu_be *c, int M, int K, const float *x, bool lo,
+                              const uint16_t *W, int N, float *y) {
+    if (c->invariant || M <= c->gemv_rows || M > c->small_rows)
+        return ASA_EUNSUPPORTED;
+    gemm_small_params sp = {.M = M, .N = N, .K = K, .x = x, .lo = x && lo,
+                            .xhi = x ? NULL : c->xhi,
+                            .xlo = x ? NULL : cu__lo_buf(c, M, K, lo), .ldx = K, .w = W,
+                            .ldw = K, .y = y, .ldy = N, .tile_rows = c->small_tile};
+    if (gemm_small_check(&sp) != ASA_OK)
+        return ASA_EUNSUPPORTED;
+    return gemm_small_cuda(&sp, c->st);
 }
 
 /* Whether a cuBLAS product of M rows reads the lo part too (see precise). */
@@ -505,13 +516,9 @@ static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
 /* The cuBLAS product on the bf16 parts already in xhi (and cu__lo_buf). */
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                               bool lo) {
-    if (cu__small(c, M)) {
-        gemm_small_params sp = {.M = M, .N = N, .K = K, .xhi = c->xhi,
-                                .xlo = cu__lo_buf(c, M, K, lo), .ldx = K, .w = W, .ldw = K,
-                                .y = y, .ldy = N, .tile_rows = c->small_tile};
-        if (gemm_small_check(&sp) == ASA_OK)
-            return gemm_small_cuda(&sp, c->st);
-    }
+    asa_err e = cu__small_gemm(c, M, K, NULL, lo, W, N, y);
+    if (e != ASA_EUNSUPPORTED)
+        return e;
     const float one = 1.0f, zero = 0.0f;
     if (lo && 2 * M <= CU_STACK_M) {
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
@@ -1374,13 +1381,16 @@ static asa_err cu__expand_blas(cu_be *c, const cu_layer *y, int T) {
     return ASA_OK;
 }
 
+/* One attention launch (or several token chunks) of at->mode over at most
+ * maxkeys keys a token: the plan (cu__attn_plan), then the kernel. */
 static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
     const int T = at->T;
+    cu__attn_plan(c, at, T, at->c.G, maxkeys);
     if (c->mma_min_t > 0 && c->mma_dec > 0 && c->one_per_seq && !c->invariant &&
         (maxkeys + 63) / 64 <= c->mma_dec && T >= c->mma_dec_min) {
         /* decode steps on tensor cores, one token per thread block (only
          * where a token has at most mma_dec tiles of 64 keys, and only for
-         * batches of 32 and more.  H200, asa-1.3b, 1k:
+         * batches of mma_dec_min and more.  H200, asa-1.3b, 1k:
          * batch 32 / 64 / 128 2.99 / 3.21 / 3.85 ms a step against 3.21 /
          * 4.53 / 6.43 on attn_latent; batch 1 and 8 were 1.2x and 1.02x
          * slower even with splits (a block walks its range tile after
@@ -1541,10 +1551,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int mp = c->max_pos;
     if (!global) {
         at.mode = ATTN_LOCAL;
-        const int keys = mp + 1 < c->w ? mp + 1 : c->w;
-        cu__attn_plan(c, &at, T, y->G, keys);
         at.u = c->u;
-        CU_OK(cu__attn_run(c, &at, keys));
+        CU_OK(cu__attn_run(c, &at, mp + 1 < c->w ? mp + 1 : c->w));
     } else {
         attn_sets sets = {.sel_src = mt->sel_src, .tsel = c->tsel, .tsel_cnt = c->tsel_cnt,
                           .slot_sel = c->sel, .slot_cnt = c->sel_cnt, .Lg = c->Lg,
@@ -1555,7 +1563,6 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         if (!rp.compress) /* else written by rope_cache above */
             CU_OK(compress_cuda(&cp, c->st));
         at.mode = ATTN_CMP;
-        cu__attn_plan(c, &at, T, y->G, (mp + 1) / c->B);
         at.u = c->ucmp;
         at.lse = c->lse;
         CU_OK(cu__attn_run(c, &at, (mp + 1) / c->B));
@@ -1573,14 +1580,12 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         }
         CU_OK(select_blocks_cuda(&sp, c->st));
         at.mode = ATTN_SLC;
-        cu__attn_plan(c, &at, T, y->G, c->top_n * c->B);
-        const int slc_keys = c->top_n * c->B;
         at.s = sets;
         at.gate = c->qa + c->nq + y->S;
         at.u_cmp = c->ucmp;
         at.u = c->u;
         at.lse = NULL;
-        CU_OK(cu__attn_run(c, &at, slc_keys));
+        CU_OK(cu__attn_run(c, &at, c->top_n * c->B));
         selstore_params ss = {.n = mt->n_store, .G = y->G, .slot = mt->st_slot,
                               .tok = mt->st_tok, .s = sets};
         if (!sp.n_store) /* else stored by the block choice */
