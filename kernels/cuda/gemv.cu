@@ -71,16 +71,25 @@ template <int MT> struct gemv_cfg {
 /* GEMV_X_NORM into shared memory xs[M][K]: the arithmetic of cb_ops.cu's
  * norm_kernel (256 threads, thread i owns the float4s i, i + 256, ...; the
  * same fmaf chain, butterfly and warp order), so the rows are bitwise
- * that kernel's.  v goes through xs (no register array: the first trip's
- * weights hold 32 registers here); the global stores come after the loads. */
-__device__ __forceinline__ void stage_norm(const gemv_params &p, float *xs) {
-    __shared__ float part[GEMV_WARPS];
+ * that kernel's.  Every row's loads go out before the first reduction and
+ * the rows share one barrier and one pass over the norm weights (one row
+ * after another, each waiting for its own reduction, cost batch 2 a third
+ * more per launch than batch 1).  v goes through xs (no register array:
+ * the first trip's weights hold 32 registers here); the global stores come
+ * after the loads. */
+template <int MT> __device__ __forceinline__ void stage_norm(const gemv_params &p, float *xs) {
+    __shared__ float part[MT][GEMV_WARPS];
     const int K4 = p.K >> 2;
-    for (int m = 0; m < p.M; m++) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float ss[MT];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        ss[m] = 0.0f;
+        if (m >= p.M)
+            break;
         const float4 *xr = (const float4 *)((const float *)p.x + (int64_t)m * p.ldx);
         const float4 *rr = p.res ? (const float4 *)(p.res + (int64_t)m * p.ldx) : nullptr;
         float4 *vs = (float4 *)(xs + (int64_t)m * p.K);
-        float ss = 0.0f;
 #pragma unroll 2 /* two float4 pairs in flight: all of K = 2048 */
         for (int u = 0; u < 4; u++) {
             const int i = threadIdx.x + u * GEMV_THREADS;
@@ -96,27 +105,55 @@ __device__ __forceinline__ void stage_norm(const gemv_params &p, float *xs) {
                 }
                 vs[i] = v;
             }
-            ss = fmaf(v.x, v.x, ss);
-            ss = fmaf(v.y, v.y, ss);
-            ss = fmaf(v.z, v.z, ss);
-            ss = fmaf(v.w, v.w, ss);
+            ss[m] = fmaf(v.x, v.x, ss[m]);
+            ss[m] = fmaf(v.y, v.y, ss[m]);
+            ss[m] = fmaf(v.z, v.z, ss[m]);
+            ss[m] = fmaf(v.w, v.w, ss[m]);
         }
-        if (blockIdx.x == 0 && rr)
+    }
+    /* kc_block_sum for every row with one barrier */
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        if (m >= p.M)
+            break;
+        const float s = kc_warp_sum(ss[m]);
+        if (lane == 0)
+            part[m][warp] = s;
+    }
+    if (blockIdx.x == 0 && p.res) /* a thread's own elements of xs */
+        for (int m = 0; m < p.M; m++)
             for (int i = threadIdx.x; i < K4; i += GEMV_THREADS)
-                ((float4 *)(p.res_out + (int64_t)m * p.ldx))[i] = vs[i];
-        const float tot = kc_block_sum<GEMV_WARPS>(ss, part);
-        const float inv = rsqrtf(tot / (float)p.K + p.eps);
-        const float4 *wr = (const float4 *)p.norm_w;
-        for (int i = threadIdx.x; i < K4; i += GEMV_THREADS) {
-            const float4 g = wr[i], v = vs[i];
-            const float4 y =
-                make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w);
+                ((float4 *)(p.res_out + (int64_t)m * p.ldx))[i] =
+                    ((const float4 *)(xs + (int64_t)m * p.K))[i];
+    __syncthreads();
+    float inv[MT];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        if (m >= p.M)
+            break;
+        float tot = 0.0f;
+#pragma unroll
+        for (int k = 0; k < GEMV_WARPS; k++)
+            tot += part[m][k];
+        inv[m] = rsqrtf(tot / (float)p.K + p.eps);
+    }
+    const float4 *wr = (const float4 *)p.norm_w;
+    for (int i = threadIdx.x; i < K4; i += GEMV_THREADS) {
+        const float4 g = wr[i];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            if (m >= p.M)
+                break;
+            float4 *vs = (float4 *)(xs + (int64_t)m * p.K);
+            const float4 v = vs[i];
+            const float4 y = make_float4(v.x * inv[m] * g.x, v.y * inv[m] * g.y,
+                                         v.z * inv[m] * g.z, v.w * inv[m] * g.w);
             vs[i] = y;
             if (blockIdx.x == 0 && p.xn_out)
                 ((float4 *)(p.xn_out + (int64_t)m * p.ldx))[i] = y;
         }
-        __syncthreads(); /* part is reused by the next row; xs complete */
     }
+    __syncthreads(); /* xs complete */
 }
 
 /* GEMV_X_SILU into shared memory xs[M][K]: silu_mul.cu's expression. */
@@ -140,9 +177,11 @@ __device__ __forceinline__ void stage_silu(const gemv_params &p, float *xs) {
  * gt_log2: log2 of the threads per group (32..256, uniform).
  * PDL (kcuda.h): the first trip's weight loads, and L2 prefetches of the
  * rest of the lane's weights, are issued before the wait; nothing that a
- * previous kernel writes is touched before it. */
+ * previous kernel writes is touched before it.  The fused modes keep 4
+ * blocks an SM at one row (64 registers) and 3 from two rows (under 64
+ * registers those spilled 36-68 bytes). */
 template <int MT, typename XT, int XF>
-__global__ void __launch_bounds__(GEMV_THREADS, XF == GEMV_X_PLAIN ? 1 : 4)
+__global__ void __launch_bounds__(GEMV_THREADS, XF == GEMV_X_PLAIN ? 1 : (MT == 1 ? 4 : 3))
 gemv_kernel(const gemv_params p, const int gt_log2) {
     constexpr int R = gemv_cfg<MT>::R, U = gemv_cfg<MT>::U;
     static_assert(MT * R <= 32, "one lane per partial sum");
@@ -187,7 +226,7 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
     if constexpr (XF != GEMV_X_PLAIN) {
         extern __shared__ float gemv_xs[]; /* [M][K] */
         if constexpr (XF == GEMV_X_NORM)
-            stage_norm(p, gemv_xs);
+            stage_norm<MT>(p, gemv_xs);
         else
             stage_silu(p, gemv_xs);
         x = (const XT *)gemv_xs;

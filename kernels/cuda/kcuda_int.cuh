@@ -105,15 +105,22 @@ __device__ __forceinline__ void kc_store(void *p, kc_dtype t, int64_t i, float v
         ((float *)p)[i] = v;
 }
 
+/* The xor butterfly of kc_block_sum: every lane gets its warp's sum. */
+__device__ __forceinline__ float kc_warp_sum(float ss) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    return ss;
+}
+
 /* Sum of every thread's ss over a block of NW warps in one fixed order
  * (the xor butterfly in each warp, then the warps in order), to every
  * thread.  part: NW floats of shared memory, free for reuse after the
  * caller's next barrier.  RMSNorm (cb_ops.cu) and the GEMV's norm prologue
- * (gemv.cu) both take it: their rows must be bitwise the same. */
+ * (gemv.cu, which takes kc_warp_sum and the same warp order for several
+ * rows at once) both take it: their rows must be bitwise the same. */
 template <int NW> __device__ __forceinline__ float kc_block_sum(float ss, float *part) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    ss = kc_warp_sum(ss);
     if ((threadIdx.x & 31) == 0)
         part[threadIdx.x >> 5] = ss;
     __syncthreads();

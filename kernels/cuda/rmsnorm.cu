@@ -38,9 +38,7 @@ __global__ void __launch_bounds__(RMS_MAX_THREADS) rmsnorm_kernel(const rmsnorm_
         h[i] = v;
         ss = fmaf(v, v, ss);
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    ss = kc_warp_sum(ss); /* kc_block_sum with a run-time warp count */
     if ((threadIdx.x & 31) == 0)
         part[threadIdx.x >> 5] = ss;
     __syncthreads();
