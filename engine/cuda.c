@@ -179,6 +179,9 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * cuBLAS product + add at 4 and 8 rows (asa-1.3b decode steps 4.5 and 4 %
  * faster, H200) and lost at 16 (7 % slower) */
 #define CU_SMALL_ROWS 8
+/* Prefill steps of at least this many tokens run the local layers'
+ * attention in the expanded form (cu__xattn; ASA_CUDA_XATTN_MIN_T, 0 off) */
+#define CU_XATTN_MIN_T 512
 
 #define CU_TRY(call)                                                                  \
     do {                                                                              \
@@ -216,6 +219,8 @@ typedef struct cu_layer {
     uint16_t *w_in;      /* [n_in, d]: q_proj, kv_a_proj, g_proj (global) rows */
     uint16_t *kvb;       /* [H*(dh+dv), dg] kv_b_proj as loaded */
     float *kvbf;         /* the same in f32 (batched cuBLAS absorb/expand), or NULL */
+    uint16_t *kvbx;      /* local layers with the expanded prefill form (xattn):
+                            [H][dv + dh][dg], per head W_UV then W_UK rows */
     uint16_t *wuvT;      /* [H][dg][dv] W_UV,h transposed */
     uint16_t *o_proj;    /* [d, H*dv] */
     uint16_t *w_gu;      /* [2F, d]: gate_proj rows, up_proj rows */
@@ -239,6 +244,12 @@ typedef struct cu_be {
         eng_dims dims;
     };
     int n_in_max;
+    /* expanded form of local layers' prefill attention (cu__xattn): steps of
+     * at least xattn_t tokens whose local key rows (nl_used pages of B) fit
+     * xcap; per key row [head h: v (dv) | k (dh)]... | kR (dR)], xS elements */
+    int xattn_t, xcap, xS, nl_used;
+    uint16_t *xkv, *xc;        /* [xcap][xS], [xcap][local dg] */
+    int32_t *iota;             /* [xcap / B]: 0, 1, 2, ... (the rows' page table) */
     float *cosv, *sinv;        /* device [max_seq_len][half] RoPE tables */
     int n_sm;
     cu_layer *layers;          /* [L] */
@@ -626,6 +637,7 @@ static void cuda_destroy(void *p) {
             cudaFree(y->w_in);
             cudaFree(y->kvb);
             cudaFree(y->kvbf);
+            cudaFree(y->kvbx);
             cudaFree(y->wuvT);
             cudaFree(y->o_proj);
             cudaFree(y->w_gu);
@@ -650,6 +662,9 @@ static void cuda_destroy(void *p) {
     cudaFree(c->ucmp);
     cudaFree(c->lse);
     cudaFree(c->o);
+    cudaFree(c->xkv);
+    cudaFree(c->xc);
+    cudaFree(c->iota);
     cudaFree(c->gu);
     cudaFree(c->act);
     cudaFree(c->xhi);
@@ -728,6 +743,15 @@ static asa_err cu__load_layer(cu_be *c, const eng_layer *ly, cu_layer *y, uint16
                 stage[((size_t)h * y->dg + q) * dv + v] = asa_f32_to_bf16(eng_tensor_get(
                     &ly->kv_b_proj, ((int64_t)h * (dh + dv) + dh + v) * y->dg + q));
     CU_TRY(cudaMemcpy(y->wuvT, stage, (size_t)H * y->dg * dv * 2, cudaMemcpyHostToDevice));
+    if (c->xattn_t > 0 && ly->type == ENG_LAYER_LOCAL) {
+        /* per head: the W_UV rows, then the W_UK rows */
+        CU_OK(cu__malloc((void **)&y->kvbx, nkvb * 2));
+        const size_t hp = (size_t)(dh + dv) * y->dg * 2;
+        CU_TRY(cudaMemcpy2D(y->kvbx, hp, y->kvb + (size_t)dh * y->dg, hp, (size_t)dv * y->dg * 2,
+                            (size_t)H, cudaMemcpyDeviceToDevice));
+        CU_TRY(cudaMemcpy2D((char *)y->kvbx + (size_t)dv * y->dg * 2, hp, y->kvb, hp,
+                            (size_t)dh * y->dg * 2, (size_t)H, cudaMemcpyDeviceToDevice));
+    }
     if (c->blas_heads_t > 0) {
         float *f = malloc(nkvb * sizeof(float));
         if (!f)
@@ -836,6 +860,11 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         cu__env_int("ASA_CUDA_BLAS_HEADS_T", wide ? CU_BLAS_HEADS_T : CU_BLAS_HEADS_T_FEW, INT_MIN);
     if (c->invariant || c->blas_heads_t < 0)
         c->blas_heads_t = 0;
+    /* the expanded local attention takes asa-1.3b's head shape (64 + 64
+     * dims, 32 rope; attn_mma ATTN_MMA_VFIRST); not in batch-invariant mode */
+    c->xattn_t = cu__env_int("ASA_CUDA_XATTN_MIN_T", CU_XATTN_MIN_T, 0);
+    if (c->invariant || k->n_local_layers == 0 || c->dh != 64 || c->dv != 64 || c->dR != 32)
+        c->xattn_t = 0;
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
     /* split-plan knobs, for measuring the decode attention's schedule */
@@ -993,6 +1022,27 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->hrows, (size_t)lr * d * 4)) ||
         (err = cu__malloc((void **)&c->logits, (size_t)lr * V * 4)))
         return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
+    if (c->xattn_t > 0) {
+        /* one sequence's prefill of T tokens with its window before it */
+        c->xcap = (T + c->w + 2 * c->B + c->B - 1) / c->B * c->B;
+        c->xS = H * (c->dh + c->dv) + c->dR;
+        const int np = c->xcap / c->B;
+        int32_t *io = malloc((size_t)np * sizeof(int32_t));
+        if (!io)
+            return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
+        for (int i = 0; i < np; i++)
+            io[i] = i;
+        if ((err = cu__malloc((void **)&c->xkv, (size_t)c->xcap * c->xS * 2)) ||
+            (err = cu__malloc((void **)&c->xc, (size_t)c->xcap * c->dgl * 2)) ||
+            (err = cu__malloc((void **)&c->iota, (size_t)np * sizeof(int32_t))) ||
+            (err = cudaMemcpy(c->iota, io, (size_t)np * sizeof(int32_t), cudaMemcpyHostToDevice)
+                       ? ASA_ECUDA
+                       : ASA_OK)) {
+            free(io);
+            return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
+        }
+        free(io);
+    }
     CU_TRY(cudaMemset(c->sel_cnt, 0, nsel * sizeof(int32_t)));
     CU_TRY(cudaMemset(c->mcnt, 0, (size_t)c->part_heads * 4));
     CU_TRY(cudaMemset(c->scnt, 0, (size_t)n_anchor_max * c->Gg * 4));
@@ -1263,6 +1313,7 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
         max_pos = bucket - 1;
     }
     memcpy(rows, c->rows, (size_t)nr * 4);
+    c->nl_used = (int)nl;
     c->h_seq = seq;
     c->max_pos = max_pos;
     c->one_per_seq = true;
@@ -1508,6 +1559,36 @@ static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
     return c->fuse && !c->invariant && !(y->kvbf && T >= c->blas_heads_t);
 }
 
+/* The expanded form of a local layer's attention (prefill): the window's
+ * latents gathered from the cache pages into rows (one per key of the
+ * step's local table, xc) and expanded by one cuBLAS product into per-head
+ * [v | k] rows plus the shared rope key (xkv, bf16); then attn_mma
+ * (ATTN_MMA_VFIRST) with the queries as projected (qa's [q_nope | q_rope])
+ * and the page table iota over the rows, writing o_proj's input c->o.  Per
+ * head and key 2 (64 + 32) + 2 x 64 FLOPs instead of the absorbed 2 (192 +
+ * 32) + 2 x 192, and no absorb / expand products. */
+static asa_err cu__xattn(cu_be *c, const cu_layer *y, int T, int64_t layer_off) {
+    const int H = c->H, dh = c->dh, dv = c->dv, B = c->B, rows = c->nl_used * B;
+    const float one = 1.0f, zero = 0.0f;
+    xgather_params gp = {.rows = rows, .B = B, .pages = c->mt.ltab, .kv = c->lmem,
+                         .page_elems = c->lpage, .layer_off = layer_off, .dc = y->dg,
+                         .dR = c->dR, .c_out = c->xc, .ld_c = y->dg,
+                         .r_out = c->xkv + (size_t)H * (dh + dv), .ld_r = c->xS};
+    CU_OK(cb_xgather_cuda(&gp, c->st));
+    CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, H * (dh + dv), rows, y->dg, &one,
+                            y->kvbx, CUDA_R_16BF, y->dg, c->xc, CUDA_R_16BF, y->dg, &zero, c->xkv,
+                            CUDA_R_16BF, c->xS, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    attn_params at = {.mode = ATTN_LOCAL, .T = T, .H = H, .scale = c->scale, .window = c->w,
+                      .c = {.kv = c->xkv, .page_elems = (int64_t)B * c->xS, .layer_off = 0,
+                            .B = B, .G = H, .dg = dh + dv, .dR = c->dR, .tab = c->iota,
+                            .seq_toff = c->mt.ltoff},
+                      .tok_pos = c->mt.pos, .tok_seq = c->mt.seq, .qr = c->qa + dh,
+                      .ld_qr = y->n_in, .qr_stride = dh + c->dR, .u = c->o};
+    return attn_mma_cuda(&at, (c->mma_flags & (ATTN_MMA_QSPLIT_ALL | ATTN_MMA_NOFAST)) |
+                                  ATTN_MMA_VFIRST,
+                         c->st);
+}
+
 static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int d = c->d, H = c->H, F = c->F;
     const cu_meta *mt = &c->mt;
@@ -1531,8 +1612,13 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .compress = global && cu__fused_attn(c, y, T) && c->one_per_seq};
     absorb_params ap = {.T = T, .H = H, .dh = c->dh, .dv = c->dv, .dg = y->dg, .qa = c->qa,
                         .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
-    asa_err fe =
-        cu__fused_attn(c, y, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st) : ASA_EUNSUPPORTED;
+    /* expanded local attention (prefill; never in a captured graph: its row
+     * count is the step's, not the padded graph's) */
+    const bool xa = !global && y->kvbx && T >= c->xattn_t && !c->capturing &&
+                    (int64_t)c->nl_used * c->B <= c->xcap;
+    asa_err fe = xa                     ? rope_cache_cuda(&rp, c->st)
+                 : cu__fused_attn(c, y, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st)
+                                           : ASA_EUNSUPPORTED;
     if (fe != ASA_EUNSUPPORTED) { /* one launch for both (independent parts of qa) */
         CU_OK(fe);
     } else {
@@ -1549,7 +1635,9 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                       .tok_pos = mt->pos, .tok_seq = mt->seq, .qt = c->qt,
                       .qr = c->qa + c->dh, .ld_qr = y->n_in, .qr_stride = c->dh + c->dR};
     const int mp = c->max_pos;
-    if (!global) {
+    if (xa) {
+        CU_OK(cu__xattn(c, y, T, layer_off));
+    } else if (!global) {
         at.mode = ATTN_LOCAL;
         at.u = c->u;
         CU_OK(cu__attn_run(c, &at, mp + 1 < c->w ? mp + 1 : c->w));
@@ -1595,7 +1683,9 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     /* output projection, MLP */
     expand_params ep = {.T = T, .H = H, .dg = y->dg, .dv = c->dv, .u = c->u, .wuvT = y->wuvT,
                         .o = c->o, .ld_o = (int64_t)H * c->dv};
-    CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T) : cb_expand_cuda(&ep, c->st));
+    if (!xa) /* else o written by cu__xattn */
+        CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T)
+                                              : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
     CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp, false));
     CU_OK(cu__norm_gemm(c, c->tmp, true, y->mlp_norm, T, y->w_gu, 2 * F, c->gu, false));

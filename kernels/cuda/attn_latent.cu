@@ -1346,8 +1346,12 @@ extern "C" asa_err selstore_cuda(const selstore_params *p, cudaStream_t stream) 
 
 /* ---- host references --------------------------------------------------------- */
 
-extern "C" void attn_latent_ref(const attn_params *p) {
+/* vfirst: attn_mma's ATTN_MMA_VFIRST (attn_mma_cuda.h): scores over key
+ * dims [dg/2, dg) with the queries before qr's rope part, and the rope
+ * part; values dims [0, dg/2), u rows of dg/2. */
+static void ref_impl(const attn_params *p, bool vfirst) {
     const int G = p->c.G, dg = p->c.dg, dR = p->c.dR, hpg = p->H / G;
+    const int e0 = vfirst ? dg / 2 : 0, dvo = vfirst ? dg / 2 : dg;
     const int64_t S = (int64_t)G * dg + dR;
     (void)S;
     for (int t = p->t_off; t < p->t_off + p->T; t++)
@@ -1355,8 +1359,9 @@ extern "C" void attn_latent_ref(const attn_params *p) {
             const key_plan kp = make_plan(*p, t, g);
             double *sc = (double *)malloc(sizeof(double) * (size_t)(kp.nkeys > 0 ? kp.nkeys : 1));
             for (int h = g * hpg; h < (g + 1) * hpg; h++) {
-                const float *qt = p->qt + ((int64_t)t * p->H + h) * dg;
                 const float *qr = p->qr + (int64_t)t * p->ld_qr + (int64_t)h * p->qr_stride;
+                /* query element e of the score dims (e0 <= e < dg) */
+                const float *qt = vfirst ? qr - dg : p->qt + ((int64_t)t * p->H + h) * dg;
                 double mxv = -INFINITY;
                 for (int k = 0; k < kp.nkeys; k++) {
                     const int64_t b = kp.entry(k);
@@ -1365,7 +1370,7 @@ extern "C" void attn_latent_ref(const attn_params *p) {
                         continue;
                     }
                     double s = 0;
-                    for (int e = 0; e < dg; e++)
+                    for (int e = e0; e < dg; e++)
                         s += (double)qt[e] * asa_bf16_to_f32(p->c.kv[b + g * dg + e]);
                     for (int e = 0; e < dR; e++)
                         s += (double)qr[e] * asa_bf16_to_f32(p->c.kv[b + G * dg + e]);
@@ -1378,7 +1383,7 @@ extern "C" void attn_latent_ref(const attn_params *p) {
                     sc[k] = sc[k] == -INFINITY ? 0 : exp(sc[k] - mxv);
                     sum += sc[k];
                 }
-                for (int e = 0; e < dg; e++) {
+                for (int e = 0; e < dvo; e++) {
                     double a = 0;
                     for (int k = 0; k < kp.nkeys; k++) {
                         const int64_t b = kp.entry(k);
@@ -1386,7 +1391,7 @@ extern "C" void attn_latent_ref(const attn_params *p) {
                             a += sc[k] * asa_bf16_to_f32(p->c.kv[b + g * dg + e]);
                     }
                     double v = sum > 0 ? a / sum : 0;
-                    const int64_t o = ((int64_t)t * p->H + h) * dg + e;
+                    const int64_t o = ((int64_t)t * p->H + h) * dvo + e;
                     if (p->mode == ATTN_SLC) {
                         const float *gt = p->gate + (int64_t)t * p->ld_qr;
                         v = 1.0 / (1.0 + exp(-(double)gt[h])) * p->u_cmp[o] +
@@ -1401,6 +1406,9 @@ extern "C" void attn_latent_ref(const attn_params *p) {
             free(sc);
         }
 }
+
+extern "C" void attn_latent_ref(const attn_params *p) { ref_impl(p, false); }
+extern "C" void attn_vfirst_ref(const attn_params *p) { ref_impl(p, true); }
 
 extern "C" void select_blocks_ref(const select_params *p) {
     const int G = p->c.G, dg = p->c.dg, dR = p->c.dR, B = p->c.B, hpg = p->H / G;

@@ -51,9 +51,11 @@ __device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int 
  * dimension (compile-time maxima; EXACT: the shape is exactly that, else
  * ks_rt / np_rt give it).  QS: hi + lo query parts (the lo part in shared
  * memory after the key tiles, read by ldmatrix per k-step).  FAST: the
- * per-tile fast paths (same results; off: ATTN_MMA_NOFAST). */
-template <int KS, int NP, bool EXACT, bool QS, bool FAST>
-__global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 registers */
+ * per-tile fast paths (same results; off: ATTN_MMA_NOFAST).  KS0: the
+ * score's first 16-wide step (ATTN_MMA_VFIRST: the value half of each
+ * entry is skipped; NP then covers only that half). */
+template <int KS, int NP, bool EXACT, bool QS, bool FAST, int KS0 = 0>
+__global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) /* <= 168 registers */
     attn_mma_kernel(const attn_params p, int ks_rt, int np_rt, int rpb) {
     extern __shared__ float mm_sm[]; /* [2][MM_KT][Ep] bf16 key tiles */
     __shared__ int64_t kbase[3][MM_KT]; /* tile plans, three in flight */
@@ -275,19 +277,23 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
                 if (j >= R16 * Ep4 || r >= nr || c >= E)
                     continue;
                 const int gr = i0 + r, t = p.t_off + gr / hpg, hh = g * hpg + gr % hpg;
+                /* KS0 > 0 (ATTN_MMA_VFIRST): columns [dg/2, dg) are the dg/2
+                 * elements before the rope part in qr, [0, dg/2) zeros */
+                const float *qrow = p.qr + (int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride;
+                if (KS0 > 0 && c < dg / 2)
+                    continue;
                 if (qvec) {
-                    v[u] = c < dg ? *(const float4 *)(p.qt + ((int64_t)t * H + hh) * dg + c)
-                                  : *(const float4 *)(p.qr + (int64_t)t * p.ld_qr +
-                                                      (int64_t)hh * p.qr_stride + (c - dg));
+                    v[u] = c < dg && KS0 == 0
+                               ? *(const float4 *)(p.qt + ((int64_t)t * H + hh) * dg + c)
+                               : *(const float4 *)(qrow + (c - dg));
                 } else {
                     float e4[4];
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int cc = c + e;
-                        e4[e] = cc < dg   ? p.qt[((int64_t)t * H + hh) * dg + cc]
-                                : cc < E ? p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride +
-                                                (cc - dg)]
-                                         : 0.0f;
+                        e4[e] = cc < dg && KS0 == 0 ? p.qt[((int64_t)t * H + hh) * dg + cc]
+                                : cc < E            ? qrow[cc - dg]
+                                                    : 0.0f;
                     }
                     v[u] = make_float4(e4[0], e4[1], e4[2], e4[3]);
                 }
@@ -313,7 +319,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
         const bool anyrow = __any_sync(0xffffffffu, wrows);
 #pragma unroll
         for (int ks = 0; ks < KS; ks++) {
-            if (ks < ksn && anyrow) /* matrices (rows +0/+8, cols +0/+8) */
+            if (ks >= KS0 && ks < ksn && anyrow) /* matrices (rows +0/+8, cols +0/+8) */
                 mma_ldsm_x4<false>(qf[ks], qhi + (warp * 16 + (lane & 7) + 8 * ((lane >> 3) & 1)) * Ep +
                                                16 * ks + 8 * (lane >> 4));
             else
@@ -461,7 +467,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
         auto scores = [&](auto full_c) {
             constexpr bool FULL = decltype(full_c)::value;
 #pragma unroll
-            for (int ks = 0; ks < KS; ks++) {
+            for (int ks = KS0; ks < KS; ks++) {
                 if (ks < ksn) {
                     uint32_t ql[4];
                     if (QS) /* A fragment of the lo part: matrices (rows +0/+8, cols +0/+8) */
@@ -643,7 +649,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
             ga = mm_sigmoid(gt[hh]);
             gb = mm_sigmoid(gt[H + hh]);
         }
-        const int64_t o0 = ((int64_t)t * H + hh) * dg;
+        /* ATTN_MMA_VFIRST: rows of dg/2 (the projection input's layout) */
+        const int64_t o0 = ((int64_t)t * H + hh) * (KS0 > 0 ? dg / 2 : dg);
 #pragma unroll
         for (int n = 0; n < 2 * NP; n++) {
             if (n < 2 * npn)
@@ -663,7 +670,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS <= 8 ? 3 : 1) /* KS 8: <= 168 r
     }
 }
 
-template <int KS, int NP, bool EXACT, bool QS, bool FAST>
+template <int KS, int NP, bool EXACT, bool QS, bool FAST, int KS0>
 asa_err mm_launch(const attn_params *p, int ks, int np, int rpb, cudaStream_t st) {
     const int hpg = p->H / p->c.G;
     const long rows = (long)p->T * hpg;
@@ -675,28 +682,31 @@ asa_err mm_launch(const attn_params *p, int ks, int np, int rpb, cudaStream_t st
      * counts against the 48 KB default too, so always opt in */
     static size_t raised = 0;
     if (smem > raised) {
-        void (*kfn)(const attn_params, int, int, int) = attn_mma_kernel<KS, NP, EXACT, QS, FAST>;
+        void (*kfn)(const attn_params, int, int, int) =
+            attn_mma_kernel<KS, NP, EXACT, QS, FAST, KS0>;
         KC_CUDA_TRY(cudaFuncSetAttribute(kfn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem));
         raised = smem;
     }
-    attn_mma_kernel<KS, NP, EXACT, QS, FAST><<<grid, MM_THREADS, smem, st>>>(*p, ks, np, rpb);
+    attn_mma_kernel<KS, NP, EXACT, QS, FAST, KS0><<<grid, MM_THREADS, smem, st>>>(*p, ks, np, rpb);
     KC_LAUNCH_CHECK();
     return nsp > 1 ? attn_merge_cuda(p, st) : ASA_OK;
 }
 
 /* the instance for the flags: hi + lo queries, fast paths */
-template <int KS, int NP, bool EXACT>
+template <int KS, int NP, bool EXACT, int KS0 = 0>
 asa_err mm_pick(const attn_params *p, int ks, int np, int rpb, bool qs, bool fast,
                 cudaStream_t st) {
     if (qs)
-        return fast ? mm_launch<KS, NP, EXACT, true, true>(p, ks, np, rpb, st)
-                    : mm_launch<KS, NP, EXACT, true, false>(p, ks, np, rpb, st);
-    return fast ? mm_launch<KS, NP, EXACT, false, true>(p, ks, np, rpb, st)
-                : mm_launch<KS, NP, EXACT, false, false>(p, ks, np, rpb, st);
+        return fast ? mm_launch<KS, NP, EXACT, true, true, KS0>(p, ks, np, rpb, st)
+                    : mm_launch<KS, NP, EXACT, true, false, KS0>(p, ks, np, rpb, st);
+    return fast ? mm_launch<KS, NP, EXACT, false, true, KS0>(p, ks, np, rpb, st)
+                : mm_launch<KS, NP, EXACT, false, false, KS0>(p, ks, np, rpb, st);
 }
 
 } /* namespace */
+
+static int nsp_of(const attn_params *p) { return p->n_split > 1 ? p->n_split : 1; }
 
 extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream) {
     if (!p || p->T < 0 || p->H < 1 || p->c.G < 1 || p->H % p->c.G || p->c.dg < 1 ||
@@ -723,6 +733,11 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
         return ASA_OK;
     const bool qs = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
     const bool fast = !(flags & ATTN_MMA_NOFAST);
+    if (flags & ATTN_MMA_VFIRST) { /* expanded local heads: 64 + 64 (+ 32 rope) */
+        if (p->mode != ATTN_LOCAL || p->c.dg != 128 || p->c.dR != 32 || nsp_of(p) > 1)
+            return ASA_EUNSUPPORTED;
+        return mm_pick<10, 4, true, 4>(p, ks, 4, rpb, qs, fast, stream);
+    }
     /* the asa-1.3b shapes exactly (local 192 + 32, global 96 + 32), then
      * small and large generic forms */
     if (ks == 14 && np == 12)

@@ -51,7 +51,22 @@ extern "C" {
  * most rows masked.  The block walks only its token's keys. */
 #define ATTN_MMA_TOKEN_ROWS 8
 
+/* flags: the expanded form of a local layer (ATTN_LOCAL only, one head a
+ * "group": G = H): each entry is [v_h (dg/2) | k_h (dg/2)] per head, then
+ * the shared rope key (dR).  Scores use the keys' dims [dg/2, dg) with the
+ * dg/2 query elements just before each row's rope part in qr (qr[t * ld_qr
+ * + h * qr_stride - dg/2 ..]: a projection row's [q_nope | q_rope]; qt is
+ * not read), and the rope part; the values are dims [0, dg/2), and u has
+ * rows of dg/2 elements (u[t][h][dg/2]: o_proj's input).  Per head and key
+ * 2 (dg/2 + dR) + 2 dg/2 FLOPs instead of the absorbed form's 2 (dg_latent
+ * + dR) + 2 dg_latent, and no absorb / expand products.  Taken for dg =
+ * 128, dR = 32 (asa-1.3b's 64 + 64 head dims); else ASA_EUNSUPPORTED. */
+#define ATTN_MMA_VFIRST 16
+
 asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream);
+/* Host reference of ATTN_MMA_VFIRST (double sums; attn_latent_ref's key
+ * sets and conventions). */
+void attn_vfirst_ref(const attn_params *p);
 
 #ifdef __cplusplus
 }

@@ -356,6 +356,34 @@ __global__ void split4_kernel(int cols, const float *x, int64_t ld, uint16_t *hi
     }
 }
 
+/* a warp per row, 8 rows a block; 16-byte copies when vec */
+__global__ void __launch_bounds__(256) xgather_kernel(const xgather_params p, bool vec) {
+    kc_pdl_enter();
+    const int r = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= p.rows)
+        return;
+    const uint16_t *src = p.kv + (int64_t)p.pages[r / p.B] * p.page_elems + p.layer_off +
+                          (int64_t)(r % p.B) * (p.dc + p.dR);
+    uint16_t *c = p.c_out + (int64_t)r * p.ld_c, *k = p.r_out + (int64_t)r * p.ld_r;
+    if (vec) {
+        const int nc = p.dc / 8, n = nc + p.dR / 8;
+        for (int i = lane; i < n; i += 32) {
+            const uint4 v = *((const uint4 *)src + i);
+            if (i < nc)
+                *((uint4 *)c + i) = v;
+            else
+                *((uint4 *)k + (i - nc)) = v;
+        }
+    } else {
+        for (int i = lane; i < p.dc + p.dR; i += 32) {
+            if (i < p.dc)
+                c[i] = src[i];
+            else
+                k[i - p.dc] = src[i];
+        }
+    }
+}
+
 int threads_for(int n) {
     int t = (n + 31) / 32 * 32;
     return t > 256 ? 256 : (t < 32 ? 32 : t);
@@ -428,6 +456,21 @@ extern "C" asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_
      * not a kernel: an ordinary launch */
     KC_CUDA_TRY(kc_launch_pdl(false, embed_kernel, (unsigned)T, threads_for(d), 0, stream, d, tok,
                               embed, x));
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
+extern "C" asa_err cb_xgather_cuda(const xgather_params *p, cudaStream_t stream) {
+    if (!p || p->rows < 0 || p->B < 1 || p->dc < 1 || p->dR < 0 || !p->pages || !p->kv ||
+        !p->c_out || (p->dR && !p->r_out) || p->ld_c < p->dc || p->ld_r < p->dR)
+        return ASA_EINVAL;
+    if (!p->rows)
+        return ASA_OK;
+    const bool vec = p->dc % 8 == 0 && p->dR % 8 == 0 && p->page_elems % 8 == 0 &&
+                     p->layer_off % 8 == 0 && p->ld_c % 8 == 0 && p->ld_r % 8 == 0 &&
+                     kc_aligned(p->kv, 16) && kc_aligned(p->c_out, 16) &&
+                     (!p->dR || kc_aligned(p->r_out, 16));
+    KC_CUDA_TRY(kc_launch(xgather_kernel, (unsigned)((p->rows + 7) / 8), 256, 0, stream, *p, vec));
     KC_LAUNCH_CHECK();
     return ASA_OK;
 }

@@ -76,6 +76,24 @@ asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *resid
 asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, float *residual,
                               const float *w, uint16_t *hi, uint16_t *lo, cudaStream_t stream);
 
+/* The expanded form of a local layer's prefill attention (attn_mma_cuda
+ * with ATTN_MMA_VFIRST).  xgather: for rows r < rows (B rows a page), the
+ * cache entry k = r % B of page pages[r / B] (entry [c (dc) | kR (dR)] at
+ * kv + page * page_elems + layer_off + k * (dc + dR)) is copied: c to
+ * c_out[r * ld_c ..], kR to r_out[r * ld_r ..] (bf16 bits, exact). */
+typedef struct xgather_params {
+    int rows, B;
+    const int32_t *pages;
+    const uint16_t *kv;
+    int64_t page_elems, layer_off;
+    int dc, dR;
+    uint16_t *c_out;
+    int64_t ld_c;
+    uint16_t *r_out;
+    int64_t ld_r;
+} xgather_params;
+asa_err cb_xgather_cuda(const xgather_params *p, cudaStream_t stream);
+
 /* y[r][e] = a[r][e] + b[r][e] (f32, dense [rows][cols] each). */
 asa_err cb_add2_cuda(int rows, int cols, const float *a, const float *b, float *y,
                      cudaStream_t stream);

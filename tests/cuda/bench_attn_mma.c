@@ -10,7 +10,8 @@
  * two relative to max|u| (default flags), and attn_mma with hi + lo queries
  * in every mode (ASA_CUDA_MMA_QSPLIT=2), and the default without the
  * per-tile fast paths (ATTN_MMA_NOFAST, ASA_CUDA_MMA_FAST=0: the kernel as
- * first measured; its results must be bit-identical).
+ * first measured; its results must be bit-identical).  Last, the local
+ * layer's expanded form (ATTN_MMA_VFIRST) on the same positions.
  *
  * Usage: bench_attn_mma [T] [reps]     (needs a CUDA device; exits 77 without)
  */
@@ -41,6 +42,16 @@ static void *up(const void *h, size_t n) {
     CK(cudaMalloc(&d, n));
     CK(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
     return d;
+}
+
+/* uniform [-1, 1) keys, rounded to bf16 bits */
+static void fill_keys(uint16_t *kv, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float f = unif();
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        kv[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
 }
 
 /* 0: attn_latent, 1: attn_mma as the engine's default (hi + lo queries in
@@ -98,12 +109,7 @@ int main(int argc, char **argv) {
         const int64_t pe = (int64_t)(B + 1) * S; /* one layer per page here */
         size_t nkv = (size_t)nb * pe;
         uint16_t *kv = malloc(nkv * 2);
-        for (size_t i = 0; i < nkv; i++) {
-            float f = unif();
-            uint32_t u;
-            memcpy(&u, &f, 4);
-            kv[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-        }
+        fill_keys(kv, nkv);
         const int qs = 64 + dR, ld = H * qs + 2 * H + S;
         size_t nu = (size_t)T * H * dg;
         float *qt = malloc(nu * 4), *qa = malloc((size_t)T * ld * 4);
@@ -242,6 +248,56 @@ int main(int argc, char **argv) {
         free(h0);
         free(h1);
         free(h2);
+    }
+    {
+        /* the expanded local form (ATTN_MMA_VFIRST, the engine's prefill
+         * path for local layers): 32 heads of [v 64 | k 64] + rope 32, one
+         * head a group; FLOPs 2 * keys * (64 + 32 + 64) */
+        const int G = H, dg = 128, S = G * dg + dR;
+        const int64_t pe = (int64_t)B * S;
+        size_t nkv = (size_t)nb * pe, nu = (size_t)T * H * dg;
+        uint16_t *kv = malloc(nkv * 2);
+        fill_keys(kv, nkv);
+        const int qs = 64 + dR, ld = H * qs;
+        float *qa = malloc((size_t)T * ld * 4); /* per head [q_nope 64 | q_rope 32] */
+        for (size_t i = 0; i < (size_t)T * ld; i++)
+            qa[i] = unif() * 0.5f;
+        float *qa_d = up(qa, (size_t)T * ld * 4), *u0;
+        CK(cudaMalloc((void **)&u0, nu * 4));
+        attn_params p = {.mode = ATTN_LOCAL, .T = T, .H = H, .scale = 0.125f, .window = W,
+                         .n_split = 1,
+                         .c = {.kv = up(kv, nkv * 2), .page_elems = pe, .layer_off = 0, .B = B,
+                               .G = G, .dg = dg, .dR = dR, .tab = d_tab, .seq_toff = d_toff},
+                         .tok_pos = d_pos, .tok_seq = d_seq, .qr = qa_d + 64, .ld_qr = ld,
+                         .qr_stride = qs, .u = u0};
+        double keys = 0;
+        for (int t = 0; t < T; t++)
+            keys += (double)H * (pos[t] + 1 < W ? pos[t] + 1 : W);
+        const double flop = 2.0 * keys * (64 + 32 + 64), flop_abs = 2.0 * keys * (192 + 32 + 192);
+        cudaEvent_t a, b;
+        CK(cudaEventCreate(&a));
+        CK(cudaEventCreate(&b));
+        if (attn_mma_cuda(&p, ATTN_MMA_VFIRST, 0) != ASA_OK) {
+            fprintf(stderr, "expanded launch failed\n");
+            return 1;
+        }
+        CK(cudaDeviceSynchronize());
+        CK(cudaEventRecord(a, 0));
+        for (int i = 0; i < reps; i++)
+            attn_mma_cuda(&p, ATTN_MMA_VFIRST, 0);
+        CK(cudaEventRecord(b, 0));
+        CK(cudaEventSynchronize(b));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        ms /= (float)reps;
+        printf("local expanded (32 heads of 64 + 64, rope 32): %.3f GFLOP  mma %8.3f ms (%6.1f "
+               "TFLOP/s; the absorbed form's %.3f GFLOP at %6.1f TFLOP/s)\n",
+               flop * 1e-9, ms, flop / ms * 1e-9, flop_abs * 1e-9, flop_abs / ms * 1e-9);
+        cudaFree((void *)p.c.kv);
+        cudaFree(qa_d);
+        cudaFree(u0);
+        free(kv);
+        free(qa);
     }
     printf("per 24-layer prefill (12 local + 12 global): see the sum of the mma column x 12\n");
     return 0;

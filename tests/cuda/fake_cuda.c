@@ -74,15 +74,21 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t comp,
                             cublasGemmAlgo_t algo) {
     (void)h; (void)alpha; (void)beta; (void)comp; (void)algo;
-    if (ta != CUBLAS_OP_T || tb != CUBLAS_OP_N || at != CUDA_R_16BF || bt != CUDA_R_16BF || ct != CUDA_R_32F) abort();
-    const uint16_t *a = A, *b = B; float *c = C;
+    if (ta != CUBLAS_OP_T || tb != CUBLAS_OP_N || at != CUDA_R_16BF || bt != CUDA_R_16BF ||
+        (ct != CUDA_R_32F && ct != CUDA_R_16BF)) abort();
+    const uint16_t *a = A, *b = B; float *c = C; uint16_t *cb = C;
     fake_gemm_calls++;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             double s = 0;
             for (int q = 0; q < k; q++)
                 s += (double)asa_bf16_to_f32(a[q + (size_t)i * lda]) * asa_bf16_to_f32(b[q + (size_t)j * ldb]);
-            c[i + (size_t)j * ldc] = (*(const float *)beta != 0 ? c[i + (size_t)j * ldc] : 0) + (float)s;
+            if (ct == CUDA_R_16BF) { /* beta 0 only */
+                if (*(const float *)beta != 0) abort();
+                cb[i + (size_t)j * ldc] = asa_f32_to_bf16((float)s);
+            } else {
+                c[i + (size_t)j * ldc] = (*(const float *)beta != 0 ? c[i + (size_t)j * ldc] : 0) + (float)s;
+            }
         }
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -189,6 +195,11 @@ asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s) {
         attn_latent_ref(p);
         return ASA_OK;
     }
+    if (flags & ATTN_MMA_VFIRST) {
+        if (p->mode != ATTN_LOCAL || p->c.dg != 128 || p->c.dR != 32) return ASA_EUNSUPPORTED;
+        attn_vfirst_ref(p);
+        return ASA_OK;
+    }
     const int hl = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
     fake_attn_model(p, !hl);
     return ASA_OK;
@@ -227,6 +238,25 @@ asa_err cb_gather_rows_cuda(int n, int d, const int32_t *rows, const float *src,
     (void)s;
     for (int r = 0; r < n; r++) memcpy(dst + (size_t)r * d, src + rows[r] * ld, (size_t)d * 4);
     return ASA_OK;
+}
+asa_err cb_xgather_cuda(const xgather_params *p, cudaStream_t s) {
+    (void)s;
+    for (int r = 0; r < p->rows; r++) {
+        const uint16_t *src = p->kv + (int64_t)p->pages[r / p->B] * p->page_elems + p->layer_off +
+                              (int64_t)(r % p->B) * (p->dc + p->dR);
+        memcpy(p->c_out + (int64_t)r * p->ld_c, src, (size_t)p->dc * 2);
+        memcpy(p->r_out + (int64_t)r * p->ld_r, src + p->dc, (size_t)p->dR * 2);
+    }
+    return ASA_OK;
+}
+cudaError_t cudaMemcpy2D(void *d, size_t dp, const void *sr, size_t sp, size_t w, size_t h, enum cudaMemcpyKind k) {
+    (void)k;
+    for (size_t r = 0; r < h; r++) memmove((char *)d + r * dp, (const char *)sr + r * sp, w);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy2DAsync(void *d, size_t dp, const void *sr, size_t sp, size_t w, size_t h, enum cudaMemcpyKind k, cudaStream_t st) {
+    (void)st;
+    return cudaMemcpy2D(d, dp, sr, sp, w, h, k);
 }
 asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint16_t *hi, uint16_t *lo, cudaStream_t s) {
     (void)s;

@@ -302,6 +302,42 @@ static void run_case(const mcase *m) {
     d.split_keys = 0;
     d.part = NULL;
     cudaFree(part_d);
+    /* the expanded form (ATTN_MMA_VFIRST): entries [v | k] per head, the
+     * queries as a projection row [q_nope | q_rope] (qt not read), u rows
+     * of dg / 2; nothing written past them */
+    if (dg == 128 && dR == 32) {
+        const int xs = dg / 2 + dR, xld = H * xs + 4;
+        const size_t nx = (size_t)T * xld, nh = (size_t)T * H * (dg / 2);
+        float *qx = malloc(nx * 4), *u_vf = malloc(nh * 4);
+        for (size_t i = 0; i < nx; i++)
+            qx[i] = unif() * 1.5f;
+        float *qx_d = dup_dev(qx, nx * 4);
+        attn_params pv = p, dv = d;
+        pv.mode = dv.mode = ATTN_LOCAL;
+        pv.qt = dv.qt = NULL;
+        pv.qr = qx + dg / 2;
+        dv.qr = qx_d + dg / 2;
+        pv.ld_qr = dv.ld_qr = xld;
+        pv.qr_stride = dv.qr_stride = xs;
+        pv.u = u_vf;
+        pv.lse = dv.lse = NULL;
+        attn_vfirst_ref(&pv);
+        for (int qsf = 0; qsf < 2; qsf++) {
+            dv.u = poison_dev(nu * 4);
+            assert_int_equal(
+                attn_mma_cuda(&dv, ATTN_MMA_VFIRST | (qsf ? ATTN_MMA_QSPLIT_ALL : 0), 0), ASA_OK);
+            get_dev(ug, dv.u, nu * 4);
+            for (size_t i = nh; i < nu; i++)
+                if (!isnan(ug[i]))
+                    fail_msg("%s: vfirst: element %zu past the rows written", m->name, i);
+            snprintf(what, sizeof what, "%s: expanded local%s", m->name, qsf ? " qsplit" : "");
+            cmp_scaled(what, ug, u_vf, nh, 1.5e-2, 1e-6, qsf ? &worst_u_qs : &worst_u);
+            cudaFree(dv.u);
+        }
+        cudaFree(qx_d);
+        free(qx);
+        free(u_vf);
+    }
     /* a launch covering tokens t_off .. T-1 only (the engine's token
      * chunks): those rows as before, the others untouched */
     if (T > 3) {
@@ -392,6 +428,16 @@ static void test_mma_13b(void **st) {
         run_case(&cs[i]);
 }
 
+/* the expanded local form (ATTN_MMA_VFIRST): 32 heads of [v 64 | k 64] +
+ * rope 32, one head a group; a chunk after earlier pages with a window
+ * edge, and a short second sequence sharing the blocks */
+static void test_mma_expanded(void **st) {
+    (void)st;
+    const mcase c = {"1.3b expanded local", 32, 128, 32, 1, 16, 100, 4, 4, 2, {150, 0},
+                     {70, 9}, false, 0};
+    run_case(&c);
+}
+
 /* shapes it does not take: nothing launched, ASA_EUNSUPPORTED */
 static void test_mma_unsupported(void **st) {
     (void)st;
@@ -429,7 +475,12 @@ int main(void) {
         cmocka_unit_test(test_mma_unsupported),
         cmocka_unit_test(test_mma_odd),
         cmocka_unit_test(test_mma_13b),
+        cmocka_unit_test(test_mma_expanded),
     };
+    /* ASA_TEST_FILTER=name: only the matching tests (cmocka's pattern) */
+    const char *flt = getenv("ASA_TEST_FILTER");
+    if (flt)
+        cmocka_set_test_filter(flt);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     printf("test_cuda_attn_mma: %s: %d cases, %ld elements compared, worst |err|/max|u| %.3g "
            "(hi + lo queries %.3g), worst lse err (hi + lo) %.3g, seed %llu\n",
