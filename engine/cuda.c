@@ -219,8 +219,9 @@ typedef struct cu_layer {
     uint16_t *w_in;      /* [n_in, d]: q_proj, kv_a_proj, g_proj (global) rows */
     uint16_t *kvb;       /* [H*(dh+dv), dg] kv_b_proj as loaded */
     float *kvbf;         /* the same in f32 (batched cuBLAS absorb/expand), or NULL */
-    uint16_t *kvbx;      /* local layers with the expanded prefill form (xattn):
-                            [H][dv + dh][dg], per head W_UV then W_UK rows */
+    uint16_t *kvbx;      /* local layers, once the expanded prefill form has run
+                            (cu__xattn_init): [H][dv + dh][dg], per head W_UV
+                            then W_UK rows */
     uint16_t *wuvT;      /* [H][dg][dv] W_UV,h transposed */
     uint16_t *o_proj;    /* [d, H*dv] */
     uint16_t *w_gu;      /* [2F, d]: gate_proj rows, up_proj rows */
@@ -248,7 +249,8 @@ typedef struct cu_be {
      * at least xattn_t tokens whose local key rows (nl_used pages of B) fit
      * xcap; per key row [head h: v (dv) | k (dh)]... | kR (dR)], xS elements */
     int xattn_t, xcap, xS, nl_used;
-    uint16_t *xkv, *xc;        /* [xcap][xS], [xcap][local dg] */
+    uint16_t *xkv, *xc;        /* [xcap][xS], [xcap][local dg]; NULL until the
+                                  first expanded step */
     int32_t *iota;             /* [xcap / B]: 0, 1, 2, ... (the rows' page table) */
     float *cosv, *sinv;        /* device [max_seq_len][half] RoPE tables */
     int n_sm;
@@ -743,15 +745,6 @@ static asa_err cu__load_layer(cu_be *c, const eng_layer *ly, cu_layer *y, uint16
                 stage[((size_t)h * y->dg + q) * dv + v] = asa_f32_to_bf16(eng_tensor_get(
                     &ly->kv_b_proj, ((int64_t)h * (dh + dv) + dh + v) * y->dg + q));
     CU_TRY(cudaMemcpy(y->wuvT, stage, (size_t)H * y->dg * dv * 2, cudaMemcpyHostToDevice));
-    if (c->xattn_t > 0 && ly->type == ENG_LAYER_LOCAL) {
-        /* per head: the W_UV rows, then the W_UK rows */
-        CU_OK(cu__malloc((void **)&y->kvbx, nkvb * 2));
-        const size_t hp = (size_t)(dh + dv) * y->dg * 2;
-        CU_TRY(cudaMemcpy2D(y->kvbx, hp, y->kvb + (size_t)dh * y->dg, hp, (size_t)dv * y->dg * 2,
-                            (size_t)H, cudaMemcpyDeviceToDevice));
-        CU_TRY(cudaMemcpy2D((char *)y->kvbx + (size_t)dv * y->dg * 2, hp, y->kvb, hp,
-                            (size_t)dh * y->dg * 2, (size_t)H, cudaMemcpyDeviceToDevice));
-    }
     if (c->blas_heads_t > 0) {
         float *f = malloc(nkvb * sizeof(float));
         if (!f)
@@ -1022,27 +1015,10 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->hrows, (size_t)lr * d * 4)) ||
         (err = cu__malloc((void **)&c->logits, (size_t)lr * V * 4)))
         return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
-    if (c->xattn_t > 0) {
-        /* one sequence's prefill of T tokens with its window before it */
-        c->xcap = (T + c->w + 2 * c->B + c->B - 1) / c->B * c->B;
-        c->xS = H * (c->dh + c->dv) + c->dR;
-        const int np = c->xcap / c->B;
-        int32_t *io = malloc((size_t)np * sizeof(int32_t));
-        if (!io)
-            return asa_errf(eb, ASA_ENOMEM, "cuda backend: out of memory");
-        for (int i = 0; i < np; i++)
-            io[i] = i;
-        if ((err = cu__malloc((void **)&c->xkv, (size_t)c->xcap * c->xS * 2)) ||
-            (err = cu__malloc((void **)&c->xc, (size_t)c->xcap * c->dgl * 2)) ||
-            (err = cu__malloc((void **)&c->iota, (size_t)np * sizeof(int32_t))) ||
-            (err = cudaMemcpy(c->iota, io, (size_t)np * sizeof(int32_t), cudaMemcpyHostToDevice)
-                       ? ASA_ECUDA
-                       : ASA_OK)) {
-            free(io);
-            return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
-        }
-        free(io);
-    }
+    /* one sequence's prefill of T tokens with its window before it; the
+     * buffers come at the first expanded step (cu__xattn_init) */
+    c->xcap = (T + c->w + 2 * c->B + c->B - 1) / c->B * c->B;
+    c->xS = H * (c->dh + c->dv) + c->dR;
     CU_TRY(cudaMemset(c->sel_cnt, 0, nsel * sizeof(int32_t)));
     CU_TRY(cudaMemset(c->mcnt, 0, (size_t)c->part_heads * 4));
     CU_TRY(cudaMemset(c->scnt, 0, (size_t)n_anchor_max * c->Gg * 4));
@@ -1567,6 +1543,46 @@ static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
  * and the page table iota over the rows, writing o_proj's input c->o.  Per
  * head and key 2 (64 + 32) + 2 x 64 FLOPs instead of the absorbed 2 (192 +
  * 32) + 2 x 192, and no absorb / expand products. */
+/* The buffers of the expanded form, allocated at its first use rather than
+ * at create: allocated between and after the weights they moved the
+ * weights and pages and cost decode 2-6 % a step (H200, asa-1.3b; the
+ * same binary with the form off was as fast as before).  Nothing runs in
+ * the stream meanwhile that reads them.  On failure the form stays off. */
+static asa_err cu__xattn_init(cu_be *c) {
+    const int H = c->H, dh = c->dh, dv = c->dv, np = c->xcap / c->B;
+    int32_t *io = malloc((size_t)np * sizeof(int32_t));
+    if (!io)
+        return ASA_ENOMEM;
+    for (int i = 0; i < np; i++)
+        io[i] = i;
+    asa_err err = ASA_OK;
+    if ((err = cu__malloc((void **)&c->xkv, (size_t)c->xcap * c->xS * 2)) ||
+        (err = cu__malloc((void **)&c->xc, (size_t)c->xcap * c->dgl * 2)) ||
+        (err = cu__malloc((void **)&c->iota, (size_t)np * sizeof(int32_t))) ||
+        (err = cudaMemcpy(c->iota, io, (size_t)np * sizeof(int32_t), cudaMemcpyHostToDevice)
+                   ? ASA_ECUDA
+                   : ASA_OK)) {
+        free(io);
+        return err;
+    }
+    free(io);
+    for (int l = 0; l < c->L; l++) {
+        cu_layer *y = &c->layers[l];
+        if (y->type != ENG_LAYER_LOCAL)
+            continue;
+        /* per head: the W_UV rows, then the W_UK rows */
+        const size_t hp = (size_t)(dh + dv) * y->dg * 2;
+        CU_OK(cu__malloc((void **)&y->kvbx, (size_t)H * hp));
+        CU_TRY(cudaMemcpy2DAsync(y->kvbx, hp, y->kvb + (size_t)dh * y->dg, hp,
+                                 (size_t)dv * y->dg * 2, (size_t)H, cudaMemcpyDeviceToDevice,
+                                 c->st));
+        CU_TRY(cudaMemcpy2DAsync((char *)y->kvbx + (size_t)dv * y->dg * 2, hp, y->kvb, hp,
+                                 (size_t)dh * y->dg * 2, (size_t)H, cudaMemcpyDeviceToDevice,
+                                 c->st));
+    }
+    return ASA_OK;
+}
+
 static asa_err cu__xattn(cu_be *c, const cu_layer *y, int T, int64_t layer_off) {
     const int H = c->H, dh = c->dh, dv = c->dv, B = c->B, rows = c->nl_used * B;
     const float one = 1.0f, zero = 0.0f;
@@ -1614,8 +1630,16 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                         .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
     /* expanded local attention (prefill; never in a captured graph: its row
      * count is the step's, not the padded graph's) */
-    const bool xa = !global && y->kvbx && T >= c->xattn_t && !c->capturing &&
-                    (int64_t)c->nl_used * c->B <= c->xcap;
+    bool xa = !global && c->xattn_t > 0 && T >= c->xattn_t && !c->capturing &&
+              (int64_t)c->nl_used * c->B <= c->xcap;
+    if (xa && !c->xkv) {
+        asa_err e = cu__xattn_init(c);
+        if (e) {
+            ASA_LOGW("cuda", "expanded local attention off: %s", asa_strerror(e));
+            c->xattn_t = 0;
+            xa = false;
+        }
+    }
     asa_err fe = xa                     ? rope_cache_cuda(&rp, c->st)
                  : cu__fused_attn(c, y, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st)
                                            : ASA_EUNSUPPORTED;
