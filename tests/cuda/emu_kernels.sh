@@ -44,4 +44,4 @@ g++ $SAN "$W/tm.o" "${objs[@]}" "$W/emu.o" "$W/asa.o" -o "$W/test_cuda_attn_mma"
 if [ "${ASA_EMU_ONLY:-}" != mma ]; then
     ASA_EMU=1 ASAN_OPTIONS=detect_leaks=0 "$W/test_cuda_kernels" "$@"
 fi
-ASAN_OPTIONS=detect_leaks=0 "$W/test_cuda_attn_mma" "$@"
+ASA_EMU=1 ASAN_OPTIONS=detect_leaks=0 "$W/test_cuda_attn_mma" "$@"
