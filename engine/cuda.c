@@ -55,7 +55,10 @@
  * fewer than 16 heads a latent group) whose
  * tokens have at most ASA_CUDA_MMA_DEC tiles of 64 keys (16; attn_mma with
  * one token per block, ATTN_MMA_TOKEN_ROWS, a token's keys split across
- * blocks when the grid is small: ASA_CUDA_MMA_DEC_SPLIT).
+ * blocks when the grid is small: ASA_CUDA_MMA_DEC_SPLIT).  Steps of at
+ * least ASA_CUDA_XATTN_MIN_T tokens (512) run the local layers in the
+ * expanded form instead (cu__xattn: keys and values per head, 320 instead of
+ * 832 FLOPs per head and key, no absorb / W_UV products).
  *
  * Sampling: every row that samples without returning logits is
  * sampled on the device by sample_cuda (kernels/cuda/sample_cuda.h: the
@@ -1535,14 +1538,6 @@ static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
     return c->fuse && !c->invariant && !(y->kvbf && T >= c->blas_heads_t);
 }
 
-/* The expanded form of a local layer's attention (prefill): the window's
- * latents gathered from the cache pages into rows (one per key of the
- * step's local table, xc) and expanded by one cuBLAS product into per-head
- * [v | k] rows plus the shared rope key (xkv, bf16); then attn_mma
- * (ATTN_MMA_VFIRST) with the queries as projected (qa's [q_nope | q_rope])
- * and the page table iota over the rows, writing o_proj's input c->o.  Per
- * head and key 2 (64 + 32) + 2 x 64 FLOPs instead of the absorbed 2 (192 +
- * 32) + 2 x 192, and no absorb / expand products. */
 /* The buffers of the expanded form, allocated at its first use rather than
  * at create: allocated between and after the weights they moved the
  * weights and pages and cost decode 2-6 % a step (H200, asa-1.3b; the
@@ -1583,6 +1578,14 @@ static asa_err cu__xattn_init(cu_be *c) {
     return ASA_OK;
 }
 
+/* The expanded form of a local layer's attention (prefill): the window's
+ * latents gathered from the cache pages into rows (one per key of the
+ * step's local table, xc) and expanded by one cuBLAS product into per-head
+ * [v | k] rows plus the shared rope key (xkv, bf16); then attn_mma
+ * (ATTN_MMA_VFIRST) with the queries as projected (qa's [q_nope | q_rope])
+ * and the page table iota over the rows, writing o_proj's input c->o.  Per
+ * head and key 2 (64 + 32) + 2 x 64 FLOPs instead of the absorbed 2 (192 +
+ * 32) + 2 x 192, and no absorb / expand products. */
 static asa_err cu__xattn(cu_be *c, const cu_layer *y, int T, int64_t layer_off) {
     const int H = c->H, dh = c->dh, dv = c->dv, B = c->B, rows = c->nl_used * B;
     const float one = 1.0f, zero = 0.0f;
@@ -1643,7 +1646,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     asa_err fe = xa                     ? rope_cache_cuda(&rp, c->st)
                  : cu__fused_attn(c, y, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st)
                                            : ASA_EUNSUPPORTED;
-    if (fe != ASA_EUNSUPPORTED) { /* one launch for both (independent parts of qa) */
+    if (fe != ASA_EUNSUPPORTED) { /* rope alone, or rope + absorb in one launch */
         CU_OK(fe);
     } else {
         CU_OK(rope_cache_cuda(&rp, c->st));
