@@ -28,8 +28,8 @@
 #   2. test_cuda_engine    CUDA engine vs CPU engine on tests/fixtures/*
 #      test_cuda_model     the bundled models/asa-tiny on both engines, 64
 #                          greedy steps from four prompts (ASA_MODEL_DIR)
-#      both again with ASA_CUDA_XATTN_MIN_T=1 (every step's local layers in
-#                          the expanded form)
+#      both again with ASA_CUDA_XATTN_MIN_T=1 (every prefill step's local
+#                          layers in the expanded form)
 #   3. the kernels/cuda unit tests of the other kernels, when built
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
@@ -123,8 +123,8 @@ run kernels 120 "$T/test_cuda_kernels"
 run attn_mma 60 "$T/test_cuda_attn_mma"
 run engine_vs_cpu 150 "$T/test_cuda_engine"
 run model_vs_cpu 60 "$T/test_cuda_model" "$ROOT/models/asa-tiny"
-# every step's local layers in the expanded form (the default takes it from
-# ASA_CUDA_XATTN_MIN_T tokens a step, more than the fixtures' prompts)
+# every prefill step's local layers in the expanded form (the default takes
+# it from ASA_CUDA_XATTN_MIN_T = 128 tokens a step)
 export ASA_CUDA_XATTN_MIN_T=1
 run engine_vs_cpu_xattn 150 "$T/test_cuda_engine"
 run model_vs_cpu_xattn 60 "$T/test_cuda_model" "$ROOT/models/asa-tiny"
