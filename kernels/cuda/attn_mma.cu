@@ -706,8 +706,6 @@ asa_err mm_pick(const attn_params *p, int ks, int np, int rpb, bool qs, bool fas
 
 } /* namespace */
 
-static int nsp_of(const attn_params *p) { return p->n_split > 1 ? p->n_split : 1; }
-
 extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream) {
     if (!p || p->T < 0 || p->H < 1 || p->c.G < 1 || p->H % p->c.G || p->c.dg < 1 ||
         p->c.dR < 0 || p->c.B < 1 || p->t_off < 0 ||
@@ -734,7 +732,7 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
     const bool qs = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
     const bool fast = !(flags & ATTN_MMA_NOFAST);
     if (flags & ATTN_MMA_VFIRST) { /* expanded local heads: 64 + 64 (+ 32 rope) */
-        if (p->mode != ATTN_LOCAL || p->c.dg != 128 || p->c.dR != 32 || nsp_of(p) > 1)
+        if (p->mode != ATTN_LOCAL || p->c.dg != 128 || p->c.dR != 32 || p->n_split > 1)
             return ASA_EUNSUPPORTED;
         return mm_pick<10, 4, true, 4>(p, ks, 4, rpb, qs, fast, stream);
     }

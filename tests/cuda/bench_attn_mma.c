@@ -56,12 +56,14 @@ static void fill_keys(uint16_t *kv, size_t n) {
 
 /* 0: attn_latent, 1: attn_mma as the engine's default (hi + lo queries in
  * the compressed branch), 2: attn_mma with hi + lo queries everywhere,
- * 3: the default without the per-tile fast paths (ATTN_MMA_NOFAST) */
+ * 3: the default without the per-tile fast paths (ATTN_MMA_NOFAST),
+ * 4: the expanded local form (ATTN_MMA_VFIRST) */
 static asa_err run_one(const attn_params *p, int which) {
     return which == 0   ? attn_latent_cuda(p, 0)
            : which == 1 ? attn_mma_cuda(p, ATTN_MMA_QSPLIT, 0)
            : which == 2 ? attn_mma_cuda(p, ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL, 0)
-                        : attn_mma_cuda(p, ATTN_MMA_QSPLIT | ATTN_MMA_NOFAST, 0);
+           : which == 3 ? attn_mma_cuda(p, ATTN_MMA_QSPLIT | ATTN_MMA_NOFAST, 0)
+                        : attn_mma_cuda(p, ATTN_MMA_VFIRST, 0);
 }
 
 static double time_ms(const attn_params *p, int which, int reps) {
@@ -274,22 +276,7 @@ int main(int argc, char **argv) {
         for (int t = 0; t < T; t++)
             keys += (double)H * (pos[t] + 1 < W ? pos[t] + 1 : W);
         const double flop = 2.0 * keys * (64 + 32 + 64), flop_abs = 2.0 * keys * (192 + 32 + 192);
-        cudaEvent_t a, b;
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        if (attn_mma_cuda(&p, ATTN_MMA_VFIRST, 0) != ASA_OK) {
-            fprintf(stderr, "expanded launch failed\n");
-            return 1;
-        }
-        CK(cudaDeviceSynchronize());
-        CK(cudaEventRecord(a, 0));
-        for (int i = 0; i < reps; i++)
-            attn_mma_cuda(&p, ATTN_MMA_VFIRST, 0);
-        CK(cudaEventRecord(b, 0));
-        CK(cudaEventSynchronize(b));
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        ms /= (float)reps;
+        const double ms = time_ms(&p, 4, reps);
         printf("local expanded (32 heads of 64 + 64, rope 32): %.3f GFLOP  mma %8.3f ms (%6.1f "
                "TFLOP/s; the absorbed form's %.3f GFLOP at %6.1f TFLOP/s)\n",
                flop * 1e-9, ms, flop / ms * 1e-9, flop_abs * 1e-9, flop_abs / ms * 1e-9);
