@@ -302,6 +302,10 @@ typedef struct cu_be {
     int blas_heads_t;          /* absorb/expand through batched cuBLAS from
                                   this many tokens on (ASA_CUDA_BLAS_HEADS_T,
                                   0 = never) */
+    bool acc_res;              /* o_proj and down add into the residual stream
+                                  in cuBLAS's epilogue (beta = 1) where they
+                                  run on cuBLAS (cu__acc_res; ASA_CUDA_ACC_RES=0:
+                                  into tmp, added by the next RMSNorm) */
     bool presplit;             /* products on cuBLAS read bf16 parts written by
                                   RMSNorm / SiLU-gate (ASA_CUDA_PRESPLIT=0: f32
                                   and a split launch) */
@@ -464,7 +468,7 @@ static asa_err cu__small_gemm(cu_be *c, int M, int K, const float *x, bool lo,
                               const uint16_t *W, int N, float *y);
 static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo);
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
-                              bool lo);
+                              bool lo, bool acc);
 
 /* y[M][N] (f32, ld N) = x[M][K] (f32, ld K) . W[N][K]^T (bf16).  Up to
  * c->gemv_rows rows: the GEMV kernel reads x as f32.  Larger: cuBLAS on the
@@ -499,7 +503,24 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
     if (e != ASA_EUNSUPPORTED)
         return e;
     CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
-    return cu__gemm_parts(c, M, K, W, N, y, lo);
+    return cu__gemm_parts(c, M, K, W, N, y, lo, false);
+}
+
+/* Whether a step of T tokens adds o_proj's and down's outputs into the
+ * residual stream in the cuBLAS product (beta = 1; the next RMSNorm then
+ * reads the stream alone): where those products take the plain cuBLAS
+ * path.  At an 8k prefill this saves each RMSNorm a read and a write of
+ * [T][d] f32, for one more read in the product's epilogue. */
+static bool cu__acc_res(const cu_be *c, int T) {
+    return c->acc_res && !c->invariant && T > c->gemv_rows && T > c->small_rows &&
+           2 * T > CU_STACK_M;
+}
+
+/* c->res += x[M][K] . W[N][K]^T (f32 x; where cu__acc_res). */
+static asa_err cu__gemm_res(cu_be *c, const float *x, int M, int K, const uint16_t *W, int N) {
+    const bool lo = cu__want_lo(c, M, false);
+    CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
+    return cu__gemm_parts(c, M, K, W, N, c->res, lo, true);
 }
 
 /* A product of M rows as gemm_small, from f32 x (cut into parts in the
@@ -532,10 +553,12 @@ static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
     return !lo ? NULL : 2 * M <= CU_STACK_M ? c->xhi + (size_t)M * K : c->xlo;
 }
 
-/* The cuBLAS product on the bf16 parts already in xhi (and cu__lo_buf). */
+/* The cuBLAS product on the bf16 parts already in xhi (and cu__lo_buf);
+ * acc: y += the product (only where cu__acc_res holds: the plain cuBLAS
+ * path). */
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
-                              bool lo) {
-    asa_err e = cu__small_gemm(c, M, K, NULL, lo, W, N, y);
+                              bool lo, bool acc) {
+    asa_err e = acc ? ASA_EUNSUPPORTED : cu__small_gemm(c, M, K, NULL, lo, W, N, y);
     if (e != ASA_EUNSUPPORTED)
         return e;
     const float one = 1.0f, zero = 0.0f;
@@ -546,8 +569,8 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
         return cb_add2_cuda(M, N, c->y2, c->y2 + (size_t)M * N, y, c->st);
     }
     CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K,
-                            c->xhi, CUDA_R_16BF, K, &zero, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT));
+                            c->xhi, CUDA_R_16BF, K, acc ? &one : &zero, y, CUDA_R_32F, N,
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     if (lo)
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF,
                                 K, c->xlo, CUDA_R_16BF, K, &one, y, CUDA_R_32F, N,
@@ -865,6 +888,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     if (c->invariant || k->n_local_layers == 0 || c->dh != 64 || c->dv != 64 || c->dR != 32)
         c->xattn_t = 0;
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
+    c->acc_res = !cu__env_is("ASA_CUDA_ACC_RES", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
     /* split-plan knobs, for measuring the decode attention's schedule */
     c->split_tiles = cu__env_int("ASA_CUDA_SPLIT_TILES", CU_SPLIT_TILES, 1);
@@ -1523,7 +1547,7 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float
         if (e != ASA_EUNSUPPORTED) {
             CU_OK(e);
             cu__mark(c, CU_T_PROJ);
-            return cu__gemm_parts(c, T, d, W, N, y, lo);
+            return cu__gemm_parts(c, T, d, W, N, y, lo, false);
         }
     }
     CU_OK(cu__rmsnorm(c, x, residual, w_norm, c->hn, T));
@@ -1621,8 +1645,9 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const int32_t *tab = global ? mt->gtab : mt->ltab, *toff = global ? mt->gtoff : mt->ltoff;
 
     /* attention input */
-    CU_OK(cu__norm_gemm(c, first ? c->res : c->tmp, !first, y->attn_norm, T, y->w_in, y->n_in,
-                        c->qa, true));
+    const bool acc = cu__acc_res(c, T); /* o_proj, down add into c->res */
+    CU_OK(cu__norm_gemm(c, first || acc ? c->res : c->tmp, !first && !acc, y->attn_norm, T,
+                        y->w_in, y->n_in, c->qa, true));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
@@ -1717,8 +1742,12 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T)
                                               : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp, false));
-    CU_OK(cu__norm_gemm(c, c->tmp, true, y->mlp_norm, T, y->w_gu, 2 * F, c->gu, false));
+    if (acc)
+        CU_OK(cu__gemm_res(c, c->o, T, H * c->dv, y->o_proj, d));
+    else
+        CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp, false));
+    CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, !acc, y->mlp_norm, T, y->w_gu, 2 * F, c->gu,
+                        false));
     if (cu__fused(c, T) && c->fuse_silu) {
         /* SiLU-gate in the down product's prologue */
         gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,
@@ -1736,7 +1765,10 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                           .out_type = act_bf16 ? KC_BF16 : KC_F32, .ld_out = F};
     CU_OK(silu_mul_cuda(&sm, c->st));
     cu__mark(c, CU_T_PROJ);
-    CU_OK(act_bf16 ? cu__gemm_parts(c, T, F, y->down, d, c->tmp, false)
+    if (acc)
+        return act_bf16 ? cu__gemm_parts(c, T, F, y->down, d, c->res, false, true)
+                        : cu__gemm_res(c, c->act, T, F, y->down, d);
+    CU_OK(act_bf16 ? cu__gemm_parts(c, T, F, y->down, d, c->tmp, false, false)
                    : cu__gemm(c, c->act, T, F, y->down, d, c->tmp, false));
     return ASA_OK;
 }
@@ -1766,8 +1798,8 @@ static asa_err cu__forward(cu_be *c, int T, int n0) {
     for (int l = 0; l < c->L; l++)
         CU_OK(cu__layer(c, &c->layers[l], T, l == 0));
     cu__mark(c, CU_T_OTHER);
-    CU_OK(cu__rmsnorm(c, c->L > 0 ? c->tmp : c->res, c->L > 0 ? c->res : NULL, c->norm, c->hn,
-                      T));
+    const bool tmp_out = c->L > 0 && !cu__acc_res(c, T); /* the last down's output */
+    CU_OK(cu__rmsnorm(c, tmp_out ? c->tmp : c->res, tmp_out ? c->res : NULL, c->norm, c->hn, T));
     if (n0 > 0)
         CU_OK(cu__logits(c, 0, n0));
     return ASA_OK;

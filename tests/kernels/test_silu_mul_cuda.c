@@ -1,6 +1,6 @@
 /*
  * tests/kernels/test_silu_mul_cuda.c - silu_mul_cuda against silu_mul_ref:
- * odd widths, type combinations, padded strides (padding untouched),
+ * odd widths, type combinations, both kernel paths, padded strides (padding untouched),
  * poisoned outputs, extreme inputs, and the launcher's checks.
  */
 #include <math.h>
@@ -73,6 +73,11 @@ static void test_shapes(void **state) {
     run_case(2, 31, 3, 1, KC_BF16, KC_F32);
     run_case(3, 257, 0, 2, KC_F32, KC_BF16);
     run_case(1, 1001, 1, 0, KC_BF16, KC_BF16);
+    /* the four-a-thread path (f32 in; F, strides multiples of 4), a
+     * partial last block, padded strides, both output types */
+    run_case(5, 36, 4, 0, KC_F32, KC_BF16);
+    run_case(4, 516, 8, 4, KC_F32, KC_F32);
+    run_case(2, 516, 0, 2, KC_F32, KC_BF16); /* ld_out % 4: the element path */
     if (kt_quick())
         return;
     run_case(1, 5632, 0, 0, KC_F32, KC_BF16);
