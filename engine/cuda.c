@@ -1715,6 +1715,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .tok_pos = mt->pos, .tok_seq = mt->seq, .qt = c->qt, .qr = at.qr,
                             .ld_qr = at.ld_qr, .qr_stride = at.qr_stride, .lse = c->lse,
                             .s = sets, .scores = c->scores, .exact = c->sel_exact,
+                            .anchor_runs = !c->one_per_seq,
                             .done_cnt = c->fuse && !c->invariant ? c->scnt : NULL};
         if (rp.compress) { /* fused decode, one token per sequence: the stores too */
             sp.n_store = mt->n_store;

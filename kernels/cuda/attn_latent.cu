@@ -744,6 +744,194 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
     }
 }
 
+/* The same scores for many anchors (prefill), the candidates shared: one
+ * warp per anchor (SELM_WARPS anchors a block, their group's heads as the
+ * 16 rows of its A fragments, from the same bf16 hi + lo query parts), the
+ * candidate entries of a chunk of SELT_TILES x SELT_KT blocks staged tile by
+ * tile into shared memory (cp.async, double-buffered, row stride ks * 16 + 8
+ * elements so that ldmatrix rows fall on distinct bank quads) and read by
+ * ldmatrix, 8 independent accumulators a warp.  Each accumulator takes its
+ * products in the order of select_score_mma_kernel (hi then lo per k step)
+ * and the head sums the same shuffles: the same scores, bit for bit.
+ * Anchors of one block from different sequences (a sequence boundary) are
+ * handled in passes, one sequence a pass: the entries staged in a pass are
+ * its sequence's, read by that sequence's warps only. */
+constexpr int SELT_KT = 64;    /* candidates a staged tile */
+constexpr int SELT_TILES = 4;  /* tiles a chunk (grid z) */
+
+__global__ void __launch_bounds__(SELM_WARPS * 32)
+    select_score_tiled_kernel(const select_params p, int ep, int vec) {
+    extern __shared__ float selt_sm[]; /* [2][SELT_KT][ep + 8] bf16 */
+    __shared__ int pg[SELT_KT * SELT_TILES];
+    __shared__ int w_seq[SELM_WARPS], w_nvis[SELM_WARPS];
+    kc_pdl_enter();
+    const int g = blockIdx.y, G = p.c.G, dg = p.c.dg, dR = p.c.dR, B = p.c.B;
+    const int hpg = p.H / G;
+    const int lane = (int)(threadIdx.x & 31), warp = (int)(threadIdx.x >> 5), tid = threadIdx.x;
+    const int gid = lane >> 2, tig = lane & 3;
+    const int kd = (dg + 15) / 16, ks = kd + (dR + 15) / 16, Ep = ep + 8;
+    const int a = (int)blockIdx.x * SELM_WARPS + warp;
+    const int t = a < p.n_anchors ? p.anchors[a] : -1;
+    const int pos = t >= 0 ? p.tok_pos[t] : 0, nvis = t >= 0 ? (pos + 1) / B : 0;
+    const int cur = pos / B, b0 = (int)blockIdx.z * SELT_KT * SELT_TILES;
+    if (lane == 0) {
+        w_seq[warp] = t >= 0 && nvis > b0 ? p.tok_seq[t] : -1;
+        w_nvis[warp] = nvis;
+    }
+    uint16_t *const kt = (uint16_t *)selt_sm;
+    /* pad columns [ep - (kd*16 - dg) ...) stay zero: zero both buffers once */
+    for (int i = tid; i < 2 * SELT_KT * Ep; i += SELM_WARPS * 32)
+        kt[i] = 0;
+    /* A fragments of this warp's anchor (rows: the group's heads) */
+    uint32_t ahi[SELM_KMAX][4], alo[SELM_KMAX][4];
+#pragma unroll
+    for (int j = 0; j < SELM_KMAX; j++) {
+        if (j >= ks)
+            break;
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int h = gid + (r & 1) * 8, kk = 16 * j + 2 * tig + (r >> 1) * 8, hh = g * hpg + h;
+            uint16_t hv[2], lv[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                float x = 0.0f;
+                if (t >= 0 && h < hpg) {
+                    const int e = kk + u;
+                    if (j < kd) {
+                        if (e < dg)
+                            x = p.qt[((int64_t)t * p.H + hh) * dg + e];
+                    } else if (e - kd * 16 < dR) {
+                        x = p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + (e - kd * 16)];
+                    }
+                }
+                hv[u] = kc_f32_bf16(x);
+                lv[u] = kc_f32_bf16(x - kc_bf16_f32(hv[u]));
+            }
+            ahi[j][r] = (uint32_t)hv[0] | (uint32_t)hv[1] << 16;
+            alo[j][r] = (uint32_t)lv[0] | (uint32_t)lv[1] << 16;
+        }
+    }
+    const float l0 = t >= 0 && gid < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid] : 0.0f;
+    const float l1 = t >= 0 && gid + 8 < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid + 8] : 0.0f;
+    float *const sc = p.scores + ((int64_t)(a < p.n_anchors ? a : 0) * G + g) * p.nb_max;
+    const int64_t S = (int64_t)G * dg + dR;
+    const int64_t ent0 = p.c.layer_off + (int64_t)B * S;
+    __syncthreads();
+
+    unsigned done = 0;
+    for (;;) {
+        /* this pass: the sequence of the first warp not yet done */
+        int sq = -1, bend = 0;
+        unsigned mem = 0;
+        for (int w = 0; w < SELM_WARPS; w++)
+            if (!((done >> w) & 1u) && w_seq[w] >= 0 && (sq < 0 || w_seq[w] == sq)) {
+                sq = w_seq[w];
+                mem |= 1u << w;
+                bend = max(bend, w_nvis[w]);
+            }
+        if (sq < 0)
+            break;
+        done |= mem;
+        bend = min(bend, b0 + SELT_KT * SELT_TILES);
+        const int ntile = (bend - b0 + SELT_KT - 1) / SELT_KT;
+        const int32_t *tab = p.c.tab + p.c.seq_toff[sq];
+        for (int i = tid; i < bend - b0; i += SELM_WARPS * 32)
+            pg[i] = tab[b0 + i];
+        __syncthreads();
+        /* staging of tile ti into buffer bf: the candidates' [c^(g) | kR] */
+        auto stage = [&](int ti, int bf) {
+            uint16_t *dst = kt + bf * SELT_KT * Ep;
+            const int c0 = ti * SELT_KT;
+            if (vec) {
+                const int dg8 = dg >> 3, E8 = dg8 + (dR >> 3);
+                for (int j = tid; j < SELT_KT * E8; j += SELM_WARPS * 32) {
+                    const int kk = j / E8, ch = j % E8, c = c0 + kk;
+                    if (b0 + c >= bend)
+                        continue;
+                    const uint16_t *src = p.c.kv + (int64_t)pg[c] * p.c.page_elems + ent0 +
+                                          (ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8));
+                    mma_cp16(dst + kk * Ep + (ch < dg8 ? 8 * ch : kd * 16 + 8 * (ch - dg8)), src,
+                             true);
+                }
+                mma_cp_commit();
+            } else {
+                const int E = dg + dR;
+                for (int j = tid; j < SELT_KT * E; j += SELM_WARPS * 32) {
+                    const int kk = j / E, e = j % E, c = c0 + kk;
+                    if (b0 + c >= bend)
+                        continue;
+                    const uint16_t *ent = p.c.kv + (int64_t)pg[c] * p.c.page_elems + ent0;
+                    dst[kk * Ep + (e < dg ? e : kd * 16 + e - dg)] =
+                        ent[e < dg ? g * dg + e : G * dg + (e - dg)];
+                }
+            }
+        };
+        const bool mine = (mem >> warp) & 1u;
+        stage(0, 0);
+        for (int ti = 0; ti < ntile; ti++) {
+            if (ti + 1 < ntile) {
+                stage(ti + 1, (ti + 1) & 1);
+                mma_cp_wait<1>();
+            } else {
+                mma_cp_wait<0>();
+            }
+            __syncthreads(); /* tile ti landed for everybody */
+            const int n0 = b0 + ti * SELT_KT;
+            if (mine && n0 < nvis) {
+                const uint16_t *tb = kt + (ti & 1) * SELT_KT * Ep;
+                float acc[SELT_KT / 8][4];
+#pragma unroll
+                for (int n = 0; n < SELT_KT / 8; n++)
+                    acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+                const int mi = lane >> 3, mr = lane & 7;
+#pragma unroll
+                for (int j = 0; j < SELM_KMAX; j++) {
+                    if (j >= ks)
+                        break;
+#pragma unroll
+                    for (int np = 0; np < SELT_KT / 16; np++) {
+                        uint32_t b[4]; /* candidates 16np + 0..7 (b0, b1), 8..15 (b2, b3) */
+                        mma_ldsm_x4<false>(b, tb + (16 * np + mr + 8 * (mi >> 1)) * Ep + 16 * j +
+                                                  8 * (mi & 1));
+                        mma_16816(acc[2 * np], ahi[j], b[0], b[1]);
+                        mma_16816(acc[2 * np], alo[j], b[0], b[1]);
+                        mma_16816(acc[2 * np + 1], ahi[j], b[2], b[3]);
+                        mma_16816(acc[2 * np + 1], alo[j], b[2], b[3]);
+                    }
+                }
+#pragma unroll
+                for (int n = 0; n < SELT_KT / 8; n++) {
+                    float s0 = 0.0f, s1 = 0.0f;
+                    if (gid < hpg) {
+                        s0 += expf(acc[n][0] * p.scale - l0);
+                        s1 += expf(acc[n][1] * p.scale - l0);
+                    }
+                    if (gid + 8 < hpg) {
+                        s0 += expf(acc[n][2] * p.scale - l1);
+                        s1 += expf(acc[n][3] * p.scale - l1);
+                    }
+#pragma unroll
+                    for (int o = 4; o < 32; o <<= 1) {
+                        s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+                        s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+                    }
+                    if (gid == 0) {
+#pragma unroll
+                        for (int u = 0; u < 2; u++) {
+                            const int b = n0 + 8 * n + 2 * tig + u;
+                            if (b < nvis && b < b0 + SELT_KT * SELT_TILES) {
+                                const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
+                                sc[b] = forced ? -1.0f : (u ? s1 : s0);
+                            }
+                        }
+                    }
+                }
+            }
+            __syncthreads(); /* buffer ti & 1 free for tile ti + 2 */
+        }
+    }
+}
+
 /* Warp argmax of (score, block): the higher score, ties to the lower block;
  * the result in every lane. */
 __device__ __forceinline__ void warp_best(float &bv, int &bi) {
@@ -1285,14 +1473,40 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
     const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
     select_params q = *p;
     if (mma) {
-        /* tensor-core scores (no fused choice).  Few anchors (decode): 2
-         * tiles of 8 candidates per warp, many thread blocks; many anchors
-         * (prefill): 8 tiles, the query's set-up shared by more candidates */
+        /* tensor-core scores (no fused choice).  Anchors in runs of one
+         * sequence (prefill): select_score_tiled_kernel, SELM_WARPS anchors
+         * sharing each staged candidate.  Otherwise one anchor a block: few
+         * anchors (decode) 2 tiles of 8 candidates per warp, many thread
+         * blocks; many anchors 8 tiles, the query's set-up shared by more
+         * candidates */
         q.done_cnt = nullptr;
-        const int ntw = p->n_anchors * p->c.G >= 64 ? 8 : 2, csz = SELM_WARPS * ntw * 8;
-        const dim3 mgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
-                         (unsigned)((p->nb_max + csz - 1) / csz));
-        KC_CUDA_TRY(kc_launch(select_score_mma_kernel, mgrid, SELM_WARPS * 32, 0, stream, q, ntw));
+        const int kd = (p->c.dg + 15) / 16, ep = (kd + (p->c.dR + 15) / 16) * 16;
+        if (p->anchor_runs && p->n_anchors >= 2 * SELM_WARPS) {
+            /* prefill: SELM_WARPS anchors a block share the staged entries */
+            const size_t tsm = (size_t)2 * SELT_KT * (ep + 8) * sizeof(uint16_t);
+            static size_t traised = 48 * 1024;
+            if (tsm > traised) {
+                KC_CUDA_TRY(cudaFuncSetAttribute(select_score_tiled_kernel,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 (int)tsm));
+                traised = tsm;
+            }
+            const int64_t pe = p->c.page_elems, S = (int64_t)p->c.G * p->c.dg + p->c.dR;
+            const int vec = p->c.dg % 8 == 0 && p->c.dR % 8 == 0 && pe % 8 == 0 &&
+                            p->c.layer_off % 8 == 0 && (p->c.B * S) % 8 == 0 &&
+                            ((uintptr_t)p->c.kv & 15) == 0;
+            const int csz = SELT_KT * SELT_TILES;
+            const dim3 tgrid((unsigned)((p->n_anchors + SELM_WARPS - 1) / SELM_WARPS),
+                             (unsigned)p->c.G, (unsigned)((p->nb_max + csz - 1) / csz));
+            KC_CUDA_TRY(kc_launch(select_score_tiled_kernel, tgrid, SELM_WARPS * 32, tsm, stream,
+                                  q, ep, vec));
+        } else {
+            const int ntw = p->n_anchors * p->c.G >= 64 ? 8 : 2, csz = SELM_WARPS * ntw * 8;
+            const dim3 mgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
+                             (unsigned)((p->nb_max + csz - 1) / csz));
+            KC_CUDA_TRY(
+                kc_launch(select_score_mma_kernel, mgrid, SELM_WARPS * 32, 0, stream, q, ntw));
+        }
     } else {
         if (!vsm)
             q.done_cnt = nullptr;

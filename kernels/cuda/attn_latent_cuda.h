@@ -142,6 +142,10 @@ typedef struct select_params {
     float *scores;           /* workspace */
     int exact;               /* 1: score with f32 FMAs; 0: on tensor cores (query
                                 as a bf16 hi + lo pair) where the shape allows */
+    int anchor_runs;         /* 1: the anchors come in runs of one sequence (a
+                                prefill's): the tensor-core scoring stages each
+                                candidate entry once for several anchors (any
+                                order stays correct, only slower) */
     int *done_cnt;           /* NULL: a second launch chooses; else the last
                                 scoring block of each (anchor, group) chooses
                                 (one launch less, the same choice): n_anchors

@@ -739,7 +739,12 @@ static void test_select_long(void **st) {
  * group, dg 96, dR 32, more candidates than one scoring chunk) and odd ones
  * (parts padded to 16, 3 heads per group); two sequences, anchors at
  * several positions.  Scores within 2e-5 relative; chosen sets equal to the
- * reference's except for swaps between blocks whose scores tie within 1e-4. */
+ * reference's except for swaps between blocks whose scores tie within 1e-4.
+ * The tensor-core scoring also with anchor_runs (the prefill kernel that
+ * shares staged candidates among anchors): with the anchors alternating
+ * between the sequences (a pass per sequence in each thread block) and
+ * grouped by sequence (its common case), which must give the same scores
+ * bit for bit as the per-anchor kernel. */
 static void test_select_shapes(void **st) {
     (void)st;
     static const struct { int G, dg, dR, H, B; } shp[] = {
@@ -748,10 +753,10 @@ static void test_select_shapes(void **st) {
         const int G = shp[si].G, dg = shp[si].dg, dR = shp[si].dR, H = shp[si].H,
                   B = shp[si].B, hpg = H / G, top_n = 16, E = dg + dR;
         const int S = G * dg + dR, Lg = 2, ti = 1;
-        /* the first shape with 35 anchors (70 pairs: the prefill launch
-         * shape of the tensor-core scoring), the others with 5 */
+        /* 35 anchors (70 pairs for the first shape: the prefill launch
+         * shape of the per-anchor tensor-core scoring) */
         const int pos5[5] = {5 * B - 1, 17 * B + 3, 40 * B + 1, 300 * B + 7, 150 * B};
-        const int seq5[5] = {0, 1, 0, 1, 0}, NA = si == 0 ? 35 : 5;
+        const int seq5[5] = {0, 1, 0, 1, 0}, NA = 35;
         int pos[35], seq[35];
         for (int a = 0; a < NA; a++) {
             pos[a] = pos5[a % 5] - a / 5;
@@ -807,10 +812,26 @@ static void test_select_shapes(void **st) {
                             .s = {.tsel = tsel, .tsel_cnt = tcnt, .Lg = 1, .ti = 0,
                                   .top_n = top_n}};
         select_blocks_ref(&sp);
-        for (int exact = 0; exact < 2; exact++) {
+        /* the anchors grouped by sequence (slot -> token) */
+        int32_t ancg[36];
+        {
+            int k = 0;
+            for (int sq = 0; sq < 2; sq++)
+                for (int a = 0; a < NA; a++)
+                    if (seq[a] == sq)
+                        ancg[k++] = a;
+            ancg[NA] = -1;
+        }
+        float *sc_plain = malloc((size_t)(NA + 1) * G * nb_max * 4);
+        /* variants: 0 tensor cores, 1 exact, 2 anchor_runs, 3 anchor_runs
+         * with the anchors grouped */
+        for (int var = 0; var < 4; var++) {
+            const int exact = var == 1;
+            const int32_t *slot_tok = var == 3 ? ancg : anc;
             select_params sd = sp;
             sd.exact = exact;
-            sd.anchors = dup_dev(anc, (size_t)(NA + 1) * 4);
+            sd.anchor_runs = var >= 2;
+            sd.anchors = dup_dev(slot_tok, (size_t)(NA + 1) * 4);
             sd.c.kv = dup_dev(kv, (size_t)np * pe * 2);
             sd.c.tab = dup_dev(tab, (size_t)np * 4);
             sd.c.seq_toff = dup_dev(toff, sizeof toff);
@@ -828,17 +849,23 @@ static void test_select_shapes(void **st) {
             get_dev(sc, sd.scores, (size_t)(NA + 1) * G * nb_max * 4);
             get_dev(tg, sd.s.tsel, (size_t)NA * G * top_n * 4);
             get_dev(cg, sd.s.tsel_cnt, (size_t)NA * G * 4);
-            for (int a = 0; a < NA; a++)
+            for (int sl = 0; sl < NA; sl++)
                 for (int g = 0; g < G; g++) {
-                    const int cur = pos[a] / B;
+                    const int a = slot_tok[sl], cur = pos[a] / B;
                     for (int b = 0; b < (pos[a] + 1) / B; b++) {
-                        const size_t i = ((size_t)a * G + g) * nb_max + b;
+                        const size_t i = ((size_t)sl * G + g) * nb_max + b;
+                        const size_t ia = ((size_t)a * G + g) * nb_max + b;
                         const bool forced = b < 1 || b > cur - 2;
-                        const double want = forced ? -1.0 : ref[i];
+                        const double want = forced ? -1.0 : ref[ia];
                         if (!(fabs(sc[i] - want) <= 2e-5 * fabs(want) + 1e-30))
-                            fail_msg("select scores (shape %zu, exact %d): anchor %d group %d "
-                                     "block %d: got %.9g, want %.9g", si, exact, a, g, b,
+                            fail_msg("select scores (shape %zu, variant %d): anchor %d group %d "
+                                     "block %d: got %.9g, want %.9g", si, var, a, g, b,
                                      sc[i], want);
+                        /* anchor_runs: the per-anchor kernel's bits */
+                        if (var >= 2 && memcmp(&sc[i], &sc_plain[ia], 4) != 0)
+                            fail_msg("select scores (shape %zu, variant %d): anchor %d group "
+                                     "%d block %d: %.9g, the per-anchor kernel %.9g", si, var,
+                                     a, g, b, sc[i], sc_plain[ia]);
                         n_checked++;
                     }
                     /* sets: equal, or swaps between near-tied blocks */
@@ -861,14 +888,16 @@ static void test_select_shapes(void **st) {
                             const double s1 = ref[((size_t)a * G + g) * nb_max + kg[x]],
                                          s2 = ref[((size_t)a * G + g) * nb_max + rg[y]];
                             if (!(fabs(s1 - s2) <= 1e-4 * fmax(s1, s2)))
-                                fail_msg("select sets (shape %zu, exact %d): anchor %d group "
+                                fail_msg("select sets (shape %zu, variant %d): anchor %d group "
                                          "%d: block %d chosen instead of %d (scores %.9g, "
-                                         "%.9g)", si, exact, a, g, kg[x], rg[y], s1, s2);
+                                         "%.9g)", si, var, a, g, kg[x], rg[y], s1, s2);
                         }
                     }
                     n_checked += n;
                 }
             n_kernels++;
+            if (var == 0)
+                memcpy(sc_plain, sc, (size_t)(NA + 1) * G * nb_max * 4);
             free(sc);
             free(tg);
             free(cg);
@@ -885,6 +914,7 @@ static void test_select_shapes(void **st) {
             cudaFree(sd.s.tsel_cnt);
             cudaFree(sd.scores);
         }
+        free(sc_plain);
         free(ref);
         free(tsel);
         free(tcnt);

@@ -36,6 +36,7 @@ inline long long __double_as_longlong(double d) { long long u; memcpy(&u, &d, 8)
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 template <class T> T __ldg(const T *p) { return *p; }
 template <class T> T __ldcg(const T *p) { return *p; }
+template <class T> T __ldcs(const T *p) { return *p; }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 void __syncthreads();
