@@ -7,7 +7,11 @@
  * shared memory with 16-byte loads, then every warp computes its 16 rows x
  * MM_KT scores (ldmatrix of K, Q fragments in registers), masks per row,
  * updates its running max / sum and rescales its accumulators (16 rows x
- * dg in registers), and adds P V (ldmatrix.trans of the same tile).  A
+ * dg in registers), and adds P V (ldmatrix.trans of the same tile).  The
+ * softmax runs on the base-2 scale (scores times scale * log2(e), one
+ * ex2.approx.ftz a probability; maxima converted back for the lse and the
+ * split partials).  Each thread stages one fixed 16-byte column of every
+ * (MM_THREADS / columns)-th key of a tile (one plan load a copy).  A
  * tile with all 16-key chunks live for the warp takes a branch-free copy
  * of the MMA loops; one whose keys are all visible to all the warp's rows
  * skips the masks; the rescale is skipped while the row maxima hold.  The
@@ -30,6 +34,7 @@ constexpr int MM_ROWS = 64;   /* (token, head) rows per block: 16 per warp */
 constexpr int MM_KT = 64;     /* keys per tile (the mask check reads 2 keys per lane) */
 constexpr int MM_TOK = 64;    /* tokens per block at most (one per row) */
 constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block */
+constexpr float MM_LOG2E = 1.4426950408889634f, MM_LN2 = 0.6931471805599453f;
 
 __device__ __forceinline__ float mm_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
@@ -331,7 +336,10 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
 #pragma unroll
     for (int n = 0; n < 2 * NP; n++)
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    /* running maxima on the base-2 scale: scores times scale * log2(e),
+     * probabilities 2^(s - max) */
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    const float sc2 = p.scale * MM_LOG2E;
     /* 16-byte loads when every entry slice is 16-byte aligned */
     const bool vec = dg % 8 == 0 && dR % 8 == 0 && pe % 8 == 0 && lo_off % 8 == 0 &&
                      ((uintptr_t)p.c.kv & 15) == 0;
@@ -342,15 +350,18 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
      * halves: the page (a global load for the windows and compressed
      * entries, issued before a tile's compute), then the entry offset,
      * position and token mask into plan buffer pb (after it) */
+    /* key / B and key % B: shifts for the usual power-of-two page size */
+    const int bsh = (B & (B - 1)) == 0 ? __ffs(B) - 1 : -1;
+    auto div_b = [&](int k) { return bsh >= 0 ? k >> bsh : k / B; };
     auto plan_page = [&](int sgi, int k0) -> int {
         const int kk = k0 + tid;
         if (tid >= MM_KT || sgi >= nseg || kk > sg_hi[sgi])
             return -1;
         if (p.mode == ATTN_LOCAL)
-            return p.c.tab[sg_toff[sgi] + kk / B];
+            return p.c.tab[sg_toff[sgi] + div_b(kk)];
         if (p.mode == ATTN_CMP)
             return p.c.tab[sg_toff[sgi] + kk];
-        return ls_page[kk / B];
+        return ls_page[div_b(kk)];
     };
     auto plan_store = [&](int pb, int sgi, int k0, int page) {
         if (tid >= MM_KT)
@@ -363,13 +374,13 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
             if (p.mode == ATTN_LOCAL) {
                 kp = kk;
                 mk = sg_mask[sgi];
-                b = (int64_t)page * pe + lo_off + (int64_t)(kk % B) * S;
+                b = (int64_t)page * pe + lo_off + (int64_t)(kk - div_b(kk) * B) * S;
             } else if (p.mode == ATTN_CMP) {
                 kp = kk;
                 mk = sg_mask[sgi];
                 b = (int64_t)page * pe + lo_off + (int64_t)B * S;
             } else {
-                const int u = kk / B, off = kk - u * B;
+                const int u = div_b(kk), off = kk - u * B;
                 kp = ls_b[u] * B + off;
                 mk = ls_mask[u];
                 b = (int64_t)page * pe + lo_off + (int64_t)off * S;
@@ -395,18 +406,17 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
     auto stage = [&](int bf, int pb) {
         uint16_t *kt = kts + bf * MM_KT * Ep;
         if (vec) {
-            /* chunk j = kk * E8 + ch, stepped without divisions */
-            const int E8 = E >> 3, dg8 = dg >> 3, sq = MM_THREADS / E8, sr = MM_THREADS % E8;
-            int kk = tid / E8, ch = tid % E8;
-            while (kk < MM_KT) {
-                const int64_t b = kbase[pb][kk];
-                const int off = ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8);
-                mma_cp16(kt + kk * Ep + 8 * ch, b >= 0 ? p.c.kv + b + off : p.c.kv, b >= 0);
-                kk += sq;
-                ch += sr;
-                if (ch >= E8) {
-                    ch -= E8;
-                    kk++;
+            /* each thread one 16-byte column ch of every nk-th key from k0
+             * (nk = MM_THREADS / E8 threads a column; E8 <= 32): the
+             * column's offsets fixed, one plan load a copy */
+            const int E8 = E >> 3, dg8 = dg >> 3, nk = MM_THREADS / E8;
+            if (tid < nk * E8) {
+                const int ch = tid % E8, k0 = tid / E8;
+                const uint16_t *src = p.c.kv + (ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8));
+                uint16_t *dst = kt + k0 * Ep + 8 * ch;
+                for (int kk = k0; kk < MM_KT; kk += nk, dst += nk * Ep) {
+                    const int64_t b = kbase[pb][kk];
+                    mma_cp16(dst, b >= 0 ? src + b : p.c.kv, b >= 0);
                 }
             }
             mma_cp_commit();
@@ -515,7 +525,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                 for (int j = 0; j < MM_KT / 8; j++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        s[j][e] *= p.scale;
+                        s[j][e] *= sc2;
                         mt[e >> 1] = fmaxf(mt[e >> 1], s[j][e]);
                     }
             } else {
@@ -530,7 +540,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                         for (int rr = 0; rr < 2; rr++) {
                             const bool ok =
                                 (km & rbit[rr]) != 0 && kp >= rlo[rr] && kp <= rhi[rr];
-                            const float v = ok ? s[j][2 * rr + c] * p.scale : -INFINITY;
+                            const float v = ok ? s[j][2 * rr + c] * sc2 : -INFINITY;
                             s[j][2 * rr + c] = v;
                             mt[rr] = fmaxf(mt[rr], v);
                         }
@@ -543,7 +553,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                 mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
                 const float mn = fmaxf(mrow[rr], mt[rr]);
                 /* max unchanged (also -inf: no -inf - -inf): exactly 1 */
-                corr[rr] = mn == mrow[rr] ? 1.0f : __expf(mrow[rr] - mn);
+                corr[rr] = mn == mrow[rr] ? 1.0f : mma_ex2(mrow[rr] - mn);
                 mref[rr] = mn == -INFINITY ? 0.0f : mn;
                 mrow[rr] = mn;
                 lrow[rr] *= corr[rr];
@@ -563,7 +573,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
             for (int j = 0; j < MM_KT / 8; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const float pr = __expf(s[j][e] - mref[e >> 1]);
+                    const float pr = mma_ex2(s[j][e] - mref[e >> 1]);
                     s[j][e] = pr;
                     lrow[e >> 1] += pr;
                 }
@@ -631,7 +641,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                             pt[d] = acc[n][2 * rr + c];
                     }
             if (tq == 0) {
-                pt[dg] = mrow[rr];
+                pt[dg] = mrow[rr] * MM_LN2; /* natural units for the merge */
                 pt[dg + 1] = lrow[rr];
             }
         }
@@ -666,7 +676,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
         }
         if (p.mode == ATTN_CMP && tq == 0)
             p.lse[(int64_t)t * H + hh] =
-                lrow[rr] > 0.0f ? mrow[rr] + logf(lrow[rr]) : -INFINITY;
+                lrow[rr] > 0.0f ? mrow[rr] * MM_LN2 + logf(lrow[rr]) : -INFINITY;
     }
 }
 

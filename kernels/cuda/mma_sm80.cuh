@@ -55,6 +55,19 @@ __device__ __forceinline__ float mma_hi_f32(uint32_t v) { return __uint_as_float
 inline float mma_emu_f(uint32_t h) { return __uint_as_float((h & 0xffffu) << 16); }
 #endif
 
+/* 2^x (ex2.approx.ftz: ~2 ulp, results below 2^-126 flushed to zero, -inf
+ * -> 0): the softmax exponentials on the base-2 scale. */
+__device__ __forceinline__ float mma_ex2(float x) {
+#ifdef ASA_CUDA_EMU
+    const float r = exp2f(x);
+    return fabsf(r) < 0x1p-126f ? 0.0f : r;
+#else
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}
+
 /* d += A * B (m16n8k16, bf16 inputs, f32 accumulators). */
 __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint32_t b0,
                                           uint32_t b1) {

@@ -37,6 +37,7 @@ inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 template <class T> T __ldg(const T *p) { return *p; }
 template <class T> T __ldcg(const T *p) { return *p; }
 template <class T> T __ldcs(const T *p) { return *p; }
+inline int __ffs(int x) { return __builtin_ffs(x); }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 void __syncthreads();
