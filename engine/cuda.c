@@ -302,6 +302,8 @@ typedef struct cu_be {
     int blas_heads_t;          /* absorb/expand through batched cuBLAS from
                                   this many tokens on (ASA_CUDA_BLAS_HEADS_T,
                                   0 = never) */
+    bool xattn_bf16;           /* cu__xattn writes o_proj's bf16 input directly
+                                  (ASA_CUDA_XATTN_BF16=0: f32, split) */
     bool acc_res;              /* o_proj and down add into the residual stream
                                   in cuBLAS's epilogue (beta = 1) where they
                                   run on cuBLAS (cu__acc_res; ASA_CUDA_ACC_RES=0:
@@ -889,6 +891,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         c->xattn_t = 0;
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
     c->acc_res = !cu__env_is("ASA_CUDA_ACC_RES", "0");
+    c->xattn_bf16 = !cu__env_is("ASA_CUDA_XATTN_BF16", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
     /* split-plan knobs, for measuring the decode attention's schedule */
     c->split_tiles = cu__env_int("ASA_CUDA_SPLIT_TILES", CU_SPLIT_TILES, 1);
@@ -1610,10 +1613,12 @@ static asa_err cu__xattn_init(cu_be *c) {
  * step's local table, xc) and expanded by one cuBLAS product into per-head
  * [v | k] rows plus the shared rope key (xkv, bf16); then attn_mma
  * (ATTN_MMA_VFIRST) with the queries as projected (qa's [q_nope | q_rope])
- * and the page table iota over the rows, writing o_proj's input c->o.  Per
+ * and the page table iota over the rows, writing o_proj's input: c->o, or
+ * (u16: where o_proj reads the bf16 part alone) its bf16 part in c->xhi
+ * directly, no split launch.  Per
  * head and key 2 (64 + 32) + 2 x 64 FLOPs instead of the absorbed 2 (192 +
  * 32) + 2 x 192, and no absorb / expand products. */
-static asa_err cu__xattn(cu_be *c, const cu_layer *y, int T, int64_t layer_off) {
+static asa_err cu__xattn(cu_be *c, const cu_layer *y, int T, int64_t layer_off, bool u16) {
     const int H = c->H, dh = c->dh, dv = c->dv, B = c->B, rows = c->nl_used * B;
     const float one = 1.0f, zero = 0.0f;
     xgather_params gp = {.rows = rows, .B = B, .pages = c->mt.ltab, .kv = c->lmem,
@@ -1629,7 +1634,8 @@ static asa_err cu__xattn(cu_be *c, const cu_layer *y, int T, int64_t layer_off) 
                             .B = B, .G = H, .dg = dh + dv, .dR = c->dR, .tab = c->iota,
                             .seq_toff = c->mt.ltoff},
                       .tok_pos = c->mt.pos, .tok_seq = c->mt.seq, .qr = c->qa + dh,
-                      .ld_qr = y->n_in, .qr_stride = dh + c->dR, .u = c->o};
+                      .ld_qr = y->n_in, .qr_stride = dh + c->dR, .u = c->o,
+                      .u_bf16 = u16 ? c->xhi : NULL};
     return attn_mma_cuda(&at, (c->mma_flags & (ATTN_MMA_QSPLIT_ALL | ATTN_MMA_NOFAST)) |
                                   ATTN_MMA_VFIRST,
                          c->st);
@@ -1671,6 +1677,9 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
             xa = false;
         }
     }
+    /* the expanded form writes o_proj's input as its bf16 part where the
+     * product reads that part alone (ASA_CUDA_XATTN_BF16=0: f32 + split) */
+    const bool xa16 = xa && c->xattn_bf16 && cu__presplit(c, T) && !cu__want_lo(c, T, false);
     asa_err fe = xa                     ? rope_cache_cuda(&rp, c->st)
                  : cu__fused_attn(c, y, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st)
                                            : ASA_EUNSUPPORTED;
@@ -1691,7 +1700,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                       .qr = c->qa + c->dh, .ld_qr = y->n_in, .qr_stride = c->dh + c->dR};
     const int mp = c->max_pos;
     if (xa) {
-        CU_OK(cu__xattn(c, y, T, layer_off));
+        CU_OK(cu__xattn(c, y, T, layer_off, xa16));
     } else if (!global) {
         at.mode = ATTN_LOCAL;
         at.u = c->u;
@@ -1743,7 +1752,9 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T)
                                               : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
-    if (acc)
+    if (xa16) /* the expanded attention wrote o_proj's bf16 input */
+        CU_OK(cu__gemm_parts(c, T, H * c->dv, y->o_proj, d, acc ? c->res : c->tmp, false, acc));
+    else if (acc)
         CU_OK(cu__gemm_res(c, c->o, T, H * c->dv, y->o_proj, d));
     else
         CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp, false));

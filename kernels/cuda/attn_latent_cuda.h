@@ -103,6 +103,9 @@ typedef struct attn_params {
     const float *gate;       /* ATTN_SLC: gate logits, gate[t * ld_qr + h], [H + h] */
     const float *u_cmp;      /* ATTN_SLC: [T][H][dg] */
     float *u;                /* [T][H][dg] out */
+    uint16_t *u_bf16;        /* attn_mma_cuda with ATTN_MMA_VFIRST: when not
+                                NULL, u is written here instead, as bf16 bits
+                                (round to nearest even; u is not written) */
     float *lse;              /* ATTN_CMP: [T][H] out */
     int n_split;             /* 1 (no split) .. ATTN_MAX_SPLIT */
     int split_keys;          /* keys per split, multiple of ATTN_KT (n_split > 1) */

@@ -34,7 +34,7 @@ constexpr int MM_ROWS = 64;   /* (token, head) rows per block: 16 per warp */
 constexpr int MM_KT = 64;     /* keys per tile (the mask check reads 2 keys per lane) */
 constexpr int MM_TOK = 64;    /* tokens per block at most (one per row) */
 constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block */
-constexpr float MM_LOG2E = 1.4426950408889634f, MM_LN2 = 0.6931471805599453f;
+constexpr float MM_LOG2E = 1.4426950408889634f;
 
 __device__ __forceinline__ float mm_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
@@ -69,6 +69,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
     __shared__ int tseq[MM_TOK], tlo[MM_TOK], thi[MM_TOK], ttoff[MM_TOK], tcnt[MM_TOK];
     __shared__ const int32_t *tset[MM_TOK];
     __shared__ int sg_toff[MM_TOK], sg_lo[MM_TOK], sg_hi[MM_TOK];
+    __shared__ int q_t[MM_ROWS], q_h[MM_ROWS]; /* each row's token and head */
     __shared__ uint64_t sg_mask[MM_TOK];
     __shared__ int ent_b[MM_LIST], ls_b[MM_LIST], ls_page[MM_LIST];
     __shared__ uint64_t ent_mask[MM_LIST], ls_mask[MM_LIST];
@@ -114,7 +115,53 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
      * ATTN_SLC one over the list of distinct (sequence, block) pairs of the
      * tokens' sets, in the order of first appearance */
     if (!slc) {
-        if (tid == 0) {
+        bool fast = false; /* warp 0: set the segment below */
+        if (warp == 0) {
+            /* the usual case, every token with keys in one sequence, by
+             * the warp (up to 64 tokens: two a lane); else lane 0 walks
+             * the tokens (a prefill's first block of 64 tokens took ~5 %
+             * of a local layer's expanded attention serially) */
+            bool live[2];
+            int lo = 0x7fffffff, hi = -1;
+            uint64_t mk = 0;
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const int i = lane + 32 * u;
+                live[u] = i < ntok && thi[i] >= tlo[i];
+                if (live[u]) {
+                    lo = min(lo, tlo[i]);
+                    hi = max(hi, thi[i]);
+                }
+            }
+            const unsigned b0 = __ballot_sync(0xffffffffu, live[0]),
+                           b1 = __ballot_sync(0xffffffffu, live[1]);
+            mk = (uint64_t)b0 | (uint64_t)b1 << 32;
+            const int first = mk ? __ffsll((long long)mk) - 1 : 0;
+            const int off = ttoff[first];
+            const bool same = __all_sync(0xffffffffu, (!live[0] || ttoff[lane] == off) &&
+                                                          (!live[1] || ttoff[lane + 32] == off));
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+                hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+            }
+            fast = same;
+            if (same && lane == 0) {
+                int ns = mk != 0;
+                sg_toff[0] = off;
+                sg_lo[0] = lo;
+                sg_hi[0] = hi;
+                sg_mask[0] = mk;
+                if (nsp > 1 && ns == 1) { /* token rows: this split's part */
+                    const int a = sg_lo[0] + spl * p.split_keys;
+                    sg_hi[0] = min(sg_hi[0], a + p.split_keys - 1);
+                    sg_lo[0] = a;
+                    ns = a <= sg_hi[0];
+                }
+                n_seg = ns;
+            }
+        }
+        if (tid == 0 && !fast) {
             int ns = 0;
             for (int i = 0; i < ntok; i++) {
                 if (thi[i] < tlo[i])
@@ -203,6 +250,11 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
             rh[rr] = g * hpg + r % hpg;
         }
     }
+    for (int r = tid; r < MM_ROWS; r += MM_THREADS) {
+        const int gr = i0 + r;
+        q_t[r] = p.t_off + gr / hpg;
+        q_h[r] = g * hpg + gr % hpg;
+    }
     __syncthreads();
     for (int rr = 0; rr < 2; rr++)
         if (rt[rr] >= 0) {
@@ -269,7 +321,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
     {
         const int nr = min(rpb, nrows - i0);     /* rows of this block */
         const int R16 = (nr + 15) / 16 * 16;     /* rows the warps with rows read */
-        const int Ep4 = Ep >> 2;
+        const int Ep4 = EXACT ? (KS * 16 + 8) / 4 : Ep >> 2; /* a constant divisor */
         const bool qvec = dg % 4 == 0 && dR % 4 == 0 && ((uintptr_t)p.qt & 15) == 0 &&
                           ((uintptr_t)p.qr & 15) == 0 && p.ld_qr % 4 == 0 && p.qr_stride % 4 == 0;
         constexpr int QU = 4; /* float4 loads in flight per thread */
@@ -281,7 +333,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                 v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                 if (j >= R16 * Ep4 || r >= nr || c >= E)
                     continue;
-                const int gr = i0 + r, t = p.t_off + gr / hpg, hh = g * hpg + gr % hpg;
+                const int t = q_t[r], hh = q_h[r];
                 /* KS0 > 0 (ATTN_MMA_VFIRST): columns [dg/2, dg) are the dg/2
                  * elements before the rope part in qr, [0, dg/2) zeros */
                 const float *qrow = p.qr + (int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride;
@@ -336,8 +388,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
 #pragma unroll
     for (int n = 0; n < 2 * NP; n++)
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    /* running maxima on the base-2 scale: scores times scale * log2(e),
-     * probabilities 2^(s - max) */
+    /* running maxima of the raw scores s (scale > 0); probabilities
+     * 2^(s * sc2 - max * sc2), sc2 = scale * log2(e) */
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
     const float sc2 = p.scale * MM_LOG2E;
     /* 16-byte loads when every entry slice is 16-byte aligned */
@@ -416,7 +468,10 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                 uint16_t *dst = kt + k0 * Ep + 8 * ch;
                 for (int kk = k0; kk < MM_KT; kk += nk, dst += nk * Ep) {
                     const int64_t b = kbase[pb][kk];
-                    mma_cp16(dst, b >= 0 ? src + b : p.c.kv, b >= 0);
+                    if (b >= 0) /* (a zero-filling copy costs a dozen instructions more) */
+                        mma_cp16(dst, src + b, true);
+                    else
+                        *(uint4 *)dst = make_uint4(0u, 0u, 0u, 0u);
                 }
             }
             mma_cp_commit();
@@ -524,10 +579,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
 #pragma unroll
                 for (int j = 0; j < MM_KT / 8; j++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        s[j][e] *= sc2;
+                    for (int e = 0; e < 4; e++)
                         mt[e >> 1] = fmaxf(mt[e >> 1], s[j][e]);
-                    }
             } else {
 #pragma unroll
                 for (int j = 0; j < MM_KT / 8; j++)
@@ -540,7 +593,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                         for (int rr = 0; rr < 2; rr++) {
                             const bool ok =
                                 (km & rbit[rr]) != 0 && kp >= rlo[rr] && kp <= rhi[rr];
-                            const float v = ok ? s[j][2 * rr + c] * sc2 : -INFINITY;
+                            const float v = ok ? s[j][2 * rr + c] : -INFINITY;
                             s[j][2 * rr + c] = v;
                             mt[rr] = fmaxf(mt[rr], v);
                         }
@@ -553,8 +606,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                 mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
                 const float mn = fmaxf(mrow[rr], mt[rr]);
                 /* max unchanged (also -inf: no -inf - -inf): exactly 1 */
-                corr[rr] = mn == mrow[rr] ? 1.0f : mma_ex2(mrow[rr] - mn);
-                mref[rr] = mn == -INFINITY ? 0.0f : mn;
+                corr[rr] = mn == mrow[rr] ? 1.0f : mma_ex2((mrow[rr] - mn) * sc2);
+                mref[rr] = mn == -INFINITY ? 0.0f : mn * sc2;
                 mrow[rr] = mn;
                 lrow[rr] *= corr[rr];
             }
@@ -573,7 +626,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
             for (int j = 0; j < MM_KT / 8; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const float pr = mma_ex2(s[j][e] - mref[e >> 1]);
+                    const float pr = mma_ex2(fmaf(s[j][e], sc2, -mref[e >> 1]));
                     s[j][e] = pr;
                     lrow[e >> 1] += pr;
                 }
@@ -641,12 +694,17 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                             pt[d] = acc[n][2 * rr + c];
                     }
             if (tq == 0) {
-                pt[dg] = mrow[rr] * MM_LN2; /* natural units for the merge */
+                pt[dg] = mrow[rr] * p.scale; /* scaled, as the merge takes it */
                 pt[dg + 1] = lrow[rr];
             }
         }
         return;
     }
+    /* even dg, 8-byte aligned outputs (and compressed-branch input):
+     * pairs */
+    uint16_t *const u16 = KS0 > 0 ? p.u_bf16 : nullptr; /* bf16 output (VFIRST) */
+    const bool uvec = dg % 2 == 0 && ((uintptr_t)p.u & 7) == 0 &&
+                      ((uintptr_t)u16 & 3) == 0 && (!slc || ((uintptr_t)p.u_cmp & 7) == 0);
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
         if (rt[rr] < 0)
@@ -659,8 +717,36 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
             ga = mm_sigmoid(gt[hh]);
             gb = mm_sigmoid(gt[H + hh]);
         }
+        if (p.mode == ATTN_CMP && tq == 0)
+            p.lse[(int64_t)t * H + hh] =
+                lrow[rr] > 0.0f ? mrow[rr] * p.scale + logf(lrow[rr]) : -INFINITY;
         /* ATTN_MMA_VFIRST: rows of dg/2 (the projection input's layout) */
         const int64_t o0 = ((int64_t)t * H + hh) * (KS0 > 0 ? dg / 2 : dg);
+        if (uvec) {
+            /* pairs (d, d + 1): every compressed-branch value loaded
+             * before the first store, 8-byte accesses */
+            float2 uc[2 * NP];
+            if (slc) {
+#pragma unroll
+                for (int n = 0; n < 2 * NP; n++)
+                    if (n < 2 * npn && 8 * n + 2 * tq < dg)
+                        uc[n] = *(const float2 *)(p.u_cmp + o0 + 8 * n + 2 * tq);
+            }
+#pragma unroll
+            for (int n = 0; n < 2 * NP; n++) {
+                const int d = 8 * n + 2 * tq;
+                if (n < 2 * npn && d < dg) {
+                    float2 v = make_float2(acc[n][2 * rr] * inv, acc[n][2 * rr + 1] * inv);
+                    if (slc)
+                        v = make_float2(ga * uc[n].x + gb * v.x, ga * uc[n].y + gb * v.y);
+                    if (u16)
+                        *(uint32_t *)(u16 + o0 + d) = mma_pack_bf16(v.x, v.y);
+                    else
+                        *(float2 *)(p.u + o0 + d) = v;
+                }
+            }
+            continue;
+        }
 #pragma unroll
         for (int n = 0; n < 2 * NP; n++) {
             if (n < 2 * npn)
@@ -670,13 +756,13 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                         float v = acc[n][2 * rr + c] * inv;
                         if (slc)
                             v = ga * p.u_cmp[o0 + d] + gb * v;
-                        p.u[o0 + d] = v;
+                        if (u16)
+                            u16[o0 + d] = (uint16_t)mma_bf16_bits(v);
+                        else
+                            p.u[o0 + d] = v;
                     }
                 }
         }
-        if (p.mode == ATTN_CMP && tq == 0)
-            p.lse[(int64_t)t * H + hh] =
-                lrow[rr] > 0.0f ? mrow[rr] * MM_LN2 + logf(lrow[rr]) : -INFINITY;
     }
 }
 
@@ -723,6 +809,8 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
         return ASA_EINVAL;
     if (p->mode == ATTN_LOCAL && p->window < 1)
         return ASA_EINVAL;
+    if (!(p->scale > 0.0f)) /* the running maxima are of unscaled scores */
+        return ASA_EUNSUPPORTED;
     const int E = p->c.dg + p->c.dR, ks = (E + 15) / 16, np = (p->c.dg + 15) / 16;
     const int hpg = p->H / p->c.G;
     /* one token per block: hpg rows (at most MM_ROWS) */

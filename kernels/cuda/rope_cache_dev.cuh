@@ -20,19 +20,40 @@ __device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, int
     const int64_t S = (int64_t)G * dg + p.dR;
     uint16_t *ent = p.kv + (int64_t)p.tab[p.seq_toff[p.tok_seq[t]] + pos / p.B] * p.page_elems +
                     p.layer_off + (int64_t)(pos % p.B) * S;
-    for (int i = threadIdx.x; i < (p.H + 1) * half; i += nth) {
-        const int h = i / half, k = i % half;
-        const float c = cs[k], s = sn[k];
-        if (h < p.H) {
-            float *v = row + (int64_t)h * (p.dh + p.dR) + p.dh;
-            const float x = v[k], y = v[k + half];
-            v[k] = x * c - y * s;
-            v[k + half] = x * s + y * c;
-        } else {
-            const float *v = a + (int64_t)G * dg;
-            const float x = v[k], y = v[k + half];
-            ent[G * dg + k] = kc_f32_bf16(x * c - y * s);
-            ent[G * dg + k + half] = kc_f32_bf16(x * s + y * c);
+    /* RC_UNROLL pairs a thread in flight: every load of a round issued
+     * before its first store (the stores may alias the loads as far as
+     * the compiler knows: one pair at a time was a memory round trip each) */
+    constexpr int RC_UNROLL = 4;
+    const int npair = (p.H + 1) * half;
+    for (int i0 = threadIdx.x; i0 < npair; i0 += RC_UNROLL * nth) {
+        float xv[RC_UNROLL], yv[RC_UNROLL], cv[RC_UNROLL], sv[RC_UNROLL];
+        float *vp[RC_UNROLL];
+#pragma unroll
+        for (int u = 0; u < RC_UNROLL; u++) {
+            const int i = i0 + u * nth, h = i / half, k = i - h * half;
+            vp[u] = nullptr;
+            if (i < npair) {
+                vp[u] = h < p.H ? row + (int64_t)h * (p.dh + p.dR) + p.dh + k
+                                : (float *)a + (int64_t)G * dg + k;
+                cv[u] = cs[k];
+                sv[u] = sn[k];
+                xv[u] = vp[u][0];
+                yv[u] = vp[u][half];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < RC_UNROLL; u++) {
+            const int i = i0 + u * nth, h = i / half, k = i - h * half;
+            if (i >= npair)
+                continue;
+            const float x = xv[u], y = yv[u], c = cv[u], s = sv[u];
+            if (h < p.H) {
+                vp[u][0] = x * c - y * s;
+                vp[u][half] = x * s + y * c;
+            } else {
+                ent[G * dg + k] = kc_f32_bf16(x * c - y * s);
+                ent[G * dg + k + half] = kc_f32_bf16(x * s + y * c);
+            }
         }
     }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

@@ -197,6 +197,18 @@ asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s) {
     }
     if (flags & ATTN_MMA_VFIRST) {
         if (p->mode != ATTN_LOCAL || p->c.dg != 128 || p->c.dR != 32) return ASA_EUNSUPPORTED;
+        if (p->u_bf16) { /* the f32 rows, rounded */
+            const size_t n = (size_t)p->T * p->H * (p->c.dg / 2);
+            float *u = malloc(n * sizeof *u);
+            if (!u) return ASA_ENOMEM;
+            attn_params q = *p;
+            q.u = u;
+            attn_vfirst_ref(&q);
+            for (size_t i = 0; i < n; i++)
+                p->u_bf16[i] = asa_f32_to_bf16(u[i]);
+            free(u);
+            return ASA_OK;
+        }
         attn_vfirst_ref(p);
         return ASA_OK;
     }

@@ -335,6 +335,31 @@ static void run_case_x(const mcase *m, bool xonly) {
                     fail_msg("%s: vfirst: element %zu past the rows written", m->name, i);
             snprintf(what, sizeof what, "%s: expanded local%s", m->name, qsf ? " qsplit" : "");
             cmp_scaled(what, ug, u_vf, nh, 1.5e-2, 1e-6, qsf ? &worst_u_qs : &worst_u);
+            /* u as bf16 (o_proj's input): the same rows rounded to nearest
+             * even, bit for bit, nothing past them and no f32 u written */
+            attn_params db = dv;
+            db.u = poison_dev(nu * 4);
+            db.u_bf16 = poison_dev(nu * 2);
+            assert_int_equal(
+                attn_mma_cuda(&db, ATTN_MMA_VFIRST | (qsf ? ATTN_MMA_QSPLIT_ALL : 0), 0), ASA_OK);
+            uint16_t *ub = malloc(nu * 2);
+            float *uf = malloc(nu * 4);
+            get_dev(ub, db.u_bf16, nu * 2);
+            get_dev(uf, db.u, nu * 4);
+            for (size_t i = 0; i < nu; i++) {
+                if (i < nh && ub[i] != asa_f32_to_bf16(ug[i]))
+                    fail_msg("%s: bf16 u element %zu: %04x, the f32 run rounds to %04x", what, i,
+                             ub[i], asa_f32_to_bf16(ug[i]));
+                if (i >= nh && !isnan(asa_bf16_to_f32(ub[i])))
+                    fail_msg("%s: bf16 u element %zu past the rows written", what, i);
+                if (!isnan(uf[i]))
+                    fail_msg("%s: f32 u element %zu written with u_bf16 set", what, i);
+            }
+            n_checked += nh;
+            free(ub);
+            free(uf);
+            cudaFree(db.u);
+            cudaFree(db.u_bf16);
             cudaFree(dv.u);
         }
         cudaFree(qx_d);

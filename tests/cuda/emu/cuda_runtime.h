@@ -27,6 +27,8 @@ struct uint2 { unsigned x, y; };
 inline uint2 make_uint2(unsigned a, unsigned b) { return uint2{a, b}; }
 struct float4 { float x, y, z, w; };
 inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+struct float2 { float x, y; };
+inline float2 make_float2(float a, float b) { return float2{a, b}; }
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
 extern thread_local dim3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
@@ -38,6 +40,7 @@ template <class T> T __ldg(const T *p) { return *p; }
 template <class T> T __ldcg(const T *p) { return *p; }
 template <class T> T __ldcs(const T *p) { return *p; }
 inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 void __syncthreads();
@@ -60,6 +63,12 @@ inline int __all_sync(unsigned, int pr) {
     uint64_t all[32]; emu_warp_all(pr != 0, all);
     for (int l = 0; l < 32; l++) if (!all[l]) return 0;
     return 1;
+}
+inline unsigned __ballot_sync(unsigned, int pr) {
+    uint64_t all[32]; emu_warp_all(pr != 0, all);
+    unsigned b = 0;
+    for (int l = 0; l < 32; l++) if (all[l]) b |= 1u << l;
+    return b;
 }
 void emu_warp_read(uint64_t *v, int src);
 template <class T> T __shfl_sync(unsigned, T v, int src) {
