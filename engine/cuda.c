@@ -22,7 +22,9 @@
  * selection sources, anchors, completed blocks, logit rows) is packed on
  * the host into one pinned buffer and copied with one transfer; every layer
  * reuses it.  Then
- * per layer: RMSNorm (fused with the residual add of the previous product)
+ * per layer: RMSNorm (fused with the residual add of the previous product;
+ * where o_proj and down run on cuBLAS they add into the residual stream
+ * themselves, beta = 1, and the RMSNorm reads the stream alone)
  * -> one product for q|kv_a|g -> RoPE + latent norm + cache write ->
  * absorbed queries -> attention (local window; or compressed entries,
  * compression branch, block choice at anchors, selection branch with the
