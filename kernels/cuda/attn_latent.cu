@@ -629,6 +629,39 @@ __device__ __forceinline__ void selm_load_b(const select_params &p, const int32_
     }
 }
 
+/* One 16 x 8 tile of scores (rows gid: acc 0, 1 and gid + 8: acc 2, 3;
+ * columns 2tig, 2tig + 1 = candidates b0 + 2tig + u): the heads' sum of
+ * exp(score * scale - lse) per candidate, the forced blocks -1, stored for
+ * candidates below lim. */
+__device__ __forceinline__ void selm_sum_store(const select_params &p, const float acc[4], float l0,
+                                               float l1, int hpg, int gid, int tig, int b0,
+                                               int lim, int cur, float *sc) {
+    float s0 = 0.0f, s1 = 0.0f;
+    if (gid < hpg) {
+        s0 += expf(acc[0] * p.scale - l0);
+        s1 += expf(acc[1] * p.scale - l0);
+    }
+    if (gid + 8 < hpg) {
+        s0 += expf(acc[2] * p.scale - l1);
+        s1 += expf(acc[3] * p.scale - l1);
+    }
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) {
+        s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+        s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+    }
+    if (gid == 0) {
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int b = b0 + 2 * tig + u;
+            if (b < lim) {
+                const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
+                sc[b] = forced ? -1.0f : (u ? s1 : s0);
+            }
+        }
+    }
+}
+
 /* grid (anchor, group, chunk of SELM_WARPS * ntw * 8 candidates); each warp
  * walks its ntw tiles of 8 candidates, loading the next tile's entries
  * while the current one multiplies. */
@@ -716,31 +749,7 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
             mma_16816(acc, ahi[j], cb[j][0], cb[j][1]);
             mma_16816(acc, alo[j], cb[j][0], cb[j][1]);
         }
-        /* rows gid (acc 0, 1) and gid + 8 (acc 2, 3); columns 2tig, 2tig+1 */
-        float s0 = 0.0f, s1 = 0.0f;
-        if (gid < hpg) {
-            s0 += expf(acc[0] * p.scale - l0);
-            s1 += expf(acc[1] * p.scale - l0);
-        }
-        if (gid + 8 < hpg) {
-            s0 += expf(acc[2] * p.scale - l1);
-            s1 += expf(acc[3] * p.scale - l1);
-        }
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) {
-            s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-            s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-        }
-        if (gid == 0) {
-#pragma unroll
-            for (int u = 0; u < 2; u++) {
-                const int b = n0 + 2 * tig + u;
-                if (b < bend) {
-                    const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
-                    sc[b] = forced ? -1.0f : (u ? s1 : s0);
-                }
-            }
-        }
+        selm_sum_store(p, acc, l0, l1, hpg, gid, tig, n0, bend, cur, sc);
     }
 }
 
@@ -899,33 +908,10 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
                         mma_16816(acc[2 * np + 1], alo[j], b[2], b[3]);
                     }
                 }
+                const int lim = min(nvis, b0 + SELT_KT * SELT_TILES);
 #pragma unroll
-                for (int n = 0; n < SELT_KT / 8; n++) {
-                    float s0 = 0.0f, s1 = 0.0f;
-                    if (gid < hpg) {
-                        s0 += expf(acc[n][0] * p.scale - l0);
-                        s1 += expf(acc[n][1] * p.scale - l0);
-                    }
-                    if (gid + 8 < hpg) {
-                        s0 += expf(acc[n][2] * p.scale - l1);
-                        s1 += expf(acc[n][3] * p.scale - l1);
-                    }
-#pragma unroll
-                    for (int o = 4; o < 32; o <<= 1) {
-                        s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-                        s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-                    }
-                    if (gid == 0) {
-#pragma unroll
-                        for (int u = 0; u < 2; u++) {
-                            const int b = n0 + 8 * n + 2 * tig + u;
-                            if (b < nvis && b < b0 + SELT_KT * SELT_TILES) {
-                                const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
-                                sc[b] = forced ? -1.0f : (u ? s1 : s0);
-                            }
-                        }
-                    }
-                }
+                for (int n = 0; n < SELT_KT / 8; n++)
+                    selm_sum_store(p, acc[n], l0, l1, hpg, gid, tig, n0 + 8 * n, lim, cur, sc);
             }
             __syncthreads(); /* buffer ti & 1 free for tile ti + 2 */
         }

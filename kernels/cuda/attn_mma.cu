@@ -115,15 +115,15 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
      * ATTN_SLC one over the list of distinct (sequence, block) pairs of the
      * tokens' sets, in the order of first appearance */
     if (!slc) {
-        bool fast = false; /* warp 0: set the segment below */
+        /* the usual case, every token with keys in one sequence, by warp 0
+         * (up to 64 tokens: two a lane); else thread 0 walks the tokens (a
+         * prefill's block of 64 tokens took ~25 % of a local layer's
+         * expanded attention serially) */
+        bool same = false;
+        int lo = 0x7fffffff, hi = -1, off = 0;
+        uint64_t mk = 0;
         if (warp == 0) {
-            /* the usual case, every token with keys in one sequence, by
-             * the warp (up to 64 tokens: two a lane); else lane 0 walks
-             * the tokens (a prefill's first block of 64 tokens took ~5 %
-             * of a local layer's expanded attention serially) */
             bool live[2];
-            int lo = 0x7fffffff, hi = -1;
-            uint64_t mk = 0;
 #pragma unroll
             for (int u = 0; u < 2; u++) {
                 const int i = lane + 32 * u;
@@ -136,49 +136,41 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
             const unsigned b0 = __ballot_sync(0xffffffffu, live[0]),
                            b1 = __ballot_sync(0xffffffffu, live[1]);
             mk = (uint64_t)b0 | (uint64_t)b1 << 32;
-            const int first = mk ? __ffsll((long long)mk) - 1 : 0;
-            const int off = ttoff[first];
-            const bool same = __all_sync(0xffffffffu, (!live[0] || ttoff[lane] == off) &&
-                                                          (!live[1] || ttoff[lane + 32] == off));
+            off = ttoff[mk ? __ffsll((long long)mk) - 1 : 0];
+            same = __all_sync(0xffffffffu, (!live[0] || ttoff[lane] == off) &&
+                                               (!live[1] || ttoff[lane + 32] == off));
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) {
                 lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o));
                 hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o));
             }
-            fast = same;
-            if (same && lane == 0) {
-                int ns = mk != 0;
+        }
+        if (tid == 0) {
+            int ns = 0;
+            if (same) {
+                ns = mk != 0;
                 sg_toff[0] = off;
                 sg_lo[0] = lo;
                 sg_hi[0] = hi;
                 sg_mask[0] = mk;
-                if (nsp > 1 && ns == 1) { /* token rows: this split's part */
-                    const int a = sg_lo[0] + spl * p.split_keys;
-                    sg_hi[0] = min(sg_hi[0], a + p.split_keys - 1);
-                    sg_lo[0] = a;
-                    ns = a <= sg_hi[0];
+            } else {
+                for (int i = 0; i < ntok; i++) {
+                    if (thi[i] < tlo[i])
+                        continue;
+                    int k = 0;
+                    while (k < ns && sg_toff[k] != ttoff[i])
+                        k++;
+                    if (k == ns) {
+                        sg_toff[k] = ttoff[i];
+                        sg_lo[k] = tlo[i];
+                        sg_hi[k] = thi[i];
+                        sg_mask[k] = 0;
+                        ns++;
+                    }
+                    sg_lo[k] = min(sg_lo[k], tlo[i]);
+                    sg_hi[k] = max(sg_hi[k], thi[i]);
+                    sg_mask[k] |= 1ull << i;
                 }
-                n_seg = ns;
-            }
-        }
-        if (tid == 0 && !fast) {
-            int ns = 0;
-            for (int i = 0; i < ntok; i++) {
-                if (thi[i] < tlo[i])
-                    continue;
-                int k = 0;
-                while (k < ns && sg_toff[k] != ttoff[i])
-                    k++;
-                if (k == ns) {
-                    sg_toff[k] = ttoff[i];
-                    sg_lo[k] = tlo[i];
-                    sg_hi[k] = thi[i];
-                    sg_mask[k] = 0;
-                    ns++;
-                }
-                sg_lo[k] = min(sg_lo[k], tlo[i]);
-                sg_hi[k] = max(sg_hi[k], thi[i]);
-                sg_mask[k] |= 1ull << i;
             }
             if (nsp > 1 && ns == 1) { /* token rows: this split's part */
                 const int a = sg_lo[0] + spl * p.split_keys;
