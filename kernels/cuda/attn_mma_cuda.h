@@ -23,8 +23,8 @@
  * selected blocks' keys), one block each, merged by attn_merge_cuda.
  * Returns ASA_EUNSUPPORTED (nothing launched) for shapes it does not take:
  * dg + dR > 256, dg > 192, ATTN_SLC with more than 512 distinct blocks per
- * thread block (top_n * tokens per block); the caller then uses
- * attn_latent_cuda.
+ * thread block (top_n * tokens per block), scale <= 0 (the running maxima
+ * are of unscaled scores); the caller then uses attn_latent_cuda.
  */
 #ifndef ASA_ATTN_MMA_CUDA_H
 #define ASA_ATTN_MMA_CUDA_H
@@ -59,8 +59,10 @@ extern "C" {
  * not read), and the rope part; the values are dims [0, dg/2), and u has
  * rows of dg/2 elements (u[t][h][dg/2]: o_proj's input).  Per head and key
  * 2 (dg/2 + dR) + 2 dg/2 FLOPs instead of the absorbed form's 2 (dg_latent
- * + dR) + 2 dg_latent, and no absorb / expand products.  Taken for dg =
- * 128, dR = 32 (asa-1.3b's 64 + 64 head dims); else ASA_EUNSUPPORTED. */
+ * + dR) + 2 dg_latent, and no absorb / expand products.  With p->u_bf16
+ * set, u is written there as bf16 (round to nearest even: the bf16 part the
+ * split launch would cut) and p->u is not touched.  Taken for dg = 128,
+ * dR = 32 (asa-1.3b's 64 + 64 head dims); else ASA_EUNSUPPORTED. */
 #define ATTN_MMA_VFIRST 16
 
 asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream);

@@ -475,7 +475,7 @@ static void test_mma_expanded(void **st) {
 /* shapes it does not take: nothing launched, ASA_EUNSUPPORTED */
 static void test_mma_unsupported(void **st) {
     (void)st;
-    attn_params p = {.mode = ATTN_LOCAL, .T = 4, .H = 4, .window = 8,
+    attn_params p = {.mode = ATTN_LOCAL, .T = 4, .H = 4, .window = 8, .scale = 0.125f,
                      .c = {.B = 16, .G = 1, .dg = 200, .dR = 32}};
     assert_int_equal(attn_mma_cuda(&p, 0, 0), ASA_EUNSUPPORTED); /* dg > 192 */
     p.c.dg = 192;
@@ -490,6 +490,9 @@ static void test_mma_unsupported(void **st) {
     p.n_split = 2;
     p.split_keys = 64;
     assert_int_equal(attn_mma_cuda(&p, 0, 0), ASA_EUNSUPPORTED); /* splits: token rows only */
+    p.n_split = 1;
+    p.scale = 0.0f;
+    assert_int_equal(attn_mma_cuda(&p, 0, 0), ASA_EUNSUPPORTED); /* maxima of unscaled scores */
 }
 
 int main(void) {
