@@ -520,11 +520,21 @@ static bool cu__acc_res(const cu_be *c, int T) {
            2 * T > CU_STACK_M;
 }
 
-/* c->res += x[M][K] . W[N][K]^T (f32 x; where cu__acc_res). */
-static asa_err cu__gemm_res(cu_be *c, const float *x, int M, int K, const uint16_t *W, int N) {
+/* The output of o_proj and down: x[M][K] . W[N][K]^T added into the
+ * residual stream c->res (acc: where cu__acc_res holds) or written to
+ * c->tmp for the next RMSNorm to add.  x NULL: the input's bf16 part is
+ * already in xhi (written by its producer where the product reads that part
+ * alone); else f32 x. */
+static asa_err cu__gemm_out(cu_be *c, bool acc, const float *x, int M, int K, const uint16_t *W,
+                            int N) {
+    float *y = acc ? c->res : c->tmp;
+    if (!x)
+        return cu__gemm_parts(c, M, K, W, N, y, false, acc);
+    if (!acc)
+        return cu__gemm(c, x, M, K, W, N, y, false);
     const bool lo = cu__want_lo(c, M, false);
     CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
-    return cu__gemm_parts(c, M, K, W, N, c->res, lo, true);
+    return cu__gemm_parts(c, M, K, W, N, y, lo, true);
 }
 
 /* A product of M rows as gemm_small, from f32 x (cut into parts in the
@@ -1754,12 +1764,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T)
                                               : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
-    if (xa16) /* the expanded attention wrote o_proj's bf16 input */
-        CU_OK(cu__gemm_parts(c, T, H * c->dv, y->o_proj, d, acc ? c->res : c->tmp, false, acc));
-    else if (acc)
-        CU_OK(cu__gemm_res(c, c->o, T, H * c->dv, y->o_proj, d));
-    else
-        CU_OK(cu__gemm(c, c->o, T, H * c->dv, y->o_proj, d, c->tmp, false));
+    /* (xa16: the expanded attention wrote o_proj's bf16 input) */
+    CU_OK(cu__gemm_out(c, acc, xa16 ? NULL : c->o, T, H * c->dv, y->o_proj, d));
     CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, !acc, y->mlp_norm, T, y->w_gu, 2 * F, c->gu,
                         false));
     if (cu__fused(c, T) && c->fuse_silu) {
@@ -1779,12 +1785,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                           .out_type = act_bf16 ? KC_BF16 : KC_F32, .ld_out = F};
     CU_OK(silu_mul_cuda(&sm, c->st));
     cu__mark(c, CU_T_PROJ);
-    if (acc)
-        return act_bf16 ? cu__gemm_parts(c, T, F, y->down, d, c->res, false, true)
-                        : cu__gemm_res(c, c->act, T, F, y->down, d);
-    CU_OK(act_bf16 ? cu__gemm_parts(c, T, F, y->down, d, c->tmp, false, false)
-                   : cu__gemm(c, c->act, T, F, y->down, d, c->tmp, false));
-    return ASA_OK;
+    return cu__gemm_out(c, acc, act_bf16 ? NULL : c->act, T, F, y->down, d);
 }
 
 /* Logits of rows[r0 .. r0+n) into c->logits. */
