@@ -73,12 +73,17 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
     __shared__ uint64_t sg_mask[MM_TOK];
     __shared__ int ent_b[MM_LIST], ls_b[MM_LIST], ls_page[MM_LIST];
     __shared__ uint64_t ent_mask[MM_LIST], ls_mask[MM_LIST];
-    __shared__ int n_seg;
+    __shared__ int n_seg, sl_same;
     __shared__ uint64_t w_bits[MM_THREADS / 32]; /* per warp: its rows' tokens, */
     __shared__ int w_lo[MM_THREADS / 32], w_hi[MM_THREADS / 32]; /* common key range */
 
     const int ksn = EXACT ? KS : ks_rt, npn = EXACT ? NP : np_rt;
-    const int G = p.c.G, dg = p.c.dg, dR = p.c.dR, E = dg + dR, B = p.c.B, H = p.H;
+    /* EXACT: the launcher guarantees dg = 16 NP (VFIRST: 32 NP, the value
+     * half first) and E = 16 KS, so that every column bound below is a
+     * constant */
+    const int dg = EXACT ? (KS0 > 0 ? 32 * NP : 16 * NP) : p.c.dg;
+    const int dR = EXACT ? 16 * KS - dg : p.c.dR;
+    const int G = p.c.G, E = dg + dR, B = p.c.B, H = p.H;
     const int Ep = ksn * 16 + 8;
     const int hpg = H / G, g = blockIdx.y;
     /* rows per block: MM_ROWS, or (ATTN_MMA_TOKEN_ROWS) hpg: one token's
@@ -111,6 +116,12 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
     for (int i = tid; i < 2 * MM_KT * (Ep - E); i += MM_THREADS)
         kts[(i / (Ep - E)) * Ep + E + i % (Ep - E)] = 0;
     __syncthreads();
+    /* ATTN_SLC: the key range over a list of nl blocks (this split's part) */
+    auto slc_range = [&](int nl) {
+        sg_lo[0] = nsp > 1 ? spl * p.split_keys : 0;
+        sg_hi[0] = min(nl * B - 1, nsp > 1 ? sg_lo[0] + p.split_keys - 1 : nl * B - 1);
+        n_seg = sg_lo[0] <= sg_hi[0];
+    };
     /* key segments: one per sequence (union of its tokens' ranges), or for
      * ATTN_SLC one over the list of distinct (sequence, block) pairs of the
      * tokens' sets, in the order of first appearance */
@@ -182,77 +193,112 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
         }
     } else {
         const int tn = p.s.top_n, ne = ntok * tn; /* ne <= MM_LIST (launcher) */
-        for (int e = tid; e < ne; e += MM_THREADS) {
-            const int i = e / tn, k = e % tn;
-            int b = k < tcnt[i] ? tset[i][k] : -1;
-            if (b * B > thi[i])
-                b = -1; /* no visible key */
-            ent_b[e] = b;
+        /* the usual prefill block: all its tokens use one set (one anchor
+         * of one sequence): the list is that set in its order, each block
+         * with the tokens that see a key of it, by warp 0 (the general
+         * pass below is quadratic in the entries) */
+        if (warp == 0) {
+            bool ok = true;
+            for (int i = lane; i < ntok; i += 32)
+                ok = ok && tset[i] == tset[0] && tcnt[i] == tcnt[0] && tseq[i] == tseq[0];
+            const bool same = __all_sync(0xffffffffu, ok);
+            if (same) {
+                const int32_t *set = tset[0];
+                const int cnt = tcnt[0];
+                int nl = 0;
+                for (int k0 = 0; k0 < cnt; k0 += 32) {
+                    const int k = k0 + lane, b = k < cnt ? set[k] : -1;
+                    uint64_t mk = 0;
+                    if (b >= 0)
+                        for (int i = 0; i < ntok; i++)
+                            if (b * B <= thi[i])
+                                mk |= 1ull << i;
+                    const unsigned bal = __ballot_sync(0xffffffffu, mk != 0);
+                    if (mk) {
+                        const int u = nl + __popc(bal & ((1u << lane) - 1u));
+                        ls_b[u] = b;
+                        ls_mask[u] = mk;
+                        ls_page[u] = p.c.tab[ttoff[0] + b];
+                    }
+                    nl += __popc(bal);
+                }
+                if (lane == 0)
+                    slc_range(nl);
+            }
+            if (lane == 0)
+                sl_same = same;
         }
         __syncthreads();
-        /* the first entry of each pair collects the pair's tokens */
-        for (int e = tid; e < ne; e += MM_THREADS) {
-            const int b = ent_b[e], sq = tseq[e / tn];
-            uint64_t mk = 0;
-            if (b >= 0) {
-                bool first = true;
-                for (int f = 0; f < e && first; f++)
-                    first = !(ent_b[f] == b && tseq[f / tn] == sq);
-                if (first)
-                    for (int f = e; f < ne; f++)
-                        if (ent_b[f] == b && tseq[f / tn] == sq)
-                            mk |= 1ull << (f / tn);
+        if (!sl_same) {
+            for (int e = tid; e < ne; e += MM_THREADS) {
+                const int i = e / tn, k = e % tn;
+                int b = k < tcnt[i] ? tset[i][k] : -1;
+                if (b * B > thi[i])
+                    b = -1; /* no visible key */
+                ent_b[e] = b;
             }
-            ent_mask[e] = mk;
-        }
-        __syncthreads();
-        for (int e = tid; e < ne; e += MM_THREADS)
-            if (ent_mask[e]) {
-                int u = 0;
-                for (int f = 0; f < e; f++)
-                    u += ent_mask[f] != 0;
-                ls_b[u] = ent_b[e];
-                ls_mask[u] = ent_mask[e];
-                ls_page[u] = p.c.tab[ttoff[e / tn] + ent_b[e]];
+            __syncthreads();
+            /* the first entry of each pair collects the pair's tokens */
+            for (int e = tid; e < ne; e += MM_THREADS) {
+                const int b = ent_b[e], sq = tseq[e / tn];
+                uint64_t mk = 0;
+                if (b >= 0) {
+                    bool first = true;
+                    for (int f = 0; f < e && first; f++)
+                        first = !(ent_b[f] == b && tseq[f / tn] == sq);
+                    if (first)
+                        for (int f = e; f < ne; f++)
+                            if (ent_b[f] == b && tseq[f / tn] == sq)
+                                mk |= 1ull << (f / tn);
+                }
+                ent_mask[e] = mk;
             }
-        if (tid == 0) {
-            int nl = 0;
-            for (int e = 0; e < ne; e++)
-                nl += ent_mask[e] != 0;
-            sg_lo[0] = nsp > 1 ? spl * p.split_keys : 0;
-            sg_hi[0] = min(nl * B - 1, nsp > 1 ? sg_lo[0] + p.split_keys - 1 : nl * B - 1);
-            n_seg = sg_lo[0] <= sg_hi[0];
+            __syncthreads();
+            for (int e = tid; e < ne; e += MM_THREADS)
+                if (ent_mask[e]) {
+                    int u = 0;
+                    for (int f = 0; f < e; f++)
+                        u += ent_mask[f] != 0;
+                    ls_b[u] = ent_b[e];
+                    ls_mask[u] = ent_mask[e];
+                    ls_page[u] = p.c.tab[ttoff[e / tn] + ent_b[e]];
+                }
+            if (tid == 0) {
+                int nl = 0;
+                for (int e = 0; e < ne; e++)
+                    nl += ent_mask[e] != 0;
+                slc_range(nl);
+            }
         }
     }
 
-    /* this lane's two rows (gq, gq + 8 of the warp's 16) */
+    /* each row's token and head; this lane's two rows (gq, gq + 8 of the
+     * warp's 16) */
+    for (int r = tid; r < MM_ROWS; r += MM_THREADS) {
+        const int gr = i0 + r, tr = gr / hpg;
+        q_t[r] = p.t_off + tr;
+        q_h[r] = g * hpg + (gr - tr * hpg);
+    }
+    __syncthreads();
     uint64_t rbit[2];
     int rlo[2], rhi[2], rt[2], rh[2];
+#pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-        const int r = i0 + warp * 16 + gq + 8 * rr;
+        const int j = warp * 16 + gq + 8 * rr; /* the row in the block */
         rbit[rr] = 0;
         rlo[rr] = 1;
         rhi[rr] = 0;
         rt[rr] = -1;
         rh[rr] = 0;
-        if (r < nrows && warp * 16 + gq + 8 * rr < rpb) {
-            const int ti = r / hpg - ta;
+        if (i0 + j < nrows && j < rpb) {
+            const int ti = q_t[j] - p.t_off - ta;
             rbit[rr] = 1ull << ti;
-            rt[rr] = p.t_off + r / hpg;
-            rh[rr] = g * hpg + r % hpg;
+            rt[rr] = q_t[j];
+            rh[rr] = q_h[j];
+            rlo[rr] = tlo[ti];
+            rhi[rr] = thi[ti];
         }
     }
-    for (int r = tid; r < MM_ROWS; r += MM_THREADS) {
-        const int gr = i0 + r;
-        q_t[r] = p.t_off + gr / hpg;
-        q_h[r] = g * hpg + gr % hpg;
-    }
-    __syncthreads();
-    for (int rr = 0; rr < 2; rr++)
-        if (rt[rr] >= 0) {
-            rlo[rr] = tlo[rt[rr] - p.t_off - ta];
-            rhi[rr] = thi[rt[rr] - p.t_off - ta];
-        }
     /* the warp's key range (windows, compressed entries: key index =
      * position resp. block): 16-key chunks outside it are skipped */
     int wlo = min(rlo[0], rlo[1]), whi = max(rhi[0], rhi[1]);
@@ -296,13 +342,15 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
         __syncwarp();
     }
 
-    /* query fragments (A operand): [q~ | qR | 0] of each row, staged by
-     * the whole block as bf16 into shared memory (qhi; with QS the bf16
-     * rounding error too, qlo: a second operand read per k-step), rows of
-     * the block x Ep (the key tiles' stride), with every global load of a
-     * thread in flight before its first use, then read by ldmatrix.  (Each
-     * lane loading its own 2 x 4 x KS elements made one L2 round trip per
-     * element pair, ~40 us of a 40 us decode launch.) */
+    /* query fragments (A operand): [q~ | qR | 0] of each row, staged as
+     * bf16 into shared memory (qhi; with QS the bf16 rounding error too,
+     * qlo: a second operand read per k-step), rows x Ep (the key tiles'
+     * stride), then read by ldmatrix.  Each warp stages its own 16 rows
+     * (only it reads them): one row at a time, a lane per 16-byte column,
+     * the row's addresses warp-uniform, QR rows' loads in flight at once.
+     * (Per-element index arithmetic made this ~20 % of a compressed or
+     * selected launch's instructions; each lane loading its own fragment
+     * elements made one L2 round trip per element pair.) */
     uint16_t *const qlo = kts + 2 * MM_KT * Ep;
     /* qhi borrows key buffer 1 (MM_KT = MM_ROWS rows; its pad columns are
      * written as zeros here too): the first copies into that buffer are
@@ -311,57 +359,63 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
     static_assert(MM_KT >= MM_ROWS, "qhi in a key buffer");
     uint16_t *const qhi = kts + MM_KT * Ep;
     {
-        const int nr = min(rpb, nrows - i0);     /* rows of this block */
-        const int R16 = (nr + 15) / 16 * 16;     /* rows the warps with rows read */
-        const int Ep4 = EXACT ? (KS * 16 + 8) / 4 : Ep >> 2; /* a constant divisor */
+        const int nr = min(rpb, nrows - i0); /* rows of this block */
         const bool qvec = dg % 4 == 0 && dR % 4 == 0 && ((uintptr_t)p.qt & 15) == 0 &&
                           ((uintptr_t)p.qr & 15) == 0 && p.ld_qr % 4 == 0 && p.qr_stride % 4 == 0;
-        constexpr int QU = 4; /* float4 loads in flight per thread */
-        for (int j0 = tid; j0 < R16 * Ep4; j0 += QU * MM_THREADS) {
-            float4 v[QU];
+        constexpr int QR = 4;                            /* rows in flight */
+        constexpr int QC = ((KS * 16 + 8) / 4 + 31) / 32; /* 16-byte columns a lane */
+        const int c0 = 16 * KS0;                         /* (VFIRST: [0, c0) never read) */
+        if (warp * 16 < nr) {
+            for (int r0 = warp * 16; r0 < warp * 16 + 16; r0 += QR) {
+                float4 v[QR][QC];
 #pragma unroll
-            for (int u = 0; u < QU; u++) {
-                const int j = j0 + u * MM_THREADS, r = j / Ep4, c = 4 * (j % Ep4);
-                v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                if (j >= R16 * Ep4 || r >= nr || c >= E)
-                    continue;
-                const int t = q_t[r], hh = q_h[r];
-                /* KS0 > 0 (ATTN_MMA_VFIRST): columns [dg/2, dg) are the dg/2
-                 * elements before the rope part in qr, [0, dg/2) zeros */
-                const float *qrow = p.qr + (int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride;
-                if (KS0 > 0 && c < dg / 2)
-                    continue;
-                if (qvec) {
-                    v[u] = c < dg && KS0 == 0
-                               ? *(const float4 *)(p.qt + ((int64_t)t * H + hh) * dg + c)
-                               : *(const float4 *)(qrow + (c - dg));
-                } else {
-                    float e4[4];
+                for (int u = 0; u < QR; u++) {
+                    const int r = r0 + u;
+                    const bool rok = r < nr;
+                    const int t = rok ? q_t[r] : 0, hh = rok ? q_h[r] : 0;
+                    /* VFIRST: columns [dg/2, dg) are the dg/2 elements
+                     * before the rope part in qr */
+                    const float *qtr = p.qt + ((int64_t)t * H + hh) * dg;
+                    const float *qrr = p.qr + (int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride;
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int cc = c + e;
-                        e4[e] = cc < dg && KS0 == 0 ? p.qt[((int64_t)t * H + hh) * dg + cc]
-                                : cc < E            ? qrow[cc - dg]
-                                                    : 0.0f;
+                    for (int w = 0; w < QC; w++) {
+                        const int c = 4 * (lane + 32 * w);
+                        v[u][w] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        if (!rok || c < c0 || c >= E)
+                            continue;
+                        if (qvec) {
+                            v[u][w] = c < dg && KS0 == 0 ? *(const float4 *)(qtr + c)
+                                                         : *(const float4 *)(qrr + (c - dg));
+                        } else {
+                            float e4[4];
+#pragma unroll
+                            for (int e = 0; e < 4; e++) {
+                                const int cc = c + e;
+                                e4[e] = cc < dg && KS0 == 0 ? qtr[cc] : cc < E ? qrr[cc - dg] : 0.0f;
+                            }
+                            v[u][w] = make_float4(e4[0], e4[1], e4[2], e4[3]);
+                        }
                     }
-                    v[u] = make_float4(e4[0], e4[1], e4[2], e4[3]);
                 }
-            }
 #pragma unroll
-            for (int u = 0; u < QU; u++) {
-                const int j = j0 + u * MM_THREADS, r = j / Ep4, c = 4 * (j % Ep4);
-                if (j >= R16 * Ep4)
-                    continue;
-                const uint32_t h0 = mma_pack_bf16(v[u].x, v[u].y), h1 = mma_pack_bf16(v[u].z, v[u].w);
-                *(uint2 *)(qhi + r * Ep + c) = make_uint2(h0, h1);
-                if (QS)
-                    *(uint2 *)(qlo + r * Ep + c) =
-                        make_uint2(mma_pack_bf16(v[u].x - mma_lo_f32(h0), v[u].y - mma_hi_f32(h0)),
-                                   mma_pack_bf16(v[u].z - mma_lo_f32(h1), v[u].w - mma_hi_f32(h1)));
+                for (int u = 0; u < QR; u++)
+#pragma unroll
+                    for (int w = 0; w < QC; w++) {
+                        const int c = 4 * (lane + 32 * w);
+                        if (c < c0 || c >= Ep)
+                            continue;
+                        const float4 x = v[u][w];
+                        const uint32_t h0 = mma_pack_bf16(x.x, x.y), h1 = mma_pack_bf16(x.z, x.w);
+                        *(uint2 *)(qhi + (r0 + u) * Ep + c) = make_uint2(h0, h1);
+                        if (QS)
+                            *(uint2 *)(qlo + (r0 + u) * Ep + c) =
+                                make_uint2(mma_pack_bf16(x.x - mma_lo_f32(h0), x.y - mma_hi_f32(h0)),
+                                           mma_pack_bf16(x.z - mma_lo_f32(h1), x.w - mma_hi_f32(h1)));
+                    }
             }
         }
     }
-    __syncthreads();
+    __syncwarp(); /* a warp reads only the rows it staged */
     uint32_t qf[KS][4];
     {
         const bool wrows = rt[0] >= 0 || rt[1] >= 0; /* warp-uniform: rows 16 w .. */
@@ -452,7 +506,11 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
         if (vec) {
             /* each thread one 16-byte column ch of every nk-th key from k0
              * (nk = MM_THREADS / E8 threads a column; E8 <= 32): the
-             * column's offsets fixed, one plan load a copy */
+             * column's offsets fixed, one plan load a copy.  (Two threads
+             * a key, each copying every other column of it, was slower:
+             * expanded local 0.37 -> 0.41 ms a layer at 8k; bulk copies
+             * on the copy engine, two a key completing on an mbarrier,
+             * slower still: 0.49.) */
             const int E8 = E >> 3, dg8 = dg >> 3, nk = MM_THREADS / E8;
             if (tid < nk * E8) {
                 const int ch = tid % E8, k0 = tid / E8;
@@ -828,9 +886,9 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
     }
     /* the asa-1.3b shapes exactly (local 192 + 32, global 96 + 32), then
      * small and large generic forms */
-    if (ks == 14 && np == 12)
+    if (p->c.dg == 192 && p->c.dR == 32)
         return mm_pick<14, 12, true>(p, ks, np, rpb, qs, fast, stream);
-    if (ks == 8 && np == 6)
+    if (p->c.dg == 96 && p->c.dR == 32)
         return mm_pick<8, 6, true>(p, ks, np, rpb, qs, fast, stream);
     if (ks <= 4 && np <= 2)
         return mm_pick<4, 2, false>(p, ks, np, rpb, qs, fast, stream);

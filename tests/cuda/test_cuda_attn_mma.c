@@ -441,6 +441,10 @@ static void test_mma_13b(void **st) {
         {"1.3b local", 1, 192, 32, 32, 16, 64, 16, 4, 2, {70, 3}, {5, 3}, false, 0},
         {"1.3b global", 2, 96, 32, 16, 16, 512, 6, 4, 2, {61, 130}, {6, 5}, false, 0},
         {"generic dg 136 dR 40 h5", 2, 136, 40, 5, 8, 20, 3, 2, 2, {30, 0}, {4, 9}, true, 0},
+        /* the exact forms' step counts (E 128, dg <= 96; E 224, dg <=
+         * 192) with other splits of E: the generic form */
+        {"near global dg 88 dR 40", 2, 88, 40, 16, 16, 64, 6, 4, 1, {61}, {7}, false, 0},
+        {"near local dg 184 dR 40", 1, 184, 40, 32, 16, 40, 16, 4, 1, {70}, {3}, false, 0},
         /* long enough for interior tiles (every key visible to every row
          * of a warp: unmasked path, all chunks live) next to edge tiles,
          * a block with tokens of both sequences; compressed entries 0-63
