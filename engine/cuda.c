@@ -44,6 +44,12 @@
  * pair there; above that (prefill, large batches) only q|kv_a|g does by
  * default: it alone took the fixtures from 5.6e-2 to 1.5e-2, and the
  * second product on all four would double the prefill product time.
+ * There q|kv_a|g's pair is one product with K = 2d (cu__kcat): the RMSNorm
+ * writes each row as [hi | lo] and the product reads a copy of the weights
+ * with every row twice, [W | W], made at the first such step (~660 MB for
+ * asa-1.3b; 8k prefill on an H200: the two products took 3.8 + 4.4 ms, the
+ * second re-reading the f32 output with beta = 1); ASA_CUDA_KCAT=0, or
+ * when that copy cannot be allocated: two products.
  * ASA_CUDA_PRECISE=2 pairs every product, =0 none.  From CU_BLAS_HEADS_T
  * tokens of a step on, the per-head absorb and expand run as batched
  * cuBLAS products (TF32 on an f32 copy of kv_b_proj, ASA_CUDA_TF32=0 for
@@ -225,6 +231,8 @@ typedef struct cu_layer {
     float *mlp_norm;     /* [d] */
     float *kv_a_norm;    /* [G*dg] */
     uint16_t *w_in;      /* [n_in, d]: q_proj, kv_a_proj, g_proj (global) rows */
+    uint16_t *w_in2;     /* [n_in, 2d]: each row of w_in twice ([W | W]), inside
+                            c->w2; NULL until the first cu__kcat step */
     uint16_t *kvb;       /* [H*(dh+dv), dg] kv_b_proj as loaded */
     float *kvbf;         /* the same in f32 (batched cuBLAS absorb/expand), or NULL */
     uint16_t *kvbx;      /* local layers, once the expanded prefill form has run
@@ -286,6 +294,7 @@ typedef struct cu_be {
     float *act;                /* [T, F] silu(gate) * up */
     uint16_t *xhi, *xlo;       /* [max(T, CU_STACK_M), max(d, H*dv, F)], [T, ..]
                                   bf16 parts of a product's input */
+    size_t xhi_n;              /* elements of xhi */
     float *y2;                 /* [CU_STACK_M, max N] stacked product output */
     int small_rows;            /* products of gemv_rows < M <= small_rows rows
                                   run as gemm_small (tensor cores, the pair
@@ -313,6 +322,12 @@ typedef struct cu_be {
     bool presplit;             /* products on cuBLAS read bf16 parts written by
                                   RMSNorm / SiLU-gate (ASA_CUDA_PRESPLIT=0: f32
                                   and a split launch) */
+    bool kcat;                 /* the attention input's hi + lo pair as one
+                                  product with K = 2d where it would take two
+                                  (cu__kcat; ASA_CUDA_KCAT=0: two; off for good
+                                  when w2 cannot be allocated) */
+    uint16_t *w2;              /* every layer's w_in2 in one allocation, made at
+                                  the first cu__kcat step; NULL before */
     int split_tiles;           /* ASA_CUDA_SPLIT_TILES (default CU_SPLIT_TILES):
                                   key tiles per block of a small split grid */
     int nh_min;                /* ASA_CUDA_ATTN_NH_MIN: fewest heads per
@@ -680,6 +695,7 @@ static void cuda_destroy(void *p) {
             cudaFree(y->mlp_norm);
             cudaFree(y->kv_a_norm);
             cudaFree(y->w_in);
+            /* (w_in2 points into c->w2) */
             cudaFree(y->kvb);
             cudaFree(y->kvbf);
             cudaFree(y->kvbx);
@@ -714,6 +730,7 @@ static void cuda_destroy(void *p) {
     cudaFree(c->act);
     cudaFree(c->xhi);
     cudaFree(c->xlo);
+    cudaFree(c->w2);
     cudaFree(c->y2);
     cudaFree(c->tsel);
     cudaFree(c->tsel_cnt);
@@ -903,6 +920,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         c->xattn_t = 0;
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
     c->acc_res = !cu__env_is("ASA_CUDA_ACC_RES", "0");
+    c->kcat = !cu__env_is("ASA_CUDA_KCAT", "0");
     c->xattn_bf16 = !cu__env_is("ASA_CUDA_XATTN_BF16", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
     /* split-plan knobs, for measuring the decode attention's schedule */
@@ -1027,6 +1045,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
             CU_TRY(cudaEventCreate(&c->ev[i]));
         c->timing = true;
     }
+    c->xhi_n = (size_t)xrows * kmax;
     int n_anchor_max = T / (c->share > 0 ? c->share : 1) + c->max_seqs + 1;
     if (n_anchor_max > T)
         n_anchor_max = T;
@@ -1529,14 +1548,78 @@ static bool cu__fused(const cu_be *c, int T) {
     return c->fuse && !c->invariant && T <= c->gemv_rows && T <= CU_FUSE_ROWS;
 }
 
+/* The [W | W] rows of cu__kcat: one allocation for every layer's w_in2,
+ * filled on the engine stream (ahead of the products that read them), at
+ * the first step that takes that path rather than at create (allocations
+ * among the weights cost decode 2-6 % a step; see cu__xattn_init).  An
+ * allocation failure is cleared from the runtime's last error (the
+ * launchers' checks read it) and returns ASA_ENOMEM; the caller turns the
+ * path off for good on any failure. */
+static asa_err cu__kcat_init(cu_be *c) {
+    const size_t d = (size_t)c->d;
+    size_t n = 0;
+    for (int l = 0; l < c->L; l++)
+        n += (size_t)c->layers[l].n_in * 2 * d;
+    if (cudaMalloc((void **)&c->w2, n * sizeof(uint16_t)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        c->w2 = NULL;
+        return ASA_ENOMEM;
+    }
+    uint16_t *p = c->w2;
+    for (int l = 0; l < c->L; l++) {
+        cu_layer *y = &c->layers[l];
+        /* W into columns [0, d), and again into [d, 2d) */
+        for (int h = 0; h < 2; h++)
+            CU_TRY(cudaMemcpy2DAsync(p + h * d, 4 * d, y->w_in, 2 * d, 2 * d, (size_t)y->n_in,
+                                     cudaMemcpyDeviceToDevice, c->st));
+        y->w_in2 = p;
+        p += (size_t)y->n_in * 2 * d;
+    }
+    return ASA_OK;
+}
+
+/* Whether the attention input (q|kv_a|g) of a step of T tokens runs as one
+ * cuBLAS product with K = 2d: RMSNorm writes each row as [hi | lo] (row
+ * stride 2d, in xhi) and the product reads it against the layer's [W | W]
+ * rows (w_in2): the same sum hi.W + lo.W in one f32 accumulation.  Where
+ * the norm writes the parts and the pair would otherwise take two cuBLAS
+ * products (cu__gemm_parts above CU_STACK_M / 2 rows, beyond gemm_small's
+ * rows too): the second of those re-read the f32 output (beta = 1; 8k
+ * prefill of asa-1.3b on an H200: 3.8 + 4.4 ms, 0.6 ms of it that read).
+ * Needs T x 2d elements of xhi (asa-1.3b: F >= 2d, always).  The weights
+ * come at the first such step, never while a graph is being captured
+ * (decode batches of more than CU_STACK_M / 2 sequences take the path too;
+ * their key's first run is eager and allocates).  ASA_CUDA_KCAT=0, or a
+ * failed allocation: the two products. */
+static bool cu__kcat(cu_be *c, int T) {
+    if (!c->kcat || !cu__presplit(c, T) || 2 * T <= CU_STACK_M || !cu__want_lo(c, T, true) ||
+        (size_t)T * 2 * c->d > c->xhi_n)
+        return false;
+    if (!c->w2) {
+        if (c->capturing)
+            return false;
+        asa_err e = cu__kcat_init(c);
+        if (e) {
+            ASA_LOGW("cuda", "attention input as one product with K = 2d off: %s",
+                     asa_strerror(e));
+            c->kcat = false;
+            return false;
+        }
+    }
+    return true;
+}
+
 /* y = W . RMSNorm(x (+ residual)), the residual stream updated: with
  * add_res, the rows x + c->res become the residual.  Fused (cu__fused):
  * one GEMV kernel normalises in its prologue and its block 0 writes the
  * sum into the other residual buffer (the kernel's other blocks still read
  * the current one), which becomes c->res.  Otherwise RMSNorm into hn (in
- * place on c->res) and the product. */
+ * place on c->res) and the product.  W2: NULL, or W's rows twice
+ * ([N][2d], where cu__kcat holds): the norm writes [hi | lo] rows and one
+ * product with K = 2d reads them. */
 static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float *w_norm, int T,
-                             const uint16_t *W, int N, float *y, bool want_lo) {
+                             const uint16_t *W, const uint16_t *W2, int N, float *y,
+                             bool want_lo) {
     const int d = c->d;
     if (cu__fused(c, T)) {
         float *alt = c->res == c->x ? c->x2 : c->x;
@@ -1556,9 +1639,22 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float
     cu__mark(c, CU_T_OTHER);
     if (cu__presplit(c, T)) {
         /* the norm writes the bf16 parts the cuBLAS product reads */
+        if (W2) {
+            asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, residual, w_norm, c->xhi,
+                                              c->xhi + d, 2 * (int64_t)d, c->st);
+            if (e != ASA_EUNSUPPORTED) {
+                CU_OK(e);
+                cu__mark(c, CU_T_PROJ);
+                const float one = 1.0f, zero = 0.0f;
+                CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, 2 * d, &one, W2,
+                                        CUDA_R_16BF, 2 * d, c->xhi, CUDA_R_16BF, 2 * d, &zero, y,
+                                        CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                return ASA_OK;
+            }
+        }
         const bool lo = cu__want_lo(c, T, want_lo);
         asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, residual, w_norm, c->xhi,
-                                          cu__lo_buf(c, T, d, lo), c->st);
+                                          cu__lo_buf(c, T, d, lo), d, c->st);
         if (e != ASA_EUNSUPPORTED) {
             CU_OK(e);
             cu__mark(c, CU_T_PROJ);
@@ -1665,7 +1761,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     /* attention input */
     const bool acc = cu__acc_res(c, T); /* o_proj, down add into c->res */
     CU_OK(cu__norm_gemm(c, first || acc ? c->res : c->tmp, !first && !acc, y->attn_norm, T,
-                        y->w_in, y->n_in, c->qa, true));
+                        y->w_in, cu__kcat(c, T) ? y->w_in2 : NULL, y->n_in, c->qa, true));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
@@ -1766,8 +1862,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     cu__mark(c, CU_T_PROJ);
     /* (xa16: the expanded attention wrote o_proj's bf16 input) */
     CU_OK(cu__gemm_out(c, acc, xa16 ? NULL : c->o, T, H * c->dv, y->o_proj, d));
-    CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, !acc, y->mlp_norm, T, y->w_gu, 2 * F, c->gu,
-                        false));
+    CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, !acc, y->mlp_norm, T, y->w_gu, NULL, 2 * F,
+                        c->gu, false));
     if (cu__fused(c, T) && c->fuse_silu) {
         /* SiLU-gate in the down product's prologue */
         gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,

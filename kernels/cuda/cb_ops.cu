@@ -270,11 +270,12 @@ __device__ __forceinline__ void split_store4(float4 x, uint16_t *hi, uint16_t *l
 constexpr int NM_THREADS = 256, NM_V = 4; /* float4 per thread: D <= 4096 */
 
 /* SPLIT: the normalised row goes out as bf16 hi (+ lo) parts, exactly as
- * split4_kernel would cut the f32 row, instead of f32 y */
+ * split4_kernel would cut the f32 row, instead of f32 y; ldo is the parts'
+ * row stride (f32 y is dense) */
 template <bool SPLIT>
 __global__ void __launch_bounds__(NM_THREADS)
 norm_kernel(int D, float eps, const float *x, float *res, const float *w, float *y,
-            uint16_t *hi, uint16_t *lo) {
+            uint16_t *hi, uint16_t *lo, int64_t ldo) {
     kc_pdl_enter();
     __shared__ float part[NM_THREADS / 32];
     const int64_t row = blockIdx.x;
@@ -326,7 +327,7 @@ norm_kernel(int D, float eps, const float *x, float *res, const float *w, float 
             if (!SPLIT) {
                 ((float4 *)(y + row * D))[i] = o;
             } else {
-                split_store4(o, hi, lo, row * D + 4 * (int64_t)i);
+                split_store4(o, hi, lo, row * ldo + 4 * (int64_t)i);
             }
         }
     }
@@ -548,20 +549,21 @@ extern "C" asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, f
         !kc_aligned(y, 16) || (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
     KC_CUDA_TRY(kc_launch(norm_kernel<false>, (unsigned)rows, NM_THREADS, 0, stream, D, eps, x,
-                          residual, w, y, (uint16_t *)nullptr, (uint16_t *)nullptr));
+                          residual, w, y, (uint16_t *)nullptr, (uint16_t *)nullptr,
+                          (int64_t)D));
     return ASA_OK;
 }
 
 extern "C" asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x,
                                          float *residual, const float *w, uint16_t *hi,
-                                         uint16_t *lo, cudaStream_t stream) {
-    if (rows < 1 || D < 4 || !x || !w || !hi || !(eps > 0))
+                                         uint16_t *lo, int64_t ldo, cudaStream_t stream) {
+    if (rows < 1 || D < 4 || ldo < D || !x || !w || !hi || !(eps > 0))
         return ASA_EINVAL;
-    if (D % 4 || D > 4 * NM_V * NM_THREADS || !kc_aligned(x, 16) || !kc_aligned(w, 16) ||
-        !kc_aligned(hi, 8) || (lo && !kc_aligned(lo, 8)) ||
+    if (D % 4 || ldo % 4 || D > 4 * NM_V * NM_THREADS || !kc_aligned(x, 16) ||
+        !kc_aligned(w, 16) || !kc_aligned(hi, 8) || (lo && !kc_aligned(lo, 8)) ||
         (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
     KC_CUDA_TRY(kc_launch(norm_kernel<true>, (unsigned)rows, NM_THREADS, 0, stream, D, eps, x,
-                          residual, w, (float *)nullptr, hi, lo));
+                          residual, w, (float *)nullptr, hi, lo, ldo));
     return ASA_OK;
 }

@@ -70,11 +70,15 @@ asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint1
 asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *residual,
                         const float *w, float *y, cudaStream_t stream);
 /* The same with the normalised rows cut into bf16 parts as
- * cb_split_bf16_cuda would cut them (hi, and lo when not NULL; dense
- * [rows][D]) instead of f32 y: the input of a cuBLAS product without the
- * f32 round trip.  Also needs hi/lo 8-byte aligned. */
+ * cb_split_bf16_cuda would cut them (hi, and lo when not NULL; [rows][D]
+ * each at row stride ldo >= D, nothing else written) instead of f32 y: the
+ * input of a cuBLAS product without the f32 round trip.  ldo = D: dense
+ * parts; hi = buf, lo = buf + D, ldo = 2D: rows [hi | lo], the input of
+ * one product with K = 2D against [W | W].  Also needs hi/lo 8-byte
+ * aligned and ldo % 4 == 0 (ASA_EUNSUPPORTED), ldo >= D (ASA_EINVAL). */
 asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, float *residual,
-                              const float *w, uint16_t *hi, uint16_t *lo, cudaStream_t stream);
+                              const float *w, uint16_t *hi, uint16_t *lo, int64_t ldo,
+                              cudaStream_t stream);
 
 /* The expanded form of a local layer's prefill attention (attn_mma_cuda
  * with ATTN_MMA_VFIRST).  xgather: for rows r < rows (B rows a page), the

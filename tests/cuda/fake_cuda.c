@@ -297,10 +297,14 @@ asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *res, 
     return ASA_OK;
 }
 asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, float *res, const float *w,
-                              uint16_t *hi, uint16_t *lo, cudaStream_t s) {
+                              uint16_t *hi, uint16_t *lo, int64_t ldo, cudaStream_t s) {
+    if (ldo < D) return ASA_EINVAL;
+    if (ldo % 4) return ASA_EUNSUPPORTED;
     float *y = malloc((size_t)rows * D * 4);
     asa_err e = cb_rmsnorm_cuda(rows, D, eps, x, res, w, y, s);
-    if (!e) e = cb_split_bf16_cuda(rows, D, y, D, hi, lo, s);
+    for (int r = 0; r < rows && !e; r++) /* the parts at row stride ldo */
+        e = cb_split_bf16_cuda(1, D, y + (size_t)r * D, D, hi + (size_t)r * ldo,
+                               lo ? lo + (size_t)r * ldo : NULL, s);
     free(y);
     return e;
 }

@@ -1043,7 +1043,7 @@ static void test_absorb_expand_vec(void **st) {
                      *lw = malloc(n * 2);
             for (int lo = 0; lo < 2; lo++) {
                 assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, wr ? rd2 : NULL, wd, hd,
-                                                       lo ? ld : NULL, 0),
+                                                       lo ? ld : NULL, D, 0),
                                  ASA_OK);
                 get_dev(hg, hd, n * 2);
                 get_dev(lg, ld, n * 2);
@@ -1065,6 +1065,39 @@ static void test_absorb_expand_vec(void **st) {
                     cudaFree(rd2);
                     rd2 = dup_dev(r, n * 4);
                 }
+            }
+            n_kernels++;
+            /* the parts interleaved as the input of one product with K = 2D
+             * (hi = buf, lo = buf + D, ldo = 2D; and ldo = 2D + 4, a gap
+             * after each row): the same bits, nothing else written (the
+             * gaps, the lo halves without lo and a row past the end stay
+             * poisoned) */
+            for (int ic = 0; ic < 4; ic++) {
+                const int lo = ic % 2;
+                const int64_t ldo = 2 * (int64_t)D + 4 * (ic / 2);
+                const size_t nb = (size_t)(nr + 1) * (size_t)ldo;
+                float *rd3 = dup_dev(r, n * 4);
+                uint16_t *bd = poison_dev(nb * 2), *bg = malloc(nb * 2);
+                assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, wr ? rd3 : NULL, wd, bd,
+                                                       lo ? bd + D : NULL, ldo, 0),
+                                 ASA_OK);
+                get_dev(bg, bd, nb * 2);
+                for (size_t i = 0; i < nb; i++) {
+                    const size_t row = i / (size_t)ldo, e = i % (size_t)ldo;
+                    uint16_t want = 0xffff;
+                    if (row < (size_t)nr && e < (size_t)D)
+                        want = hw[row * D + e];
+                    else if (row < (size_t)nr && e < 2 * (size_t)D && lo)
+                        want = lw[row * D + e - D];
+                    if (bg[i] != want)
+                        fail_msg("rmsnorm split (ldo %lld, lo %d): element %zu (row %zu, col "
+                                 "%zu): %04x, want %04x",
+                                 (long long)ldo, lo, i, row, e, bg[i], want);
+                }
+                n_checked += (int)nb;
+                cudaFree(rd3);
+                cudaFree(bd);
+                free(bg);
             }
             n_kernels++;
             cudaFree(rd2);
