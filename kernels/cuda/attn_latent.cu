@@ -788,38 +788,92 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
         w_nvis[warp] = nvis;
     }
     uint16_t *const kt = (uint16_t *)selt_sm;
-    /* pad columns [ep - (kd*16 - dg) ...) stay zero: zero both buffers once */
-    for (int i = tid; i < 2 * SELT_KT * Ep; i += SELM_WARPS * 32)
-        kt[i] = 0;
-    /* A fragments of this warp's anchor (rows: the group's heads) */
+    __syncthreads();
+    /* a chunk past every anchor's visible blocks (the second half of the
+     * candidates for the early anchors): nothing to do */
+    {
+        bool any = false;
+        for (int w = 0; w < SELM_WARPS; w++)
+            any = any || w_seq[w] >= 0;
+        if (!any)
+            return;
+    }
+    /* A fragments of this warp's anchor (rows: the group's heads), hi and
+     * lo parts: the warp stages its 16 rows x Ep into shared memory (the
+     * key buffers hold exactly the four warps' hi + lo rows), a lane a
+     * 16-byte column of a row with all four rows' loads in flight, then
+     * ldmatrix.  (Each lane gathering and cutting its own fragment
+     * elements was ~30 % of the kernel's instructions.)  The same bf16
+     * roundings, so the same scores as select_score_mma_kernel. */
     uint32_t ahi[SELM_KMAX][4], alo[SELM_KMAX][4];
+    {
+        uint16_t *const qh = kt + warp * 32 * Ep, *const ql = qh + 16 * Ep;
+        const bool qvec = dg % 4 == 0 && dR % 4 == 0 && ((uintptr_t)p.qt & 15) == 0 &&
+                          ((uintptr_t)p.qr & 15) == 0 && p.ld_qr % 4 == 0 && p.qr_stride % 4 == 0;
+        constexpr int QR = 4, QC = ((SELM_KMAX * 16 + 8) / 4 + 31) / 32;
+        for (int h0 = 0; h0 < 16; h0 += QR) {
+            float4 v[QR][QC];
 #pragma unroll
-    for (int j = 0; j < SELM_KMAX; j++) {
-        if (j >= ks)
-            break;
+            for (int u = 0; u < QR; u++) {
+                const int h = h0 + u, hh = g * hpg + h;
+                const bool rok = t >= 0 && h < hpg;
+                const float *qtr = p.qt + ((int64_t)(rok ? t : 0) * p.H + hh) * dg;
+                const float *qrr =
+                    p.qr + (int64_t)(rok ? t : 0) * p.ld_qr + (int64_t)hh * p.qr_stride - kd * 16;
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
-            const int h = gid + (r & 1) * 8, kk = 16 * j + 2 * tig + (r >> 1) * 8, hh = g * hpg + h;
-            uint16_t hv[2], lv[2];
+                for (int w = 0; w < QC; w++) {
+                    const int c = 4 * (lane + 32 * w);
+                    v[u][w] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    if (!rok || c >= ep)
+                        continue;
+                    if (qvec) {
+                        if (c < dg)
+                            v[u][w] = *(const float4 *)(qtr + c);
+                        else if (c >= kd * 16 && c - kd * 16 < dR)
+                            v[u][w] = *(const float4 *)(qrr + c);
+                    } else {
+                        float e4[4];
 #pragma unroll
-            for (int u = 0; u < 2; u++) {
-                float x = 0.0f;
-                if (t >= 0 && h < hpg) {
-                    const int e = kk + u;
-                    if (j < kd) {
-                        if (e < dg)
-                            x = p.qt[((int64_t)t * p.H + hh) * dg + e];
-                    } else if (e - kd * 16 < dR) {
-                        x = p.qr[(int64_t)t * p.ld_qr + (int64_t)hh * p.qr_stride + (e - kd * 16)];
+                        for (int e = 0; e < 4; e++) {
+                            const int cc = c + e;
+                            e4[e] = cc < dg                              ? qtr[cc]
+                                    : cc >= kd * 16 && cc - kd * 16 < dR ? qrr[cc]
+                                                                         : 0.0f;
+                        }
+                        v[u][w] = make_float4(e4[0], e4[1], e4[2], e4[3]);
                     }
                 }
-                hv[u] = kc_f32_bf16(x);
-                lv[u] = kc_f32_bf16(x - kc_bf16_f32(hv[u]));
             }
-            ahi[j][r] = (uint32_t)hv[0] | (uint32_t)hv[1] << 16;
-            alo[j][r] = (uint32_t)lv[0] | (uint32_t)lv[1] << 16;
+#pragma unroll
+            for (int u = 0; u < QR; u++)
+#pragma unroll
+                for (int w = 0; w < QC; w++) {
+                    const int c = 4 * (lane + 32 * w);
+                    if (c >= Ep)
+                        continue;
+                    const float4 x = v[u][w];
+                    const uint32_t h0w = mma_pack_bf16(x.x, x.y), h1w = mma_pack_bf16(x.z, x.w);
+                    *(uint2 *)(qh + (h0 + u) * Ep + c) = make_uint2(h0w, h1w);
+                    *(uint2 *)(ql + (h0 + u) * Ep + c) =
+                        make_uint2(mma_pack_bf16(x.x - mma_lo_f32(h0w), x.y - mma_hi_f32(h0w)),
+                                   mma_pack_bf16(x.z - mma_lo_f32(h1w), x.w - mma_hi_f32(h1w)));
+                }
+        }
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < SELM_KMAX; j++) {
+            if (j >= ks)
+                break;
+            /* matrices (rows +0/+8, cols +0/+8) */
+            const int off = ((lane & 7) + 8 * ((lane >> 3) & 1)) * Ep + 16 * j + 8 * (lane >> 4);
+            mma_ldsm_x4<false>(ahi[j], qh + off);
+            mma_ldsm_x4<false>(alo[j], ql + off);
         }
     }
+    __syncthreads(); /* every warp holds its fragments */
+    /* pad columns [ep - (kd*16 - dg) ...) stay zero: zero both buffers once */
+    for (int i = tid; i < 2 * SELT_KT * Ep / 8; i += SELM_WARPS * 32)
+        ((uint4 *)kt)[i] = make_uint4(0u, 0u, 0u, 0u);
     const float l0 = t >= 0 && gid < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid] : 0.0f;
     const float l1 = t >= 0 && gid + 8 < hpg ? p.lse[(int64_t)t * p.H + g * hpg + gid + 8] : 0.0f;
     float *const sc = p.scores + ((int64_t)(a < p.n_anchors ? a : 0) * G + g) * p.nb_max;

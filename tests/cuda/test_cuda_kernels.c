@@ -769,7 +769,9 @@ static void test_select_shapes(void **st) {
         int32_t *tab = malloc((size_t)np * 4), toff[2] = {0, np / 2};
         for (int k = 0; k < np; k++)
             tab[k] = (k * 37 + 11) % np; /* scrambled pages */
-        const int ldq = H * (dR + 3) + 5, qs = dR + 3;
+        /* query rows 16-byte aligned where dR % 4 == 0 (the tiled kernel's
+         * vector staging), odd strides otherwise (its scalar one) */
+        const int qs = dR % 4 == 0 ? dR + 4 : dR + 3, ldq = H * qs + (dR % 4 == 0 ? 4 : 5);
         float *qt = malloc((size_t)NA * H * dg * 4), *qr = malloc((size_t)NA * ldq * 4);
         float *lse = malloc((size_t)NA * H * 4);
         fill_f32(qt, (size_t)NA * H * dg, 0.3f);
