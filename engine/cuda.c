@@ -44,16 +44,17 @@
  * pair there; above that (prefill, large batches) only q|kv_a|g does by
  * default: it alone took the fixtures from 5.6e-2 to 1.5e-2, and the
  * second product on all four would double the prefill product time.
- * ASA_CUDA_KCAT=1 makes q|kv_a|g's pair one product with K = 2d
- * (cu__kcat): the RMSNorm writes each row as [hi | lo] and the product
- * reads a copy of the weights with every row twice, [W | W], made at the
- * first such step (~660 MB for asa-1.3b).  8k prefill on an H200: 0.6 ms
- * faster (the two products took 3.8 + 4.4 ms, the second re-reading the
- * f32 output with beta = 1), but the one product's rounding error is ~3x
- * the two's (cuBLAS on random rows, K = 2048: 6.1e-6 against 2.1e-6
- * relative L2; the lo products land in the large accumulator) and the
- * fixtures' worst error goes 0.0188 -> 0.0194 of the 2e-2 allowed: off by
- * default.
+ * There q|kv_a|g's pair is one product with K = 2d (cu__kcat): the RMSNorm
+ * writes each row as [lo | hi] and the product reads a copy of the weights
+ * with every row twice, [W | W], made at the first such step (~660 MB for
+ * asa-1.3b; 8k prefill on an H200: 0.6 ms faster, the two products took
+ * 3.8 + 4.4 ms, the second re-reading the f32 output with beta = 1).  The
+ * lo parts come first: cuBLAS on random rows, K = 2048, relative L2
+ * against the exact hi + lo product: two products 2.1e-6, [lo | hi]
+ * 2.1e-6, [hi | lo] 6.1e-6 (the lo products then land in an accumulator
+ * that already holds the hi sum; the fixtures' worst error went 0.0188 ->
+ * 0.0194 with that order).  ASA_CUDA_KCAT=0, or when the copy cannot be
+ * allocated: two products.
  * ASA_CUDA_PRECISE=2 pairs every product, =0 none.  From CU_BLAS_HEADS_T
  * tokens of a step on, the per-head absorb and expand run as batched
  * cuBLAS products (TF32 on an f32 copy of kv_b_proj, ASA_CUDA_TF32=0 for
@@ -328,8 +329,8 @@ typedef struct cu_be {
                                   and a split launch) */
     bool kcat;                 /* the attention input's hi + lo pair as one
                                   product with K = 2d where it would take two
-                                  (cu__kcat; ASA_CUDA_KCAT=1, default off; off
-                                  for good when w2 cannot be allocated) */
+                                  (cu__kcat; ASA_CUDA_KCAT=0: two; off for good
+                                  when w2 cannot be allocated) */
     uint16_t *w2;              /* every layer's w_in2 in one allocation, made at
                                   the first cu__kcat step; NULL before */
     int split_tiles;           /* ASA_CUDA_SPLIT_TILES (default CU_SPLIT_TILES):
@@ -924,7 +925,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         c->xattn_t = 0;
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
     c->acc_res = !cu__env_is("ASA_CUDA_ACC_RES", "0");
-    c->kcat = cu__env_is("ASA_CUDA_KCAT", "1");
+    c->kcat = !cu__env_is("ASA_CUDA_KCAT", "0");
     c->xattn_bf16 = !cu__env_is("ASA_CUDA_XATTN_BF16", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
     /* split-plan knobs, for measuring the decode attention's schedule */
@@ -1583,9 +1584,10 @@ static asa_err cu__kcat_init(cu_be *c) {
 }
 
 /* Whether the attention input (q|kv_a|g) of a step of T tokens runs as one
- * cuBLAS product with K = 2d: RMSNorm writes each row as [hi | lo] (row
- * stride 2d, in xhi) and the product reads it against the layer's [W | W]
- * rows (w_in2): the same sum hi.W + lo.W in one f32 accumulation.  Where
+ * cuBLAS product with K = 2d: RMSNorm writes each row as [lo | hi] (row
+ * stride 2d, in xhi; lo first, see the top comment) and the product reads
+ * it against the layer's [W | W] rows (w_in2): the same sum lo.W + hi.W in
+ * one f32 accumulation.  Where
  * the norm writes the parts and the pair would otherwise take two cuBLAS
  * products (cu__gemm_parts above CU_STACK_M / 2 rows, beyond gemm_small's
  * rows too): the second of those re-read the f32 output (beta = 1; 8k
@@ -1593,9 +1595,8 @@ static asa_err cu__kcat_init(cu_be *c) {
  * Needs T x 2d elements of xhi (asa-1.3b: F >= 2d, always).  The weights
  * come at the first such step, never while a graph is being captured
  * (decode batches of more than CU_STACK_M / 2 sequences take the path too;
- * their key's first run is eager and allocates).  Only with
- * ASA_CUDA_KCAT=1 (the top comment says why); a failed allocation: the two
- * products. */
+ * their key's first run is eager and allocates).  ASA_CUDA_KCAT=0, or a
+ * failed allocation: the two products. */
 static bool cu__kcat(cu_be *c, int T) {
     if (!c->kcat || !cu__presplit(c, T) || 2 * T <= CU_STACK_M || !cu__want_lo(c, T, true) ||
         (size_t)T * 2 * c->d > c->xhi_n)
@@ -1620,7 +1621,7 @@ static bool cu__kcat(cu_be *c, int T) {
  * sum into the other residual buffer (the kernel's other blocks still read
  * the current one), which becomes c->res.  Otherwise RMSNorm into hn (in
  * place on c->res) and the product.  W2: NULL, or W's rows twice
- * ([N][2d], where cu__kcat holds): the norm writes [hi | lo] rows and one
+ * ([N][2d], where cu__kcat holds): the norm writes [lo | hi] rows and one
  * product with K = 2d reads them. */
 static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float *w_norm, int T,
                              const uint16_t *W, const uint16_t *W2, int N, float *y,
@@ -1645,8 +1646,9 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float
     if (cu__presplit(c, T)) {
         /* the norm writes the bf16 parts the cuBLAS product reads */
         if (W2) {
-            asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, residual, w_norm, c->xhi,
-                                              c->xhi + d, 2 * (int64_t)d, c->st);
+            /* rows [lo | hi] */
+            asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, residual, w_norm, c->xhi + d,
+                                              c->xhi, 2 * (int64_t)d, c->st);
             if (e != ASA_EUNSUPPORTED) {
                 CU_OK(e);
                 cu__mark(c, CU_T_PROJ);

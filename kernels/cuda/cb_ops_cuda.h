@@ -73,7 +73,7 @@ asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *resid
  * cb_split_bf16_cuda would cut them (hi, and lo when not NULL; [rows][D]
  * each at row stride ldo >= D, nothing else written) instead of f32 y: the
  * input of a cuBLAS product without the f32 round trip.  ldo = D: dense
- * parts; hi = buf, lo = buf + D, ldo = 2D: rows [hi | lo], the input of
+ * parts; lo = buf, hi = buf + D, ldo = 2D: rows [lo | hi], the input of
  * one product with K = 2D against [W | W].  Also needs hi/lo 8-byte
  * aligned and ldo % 4 == 0 (ASA_EUNSUPPORTED), ldo >= D (ASA_EINVAL). */
 asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, float *residual,

@@ -30,7 +30,7 @@
 #                          greedy steps from four prompts (ASA_MODEL_DIR)
 #      both again with ASA_CUDA_XATTN_MIN_T=1 (every prefill step's local
 #                          layers in the expanded form); test_cuda_engine
-#                          with ASA_CUDA_KCAT=1
+#                          with ASA_CUDA_KCAT=0
 #   3. the kernels/cuda unit tests of the other kernels, when built
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
@@ -130,9 +130,9 @@ export ASA_CUDA_XATTN_MIN_T=1
 run engine_vs_cpu_xattn 150 "$T/test_cuda_engine"
 run model_vs_cpu_xattn 60 "$T/test_cuda_model" "$ROOT/models/asa-tiny"
 unset ASA_CUDA_XATTN_MIN_T
-# the opt-in attention-input product with K = 2d (ASA_CUDA_KCAT=1)
-export ASA_CUDA_KCAT=1
-run engine_vs_cpu_kcat 150 "$T/test_cuda_engine"
+# the attention input as two products (ASA_CUDA_KCAT=0)
+export ASA_CUDA_KCAT=0
+run engine_vs_cpu_nokcat 150 "$T/test_cuda_engine"
 unset ASA_CUDA_KCAT
 for k in gemv gemm_small rmsnorm silu_mul topn; do
     b="$K/test_${k}_cuda"
