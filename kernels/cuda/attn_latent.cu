@@ -851,12 +851,7 @@ __global__ void __launch_bounds__(SELM_WARPS * 32)
                     const int c = 4 * (lane + 32 * w);
                     if (c >= Ep)
                         continue;
-                    const float4 x = v[u][w];
-                    const uint32_t h0w = mma_pack_bf16(x.x, x.y), h1w = mma_pack_bf16(x.z, x.w);
-                    *(uint2 *)(qh + (h0 + u) * Ep + c) = make_uint2(h0w, h1w);
-                    *(uint2 *)(ql + (h0 + u) * Ep + c) =
-                        make_uint2(mma_pack_bf16(x.x - mma_lo_f32(h0w), x.y - mma_hi_f32(h0w)),
-                                   mma_pack_bf16(x.z - mma_lo_f32(h1w), x.w - mma_hi_f32(h1w)));
+                    mma_store_hilo4<true>(qh + (h0 + u) * Ep + c, ql + (h0 + u) * Ep + c, v[u][w]);
                 }
         }
         __syncwarp();

@@ -404,13 +404,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                         const int c = 4 * (lane + 32 * w);
                         if (c < c0 || c >= Ep)
                             continue;
-                        const float4 x = v[u][w];
-                        const uint32_t h0 = mma_pack_bf16(x.x, x.y), h1 = mma_pack_bf16(x.z, x.w);
-                        *(uint2 *)(qhi + (r0 + u) * Ep + c) = make_uint2(h0, h1);
-                        if (QS)
-                            *(uint2 *)(qlo + (r0 + u) * Ep + c) =
-                                make_uint2(mma_pack_bf16(x.x - mma_lo_f32(h0), x.y - mma_hi_f32(h0)),
-                                           mma_pack_bf16(x.z - mma_lo_f32(h1), x.w - mma_hi_f32(h1)));
+                        mma_store_hilo4<QS>(qhi + (r0 + u) * Ep + c, qlo + (r0 + u) * Ep + c,
+                                            v[u][w]);
                     }
             }
         }

@@ -50,6 +50,18 @@ __device__ __forceinline__ uint32_t mma_pack_bf16(float lo, float hi) {
 __device__ __forceinline__ float mma_lo_f32(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float mma_hi_f32(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
+/* Four floats as bf16 at hi[0..3] and, with LO, the residues of that
+ * rounding as bf16 at lo[0..3] (x ~ hi + lo; both 8-byte aligned): a row of
+ * query parts staged for ldmatrix. */
+template <bool LO>
+__device__ __forceinline__ void mma_store_hilo4(uint16_t *hi, uint16_t *lo, float4 x) {
+    const uint32_t h0 = mma_pack_bf16(x.x, x.y), h1 = mma_pack_bf16(x.z, x.w);
+    *(uint2 *)hi = make_uint2(h0, h1);
+    if (LO)
+        *(uint2 *)lo = make_uint2(mma_pack_bf16(x.x - mma_lo_f32(h0), x.y - mma_hi_f32(h0)),
+                                  mma_pack_bf16(x.z - mma_lo_f32(h1), x.w - mma_hi_f32(h1)));
+}
+
 #ifdef ASA_CUDA_EMU
 /* bf16 bits -> f32. */
 inline float mma_emu_f(uint32_t h) { return __uint_as_float((h & 0xffffu) << 16); }
