@@ -1787,6 +1787,9 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     if (xa && !c->xkv) {
         asa_err e = cu__xattn_init(c);
         if (e) {
+            /* a failed allocation stays the runtime's last error, which
+             * the next launch check would report as its own */
+            (void)cudaGetLastError();
             ASA_LOGW("cuda", "expanded local attention off: %s", asa_strerror(e));
             c->xattn_t = 0;
             xa = false;
