@@ -1422,17 +1422,10 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
     if (smem > 227 * 1024)
         return ASA_EINVAL;
     /* above 48 KiB the kernel's dynamic limit must be raised; to exactly
-     * what is needed (the static shared memory counts against the device's
-     * limit too) */
-    static size_t raised = 48 * 1024;
-    if (smem > raised) {
-        void (*k0)(const attn_params) = attn_kernel<false>;
-        void (*k1)(const attn_params) = attn_kernel<true>;
-        const auto at = cudaFuncAttributeMaxDynamicSharedMemorySize;
-        KC_CUDA_TRY(cudaFuncSetAttribute(k0, at, (int)smem));
-        KC_CUDA_TRY(cudaFuncSetAttribute(k1, at, (int)smem));
-        raised = smem;
-    }
+     * what is needed */
+    static size_t raised0 = 48 * 1024, raised1 = 48 * 1024;
+    KC_CUDA_TRY(kc_smem_optin(attn_kernel<false>, smem, &raised0));
+    KC_CUDA_TRY(kc_smem_optin(attn_kernel<true>, smem, &raised1));
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
                     (unsigned)(p->H / p->c.G / p->heads_per_block * p->n_split));
     /* the merge in the last split block needs 3 floats per split and warp
@@ -1466,12 +1459,7 @@ extern "C" asa_err attn_merge_cuda(const attn_params *p, cudaStream_t stream) {
         const int th = stage ? 256 : p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
         const size_t msm = 3 * sizeof(float) * (size_t)p->n_split + (stage ? slab : 0);
         static size_t mraised = 48 * 1024;
-        if (msm > mraised) {
-            KC_CUDA_TRY(cudaFuncSetAttribute(attn_merge_kernel,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)msm));
-            mraised = msm;
-        }
+        KC_CUDA_TRY(kc_smem_optin(attn_merge_kernel, msm, &mraised));
         KC_CUDA_TRY(kc_launch(attn_merge_kernel, dim3((unsigned)p->T, (unsigned)p->H), th, msm,
                               stream, *p, stage));
         KC_LAUNCH_CHECK();
@@ -1491,11 +1479,7 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
     if (smem > 227 * 1024 || p->nb_max < 1)
         return ASA_EINVAL;
     static size_t raised = 48 * 1024;
-    if (smem > raised) {
-        KC_CUDA_TRY(cudaFuncSetAttribute(select_score_kernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        raised = smem;
-    }
+    KC_CUDA_TRY(kc_smem_optin(select_score_kernel, smem, &raised));
     /* scores over (anchor, group, chunk of SEL_THREADS blocks): the chunks
      * past an anchor's visible blocks exit at once; with done_cnt the last
      * chunk of each (anchor, group) also chooses (its scores in shared
@@ -1520,12 +1504,7 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
             /* prefill: SELM_WARPS anchors a block share the staged entries */
             const size_t tsm = (size_t)2 * SELT_KT * (ep + 8) * sizeof(uint16_t);
             static size_t traised = 48 * 1024;
-            if (tsm > traised) {
-                KC_CUDA_TRY(cudaFuncSetAttribute(select_score_tiled_kernel,
-                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 (int)tsm));
-                traised = tsm;
-            }
+            KC_CUDA_TRY(kc_smem_optin(select_score_tiled_kernel, tsm, &traised));
             const int64_t pe = p->c.page_elems, S = (int64_t)p->c.G * p->c.dg + p->c.dR;
             const int vec = p->c.dg % 8 == 0 && p->c.dR % 8 == 0 && pe % 8 == 0 &&
                             p->c.layer_off % 8 == 0 && (p->c.B * S) % 8 == 0 &&
@@ -1546,12 +1525,7 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
         if (!vsm)
             q.done_cnt = nullptr;
         const size_t ssm = q.done_cnt && vsm > smem ? vsm : smem;
-        if (ssm > raised) {
-            KC_CUDA_TRY(cudaFuncSetAttribute(select_score_kernel,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)ssm));
-            raised = ssm;
-        }
+        KC_CUDA_TRY(kc_smem_optin(select_score_kernel, ssm, &raised));
         KC_CUDA_TRY(kc_launch(select_score_kernel, sgrid, SEL_THREADS, ssm, stream, q));
         if (q.done_cnt)
             return ASA_OK;

@@ -822,13 +822,7 @@ asa_err mm_launch(const attn_params *p, int ks, int np, int rpb, cudaStream_t st
     /* per instance; static shared memory (~21 KB of tile plans and lists)
      * counts against the 48 KB default too, so always opt in */
     static size_t raised = 0;
-    if (smem > raised) {
-        void (*kfn)(const attn_params, int, int, int) =
-            attn_mma_kernel<KS, NP, EXACT, QS, FAST, KS0>;
-        KC_CUDA_TRY(cudaFuncSetAttribute(kfn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem));
-        raised = smem;
-    }
+    KC_CUDA_TRY(kc_smem_optin(attn_mma_kernel<KS, NP, EXACT, QS, FAST, KS0>, smem, &raised));
     attn_mma_kernel<KS, NP, EXACT, QS, FAST, KS0><<<grid, MM_THREADS, smem, st>>>(*p, ks, np, rpb);
     KC_LAUNCH_CHECK();
     return nsp > 1 ? attn_merge_cuda(p, st) : ASA_OK;

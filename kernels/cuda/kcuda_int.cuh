@@ -77,6 +77,23 @@ inline cudaError_t kc_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t sme
     return kc_launch_pdl(kc_pdl_on != 0, k, grid, block, smem, s, std::forward<A>(args)...);
 }
 
+/* Raises kernel k's dynamic shared-memory limit to bytes when a launch
+ * needs more than *raised (the caller's static for that kernel, starting at
+ * 48 KiB, the default limit, or 0): one attribute call per new maximum, not
+ * per launch.  Above 48 KiB a kernel gets dynamic shared memory only after
+ * this, and its static shared memory counts against the device's limit
+ * too. */
+template <typename... KA>
+inline cudaError_t kc_smem_optin(void (*k)(KA...), size_t bytes, size_t *raised) {
+    if (bytes <= *raised)
+        return cudaSuccess;
+    const cudaError_t e =
+        cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e == cudaSuccess)
+        *raised = bytes;
+    return e;
+}
+
 static inline bool kc_aligned(const void *p, uintptr_t a) {
     return ((uintptr_t)p & (a - 1)) == 0;
 }

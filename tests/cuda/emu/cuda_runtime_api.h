@@ -23,5 +23,10 @@ cudaError_t cudaDeviceSynchronize(void);
 cudaError_t cudaFuncSetAttribute(const void *f, int a, int v);
 #ifdef __cplusplus
 }
+/* the runtime's overload for kernel pointers (kc_smem_optin) */
+template <class F> cudaError_t cudaFuncSetAttribute(F *f, int a, int v) {
+    (void)f;
+    return cudaFuncSetAttribute((const void *)0, a, v);
+}
 #endif
 #endif
