@@ -1652,11 +1652,8 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float
             if (e != ASA_EUNSUPPORTED) {
                 CU_OK(e);
                 cu__mark(c, CU_T_PROJ);
-                const float one = 1.0f, zero = 0.0f;
-                CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, 2 * d, &one, W2,
-                                        CUDA_R_16BF, 2 * d, c->xhi, CUDA_R_16BF, 2 * d, &zero, y,
-                                        CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-                return ASA_OK;
+                /* the product on one part, K = 2d */
+                return cu__gemm_parts(c, T, 2 * d, W2, N, y, false, false);
             }
         }
         const bool lo = cu__want_lo(c, T, want_lo);
