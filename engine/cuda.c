@@ -64,7 +64,7 @@
  * (cu__attn_plan).  Launches of at least ASA_CUDA_MMA_MIN_T tokens (default
  * 64; ASA_CUDA_MMA=0: never) run on tensor cores instead (attn_mma: bf16
  * queries and probabilities, f32 sums), except in batch-invariant mode;
- * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (16; 32 with
+ * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (6; 32 with
  * fewer than 16 heads a latent group) whose
  * tokens have at most ASA_CUDA_MMA_DEC tiles of 64 keys (16; attn_mma with
  * one token per block, ATTN_MMA_TOKEN_ROWS, a token's keys split across
@@ -346,7 +346,7 @@ typedef struct cu_be {
                                   attention on attn_mma (one token per block)
                                   where a token has at most this many 64-key
                                   tiles; 0 off */
-    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 16, 32 with
+    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 6, 32 with
                                   fewer than 16 heads a group): ... and the
                                   step has at least this many tokens */
     int mma_dec_split;         /* ASA_CUDA_MMA_DEC_SPLIT (default 1): split a
@@ -934,9 +934,12 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->split_bps = cu__env_int("ASA_CUDA_SPLIT_BPS", 4, 1);
     c->split_min = cu__env_int("ASA_CUDA_SPLIT_MIN", 1, 1);
     c->mma_dec = cu__env_int("ASA_CUDA_MMA_DEC", 16, INT_MIN);
-    /* 16: batch 16 at 1k 3.01 -> 2.70-2.75 ms against attn_latent; batch 8
-     * and 12 lose or tie (2.39 -> 2.44, 2.69 -> 2.72; H200) */
-    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", wide ? 16 : 32, INT_MIN);
+    /* 6 (H200, asa-1.3b, against attn_latent): batch 6 / 8 at 1k 2.477 /
+     * 2.531 -> 2.245 / 2.280 ms, at 4k 2.574 / 2.630 -> 2.266 / 2.308;
+     * batch 12 ties (2.505 / 2.497 at 1k), batch 4 too (2.101 / 2.110).
+     * (16 before: attn_mma's decode blocks got faster since; at the time
+     * batch 8 and 12 lost or tied, 2.39 -> 2.44, 2.69 -> 2.72) */
+    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", wide ? 6 : 32, INT_MIN);
     c->mma_dec_split = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT", 1, INT_MIN);
     c->mma_dec_split_maxb = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT_MAXB", c->n_sm, INT_MIN);
     c->heads_compute = cu__env_is("ASA_CUDA_TF32", "0") ? CUBLAS_COMPUTE_32F
