@@ -64,7 +64,7 @@
  * (cu__attn_plan).  Launches of at least ASA_CUDA_MMA_MIN_T tokens (default
  * 64; ASA_CUDA_MMA=0: never) run on tensor cores instead (attn_mma: bf16
  * queries and probabilities, f32 sums), except in batch-invariant mode;
- * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (6; 32 with
+ * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (2; 32 with
  * fewer than 16 heads a latent group) whose
  * tokens have at most ASA_CUDA_MMA_DEC tiles of 64 keys (16; attn_mma with
  * one token per block, ATTN_MMA_TOKEN_ROWS, a token's keys split across
@@ -346,12 +346,14 @@ typedef struct cu_be {
                                   attention on attn_mma (one token per block)
                                   where a token has at most this many 64-key
                                   tiles; 0 off */
-    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 6, 32 with
+    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 2, 32 with
                                   fewer than 16 heads a group): ... and the
                                   step has at least this many tokens */
-    int mma_dec_split;         /* ASA_CUDA_MMA_DEC_SPLIT (default 1): split a
-                                  token's keys across blocks up to about this
-                                  many blocks per SM (0: no split) ... */
+    int mma_dec_split;         /* ASA_CUDA_MMA_DEC_SPLIT (default 4; 1 with
+                                  ASA_CUDA_MMA_DEC_WARPS=0): split a token's
+                                  keys across blocks up to about this many
+                                  (token, group, split) triples per SM (0: no
+                                  split) ... */
     int mma_dec_split_maxb;    /* ASA_CUDA_MMA_DEC_SPLIT_MAXB (default: the SM
                                   count): ... in launches of at most this many
                                   (token, group) pairs */
@@ -367,7 +369,10 @@ typedef struct cu_be {
     int mma_flags;             /* hi + lo queries: ATTN_MMA_QSPLIT (compressed
                                   branch; default), none (ASA_CUDA_MMA_QSPLIT=0)
                                   or every mode (=2); ASA_CUDA_MMA_FAST=0:
-                                  ATTN_MMA_NOFAST (no per-tile fast paths) */
+                                  ATTN_MMA_NOFAST (no per-tile fast paths);
+                                  ASA_CUDA_MMA_DEC_WARPS=0:
+                                  ATTN_MMA_ROWS_BLOCK (decode attention in
+                                  blocks of one token) */
     bool pdl;                  /* programmatic dependent launch (ASA_CUDA_PDL) */
     bool fuse;                 /* fused decode kernels (ASA_CUDA_FUSE; cu__fused) */
     bool fuse_silu;            /* SiLU-gate in the down GEMV's prologue
@@ -934,13 +939,17 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->split_bps = cu__env_int("ASA_CUDA_SPLIT_BPS", 4, 1);
     c->split_min = cu__env_int("ASA_CUDA_SPLIT_MIN", 1, 1);
     c->mma_dec = cu__env_int("ASA_CUDA_MMA_DEC", 16, INT_MIN);
-    /* 6 (H200, asa-1.3b, against attn_latent): batch 6 / 8 at 1k 2.477 /
-     * 2.531 -> 2.245 / 2.280 ms, at 4k 2.574 / 2.630 -> 2.266 / 2.308;
-     * batch 12 ties (2.505 / 2.497 at 1k), batch 4 too (2.101 / 2.110).
-     * (16 before: attn_mma's decode blocks got faster since; at the time
-     * batch 8 and 12 lost or tied, 2.39 -> 2.44, 2.69 -> 2.72) */
-    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", wide ? 6 : 32, INT_MIN);
-    c->mma_dec_split = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT", 1, INT_MIN);
+    /* 2 (H200, asa-1.3b, against attn_latent): with the decode kernel of
+     * independent warps batch 2 / 4 at 1k 2.013 / 2.220 -> 1.961 / 2.071
+     * ms, at 4k 2.022 / 2.222 -> 1.958 / 2.074.  With the block form 6
+     * (batch 6 / 8 at 1k 2.477 / 2.531 -> 2.245 / 2.280, batch 4 and 12
+     * tied); 16 before that (batch 8 and 12 lost or tied then) */
+    const bool dec_warps = !cu__env_is("ASA_CUDA_MMA_DEC_WARPS", "0");
+    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", !wide ? 32 : dec_warps ? 2 : 6, INT_MIN);
+    /* 4 with the decode kernel of independent warps (blocks of 4 items):
+     * batch 32 / 64 at 4k 2.703 / 2.978 -> 2.585 / 2.843 ms; 1 for the
+     * block form (two blocks an SM or more were slower there) */
+    c->mma_dec_split = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT", dec_warps ? 4 : 1, INT_MIN);
     c->mma_dec_split_maxb = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT_MAXB", c->n_sm, INT_MIN);
     c->heads_compute = cu__env_is("ASA_CUDA_TF32", "0") ? CUBLAS_COMPUTE_32F
                                                         : CUBLAS_COMPUTE_32F_FAST_TF32;
@@ -1019,6 +1028,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
                                                             : ATTN_MMA_QSPLIT;
     if (cu__env_is("ASA_CUDA_MMA_FAST", "0"))
         c->mma_flags |= ATTN_MMA_NOFAST;
+    if (cu__env_is("ASA_CUDA_MMA_DEC_WARPS", "0"))
+        c->mma_flags |= ATTN_MMA_ROWS_BLOCK;
     c->gemv_rows = cu__env_int("ASA_CUDA_GEMV_ROWS", CU_GEMV_ROWS, INT_MIN);
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)
         c->gemv_rows = GEMV_MAX_M;

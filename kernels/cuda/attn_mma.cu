@@ -17,6 +17,9 @@
  * skips the masks; the rescale is skipped while the row maxima hold.  The
  * tile's row stride (a multiple of 16 plus 8 elements) puts the 8 rows of
  * each 8x8 ldmatrix on distinct bank quads.
+ *
+ * Decode (ATTN_MMA_TOKEN_ROWS) on the asa-1.3b shapes runs attn_dec_kernel
+ * instead: independent warps, one a (token, group, 16 heads, key split).
  */
 #include "attn_mma_cuda.h"
 
@@ -347,7 +350,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
      * qlo: a second operand read per k-step), rows x Ep (the key tiles'
      * stride), then read by ldmatrix.  Each warp stages its own 16 rows
      * (only it reads them): one row at a time, a lane per 16-byte column,
-     * the row's addresses warp-uniform, QR rows' loads in flight at once.
+     * the row's addresses warp-uniform, QR rows' loads in flight at once
+     * (token rows: all warps, see below).
      * (Per-element index arithmetic made this ~20 % of a compressed or
      * selected launch's instructions; each lane loading its own fragment
      * elements made one L2 round trip per element pair.) */
@@ -365,8 +369,15 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
         constexpr int QR = 4;                            /* rows in flight */
         constexpr int QC = ((KS * 16 + 8) / 4 + 31) / 32; /* 16-byte columns a lane */
         const int c0 = 16 * KS0;                         /* (VFIRST: [0, c0) never read) */
-        if (warp * 16 < nr) {
-            for (int r0 = warp * 16; r0 < warp * 16 + 16; r0 += QR) {
+        /* token rows (rpb < MM_ROWS: one token's heads, some warps without
+         * rows): every warp stages QR-row groups of the 16-row tiles in
+         * turn (a group's rows past nr as zeros), fewer round trips a
+         * warp; the fragments are then read after a block barrier */
+        const bool spread = rpb < MM_ROWS;
+        const int rend = spread ? (nr + 15) / 16 * 16 : warp * 16 + 16;
+        const int rstep = spread ? QR * (MM_THREADS / 32) : QR;
+        if (spread || warp * 16 < nr) {
+            for (int r0 = spread ? warp * QR : warp * 16; r0 < rend; r0 += rstep) {
                 float4 v[QR][QC];
 #pragma unroll
                 for (int u = 0; u < QR; u++) {
@@ -410,7 +421,10 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
             }
         }
     }
-    __syncwarp(); /* a warp reads only the rows it staged */
+    if (rpb < MM_ROWS)
+        __syncthreads(); /* rows staged by every warp (spread above) */
+    else
+        __syncwarp(); /* a warp reads only the rows it staged */
     uint32_t qf[KS][4];
     {
         const bool wrows = rt[0] >= 0 || rt[1] >= 0; /* warp-uniform: rows 16 w .. */
@@ -811,6 +825,286 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
     }
 }
 
+/* ---- decode: warp-independent token rows (attn_dec_kernel) -----------
+ *
+ * One warp is one work item: a token, a latent group, 16 of the group's
+ * heads (a head tile) and a split of the token's keys; a block holds
+ * DEC_WARPS independent items and no block barrier.  A warp walks its keys
+ * 16 at a time: the page lookups of the next-but-one stage (a lane a key)
+ * and the copies of the next (cp.async into the warp's own two buffers)
+ * are in flight while a stage is computed, and its query fragments come
+ * straight from global memory into registers (one round trip, during the
+ * first copies).  Scores, masks, online softmax (base 2) and P V as in
+ * attn_mma_kernel, per 16 keys.  The block-per-token form above spent a
+ * decode launch in barriers and one warp a scheduler (batch 64 at 4k:
+ * 0.16 issued instructions a cycle a scheduler, ~11 cycles an
+ * instruction); here every SM holds several independent warps.
+ * KS / NP: the exact shape (E = 16 KS, dg = 16 NP); QS: hi + lo queries. */
+constexpr int DEC_WARPS = 4;
+constexpr int DEC_KT = 16; /* keys a stage */
+
+template <int KS, int NP, bool QS>
+__global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_params p, int ht) {
+    extern __shared__ float dec_sm[];
+    constexpr int E = 16 * KS, dg = 16 * NP, Ep = E + 8, E8 = E / 8, dg8 = dg / 8;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    const int G = p.c.G, B = p.c.B, H = p.H, hpg = H / G;
+    const int nsp = p.n_split > 1 ? p.n_split : 1;
+    const int64_t S = (int64_t)G * dg + p.c.dR, pe = p.c.page_elems, lo_off = p.c.layer_off;
+    const long item = (long)blockIdx.x * DEC_WARPS + warp;
+    if (item >= (long)p.T * G * ht * nsp)
+        return;
+    const int spl = (int)(item % nsp), htile = (int)(item / nsp % ht),
+              g = (int)(item / nsp / ht % G), tl = (int)(item / nsp / ht / G);
+    const int t = p.t_off + tl, pos = p.tok_pos[t], toff = p.c.seq_toff[p.tok_seq[t]];
+    uint16_t *const buf = (uint16_t *)dec_sm + (size_t)warp * 2 * DEC_KT * Ep;
+
+    /* the split's keys [lo, hi] in the mode's coordinate (ATTN_SLC: the
+     * list of the set's blocks' keys) */
+    int lo = 0, hi = -1;
+    const int32_t *set = nullptr;
+    if (p.mode == ATTN_LOCAL) {
+        lo = max(0, pos - p.window + 1);
+        hi = pos;
+    } else if (p.mode == ATTN_CMP) {
+        hi = (pos + 1) / B - 1;
+    } else {
+        int cnt;
+        set = mm_set(p.s, t, G, g, &cnt);
+        hi = cnt * B - 1;
+    }
+    if (nsp > 1) {
+        lo += spl * p.split_keys;
+        hi = min(hi, lo + p.split_keys - 1);
+    }
+    const int nst = hi >= lo ? (hi - lo + DEC_KT) / DEC_KT : 0;
+    /* lane k < 16: the entry of key k of stage j (-1: none / masked) */
+    auto lookup = [&](int j) -> int64_t {
+        const int kk = lo + j * DEC_KT + lane;
+        if (lane >= DEC_KT || j >= nst || kk > hi)
+            return -1;
+        if (p.mode == ATTN_LOCAL) {
+            const int u = kk / B;
+            return (int64_t)p.c.tab[toff + u] * pe + lo_off + (int64_t)(kk - u * B) * S;
+        }
+        if (p.mode == ATTN_CMP)
+            return (int64_t)p.c.tab[toff + kk] * pe + lo_off + (int64_t)B * S;
+        const int u = kk / B, b = set[u], off = kk - u * B;
+        if (b < 0 || b * B + off > pos)
+            return -1;
+        return (int64_t)p.c.tab[toff + b] * pe + lo_off + (int64_t)off * S;
+    };
+    /* stage j's copies into buffer j & 1 (masked keys: zeros) */
+    auto stage = [&](int j, int64_t kb) {
+        uint16_t *kt = buf + (j & 1) * DEC_KT * Ep;
+        for (int i = lane; i < DEC_KT * E8; i += 32) {
+            const int k = i / E8, ch = i - k * E8;
+            const int64_t b = __shfl_sync(0xffffffffu, kb, k);
+            const uint16_t *src =
+                p.c.kv + (b >= 0 ? b : 0) + (ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8));
+            mma_cp16(kt + k * Ep + 8 * ch, src, b >= 0);
+        }
+        mma_cp_commit();
+    };
+    static_assert(DEC_KT * E8 % 32 == 0, "every lane through the same copy loop");
+    int64_t kb_next = lookup(0);
+    /* key validity of the stage being computed: bit k (lanes < 16) */
+    unsigned vcur = __ballot_sync(0xffffffffu, kb_next >= 0);
+    if (nst > 0)
+        stage(0, kb_next);
+    kb_next = lookup(1);
+
+    /* query fragments: rows gq, gq + 8 of the tile (head h0 + row), columns
+     * 16 ks + 2 tq (+1, +8, +9): [q~ | qR] of the head, zeros past hpg */
+    const int h0 = g * hpg + htile * 16;
+    uint32_t qf[KS][4], ql[QS ? KS : 1][4];
+    {
+        float2 v[KS][4];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int row = htile * 16 + gq + 8 * r;
+            const bool ok = row < hpg;
+            const int hh = h0 + gq + 8 * r;
+            const float *qtr = p.qt + ((int64_t)t * H + (ok ? hh : 0)) * dg;
+            const float *qrr = p.qr + (int64_t)t * p.ld_qr + (int64_t)(ok ? hh : 0) * p.qr_stride;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    const int col = 16 * ks + 2 * tq + 8 * c;
+                    v[ks][r + 2 * c] = !ok           ? make_float2(0.0f, 0.0f)
+                                       : col < dg ? *(const float2 *)(qtr + col)
+                                                  : *(const float2 *)(qrr + (col - dg));
+                }
+        }
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                qf[ks][i] = mma_pack_bf16(v[ks][i].x, v[ks][i].y);
+                if (QS)
+                    ql[ks][i] = mma_pack_bf16(v[ks][i].x - mma_lo_f32(qf[ks][i]),
+                                              v[ks][i].y - mma_hi_f32(qf[ks][i]));
+            }
+    }
+
+    float acc[2 * NP][4];
+#pragma unroll
+    for (int n = 0; n < 2 * NP; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    const float sc2 = p.scale * MM_LOG2E;
+    const int mi = lane >> 3, mr = lane & 7;
+    for (int j = 0; j < nst; j++) {
+        const unsigned vnext = __ballot_sync(0xffffffffu, kb_next >= 0);
+        if (j + 1 < nst) {
+            stage(j + 1, kb_next);
+            kb_next = lookup(j + 2);
+            mma_cp_wait<1>();
+        } else {
+            mma_cp_wait<0>();
+        }
+        __syncwarp(); /* every lane's copies of stage j landed */
+        const uint16_t *kt = buf + (j & 1) * DEC_KT * Ep;
+        /* two accumulator chains (QS: hi and lo parts; else even and odd
+         * k-steps), added at the end: half the dependent MMA latency */
+        float s[2][4], s2[2][4];
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            s[0][e] = s[1][e] = s2[0][e] = s2[1][e] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            uint32_t b[4];
+            mma_ldsm_x4<false>(b, kt + (mr + 8 * (mi >> 1)) * Ep + 16 * ks + 8 * (mi & 1));
+            float (*sa)[4] = QS || ks % 2 == 0 ? s : s2;
+            mma_16816(sa[0], qf[ks], b[0], b[1]);
+            mma_16816(sa[1], qf[ks], b[2], b[3]);
+            if (QS) {
+                mma_16816(s2[0], ql[ks], b[0], b[1]);
+                mma_16816(s2[1], ql[ks], b[2], b[3]);
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            s[0][e] += s2[0][e];
+            s[1][e] += s2[1][e];
+        }
+        /* masks; online softmax of rows gq, gq + 8 */
+        float mt[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int k = 8 * n + 2 * tq + (e & 1);
+                const float v = (vcur >> k) & 1u ? s[n][e] : -INFINITY;
+                s[n][e] = v;
+                mt[e >> 1] = fmaxf(mt[e >> 1], v);
+            }
+        float mref[2], corr[2];
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
+            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
+            const float mn = fmaxf(mrow[rr], mt[rr]);
+            corr[rr] = mn == mrow[rr] ? 1.0f : mma_ex2((mrow[rr] - mn) * sc2);
+            mref[rr] = mn == -INFINITY ? 0.0f : mn * sc2;
+            mrow[rr] = mn;
+            lrow[rr] *= corr[rr];
+        }
+        if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+#pragma unroll
+            for (int n = 0; n < 2 * NP; n++) {
+                acc[n][0] *= corr[0];
+                acc[n][1] *= corr[0];
+                acc[n][2] *= corr[1];
+                acc[n][3] *= corr[1];
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float pr = mma_ex2(fmaf(s[n][e], sc2, -mref[e >> 1]));
+                s[n][e] = pr;
+                lrow[e >> 1] += pr;
+            }
+        uint32_t pa[4];
+        pa[0] = mma_pack_bf16(s[0][0], s[0][1]);
+        pa[1] = mma_pack_bf16(s[0][2], s[0][3]);
+        pa[2] = mma_pack_bf16(s[1][0], s[1][1]);
+        pa[3] = mma_pack_bf16(s[1][2], s[1][3]);
+#pragma unroll
+        for (int np = 0; np < NP; np++) {
+            uint32_t b[4];
+            mma_ldsm_x4<true>(b, kt + (mr + 8 * (mi & 1)) * Ep + 16 * np + 8 * (mi >> 1));
+            mma_16816(acc[2 * np], pa, b[0], b[1]);
+            mma_16816(acc[2 * np + 1], pa, b[2], b[3]);
+        }
+        __syncwarp(); /* buffer j & 1 is read: stage j + 2 may overwrite it */
+        vcur = vnext;
+    }
+
+    /* epilogue: row sums over the quad; split partials (attn_latent's
+     * layout, merged by attn_merge_cuda) or the normalised rows */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 1);
+        lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 2);
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        const int row = htile * 16 + gq + 8 * rr;
+        if (row >= hpg)
+            continue;
+        const int hh = h0 + gq + 8 * rr;
+        if (nsp > 1) {
+            float *pt = p.part + (((int64_t)tl * H + hh) * nsp + spl) * (dg + 2);
+#pragma unroll
+            for (int n = 0; n < 2 * NP; n++)
+                *(float2 *)(pt + 8 * n + 2 * tq) = make_float2(acc[n][2 * rr], acc[n][2 * rr + 1]);
+            if (tq == 0) {
+                pt[dg] = mrow[rr] * p.scale; /* scaled, as the merge takes it */
+                pt[dg + 1] = lrow[rr];
+            }
+            continue;
+        }
+        const float inv = lrow[rr] > 0.0f ? 1.0f / lrow[rr] : 0.0f;
+        float ga = 0.0f, gb = 0.0f;
+        if (p.mode == ATTN_SLC) {
+            const float *gt = p.gate + (int64_t)t * p.ld_qr;
+            ga = mm_sigmoid(gt[hh]);
+            gb = mm_sigmoid(gt[H + hh]);
+        }
+        if (p.mode == ATTN_CMP && tq == 0)
+            p.lse[(int64_t)t * H + hh] =
+                lrow[rr] > 0.0f ? mrow[rr] * p.scale + logf(lrow[rr]) : -INFINITY;
+        const int64_t o0 = ((int64_t)t * H + hh) * dg;
+#pragma unroll
+        for (int n = 0; n < 2 * NP; n++) {
+            const int d = 8 * n + 2 * tq;
+            float2 v = make_float2(acc[n][2 * rr] * inv, acc[n][2 * rr + 1] * inv);
+            if (p.mode == ATTN_SLC) {
+                const float2 uc = *(const float2 *)(p.u_cmp + o0 + d);
+                v = make_float2(ga * uc.x + gb * v.x, ga * uc.y + gb * v.y);
+            }
+            *(float2 *)(p.u + o0 + d) = v;
+        }
+    }
+}
+
+template <int KS, int NP, bool QS>
+asa_err dec_launch(const attn_params *p, cudaStream_t st) {
+    const int hpg = p->H / p->c.G, ht = (hpg + 15) / 16;
+    const int nsp = p->n_split > 1 ? p->n_split : 1;
+    const long items = (long)p->T * p->c.G * ht * nsp;
+    const size_t smem = (size_t)DEC_WARPS * 2 * DEC_KT * (16 * KS + 8) * sizeof(uint16_t);
+    static size_t raised = 0;
+    KC_CUDA_TRY(kc_smem_optin(attn_dec_kernel<KS, NP, QS>, smem, &raised));
+    attn_dec_kernel<KS, NP, QS><<<(unsigned)((items + DEC_WARPS - 1) / DEC_WARPS), DEC_WARPS * 32, smem, st>>>(*p, ht);
+    KC_LAUNCH_CHECK();
+    return nsp > 1 ? attn_merge_cuda(p, st) : ASA_OK;
+}
+
 template <int KS, int NP, bool EXACT, bool QS, bool FAST, int KS0>
 asa_err mm_launch(const attn_params *p, int ks, int np, int rpb, cudaStream_t st) {
     const int hpg = p->H / p->c.G;
@@ -857,6 +1151,20 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
     if (p->n_split > 1 && (!trows || !p->part || p->split_keys < 1 || p->n_split > ATTN_MAX_SPLIT))
         return ASA_EUNSUPPORTED; /* splits: token rows only */
     const int rpb = trows ? hpg : MM_ROWS;
+    /* token rows on the asa-1.3b shapes: the warp-independent decode
+     * kernel (ATTN_MMA_ROWS_BLOCK: the block-per-token form) */
+    if (trows && !(flags & (ATTN_MMA_ROWS_BLOCK | ATTN_MMA_VFIRST | ATTN_MMA_NOFAST)) &&
+        p->T > 0 && p->c.dR == 32 && (p->c.dg == 192 || p->c.dg == 96) &&
+        p->c.page_elems % 8 == 0 && p->c.layer_off % 8 == 0 && ((uintptr_t)p->c.kv & 7) == 0 &&
+        ((uintptr_t)p->qt & 7) == 0 && ((uintptr_t)p->qr & 7) == 0 && p->ld_qr % 2 == 0 &&
+        p->qr_stride % 2 == 0 && (p->mode != ATTN_SLC || ((uintptr_t)p->u_cmp & 7) == 0) &&
+        ((uintptr_t)p->u & 7) == 0 && ((uintptr_t)p->part & 7) == 0 &&
+        ((uintptr_t)p->c.kv & 15) == 0) {
+        const bool q2 = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
+        if (p->c.dg == 192)
+            return q2 ? dec_launch<14, 12, true>(p, stream) : dec_launch<14, 12, false>(p, stream);
+        return q2 ? dec_launch<8, 6, true>(p, stream) : dec_launch<8, 6, false>(p, stream);
+    }
     const int max_tok = trows ? 1 : 63 / hpg + 2 < MM_TOK ? 63 / hpg + 2 : MM_TOK;
     if (ks > 16 || np > 12)
         return ASA_EUNSUPPORTED;

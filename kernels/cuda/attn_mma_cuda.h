@@ -50,6 +50,12 @@ extern "C" {
  * different sequences and a block would walk the keys of all of them with
  * most rows masked.  The block walks only its token's keys. */
 #define ATTN_MMA_TOKEN_ROWS 8
+/* flags: ATTN_MMA_TOKEN_ROWS runs on the asa-1.3b shapes (dg 192 or 96,
+ * dR 32; 16-byte aligned cache slices) as a decode kernel of independent
+ * warps (one a token, group, 16 heads and split; keys 16 at a time through
+ * the warp's own buffers), else in blocks of one token.  This flag keeps
+ * the block form, for comparison. */
+#define ATTN_MMA_ROWS_BLOCK 32
 
 /* flags: the expanded form of a local layer (ATTN_LOCAL only, one head a
  * "group": G = H): each entry is [v_h (dg/2) | k_h (dg/2)] per head, then

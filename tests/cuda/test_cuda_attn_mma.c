@@ -11,8 +11,9 @@
  *
  * Every launch with bf16 queries is repeated with ATTN_MMA_NOFAST (no
  * per-tile fast paths), which must give the same bits; every case also
- * runs with ATTN_MMA_TOKEN_ROWS (one token per thread block, the decode
- * schedule).
+ * runs with ATTN_MMA_TOKEN_ROWS (the decode schedule: on the asa-1.3b
+ * shapes the kernel of independent warps, else one token per thread
+ * block), and in 3 splits also with ATTN_MMA_ROWS_BLOCK (the block form).
  *
  * Tolerance: queries and probabilities are rounded to bf16 for the MMAs
  * (keys are bf16 already), so u is compared as |got - want| <= 1.5e-2 *
@@ -228,18 +229,19 @@ static void run_case_x(const mcase *m, bool xonly) {
         kmax = pos[t] + 1 + B > kmax ? pos[t] + 1 + B : kmax;
     float *part_d = poison_dev((size_t)T * H * 3 * (dg + 2) * 4);
     for (int mode = 0; mode < (xonly ? 0 : 3); mode++)
-        for (int fi = 0; fi < 4; fi++) {
+        for (int fi = 0; fi < 5; fi++) {
             /* bf16 queries; hi + lo queries (the compressed-branch flag for
-             * ATTN_CMP, the all-modes flag for the others); one token per
-             * block (the decode schedule) with the engine's flags, unsplit
-             * and in 3 splits merged by attn_merge_cuda */
+             * ATTN_CMP, the all-modes flag for the others); the decode
+             * schedule with the engine's flags, unsplit and in 3 splits
+             * merged by attn_merge_cuda; those 3 splits in the block form */
             const int fl = fi == 0   ? 0
                            : fi == 1 ? (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : ATTN_MMA_QSPLIT_ALL)
                                      : (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : 0) |
-                                           ATTN_MMA_TOKEN_ROWS;
-            d.n_split = fi == 3 ? 3 : 1;
-            d.split_keys = fi == 3 ? (kmax + 2) / 3 : 0;
-            d.part = fi == 3 ? part_d : NULL;
+                                           ATTN_MMA_TOKEN_ROWS |
+                                           (fi == 4 ? ATTN_MMA_ROWS_BLOCK : 0);
+            d.n_split = fi >= 3 ? 3 : 1;
+            d.split_keys = fi >= 3 ? (kmax + 2) / 3 : 0;
+            d.part = fi >= 3 ? part_d : NULL;
             const bool qs = (fl & (ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL)) != 0;
             d.mode = (attn_mode)mode;
             d.u = poison_dev(nu * 4);
@@ -250,7 +252,10 @@ static void run_case_x(const mcase *m, bool xonly) {
             get_dev(ug, d.u, nu * 4);
             const float *want = mode == ATTN_LOCAL ? u_loc : mode == ATTN_CMP ? u_cmp : u_slc;
             snprintf(what, sizeof what, "%s: mode %d%s%s u", m->name, mode, qs ? " qsplit" : "",
-                     fi == 2 ? " token rows" : fi == 3 ? " token rows, 3 splits" : "");
+                     fi == 2   ? " token rows"
+                     : fi == 3 ? " token rows, 3 splits"
+                     : fi == 4 ? " token rows, 3 splits, block form"
+                               : "");
             cmp_scaled(what, ug, want, nu, 1.5e-2, 1e-6, qs ? &worst_u_qs : &worst_u);
             if (fi == 0) { /* without the per-tile fast paths: the same bits */
                 float *un = poison_dev(nu * 4), *hn = malloc(nu * 4);
@@ -280,7 +285,10 @@ static void run_case_x(const mcase *m, bool xonly) {
             if (mode == ATTN_CMP) {
                 get_dev(lg, d.lse, (size_t)T * H * 4);
                 snprintf(what, sizeof what, "%s: lse%s%s", m->name, qs ? " qsplit" : "",
-                         fi == 2 ? " token rows" : fi == 3 ? " token rows, 3 splits" : "");
+                         fi == 2   ? " token rows"
+                         : fi == 3 ? " token rows, 3 splits"
+                         : fi == 4 ? " token rows, 3 splits, block form"
+                                   : "");
                 double w = 0.0;
                 for (int i = 0; i < T * H; i++) {
                     if (isnan(lg[i]) || (isinf(lse[i]) != isinf(lg[i])) ||
