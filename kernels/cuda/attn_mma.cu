@@ -350,8 +350,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
      * qlo: a second operand read per k-step), rows x Ep (the key tiles'
      * stride), then read by ldmatrix.  Each warp stages its own 16 rows
      * (only it reads them): one row at a time, a lane per 16-byte column,
-     * the row's addresses warp-uniform, QR rows' loads in flight at once
-     * (token rows: all warps, see below).
+     * the row's addresses warp-uniform, QR rows' loads in flight at once.
      * (Per-element index arithmetic made this ~20 % of a compressed or
      * selected launch's instructions; each lane loading its own fragment
      * elements made one L2 round trip per element pair.) */
@@ -369,15 +368,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
         constexpr int QR = 4;                            /* rows in flight */
         constexpr int QC = ((KS * 16 + 8) / 4 + 31) / 32; /* 16-byte columns a lane */
         const int c0 = 16 * KS0;                         /* (VFIRST: [0, c0) never read) */
-        /* token rows (rpb < MM_ROWS: one token's heads, some warps without
-         * rows): every warp stages QR-row groups of the 16-row tiles in
-         * turn (a group's rows past nr as zeros), fewer round trips a
-         * warp; the fragments are then read after a block barrier */
-        const bool spread = rpb < MM_ROWS;
-        const int rend = spread ? (nr + 15) / 16 * 16 : warp * 16 + 16;
-        const int rstep = spread ? QR * (MM_THREADS / 32) : QR;
-        if (spread || warp * 16 < nr) {
-            for (int r0 = spread ? warp * QR : warp * 16; r0 < rend; r0 += rstep) {
+        if (warp * 16 < nr) {
+            for (int r0 = warp * 16; r0 < warp * 16 + 16; r0 += QR) {
                 float4 v[QR][QC];
 #pragma unroll
                 for (int u = 0; u < QR; u++) {
@@ -421,10 +413,7 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
             }
         }
     }
-    if (rpb < MM_ROWS)
-        __syncthreads(); /* rows staged by every warp (spread above) */
-    else
-        __syncwarp(); /* a warp reads only the rows it staged */
+    __syncwarp(); /* a warp reads only the rows it staged */
     uint32_t qf[KS][4];
     {
         const bool wrows = rt[0] >= 0 || rt[1] >= 0; /* warp-uniform: rows 16 w .. */
