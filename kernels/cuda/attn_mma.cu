@@ -55,6 +55,40 @@ __device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int 
     return s.slot_sel + k * s.top_n;
 }
 
+/* The online softmax's maximum step for a warp's rows gq and gq + 8: mt,
+ * this tile's row maxima over the lane's scores, reduced over the quad;
+ * the new running maxima, the rescale of the running sums and (unless no
+ * maximum moved, warp-uniform, and !always) of the accumulators; mref: the
+ * maxima on the base-2 scale for the exponentials. */
+template <int NP>
+__device__ __forceinline__ void mm_softmax_max(float (&mt)[2], float (&mrow)[2],
+                                               float (&lrow)[2], float (&acc)[2 * NP][4],
+                                               float sc2, bool always, float (&mref)[2]) {
+    float corr[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
+        mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
+        const float mn = fmaxf(mrow[rr], mt[rr]);
+        /* max unchanged (also -inf: no -inf - -inf): exactly 1 */
+        corr[rr] = mn == mrow[rr] ? 1.0f : mma_ex2((mrow[rr] - mn) * sc2);
+        mref[rr] = mn == -INFINITY ? 0.0f : mn * sc2;
+        mrow[rr] = mn;
+        lrow[rr] *= corr[rr];
+    }
+    /* once the row maxima settle most tiles leave them unchanged: skip
+     * the 2 x dg multiplications by 1 */
+    if (always || __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+#pragma unroll
+        for (int n = 0; n < 2 * NP; n++) {
+            acc[n][0] *= corr[0];
+            acc[n][1] *= corr[0];
+            acc[n][2] *= corr[1];
+            acc[n][3] *= corr[1];
+        }
+    }
+}
+
 /* KS: 16-wide steps of the score dimension, NP: 16-wide pairs of the value
  * dimension (compile-time maxima; EXACT: the shape is exactly that, else
  * ks_rt / np_rt give it).  QS: hi + lo query parts (the lo part in shared
@@ -647,29 +681,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
                         }
                     }
             }
-            float mref[2], corr[2];
-#pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
-                mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
-                const float mn = fmaxf(mrow[rr], mt[rr]);
-                /* max unchanged (also -inf: no -inf - -inf): exactly 1 */
-                corr[rr] = mn == mrow[rr] ? 1.0f : mma_ex2((mrow[rr] - mn) * sc2);
-                mref[rr] = mn == -INFINITY ? 0.0f : mn * sc2;
-                mrow[rr] = mn;
-                lrow[rr] *= corr[rr];
-            }
-            /* once the row maxima settle most tiles leave them unchanged: skip
-             * the 2 x dg multiplications by 1 (warp-uniform) */
-            if (!FAST || __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
-#pragma unroll
-                for (int n = 0; n < 2 * NP; n++) {
-                    acc[n][0] *= corr[0];
-                    acc[n][1] *= corr[0];
-                    acc[n][2] *= corr[1];
-                    acc[n][3] *= corr[1];
-                }
-            }
+            float mref[2];
+            mm_softmax_max<NP>(mt, mrow, lrow, acc, sc2, !FAST, mref);
 #pragma unroll
             for (int j = 0; j < MM_KT / 8; j++)
 #pragma unroll
@@ -989,26 +1002,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
                 s[n][e] = v;
                 mt[e >> 1] = fmaxf(mt[e >> 1], v);
             }
-        float mref[2], corr[2];
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 1));
-            mt[rr] = fmaxf(mt[rr], __shfl_xor_sync(0xffffffffu, mt[rr], 2));
-            const float mn = fmaxf(mrow[rr], mt[rr]);
-            corr[rr] = mn == mrow[rr] ? 1.0f : mma_ex2((mrow[rr] - mn) * sc2);
-            mref[rr] = mn == -INFINITY ? 0.0f : mn * sc2;
-            mrow[rr] = mn;
-            lrow[rr] *= corr[rr];
-        }
-        if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
-#pragma unroll
-            for (int n = 0; n < 2 * NP; n++) {
-                acc[n][0] *= corr[0];
-                acc[n][1] *= corr[0];
-                acc[n][2] *= corr[1];
-                acc[n][3] *= corr[1];
-            }
-        }
+        float mref[2];
+        mm_softmax_max<NP>(mt, mrow, lrow, acc, sc2, false, mref);
 #pragma unroll
         for (int n = 0; n < 2; n++)
 #pragma unroll
