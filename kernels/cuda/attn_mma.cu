@@ -55,6 +55,23 @@ __device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int 
     return s.slot_sel + k * s.top_n;
 }
 
+/* A finished row (token t, head hh of H) of the unsplit epilogue: its
+ * normaliser, the selected branch's gates (slc: ATTN_SLC; else 0) and, for
+ * ATTN_CMP, its lse (written by the quad's first lane). */
+__device__ __forceinline__ void mm_row_finish(const attn_params &p, bool slc, int H, int t,
+                                              int hh, float m, float l, int tq, float &inv,
+                                              float &ga, float &gb) {
+    inv = l > 0.0f ? 1.0f / l : 0.0f;
+    ga = gb = 0.0f;
+    if (slc) {
+        const float *gt = p.gate + (int64_t)t * p.ld_qr;
+        ga = mm_sigmoid(gt[hh]);
+        gb = mm_sigmoid(gt[H + hh]);
+    }
+    if (p.mode == ATTN_CMP && tq == 0)
+        p.lse[(int64_t)t * H + hh] = l > 0.0f ? m * p.scale + logf(l) : -INFINITY;
+}
+
 /* The online softmax's maximum step for a warp's rows gq and gq + 8: mt,
  * this tile's row maxima over the lane's scores, reduced over the quad;
  * the new running maxima, the rescale of the running sums and (unless no
@@ -771,16 +788,8 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
         if (rt[rr] < 0)
             continue;
         const int t = rt[rr], hh = rh[rr];
-        const float inv = lrow[rr] > 0.0f ? 1.0f / lrow[rr] : 0.0f;
-        float ga = 0.0f, gb = 0.0f;
-        if (slc) {
-            const float *gt = p.gate + (int64_t)t * p.ld_qr;
-            ga = mm_sigmoid(gt[hh]);
-            gb = mm_sigmoid(gt[H + hh]);
-        }
-        if (p.mode == ATTN_CMP && tq == 0)
-            p.lse[(int64_t)t * H + hh] =
-                lrow[rr] > 0.0f ? mrow[rr] * p.scale + logf(lrow[rr]) : -INFINITY;
+        float inv, ga, gb;
+        mm_row_finish(p, slc, H, t, hh, mrow[rr], lrow[rr], tq, inv, ga, gb);
         /* ATTN_MMA_VFIRST: rows of dg/2 (the projection input's layout) */
         const int64_t o0 = ((int64_t)t * H + hh) * (KS0 > 0 ? dg / 2 : dg);
         if (uvec) {
@@ -1052,16 +1061,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
             }
             continue;
         }
-        const float inv = lrow[rr] > 0.0f ? 1.0f / lrow[rr] : 0.0f;
-        float ga = 0.0f, gb = 0.0f;
-        if (p.mode == ATTN_SLC) {
-            const float *gt = p.gate + (int64_t)t * p.ld_qr;
-            ga = mm_sigmoid(gt[hh]);
-            gb = mm_sigmoid(gt[H + hh]);
-        }
-        if (p.mode == ATTN_CMP && tq == 0)
-            p.lse[(int64_t)t * H + hh] =
-                lrow[rr] > 0.0f ? mrow[rr] * p.scale + logf(lrow[rr]) : -INFINITY;
+        float inv, ga, gb;
+        mm_row_finish(p, p.mode == ATTN_SLC, H, t, hh, mrow[rr], lrow[rr], tq, inv, ga, gb);
         const int64_t o0 = ((int64_t)t * H + hh) * dg;
 #pragma unroll
         for (int n = 0; n < 2 * NP; n++) {
