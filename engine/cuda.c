@@ -64,7 +64,7 @@
  * (cu__attn_plan).  Launches of at least ASA_CUDA_MMA_MIN_T tokens (default
  * 64; ASA_CUDA_MMA=0: never) run on tensor cores instead (attn_mma: bf16
  * queries and probabilities, f32 sums), except in batch-invariant mode;
- * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (2; 32 with
+ * so do decode steps of at least ASA_CUDA_MMA_DEC_MIN tokens (1; 32 with
  * fewer than 16 heads a latent group) whose
  * tokens have at most ASA_CUDA_MMA_DEC tiles of 64 keys (16; attn_mma with
  * one token per block, ATTN_MMA_TOKEN_ROWS, a token's keys split across
@@ -346,7 +346,7 @@ typedef struct cu_be {
                                   attention on attn_mma (one token per block)
                                   where a token has at most this many 64-key
                                   tiles; 0 off */
-    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 2, 32 with
+    int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 1, 32 with
                                   fewer than 16 heads a group): ... and the
                                   step has at least this many tokens */
     int mma_dec_split;         /* ASA_CUDA_MMA_DEC_SPLIT (default 4; 1 with
@@ -939,13 +939,15 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->split_bps = cu__env_int("ASA_CUDA_SPLIT_BPS", 4, 1);
     c->split_min = cu__env_int("ASA_CUDA_SPLIT_MIN", 1, 1);
     c->mma_dec = cu__env_int("ASA_CUDA_MMA_DEC", 16, INT_MIN);
-    /* 2 (H200, asa-1.3b, against attn_latent): with the decode kernel of
+    /* 1 (H200, asa-1.3b, against attn_latent): with the decode kernel of
      * independent warps batch 2 / 4 at 1k 2.013 / 2.220 -> 1.961 / 2.071
-     * ms, at 4k 2.022 / 2.222 -> 1.958 / 2.074.  With the block form 6
+     * ms, at 4k 2.022 / 2.222 -> 1.958 / 2.074; batch 1 (alternated) at 1k
+     * 1.652 -> 1.618, 4k 1.659 -> 1.643, 128k 1.978 -> 1.960.  With the
+     * block form 6
      * (batch 6 / 8 at 1k 2.477 / 2.531 -> 2.245 / 2.280, batch 4 and 12
      * tied); 16 before that (batch 8 and 12 lost or tied then) */
     const bool dec_warps = !cu__env_is("ASA_CUDA_MMA_DEC_WARPS", "0");
-    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", !wide ? 32 : dec_warps ? 2 : 6, INT_MIN);
+    c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", !wide ? 32 : dec_warps ? 1 : 6, INT_MIN);
     /* 4 with the decode kernel of independent warps (blocks of 4 items):
      * batch 32 / 64 at 4k 2.703 / 2.978 -> 2.585 / 2.843 ms; 1 for the
      * block form (two blocks an SM or more were slower there) */
