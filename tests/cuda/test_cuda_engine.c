@@ -771,6 +771,121 @@ static void test_fixture(void **st) {
     free(lg);
 }
 
+/* A wide random model with the asa-1.3b attention shapes (one local latent
+ * group of 32 heads, dg 192; two global groups of 16 heads, dg 96; rope
+ * 32; small d, F, V, two layers), so that decode runs the kernel of
+ * independent warps (attn_dec_kernel, from one token a step on such
+ * groups) inside the engine, with its key splits and merges: eight
+ * sequences of 40..299 prompt tokens (windows full, compressed blocks and
+ * selection active), then batches of 1, 3 and 8 decoding 4 steps each,
+ * every step's logits against the CPU engine's (relative L2), both fed
+ * the CPU engine's greedy tokens.  Once with the default decode and once
+ * with ASA_CUDA_MMA_DEC=0 (the FFMA attention) for comparison. */
+static double w_wide, w_wide_ffma;
+static int n_wide;
+
+static double wide_run(const eng_model *m, const char *dec_env) {
+    if (dec_env)
+        setenv("ASA_CUDA_MMA_DEC", dec_env, 1);
+    eng *eg = mk_engine(m, ENG_BACKEND_CUDA, 8, 512, 1024);
+    if (dec_env)
+        unsetenv("ASA_CUDA_MMA_DEC");
+    eng *ec = mk_engine(m, ENG_BACKEND_CPU, 8, 512, 1024);
+    const int V = m->cfg.vocab_size, NS = 8;
+    etu_seq qg[8], qc[8];
+    int32_t prompt[300], tok[8];
+    for (int i = 0; i < NS; i++) {
+        const int np = 40 + 37 * i;
+        etu_tokens(prompt, np, V, 100 + (uint32_t)i);
+        etu_seq_open(eg, &qg[i]);
+        etu_seq_open(ec, &qc[i]);
+        etu_prefill(eg, &qg[i], prompt, np, np, NULL);
+        etu_prefill(ec, &qc[i], prompt, np, np, NULL);
+        tok[i] = prompt[np - 1] ^ 1;
+    }
+    float *lg = malloc((size_t)NS * V * sizeof(float)), *lc = malloc((size_t)NS * V * sizeof(float));
+    double *ref = malloc((size_t)V * sizeof(double));
+    assert_non_null(lg);
+    assert_non_null(lc);
+    assert_non_null(ref);
+    static const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    double worst = 0.0;
+    const int batches[3] = {1, 3, 8};
+    for (int bi = 0; bi < 3; bi++)
+        for (int k = 0; k < 4; k++) {
+            const int nb = batches[bi];
+            for (int side = 0; side < 2; side++) {
+                eng *e = side ? ec : eg;
+                etu_seq *q = side ? qc : qg;
+                kv_copy cp[64];
+                int ncp = 0;
+                eng_seq_step st[8];
+                eng_seq_result r[8];
+                for (int i = 0; i < nb; i++) {
+                    int nc = 0;
+                    assert_int_equal(kv_seq_alloc(eng_kv_pool(e), q[i].kv, 1, cp + ncp, 8, &nc),
+                                     ASA_OK);
+                    ncp += nc;
+                    st[i] = (eng_seq_step){.slot = q[i].slot, .tokens = &tok[i], .n_tokens = 1,
+                                           .pos0 = q[i].pos, .kv = q[i].kv, .sp = &sp,
+                                           .logits_out = (side ? lc : lg) + (size_t)i * V};
+                }
+                eng_batch b = {.n_seqs = nb, .seqs = st, .copies = cp, .n_copies = ncp};
+                assert_int_equal(eng_step(e, &b, r), ASA_OK);
+                for (int i = 0; i < nb; i++) {
+                    kv_seq_commit(eng_kv_pool(e), q[i].kv, 1);
+                    q[i].pos++;
+                }
+            }
+            for (int i = 0; i < nb; i++) {
+                int best = 0;
+                for (int v = 0; v < V; v++) {
+                    ref[v] = lc[(size_t)i * V + v];
+                    if (ref[v] > ref[best])
+                        best = v;
+                }
+                const double w = etu_rel_l2(lg + (size_t)i * V, ref, V);
+                if (w > 2e-2)
+                    fail_msg("wide model%s: batch %d step %d sequence %d: relative L2 %.4g vs "
+                             "the CPU engine", dec_env ? " (ASA_CUDA_MMA_DEC=0)" : "", nb, k, i,
+                             w);
+                if (w > worst)
+                    worst = w;
+                tok[i] = best;
+                n_wide++;
+            }
+        }
+    for (int i = 0; i < NS; i++) {
+        etu_seq_close(eg, &qg[i]);
+        etu_seq_close(ec, &qc[i]);
+    }
+    free(lg);
+    free(lc);
+    free(ref);
+    eng_destroy(eg);
+    eng_destroy(ec);
+    return worst;
+}
+
+static void test_wide_decode(void **st) {
+    (void)st;
+    etu_shape s = {.V = 512, .d = 256, .F = 512, .L = 2, .H = 32, .dh = 64, .dv = 64,
+                   .dR = 32, .l_G = 1, .l_dg = 192, .window = 128, .g_G = 2, .g_dg = 96,
+                   .B = 16, .top_n = 4, .init_b = 1, .local_b = 2, .share = 4,
+                   .max_pos = 2048, .tied = false, .bf16 = true, .seed = 13};
+    char *dir = etu_write_model(&s);
+    assert_non_null(dir);
+    char msg[256] = "";
+    asa_errbuf eb = {msg, sizeof msg};
+    eng_model *m = NULL;
+    if (eng_model_load(dir, &m, &eb))
+        fail_msg("wide model: %s", msg);
+    w_wide = wide_run(m, NULL);
+    w_wide_ffma = wide_run(m, "0");
+    eng_model_destroy(m);
+    etu_rmdir(dir);
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
@@ -783,23 +898,26 @@ int main(void) {
         printf("test_cuda_engine: no fixtures under %s: skipped\n", root);
         return 77;
     }
-    struct CMUnitTest tests[MAX_FIX];
+    struct CMUnitTest tests[MAX_FIX + 1];
     for (int i = 0; i < n_fix; i++) {
         const char *base = strrchr(fix_dirs[i], '/');
         tests[i] = (struct CMUnitTest){base ? base + 1 : fix_dirs[i], test_fixture, NULL, NULL,
                                        fix_dirs[i]};
     }
-    int rc = _cmocka_run_group_tests("cuda_engine", tests, (size_t)n_fix, NULL, NULL);
+    tests[n_fix] = (struct CMUnitTest){"wide_decode", test_wide_decode, NULL, NULL, NULL};
+    int rc = _cmocka_run_group_tests("cuda_engine", tests, (size_t)n_fix + 1, NULL, NULL);
     printf("test_cuda_engine: %s: %d fixtures; worst relative L2 vs CPU (precise mode): "
            "prefill %.3g, decode %.3g, chunked %.3g (vs one-shot %.3g), batched %.3g; default "
            "mode %.3g; vs f32 checkpoint weights %.3g; greedy identity checked at %d of %d "
            "steps, %d disagreements; %d ambiguous positions (worst %.3g); %d block sets equal "
            "to the CPU engine's (%d near-ties skipped); batch-invariant mode bitwise on %d; "
            "%d device greedy samples equal to eng_sample's; %d seeded samples equal with "
-           "ASA_CUDA_GPU_SAMPLE=0 and 1; graph decode %.3g\n",
+           "ASA_CUDA_GPU_SAMPLE=0 and 1; graph decode %.3g; wide model decode %.3g "
+           "(FFMA attention %.3g) over %d rows\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
-           n_sets_skipped, n_inv, n_devgreedy, n_sampled, w_graph);
+           n_sets_skipped, n_inv, n_devgreedy, n_sampled, w_graph, w_wide, w_wide_ffma,
+           n_wide);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;
