@@ -943,9 +943,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
      * independent warps batch 2 / 4 at 1k 2.013 / 2.220 -> 1.961 / 2.071
      * ms, at 4k 2.022 / 2.222 -> 1.958 / 2.074; batch 1 (alternated) at 1k
      * 1.652 -> 1.618, 4k 1.659 -> 1.643, 128k 1.978 -> 1.960.  With the
-     * block form 6
-     * (batch 6 / 8 at 1k 2.477 / 2.531 -> 2.245 / 2.280, batch 4 and 12
-     * tied); 16 before that (batch 8 and 12 lost or tied then) */
+     * block form 6 (batch 6 / 8 at 1k 2.477 / 2.531 -> 2.245 / 2.280,
+     * batch 4 and 12 tied); 16 before that (batch 8 and 12 lost or tied) */
     const bool dec_warps = !cu__env_is("ASA_CUDA_MMA_DEC_WARPS", "0");
     c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", !wide ? 32 : dec_warps ? 1 : 6, INT_MIN);
     /* 4 with the decode kernel of independent warps (blocks of 4 items):
@@ -1030,7 +1029,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
                                                             : ATTN_MMA_QSPLIT;
     if (cu__env_is("ASA_CUDA_MMA_FAST", "0"))
         c->mma_flags |= ATTN_MMA_NOFAST;
-    if (cu__env_is("ASA_CUDA_MMA_DEC_WARPS", "0"))
+    if (!dec_warps)
         c->mma_flags |= ATTN_MMA_ROWS_BLOCK;
     c->gemv_rows = cu__env_int("ASA_CUDA_GEMV_ROWS", CU_GEMV_ROWS, INT_MIN);
     if (c->gemv_rows < 0 || c->gemv_rows > GEMV_MAX_M)

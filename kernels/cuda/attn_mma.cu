@@ -27,6 +27,7 @@
 
 #include <type_traits>
 
+#include "attn_keys.cuh"
 #include "kcuda_int.cuh"
 #include "mma_sm80.cuh"
 
@@ -40,20 +41,6 @@ constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block 
 constexpr float MM_LOG2E = 1.4426950408889634f;
 
 __device__ __forceinline__ float mm_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
-
-/* The selection set of token t, group g (attn_latent_cuda.h). */
-__device__ __forceinline__ const int32_t *mm_set(const attn_sets &s, int t, int G, int g,
-                                                 int *cnt) {
-    const int src = s.sel_src[t];
-    if (src >= 0) {
-        const int64_t k = (int64_t)src * G + g;
-        *cnt = s.tsel_cnt[k];
-        return s.tsel + k * s.top_n;
-    }
-    const int64_t k = ((int64_t)(-src - 1) * s.Lg + s.ti) * G + g;
-    *cnt = s.slot_cnt[k];
-    return s.slot_sel + k * s.top_n;
-}
 
 /* A finished row (token t, head hh of H) of the unsplit epilogue: its
  * normaliser, the selected branch's gates (slc: ATTN_SLC; else 0) and, for
@@ -160,9 +147,9 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
         tlo[i] = p.mode == ATTN_LOCAL ? max(0, pos - p.window + 1) : 0;
         thi[i] = p.mode == ATTN_CMP ? (pos + 1) / B - 1 : pos;
         if (slc) {
-            int cnt;
-            tset[i] = mm_set(p.s, t, G, g, &cnt);
-            tcnt[i] = cnt;
+            const set_view sv = get_set(p.s, t, G, g);
+            tset[i] = sv.set;
+            tcnt[i] = sv.cnt;
         }
     }
     uint16_t *const kts = (uint16_t *)mm_sm;
@@ -859,51 +846,26 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
     extern __shared__ float dec_sm[];
     constexpr int E = 16 * KS, dg = 16 * NP, Ep = E + 8, E8 = E / 8, dg8 = dg / 8;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
-    const int G = p.c.G, B = p.c.B, H = p.H, hpg = H / G;
+    const int G = p.c.G, H = p.H, hpg = H / G;
     const int nsp = p.n_split > 1 ? p.n_split : 1;
-    const int64_t S = (int64_t)G * dg + p.c.dR, pe = p.c.page_elems, lo_off = p.c.layer_off;
     const long item = (long)blockIdx.x * DEC_WARPS + warp;
     if (item >= (long)p.T * G * ht * nsp)
         return;
     const int spl = (int)(item % nsp), htile = (int)(item / nsp % ht),
               g = (int)(item / nsp / ht % G), tl = (int)(item / nsp / ht / G);
-    const int t = p.t_off + tl, pos = p.tok_pos[t], toff = p.c.seq_toff[p.tok_seq[t]];
+    const int t = p.t_off + tl;
     uint16_t *const buf = (uint16_t *)dec_sm + (size_t)warp * 2 * DEC_KT * Ep;
 
-    /* the split's keys [lo, hi] in the mode's coordinate (ATTN_SLC: the
-     * list of the set's blocks' keys) */
-    int lo = 0, hi = -1;
-    const int32_t *set = nullptr;
-    if (p.mode == ATTN_LOCAL) {
-        lo = max(0, pos - p.window + 1);
-        hi = pos;
-    } else if (p.mode == ATTN_CMP) {
-        hi = (pos + 1) / B - 1;
-    } else {
-        int cnt;
-        set = mm_set(p.s, t, G, g, &cnt);
-        hi = cnt * B - 1;
-    }
-    if (nsp > 1) {
-        lo += spl * p.split_keys;
-        hi = min(hi, lo + p.split_keys - 1);
-    }
-    const int nst = hi >= lo ? (hi - lo + DEC_KT) / DEC_KT : 0;
+    /* the split's keys [kbeg, kend) of the token's (make_plan's
+     * coordinate; ATTN_SLC: the set's blocks' keys in list order) */
+    const key_plan kp = make_plan(p, t, g);
+    const int kbeg = nsp > 1 ? spl * p.split_keys : 0;
+    const int kend = nsp > 1 ? min(kp.nkeys, kbeg + p.split_keys) : kp.nkeys;
+    const int nst = kend > kbeg ? (kend - kbeg + DEC_KT - 1) / DEC_KT : 0;
     /* lane k < 16: the entry of key k of stage j (-1: none / masked) */
     auto lookup = [&](int j) -> int64_t {
-        const int kk = lo + j * DEC_KT + lane;
-        if (lane >= DEC_KT || j >= nst || kk > hi)
-            return -1;
-        if (p.mode == ATTN_LOCAL) {
-            const int u = kk / B;
-            return (int64_t)p.c.tab[toff + u] * pe + lo_off + (int64_t)(kk - u * B) * S;
-        }
-        if (p.mode == ATTN_CMP)
-            return (int64_t)p.c.tab[toff + kk] * pe + lo_off + (int64_t)B * S;
-        const int u = kk / B, b = set[u], off = kk - u * B;
-        if (b < 0 || b * B + off > pos)
-            return -1;
-        return (int64_t)p.c.tab[toff + b] * pe + lo_off + (int64_t)off * S;
+        const int k = kbeg + j * DEC_KT + lane;
+        return lane < DEC_KT && k < kend ? kp.entry(k) : -1;
     };
     /* stage j's copies into buffer j & 1 (masked keys: zeros) */
     auto stage = [&](int j, int64_t kb) {
@@ -1140,11 +1102,10 @@ extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s
      * kernel (ATTN_MMA_ROWS_BLOCK: the block-per-token form) */
     if (trows && !(flags & (ATTN_MMA_ROWS_BLOCK | ATTN_MMA_VFIRST | ATTN_MMA_NOFAST)) &&
         p->T > 0 && p->c.dR == 32 && (p->c.dg == 192 || p->c.dg == 96) &&
-        p->c.page_elems % 8 == 0 && p->c.layer_off % 8 == 0 && ((uintptr_t)p->c.kv & 7) == 0 &&
+        p->c.page_elems % 8 == 0 && p->c.layer_off % 8 == 0 && ((uintptr_t)p->c.kv & 15) == 0 &&
         ((uintptr_t)p->qt & 7) == 0 && ((uintptr_t)p->qr & 7) == 0 && p->ld_qr % 2 == 0 &&
         p->qr_stride % 2 == 0 && (p->mode != ATTN_SLC || ((uintptr_t)p->u_cmp & 7) == 0) &&
-        ((uintptr_t)p->u & 7) == 0 && ((uintptr_t)p->part & 7) == 0 &&
-        ((uintptr_t)p->c.kv & 15) == 0) {
+        ((uintptr_t)p->u & 7) == 0 && ((uintptr_t)p->part & 7) == 0) {
         const bool q2 = (flags & ATTN_MMA_QSPLIT_ALL) || (p->mode == ATTN_CMP && (flags & ATTN_MMA_QSPLIT));
         if (p->c.dg == 192)
             return q2 ? dec_launch<14, 12, true>(p, stream) : dec_launch<14, 12, false>(p, stream);
