@@ -633,7 +633,14 @@ def overload_429():
         st, h, j = s.post("/v1/completions", {"prompt": "q", "max_tokens": 40, "n": 6,
                                               "ignore_eos": True, "temperature": 0})
         assert st == 200 and len(j["choices"]) == 6, (st, j)
+        # two long requests sent together (a barrier: CI once saw the
+        # second arrive so late that the first finished, the second ran and
+        # the queue was empty again when the n = 6 request came), then the
+        # n = 6 request while one runs and the other waits
+        go2 = threading.Barrier(2)
+
         def long_one():
+            go2.wait()
             s.post("/v1/completions", {"prompt": "w", "max_tokens": 2000, "ignore_eos": True})
 
         busy = threading.Thread(target=long_one)
@@ -641,7 +648,8 @@ def overload_429():
         busy.start()
         busy2.start()
         deadline = time.time() + 10
-        while s.metric("asa:num_requests_waiting") < 1 and time.time() < deadline:
+        while (s.metric("asa:num_requests_waiting") < 1 or
+               s.metric("asa:num_requests_running") < 1) and time.time() < deadline:
             time.sleep(0.002)
         st, h, j = s.post("/v1/completions", {"prompt": "q", "max_tokens": 40, "n": 6,
                                               "ignore_eos": True, "temperature": 0})
