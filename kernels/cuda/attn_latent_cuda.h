@@ -123,6 +123,8 @@ asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);
 asa_err attn_merge_cuda(const attn_params *p, cudaStream_t stream);
 /* Host reference on host pointers (double sums, same conventions). */
 void attn_latent_ref(const attn_params *p);
+/* attn_merge_cuda's host reference (host pointers, double sums). */
+void attn_merge_ref(const attn_params *p);
 
 /* Block choice at anchors (ASA-SPEC 3.3).  For each anchor token t =
  * anchors[a] and group g: S[b] = sum over the group's heads of

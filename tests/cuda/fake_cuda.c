@@ -217,6 +217,14 @@ asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t s) {
     return ASA_OK;
 }
 
+asa_err attn_merge_cuda(const attn_params *p, cudaStream_t s) {
+    (void)s;
+    if (p->T < 1 || p->n_split < 2 || !p->part || !p->u)
+        return ASA_EINVAL;
+    attn_merge_ref(p);
+    return ASA_OK;
+}
+
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t s) { (void)s; select_blocks_ref(p); return ASA_OK; }
 asa_err compress_cuda(const compress_params *p, cudaStream_t s) { (void)s; compress_ref(p); return ASA_OK; }
 asa_err selstore_cuda(const selstore_params *p, cudaStream_t s) {

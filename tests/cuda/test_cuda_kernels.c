@@ -294,9 +294,9 @@ static void run_attn(attn_mode mode) {
     /* head chunks of 1 and 2; unsplit, 3 splits of 32 keys (up to 70 keys)
      * merged by a second launch, and merged in the last split block
      * (merge_cnt: bitwise the merge launch's on the device; the counters
-     * back at zero); the same with 10 splits (the merge launch stages the
-     * partials in shared memory from 8 splits; the later ones hold no
-     * key) */
+     * back at zero); the same with 10 splits (the later ones hold no key;
+     * the merge launch takes its warp form up to 32 splits, the staged
+     * block form is checked in test_attn_merge) */
     d.part = poison_dev((size_t)T * H * 10 * (dg + 2) * 4);
     int32_t *zc = calloc((size_t)T * H, 4), *cg = malloc((size_t)T * H * 4);
     int *cnt_d = dup_dev(zc, (size_t)T * H * 4);
@@ -1148,6 +1148,67 @@ static void test_absorb_expand_vec(void **st) {
 /* rope_cache + absorb in one launch (cb_rope_absorb_cuda) against both
  * references, on the engine's qa row layout ([q heads | kv_a | gates]) at
  * the vector-path shapes (dh 64, dg 96 and 192), two sequences. */
+/* attn_merge_cuda on random partials against its host reference: empty
+ * splits (maximum -inf) and a row whose splits are all empty; the local,
+ * compressed (lse) and selected (gates, u_cmp) modes; 3 and 9 splits (the
+ * warp form, its first loads and the rest) and 40 (the staged block form);
+ * poisoned outputs.  The warp form against the last-block merge of
+ * attn_latent, bit for bit: run_attn. */
+static void test_attn_merge(void **st) {
+    (void)st;
+    const int T = 5, H = 3, ldg = 2 * H + 5;
+    for (int dg = 96; dg <= 192; dg += 96)
+        for (int ns = 3; ns <= 40; ns += ns < 9 ? 6 : 31)
+            for (int mode = ATTN_LOCAL; mode <= ATTN_SLC; mode++) {
+                const size_t np = (size_t)T * H * ns * (dg + 2), nu = (size_t)T * H * dg;
+                float *part = malloc(np * 4), *gate = malloc((size_t)T * ldg * 4);
+                float *ucmp = malloc(nu * 4), *u_ref = malloc(nu * 4), *ug = malloc(nu * 4);
+                float lse_ref[T * H], lg[T * H];
+                fill_f32(part, np, 1.0f);
+                fill_f32(gate, (size_t)T * ldg, 2.0f);
+                fill_f32(ucmp, nu, 1.0f);
+                for (int t = 0; t < T; t++)
+                    for (int h = 0; h < H; h++)
+                        for (int s = 0; s < ns; s++) {
+                            float *pt = part + (((size_t)t * H + h) * ns + s) * (dg + 2);
+                            const bool empty = (t == 3 && h == 1) || (s + t + h) % 4 == 1;
+                            pt[dg] = empty ? -INFINITY : 3.0f * pt[dg];
+                            pt[dg + 1] = empty ? 0.0f : 1.5f + pt[dg + 1];
+                        }
+                attn_params r = {.T = T, .H = H, .c = {.dg = dg}, .mode = mode, .gate = gate,
+                                 .ld_qr = ldg, .u_cmp = ucmp, .u = u_ref, .lse = lse_ref,
+                                 .n_split = ns, .part = part};
+                attn_merge_ref(&r);
+                attn_params d = r;
+                d.part = dup_dev(part, np * 4);
+                d.gate = dup_dev(gate, (size_t)T * ldg * 4);
+                d.u_cmp = dup_dev(ucmp, nu * 4);
+                d.u = poison_dev(nu * 4);
+                d.lse = poison_dev(sizeof lg);
+                assert_int_equal(attn_merge_cuda(&d, 0), ASA_OK);
+                get_dev(ug, d.u, nu * 4);
+                char what[96];
+                snprintf(what, sizeof what, "attn merge dg %d ns %d mode %d", dg, ns, mode);
+                cmp_f32(what, ug, u_ref, nu, 1e-5, 1e-5);
+                if (mode == ATTN_CMP) {
+                    get_dev(lg, d.lse, sizeof lg);
+                    snprintf(what, sizeof what, "attn merge lse dg %d ns %d", dg, ns);
+                    cmp_f32(what, lg, lse_ref, (size_t)T * H, 1e-5, 1e-5);
+                }
+                n_kernels++;
+                cudaFree(d.part);
+                cudaFree((void *)d.gate);
+                cudaFree((void *)d.u_cmp);
+                cudaFree(d.u);
+                cudaFree(d.lse);
+                free(part);
+                free(gate);
+                free(ucmp);
+                free(u_ref);
+                free(ug);
+            }
+}
+
 static void test_rope_absorb(void **st) {
     (void)st;
     const int H = 3, dh = 64, dv = 64, dR = 32, half = dR / 2, B = 5, NP = 40;
@@ -2058,7 +2119,7 @@ int main(void) {
         cmocka_unit_test(test_attn_cmp_select), cmocka_unit_test(test_attn_slc),
         cmocka_unit_test(test_compress),
         cmocka_unit_test(test_select_long),     cmocka_unit_test(test_select_shapes),     cmocka_unit_test(test_absorb_expand),
-        cmocka_unit_test(test_absorb_expand_vec),
+        cmocka_unit_test(test_absorb_expand_vec), cmocka_unit_test(test_attn_merge),
         cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_gemv_fused),
         cmocka_unit_test(test_sample),          cmocka_unit_test(test_sample_chi2),
         cmocka_unit_test(test_sample_huge),
