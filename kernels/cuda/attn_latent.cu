@@ -1538,7 +1538,11 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
             KC_CUDA_TRY(kc_launch(select_score_tiled_kernel, tgrid, SELM_WARPS * 32, tsm, stream,
                                   q, ep, vec));
         } else {
-            const int ntw = p->n_anchors * p->c.G >= 64 ? 8 : 2, csz = SELM_WARPS * ntw * 8;
+            /* 2 tiles a warp up to 1023 (anchor, group) pairs: H200,
+             * asa-1.3b at 4k, batch 32 / 64 / 128 -3.0 / -3.0 / -1.8 % a
+             * step against 8 tiles from 64 pairs (the blocks' tile chains
+             * were the scoring's critical path) */
+            const int ntw = p->n_anchors * p->c.G >= 1024 ? 8 : 2, csz = SELM_WARPS * ntw * 8;
             const dim3 mgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
                              (unsigned)((p->nb_max + csz - 1) / csz));
             KC_CUDA_TRY(
