@@ -18,8 +18,8 @@
  *
  *   nvcc -O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Ikernels/cuda \
  *        -Icommon tools/gpu/gemm_dec_lab.cu -lcublas -o gemm_dec_lab
- *   ./gemm_dec_lab        (checks every shape against a host reference, then
- *                          times it against cublasGemmEx)
+ *   ./gemm_dec_lab [N K M] (checks every shape, or that one, against a host
+ *                          reference, then times it against cublasGemmEx)
  *
  * First version (H200, kernels/cuda/NOTES.md "Twelfth run"): correct (max
  * relative error ~1e-7) but slower than cuBLAS except the hi + lo product
@@ -210,7 +210,10 @@ template <class F> static double time_graph(cudaStream_t s, int reps, F launch_o
     return t[3];
 }
 
-int main() {
+int main(int argc, char **argv) {
+    /* optional: N K M to run one shape (for a profiler) */
+    const int fN = argc > 3 ? atoi(argv[1]) : 0, fK = argc > 3 ? atoi(argv[2]) : 0,
+              fM = argc > 3 ? atoi(argv[3]) : 0;
     struct shape {
         int N, K;
         bool lo;
@@ -238,6 +241,8 @@ int main() {
     srand(7);
     for (const shape &sh : shapes)
         for (int M : Ms) {
+            if (fN && (sh.N != fN || sh.K != fK || M != fM))
+                continue;
             const size_t wn = (size_t)sh.N * sh.K, wbytes = wn * 2;
             int copies = (int)std::max<size_t>(2, ((size_t)256 << 20) / wbytes + 1);
             copies = std::min(copies, 16);
