@@ -1145,9 +1145,6 @@ static void test_absorb_expand_vec(void **st) {
     free(yg);
 }
 
-/* rope_cache + absorb in one launch (cb_rope_absorb_cuda) against both
- * references, on the engine's qa row layout ([q heads | kv_a | gates]) at
- * the vector-path shapes (dh 64, dg 96 and 192), two sequences. */
 /* attn_merge_cuda on random partials against its host reference: empty
  * splits (maximum -inf) and a row whose splits are all empty; the local,
  * compressed (lse) and selected (gates, u_cmp) modes; 3 and 9 splits (the
@@ -1209,6 +1206,9 @@ static void test_attn_merge(void **st) {
             }
 }
 
+/* rope_cache + absorb in one launch (cb_rope_absorb_cuda) against both
+ * references, on the engine's qa row layout ([q heads | kv_a | gates]) at
+ * the vector-path shapes (dh 64, dg 96 and 192), two sequences. */
 static void test_rope_absorb(void **st) {
     (void)st;
     const int H = 3, dh = 64, dv = 64, dR = 32, half = dR / 2, B = 5, NP = 40;

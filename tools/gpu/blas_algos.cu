@@ -22,22 +22,7 @@
 #include <cstring>
 #include <vector>
 
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
-#define CB(x)                                                                                  \
-    do {                                                                                       \
-        int s_ = (int)(x);                                                                     \
-        if (s_) {                                                                              \
-            fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, s_);              \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
+#include "lab.cuh"
 
 static const size_t WS = (size_t)32 << 20;
 
@@ -57,47 +42,6 @@ __global__ void fill_kernel(uint16_t *p, size_t n, unsigned seed) {
         unsigned u = __float_as_uint(f);
         p[i] = (uint16_t)(u >> 16);
     }
-}
-
-/* median over 7 replays of a graph of reps launches, us a launch */
-template <class F> static double time_graph(cudaStream_t s, int reps, F launch) {
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int r = 0; r < reps; r++)
-        if (!launch(s, r)) {
-            cudaStreamEndCapture(s, &g);
-            if (g)
-                cudaGraphDestroy(g);
-            cudaGetLastError();
-            return -1;
-        }
-    CK(cudaStreamEndCapture(s, &g));
-    if (cudaGraphInstantiate(&ge, g, 0) != cudaSuccess) {
-        cudaGraphDestroy(g);
-        cudaGetLastError();
-        return -1;
-    }
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    std::vector<double> t;
-    CK(cudaGraphLaunch(ge, s));
-    for (int i = 0; i < 7; i++) {
-        CK(cudaEventRecord(a, s));
-        CK(cudaGraphLaunch(ge, s));
-        CK(cudaEventRecord(b, s));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        t.push_back(ms * 1e3 / reps);
-    }
-    std::sort(t.begin(), t.end());
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    cudaGraphExecDestroy(ge);
-    cudaGraphDestroy(g);
-    return t[3];
 }
 
 int main(int argc, char **argv) {
@@ -152,7 +96,7 @@ int main(int argc, char **argv) {
         CK(cudaStreamSynchronize(st));
         const float one = 1.0f, beta = sh.beta;
         const int reps = 20;
-        double t_def = time_graph(st, reps, [&](cudaStream_t, int r) {
+        double t_def = lab_graph_us(st, reps, [&](cudaStream_t, int r) {
             return cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, sh.M, sh.K, &one,
                                 W[r % copies], CUDA_R_16BF, sh.K, x, CUDA_R_16BF, sh.K, &beta, y,
                                 CUDA_R_32F, sh.N, CUBLAS_COMPUTE_32F,
@@ -179,7 +123,7 @@ int main(int argc, char **argv) {
         double best = 1e30, heur0 = -1;
         int ibest = -1;
         for (int i = 0; i < nres; i++) {
-            double t = time_graph(st, reps, [&](cudaStream_t s, int r) {
+            double t = lab_graph_us(st, reps, [&](cudaStream_t s, int r) {
                 return cublasLtMatmul(lt, op, &one, W[r % copies], la, x, lb, &beta, y, lc, y,
                                       lc, &res[i].algo, ws, WS, s) == CUBLAS_STATUS_SUCCESS;
             });

@@ -37,16 +37,8 @@
 #include <vector>
 
 #include "kcuda_int.cuh"
+#include "lab.cuh"
 #include "mma_sm80.cuh"
-
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
 
 constexpr int GD_WARPS = 8, GD_BN = 16 * GD_WARPS, GD_KC = 32, GD_PAD = 32;
 
@@ -148,12 +140,8 @@ template <int NT, bool LO>
 static void launch(const gd_params &p, int splits, cudaStream_t s) {
     constexpr int U = 4;
     const size_t smem = (size_t)(LO ? 2 : 1) * 8 * NT * (p.KS + GD_PAD) * 2;
-    static bool raised = false;
-    if (!raised) {
-        CK(cudaFuncSetAttribute(gemm_dec_kernel<NT, LO, U>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
-        raised = true;
-    }
+    static size_t raised = 48 * 1024;
+    CK(kc_smem_optin(gemm_dec_kernel<NT, LO, U>, smem, &raised));
     const dim3 grid((unsigned)((p.N + GD_BN - 1) / GD_BN), (unsigned)splits);
     gemm_dec_kernel<NT, LO, U><<<grid, GD_WARPS * 32, smem, s>>>(p);
 }
@@ -180,36 +168,6 @@ static float bf2f(uint16_t b) {
     return f;
 }
 
-template <class F> static double time_graph(cudaStream_t s, int reps, F launch_one) {
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int r = 0; r < reps; r++)
-        launch_one(s, r);
-    CK(cudaStreamEndCapture(s, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    CK(cudaGraphLaunch(ge, s));
-    std::vector<double> t;
-    for (int i = 0; i < 7; i++) {
-        CK(cudaEventRecord(a, s));
-        CK(cudaGraphLaunch(ge, s));
-        CK(cudaEventRecord(b, s));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        t.push_back(ms * 1e3 / reps);
-    }
-    std::sort(t.begin(), t.end());
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    cudaGraphExecDestroy(ge);
-    cudaGraphDestroy(g);
-    return t[3];
-}
-
 int main(int argc, char **argv) {
     /* optional: N K M to run one shape (for a profiler) */
     const int fN = argc > 3 ? atoi(argv[1]) : 0, fK = argc > 3 ? atoi(argv[2]) : 0,
@@ -227,12 +185,11 @@ int main(int argc, char **argv) {
     cudaStream_t st;
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     cublasHandle_t h;
-    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS)
-        return 1;
-    cublasSetStream(h, st);
+    CB(cublasCreate(&h));
+    CB(cublasSetStream(h, st));
     void *ws;
     CK(cudaMalloc(&ws, 32 << 20));
-    cublasSetWorkspace(h, ws, 32 << 20);
+    CB(cublasSetWorkspace(h, ws, 32 << 20));
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
@@ -296,24 +253,28 @@ int main(int argc, char **argv) {
                         worst = e;
                 }
             const int reps = 20;
-            const double ours = time_graph(st, reps, [&](cudaStream_t s, int r) {
+            const double ours = lab_graph_us(st, reps, [&](cudaStream_t s, int r) {
                 gd_params q = p;
                 q.w = W[r % copies];
                 CK(cudaMemsetAsync(y, 0, (size_t)M * sh.N * 4, s));
                 run(q, splits, sh.lo, s);
+                return true;
             });
-            const double memset_us = time_graph(st, reps, [&](cudaStream_t s, int) {
-                CK(cudaMemsetAsync(y, 0, (size_t)M * sh.N * 4, s));
+            const double memset_us = lab_graph_us(st, reps, [&](cudaStream_t s, int) {
+                return cudaMemsetAsync(y, 0, (size_t)M * sh.N * 4, s) == cudaSuccess;
             });
             const float one = 1.0f, zero = 0.0f;
-            const double cub = time_graph(st, reps, [&](cudaStream_t, int r) {
-                cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, M, sh.K, &one, W[r % copies],
-                             CUDA_R_16BF, sh.K, xh, CUDA_R_16BF, sh.K, &zero, y, CUDA_R_32F, sh.N,
-                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-                if (sh.lo)
-                    cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, M, sh.K, &one, W[r % copies],
-                                 CUDA_R_16BF, sh.K, xl, CUDA_R_16BF, sh.K, &one, y, CUDA_R_32F,
-                                 sh.N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            const double cub = lab_graph_us(st, reps, [&](cudaStream_t, int r) {
+                bool ok = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, M, sh.K, &one,
+                                       W[r % copies], CUDA_R_16BF, sh.K, xh, CUDA_R_16BF, sh.K,
+                                       &zero, y, CUDA_R_32F, sh.N, CUBLAS_COMPUTE_32F,
+                                       CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+                if (ok && sh.lo)
+                    ok = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, M, sh.K, &one,
+                                      W[r % copies], CUDA_R_16BF, sh.K, xl, CUDA_R_16BF, sh.K,
+                                      &one, y, CUDA_R_32F, sh.N, CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+                return ok;
             });
             printf("%-20s %4d %6d %9.2f %9.2f %7.0f %7.0f %10.2e  (memset %.2f us)\n", sh.name, M,
                    splits, ours, cub, wbytes / ours / 1e3, wbytes / cub / 1e3, worst, memset_us);

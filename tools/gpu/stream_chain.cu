@@ -15,25 +15,18 @@
  * (tools/bench/run_bench.sh prints it: the benchmark's floor), as a
  * multiple of that floor.
  *
- *   nvcc -O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a \
- *        tools/gpu/stream_chain.cu -o stream_chain && ./stream_chain [GB/s]
+ *   nvcc -O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Ikernels/cuda \
+ *        -Icommon tools/gpu/stream_chain.cu -o stream_chain && ./stream_chain [GB/s]
  */
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
+#include "kcuda_int.cuh"
+#include "lab.cuh"
 
 struct piece {
     const uint4 *p;
@@ -57,10 +50,8 @@ __global__ void __launch_bounds__(TH) read_piece(piece pc, uint32_t *sink, int p
 #pragma unroll
     for (int u = 0; u < UN; u++)
         v[u] = i + u * stride < pc.n ? __ldcs(pc.p + i + u * stride) : make_uint4(0, 0, 0, 0);
-    if (pdl) {
-        asm volatile("griddepcontrol.wait;" ::: "memory");
-        asm volatile("griddepcontrol.launch_dependents;");
-    }
+    if (pdl)
+        kc_pdl_enter();
 #pragma unroll
     for (int u = 0; u < UN; u++)
         acc ^= fold(v[u]);
@@ -97,34 +88,16 @@ __global__ void __launch_bounds__(TH) read_all(const pieces ps, uint32_t *sink) 
         sink[0] = acc;
 }
 
+/* ms a replay of the graph that enqueue captures (median of 9, after 3) */
 template <class F> static double graph_ms(cudaStream_t s, F enqueue) {
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    enqueue();
-    CK(cudaStreamEndCapture(s, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    for (int w = 0; w < 3; w++)
-        CK(cudaGraphLaunch(ge, s));
-    std::vector<float> t;
-    for (int r = 0; r < 9; r++) {
-        CK(cudaEventRecord(a, s));
-        CK(cudaGraphLaunch(ge, s));
-        CK(cudaEventRecord(b, s));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    CK(cudaEventDestroy(a));
-    CK(cudaEventDestroy(b));
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
-    return t[4];
+    return lab_graph_us(
+               s, 1,
+               [&](cudaStream_t, int) {
+                   enqueue();
+                   return true;
+               },
+               9, 3) /
+           1e3;
 }
 
 int main(int argc, char **argv) {
@@ -168,16 +141,8 @@ int main(int argc, char **argv) {
     });
     const double pdl = graph_ms(s, [&] {
         for (int k = 0; k < ps.n; k++) {
-            cudaLaunchConfig_t cfg = {};
-            cudaLaunchAttribute at[1];
-            at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-            at[0].val.programmaticStreamSerializationAllowed = 1;
-            cfg.gridDim = grid;
-            cfg.blockDim = TH;
-            cfg.stream = s;
-            cfg.attrs = at;
-            cfg.numAttrs = k > 0;
-            CK(cudaLaunchKernelEx(&cfg, read_piece, ps.v[k], sink, 1));
+            /* the first piece follows the previous replay: an ordinary launch */
+            CK(kc_launch_pdl(k > 0, read_piece, grid, TH, 0, s, ps.v[k], sink, 1));
         }
     });
     const double one = graph_ms(s, [&] { read_all<<<grid, TH, 0, s>>>(ps, sink); });
