@@ -375,8 +375,10 @@ typedef struct cu_be {
                                   blocks of one token) */
     bool pdl;                  /* programmatic dependent launch (ASA_CUDA_PDL) */
     bool fuse;                 /* fused decode kernels (ASA_CUDA_FUSE; cu__fused) */
-    bool fuse_silu;            /* SiLU-gate in the down GEMV's prologue
-                                  (ASA_CUDA_FUSE_SILU=1; off by default) */
+    int fuse_silu;             /* SiLU-gate in the down GEMV's prologue: 0
+                                  never, 1 at one row (default with fuse), 2
+                                  at every fused size (ASA_CUDA_FUSE_SILU=0 /
+                                  unset / 1) */
     bool fuse_merge;           /* split attention merged in the last split block
                                   (ASA_CUDA_FUSE_MERGE=1; off by default) */
     int gemv_rows;             /* products of up to this many rows use GEMV
@@ -1049,12 +1051,16 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->pdl = cc_major >= 9 && !cu__env_is("ASA_CUDA_PDL", "0"); /* on unless =0 */
     kc_set_pdl(c->pdl); /* one setting per process (kcuda.h): the last engine created */
     c->fuse = !cu__env_is("ASA_CUDA_FUSE", "0"); /* on unless ASA_CUDA_FUSE=0 */
-    /* two folds measured slower on the H200 (asa-1.3b, batch 1, 1k, graph
-     * replays: 1.70 ms without either, 1.74 ms with the SiLU fold (every
-     * down GEMV block recomputes the SiLU of the whole row), 1.86 ms with
-     * the merge fold (the last split block merges alone, serially), 1.90 ms
-     * with both): off unless asked for */
-    c->fuse_silu = c->fuse && cu__env_is("ASA_CUDA_FUSE_SILU", "1");
+    /* The SiLU fold (every down GEMV block computes the SiLU of the whole
+     * row) lost at first (asa-1.3b, batch 1, 1k: 1.70 -> 1.74 ms); with the
+     * fused GEMVs' 512-thread blocks at one row it wins there (1.540 ->
+     * 1.499 ms, H200) but still loses at two rows (1.946 -> 1.998): at one
+     * row by default.  The merge fold (the last split block merges alone,
+     * serially: 1.70 -> 1.86 ms) stays off unless asked for. */
+    c->fuse_silu = !c->fuse                                 ? 0
+                   : cu__env_is("ASA_CUDA_FUSE_SILU", "0") ? 0
+                   : cu__env_is("ASA_CUDA_FUSE_SILU", "1") ? 2
+                                                           : 1;
     c->fuse_merge = c->fuse && cu__env_is("ASA_CUDA_FUSE_MERGE", "1");
     c->graphs_on = !cu__env_is("ASA_CUDA_GRAPHS", "0"); /* on unless ASA_CUDA_GRAPHS=0 */
     c->graph_eager = c->graphs_on && cu__env_is("ASA_CUDA_GRAPHS", "eager");
@@ -1889,7 +1895,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     CU_OK(cu__gemm_out(c, acc, xa16 ? NULL : c->o, T, H * c->dv, y->o_proj, d));
     CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, !acc, y->mlp_norm, T, y->w_gu, NULL, 2 * F,
                         c->gu, false));
-    if (cu__fused(c, T) && c->fuse_silu) {
+    if (cu__fused(c, T) && (c->fuse_silu == 2 || (c->fuse_silu == 1 && T == 1))) {
         /* SiLU-gate in the down product's prologue */
         gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,
                           .w = y->down, .ldw = F, .y_f32 = c->tmp, .ldy = d,

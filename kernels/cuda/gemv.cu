@@ -3,8 +3,8 @@
  * gemv_cuda.h).
  *
  * Schedule.  A block of 256 threads is cut into groups of GT threads (GT =
- * 32..256, chosen from N: one warp per group when N is large, several warps
- * splitting K when N is small).  A group owns R consecutive rows of W
+ * 32..256; auto_gt chooses 64..256 from N: two warps splitting K when N is
+ * large, more when N is small).  A group owns R consecutive rows of W
  * (outputs n) for all M rows of x; its lane gl handles the 16-byte chunks
  * (8 bf16) gl, gl + GT, ... of each of its rows, so a warp reads 512
  * contiguous bytes of a row per load instruction.  Each trip of the loop
@@ -22,6 +22,7 @@
 #include <stdlib.h>
 
 #include "kcuda_int.cuh"
+#include "mma_sm80.cuh"
 
 namespace {
 
@@ -76,8 +77,10 @@ template <int MT> struct gemv_cfg {
  * after another, each waiting for its own reduction, cost batch 2 a third
  * more per launch than batch 1).  v goes through xs (no register array:
  * the first trip's weights hold 32 registers here); the global stores come
- * after the loads. */
-template <int MT> __device__ __forceinline__ void stage_norm(const gemv_params &p, float *xs) {
+ * after the loads.  A block of NT > 256 threads: threads 256.. take no part
+ * in the sums (the same bits) and share the pass over the norm weights. */
+template <int MT, int NT>
+__device__ __forceinline__ void stage_norm(const gemv_params &p, float *xs) {
     __shared__ float part[MT][GEMV_WARPS];
     const int K4 = p.K >> 2;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -94,7 +97,7 @@ template <int MT> __device__ __forceinline__ void stage_norm(const gemv_params &
         for (int u = 0; u < 4; u++) {
             const int i = threadIdx.x + u * GEMV_THREADS;
             float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (i < K4) {
+            if (i < K4 && (NT == GEMV_THREADS || threadIdx.x < GEMV_THREADS)) {
                 v = xr[i];
                 if (rr) {
                     const float4 r = rr[i];
@@ -117,10 +120,10 @@ template <int MT> __device__ __forceinline__ void stage_norm(const gemv_params &
         if (m >= p.M)
             break;
         const float s = kc_warp_sum(ss[m]);
-        if (lane == 0)
+        if (lane == 0 && warp < GEMV_WARPS)
             part[m][warp] = s;
     }
-    if (blockIdx.x == 0 && p.res) /* a thread's own elements of xs */
+    if (blockIdx.x == 0 && p.res && threadIdx.x < GEMV_THREADS) /* its own elements of xs */
         for (int m = 0; m < p.M; m++)
             for (int i = threadIdx.x; i < K4; i += GEMV_THREADS)
                 ((float4 *)(p.res_out + (int64_t)m * p.ldx))[i] =
@@ -137,8 +140,11 @@ template <int MT> __device__ __forceinline__ void stage_norm(const gemv_params &
             tot += part[m][k];
         inv[m] = rsqrtf(tot / (float)p.K + p.eps);
     }
-    const float4 *wr = (const float4 *)p.norm_w;
-    for (int i = threadIdx.x; i < K4; i += GEMV_THREADS) {
+    /* the norm weights: copied into xs[M][K .. K + K) before the PDL wait
+     * (gemv_kernel), each float4 by the thread that reads it here */
+    const float4 *wr = (const float4 *)(xs + (int64_t)p.M * p.K);
+    mma_cp_wait<0>();
+    for (int i = threadIdx.x; i < K4; i += NT) {
         const float4 g = wr[i];
 #pragma unroll
         for (int m = 0; m < MT; m++) {
@@ -157,12 +163,12 @@ template <int MT> __device__ __forceinline__ void stage_norm(const gemv_params &
 }
 
 /* GEMV_X_SILU into shared memory xs[M][K]: silu_mul.cu's expression. */
-__device__ __forceinline__ void stage_silu(const gemv_params &p, float *xs) {
+template <int NT> __device__ __forceinline__ void stage_silu(const gemv_params &p, float *xs) {
     const int K4 = p.K >> 2;
     for (int m = 0; m < p.M; m++) {
         const float4 *gr = (const float4 *)((const float *)p.x + (int64_t)m * p.ldx);
         const float4 *ur = (const float4 *)((const float *)p.x + (int64_t)m * p.ldx + p.K);
-        for (int i = threadIdx.x; i < K4; i += GEMV_THREADS) {
+        for (int i = threadIdx.x; i < K4; i += NT) {
             const float4 g = gr[i], u = ur[i];
             ((float4 *)(xs + (int64_t)m * p.K))[i] =
                 make_float4(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y,
@@ -180,13 +186,13 @@ __device__ __forceinline__ void stage_silu(const gemv_params &p, float *xs) {
  * previous kernel writes is touched before it.  The fused modes keep 4
  * blocks an SM at one row (64 registers) and 3 from two rows (under 64
  * registers those spilled 36-68 bytes). */
-template <int MT, typename XT, int XF>
-__global__ void __launch_bounds__(GEMV_THREADS, XF == GEMV_X_PLAIN ? 1 : (MT == 1 ? 4 : 3))
+template <int MT, typename XT, int XF, int NT>
+__global__ void __launch_bounds__(NT, XF == GEMV_X_PLAIN ? 1 : (MT == 1 ? 1024 / NT : 3))
 gemv_kernel(const gemv_params p, const int gt_log2) {
     constexpr int R = gemv_cfg<MT>::R, U = gemv_cfg<MT>::U;
     static_assert(MT * R <= 32, "one lane per partial sum");
     const int GT = 1 << gt_log2;
-    const int groups = GEMV_THREADS >> gt_log2;
+    const int groups = NT >> gt_log2;
     const int group = threadIdx.x >> gt_log2, gl = threadIdx.x & (GT - 1);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int n0 = (blockIdx.x * groups + group) * R;
@@ -213,6 +219,16 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
                 wv[u][r] = c < nchunk ? kc_ld_stream16(wrow[r] + c) : make_uint4(0, 0, 0, 0);
         }
     };
+    extern __shared__ float gemv_xs[]; /* fused modes: [M][K] (+ [K] norm weights) */
+    if constexpr (XF == GEMV_X_NORM) {
+        /* the norm weights (weights: readable before the wait) go to
+         * shared memory while the previous kernel finishes; stage_norm
+         * waits for them (one L2 round trip fewer after the wait) */
+        float *gs = gemv_xs + (int64_t)p.M * p.K;
+        for (int i = threadIdx.x; i < (p.K >> 2); i += NT)
+            mma_cp16(gs + 4 * i, p.norm_w + 4 * i, true);
+        mma_cp_commit();
+    }
     load_trip(gl);
     for (int c = gl + GT * U; c < nchunk; c += GT)
 #pragma unroll
@@ -224,11 +240,10 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
     const XT *x = (const XT *)p.x;
     int64_t ldx = p.ldx;
     if constexpr (XF != GEMV_X_PLAIN) {
-        extern __shared__ float gemv_xs[]; /* [M][K] */
         if constexpr (XF == GEMV_X_NORM)
-            stage_norm<MT>(p, gemv_xs);
+            stage_norm<MT, NT>(p, gemv_xs);
         else
-            stage_silu(p, gemv_xs);
+            stage_silu<NT>(p, gemv_xs);
         x = (const XT *)gemv_xs;
         ldx = p.K;
     }
@@ -282,7 +297,7 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
     if (GT > 32) {
         /* Groups of several warps: their partials meet in shared memory and
          * are added in warp order. */
-        __shared__ float red[GEMV_WARPS][32];
+        __shared__ float red[NT / 32][32];
         red[warp][lane] = mine;
         __syncthreads();
         if (warp != group * (GT >> 5))
@@ -301,10 +316,13 @@ gemv_kernel(const gemv_params p, const int gt_log2) {
 }
 
 /* Threads per group from N alone (so results do not depend on M): the
- * smallest group giving >= 2048 warps in flight (16 per SM of a 132-SM
- * Hopper) at R = 2, at most a whole block. */
+ * smallest group of at least two warps giving >= 2048 warps in flight (16
+ * per SM of a 132-SM Hopper) at R = 2, at most a whole block.  Two warps
+ * a row pair rather than one for the large N (gate|up, lm_head): the
+ * batch-1 step's 97 products chained as in the engine (tools/gpu/
+ * gemv_chain.cu, H200) take 0.71 instead of 0.80 ms with plain x. */
 int auto_gt(int N) {
-    int gt = 32;
+    int gt = 64;
     while (gt < GEMV_THREADS && (int64_t)((N + 1) / 2) * (gt / 32) < 2048)
         gt *= 2;
     return gt;
@@ -312,10 +330,26 @@ int auto_gt(int N) {
 
 template <int MT, typename XT, int XF>
 cudaError_t launch_mt(const gemv_params &p, int gt, cudaStream_t s) {
-    const int rows_per_block = (GEMV_THREADS / gt) * gemv_cfg<MT>::R;
+    /* A fused mode at one row: blocks of 512 threads, so half as many
+     * blocks stage x' (each reads the whole row, the residual and the norm
+     * weights or both halves of gate|up from L2).  Batch-1 products chained
+     * as in the engine (tools/gpu/gemv_chain.cu, H200): norm 0.827 -> 0.792
+     * ms, norm + SiLU 0.875 -> 0.813; at two rows 512 threads (1 block an
+     * SM at 79-128 registers) lost 3 % a batch-2 step. */
+    constexpr int NT = XF != GEMV_X_PLAIN && MT == 1 ? 2 * GEMV_THREADS : GEMV_THREADS;
+    const int rows_per_block = (NT / gt) * gemv_cfg<MT>::R;
     const dim3 grid((unsigned)((p.N + rows_per_block - 1) / rows_per_block));
-    const size_t smem = XF == GEMV_X_PLAIN ? 0 : sizeof(float) * (size_t)p.M * p.K;
-    return kc_launch(gemv_kernel<MT, XT, XF>, grid, GEMV_THREADS, smem, s, p,
+    const size_t smem = XF == GEMV_X_PLAIN  ? 0
+                        : XF == GEMV_X_NORM ? sizeof(float) * (size_t)(p.M + 1) * p.K
+                                            : sizeof(float) * (size_t)p.M * p.K;
+    /* per instance (kcuda_int.cuh); from 0: the static shared memory
+     * counts against the 48 KiB that a kernel gets without the attribute,
+     * and 48 KiB of rows + the norm weights reach it */
+    static size_t raised = 0;
+    const cudaError_t e = kc_smem_optin(gemv_kernel<MT, XT, XF, NT>, smem, &raised);
+    if (e != cudaSuccess)
+        return e;
+    return kc_launch(gemv_kernel<MT, XT, XF, NT>, grid, NT, smem, s, p,
                      __builtin_ctz((unsigned)gt));
 }
 

@@ -49,7 +49,9 @@ typedef enum gemv_xmode {
      * gate|up product row (ldx >= 2K), as silu_mul_cuda computes them. */
     GEMV_X_SILU = 2,
 } gemv_xmode;
-#define GEMV_FUSE_MAX_ELEMS 12288 /* M * K of the fused modes (48 KiB of shared memory) */
+/* M * K of the fused modes: 48 KiB of shared memory for the rows (the norm
+ * mode also stages the K norm weights there, before its PDL wait) */
+#define GEMV_FUSE_MAX_ELEMS 12288
 
 typedef struct gemv_params {
     int M;                /* rows of x and y, 1..GEMV_MAX_M */
