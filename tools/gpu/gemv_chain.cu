@@ -282,22 +282,12 @@ int main(int argc, char **argv) {
             gemv(GEMV_X_PLAIN, o, D, lw[l].o, D, D, t, nullptr, nullptr, gt);
             fused ? gemv(GEMV_X_NORM, t, D, lw[l].gu, 2 * F, D, gu, rout, rin, gt)
                   : gemv(GEMV_X_PLAIN, h, D, lw[l].gu, 2 * F, D, gu, nullptr, nullptr, gt);
-            fused &&silu ? gemv(GEMV_X_SILU, gu, 2 * F, lw[l].dn, D, F, t, nullptr, nullptr, gt)
+            fused && silu ? gemv(GEMV_X_SILU, gu, 2 * F, lw[l].dn, D, F, t, nullptr, nullptr, gt)
                   : gemv(GEMV_X_PLAIN, gu, F, lw[l].dn, D, F, t, nullptr, nullptr, gt);
         }
         if (prods)
             gemv(fused ? GEMV_X_NORM : GEMV_X_PLAIN, t, D, lm, V, D, logits, nullptr, nullptr,
                  gt);
-    };
-    auto time = [&](auto enqueue) {
-        return lab_graph_us(
-                   s, 1,
-                   [&](cudaStream_t, int) {
-                       enqueue();
-                       return true;
-                   },
-                   9, 3) /
-               1e3;
     };
     /* the lab GEMV's step: cn for the normed products (q|kv_a|g, gate|up,
      * lm_head), cp for o_proj and down (plain f32 x, no SiLU) */
@@ -318,19 +308,20 @@ int main(int argc, char **argv) {
     };
     std::vector<row> rows;
     kc_set_pdl(1);
-    rows.push_back({"fused", time([&] { step(true, 0, 0, true); })});
-    rows.push_back({"plain", time([&] { step(false, 0, 0, true); })});
-    rows.push_back({"norm (down plain)", time([&] { step(true, 0, 0, true, false); })});
+    rows.push_back({"fused", lab_graph_ms(s, [&] { step(true, 0, 0, true); })});
+    rows.push_back({"plain", lab_graph_ms(s, [&] { step(false, 0, 0, true); })});
+    rows.push_back(
+        {"norm (down plain)", lab_graph_ms(s, [&] { step(true, 0, 0, true, false); })});
     static char nm[8][32];
     const int gts[4] = {32, 64, 128, 256};
     for (int i = 0; i < 4; i++) {
         snprintf(nm[i], sizeof nm[i], "gt=%d", gts[i]);
-        rows.push_back({nm[i], time([&] { step(true, 0, gts[i], true); })});
+        rows.push_back({nm[i], lab_graph_ms(s, [&] { step(true, 0, gts[i], true); })});
     }
     snprintf(nm[4], sizeof nm[4], "fused+%d gaps", NG);
-    rows.push_back({nm[4], time([&] { step(true, NG, 0, true); })});
+    rows.push_back({nm[4], lab_graph_ms(s, [&] { step(true, NG, 0, true); })});
     snprintf(nm[5], sizeof nm[5], "%d gaps alone", NG);
-    rows.push_back({nm[5], time([&] { step(true, NG, 0, false); })});
+    rows.push_back({nm[5], lab_graph_ms(s, [&] { step(true, NG, 0, false); })});
     static char rn[NLAB][128];
     for (int i = 0; i < NLAB; i++) {
         cudaFuncAttributes fa, fb;
@@ -338,10 +329,11 @@ int main(int argc, char **argv) {
         CK(cudaFuncGetAttributes(&fb, (const void *)lab_cfgs[i][1].k));
         snprintf(rn[i], sizeof rn[i], "%s/%s (%d/%d reg)", lab_cfgs[i][0].name,
                  lab_cfgs[i][1].name, fa.numRegs, fb.numRegs);
-        rows.push_back({rn[i], time([&] { lab_step(lab_cfgs[i][0], lab_cfgs[i][1]); })});
+        rows.push_back(
+            {rn[i], lab_graph_ms(s, [&] { lab_step(lab_cfgs[i][0], lab_cfgs[i][1]); })});
     }
     kc_set_pdl(0);
-    rows.push_back({"fused nopdl", time([&] { step(true, 0, 0, true); })});
+    rows.push_back({"fused nopdl", lab_graph_ms(s, [&] { step(true, 0, 0, true); })});
     CK(cudaGetLastError());
 
     const double bytes = (double)welems * 2;

@@ -1,7 +1,7 @@
 /* tools/gpu/lab.cuh - what the standalone GPU lab programs of tools/gpu
- * share (blas_algos, stream_chain, gemm_dec_lab): error checks that end
- * the program, and the timing of a captured CUDA graph.  Header only, no
- * project library needed. */
+ * share (blas_algos, stream_chain, gemm_dec_lab, gemv_chain): error checks
+ * that end the program, and the timing of a captured CUDA graph.  Header
+ * only, no project library needed. */
 #ifndef ASA_TOOLS_GPU_LAB_CUH
 #define ASA_TOOLS_GPU_LAB_CUH
 
@@ -72,6 +72,19 @@ static double lab_graph_us(cudaStream_t s, int reps, F enqueue, int replays = 7,
     CK(cudaGraphExecDestroy(ge));
     CK(cudaGraphDestroy(g));
     return t[t.size() / 2];
+}
+
+/* ms a replay of the graph that enqueue() captures (median of 9, after 3):
+ * one whole step of a chain (stream_chain, gemv_chain) */
+template <class F> static double lab_graph_ms(cudaStream_t s, F enqueue) {
+    return lab_graph_us(
+               s, 1,
+               [&](cudaStream_t, int) {
+                   enqueue();
+                   return true;
+               },
+               9, 3) /
+           1e3;
 }
 
 #endif /* ASA_TOOLS_GPU_LAB_CUH */

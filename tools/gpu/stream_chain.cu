@@ -88,18 +88,6 @@ __global__ void __launch_bounds__(TH) read_all(const pieces ps, uint32_t *sink) 
         sink[0] = acc;
 }
 
-/* ms a replay of the graph that enqueue captures (median of 9, after 3) */
-template <class F> static double graph_ms(cudaStream_t s, F enqueue) {
-    return lab_graph_us(
-               s, 1,
-               [&](cudaStream_t, int) {
-                   enqueue();
-                   return true;
-               },
-               9, 3) /
-           1e3;
-}
-
 int main(int argc, char **argv) {
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
@@ -135,17 +123,17 @@ int main(int argc, char **argv) {
     const double floor_ms = floor_gbs > 0 ? total / floor_gbs / 1e6 : 0.0;
 
     const int grid = sms * 4;
-    const double plain = graph_ms(s, [&] {
+    const double plain = lab_graph_ms(s, [&] {
         for (int k = 0; k < ps.n; k++)
             read_piece<<<grid, TH, 0, s>>>(ps.v[k], sink, 0);
     });
-    const double pdl = graph_ms(s, [&] {
+    const double pdl = lab_graph_ms(s, [&] {
         for (int k = 0; k < ps.n; k++) {
             /* the first piece follows the previous replay: an ordinary launch */
             CK(kc_launch_pdl(k > 0, read_piece, grid, TH, 0, s, ps.v[k], sink, 1));
         }
     });
-    const double one = graph_ms(s, [&] { read_all<<<grid, TH, 0, s>>>(ps, sink); });
+    const double one = lab_graph_ms(s, [&] { read_all<<<grid, TH, 0, s>>>(ps, sink); });
     CK(cudaGetLastError());
     printf("device: %s, %d SMs\n", prop.name, sms);
     printf("%d pieces, %.1f MB a step (asa-1.3b batch-1 weights)", ps.n, total / (double)MB);
