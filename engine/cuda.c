@@ -178,9 +178,10 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * weights instead of two) into y2, then hi + lo rows are added */
 #define CU_STACK_M 64
 /* default of ASA_CUDA_GEMV_ROWS: the GEMV beat cuBLAS at M = 1 and lost
- * 2-3x at M = 8 (kernel lab, H200); the stacked hi/lo product costs about
- * one cuBLAS call */
-#define CU_GEMV_ROWS 2
+ * 2-3x at M = 8 (kernel lab, H200); at M = 2 gemm_small with 16-row tiles
+ * beats it too, even with RMSNorm and SiLU-gate as kernels of their own
+ * (asa-1.3b batch 2 at 1k 1.959 -> 1.859 ms, H200) */
+#define CU_GEMV_ROWS 1
 /* default of ASA_CUDA_BLAS_HEADS_T: absorb/expand as batched cuBLAS
  * products from this many tokens of a step on (H200, asa-1.3b decode at
  * 1k: from 16 the per-head kernels with the rope/absorb and compress/store
@@ -195,6 +196,10 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * cuBLAS product + add at 4 and 8 rows (asa-1.3b decode steps 4.5 and 4 %
  * faster, H200) and lost at 16 (7 % slower) */
 #define CU_SMALL_ROWS 8
+/* default of ASA_CUDA_SMALL_TILE: gemm_small's rows of W a block for every
+ * N (the kernel's own choice takes 32 from N = 8192: with 16, batch 3 / 4
+ * -1.3 %, 6 / 8 -0.5 %, H200, asa-1.3b at 1k) */
+#define CU_SMALL_TILE 16
 /* Steps of at least this many tokens, not all of them decode tokens, run the
  * local layers' attention in the expanded form (cu__xattn;
  * ASA_CUDA_XATTN_MIN_T, 0 off).  H200, asa-1.3b, prefill of 128 / 256 / 512
@@ -308,7 +313,8 @@ typedef struct cu_be {
                                   CU_SMALL_ROWS, at most GEMM_SMALL_MAX_M,
                                   0 off */
     int small_tile;            /* gemm_small's rows of W per block: 0 its
-                                  choice, ASA_CUDA_SMALL_TILE = 16 or 32 */
+                                  choice, 16 (CU_SMALL_TILE) or 32
+                                  (ASA_CUDA_SMALL_TILE) */
     int precise;               /* cuBLAS products read hi + lo: 0 never
                                   (ASA_CUDA_PRECISE=0), 1 (default) the
                                   q|kv_a|g product always and the others
@@ -1042,9 +1048,9 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->small_rows = cu__env_int("ASA_CUDA_SMALL_ROWS", CU_SMALL_ROWS, 0);
     if (c->small_rows > GEMM_SMALL_MAX_M)
         c->small_rows = GEMM_SMALL_MAX_M;
-    c->small_tile = cu__env_int("ASA_CUDA_SMALL_TILE", 0, 0);
-    if (c->small_tile != 16 && c->small_tile != 32)
-        c->small_tile = 0;
+    c->small_tile = cu__env_int("ASA_CUDA_SMALL_TILE", CU_SMALL_TILE, 0);
+    if (c->small_tile != 0 && c->small_tile != 16 && c->small_tile != 32)
+        c->small_tile = CU_SMALL_TILE;
     /* PDL needs sm_90; the kernels' waits are no-ops without it */
     int cc_major = 0;
     CU_TRY(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, e->opt.device));

@@ -43,7 +43,7 @@
 #      step), with ASA_CUDA_GRAPHS=0 alone (eager decode); then prefill of
 #      8k and decode at 8k context; 1k with ASA_CUDA_PDL=0 and with
 #      ASA_CUDA_FUSE=0; then 1k with ASA_CUDA_GEMV_ROWS=16 (GEMV
-#      for every product of up to 16 rows; the default stops at 2); then
+#      for every product of up to 16 rows; the default stops at 1); then
 #      1k with ASA_CUDA_GPU_SAMPLE=1 (greedy rows by sample_cuda too)
 # and prints a short table last.  Exit status: 0 when every check that ran
 # passed.
