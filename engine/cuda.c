@@ -153,6 +153,7 @@
 #include "attn_latent_cuda.h"
 #include "attn_mma_cuda.h"
 #include "cb_ops_cuda.h"
+#include "gemm_ring_cuda.h"
 #include "gemm_small_cuda.h"
 #include "gemv_cuda.h"
 #include "rmsnorm_cuda.h"
@@ -312,6 +313,15 @@ typedef struct cu_be {
                                   ASA_CUDA_SMALL_ROWS, default
                                   CU_SMALL_ROWS, at most GEMM_SMALL_MAX_M,
                                   0 off */
+    int ring_rows;             /* products of small_rows < M <= ring_rows rows
+                                  (bf16 parts) run as gemm_ring (W and x
+                                  through a shared-memory ring, hi + lo in
+                                  one kernel); ASA_CUDA_RING_ROWS, default 0
+                                  (off: not yet measured in the engine), at
+                                  most GEMM_RING_MAX_M */
+    float *ring_ws;            /* gemm_ring's split-K tiles (ring_rows > 0) */
+    int *ring_cnt;             /* gemm_ring's column counters (zero between
+                                  launches) */
     int small_tile;            /* gemm_small's rows of W per block: 0 its
                                   choice, 16 (CU_SMALL_TILE) or 32
                                   (ASA_CUDA_SMALL_TILE) */
@@ -600,12 +610,35 @@ static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
     return !lo ? NULL : 2 * M <= CU_STACK_M ? c->xhi + (size_t)M * K : c->xlo;
 }
 
+/* A product of M rows as gemm_ring on the parts in c->xhi and cu__lo_buf
+ * (acc: y += it); ASA_EUNSUPPORTED (nothing launched) outside small_rows <
+ * M <= ring_rows, for more than CU_RING_MAX_N outputs (the kernel lab, H200:
+ * it beat cuBLAS on q|kv_a|g and down, N 2048-3296, and lost on gate|up
+ * and lm_head, N 11264 / 32000), in batch-invariant mode, or for shapes it
+ * does not take (K % 64). */
+#define CU_RING_MAX_N 4096
+static asa_err cu__ring_gemm(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
+                             bool lo, bool acc) {
+    if (c->invariant || M <= c->gemv_rows || M <= c->small_rows || M > c->ring_rows ||
+        N > CU_RING_MAX_N)
+        return ASA_EUNSUPPORTED;
+    gemm_ring_params rp = {.M = M, .N = N, .K = K, .xhi = c->xhi,
+                           .xlo = cu__lo_buf(c, M, K, lo), .ldx = K, .w = W, .ldw = K, .y = y,
+                           .ldy = N, .acc = acc, .ws = c->ring_ws, .counters = c->ring_cnt};
+    if (gemm_ring_check(&rp) != ASA_OK)
+        return ASA_EUNSUPPORTED;
+    return gemm_ring_cuda(&rp, c->st);
+}
+
 /* The cuBLAS product on the bf16 parts already in xhi (and cu__lo_buf);
  * acc: y += the product (only where cu__acc_res holds: the plain cuBLAS
- * path). */
+ * path).  gemm_small or gemm_ring first where they apply. */
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                               bool lo, bool acc) {
     asa_err e = acc ? ASA_EUNSUPPORTED : cu__small_gemm(c, M, K, NULL, lo, W, N, y);
+    if (e != ASA_EUNSUPPORTED)
+        return e;
+    e = cu__ring_gemm(c, M, K, W, N, y, lo, acc);
     if (e != ASA_EUNSUPPORTED)
         return e;
     const float one = 1.0f, zero = 0.0f;
@@ -750,6 +783,8 @@ static void cuda_destroy(void *p) {
     cudaFree(c->xlo);
     cudaFree(c->w2);
     cudaFree(c->y2);
+    cudaFree(c->ring_ws);
+    cudaFree(c->ring_cnt);
     cudaFree(c->tsel);
     cudaFree(c->tsel_cnt);
     cudaFree(c->scores);
@@ -1048,6 +1083,9 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->small_rows = cu__env_int("ASA_CUDA_SMALL_ROWS", CU_SMALL_ROWS, 0);
     if (c->small_rows > GEMM_SMALL_MAX_M)
         c->small_rows = GEMM_SMALL_MAX_M;
+    c->ring_rows = cu__env_int("ASA_CUDA_RING_ROWS", 0, 0);
+    if (c->ring_rows > GEMM_RING_MAX_M)
+        c->ring_rows = GEMM_RING_MAX_M;
     c->small_tile = cu__env_int("ASA_CUDA_SMALL_TILE", CU_SMALL_TILE, 0);
     if (c->small_tile != 0 && c->small_tile != 16 && c->small_tile != 32)
         c->small_tile = CU_SMALL_TILE;
@@ -1118,6 +1156,15 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
      * buffers come at the first expanded step (cu__xattn_init) */
     c->xcap = (T + c->w + 2 * c->B + c->B - 1) / c->B * c->B;
     c->xS = H * (c->dh + c->dv) + c->dR;
+    if (c->ring_rows > 0) {
+        /* one workspace for every product (they run in one stream) */
+        const int ncnt = gemm_ring_counters(nmax);
+        if ((err = cu__malloc((void **)&c->ring_ws,
+                              gemm_ring_ws_bound(c->ring_rows, nmax) * sizeof(float))) ||
+            (err = cu__malloc((void **)&c->ring_cnt, (size_t)ncnt * sizeof(int))))
+            return asa_errf(eb, err, "cuda backend: device memory: %s", asa_strerror(err));
+        CU_TRY(cudaMemset(c->ring_cnt, 0, (size_t)ncnt * sizeof(int)));
+    }
     CU_TRY(cudaMemset(c->sel_cnt, 0, nsel * sizeof(int32_t)));
     CU_TRY(cudaMemset(c->mcnt, 0, (size_t)c->part_heads * 4));
     CU_TRY(cudaMemset(c->scnt, 0, (size_t)n_anchor_max * c->Gg * 4));

@@ -21,7 +21,7 @@ weak=""
 for s in topn_cuda sample_cuda cb_split_bf16_cuda cb_xgather_cuda attn_latent_cuda attn_merge_cuda attn_mma_cuda select_blocks_cuda compress_cuda \
          selstore_cuda rope_cache_cuda cb_absorb_cuda cb_rope_absorb_cuda cb_expand_cuda \
          cb_embed_cuda cb_gather_rows_cuda cb_add2_cuda cb_rmsnorm_cuda cb_rmsnorm_split_cuda \
-         gemv_bf16_cuda gemm_small_cuda rmsnorm_cuda silu_mul_cuda \
+         gemv_bf16_cuda gemm_small_cuda gemm_ring_cuda rmsnorm_cuda silu_mul_cuda \
          cudaFuncSetAttribute cudaGetErrorString cudaGetLastError; do
     weak="$weak --weaken-symbol=$s"
 done
@@ -57,6 +57,10 @@ grep -E "ERROR|^test_cuda_engine:" "$W/e.log" || true
 ASA_CUDA_KCAT=0 ASA_FIXTURES_OVERRIDE=${ASA_FIXTURES_OVERRIDE:-$SRC/tests/fixtures} "$W/engine" \
     > "$W/e2.log" 2>&1 || rc=1
 grep -E "ERROR|^test_cuda_engine:" "$W/e2.log" | sed 's/^/ASA_CUDA_KCAT=0: /' || true
+# every product of 2..64 rows on gemm_ring (opt-in in the engine)
+ASA_CUDA_RING_ROWS=64 ASA_CUDA_SMALL_ROWS=0 ASA_FIXTURES_OVERRIDE=${ASA_FIXTURES_OVERRIDE:-$SRC/tests/fixtures} \
+    "$W/engine" > "$W/e3.log" 2>&1 || rc=1
+grep -E "ERROR|^test_cuda_engine:" "$W/e3.log" | sed 's/^/ASA_CUDA_RING_ROWS=64: /' || true
 if [ -x "$W/model" ]; then
     "$W/model" > "$W/m.log" 2>&1 || rc=1
     grep -E "^test_cuda_model:" "$W/m.log" | tail -1

@@ -23,6 +23,7 @@
 #include "attn_latent_cuda.h"
 #include "attn_mma_cuda.h"
 #include "cb_ops_cuda.h"
+#include "gemm_ring_cuda.h"
 #include "gemm_small_cuda.h"
 #include "gemv_cuda.h"
 #include "rmsnorm_cuda.h"
@@ -323,6 +324,7 @@ asa_err cb_add2_cuda(int rows, int cols, const float *a, const float *b, float *
 }
 asa_err gemv_bf16_cuda(const gemv_params *p, cudaStream_t s) { (void)s; asa_err e = gemv_params_check(p); if (e) return e; gemv_bf16_ref(p); return ASA_OK; }
 asa_err gemm_small_cuda(const gemm_small_params *p, cudaStream_t s) { (void)s; asa_err e = gemm_small_check(p); if (e) return e; gemm_small_ref(p); return ASA_OK; }
+asa_err gemm_ring_cuda(const gemm_ring_params *p, cudaStream_t s) { (void)s; asa_err e = gemm_ring_check(p); if (e) return e; gemm_ring_ref(p); return ASA_OK; }
 asa_err rmsnorm_cuda(const rmsnorm_params *p, cudaStream_t s) { (void)s; asa_err e = rmsnorm_params_check(p); if (e) return e; rmsnorm_ref(p); return ASA_OK; }
 asa_err silu_mul_cuda(const silu_mul_params *p, cudaStream_t s) { (void)s; asa_err e = silu_mul_params_check(p); if (e) return e; silu_mul_ref(p); return ASA_OK; }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)malloc(8); return cudaSuccess; }

@@ -127,6 +127,49 @@ size_t kt_rows_dense(const float *got, const float *want, const float *scale, in
     return nv;
 }
 
+void kt_product_inputs(int rows, int n, int k, int64_t ldx, int64_t ldw, const float *x_in,
+                       const uint16_t *w_in, bool poison, float *x, uint16_t *w, uint16_t *hi,
+                       uint16_t *lo) {
+    const size_t xn = (size_t)rows * (size_t)ldx, wn = (size_t)n * (size_t)ldw;
+    if (x_in)
+        memcpy(x, x_in, xn * 4);
+    else
+        kt_fill_f32(x, xn, 1.0f);
+    if (w_in)
+        memcpy(w, w_in, wn * 2);
+    else
+        kt_fill_bf16(w, wn, 0.05f);
+    if (poison) {
+        x[(int64_t)(rows / 2) * ldx + k / 3] = NAN;
+        w[(int64_t)(n / 2) * ldw + k / 2] = 0x7f80; /* +inf */
+    }
+    for (size_t i = 0; i < xn; i++) {
+        hi[i] = asa_f32_to_bf16(x[i]);
+        lo[i] = asa_f32_to_bf16(x[i] - asa_bf16_to_f32(hi[i]));
+    }
+}
+
+float *kt_check_rows_dev(const char *what, const float *dy, const float *want,
+                         const float *scale, int rows, int n, int64_t ld, double atol,
+                         double rtol, float *y_out) {
+    const size_t all = (size_t)rows * (size_t)ld, dense = (size_t)rows * (size_t)n;
+    float *got = malloc(all * 4), *g2 = malloc(dense * 4), *w2 = malloc(dense * 4),
+          *s2 = malloc(dense * 4);
+    assert_non_null(got);
+    assert_non_null(g2);
+    assert_non_null(w2);
+    assert_non_null(s2);
+    kt_dev_download(got, dy, all * 4);
+    const size_t nv = kt_rows_dense(got, want, scale, rows, n, ld, g2, w2, s2);
+    kt_check_close(what, g2, w2, s2, nv, atol, rtol);
+    if (y_out)
+        memcpy(y_out, g2, nv * 4);
+    free(g2);
+    free(w2);
+    free(s2);
+    return got;
+}
+
 void kt_check_close(const char *what, const float *got, const float *want,
                     const float *scale, size_t n, double atol, double rtol) {
     size_t bad = 0, worst = 0;

@@ -56,6 +56,23 @@ void kt_bf16_to_f32(const uint16_t *in, float *out, size_t n);
 size_t kt_rows_dense(const float *got, const float *want, const float *scale, int rows,
                      int n, int64_t ld, float *g2, float *w2, float *s2);
 
+/* The inputs of a product test: x [rows][ldx] f32 (a copy of x_in, or
+ * normal values) and w [n][ldw] bf16 (w_in, or normal values x 0.05);
+ * poison: one NaN in x (row rows / 2, column k / 3) and one +Inf in w (row
+ * n / 2, column k / 2); hi and lo: x's bf16 parts as the engine's kernels
+ * cut them (hi = bf16(x), lo = bf16(x - hi)). */
+void kt_product_inputs(int rows, int n, int k, int64_t ldx, int64_t ldw, const float *x_in,
+                       const uint16_t *w_in, bool poison, float *x, uint16_t *w, uint16_t *hi,
+                       uint16_t *lo);
+
+/* Downloads the [rows][ld] f32 result dy and checks it against want and
+ * scale (host, same layout): kt_rows_dense, then kt_check_close with atol
+ * and rtol.  The dense result rows go to y_out when set.  Returns the
+ * downloaded rows, padding included (the caller frees them). */
+float *kt_check_rows_dev(const char *what, const float *dy, const float *want,
+                         const float *scale, int rows, int n, int64_t ld, double atol,
+                         double rtol, float *y_out);
+
 /* Element i passes when both are NaN, both are the same infinity, or
  * |got - want| <= atol + rtol * (scale ? scale[i] : |want|).  Prints the
  * first failures and the largest error; fails the test if any. */

@@ -17,7 +17,8 @@
  * (elements 8 tq .. 8 tq + 7 of row gq).
  *
  *   nvcc -O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Ikernels/cuda \
- *        -Icommon tools/gpu/gemm_dec_lab.cu -lcublas -o gemm_dec_lab
+ *        -Icommon tools/gpu/gemm_dec_lab.cu BUILD/kernels/cuda/libasa_kernels_cuda.a \
+ *        BUILD/common/libasa_common.a -lcublas -o gemm_dec_lab
  *   ./gemm_dec_lab [N K M] (checks every shape, or that one, against a host
  *                          reference, then times it against cublasGemmEx)
  *
@@ -25,9 +26,10 @@
  * relative error ~1e-7) but slower than cuBLAS except the hi + lo product
  * at 16 rows (q|kv_a|g 9.4 against 11.4 us); its time grows with M (gate|up
  * 17.7 / 20.0 / 26.1 us at 16 / 32 / 64 rows against cuBLAS's 13.9-15.0).
- * The ring form (gemm_ring_kernel below: W and x through a cp.async ring in
- * shared memory) is faster than the first everywhere and than cuBLAS on
- * q|kv_a|g and down up to 32 rows (NOTES, "Thirteenth run").
+ * The ring form (kernels/cuda/gemm_ring.cu, timed here too: W and x
+ * through a cp.async ring in shared memory) is faster than the first
+ * everywhere and than cuBLAS on q|kv_a|g and down up to 32 rows (NOTES,
+ * "Thirteenth run").
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -39,6 +41,7 @@
 #include <cstring>
 #include <vector>
 
+#include "gemm_ring_cuda.h"
 #include "kcuda_int.cuh"
 #include "lab.cuh"
 #include "mma_sm80.cuh"
@@ -159,116 +162,6 @@ static void run(const gd_params &p, int splits, bool lo, cudaStream_t s) {
         lo ? launch<8, true>(p, splits, s) : launch<8, false>(p, splits, s);
 }
 
-/* The ring form: W and x both through a shared-memory ring of RS stages,
- * fed by cp.async (16 bytes a copy, L2 only), so the registers hold no
- * weights in flight and the stream's depth is RS - 1 stages a block.  A
- * stage is 128 rows of W x 64 k (16 KiB; 16-byte chunks XOR-swizzled by
- * row so that ldmatrix reads them without bank conflicts) and the 64 k of
- * every x row (hi, and lo for LO; rows padded to 72 elements: the 32-bit
- * B-fragment loads are conflict-free).  Warp w: rows 16 w .. 16 w + 15 of
- * the block's 128, A fragments by ldmatrix.x4, B fragments two 32-bit
- * shared loads an 8-token tile.  Split K as the first form (atomics). */
-constexpr int GR_KC = 64, GR_XLD = GR_KC + 8;
-
-template <int NT, bool LO>
-__host__ __device__ constexpr size_t gr_stage_bytes() {
-    return (size_t)GD_BN * GR_KC * 2 + (size_t)(LO ? 2 : 1) * 8 * NT * GR_XLD * 2;
-}
-
-template <int NT, bool LO, int RS>
-__global__ void __launch_bounds__(GD_WARPS * 32, 2) gemm_ring_kernel(const gd_params p) {
-    extern __shared__ uint4 gd_sm[];
-    constexpr int XR = 8 * NT, PARTS = LO ? 2 : 1;
-    constexpr size_t STB = gr_stage_bytes<NT, LO>();
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
-    const int nb = blockIdx.x * GD_BN, k0 = blockIdx.y * p.KS;
-    const int nch = min(p.KS, p.K - k0) / GR_KC;
-    char *base = (char *)gd_sm;
-    auto wst = [&](int slot) { return (uint16_t *)(base + slot * STB); };
-    auto xst = [&](int slot) { return (uint16_t *)(base + slot * STB + GD_BN * GR_KC * 2); };
-    /* the copies of chunk c into its slot (an empty group past the end) */
-    auto issue = [&](int c) {
-        if (c < nch) {
-            const int slot = c % RS, kc = k0 + c * GR_KC;
-            uint16_t *ws = wst(slot), *xs = xst(slot);
-            for (int i = threadIdx.x; i < GD_BN * 8; i += GD_WARPS * 32) {
-                const int r = i >> 3, ch = i & 7;
-                const int n = min(nb + r, p.N - 1);
-                mma_cp16(ws + r * GR_KC + 8 * (ch ^ (r & 7)), p.w + (int64_t)n * p.K + kc + 8 * ch,
-                         true);
-            }
-            for (int i = threadIdx.x; i < PARTS * XR * 8; i += GD_WARPS * 32) {
-                const int part = i / (XR * 8), r = i / 8 % XR, ch = i & 7;
-                const uint16_t *src =
-                    (part ? p.xlo : p.xhi) + (int64_t)min(r, p.M - 1) * p.K + kc + 8 * ch;
-                mma_cp16(xs + (part * XR + r) * GR_XLD + 8 * ch, src, r < p.M);
-            }
-        }
-        mma_cp_commit();
-    };
-#pragma unroll
-    for (int c = 0; c < RS - 1; c++)
-        issue(c);
-    float acc[NT][4];
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-        acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
-    /* this lane's ldmatrix row: matrix i = lane / 8 (rows + 8 (i & 1), k
-     * half i >> 1), row lane % 8 */
-    const int ar = 16 * warp + (lane & 7) + 8 * ((lane >> 3) & 1), ah = lane >> 4;
-    for (int c = 0; c < nch; c++) {
-        mma_cp_wait<RS - 2>();
-        __syncthreads(); /* chunk c everywhere; chunk c - 1's slot free */
-        issue(c + RS - 1);
-        const uint16_t *ws = wst(c % RS), *xs = xst(c % RS);
-#pragma unroll
-        for (int s = 0; s < GR_KC / 16; s++) {
-            uint32_t a[4];
-            mma_ldsm_x4<false>(a, ws + ar * GR_KC + 8 * ((2 * s + ah) ^ (ar & 7)));
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                const uint16_t *xr = xs + (8 * t + gq) * GR_XLD + 16 * s + 2 * tq;
-                mma_16816(acc[t], a, *(const uint32_t *)xr, *(const uint32_t *)(xr + 8));
-                if (LO) {
-                    const uint16_t *xl = xr + XR * GR_XLD;
-                    mma_16816(acc[t], a, *(const uint32_t *)xl, *(const uint32_t *)(xl + 8));
-                }
-            }
-        }
-    }
-    const int n0 = nb + 16 * warp;
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int tok = 8 * t + 2 * tq + (e & 1), n = n0 + gq + 8 * (e >> 1);
-            if (tok < p.M && n < p.N)
-                atomicAdd(p.y + (int64_t)tok * p.N + n, acc[t][e]);
-        }
-}
-
-template <int NT, bool LO>
-static void launch_ring(const gd_params &p, int splits, cudaStream_t s) {
-    /* as many stages as fit two blocks an SM (<= 4) */
-    constexpr size_t stb = gr_stage_bytes<NT, LO>();
-    constexpr int RS = 110 * 1024 / stb >= 4 ? 4 : 110 * 1024 / stb >= 3 ? 3 : 2;
-    const size_t smem = RS * stb;
-    static size_t raised = 0;
-    CK(kc_smem_optin(gemm_ring_kernel<NT, LO, RS>, smem, &raised));
-    const dim3 grid((unsigned)((p.N + GD_BN - 1) / GD_BN), (unsigned)splits);
-    gemm_ring_kernel<NT, LO, RS><<<grid, GD_WARPS * 32, smem, s>>>(p);
-}
-
-static void run_ring(const gd_params &p, int splits, bool lo, cudaStream_t s) {
-    const int nt = (p.M + 7) / 8;
-    if (nt <= 2)
-        lo ? launch_ring<2, true>(p, splits, s) : launch_ring<2, false>(p, splits, s);
-    else if (nt <= 4)
-        lo ? launch_ring<4, true>(p, splits, s) : launch_ring<4, false>(p, splits, s);
-    else
-        lo ? launch_ring<8, true>(p, splits, s) : launch_ring<8, false>(p, splits, s);
-}
-
 static uint16_t f2bf(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -371,16 +264,23 @@ int main(int argc, char **argv) {
                 return worst;
             };
             const double worst = check();
-            /* the ring form: K slices of whole 64-chunks, about two blocks an SM */
-            const int rchunks = sh.K / GR_KC;
-            int rsplits = std::max(1, (2 * prop.multiProcessorCount + cols - 1) / cols);
-            rsplits = std::min(rsplits, rchunks);
-            gd_params pr = p;
-            pr.KS = (rchunks + rsplits - 1) / rsplits * GR_KC;
-            rsplits = (sh.K + pr.KS - 1) / pr.KS;
-            CK(cudaMemsetAsync(y, 0xff, (size_t)M * sh.N * 4, st)); /* NaN unless zeroed */
-            CK(cudaMemsetAsync(y, 0, (size_t)M * sh.N * 4, st));
-            run_ring(pr, rsplits, sh.lo, st);
+            /* the ring form: the library's gemm_ring_cuda (its split-K tiles
+             * added in order by the last block of each column: y written,
+             * no memset) */
+            const int rsplits = gemm_ring_splits(sh.N, sh.K);
+            float *rws = nullptr;
+            int *rcnt;
+            if (gemm_ring_ws_floats(M, sh.N, sh.K))
+                CK(cudaMalloc(&rws, gemm_ring_ws_floats(M, sh.N, sh.K) * 4));
+            CK(cudaMalloc(&rcnt, gemm_ring_counters(sh.N) * sizeof(int)));
+            CK(cudaMemset(rcnt, 0, gemm_ring_counters(sh.N) * sizeof(int)));
+            gemm_ring_params pr = {};
+            pr.M = M, pr.N = sh.N, pr.K = sh.K, pr.xhi = xh, pr.xlo = sh.lo ? xl : nullptr;
+            pr.ldx = sh.K, pr.w = W[0], pr.ldw = sh.K, pr.y = y, pr.ldy = sh.N, pr.ws = rws;
+            pr.counters = rcnt;
+            CK(cudaMemsetAsync(y, 0xff, (size_t)M * sh.N * 4, st)); /* NaN unless written */
+            if (gemm_ring_cuda(&pr, st) != ASA_OK)
+                exit(1);
             CK(cudaGetLastError());
             const double worst_r = check();
             const int reps = 20;
@@ -395,11 +295,9 @@ int main(int argc, char **argv) {
                 return cudaMemsetAsync(y, 0, (size_t)M * sh.N * 4, s) == cudaSuccess;
             });
             const double ring = lab_graph_us(st, reps, [&](cudaStream_t s, int r) {
-                gd_params q = pr;
+                gemm_ring_params q = pr;
                 q.w = W[r % copies];
-                CK(cudaMemsetAsync(y, 0, (size_t)M * sh.N * 4, s));
-                run_ring(q, rsplits, sh.lo, s);
-                return true;
+                return gemm_ring_cuda(&q, s) == ASA_OK;
             });
             const float one = 1.0f, zero = 0.0f;
             const double cub = lab_graph_us(st, reps, [&](cudaStream_t, int r) {
@@ -424,6 +322,8 @@ int main(int argc, char **argv) {
             cudaFree(xh);
             cudaFree(xl);
             cudaFree(y);
+            cudaFree(rws);
+            cudaFree(rcnt);
         }
     return 0;
 }

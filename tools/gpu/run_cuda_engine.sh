@@ -30,7 +30,8 @@
 #                          greedy steps from four prompts (ASA_MODEL_DIR)
 #      both again with ASA_CUDA_XATTN_MIN_T=1 (every prefill step's local
 #                          layers in the expanded form); test_cuda_engine
-#                          with ASA_CUDA_KCAT=0
+#                          with ASA_CUDA_KCAT=0, and with every product of
+#                          2..64 rows on gemm_ring (ASA_CUDA_RING_ROWS=64)
 #   3. the kernels/cuda unit tests of the other kernels, when built
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
@@ -134,7 +135,11 @@ unset ASA_CUDA_XATTN_MIN_T
 export ASA_CUDA_KCAT=0
 run engine_vs_cpu_nokcat 150 "$T/test_cuda_engine"
 unset ASA_CUDA_KCAT
-for k in gemv gemm_small rmsnorm silu_mul topn; do
+# every product of 2..64 rows on gemm_ring (opt-in in the engine)
+export ASA_CUDA_RING_ROWS=64 ASA_CUDA_SMALL_ROWS=0
+run engine_vs_cpu_ring 150 "$T/test_cuda_engine"
+unset ASA_CUDA_RING_ROWS ASA_CUDA_SMALL_ROWS
+for k in gemv gemm_small gemm_ring rmsnorm silu_mul topn; do
     b="$K/test_${k}_cuda"
     [ -x "$b" ] && run "kernel_$k" 60 "$b"
 done
@@ -150,6 +155,12 @@ if [ -n "$SAN" ] && [ -x "$T/test_cuda_kernels" ]; then
             "$K/test_gemm_small_cuda"
         ASA_KT_QUICK=1 run racecheck_gemm_small 60 "$SAN" --tool racecheck --error-exitcode 3 \
             "$K/test_gemm_small_cuda"
+    fi
+    if [ -x "$K/test_gemm_ring_cuda" ]; then
+        ASA_KT_QUICK=1 run memcheck_gemm_ring 60 "$SAN" --tool memcheck --error-exitcode 3 \
+            "$K/test_gemm_ring_cuda"
+        ASA_KT_QUICK=1 run racecheck_gemm_ring 60 "$SAN" --tool racecheck --error-exitcode 3 \
+            "$K/test_gemm_ring_cuda"
     fi
 else
     ROWS+=("$(printf '%-26s %-7s %s' memcheck_kernels SKIP "compute-sanitizer not found")")

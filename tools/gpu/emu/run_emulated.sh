@@ -21,12 +21,12 @@ R=$(cd "$(dirname "$0")/../../.." && pwd)
 E=$R/tests/cuda/emu
 W=${ASA_EMU_DIR:-/tmp/asa-emu}
 mkdir -p "$W"
-ops=${*:-gemv gemm_small rmsnorm silu_mul topn}
+ops=${*:-gemv gemm_small gemm_ring rmsnorm silu_mul topn}
 SAN="-fsanitize=address,undefined"
 CXX="g++ -std=c++20 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common -Wno-unknown-pragmas"
 CC="gcc -std=c11 -O1 -g $SAN -I$E -I$R/kernels/cuda -I$R/common -I$R/tests/kernels"
 objs=()
-for f in gemv gemm_small rmsnorm silu_mul topn; do
+for f in gemv gemm_small gemm_ring rmsnorm silu_mul topn; do
   sed -E 's/^(\s*)(.*)<<<(.*)>>>\((.*)\);/\1emu_launch([\&]() { \2(\4); }, \3);/;
           s/extern __shared__ float (\w+)\[\];/static float \1[65536];/' \
     "$R/kernels/cuda/$f.cu" > "$W/$f.cpp"

@@ -1,0 +1,274 @@
+/*
+ * kernels/cuda/gemm_ring.cu - the decode product for 9 to 64 rows with W
+ * and x through a shared-memory ring (contract in gemm_ring_cuda.h).
+ *
+ * A stage is 128 rows of W x 64 k (16 KiB; the 16-byte chunks of a row are
+ * stored at chunk ^ (row & 7), so the eight rows an ldmatrix phase reads
+ * fall in different banks) and the 64 k of every x row (hi, and lo when
+ * given; rows padded to 72 elements: the 32-bit B-fragment loads of the
+ * eight rows gq and four lanes tq hit 32 different banks).  Warp w owns
+ * rows 16 w .. 16 w + 15 of the block's 128: per 16 k one ldmatrix.x4 for
+ * its A fragments, then for every tile of 8 x rows two 32-bit shared loads
+ * (b0, b1) and one MMA (two with lo: hi then lo into the same
+ * accumulators).  RS stages (3-4, as many as fit two blocks an SM) keep
+ * RS - 1 stages of copies in flight a block; no registers hold weights in
+ * flight.
+ */
+#include "gemm_ring_cuda.h"
+
+#include "kcuda_int.cuh"
+#include "mma_sm80.cuh"
+
+namespace {
+
+constexpr int GR_WARPS = 8, GR_THREADS = 32 * GR_WARPS, GR_BN = 16 * GR_WARPS;
+constexpr int GR_KC = GEMM_RING_KC, GR_XLD = GR_KC + 8;
+constexpr int GR_TARGET_BLOCKS = 264; /* two an SM of a 132-SM card */
+
+template <int NT, bool LO> __host__ __device__ constexpr size_t gr_stage_bytes() {
+    return (size_t)GR_BN * GR_KC * 2 + (size_t)(LO ? 2 : 1) * 8 * NT * GR_XLD * 2;
+}
+/* stages: as many as fit two blocks in an SM's shared memory, 2..4 */
+template <int NT, bool LO> constexpr int gr_stages() {
+    return 110 * 1024 / gr_stage_bytes<NT, LO>() >= 4   ? 4
+           : 110 * 1024 / gr_stage_bytes<NT, LO>() >= 3 ? 3
+                                                        : 2;
+}
+
+/* NT: 8-row tiles of x (M <= 8 NT); LO: the lo part too; RS: ring stages.
+ * Grid: (128-row columns of W, K slices of kc chunks of 64). */
+template <int NT, bool LO, int RS>
+__global__ void __launch_bounds__(GR_THREADS, 2)
+    gemm_ring_kernel(const gemm_ring_params p, const int splits, const int kc) {
+    extern __shared__ float gr_sm[];
+    constexpr int XR = 8 * NT, PARTS = LO ? 2 : 1;
+    constexpr size_t STB = gr_stage_bytes<NT, LO>();
+    char *const base = (char *)gr_sm;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    const int nb = blockIdx.x * GR_BN, split = blockIdx.y;
+    const int c_first = split * kc, nch = min(kc, p.K / GR_KC - c_first);
+    auto wst = [&](int c) { return (uint16_t *)(base + (c % RS) * STB); };
+    auto xst = [&](int c) { return (uint16_t *)(base + (c % RS) * STB + GR_BN * GR_KC * 2); };
+    /* the copies of chunk c (of this block's slice) into its slot */
+    auto issue_w = [&](int c) {
+        uint16_t *ws = wst(c);
+        const int64_t k = (int64_t)(c_first + c) * GR_KC;
+        for (int i = threadIdx.x; i < GR_BN * 8; i += GR_THREADS) {
+            const int r = i >> 3, ch = i & 7;
+            const int n = min(nb + r, p.N - 1); /* past N: a repeated row, dropped */
+            mma_cp16(ws + r * GR_KC + 8 * (ch ^ (r & 7)), p.w + (int64_t)n * p.ldw + k + 8 * ch,
+                     true);
+        }
+    };
+    auto issue_x = [&](int c) {
+        uint16_t *xs = xst(c);
+        const int64_t k = (int64_t)(c_first + c) * GR_KC;
+        for (int i = threadIdx.x; i < PARTS * XR * 8; i += GR_THREADS) {
+            const int part = i / (XR * 8), r = i / 8 % XR, ch = i & 7;
+            const uint16_t *src =
+                (part ? p.xlo : p.xhi) + (int64_t)min(r, p.M - 1) * p.ldx + k + 8 * ch;
+            mma_cp16(xs + (part * XR + r) * GR_XLD + 8 * ch, src, r < p.M); /* zeros past M */
+        }
+    };
+    /* W of the first RS - 1 stages before the PDL wait (one group each),
+     * their x rows after it (one group) */
+#pragma unroll
+    for (int c = 0; c < RS - 1; c++) {
+        if (c < nch)
+            issue_w(c);
+        mma_cp_commit();
+    }
+    kc_pdl_wait();
+    kc_pdl_trigger();
+#pragma unroll
+    for (int c = 0; c < RS - 1; c++)
+        if (c < nch)
+            issue_x(c);
+    mma_cp_commit();
+
+    float acc[NT][4];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    /* this lane's ldmatrix row: matrix i = lane / 8 holds rows + 8 (i & 1)
+     * and k half i >> 1 (the A fragment order a0..a3), row lane % 8 */
+    const int ar = 16 * warp + (lane & 7) + 8 * ((lane >> 3) & 1), ah = lane >> 4;
+    for (int c = 0; c < nch; c++) {
+        /* chunk c landed: at c = 0 every prologue group (the x rows came
+         * last), later all but the RS - 2 groups issued after chunk c's */
+        if (c == 0)
+            mma_cp_wait<0>();
+        else
+            mma_cp_wait<RS - 2>();
+        __syncthreads(); /* chunk c everywhere; chunk c - 1's slot free */
+        if (c + RS - 1 < nch) {
+            issue_w(c + RS - 1);
+            issue_x(c + RS - 1);
+        }
+        mma_cp_commit();
+        const uint16_t *ws = wst(c), *xs = xst(c);
+#pragma unroll
+        for (int s = 0; s < GR_KC / 16; s++) {
+            uint32_t a[4];
+            mma_ldsm_x4<false>(a, ws + ar * GR_KC + 8 * ((2 * s + ah) ^ (ar & 7)));
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                const uint16_t *xr = xs + (8 * t + gq) * GR_XLD + 16 * s + 2 * tq;
+                mma_16816(acc[t], a, *(const uint32_t *)xr, *(const uint32_t *)(xr + 8));
+                if (LO) {
+                    const uint16_t *xl = xr + XR * GR_XLD;
+                    mma_16816(acc[t], a, *(const uint32_t *)xl, *(const uint32_t *)(xl + 8));
+                }
+            }
+        }
+    }
+    mma_cp_wait<0>(); /* no copy outlives the block (the empty tail groups) */
+
+    /* accumulator e of tile t: W row 16 warp + gq + 8 (e >> 1), x row
+     * 8 t + 2 tq + (e & 1) */
+    const int n0 = nb + 16 * warp;
+    if (splits == 1) {
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = 8 * t + 2 * tq + (e & 1), n = n0 + gq + 8 * (e >> 1);
+                if (m < p.M && n < p.N) {
+                    float *yp = p.y + (int64_t)m * p.ldy + n;
+                    *yp = p.acc ? *yp + acc[t][e] : acc[t][e];
+                }
+            }
+        return;
+    }
+    /* split K: this slice's tile into the workspace; the column's last
+     * block adds the slices in order */
+    float *wp = p.ws + (size_t)split * p.M * p.N;
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int m = 8 * t + 2 * tq + (e & 1), n = n0 + gq + 8 * (e >> 1);
+            if (m < p.M && n < p.N)
+                wp[(size_t)m * p.N + n] = acc[t][e];
+        }
+    __threadfence();
+    __syncthreads();
+    __shared__ int last;
+    if (threadIdx.x == 0)
+        last = atomicAdd(p.counters + blockIdx.x, 1) == splits - 1;
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+    const int rows = min(GR_BN, p.N - nb);
+    for (int i = threadIdx.x; i < p.M * GR_BN; i += GR_THREADS) {
+        const int m = i / GR_BN, r = i % GR_BN;
+        if (r >= rows)
+            continue;
+        const int n = nb + r;
+        float s = 0.0f;
+        for (int sp = 0; sp < splits; sp++)
+            s += __ldcg(p.ws + ((size_t)sp * p.M + m) * p.N + n);
+        float *yp = p.y + (int64_t)m * p.ldy + n;
+        *yp = p.acc ? *yp + s : s;
+    }
+    if (threadIdx.x == 0)
+        p.counters[blockIdx.x] = 0; /* for the next launch */
+}
+
+void gr_split(int N, int K, int *splits, int *kc) {
+    const int cols = (N + GR_BN - 1) / GR_BN, chunks = K / GR_KC;
+    int s = (GR_TARGET_BLOCKS + cols - 1) / cols;
+    s = s < 1 ? 1 : s > chunks ? chunks : s;
+    *kc = (chunks + s - 1) / s;
+    *splits = (chunks + *kc - 1) / *kc; /* no empty slice */
+}
+
+template <int NT, bool LO> cudaError_t launch(const gemm_ring_params &p, cudaStream_t s) {
+    constexpr int RS = gr_stages<NT, LO>();
+    const size_t smem = RS * gr_stage_bytes<NT, LO>();
+    static size_t raised = 0; /* per instance (kcuda_int.cuh) */
+    const cudaError_t e = kc_smem_optin(gemm_ring_kernel<NT, LO, RS>, smem, &raised);
+    if (e != cudaSuccess)
+        return e;
+    int splits, kc;
+    gr_split(p.N, p.K, &splits, &kc);
+    const dim3 grid((unsigned)((p.N + GR_BN - 1) / GR_BN), (unsigned)splits);
+    return kc_launch(gemm_ring_kernel<NT, LO, RS>, grid, GR_THREADS, smem, s, p, splits, kc);
+}
+
+template <bool LO> cudaError_t launch_nt(const gemm_ring_params &p, cudaStream_t s) {
+    if (p.M <= 8)
+        return launch<1, LO>(p, s);
+    if (p.M <= 16)
+        return launch<2, LO>(p, s);
+    if (p.M <= 32)
+        return launch<4, LO>(p, s);
+    return launch<8, LO>(p, s);
+}
+
+} // namespace
+
+extern "C" int gemm_ring_splits(int N, int K) {
+    if (N < 1 || K < GR_KC)
+        return 1;
+    int splits, kc;
+    gr_split(N, K, &splits, &kc);
+    return splits;
+}
+
+extern "C" size_t gemm_ring_ws_floats(int M, int N, int K) {
+    const int s = gemm_ring_splits(N, K);
+    return s > 1 ? (size_t)s * (size_t)M * (size_t)N : 0;
+}
+
+extern "C" int gemm_ring_counters(int N) { return N < 1 ? 0 : (N + GR_BN - 1) / GR_BN; }
+
+/* splits <= ceil(T / cols) <= T / cols + 1 and N <= 128 cols, so splits x
+ * N <= 128 T + 128 cols <= 128 T + N + 127 (T: GR_TARGET_BLOCKS) */
+extern "C" size_t gemm_ring_ws_bound(int M, int N) {
+    return M < 1 || N < 1 ? 0
+                          : (size_t)M * ((size_t)GR_BN * GR_TARGET_BLOCKS + (size_t)N + GR_BN);
+}
+
+extern "C" asa_err gemm_ring_check(const gemm_ring_params *p) {
+    if (!p || p->M < 1 || p->M > GEMM_RING_MAX_M || p->N < 1 || p->K < GR_KC || p->K % GR_KC)
+        return ASA_EINVAL;
+    if (!p->w || !p->y || !p->xhi)
+        return ASA_EINVAL;
+    if (p->ldx < p->K || p->ldx % 8 || p->ldw < p->K || p->ldw % 8 || p->ldy < p->N)
+        return ASA_EINVAL;
+    if (!kc_aligned(p->w, 16) || !kc_aligned(p->y, 4) || !kc_aligned(p->xhi, 16) ||
+        (p->xlo && !kc_aligned(p->xlo, 16)))
+        return ASA_EINVAL;
+    if ((int64_t)p->N * p->ldw > ((int64_t)1 << 40))
+        return ASA_EINVAL;
+    if (gemm_ring_splits(p->N, p->K) > 1 &&
+        (!p->ws || !p->counters || !kc_aligned(p->ws, 4) || !kc_aligned(p->counters, 4)))
+        return ASA_EINVAL;
+    return ASA_OK;
+}
+
+extern "C" asa_err gemm_ring_cuda(const gemm_ring_params *p, cudaStream_t stream) {
+    asa_err e = gemm_ring_check(p);
+    if (e)
+        return e;
+    KC_CUDA_TRY((p->xlo ? launch_nt<true>(*p, stream) : launch_nt<false>(*p, stream)));
+    return ASA_OK;
+}
+
+extern "C" void gemm_ring_ref(const gemm_ring_params *p) {
+    for (int m = 0; m < p->M; m++)
+        for (int n = 0; n < p->N; n++) {
+            double s = 0;
+            for (int k = 0; k < p->K; k++) {
+                const int64_t i = (int64_t)m * p->ldx + k;
+                const double w = asa_bf16_to_f32(p->w[(int64_t)n * p->ldw + k]);
+                s += asa_bf16_to_f32(p->xhi[i]) * w;
+                if (p->xlo) /* 0 * inf: NaN, as in the kernel */
+                    s += asa_bf16_to_f32(p->xlo[i]) * w;
+            }
+            float *y = p->y + (int64_t)m * p->ldy + n;
+            *y = p->acc ? *y + (float)s : (float)s;
+        }
+}
