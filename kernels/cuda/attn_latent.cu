@@ -1437,9 +1437,9 @@ extern "C" asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream) {
     const size_t smem = attn_smem(*p);
     if (smem > 227 * 1024)
         return ASA_EINVAL;
-    /* above 48 KiB the kernel's dynamic limit must be raised; to exactly
-     * what is needed */
-    static size_t raised0 = 48 * 1024, raised1 = 48 * 1024;
+    /* the kernel's dynamic limit raised to exactly what is needed
+     * (kc_smem_optin) */
+    static size_t raised0 = 0, raised1 = 0;
     KC_CUDA_TRY(kc_smem_optin(attn_kernel<false>, smem, &raised0));
     KC_CUDA_TRY(kc_smem_optin(attn_kernel<true>, smem, &raised1));
     const dim3 grid((unsigned)p->T, (unsigned)p->c.G,
@@ -1481,7 +1481,7 @@ extern "C" asa_err attn_merge_cuda(const attn_params *p, cudaStream_t stream) {
         const int stage = p->n_split >= 8 && slab <= ATTN_MERGE_SMEM;
         const int th = stage ? 256 : p->c.dg >= 128 ? 128 : (p->c.dg + 31) / 32 * 32;
         const size_t msm = 3 * sizeof(float) * (size_t)p->n_split + (stage ? slab : 0);
-        static size_t mraised = 48 * 1024;
+        static size_t mraised = 0;
         KC_CUDA_TRY(kc_smem_optin(attn_merge_kernel, msm, &mraised));
         KC_CUDA_TRY(kc_launch(attn_merge_kernel, dim3((unsigned)p->T, (unsigned)p->H), th, msm,
                               stream, *p, stage));
@@ -1501,7 +1501,7 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
         sizeof(float) * ((size_t)(p->H / p->c.G) * (p->c.dg + p->c.dR) + (size_t)(p->H / p->c.G));
     if (smem > 227 * 1024 || p->nb_max < 1)
         return ASA_EINVAL;
-    static size_t raised = 48 * 1024;
+    static size_t raised = 0;
     KC_CUDA_TRY(kc_smem_optin(select_score_kernel, smem, &raised));
     /* scores over (anchor, group, chunk of SEL_THREADS blocks): the chunks
      * past an anchor's visible blocks exit at once; with done_cnt the last
@@ -1526,7 +1526,7 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
         if (p->anchor_runs && p->n_anchors >= 2 * SELM_WARPS) {
             /* prefill: SELM_WARPS anchors a block share the staged entries */
             const size_t tsm = (size_t)2 * SELT_KT * (ep + 8) * sizeof(uint16_t);
-            static size_t traised = 48 * 1024;
+            static size_t traised = 0;
             KC_CUDA_TRY(kc_smem_optin(select_score_tiled_kernel, tsm, &traised));
             const int64_t pe = p->c.page_elems, S = (int64_t)p->c.G * p->c.dg + p->c.dR;
             const int vec = p->c.dg % 8 == 0 && p->c.dR % 8 == 0 && pe % 8 == 0 &&

@@ -187,7 +187,7 @@ void gr_split(int N, int K, int *splits, int *kc) {
 template <int NT, bool LO> cudaError_t launch(const gemm_ring_params &p, cudaStream_t s) {
     constexpr int RS = gr_stages<NT, LO>();
     const size_t smem = RS * gr_stage_bytes<NT, LO>();
-    static size_t raised = 0; /* per instance (kcuda_int.cuh) */
+    static size_t raised = 0; /* per instance (kc_smem_optin) */
     const cudaError_t e = kc_smem_optin(gemm_ring_kernel<NT, LO, RS>, smem, &raised);
     if (e != cudaSuccess)
         return e;

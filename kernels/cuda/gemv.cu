@@ -342,10 +342,7 @@ cudaError_t launch_mt(const gemv_params &p, int gt, cudaStream_t s) {
     const size_t smem = XF == GEMV_X_PLAIN  ? 0
                         : XF == GEMV_X_NORM ? sizeof(float) * (size_t)(p.M + 1) * p.K
                                             : sizeof(float) * (size_t)p.M * p.K;
-    /* per instance (kcuda_int.cuh); from 0: the static shared memory
-     * counts against the 48 KiB that a kernel gets without the attribute,
-     * and 48 KiB of rows + the norm weights reach it */
-    static size_t raised = 0;
+    static size_t raised = 0; /* per instance (kc_smem_optin) */
     const cudaError_t e = kc_smem_optin(gemv_kernel<MT, XT, XF, NT>, smem, &raised);
     if (e != cudaSuccess)
         return e;

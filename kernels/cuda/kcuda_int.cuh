@@ -79,10 +79,12 @@ inline cudaError_t kc_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t sme
 
 /* Raises kernel k's dynamic shared-memory limit to bytes when a launch
  * needs more than *raised (the caller's static for that kernel, starting at
- * 48 KiB, the default limit, or 0): one attribute call per new maximum, not
- * per launch.  Above 48 KiB a kernel gets dynamic shared memory only after
- * this, and its static shared memory counts against the device's limit
- * too. */
+ * 0): one attribute call per new maximum, not per launch.  Without the
+ * attribute a kernel's static and dynamic shared memory together must fit
+ * in 48 KiB, so a dynamic size under 48 KiB can already need it (gemv's
+ * norm mode: 48 KiB of rows + 1 KiB static failed to launch); starting at
+ * 0 costs one call at the first launch.  Its static shared memory also
+ * counts against the device's limit. */
 template <typename... KA>
 inline cudaError_t kc_smem_optin(void (*k)(KA...), size_t bytes, size_t *raised) {
     if (bytes <= *raised)

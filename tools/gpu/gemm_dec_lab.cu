@@ -146,7 +146,7 @@ template <int NT, bool LO>
 static void launch(const gd_params &p, int splits, cudaStream_t s) {
     constexpr int U = 4;
     const size_t smem = (size_t)(LO ? 2 : 1) * 8 * NT * (p.KS + GD_PAD) * 2;
-    static size_t raised = 48 * 1024;
+    static size_t raised = 0;
     CK(kc_smem_optin(gemm_dec_kernel<NT, LO, U>, smem, &raised));
     const dim3 grid((unsigned)((p.N + GD_BN - 1) / GD_BN), (unsigned)splits);
     gemm_dec_kernel<NT, LO, U><<<grid, GD_WARPS * 32, smem, s>>>(p);
