@@ -24,6 +24,7 @@ namespace {
 constexpr int GR_WARPS = 8, GR_THREADS = 32 * GR_WARPS, GR_BN = 16 * GR_WARPS;
 constexpr int GR_KC = GEMM_RING_KC, GR_XLD = GR_KC + 8;
 constexpr int GR_TARGET_BLOCKS = 264; /* two an SM of a 132-SM card */
+constexpr int GR_SUMV = 8;             /* slices' partials in flight a thread */
 
 template <int NT, bool LO> __host__ __device__ constexpr size_t gr_stage_bytes() {
     return (size_t)GR_BN * GR_KC * 2 + (size_t)(LO ? 2 : 1) * 8 * NT * GR_XLD * 2;
@@ -151,26 +152,68 @@ __global__ void __launch_bounds__(GR_THREADS, 2)
             if (m < p.M && n < p.N)
                 wp[(size_t)m * p.N + n] = acc[t][e];
         }
-    __threadfence();
-    __syncthreads();
+    /* the block's tile published by one release, the last count taken
+     * with acquire (kc_atom_add_acq_rel) */
     __shared__ int last;
+    __syncthreads();
     if (threadIdx.x == 0)
-        last = atomicAdd(p.counters + blockIdx.x, 1) == splits - 1;
+        last = kc_atom_add_acq_rel(p.counters + blockIdx.x, 1) == splits - 1;
     __syncthreads();
     if (!last)
         return;
-    __threadfence();
-    const int rows = min(GR_BN, p.N - nb);
-    for (int i = threadIdx.x; i < p.M * GR_BN; i += GR_THREADS) {
-        const int m = i / GR_BN, r = i % GR_BN;
-        if (r >= rows)
-            continue;
-        const int n = nb + r;
-        float s = 0.0f;
-        for (int sp = 0; sp < splits; sp++)
-            s += __ldcg(p.ws + ((size_t)sp * p.M + m) * p.N + n);
-        float *yp = p.y + (int64_t)m * p.ldy + n;
-        *yp = p.acc ? *yp + s : s;
+    /* a thread takes 4 adjacent outputs of one x row (an item), two items
+     * at a time, and has up to GR_SUMV slices' partials of both in flight
+     * (float4 loads where the workspace rows allow): the sum costs one L2
+     * round trip for two items, not one a slice; the slices are still
+     * added in order, so the bits depend on N and K only */
+    const int rows = min(GR_BN, p.N - nb), items = p.M * (GR_BN / 4);
+    const bool vec = (p.N & 3) == 0 && ((uintptr_t)p.ws & 15) == 0;
+    const int sstride = p.M * p.N; /* splits > 1 only for N < 128 x 264: small */
+    for (int i0 = threadIdx.x; i0 < items; i0 += 2 * GR_THREADS) {
+        float s[2][4] = {};
+        for (int s0 = 0; s0 < splits; s0 += GR_SUMV) {
+            float4 v[2][GR_SUMV];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const int i = i0 + u * GR_THREADS, m = i / (GR_BN / 4), r0 = 4 * (i % (GR_BN / 4));
+                const bool live = i < items && r0 < rows;
+                const int src = m * p.N + nb + r0;
+#pragma unroll
+                for (int j = 0; j < GR_SUMV; j++) {
+                    const float *q = p.ws + (src + (s0 + j) * sstride);
+                    if (!live || s0 + j >= splits)
+                        v[u][j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    else if (vec)
+                        v[u][j] = __ldcg((const float4 *)q);
+                    else
+                        v[u][j] = make_float4(__ldcg(q), r0 + 1 < rows ? __ldcg(q + 1) : 0.0f,
+                                              r0 + 2 < rows ? __ldcg(q + 2) : 0.0f,
+                                              r0 + 3 < rows ? __ldcg(q + 3) : 0.0f);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 2; u++)
+#pragma unroll
+                for (int j = 0; j < GR_SUMV; j++)
+                    if (s0 + j < splits) {
+                        s[u][0] += v[u][j].x;
+                        s[u][1] += v[u][j].y;
+                        s[u][2] += v[u][j].z;
+                        s[u][3] += v[u][j].w;
+                    }
+        }
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int i = i0 + u * GR_THREADS, m = i / (GR_BN / 4), r0 = 4 * (i % (GR_BN / 4));
+            if (i >= items)
+                continue;
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (r0 + e < rows) {
+                    float *yp = p.y + (int64_t)m * p.ldy + nb + r0 + e;
+                    *yp = p.acc ? *yp + s[u][e] : s[u][e];
+                }
+        }
     }
     if (threadIdx.x == 0)
         p.counters[blockIdx.x] = 0; /* for the next launch */

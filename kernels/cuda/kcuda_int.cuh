@@ -52,6 +52,25 @@ __device__ __forceinline__ void kc_pdl_enter() {
     kc_pdl_trigger();
 }
 
+/* *p += v with release and acquire at GPU scope: after a block barrier,
+ * one thread's call publishes every write the block made before the
+ * barrier (release is cumulative), and the block that reads the last count
+ * sees every write published by the others once it has passed a barrier
+ * after this call; no separate __threadfence on either side.  The CPU
+ * emulation runs blocks one after another: a plain atomicAdd. */
+__device__ __forceinline__ int kc_atom_add_acq_rel(int *p, int v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+    int old;
+    asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;"
+                 : "=r"(old)
+                 : "l"(p), "r"(v)
+                 : "memory");
+    return old;
+#else
+    return atomicAdd(p, v);
+#endif
+}
+
 /* Launches kernel k with programmatic stream serialization when pdl;
  * otherwise the same as k<<<grid, block, smem, s>>>(args).  The launch
  * error is returned (no cudaGetLastError needed). */
