@@ -307,6 +307,18 @@ typedef struct cu_be {
                                   bf16 parts of a product's input */
     size_t xhi_n;              /* elements of xhi */
     float *y2;                 /* [CU_STACK_M, max N] stacked product output */
+    bool pair;                 /* the stacked halves added by their consumer
+                                  (ASA_CUDA_PAIR=0: by an add2 launch) */
+    bool pair_ok;              /* set around a product whose consumer adds the
+                                  halves of a stacked hi + lo product itself
+                                  (RMSNorm, SiLU-gate): cu__gemm_parts then
+                                  writes both halves to y ([2M][N]; needs 2M
+                                  <= T) and sets half2 = y + M N instead of
+                                  launching cb_add2_cuda */
+    float *half2;              /* after such a product: the second half, or
+                                  NULL when y holds the whole result */
+    const float *tmp2;         /* the second half of the last o_proj / down
+                                  output in tmp (NULL: tmp is the whole) */
     int small_rows;            /* products of gemv_rows < M <= small_rows rows
                                   run as gemm_small (tensor cores, the pair
                                   hi + lo in one kernel) instead of cuBLAS;
@@ -571,8 +583,8 @@ static bool cu__acc_res(const cu_be *c, int T) {
 static asa_err cu__gemm_out(cu_be *c, bool acc, const float *x, int M, int K, const uint16_t *W,
                             int N) {
     float *y = acc ? c->res : c->tmp;
-    if (!x)
-        return cu__gemm_parts(c, M, K, W, N, y, false, acc);
+    if (!x) /* the parts in xhi (and cu__lo_buf where the product wants lo) */
+        return cu__gemm_parts(c, M, K, W, N, y, cu__want_lo(c, M, false), acc);
     if (!acc)
         return cu__gemm(c, x, M, K, W, N, y, false);
     const bool lo = cu__want_lo(c, M, false);
@@ -612,10 +624,11 @@ static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
 
 /* A product of M rows as gemm_ring on the parts in c->xhi and cu__lo_buf
  * (acc: y += it); ASA_EUNSUPPORTED (nothing launched) outside small_rows <
- * M <= ring_rows, for more than CU_RING_MAX_N outputs (the kernel lab, H200:
- * it beat cuBLAS on q|kv_a|g and down, N 2048-3296, and lost on gate|up
- * and lm_head, N 11264 / 32000), in batch-invariant mode, or for shapes it
- * does not take (K % 64). */
+ * M <= ring_rows, for more than CU_RING_MAX_N outputs (the lab form with
+ * atomics beat cuBLAS on q|kv_a|g and down, N 2048-3296, and lost on
+ * gate|up and lm_head, N 11264 / 32000; the library's ordered split-K sum
+ * costs ~4 us more and loses everywhere: opt-in, default 0), in
+ * batch-invariant mode, or for shapes it does not take (K % 64). */
 #define CU_RING_MAX_N 4096
 static asa_err cu__ring_gemm(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                              bool lo, bool acc) {
@@ -635,6 +648,7 @@ static asa_err cu__ring_gemm(cu_be *c, int M, int K, const uint16_t *W, int N, f
  * path).  gemm_small or gemm_ring first where they apply. */
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                               bool lo, bool acc) {
+    c->half2 = NULL;
     asa_err e = acc ? ASA_EUNSUPPORTED : cu__small_gemm(c, M, K, NULL, lo, W, N, y);
     if (e != ASA_EUNSUPPORTED)
         return e;
@@ -643,9 +657,16 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
         return e;
     const float one = 1.0f, zero = 0.0f;
     if (lo && 2 * M <= CU_STACK_M) {
+        /* both halves into y where the consumer adds them (pair_ok) */
+        const bool pair = c->pair_ok && !acc && 2 * M <= c->T;
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
-                                CUDA_R_16BF, K, c->xhi, CUDA_R_16BF, K, &zero, c->y2,
-                                CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                CUDA_R_16BF, K, c->xhi, CUDA_R_16BF, K, &zero,
+                                pair ? y : c->y2, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
+        if (pair) {
+            c->half2 = y + (size_t)M * N;
+            return ASA_OK;
+        }
         return cb_add2_cuda(M, N, c->y2, c->y2 + (size_t)M * N, y, c->st);
     }
     CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K,
@@ -658,13 +679,28 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
     return ASA_OK;
 }
 
-static asa_err cu__rmsnorm(cu_be *c, const float *x, float *residual, const float *w,
-                           float *y, int rows) {
+/* Around a product whose consumer adds a stacked product's halves. */
+static void cu__pair_begin(cu_be *c) {
+    c->half2 = NULL;
+    c->pair_ok = c->pair;
+}
+static float *cu__pair_end(cu_be *c) {
+    float *h = c->half2;
+    c->pair_ok = false;
+    c->half2 = NULL;
+    return h;
+}
+
+/* x2: NULL, or the second half of a stacked product (x + x2 first). */
+static asa_err cu__rmsnorm(cu_be *c, const float *x, const float *x2, float *residual,
+                           const float *w, float *y, int rows) {
     /* the f32 row kernel of cb_ops (all loads in flight); the general one
      * for shapes it does not take */
-    asa_err e = cb_rmsnorm_cuda(rows, c->d, c->eps, x, residual, w, y, c->st);
+    asa_err e = cb_rmsnorm_cuda(rows, c->d, c->eps, x, x2, residual, w, y, c->st);
     if (e != ASA_EUNSUPPORTED)
         return e;
+    if (x2) /* the halves added in place first */
+        CU_OK(cb_add2_cuda(rows, c->d, x, x2, (float *)x, c->st));
     rmsnorm_params rp = {.rows = rows, .D = c->d, .eps = c->eps, .x = x, .x_type = KC_F32,
                          .ldx = c->d, .residual = residual, .r_type = KC_F32, .ldr = c->d,
                          .w = w, .w_type = KC_F32, .y = y, .y_type = KC_F32, .ldy = c->d};
@@ -973,6 +1009,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         c->xattn_t = 0;
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
     c->acc_res = !cu__env_is("ASA_CUDA_ACC_RES", "0");
+    c->pair = !cu__env_is("ASA_CUDA_PAIR", "0");
     c->kcat = !cu__env_is("ASA_CUDA_KCAT", "0");
     c->xattn_bf16 = !cu__env_is("ASA_CUDA_XATTN_BF16", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
@@ -1699,12 +1736,19 @@ static bool cu__kcat(cu_be *c, int T) {
  * the current one), which becomes c->res.  Otherwise RMSNorm into hn (in
  * place on c->res) and the product.  W2: NULL, or W's rows twice
  * ([N][2d], where cu__kcat holds): the norm writes [lo | hi] rows and one
- * product with K = 2d reads them. */
-static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float *w_norm, int T,
+ * product with K = 2d reads them.  x2: NULL, or the second half of the
+ * stacked product that wrote x (c->pair_ok): the norm adds it to x first
+ * (the fused GEMV path adds it in place beforehand). */
+static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add_res,
+                             const float *w_norm, int T,
                              const uint16_t *W, const uint16_t *W2, int N, float *y,
                              bool want_lo) {
     const int d = c->d;
     if (cu__fused(c, T)) {
+        if (x2) { /* the GEMV's prologue reads one x */
+            CU_OK(cb_add2_cuda(T, d, x, x2, (float *)x, c->st));
+            x2 = NULL;
+        }
         float *alt = c->res == c->x ? c->x2 : c->x;
         gemv_params gp = {.M = T, .N = N, .K = d, .x = x, .x_type = KC_F32, .ldx = d, .w = W,
                           .ldw = d, .y_f32 = y, .ldy = N, .x_mode = GEMV_X_NORM,
@@ -1724,8 +1768,8 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float
         /* the norm writes the bf16 parts the cuBLAS product reads */
         if (W2) {
             /* rows [lo | hi] */
-            asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, residual, w_norm, c->xhi + d,
-                                              c->xhi, 2 * (int64_t)d, c->st);
+            asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, x2, residual, w_norm,
+                                              c->xhi + d, c->xhi, 2 * (int64_t)d, c->st);
             if (e != ASA_EUNSUPPORTED) {
                 CU_OK(e);
                 cu__mark(c, CU_T_PROJ);
@@ -1734,7 +1778,7 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float
             }
         }
         const bool lo = cu__want_lo(c, T, want_lo);
-        asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, residual, w_norm, c->xhi,
+        asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, x2, residual, w_norm, c->xhi,
                                           cu__lo_buf(c, T, d, lo), d, c->st);
         if (e != ASA_EUNSUPPORTED) {
             CU_OK(e);
@@ -1742,7 +1786,7 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, bool add_res, const float
             return cu__gemm_parts(c, T, d, W, N, y, lo, false);
         }
     }
-    CU_OK(cu__rmsnorm(c, x, residual, w_norm, c->hn, T));
+    CU_OK(cu__rmsnorm(c, x, x2, residual, w_norm, c->hn, T));
     cu__mark(c, CU_T_PROJ);
     return cu__gemm(c, c->hn, T, d, W, N, y, want_lo);
 }
@@ -1841,7 +1885,9 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
 
     /* attention input */
     const bool acc = cu__acc_res(c, T); /* o_proj, down add into c->res */
-    CU_OK(cu__norm_gemm(c, first || acc ? c->res : c->tmp, !first && !acc, y->attn_norm, T,
+    const float *in2 = first || acc ? NULL : c->tmp2; /* the last down's second half */
+    c->tmp2 = NULL;
+    CU_OK(cu__norm_gemm(c, first || acc ? c->res : c->tmp, in2, !first && !acc, y->attn_norm, T,
                         y->w_in, cu__kcat(c, T) ? y->w_in2 : NULL, y->n_in, c->qa, true));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
@@ -1945,10 +1991,18 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                                               : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
     /* (xa16: the expanded attention wrote o_proj's bf16 input) */
-    CU_OK(cu__gemm_out(c, acc, xa16 ? NULL : c->o, T, H * c->dv, y->o_proj, d));
-    CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, !acc, y->mlp_norm, T, y->w_gu, NULL, 2 * F,
-                        c->gu, false));
-    if (cu__fused(c, T) && (c->fuse_silu == 2 || (c->fuse_silu == 1 && T == 1))) {
+    /* o_proj and gate|up: where they run as stacked hi + lo products, the
+     * next kernel (RMSNorm, SiLU-gate) adds the two halves (no add2) */
+    cu__pair_begin(c);
+    asa_err pe = cu__gemm_out(c, acc, xa16 ? NULL : c->o, T, H * c->dv, y->o_proj, d);
+    const float *o2 = cu__pair_end(c);
+    CU_OK(pe);
+    cu__pair_begin(c);
+    pe = cu__norm_gemm(c, acc ? c->res : c->tmp, o2, !acc, y->mlp_norm, T, y->w_gu, NULL, 2 * F,
+                       c->gu, false);
+    const float *gu2 = cu__pair_end(c);
+    CU_OK(pe);
+    if (!gu2 && cu__fused(c, T) && (c->fuse_silu == 2 || (c->fuse_silu == 1 && T == 1))) {
         /* SiLU-gate in the down product's prologue */
         gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,
                           .w = y->down, .ldw = F, .y_f32 = c->tmp, .ldy = d,
@@ -1957,15 +2011,19 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
             return gemv_bf16_cuda(&gp, c->st);
     }
     cu__mark(c, CU_T_OTHER);
-    /* SiLU-gate straight into the bf16 input of the down product where
-     * that product reads hi only */
-    const bool act_bf16 = cu__presplit(c, T) && !cu__want_lo(c, T, false);
+    /* SiLU-gate straight into the bf16 input parts of the down product
+     * (hi, and lo where it reads lo) */
+    const bool act_bf16 = cu__presplit(c, T), act_lo = act_bf16 && cu__want_lo(c, T, false);
     silu_mul_params sm = {.rows = T, .F = F, .gu = c->gu, .gu_type = KC_F32, .ld_gu = 2 * F,
                           .out = act_bf16 ? (void *)c->xhi : (void *)c->act,
-                          .out_type = act_bf16 ? KC_BF16 : KC_F32, .ld_out = F};
+                          .out_type = act_bf16 ? KC_BF16 : KC_F32, .ld_out = F, .gu2 = gu2,
+                          .out_lo = act_lo ? cu__lo_buf(c, T, F, true) : NULL};
     CU_OK(silu_mul_cuda(&sm, c->st));
     cu__mark(c, CU_T_PROJ);
-    return cu__gemm_out(c, acc, act_bf16 ? NULL : c->act, T, F, y->down, d);
+    cu__pair_begin(c); /* its halves added by the next RMSNorm */
+    pe = cu__gemm_out(c, acc, act_bf16 ? NULL : c->act, T, F, y->down, d);
+    c->tmp2 = cu__pair_end(c);
+    return pe;
 }
 
 /* Logits of rows[r0 .. r0+n) into c->logits. */
@@ -1989,12 +2047,17 @@ static asa_err cu__logits(cu_be *c, int r0, int n) {
  * a captured graph holds). */
 static asa_err cu__forward(cu_be *c, int T, int n0) {
     c->res = c->x; /* the same pointers in every pass (graph capture) */
+    c->tmp2 = NULL;
+    c->pair_ok = false;
     CU_OK(cb_embed_cuda(T, c->d, c->mt.tok, c->embed, c->x, c->st));
     for (int l = 0; l < c->L; l++)
         CU_OK(cu__layer(c, &c->layers[l], T, l == 0));
     cu__mark(c, CU_T_OTHER);
     const bool tmp_out = c->L > 0 && !cu__acc_res(c, T); /* the last down's output */
-    CU_OK(cu__rmsnorm(c, tmp_out ? c->tmp : c->res, tmp_out ? c->res : NULL, c->norm, c->hn, T));
+    const float *out2 = tmp_out ? c->tmp2 : NULL;
+    c->tmp2 = NULL;
+    CU_OK(cu__rmsnorm(c, tmp_out ? c->tmp : c->res, out2, tmp_out ? c->res : NULL, c->norm, c->hn,
+                      T));
     if (n0 > 0)
         CU_OK(cu__logits(c, 0, n0));
     return ASA_OK;

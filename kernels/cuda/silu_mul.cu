@@ -29,9 +29,16 @@ __global__ void __launch_bounds__(SILU_THREADS) silu_mul_kernel(const silu_mul_p
     if (i >= p.F)
         return;
     const int64_t r = blockIdx.y;
-    const float g = kc_load(p.gu, p.gu_type, r * p.ld_gu + i);
-    const float u = kc_load(p.gu, p.gu_type, r * p.ld_gu + p.F + i);
-    kc_store(p.out, p.out_type, r * p.ld_out + i, silu_gate(g, u));
+    float g = kc_load(p.gu, p.gu_type, r * p.ld_gu + i);
+    float u = kc_load(p.gu, p.gu_type, r * p.ld_gu + p.F + i);
+    if (p.gu2) {
+        g += kc_load(p.gu2, p.gu_type, r * p.ld_gu + i);
+        u += kc_load(p.gu2, p.gu_type, r * p.ld_gu + p.F + i);
+    }
+    const float o = silu_gate(g, u);
+    kc_store(p.out, p.out_type, r * p.ld_out + i, o);
+    if (p.out_lo) /* out_type KC_BF16 (checked) */
+        p.out_lo[r * p.ld_out + i] = kc_f32_bf16(o - kc_bf16_f32(kc_f32_bf16(o)));
 }
 
 constexpr int SILU4_THREADS = 128;
@@ -44,15 +51,30 @@ __global__ void __launch_bounds__(SILU4_THREADS) silu_mul4_kernel(const silu_mul
         return;
     const int64_t r = blockIdx.y;
     const float *row = (const float *)p.gu + r * p.ld_gu;
-    const float4 g = __ldcs((const float4 *)(row + i));
-    const float4 u = __ldcs((const float4 *)(row + p.F + i));
+    float4 g = __ldcs((const float4 *)(row + i));
+    float4 u = __ldcs((const float4 *)(row + p.F + i));
+    if (p.gu2) {
+        const float *row2 = (const float *)p.gu2 + r * p.ld_gu;
+        const float4 g2 = __ldcs((const float4 *)(row2 + i));
+        const float4 u2 = __ldcs((const float4 *)(row2 + p.F + i));
+        g = make_float4(g.x + g2.x, g.y + g2.y, g.z + g2.z, g.w + g2.w);
+        u = make_float4(u.x + u2.x, u.y + u2.y, u.z + u2.z, u.w + u2.w);
+    }
     const float o0 = silu_gate(g.x, u.x), o1 = silu_gate(g.y, u.y);
     const float o2 = silu_gate(g.z, u.z), o3 = silu_gate(g.w, u.w);
     if (p.out_type == KC_BF16) {
-        uint2 v;
-        v.x = (uint32_t)kc_f32_bf16(o0) | (uint32_t)kc_f32_bf16(o1) << 16;
-        v.y = (uint32_t)kc_f32_bf16(o2) | (uint32_t)kc_f32_bf16(o3) << 16;
-        *(uint2 *)((uint16_t *)p.out + r * p.ld_out + i) = v;
+        const uint16_t h0 = kc_f32_bf16(o0), h1 = kc_f32_bf16(o1), h2 = kc_f32_bf16(o2),
+                       h3 = kc_f32_bf16(o3);
+        *(uint2 *)((uint16_t *)p.out + r * p.ld_out + i) =
+            make_uint2((uint32_t)h0 | (uint32_t)h1 << 16, (uint32_t)h2 | (uint32_t)h3 << 16);
+        if (p.out_lo) {
+            const uint16_t l0 = kc_f32_bf16(o0 - kc_bf16_f32(h0)),
+                           l1 = kc_f32_bf16(o1 - kc_bf16_f32(h1)),
+                           l2 = kc_f32_bf16(o2 - kc_bf16_f32(h2)),
+                           l3 = kc_f32_bf16(o3 - kc_bf16_f32(h3));
+            *(uint2 *)(p.out_lo + r * p.ld_out + i) = make_uint2(
+                (uint32_t)l0 | (uint32_t)l1 << 16, (uint32_t)l2 | (uint32_t)l3 << 16);
+        }
     } else {
         *(float4 *)((float *)p.out + r * p.ld_out + i) = make_float4(o0, o1, o2, o3);
     }
@@ -70,6 +92,10 @@ extern "C" asa_err silu_mul_params_check(const silu_mul_params *p) {
     if (!kc_aligned(p->gu, kc_dtype_size(p->gu_type)) ||
         !kc_aligned(p->out, kc_dtype_size(p->out_type)))
         return ASA_EINVAL;
+    if (p->gu2 && !kc_aligned(p->gu2, kc_dtype_size(p->gu_type)))
+        return ASA_EINVAL;
+    if (p->out_lo && (p->out_type != KC_BF16 || !kc_aligned(p->out_lo, 2)))
+        return ASA_EINVAL;
     return ASA_OK;
 }
 
@@ -79,7 +105,8 @@ extern "C" asa_err silu_mul_cuda(const silu_mul_params *p, cudaStream_t stream) 
         return e;
     const size_t osz = kc_dtype_size(p->out_type);
     if (p->gu_type == KC_F32 && p->F % 4 == 0 && p->ld_gu % 4 == 0 && p->ld_out % 4 == 0 &&
-        kc_aligned(p->gu, 16) && kc_aligned(p->out, 4 * osz)) {
+        kc_aligned(p->gu, 16) && kc_aligned(p->out, 4 * osz) &&
+        (!p->gu2 || kc_aligned(p->gu2, 16)) && (!p->out_lo || kc_aligned(p->out_lo, 8))) {
         const int n4 = p->F / 4;
         const dim3 grid4((unsigned)((n4 + SILU4_THREADS - 1) / SILU4_THREADS), (unsigned)p->rows);
         KC_CUDA_TRY(kc_launch(silu_mul4_kernel, grid4, SILU4_THREADS, 0, stream, *p));
@@ -95,8 +122,18 @@ extern "C" asa_err silu_mul_cuda(const silu_mul_params *p, cudaStream_t stream) 
 extern "C" void silu_mul_ref(const silu_mul_params *p) {
     for (int64_t r = 0; r < p->rows; r++)
         for (int i = 0; i < p->F; i++) {
-            const double g = kc_load_h(p->gu, p->gu_type, r * p->ld_gu + i);
-            const double u = kc_load_h(p->gu, p->gu_type, r * p->ld_gu + p->F + i);
-            kc_store_h(p->out, p->out_type, r * p->ld_out + i, g / (1.0 + exp(-g)) * u);
+            float gf = (float)kc_load_h(p->gu, p->gu_type, r * p->ld_gu + i);
+            float uf = (float)kc_load_h(p->gu, p->gu_type, r * p->ld_gu + p->F + i);
+            if (p->gu2) { /* the f32 sum, as the kernel adds */
+                gf += (float)kc_load_h(p->gu2, p->gu_type, r * p->ld_gu + i);
+                uf += (float)kc_load_h(p->gu2, p->gu_type, r * p->ld_gu + p->F + i);
+            }
+            const double g = gf, u = uf, o = g / (1.0 + exp(-g)) * u;
+            kc_store_h(p->out, p->out_type, r * p->ld_out + i, o);
+            if (p->out_lo) {
+                const float of = (float)o;
+                p->out_lo[r * p->ld_out + i] =
+                    asa_f32_to_bf16(of - asa_bf16_to_f32(asa_f32_to_bf16(of)));
+            }
         }
 }

@@ -5,7 +5,11 @@
  *
  * Input row r is [gate (F values) | up (F values)] at gu + r * ld_gu (the
  * layout of y = x . [W_gate; W_up]^T); output out[r][i] =
- * silu(gate[i]) * up[i].
+ * silu(gate[i]) * up[i].  With gu2 the input is the f32 sum gu + gu2
+ * (the two halves of a product whose hi and lo parts ran as one stacked
+ * product: the add the engine's add2 launch did, in the same order); with
+ * out_lo (bf16 output only) the residue of the bf16 output goes there as
+ * cb_split_bf16_cuda would cut the f32 result (lo = bf16(o - hi)).
  */
 #ifndef ASA_SILU_MUL_CUDA_H
 #define ASA_SILU_MUL_CUDA_H
@@ -28,6 +32,9 @@ typedef struct silu_mul_params {
                              not overlap gu */
     kc_dtype out_type;
     int64_t ld_out;
+    const void *gu2;      /* optional: [rows][ld_gu] of gu_type, added to gu */
+    uint16_t *out_lo;     /* optional, out_type KC_BF16 only: [rows][ld_out]
+                             bf16 residue of the output */
 } silu_mul_params;
 
 /* Host reference (host pointers), in double.  Assumes valid parameters. */

@@ -287,15 +287,17 @@ asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint1
     }
     return ASA_OK;
 }
-asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *res, const float *w, float *y,
-                        cudaStream_t s) {
+asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, const float *x2, float *res,
+                        const float *w, float *y, cudaStream_t s) {
     (void)s;
     if (D % 4) return ASA_EUNSUPPORTED;
     for (int r = 0; r < rows; r++) {
         double ss = 0;
         float *v = malloc((size_t)D * 4);
         for (int e = 0; e < D; e++) {
-            v[e] = x[(size_t)r * D + e] + (res ? res[(size_t)r * D + e] : 0.0f);
+            v[e] = x[(size_t)r * D + e];
+            if (x2) v[e] += x2[(size_t)r * D + e]; /* first, as an add2 launch */
+            if (res) v[e] += res[(size_t)r * D + e];
             if (res) res[(size_t)r * D + e] = v[e];
             ss += (double)v[e] * v[e];
         }
@@ -305,12 +307,12 @@ asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, float *res, 
     }
     return ASA_OK;
 }
-asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, float *res, const float *w,
-                              uint16_t *hi, uint16_t *lo, int64_t ldo, cudaStream_t s) {
+asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, const float *x2, float *res,
+                              const float *w, uint16_t *hi, uint16_t *lo, int64_t ldo, cudaStream_t s) {
     if (ldo < D) return ASA_EINVAL;
     if (ldo % 4) return ASA_EUNSUPPORTED;
     float *y = malloc((size_t)rows * D * 4);
-    asa_err e = cb_rmsnorm_cuda(rows, D, eps, x, res, w, y, s);
+    asa_err e = cb_rmsnorm_cuda(rows, D, eps, x, x2, res, w, y, s);
     for (int r = 0; r < rows && !e; r++) /* the parts at row stride ldo */
         e = cb_split_bf16_cuda(1, D, y + (size_t)r * D, D, hi + (size_t)r * ldo,
                                lo ? lo + (size_t)r * ldo : NULL, s);
