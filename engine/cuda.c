@@ -385,6 +385,11 @@ typedef struct cu_be {
     int mma_dec_split_maxb;    /* ASA_CUDA_MMA_DEC_SPLIT_MAXB (default: twice the SM
                                   count): ... in launches of at most this many
                                   (token, group) pairs */
+    int dec_pf_t, dec_pdl_t;   /* the token-rows decode kernel: keys' L2
+                                  prefetch before its PDL wait up to this
+                                  many tokens (ASA_CUDA_DEC_PF_T, default
+                                  8), PDL launch up to this many
+                                  (ASA_CUDA_DEC_PDL_T, default 8) */
     bool sel_exact;            /* ASA_CUDA_SEL_EXACT=1: block scores with f32
                                   FMAs instead of tensor cores (hi + lo query) */
     cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
@@ -1035,6 +1040,8 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
      * (256 global pairs) 3.162 -> 2.957 ms a step against 1 SM's worth;
      * 4 SMs' worth +1 % at 4k, -1 % at 1k */
     c->mma_dec_split_maxb = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT_MAXB", 2 * c->n_sm, INT_MIN);
+    c->dec_pf_t = cu__env_int("ASA_CUDA_DEC_PF_T", 8, 0);
+    c->dec_pdl_t = cu__env_int("ASA_CUDA_DEC_PDL_T", 8, 0);
     c->heads_compute = cu__env_is("ASA_CUDA_TF32", "0") ? CUBLAS_COMPUTE_32F
                                                         : CUBLAS_COMPUTE_32F_FAST_TF32;
 
@@ -1612,6 +1619,13 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
         q.split_keys = 0;
         q.part = NULL;
         q.merge_cnt = NULL;
+        /* PDL launch and the keys' L2 prefetch before its wait up to 8
+         * tokens (H200, asa-1.3b, 4k, alternated: batch 1 / 8 -2.3 / -1.1
+         * %; with PDL from 16 tokens on, batch 16 / 32 / 64 lost 2.1 / 4.9
+         * / 1.6 %, likely as the attention's early resident blocks, 251
+         * registers a thread, crowd the RoPE kernel's many blocks) */
+        q.dec_prefetch = T <= c->dec_pf_t;
+        q.dec_plain = T > c->dec_pdl_t;
         if (c->mma_dec_split > 0 && (long)T * at->c.G <= c->mma_dec_split_maxb) {
             /* a token's keys split across blocks until the grid holds
              * about mma_dec_split blocks per SM (ranges of whole 64-key

@@ -115,6 +115,12 @@ typedef struct attn_params {
                                 the last split block of each (token, group,
                                 head chunk) merges (one launch less; the same
                                 bits): T * H zero counters, left zero */
+    /* attn_mma_cuda's decode kernel (ATTN_MMA_TOKEN_ROWS on the warp
+     * form): dec_prefetch asks the local / compressed keys' cache lines
+     * into L2 before its PDL wait (a hint: it pays where the kernel before
+     * it is launched with PDL and the lines are few); dec_plain launches it
+     * without PDL. */
+    int dec_prefetch, dec_plain;
 } attn_params;
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);

@@ -849,12 +849,37 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
     const int G = p.c.G, H = p.H, hpg = H / G;
     const int nsp = p.n_split > 1 ? p.n_split : 1;
     const long item = (long)blockIdx.x * DEC_WARPS + warp;
-    if (item >= (long)p.T * G * ht * nsp)
+    if (item >= (long)p.T * G * ht * nsp) {
+        kc_pdl_wait(); /* every thread of the grid waits (kc_pdl_enter) */
         return;
+    }
     const int spl = (int)(item % nsp), htile = (int)(item / nsp % ht),
               g = (int)(item / nsp / ht % G), tl = (int)(item / nsp / ht / G);
     const int t = p.t_off + tl;
     uint16_t *const buf = (uint16_t *)dec_sm + (size_t)warp * 2 * DEC_KT * Ep;
+
+    /* Before the PDL wait (the kernel before this one still running): the
+     * local and compressed keys come from the step's metadata alone (token
+     * positions, block tables: written before the step's first kernel), so
+     * their cache lines can be asked into L2 now, a lane a key; a hint
+     * only (the copies below read after the wait; the entries written by
+     * this step's RoPE kernel are read then).  The selected branch's keys
+     * come from the block choice: nothing before the wait. */
+    if (p.dec_prefetch && p.mode != ATTN_SLC) {
+        const key_plan kq = make_plan(p, t, g);
+        const int k0 = nsp > 1 ? spl * p.split_keys : 0;
+        const int k1 = nsp > 1 ? min(kq.nkeys, k0 + p.split_keys) : kq.nkeys;
+        for (int k = k0 + lane; k < k1; k += 32) {
+            const uint16_t *e = p.c.kv + kq.entry(k);
+            for (int o = 0; o < dg; o += 64)
+                kc_prefetch_l2(e + g * dg + o);
+            kc_prefetch_l2(e + g * dg + dg - 1);
+            kc_prefetch_l2(e + G * dg);
+            kc_prefetch_l2(e + G * dg + (E - dg) - 1);
+        }
+    }
+    kc_pdl_wait();
+    kc_pdl_trigger();
 
     /* the split's keys [kbeg, kend) of the token's (make_plan's
      * coordinate; ATTN_SLC: the set's blocks' keys in list order) */
@@ -1047,8 +1072,10 @@ asa_err dec_launch(const attn_params *p, cudaStream_t st) {
     const size_t smem = (size_t)DEC_WARPS * 2 * DEC_KT * (16 * KS + 8) * sizeof(uint16_t);
     static size_t raised = 0;
     KC_CUDA_TRY(kc_smem_optin(attn_dec_kernel<KS, NP, QS>, smem, &raised));
-    attn_dec_kernel<KS, NP, QS><<<(unsigned)((items + DEC_WARPS - 1) / DEC_WARPS), DEC_WARPS * 32, smem, st>>>(*p, ht);
-    KC_LAUNCH_CHECK();
+    /* PDL like the engine's other decode kernels, unless dec_plain */
+    KC_CUDA_TRY(kc_launch_pdl(kc_pdl_on != 0 && !p->dec_plain, attn_dec_kernel<KS, NP, QS>,
+                          dim3((unsigned)((items + DEC_WARPS - 1) / DEC_WARPS)), dim3(DEC_WARPS * 32),
+                          smem, st, *p, ht));
     return nsp > 1 ? attn_merge_cuda(p, st) : ASA_OK;
 }
 

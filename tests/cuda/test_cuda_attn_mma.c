@@ -242,6 +242,8 @@ static void run_case_x(const mcase *m, bool xonly) {
             d.n_split = fi >= 3 ? 3 : 1;
             d.split_keys = fi >= 3 ? (kmax + 2) / 3 : 0;
             d.part = fi >= 3 ? part_d : NULL;
+            d.dec_prefetch = fi == 3; /* the keys' L2 prefetch before the wait */
+            d.dec_plain = fi == 2;
             const bool qs = (fl & (ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL)) != 0;
             d.mode = (attn_mode)mode;
             d.u = poison_dev(nu * 4);
