@@ -18,6 +18,9 @@
 
 #include "kcuda_int.cuh"
 #include "mma_sm80.cuh"
+#ifdef __CUDACC__
+#include <cooperative_groups.h>
+#endif
 
 namespace {
 
@@ -38,7 +41,54 @@ template <int NT, bool LO> constexpr int gr_stages() {
 
 /* NT: 8-row tiles of x (M <= 8 NT); LO: the lo part too; RS: ring stages.
  * Grid: (128-row columns of W, K slices of kc chunks of 64). */
-template <int NT, bool LO, int RS>
+#ifdef __CUDACC__
+/* The lab's split-K sum inside a thread block cluster (gemm_ring_cuda_
+ * cluster): the blocks of one 128-row column are one cluster along y (rank
+ * = slice); each puts its partial tile [M][128] f32 in its own shared
+ * memory (the ring's, free after the main loop), and after a cluster
+ * barrier block q adds outputs q, q + ns, ... of the column over the ranks
+ * in order, reading the others' tiles through distributed shared memory:
+ * no global round trip.  A second barrier keeps every tile alive until it
+ * is read. */
+template <int NT>
+__device__ __forceinline__ void gr_cluster_sum(const gemm_ring_params &p, const float (&acc)[NT][4],
+                                               float *tile, int nb) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cl = cg::this_cluster();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    __syncthreads(); /* every warp is done with the ring */
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int m = 8 * t + 2 * tq + (e & 1), r = 16 * warp + gq + 8 * (e >> 1);
+            if (m < p.M)
+                tile[m * GR_BN + r] = acc[t][e];
+        }
+    cl.sync();
+    const int ns = (int)cl.num_blocks(), rank = (int)cl.block_rank();
+    const int rows = min(GR_BN, p.N - nb);
+    for (int i = rank * GR_THREADS + (int)threadIdx.x; i < p.M * GR_BN; i += ns * GR_THREADS) {
+        const int m = i / GR_BN, r = i % GR_BN;
+        float v[16];
+#pragma unroll
+        for (int q = 0; q < 16; q++)
+            v[q] = q < ns ? cl.map_shared_rank(tile, q)[i] : 0.0f;
+        float sum = 0.0f;
+#pragma unroll
+        for (int q = 0; q < 16; q++)
+            if (q < ns)
+                sum += v[q];
+        if (r < rows) {
+            float *yp = p.y + (int64_t)m * p.ldy + nb + r;
+            *yp = p.acc ? *yp + sum : sum;
+        }
+    }
+    cl.sync();
+}
+#endif
+
+template <int NT, bool LO, int RS, bool CL = false>
 __global__ void __launch_bounds__(GR_THREADS, 2)
     gemm_ring_kernel(const gemm_ring_params p, const int splits, const int kc) {
     extern __shared__ float gr_sm[];
@@ -125,6 +175,12 @@ __global__ void __launch_bounds__(GR_THREADS, 2)
     }
     mma_cp_wait<0>(); /* no copy outlives the block (the empty tail groups) */
 
+    if constexpr (CL) {
+#ifdef __CUDACC__
+        gr_cluster_sum<NT>(p, acc, (float *)base, nb);
+#endif
+        return;
+    }
     /* accumulator e of tile t: W row 16 warp + gq + 8 (e >> 1), x row
      * 8 t + 2 tq + (e & 1) */
     const int n0 = nb + 16 * warp;
@@ -240,6 +296,51 @@ template <int NT, bool LO> cudaError_t launch(const gemm_ring_params &p, cudaStr
     return kc_launch(gemm_ring_kernel<NT, LO, RS>, grid, GR_THREADS, smem, s, p, splits, kc);
 }
 
+#ifdef __CUDACC__
+/* The cluster form: K cut into at most cl slices (cl = 2..16), one cluster
+ * a 128-row column. */
+template <int NT, bool LO>
+cudaError_t launch_cl(const gemm_ring_params &p, int cl, cudaStream_t s) {
+    constexpr int RS = gr_stages<NT, LO>();
+    const size_t smem = RS * gr_stage_bytes<NT, LO>();
+    static_assert(RS * gr_stage_bytes<NT, LO>() >= (size_t)8 * NT * GR_BN * 4, "tile in the ring");
+    auto *k = gemm_ring_kernel<NT, LO, RS, true>;
+    static size_t raised = 0;
+    cudaError_t e = kc_smem_optin(k, smem, &raised);
+    if (e == cudaSuccess && cl > 8)
+        e = cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e != cudaSuccess)
+        return e;
+    const int chunks = p.K / GR_KC;
+    const int kc = (chunks + cl - 1) / cl, splits = (chunks + kc - 1) / kc;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)((p.N + GR_BN - 1) / GR_BN), (unsigned)splits);
+    cfg.blockDim = dim3(GR_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = 1;
+    at[0].val.clusterDim.y = (unsigned)splits;
+    at[0].val.clusterDim.z = 1;
+    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = kc_pdl_on ? 2 : 1;
+    return cudaLaunchKernelEx(&cfg, k, p, splits, kc);
+}
+
+template <bool LO> cudaError_t launch_cl_nt(const gemm_ring_params &p, int cl, cudaStream_t s) {
+    if (p.M <= 8)
+        return launch_cl<1, LO>(p, cl, s);
+    if (p.M <= 16)
+        return launch_cl<2, LO>(p, cl, s);
+    if (p.M <= 32)
+        return launch_cl<4, LO>(p, cl, s);
+    return launch_cl<8, LO>(p, cl, s);
+}
+#endif
+
 template <bool LO> cudaError_t launch_nt(const gemm_ring_params &p, cudaStream_t s) {
     if (p.M <= 8)
         return launch<1, LO>(p, s);
@@ -274,7 +375,8 @@ extern "C" size_t gemm_ring_ws_bound(int M, int N) {
                           : (size_t)M * ((size_t)GR_BN * GR_TARGET_BLOCKS + (size_t)N + GR_BN);
 }
 
-extern "C" asa_err gemm_ring_check(const gemm_ring_params *p) {
+/* The parameters but the workspace. */
+static asa_err check_shape(const gemm_ring_params *p) {
     if (!p || p->M < 1 || p->M > GEMM_RING_MAX_M || p->N < 1 || p->K < GR_KC || p->K % GR_KC)
         return ASA_EINVAL;
     if (!p->w || !p->y || !p->xhi)
@@ -286,6 +388,13 @@ extern "C" asa_err gemm_ring_check(const gemm_ring_params *p) {
         return ASA_EINVAL;
     if ((int64_t)p->N * p->ldw > ((int64_t)1 << 40))
         return ASA_EINVAL;
+    return ASA_OK;
+}
+
+extern "C" asa_err gemm_ring_check(const gemm_ring_params *p) {
+    const asa_err e = check_shape(p);
+    if (e)
+        return e;
     if (gemm_ring_splits(p->N, p->K) > 1 &&
         (!p->ws || !p->counters || !kc_aligned(p->ws, 4) || !kc_aligned(p->counters, 4)))
         return ASA_EINVAL;
@@ -298,6 +407,23 @@ extern "C" asa_err gemm_ring_cuda(const gemm_ring_params *p, cudaStream_t stream
         return e;
     KC_CUDA_TRY((p->xlo ? launch_nt<true>(*p, stream) : launch_nt<false>(*p, stream)));
     return ASA_OK;
+}
+
+extern "C" asa_err gemm_ring_cuda_cluster(const gemm_ring_params *p, int cluster,
+                                          cudaStream_t stream) {
+    if (!p || cluster < 2 || cluster > 16 || p->K / GR_KC < 2)
+        return ASA_EINVAL;
+    const asa_err e = check_shape(p); /* no workspace */
+    if (e)
+        return e;
+#ifdef __CUDACC__
+    KC_CUDA_TRY((p->xlo ? launch_cl_nt<true>(*p, cluster, stream)
+                        : launch_cl_nt<false>(*p, cluster, stream)));
+    return ASA_OK;
+#else
+    (void)stream;
+    return ASA_EUNSUPPORTED; /* the CPU emulation has no clusters */
+#endif
 }
 
 extern "C" void gemm_ring_ref(const gemm_ring_params *p) {

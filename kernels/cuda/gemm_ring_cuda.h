@@ -18,10 +18,10 @@
  * n, K and N (the split count comes from N and K alone): a row's result
  * does not depend on M or on the other rows.
  *
- * Not on by default in the engine (ASA_CUDA_RING_ROWS): measured in the
- * lab (tools/gpu/gemm_dec_lab.cu) faster than cuBLAS on the hi + lo
- * q|kv_a|g and down products up to 32 rows, slower on gate|up, o_proj and
- * lm_head from 32 rows (kernels/cuda/NOTES.md, "Thirteenth run").
+ * Not on by default in the engine (ASA_CUDA_RING_ROWS): its main loop
+ * beats cuBLAS on the hi + lo q|kv_a|g, o_proj and down up to 32 rows, but
+ * the ordered sum of the slices through the workspace costs 4+ us a
+ * launch and the whole loses (kernels/cuda/NOTES.md, "Fourteenth run").
  */
 #ifndef ASA_GEMM_RING_CUDA_H
 #define ASA_GEMM_RING_CUDA_H
@@ -80,6 +80,15 @@ asa_err gemm_ring_check(const gemm_ring_params *p);
 /* The kernel (device pointers).  ASA_EINVAL (nothing launched) for bad
  * parameters, ASA_ECUDA for a launch failure. */
 asa_err gemm_ring_cuda(const gemm_ring_params *p, cudaStream_t stream);
+
+/* Lab form (tools/gpu/gemm_dec_lab.cu; not used by the engine, not yet
+ * run on a GPU): K cut into at most `cluster` slices (2..16; above 8 a
+ * non-portable cluster size), the blocks of a 128-row column one thread
+ * block cluster that adds the slices' tiles in slice order through
+ * distributed shared memory instead of the workspace (ws and counters
+ * ignored).  ASA_EINVAL for bad parameters (also K < 2 x GEMM_RING_KC),
+ * ASA_EUNSUPPORTED where built without nvcc (the CPU emulation). */
+asa_err gemm_ring_cuda_cluster(const gemm_ring_params *p, int cluster, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

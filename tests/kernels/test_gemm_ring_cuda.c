@@ -27,6 +27,7 @@ typedef struct gr_case {
     bool lo, acc;
     int pad_x, pad_w, pad_y; /* extra elements per row (pad_x % 8 == 0) */
     bool poison_values;      /* NaN in x, Inf in W */
+    int cluster;             /* 0: gemm_ring_cuda; else gemm_ring_cuda_cluster */
 } gr_case;
 
 /* Runs one case on fresh random inputs (or x_in / w_in: [M][K + pad_x]
@@ -101,7 +102,8 @@ static void run_case(const gr_case *c, float *y_out, const uint16_t *w_in, const
     d.y = dy;
     d.ws = dws;
     d.counters = dc;
-    assert_int_equal(gemm_ring_cuda(&d, 0), ASA_OK);
+    assert_int_equal(c->cluster ? gemm_ring_cuda_cluster(&d, c->cluster, 0) : gemm_ring_cuda(&d, 0),
+                     ASA_OK);
     kt_sync();
 
     /* padding untouched, then the N columns of each row */
@@ -115,7 +117,9 @@ static void run_case(const gr_case *c, float *y_out, const uint16_t *w_in, const
         kt_dev_free(dy);
         dy = kt_dev_upload(y0, yn * 4);
         d.y = dy;
-        assert_int_equal(gemm_ring_cuda(&d, 0), ASA_OK);
+        assert_int_equal(
+            c->cluster ? gemm_ring_cuda_cluster(&d, c->cluster, 0) : gemm_ring_cuda(&d, 0),
+            ASA_OK);
         kt_sync();
         kt_dev_download(again, dy, yn * 4);
         assert_memory_equal(again, got, yn * 4);
@@ -142,22 +146,22 @@ static void run_case(const gr_case *c, float *y_out, const uint16_t *w_in, const
 static void test_shapes(void **state) {
     (void)state;
     const gr_case small[] = {
-        {1, 1, 64, false, false, 0, 0, 0, false},     /* one slice */
-        {3, 17, 128, true, false, 8, 8, 1, false},    /* 2 slices */
-        {9, 33, 320, true, true, 16, 0, 3, false},    /* 5 slices, acc */
-        {16, 130, 64, false, false, 0, 0, 0, false},  /* two columns, one slice */
-        {20, 257, 448, true, false, 0, 8, 2, true},   /* NaN / Inf */
-        {33, 200, 640, false, true, 8, 0, 0, false},  /* 10 slices, acc */
-        {64, 129, 192, true, true, 0, 0, 5, false},   /* 8 tiles of x rows with lo */
-        {41, 300, 256, true, false, 0, 0, 0, false},
+        {1, 1, 64, false, false, 0, 0, 0, false, 0},     /* one slice */
+        {3, 17, 128, true, false, 8, 8, 1, false, 0},    /* 2 slices */
+        {9, 33, 320, true, true, 16, 0, 3, false, 0},    /* 5 slices, acc */
+        {16, 130, 64, false, false, 0, 0, 0, false, 0},  /* two columns, one slice */
+        {20, 257, 448, true, false, 0, 8, 2, true, 0},   /* NaN / Inf */
+        {33, 200, 640, false, true, 8, 0, 0, false, 0},  /* 10 slices, acc */
+        {64, 129, 192, true, true, 0, 0, 5, false, 0},   /* 8 tiles of x rows with lo */
+        {41, 300, 256, true, false, 0, 0, 0, false, 0},
     };
     const gr_case large[] = {
-        {16, 3296, 2048, true, false, 0, 0, 0, false},
-        {32, 2048, 5632, false, false, 0, 8, 4, false},
-        {64, 11264, 2048, false, false, 0, 0, 0, false},
-        {24, 32000, 2048, false, false, 8, 0, 0, false},
-        {48, 2048, 2048, true, true, 0, 0, 0, false},
-        {13, 2051, 5632, true, false, 0, 0, 1, true},
+        {16, 3296, 2048, true, false, 0, 0, 0, false, 0},
+        {32, 2048, 5632, false, false, 0, 8, 4, false, 0},
+        {64, 11264, 2048, false, false, 0, 0, 0, false, 0},
+        {24, 32000, 2048, false, false, 8, 0, 0, false, 0},
+        {48, 2048, 2048, true, true, 0, 0, 0, false, 0},
+        {13, 2051, 5632, true, false, 0, 0, 1, true, 0},
     };
     for (size_t i = 0; i < sizeof small / sizeof small[0]; i++)
         run_case(&small[i], NULL, NULL, NULL);
@@ -168,7 +172,7 @@ static void test_shapes(void **state) {
     /* M across the tile counts, both forms */
     for (int M = 1; M <= GEMM_RING_MAX_M; M += 7) {
         gr_case c = {M, 45 + M, 64 * (1 + M % 7), M % 2 == 0, M % 3 == 0, 8 * (M % 3), 0, M % 4,
-                     false};
+                     false, 0};
         run_case(&c, NULL, NULL, NULL);
     }
 }
@@ -189,12 +193,12 @@ static void test_row_independence(void **state) {
         assert_non_null(y1);
         kt_fill_bf16(w, (size_t)N * K, 0.05f);
         kt_fill_f32(x, (size_t)M * K, 1.0f);
-        gr_case c = {M, N, K, true, false, 0, 0, 0, false};
+        gr_case c = {M, N, K, true, false, 0, 0, 0, false, 0};
         run_case(&c, yb, w, x);
         const int ms[] = {1, 9, 33}, m0s[] = {3, 40, 17};
         for (int i = 0; i < 3; i++) {
             const int m0 = m0s[i];
-            gr_case c1 = {ms[i], N, K, true, false, 0, 0, 0, false};
+            gr_case c1 = {ms[i], N, K, true, false, 0, 0, 0, false, 0};
             run_case(&c1, y1, w, x + (size_t)m0 * K);
             assert_memory_equal(y1, yb + (size_t)m0 * N, (size_t)ms[i] * N * 4);
         }
@@ -203,6 +207,45 @@ static void test_row_independence(void **state) {
         free(yb);
         free(y1);
     }
+}
+
+/* The cluster form (slices summed through distributed shared memory):
+ * odd shapes, lo, acc, padding, poison, 2-16 slices; where the build has
+ * no clusters (the CPU emulation) it must say ASA_EUNSUPPORTED. */
+static void test_cluster(void **state) {
+    (void)state;
+    {
+        float *dy = kt_dev_alloc(64 * 4);
+        uint16_t *dw = kt_dev_alloc(16 * 128 * 2), *dh = kt_dev_alloc(128 * 2);
+        const gemm_ring_params p = {.M = 1, .N = 16, .K = 128, .xhi = dh, .ldx = 128, .w = dw,
+                                    .ldw = 128, .y = dy, .ldy = 16};
+        gemm_ring_params b = p;
+        b.K = 64; /* one chunk: nothing to cut */
+        assert_int_equal(gemm_ring_cuda_cluster(&b, 2, 0), ASA_EINVAL);
+        assert_int_equal(gemm_ring_cuda_cluster(&p, 1, 0), ASA_EINVAL);
+        assert_int_equal(gemm_ring_cuda_cluster(&p, 17, 0), ASA_EINVAL);
+        const asa_err e = gemm_ring_cuda_cluster(&p, 2, 0);
+        kt_sync();
+        kt_dev_free(dy);
+        kt_dev_free(dw);
+        kt_dev_free(dh);
+        if (e == ASA_EUNSUPPORTED) {
+            print_message("test_cluster: no thread block clusters in this build\n");
+            return;
+        }
+        assert_int_equal(e, ASA_OK);
+    }
+    const gr_case cs[] = {
+        {3, 17, 128, true, false, 8, 8, 1, false, 2},
+        {9, 33, 320, true, true, 16, 0, 3, false, 8},
+        {20, 257, 448, true, false, 0, 8, 2, true, 4},
+        {33, 200, 640, false, true, 8, 0, 0, false, 16},
+        {64, 129, 192, true, true, 0, 0, 5, false, 8},
+        {16, 3296, 2048, true, false, 0, 0, 0, false, 8},
+        {16, 2048, 5632, false, true, 0, 0, 0, false, 16},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        run_case(&cs[i], NULL, NULL, NULL);
 }
 
 static void test_checks(void **state) {
@@ -263,6 +306,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_row_independence),
+        cmocka_unit_test(test_cluster),
         cmocka_unit_test(test_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

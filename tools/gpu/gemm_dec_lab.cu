@@ -29,7 +29,11 @@
  * The ring form (kernels/cuda/gemm_ring.cu, timed here too: W and x
  * through a cp.async ring in shared memory) is faster than the first
  * everywhere and than cuBLAS on q|kv_a|g and down up to 32 rows (NOTES,
- * "Thirteenth run").
+ * "Thirteenth run").  The library's ordered split-K sum through a global
+ * workspace costs 4+ us ("Fourteenth run"); the last columns time
+ * gemm_ring_cuda_cluster, the slices summed inside a thread block cluster
+ * through distributed shared memory, with 8 and 16 slices (written
+ * without a GPU: -1 in the error column where a launch failed).
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -299,6 +303,27 @@ int main(int argc, char **argv) {
                 q.w = W[r % copies];
                 return gemm_ring_cuda(&q, s) == ASA_OK;
             });
+            /* the cluster form (gemm_ring_cuda_cluster: slices summed
+             * through distributed shared memory), 8 and 16 slices */
+            double clu[2] = {0, 0}, clw[2] = {-1, -1};
+            for (int ci = 0; ci < 2; ci++) {
+                const int cl = ci ? 16 : 8;
+                CK(cudaMemsetAsync(y, 0xff, (size_t)M * sh.N * 4, st));
+                if (gemm_ring_cuda_cluster(&pr, cl, st) != ASA_OK) {
+                    (void)cudaGetLastError();
+                    continue;
+                }
+                if (cudaStreamSynchronize(st) != cudaSuccess) {
+                    printf("cluster %d: %s\n", cl, cudaGetErrorString(cudaGetLastError()));
+                    continue;
+                }
+                clw[ci] = check();
+                clu[ci] = lab_graph_us(st, reps, [&](cudaStream_t s, int r) {
+                    gemm_ring_params q = pr;
+                    q.w = W[r % copies];
+                    return gemm_ring_cuda_cluster(&q, cl, s) == ASA_OK;
+                });
+            }
             const float one = 1.0f, zero = 0.0f;
             const double cub = lab_graph_us(st, reps, [&](cudaStream_t, int r) {
                 bool ok = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, M, sh.K, &one,
@@ -313,9 +338,10 @@ int main(int argc, char **argv) {
                 return ok;
             });
             printf("%-20s %4d %6d %9.2f %9.2f %7.0f %7.0f %10.2e  ring %3d %7.2f %7.0f %9.2e "
-                   "(memset %.2f us)\n",
+                   "(memset %.2f us)  cluster 8 %7.2f %9.2e  16 %7.2f %9.2e\n",
                    sh.name, M, splits, ours, cub, wbytes / ours / 1e3, wbytes / cub / 1e3, worst,
-                   rsplits, ring, wbytes / ring / 1e3, worst_r, memset_us);
+                   rsplits, ring, wbytes / ring / 1e3, worst_r, memset_us, clu[0], clw[0], clu[1],
+                   clw[1]);
             fflush(stdout);
             for (auto *w : W)
                 cudaFree(w);
