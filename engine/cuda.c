@@ -307,16 +307,10 @@ typedef struct cu_be {
                                   bf16 parts of a product's input */
     size_t xhi_n;              /* elements of xhi */
     float *y2;                 /* [CU_STACK_M, max N] stacked product output */
-    bool pair;                 /* the stacked halves added by their consumer
-                                  (ASA_CUDA_PAIR=0: by an add2 launch) */
-    bool pair_ok;              /* set around a product whose consumer adds the
-                                  halves of a stacked hi + lo product itself
-                                  (RMSNorm, SiLU-gate): cu__gemm_parts then
-                                  writes both halves to y ([2M][N]; needs 2M
-                                  <= T) and sets half2 = y + M N instead of
-                                  launching cb_add2_cuda */
-    float *half2;              /* after such a product: the second half, or
-                                  NULL when y holds the whole result */
+    bool pair;                 /* a stacked hi + lo product's halves added by
+                                  the kernel that reads them where its caller
+                                  takes them (cu__gemm_parts' half2;
+                                  ASA_CUDA_PAIR=0: by an add2 launch) */
     const float *tmp2;         /* the second half of the last o_proj / down
                                   output in tmp (NULL: tmp is the whole) */
     int small_rows;            /* products of gemv_rows < M <= small_rows rows
@@ -532,14 +526,17 @@ static asa_err cu__small_gemm(cu_be *c, int M, int K, const float *x, bool lo,
                               const uint16_t *W, int N, float *y);
 static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo);
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
-                              bool lo, bool acc);
+                              bool lo, bool acc, float **half2);
 
 /* y[M][N] (f32, ld N) = x[M][K] (f32, ld K) . W[N][K]^T (bf16).  Up to
  * c->gemv_rows rows: the GEMV kernel reads x as f32.  Larger: cuBLAS on the
  * bf16 rounding of x (bf16 x bf16 -> f32), plus, in precise mode, a second
- * product on the rounding residue (x ~ hi + lo, ~16 significant bits). */
+ * product on the rounding residue (x ~ hi + lo, ~16 significant bits).
+ * half2: as cu__gemm_parts'. */
 static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *W, int N,
-                        float *y, bool want_lo) {
+                        float *y, bool want_lo, float **half2) {
+    if (half2) /* set where the stacked cuBLAS product leaves two halves */
+        *half2 = NULL;
     if (c->invariant) {
         /* row blocks through the GEMV kernel: a row's result never depends
          * on the other rows (gemv_cuda.h), at the price of reading W once
@@ -567,7 +564,7 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
     if (e != ASA_EUNSUPPORTED)
         return e;
     CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
-    return cu__gemm_parts(c, M, K, W, N, y, lo, false);
+    return cu__gemm_parts(c, M, K, W, N, y, lo, false, half2);
 }
 
 /* Whether a step of T tokens adds o_proj's and down's outputs into the
@@ -584,17 +581,23 @@ static bool cu__acc_res(const cu_be *c, int T) {
  * residual stream c->res (acc: where cu__acc_res holds) or written to
  * c->tmp for the next RMSNorm to add.  x NULL: the input's bf16 part is
  * already in xhi (written by its producer where the product reads that part
- * alone); else f32 x. */
+ * alone); else f32 x.  The output's second half to c->tmp2 (or NULL):
+ * the next RMSNorm adds it. */
 static asa_err cu__gemm_out(cu_be *c, bool acc, const float *x, int M, int K, const uint16_t *W,
                             int N) {
-    float *y = acc ? c->res : c->tmp;
-    if (!x) /* the parts in xhi (and cu__lo_buf where the product wants lo) */
-        return cu__gemm_parts(c, M, K, W, N, y, cu__want_lo(c, M, false), acc);
-    if (!acc)
-        return cu__gemm(c, x, M, K, W, N, y, false);
-    const bool lo = cu__want_lo(c, M, false);
-    CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
-    return cu__gemm_parts(c, M, K, W, N, y, lo, true);
+    float *y = acc ? c->res : c->tmp, *half2 = NULL;
+    asa_err e;
+    if (!x) { /* the parts in xhi (and cu__lo_buf where the product wants lo) */
+        e = cu__gemm_parts(c, M, K, W, N, y, cu__want_lo(c, M, false), acc, &half2);
+    } else if (!acc) {
+        e = cu__gemm(c, x, M, K, W, N, y, false, &half2);
+    } else {
+        const bool lo = cu__want_lo(c, M, false);
+        CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
+        e = cu__gemm_parts(c, M, K, W, N, y, lo, true, NULL);
+    }
+    c->tmp2 = half2;
+    return e;
 }
 
 /* A product of M rows as gemm_small, from f32 x (cut into parts in the
@@ -650,10 +653,15 @@ static asa_err cu__ring_gemm(cu_be *c, int M, int K, const uint16_t *W, int N, f
 
 /* The cuBLAS product on the bf16 parts already in xhi (and cu__lo_buf);
  * acc: y += the product (only where cu__acc_res holds: the plain cuBLAS
- * path).  gemm_small or gemm_ring first where they apply. */
+ * path).  gemm_small or gemm_ring first where they apply.  half2: NULL, or
+ * where a caller whose reader adds a stacked product's halves itself
+ * (RMSNorm, SiLU-gate) learns of them: both go to y ([2M][N], when 2M <=
+ * T) and *half2 = y + M N instead of an add2 launch; *half2 = NULL when y
+ * holds the whole result. */
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
-                              bool lo, bool acc) {
-    c->half2 = NULL;
+                              bool lo, bool acc, float **half2) {
+    if (half2)
+        *half2 = NULL;
     asa_err e = acc ? ASA_EUNSUPPORTED : cu__small_gemm(c, M, K, NULL, lo, W, N, y);
     if (e != ASA_EUNSUPPORTED)
         return e;
@@ -662,14 +670,13 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
         return e;
     const float one = 1.0f, zero = 0.0f;
     if (lo && 2 * M <= CU_STACK_M) {
-        /* both halves into y where the consumer adds them (pair_ok) */
-        const bool pair = c->pair_ok && !acc && 2 * M <= c->T;
+        const bool pair = half2 && c->pair && !acc && 2 * M <= c->T;
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
                                 CUDA_R_16BF, K, c->xhi, CUDA_R_16BF, K, &zero,
                                 pair ? y : c->y2, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
                                 CUBLAS_GEMM_DEFAULT));
         if (pair) {
-            c->half2 = y + (size_t)M * N;
+            *half2 = y + (size_t)M * N;
             return ASA_OK;
         }
         return cb_add2_cuda(M, N, c->y2, c->y2 + (size_t)M * N, y, c->st);
@@ -682,18 +689,6 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
                                 K, c->xlo, CUDA_R_16BF, K, &one, y, CUDA_R_32F, N,
                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return ASA_OK;
-}
-
-/* Around a product whose consumer adds a stacked product's halves. */
-static void cu__pair_begin(cu_be *c) {
-    c->half2 = NULL;
-    c->pair_ok = c->pair;
-}
-static float *cu__pair_end(cu_be *c) {
-    float *h = c->half2;
-    c->pair_ok = false;
-    c->half2 = NULL;
-    return h;
 }
 
 /* x2: NULL, or the second half of a stacked product (x + x2 first). */
@@ -1751,12 +1746,15 @@ static bool cu__kcat(cu_be *c, int T) {
  * place on c->res) and the product.  W2: NULL, or W's rows twice
  * ([N][2d], where cu__kcat holds): the norm writes [lo | hi] rows and one
  * product with K = 2d reads them.  x2: NULL, or the second half of the
- * stacked product that wrote x (c->pair_ok): the norm adds it to x first
- * (the fused GEMV path adds it in place beforehand). */
+ * stacked product that wrote x: the norm adds it to x first (the fused
+ * GEMV path adds it in place beforehand).  half2: as cu__gemm_parts', for
+ * the product's output. */
 static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add_res,
                              const float *w_norm, int T,
                              const uint16_t *W, const uint16_t *W2, int N, float *y,
-                             bool want_lo) {
+                             bool want_lo, float **half2) {
+    if (half2)
+        *half2 = NULL;
     const int d = c->d;
     if (cu__fused(c, T)) {
         if (x2) { /* the GEMV's prologue reads one x */
@@ -1788,7 +1786,7 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add
                 CU_OK(e);
                 cu__mark(c, CU_T_PROJ);
                 /* the product on one part, K = 2d */
-                return cu__gemm_parts(c, T, 2 * d, W2, N, y, false, false);
+                return cu__gemm_parts(c, T, 2 * d, W2, N, y, false, false, half2);
             }
         }
         const bool lo = cu__want_lo(c, T, want_lo);
@@ -1797,12 +1795,12 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add
         if (e != ASA_EUNSUPPORTED) {
             CU_OK(e);
             cu__mark(c, CU_T_PROJ);
-            return cu__gemm_parts(c, T, d, W, N, y, lo, false);
+            return cu__gemm_parts(c, T, d, W, N, y, lo, false, half2);
         }
     }
     CU_OK(cu__rmsnorm(c, x, x2, residual, w_norm, c->hn, T));
     cu__mark(c, CU_T_PROJ);
-    return cu__gemm(c, c->hn, T, d, W, N, y, want_lo);
+    return cu__gemm(c, c->hn, T, d, W, N, y, want_lo, half2);
 }
 
 /* The attention-side folds of the default mode (rope + absorb as one
@@ -1902,7 +1900,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const float *in2 = first || acc ? NULL : c->tmp2; /* the last down's second half */
     c->tmp2 = NULL;
     CU_OK(cu__norm_gemm(c, first || acc ? c->res : c->tmp, in2, !first && !acc, y->attn_norm, T,
-                        y->w_in, cu__kcat(c, T) ? y->w_in2 : NULL, y->n_in, c->qa, true));
+                        y->w_in, cu__kcat(c, T) ? y->w_in2 : NULL, y->n_in, c->qa, true, NULL));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
@@ -2005,17 +2003,14 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                                               : cb_expand_cuda(&ep, c->st));
     cu__mark(c, CU_T_PROJ);
     /* (xa16: the expanded attention wrote o_proj's bf16 input) */
-    /* o_proj and gate|up: where they run as stacked hi + lo products, the
-     * next kernel (RMSNorm, SiLU-gate) adds the two halves (no add2) */
-    cu__pair_begin(c);
-    asa_err pe = cu__gemm_out(c, acc, xa16 ? NULL : c->o, T, H * c->dv, y->o_proj, d);
-    const float *o2 = cu__pair_end(c);
-    CU_OK(pe);
-    cu__pair_begin(c);
-    pe = cu__norm_gemm(c, acc ? c->res : c->tmp, o2, !acc, y->mlp_norm, T, y->w_gu, NULL, 2 * F,
-                       c->gu, false);
-    const float *gu2 = cu__pair_end(c);
-    CU_OK(pe);
+    /* o_proj, gate|up and down: where they run as stacked hi + lo products,
+     * the next kernel (RMSNorm, SiLU-gate) adds the two halves (no add2) */
+    CU_OK(cu__gemm_out(c, acc, xa16 ? NULL : c->o, T, H * c->dv, y->o_proj, d));
+    const float *o2 = c->tmp2;
+    c->tmp2 = NULL;
+    float *gu2;
+    CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, o2, !acc, y->mlp_norm, T, y->w_gu, NULL, 2 * F,
+                        c->gu, false, &gu2));
     if (!gu2 && cu__fused(c, T) && (c->fuse_silu == 2 || (c->fuse_silu == 1 && T == 1))) {
         /* SiLU-gate in the down product's prologue */
         gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,
@@ -2034,10 +2029,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                           .out_lo = act_lo ? cu__lo_buf(c, T, F, true) : NULL};
     CU_OK(silu_mul_cuda(&sm, c->st));
     cu__mark(c, CU_T_PROJ);
-    cu__pair_begin(c); /* its halves added by the next RMSNorm */
-    pe = cu__gemm_out(c, acc, act_bf16 ? NULL : c->act, T, F, y->down, d);
-    c->tmp2 = cu__pair_end(c);
-    return pe;
+    return cu__gemm_out(c, acc, act_bf16 ? NULL : c->act, T, F, y->down, d);
 }
 
 /* Logits of rows[r0 .. r0+n) into c->logits. */
@@ -2052,7 +2044,7 @@ static asa_err cu__logits(cu_be *c, int r0, int n) {
         h = c->hrows;
     }
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, h, n, c->d, c->lm_head, c->V, c->logits, false));
+    CU_OK(cu__gemm(c, h, n, c->d, c->lm_head, c->V, c->logits, false, NULL));
     cu__mark(c, CU_T_OTHER);
     return ASA_OK;
 }
@@ -2062,7 +2054,6 @@ static asa_err cu__logits(cu_be *c, int r0, int n) {
 static asa_err cu__forward(cu_be *c, int T, int n0) {
     c->res = c->x; /* the same pointers in every pass (graph capture) */
     c->tmp2 = NULL;
-    c->pair_ok = false;
     CU_OK(cb_embed_cuda(T, c->d, c->mt.tok, c->embed, c->x, c->st));
     for (int l = 0; l < c->L; l++)
         CU_OK(cu__layer(c, &c->layers[l], T, l == 0));

@@ -858,19 +858,24 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
     const int t = p.t_off + tl;
     uint16_t *const buf = (uint16_t *)dec_sm + (size_t)warp * 2 * DEC_KT * Ep;
 
-    /* Before the PDL wait (the kernel before this one still running): the
+    /* The split's keys [kbeg, kend) of the token's (make_plan's
+     * coordinate; ATTN_SLC: the set's blocks' keys in list order).  The
      * local and compressed keys come from the step's metadata alone (token
      * positions, block tables: written before the step's first kernel), so
-     * their cache lines can be asked into L2 now, a lane a key; a hint
-     * only (the copies below read after the wait; the entries written by
-     * this step's RoPE kernel are read then).  The selected branch's keys
-     * come from the block choice: nothing before the wait. */
+     * their plan is made before the PDL wait (the kernel before this one
+     * still running), and with dec_prefetch their cache lines are asked
+     * into L2 then, a lane a key: a hint only (the copies below read after
+     * the wait; the entries written by this step's RoPE kernel are read
+     * then).  The selected branch's keys come from the block choice:
+     * nothing of them before the wait. */
+    key_plan kp;
+    if (p.mode != ATTN_SLC)
+        kp = make_plan(p, t, g);
+    const int kbeg = nsp > 1 ? spl * p.split_keys : 0;
     if (p.dec_prefetch && p.mode != ATTN_SLC) {
-        const key_plan kq = make_plan(p, t, g);
-        const int k0 = nsp > 1 ? spl * p.split_keys : 0;
-        const int k1 = nsp > 1 ? min(kq.nkeys, k0 + p.split_keys) : kq.nkeys;
-        for (int k = k0 + lane; k < k1; k += 32) {
-            const uint16_t *e = p.c.kv + kq.entry(k);
+        const int k1 = nsp > 1 ? min(kp.nkeys, kbeg + p.split_keys) : kp.nkeys;
+        for (int k = kbeg + lane; k < k1; k += 32) {
+            const uint16_t *e = p.c.kv + kp.entry(k);
             for (int o = 0; o < dg; o += 64)
                 kc_prefetch_l2(e + g * dg + o);
             kc_prefetch_l2(e + g * dg + dg - 1);
@@ -880,11 +885,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
     }
     kc_pdl_wait();
     kc_pdl_trigger();
-
-    /* the split's keys [kbeg, kend) of the token's (make_plan's
-     * coordinate; ATTN_SLC: the set's blocks' keys in list order) */
-    const key_plan kp = make_plan(p, t, g);
-    const int kbeg = nsp > 1 ? spl * p.split_keys : 0;
+    if (p.mode == ATTN_SLC)
+        kp = make_plan(p, t, g);
     const int kend = nsp > 1 ? min(kp.nkeys, kbeg + p.split_keys) : kp.nkeys;
     const int nst = kend > kbeg ? (kend - kbeg + DEC_KT - 1) / DEC_KT : 0;
     /* lane k < 16: the entry of key k of stage j (-1: none / masked) */

@@ -250,23 +250,6 @@ __global__ void add2_kernel(int64_t n, const float *a, const float *b, float *y)
         y[i] = a[i] + b[i];
 }
 
-/* Four f32 values as bf16 parts at hi + e (and lo + e when lo is not
- * NULL): hi = bf16(x), lo = bf16(x - hi), 8-byte stores. */
-__device__ __forceinline__ void split_store4(float4 x, uint16_t *hi, uint16_t *lo, int64_t e) {
-    const float f[4] = {x.x, x.y, x.z, x.w};
-    uint16_t h[4], l[4];
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        h[j] = kc_f32_bf16(f[j]);
-        l[j] = kc_f32_bf16(f[j] - kc_bf16_f32(h[j]));
-    }
-    *(uint2 *)(hi + e) = make_uint2((uint32_t)h[0] | (uint32_t)h[1] << 16,
-                                    (uint32_t)h[2] | (uint32_t)h[3] << 16);
-    if (lo)
-        *(uint2 *)(lo + e) = make_uint2((uint32_t)l[0] | (uint32_t)l[1] << 16,
-                                        (uint32_t)l[2] | (uint32_t)l[3] << 16);
-}
-
 constexpr int NM_THREADS = 256, NM_V = 4; /* float4 per thread: D <= 4096 */
 
 /* SPLIT: the normalised row goes out as bf16 hi (+ lo) parts, exactly as
@@ -338,7 +321,7 @@ norm_kernel(int D, float eps, const float *x, const float *x2, float *res, const
             if (!SPLIT) {
                 ((float4 *)(y + row * D))[i] = o;
             } else {
-                split_store4(o, hi, lo, row * ldo + 4 * (int64_t)i);
+                kc_split_store4(o, hi, lo, row * ldo + 4 * (int64_t)i);
             }
         }
     }
@@ -363,7 +346,7 @@ __global__ void split4_kernel(int cols, const float *x, int64_t ld, uint16_t *hi
             const int i = i0 + u * (int)blockDim.x;
             if (i >= c4)
                 break;
-            split_store4(v[u], hi, lo, (int64_t)r * cols + 4 * (int64_t)i);
+            kc_split_store4(v[u], hi, lo, (int64_t)r * cols + 4 * (int64_t)i);
         }
     }
 }

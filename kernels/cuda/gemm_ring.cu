@@ -39,8 +39,6 @@ template <int NT, bool LO> constexpr int gr_stages() {
                                                         : 2;
 }
 
-/* NT: 8-row tiles of x (M <= 8 NT); LO: the lo part too; RS: ring stages.
- * Grid: (128-row columns of W, K slices of kc chunks of 64). */
 #ifdef __CUDACC__
 /* The lab's split-K sum inside a thread block cluster (gemm_ring_cuda_
  * cluster): the blocks of one 128-row column are one cluster along y (rank
@@ -88,6 +86,9 @@ __device__ __forceinline__ void gr_cluster_sum(const gemm_ring_params &p, const 
 }
 #endif
 
+/* NT: 8-row tiles of x (M <= 8 NT); LO: the lo part too; RS: ring stages.
+ * CL: the slices summed in a cluster (gr_cluster_sum) instead of the
+ * workspace.  Grid: (128-row columns of W, K slices of kc chunks of 64). */
 template <int NT, bool LO, int RS, bool CL = false>
 __global__ void __launch_bounds__(GR_THREADS, 2)
     gemm_ring_kernel(const gemm_ring_params p, const int splits, const int kc) {
@@ -283,72 +284,71 @@ void gr_split(int N, int K, int *splits, int *kc) {
     *splits = (chunks + *kc - 1) / *kc; /* no empty slice */
 }
 
-template <int NT, bool LO> cudaError_t launch(const gemm_ring_params &p, cudaStream_t s) {
+/* One launch; CL: the cluster form (gemm_ring_cuda_cluster, cl = 2..16
+ * slices at most, one cluster a 128-row column), else the workspace form
+ * (gr_split's slices). */
+template <int NT, bool LO, bool CL>
+cudaError_t launch(const gemm_ring_params &p, int cl, cudaStream_t s) {
     constexpr int RS = gr_stages<NT, LO>();
-    const size_t smem = RS * gr_stage_bytes<NT, LO>();
+    constexpr size_t smem = RS * gr_stage_bytes<NT, LO>();
+    static_assert(!CL || smem >= (size_t)8 * NT * GR_BN * 4, "the cluster tile in the ring");
+    auto *const k = gemm_ring_kernel<NT, LO, RS, CL>;
     static size_t raised = 0; /* per instance (kc_smem_optin) */
-    const cudaError_t e = kc_smem_optin(gemm_ring_kernel<NT, LO, RS>, smem, &raised);
+    const cudaError_t e = kc_smem_optin(k, smem, &raised);
     if (e != cudaSuccess)
         return e;
     int splits, kc;
-    gr_split(p.N, p.K, &splits, &kc);
+    if (CL) {
+        const int chunks = p.K / GR_KC;
+        kc = (chunks + cl - 1) / cl;
+        splits = (chunks + kc - 1) / kc;
+    } else {
+        gr_split(p.N, p.K, &splits, &kc);
+    }
     const dim3 grid((unsigned)((p.N + GR_BN - 1) / GR_BN), (unsigned)splits);
-    return kc_launch(gemm_ring_kernel<NT, LO, RS>, grid, GR_THREADS, smem, s, p, splits, kc);
-}
-
+    if constexpr (!CL) {
+        return kc_launch(k, grid, GR_THREADS, smem, s, p, splits, kc);
+    } else {
 #ifdef __CUDACC__
-/* The cluster form: K cut into at most cl slices (cl = 2..16), one cluster
- * a 128-row column. */
-template <int NT, bool LO>
-cudaError_t launch_cl(const gemm_ring_params &p, int cl, cudaStream_t s) {
-    constexpr int RS = gr_stages<NT, LO>();
-    const size_t smem = RS * gr_stage_bytes<NT, LO>();
-    static_assert(RS * gr_stage_bytes<NT, LO>() >= (size_t)8 * NT * GR_BN * 4, "tile in the ring");
-    auto *k = gemm_ring_kernel<NT, LO, RS, true>;
-    static size_t raised = 0;
-    cudaError_t e = kc_smem_optin(k, smem, &raised);
-    if (e == cudaSuccess && cl > 8)
-        e = cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-    if (e != cudaSuccess)
-        return e;
-    const int chunks = p.K / GR_KC;
-    const int kc = (chunks + cl - 1) / cl, splits = (chunks + kc - 1) / kc;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((p.N + GR_BN - 1) / GR_BN), (unsigned)splits);
-    cfg.blockDim = dim3(GR_THREADS);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute at[2];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = 1;
-    at[0].val.clusterDim.y = (unsigned)splits;
-    at[0].val.clusterDim.z = 1;
-    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = kc_pdl_on ? 2 : 1;
-    return cudaLaunchKernelEx(&cfg, k, p, splits, kc);
-}
-
-template <bool LO> cudaError_t launch_cl_nt(const gemm_ring_params &p, int cl, cudaStream_t s) {
-    if (p.M <= 8)
-        return launch_cl<1, LO>(p, cl, s);
-    if (p.M <= 16)
-        return launch_cl<2, LO>(p, cl, s);
-    if (p.M <= 32)
-        return launch_cl<4, LO>(p, cl, s);
-    return launch_cl<8, LO>(p, cl, s);
-}
+        static bool nonportable = false;
+        if (splits > 8 && !nonportable) {
+            const cudaError_t a =
+                cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+            if (a != cudaSuccess)
+                return a;
+            nonportable = true;
+        }
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = grid;
+        cfg.blockDim = dim3(GR_THREADS);
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = s;
+        cudaLaunchAttribute at[2];
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = 1;
+        at[0].val.clusterDim.y = (unsigned)splits;
+        at[0].val.clusterDim.z = 1;
+        at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[1].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = at;
+        cfg.numAttrs = kc_pdl_on ? 2 : 1;
+        return cudaLaunchKernelEx(&cfg, k, p, splits, kc);
+#else
+        return cudaErrorInvalidValue; /* not reached: the entry refuses first */
 #endif
+    }
+}
 
-template <bool LO> cudaError_t launch_nt(const gemm_ring_params &p, cudaStream_t s) {
+/* The tile count of x rows from M (NT 8-row tiles). */
+template <bool LO, bool CL>
+cudaError_t launch_nt(const gemm_ring_params &p, int cl, cudaStream_t s) {
     if (p.M <= 8)
-        return launch<1, LO>(p, s);
+        return launch<1, LO, CL>(p, cl, s);
     if (p.M <= 16)
-        return launch<2, LO>(p, s);
+        return launch<2, LO, CL>(p, cl, s);
     if (p.M <= 32)
-        return launch<4, LO>(p, s);
-    return launch<8, LO>(p, s);
+        return launch<4, LO, CL>(p, cl, s);
+    return launch<8, LO, CL>(p, cl, s);
 }
 
 } // namespace
@@ -405,7 +405,8 @@ extern "C" asa_err gemm_ring_cuda(const gemm_ring_params *p, cudaStream_t stream
     asa_err e = gemm_ring_check(p);
     if (e)
         return e;
-    KC_CUDA_TRY((p->xlo ? launch_nt<true>(*p, stream) : launch_nt<false>(*p, stream)));
+    KC_CUDA_TRY((p->xlo ? launch_nt<true, false>(*p, 0, stream)
+                        : launch_nt<false, false>(*p, 0, stream)));
     return ASA_OK;
 }
 
@@ -417,8 +418,8 @@ extern "C" asa_err gemm_ring_cuda_cluster(const gemm_ring_params *p, int cluster
     if (e)
         return e;
 #ifdef __CUDACC__
-    KC_CUDA_TRY((p->xlo ? launch_cl_nt<true>(*p, cluster, stream)
-                        : launch_cl_nt<false>(*p, cluster, stream)));
+    KC_CUDA_TRY((p->xlo ? launch_nt<true, true>(*p, cluster, stream)
+                        : launch_nt<false, true>(*p, cluster, stream)));
     return ASA_OK;
 #else
     (void)stream;

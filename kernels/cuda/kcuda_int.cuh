@@ -132,6 +132,25 @@ __device__ __forceinline__ uint16_t kc_f32_bf16(float f) {
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* Four f32 values as bf16 parts at hi + e (and lo + e when lo is not
+ * NULL): hi = bf16(x), lo = bf16(x - hi), 8-byte stores (the cut of
+ * cb_split_bf16_cuda, shared by the kernels that write a product's input
+ * parts themselves). */
+__device__ __forceinline__ void kc_split_store4(float4 x, uint16_t *hi, uint16_t *lo, int64_t e) {
+    const float f[4] = {x.x, x.y, x.z, x.w};
+    uint16_t h[4], l[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        h[j] = kc_f32_bf16(f[j]);
+        l[j] = kc_f32_bf16(f[j] - kc_bf16_f32(h[j]));
+    }
+    *(uint2 *)(hi + e) = make_uint2((uint32_t)h[0] | (uint32_t)h[1] << 16,
+                                    (uint32_t)h[2] | (uint32_t)h[3] << 16);
+    if (lo)
+        *(uint2 *)(lo + e) = make_uint2((uint32_t)l[0] | (uint32_t)l[1] << 16,
+                                        (uint32_t)l[2] | (uint32_t)l[3] << 16);
+}
+
 /* Typed element access by run-time dtype (a uniform branch). */
 __device__ __forceinline__ float kc_load(const void *p, kc_dtype t, int64_t i) {
     return t == KC_BF16 ? kc_bf16_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];

@@ -63,18 +63,8 @@ __global__ void __launch_bounds__(SILU4_THREADS) silu_mul4_kernel(const silu_mul
     const float o0 = silu_gate(g.x, u.x), o1 = silu_gate(g.y, u.y);
     const float o2 = silu_gate(g.z, u.z), o3 = silu_gate(g.w, u.w);
     if (p.out_type == KC_BF16) {
-        const uint16_t h0 = kc_f32_bf16(o0), h1 = kc_f32_bf16(o1), h2 = kc_f32_bf16(o2),
-                       h3 = kc_f32_bf16(o3);
-        *(uint2 *)((uint16_t *)p.out + r * p.ld_out + i) =
-            make_uint2((uint32_t)h0 | (uint32_t)h1 << 16, (uint32_t)h2 | (uint32_t)h3 << 16);
-        if (p.out_lo) {
-            const uint16_t l0 = kc_f32_bf16(o0 - kc_bf16_f32(h0)),
-                           l1 = kc_f32_bf16(o1 - kc_bf16_f32(h1)),
-                           l2 = kc_f32_bf16(o2 - kc_bf16_f32(h2)),
-                           l3 = kc_f32_bf16(o3 - kc_bf16_f32(h3));
-            *(uint2 *)(p.out_lo + r * p.ld_out + i) = make_uint2(
-                (uint32_t)l0 | (uint32_t)l1 << 16, (uint32_t)l2 | (uint32_t)l3 << 16);
-        }
+        kc_split_store4(make_float4(o0, o1, o2, o3), (uint16_t *)p.out, p.out_lo,
+                        r * p.ld_out + i);
     } else {
         *(float4 *)((float *)p.out + r * p.ld_out + i) = make_float4(o0, o1, o2, o3);
     }
