@@ -44,7 +44,8 @@
  * pair there; above that (prefill, large batches) only q|kv_a|g does by
  * default: it alone took the fixtures from 5.6e-2 to 1.5e-2, and the
  * second product on all four would double the prefill product time.
- * There q|kv_a|g's pair is one product with K = 2d (cu__kcat): the RMSNorm
+ * Up to stack_m / 2 rows (CU_STACK_ROWS: 64 rows) q|kv_a|g still stacks
+ * hi and lo; beyond that its pair is one product with K = 2d (cu__kcat): the RMSNorm
  * writes each row as [lo | hi] and the product reads a copy of the weights
  * with every row twice, [W | W], made at the first such step (~660 MB for
  * asa-1.3b; 8k prefill on an H200: 0.6 ms faster, the two products took
@@ -178,6 +179,22 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * one product of 2M rows (cuBLAS time is flat in M there: one read of the
  * weights instead of two) into y2, then hi + lo rows are added */
 #define CU_STACK_M 64
+/* default rows of the largest stacked product (c->stack_m,
+ * ASA_CUDA_STACK_M, at most CU_STACK_M_MAX): beyond CU_STACK_M / 2 rows
+ * only the products that want lo (q|kv_a|g) read it, and from there up to
+ * CU_STACK_ROWS / 2 rows they stack it instead of one product with K = 2d
+ * over [W | W] (cu__kcat; H200, asa-1.3b at 4k, alternated: batch 40 / 48
+ * / 64 -1.0 / -2.3 / -2.9 %; stacking up to 128 rows: batch 96 +1.9 %) */
+#define CU_STACK_ROWS 128
+#define CU_STACK_M_MAX 256
+/* the token-rows decode attention splits a token's keys in ranges of whole
+ * CU_DEC_KT_SMALL keys up to CU_DEC_KT_T tokens a step, of 64 beyond (more,
+ * shorter splits: a warp's chain of 16-key stages is what a small step
+ * waits for.  H200, asa-1.3b, alternated: 32-key ranges batch 1 / 2 / 4 /
+ * 8 / 16 -3.4 / -3.1 / -2.7 / -2.7 / -1.1 %, batch 32 +2.6 to +3.7 %; 16
+ * keys batch 1 -0.7 %, batch 16 +6.7 %; 48 keys batch 1 -2.4 %) */
+#define CU_DEC_KT_SMALL 32
+#define CU_DEC_KT_T 16
 /* default of ASA_CUDA_GEMV_ROWS: the GEMV beat cuBLAS at M = 1 and lost
  * 2-3x at M = 8 (kernel lab, H200); at M = 2 gemm_small with 16-row tiles
  * beats it too, even with RMSNorm and SiLU-gate as kernels of their own
@@ -303,10 +320,15 @@ typedef struct cu_be {
     float *o;                  /* [T, H*dv] attention output (before o_proj) */
     float *gu;                 /* [T, 2F] */
     float *act;                /* [T, F] silu(gate) * up */
-    uint16_t *xhi, *xlo;       /* [max(T, CU_STACK_M), max(d, H*dv, F)], [T, ..]
+    uint16_t *xhi, *xlo;       /* [max(T, stack_m), max(d, H*dv, F)], [T, ..]
                                   bf16 parts of a product's input */
     size_t xhi_n;              /* elements of xhi */
-    float *y2;                 /* [CU_STACK_M, max N] stacked product output */
+    float *y2;                 /* [stack_m, max N] stacked product output */
+    int stack_m;               /* rows of the largest stacked hi + lo product
+                                  (ASA_CUDA_STACK_M, default CU_STACK_ROWS);
+                                  products of more rows than stack_m / 2
+                                  that read lo run as two products (or
+                                  q|kv_a|g as one with K = 2d, cu__kcat) */
     bool pair;                 /* a stacked hi + lo product's halves added by
                                   the kernel that reads them where its caller
                                   takes them (cu__gemm_parts' half2;
@@ -379,6 +401,10 @@ typedef struct cu_be {
     int mma_dec_split_maxb;    /* ASA_CUDA_MMA_DEC_SPLIT_MAXB (default: twice the SM
                                   count): ... in launches of at most this many
                                   (token, group) pairs */
+    int mma_dec_kt;            /* ASA_CUDA_MMA_DEC_KT: ... in ranges of whole
+                                  multiples of this many keys (16, 32, 48
+                                  or 64; default 0: CU_DEC_KT_SMALL up to
+                                  CU_DEC_KT_T tokens, else 64) */
     int dec_pf_t, dec_pdl_t;   /* the token-rows decode kernel: keys' L2
                                   prefetch before its PDL wait up to this
                                   many tokens (ASA_CUDA_DEC_PF_T, default
@@ -627,7 +653,7 @@ static bool cu__want_lo(const cu_be *c, int M, bool want_lo) {
 /* Where the lo part of an M x K product input goes: after hi in xhi when
  * hi and lo stack into one product, else xlo; NULL without lo. */
 static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
-    return !lo ? NULL : 2 * M <= CU_STACK_M ? c->xhi + (size_t)M * K : c->xlo;
+    return !lo ? NULL : 2 * M <= c->stack_m ? c->xhi + (size_t)M * K : c->xlo;
 }
 
 /* A product of M rows as gemm_ring on the parts in c->xhi and cu__lo_buf
@@ -669,7 +695,8 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
     if (e != ASA_EUNSUPPORTED)
         return e;
     const float one = 1.0f, zero = 0.0f;
-    if (lo && 2 * M <= CU_STACK_M) {
+    const uint16_t *xlo = cu__lo_buf(c, M, K, lo);
+    if (lo && !acc && 2 * M <= c->stack_m) {
         const bool pair = half2 && c->pair && !acc && 2 * M <= c->T;
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
                                 CUDA_R_16BF, K, c->xhi, CUDA_R_16BF, K, &zero,
@@ -686,7 +713,7 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     if (lo)
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF,
-                                K, c->xlo, CUDA_R_16BF, K, &one, y, CUDA_R_32F, N,
+                                K, xlo, CUDA_R_16BF, K, &one, y, CUDA_R_32F, N,
                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return ASA_OK;
 }
@@ -1035,6 +1062,9 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
      * (256 global pairs) 3.162 -> 2.957 ms a step against 1 SM's worth;
      * 4 SMs' worth +1 % at 4k, -1 % at 1k */
     c->mma_dec_split_maxb = cu__env_int("ASA_CUDA_MMA_DEC_SPLIT_MAXB", 2 * c->n_sm, INT_MIN);
+    c->mma_dec_kt = cu__env_int("ASA_CUDA_MMA_DEC_KT", 0, 16);
+    if (c->mma_dec_kt % 16 || c->mma_dec_kt > 64)
+        c->mma_dec_kt = 0;
     c->dec_pf_t = cu__env_int("ASA_CUDA_DEC_PF_T", 8, 0);
     c->dec_pdl_t = cu__env_int("ASA_CUDA_DEC_PDL_T", 8, 0);
     c->heads_compute = cu__env_is("ASA_CUDA_TF32", "0") ? CUBLAS_COMPUTE_32F
@@ -1092,7 +1122,10 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     if (H * c->dv > kmax)
         kmax = H * c->dv;
     int hpg_max = H / c->Gg > H / c->Gl ? H / c->Gg : H / c->Gl;
-    const int xrows = T > CU_STACK_M ? T : CU_STACK_M;
+    c->stack_m = cu__env_int("ASA_CUDA_STACK_M", CU_STACK_ROWS, 0);
+    if (c->stack_m > CU_STACK_M_MAX)
+        c->stack_m = CU_STACK_M_MAX;
+    const int xrows = T > c->stack_m ? T : c->stack_m;
     int nmax = V > n_in_max ? V : n_in_max; /* widest product output */
     nmax = nmax > 2 * F ? nmax : 2 * F;
     nmax = nmax > d ? nmax : d;
@@ -1180,7 +1213,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->gu, (size_t)T * 2 * F * 4)) ||
         (err = cu__malloc((void **)&c->act, (size_t)T * F * 4)) ||
         (err = cu__malloc((void **)&c->xhi, (size_t)xrows * kmax * 2)) ||
-        (err = cu__malloc((void **)&c->y2, (size_t)CU_STACK_M * nmax * 4)) ||
+        (err = cu__malloc((void **)&c->y2, (size_t)(c->stack_m > 0 ? c->stack_m : 1) * nmax * 4)) ||
         (err = cu__malloc((void **)&c->xlo, (size_t)T * kmax * 2)) ||
         (err = cu__malloc((void **)&c->tsel, (size_t)T * c->Gg * c->top_n * 4)) ||
         (err = cu__malloc((void **)&c->tsel_cnt, (size_t)T * c->Gg * 4)) ||
@@ -1623,16 +1656,17 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
         q.dec_plain = T > c->dec_pdl_t;
         if (c->mma_dec_split > 0 && (long)T * at->c.G <= c->mma_dec_split_maxb) {
             /* a token's keys split across blocks until the grid holds
-             * about mma_dec_split blocks per SM (ranges of whole 64-key
+             * about mma_dec_split blocks per SM (ranges of whole key
              * tiles; the partials must fit c->part) */
             const long blocks = (long)T * at->c.G;
+            const int kt = c->mma_dec_kt ? c->mma_dec_kt : T <= CU_DEC_KT_T ? CU_DEC_KT_SMALL : 64;
             int per = 0;
             const int ns = cu__even_splits(
-                c, ((long)c->mma_dec_split * c->n_sm + blocks - 1) / blocks, (maxkeys + 63) / 64,
-                T, &per);
+                c, ((long)c->mma_dec_split * c->n_sm + blocks - 1) / blocks,
+                (maxkeys + kt - 1) / kt, T, &per);
             if (ns > 1) {
                 q.n_split = ns;
-                q.split_keys = per * 64;
+                q.split_keys = per * kt;
                 q.part = c->part;
             }
         }
@@ -1712,16 +1746,16 @@ static asa_err cu__kcat_init(cu_be *c) {
  * it against the layer's [W | W] rows (w_in2): the same sum lo.W + hi.W in
  * one f32 accumulation.  Where
  * the norm writes the parts and the pair would otherwise take two cuBLAS
- * products (cu__gemm_parts above CU_STACK_M / 2 rows, beyond gemm_small's
+ * products (cu__gemm_parts above stack_m / 2 rows, beyond gemm_small's
  * rows too): the second of those re-read the f32 output (beta = 1; 8k
  * prefill of asa-1.3b on an H200: 3.8 + 4.4 ms, 0.6 ms of it that read).
  * Needs T x 2d elements of xhi (asa-1.3b: F >= 2d, always).  The weights
  * come at the first such step, never while a graph is being captured
- * (decode batches of more than CU_STACK_M / 2 sequences take the path too;
+ * (decode batches of more than stack_m / 2 sequences take the path too;
  * their key's first run is eager and allocates).  ASA_CUDA_KCAT=0, or a
  * failed allocation: the two products. */
 static bool cu__kcat(cu_be *c, int T) {
-    if (!c->kcat || !cu__presplit(c, T) || 2 * T <= CU_STACK_M || !cu__want_lo(c, T, true) ||
+    if (!c->kcat || !cu__presplit(c, T) || 2 * T <= c->stack_m || !cu__want_lo(c, T, true) ||
         (size_t)T * 2 * c->d > c->xhi_n)
         return false;
     if (!c->w2) {
