@@ -69,7 +69,8 @@
  * fewer than 16 heads a latent group) whose
  * tokens have at most ASA_CUDA_MMA_DEC tiles of 64 keys (16; attn_mma with
  * one token per block, ATTN_MMA_TOKEN_ROWS, a token's keys split across
- * blocks when the grid is small: ASA_CUDA_MMA_DEC_SPLIT).  Steps of at
+ * blocks when the grid is small: ASA_CUDA_MMA_DEC_SPLIT, the splits merged
+ * inside the launch by thread block clusters: ASA_CUDA_DEC_MERGE).  Steps of at
  * least ASA_CUDA_XATTN_MIN_T tokens (128), not decode-only, run the local
  * layers in the expanded form instead (cu__xattn: keys and values per head, 320 instead of
  * 832 FLOPs per head and key, no absorb / W_UV products).
@@ -405,6 +406,12 @@ typedef struct cu_be {
                                   multiples of this many keys (16, 32, 48
                                   or 64; default 0: CU_DEC_KT_SMALL up to
                                   CU_DEC_KT_T tokens, else 64) */
+    bool dec_merge;            /* the token-rows decode kernel merges its
+                                  splits inside the launch (thread block
+                                  clusters; n_split rounded up to a multiple
+                                  of 4) instead of a merge launch
+                                  (ASA_CUDA_DEC_MERGE=0: never; builds
+                                  without clusters never) */
     int dec_pf_t, dec_pdl_t;   /* the token-rows decode kernel: keys' L2
                                   prefetch before its PDL wait up to this
                                   many tokens (ASA_CUDA_DEC_PF_T, default
@@ -1065,6 +1072,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->mma_dec_kt = cu__env_int("ASA_CUDA_MMA_DEC_KT", 0, 16);
     if (c->mma_dec_kt % 16 || c->mma_dec_kt > 64)
         c->mma_dec_kt = 0;
+    c->dec_merge = attn_mma_dec_merge() && !cu__env_is("ASA_CUDA_DEC_MERGE", "0");
     c->dec_pf_t = cu__env_int("ASA_CUDA_DEC_PF_T", 8, 0);
     c->dec_pdl_t = cu__env_int("ASA_CUDA_DEC_PDL_T", 8, 0);
     c->heads_compute = cu__env_is("ASA_CUDA_TF32", "0") ? CUBLAS_COMPUTE_32F
@@ -1668,6 +1676,20 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
                 q.n_split = ns;
                 q.split_keys = per * kt;
                 q.part = c->part;
+                const long cap = c->part_heads / ((long)T * c->H);
+                const int ns4 = (ns + 3) / 4 * 4;
+                if (c->dec_merge && ns4 <= ATTN_DEC_MERGE_MAX && ns4 <= cap) {
+                    /* merged in the launch: a multiple of 4 splits of
+                     * whole 16-key stages (the last ones may be empty).
+                     * H200, asa-1.3b, alternated against the merge
+                     * launch: 4k batch 1 / 16 / 32 / 64 / 128 -2.6 /
+                     * -0.7 / -2.2 / -5.0 / -4.9 %, 1k batch 1 / 2 / 32 /
+                     * 64 / 128 -1.3 / -1.6 / -1.5 / -2.3 / -1.6 %, batch
+                     * 8 within +-0.3 % */
+                    q.dec_merge = 1;
+                    q.n_split = ns4;
+                    q.split_keys = ((maxkeys + ns4 - 1) / ns4 + 15) / 16 * 16;
+                }
             }
         }
         asa_err r = attn_mma_cuda(&q, c->mma_flags | ATTN_MMA_TOKEN_ROWS, c->st);

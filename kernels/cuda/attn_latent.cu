@@ -464,62 +464,10 @@ __global__ void __launch_bounds__(MW_WARPS * 32) attn_merge_warp_kernel(const at
         m = __ldcg(pt + lane * (dg + 2) + dg);
         l = __ldcg(pt + lane * (dg + 2) + dg + 1);
     }
-    /* x: the elements lane + 32 k of splits s0 .. s0 + MW_S - 1 */
-    float x[MW_S][MW_E];
-    auto load = [&](int s0) {
-#pragma unroll
-        for (int j = 0; j < MW_S; j++)
-#pragma unroll
-            for (int k = 0; k < MW_E; k++) {
-                const int e = lane + 32 * k;
-                x[j][k] = s0 + j < ns && e < dg ? __ldcg(pt + (s0 + j) * (dg + 2) + e) : 0.0f;
-            }
-    };
-    load(0);
-    float M = m;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-    const float w = m != -INFINITY ? expf(m - M) : 0.0f;
-    float L = 0.0f;
-    for (int s = 0; s < ns; s++) {
-        const float ms = __shfl_sync(0xffffffffu, m, s), ls = __shfl_sync(0xffffffffu, l, s),
-                    ws = __shfl_sync(0xffffffffu, w, s);
-        if (ms != -INFINITY)
-            L += ls * ws;
-    }
-    float a[MW_E];
-#pragma unroll
-    for (int k = 0; k < MW_E; k++)
-        a[k] = 0.0f;
-    for (int s0 = 0; s0 < ns; s0 += MW_S) {
-        if (s0)
-            load(s0);
-#pragma unroll
-        for (int j = 0; j < MW_S; j++) {
-            const float ms = __shfl_sync(0xffffffffu, m, (s0 + j) & 31),
-                        ws = __shfl_sync(0xffffffffu, w, (s0 + j) & 31);
-            if (s0 + j < ns && ms != -INFINITY)
-#pragma unroll
-                for (int k = 0; k < MW_E; k++)
-                    a[k] += x[j][k] * ws;
-        }
-    }
-    const int64_t o0 = ((int64_t)t * p.H + hh) * dg;
-#pragma unroll
-    for (int k = 0; k < MW_E; k++) {
-        const int e = lane + 32 * k;
-        if (e >= dg)
-            break;
-        float v = L > 0.0f ? a[k] / L : 0.0f;
-        if (p.mode == ATTN_SLC) {
-            const float *gt = p.gate + (int64_t)t * p.ld_qr;
-            v = sigmoidf_(gt[hh]) * p.u_cmp[o0 + e] + sigmoidf_(gt[p.H + hh]) * v;
-        }
-        p.u[o0 + e] = v;
-    }
-    if (p.mode == ATTN_CMP && lane == 0)
-        p.lse[(int64_t)t * p.H + hh] = L > 0.0f ? M + logf(L) : -INFINITY;
+    float M, L, a[MW_E];
+    merge_row<MW_S>(
+        m, l, ns, dg, [&](int s, int e) { return __ldcg(pt + s * (dg + 2) + e); }, M, L, a);
+    merge_row_store(p, t, hh, M, L, a);
 }
 
 size_t attn_smem(const attn_params &p) {

@@ -119,9 +119,15 @@ typedef struct attn_params {
      * form): dec_prefetch asks the local / compressed keys' cache lines
      * into L2 before its PDL wait (a hint: it pays where the kernel before
      * it is launched with PDL and the lines are few); dec_plain launches it
-     * without PDL. */
-    int dec_prefetch, dec_plain;
+     * without PDL.  dec_merge: with n_split a multiple of 4 up to
+     * ATTN_DEC_MERGE_MAX, the splits are merged inside the launch (each
+     * (token, group, 16 heads) is one thread block cluster of n_split / 4
+     * blocks whose warps sum the partials through distributed shared
+     * memory: no merge launch, part not written) where attn_mma_dec_merge()
+     * says the build can; else part and the merge launch as usual. */
+    int dec_prefetch, dec_plain, dec_merge;
 } attn_params;
+#define ATTN_DEC_MERGE_MAX 32
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);
 /* The merge of split partials alone (p->part, n_split > 1, written by a

@@ -30,6 +30,9 @@
 #include "attn_keys.cuh"
 #include "kcuda_int.cuh"
 #include "mma_sm80.cuh"
+#ifdef __CUDACC__
+#include <cooperative_groups.h>
+#endif
 
 namespace {
 
@@ -841,6 +844,71 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
 constexpr int DEC_WARPS = 4;
 constexpr int DEC_KT = 16; /* keys a stage */
 
+#ifdef __CUDACC__
+/* attn_dec_kernel's splits merged inside the launch (dec_merge): the
+ * n_split warps of one (token, group, 16-head tile) are the 4 warps of each
+ * block of one cluster (split s: block rank s / 4, warp s % 4).  Each warp
+ * puts its partial (16 rows x dg accumulators, the scaled maximum and the
+ * sum of each row) in its own stage buffers (free after the key loop);
+ * after a cluster barrier warp s merges rows s, s + n_split, ... reading
+ * the others' partials through distributed shared memory (merge_row, as
+ * the merge launch does: the same bits);
+ * a second barrier keeps every partial alive until it is read.  wbuf:
+ * floats of a warp's buffers. */
+template <int NP>
+__device__ __forceinline__ void dec_merge(const attn_params &p, const float (&acc)[2 * NP][4],
+                                          const float (&mrow)[2], const float (&lrow)[2],
+                                          float *smem, int wbuf, int nsp, int spl, int htile,
+                                          int g, int t) {
+    namespace cg = cooperative_groups;
+    constexpr int dg = 16 * NP, ME = (dg + 31) / 32;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+    const int H = p.H, hpg = H / p.c.G;
+    float *ps = smem + (size_t)warp * wbuf;
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        const int r = gq + 8 * rr;
+#pragma unroll
+        for (int n = 0; n < 2 * NP; n++)
+            *(float2 *)(ps + r * dg + 8 * n + 2 * tq) = make_float2(acc[n][2 * rr], acc[n][2 * rr + 1]);
+        if (tq == 0) {
+            ps[16 * dg + r] = mrow[rr] * p.scale; /* scaled, as the merge takes it */
+            ps[16 * dg + 16 + r] = lrow[rr];
+        }
+    }
+    cg::cluster_group cl = cg::this_cluster();
+    cl.sync();
+    auto peer = [&](int s) -> const float * {
+        return cl.map_shared_rank(smem + (size_t)(s & 3) * wbuf, (unsigned)(s >> 2));
+    };
+    for (int r = spl; r < 16 && htile * 16 + r < hpg; r += nsp) {
+        const int hh = g * hpg + htile * 16 + r;
+        float m = -INFINITY, l = 0.0f;
+        if (lane < nsp) {
+            const float *q = peer(lane);
+            m = q[16 * dg + r];
+            l = q[16 * dg + 16 + r];
+        }
+        float M, L, a[ME];
+        merge_row<4>(
+            m, l, nsp, dg, [&](int s, int e) { return peer(s)[r * dg + e]; }, M, L, a);
+        merge_row_store(p, t, hh, M, L, a);
+    }
+    cl.sync();
+}
+#endif
+
+/* whether a launch of nsp splits merges them in its clusters */
+__host__ __device__ inline bool dec_merge_on(const attn_params &p, int nsp) {
+#ifdef __CUDACC__
+    return p.dec_merge && nsp > 1 && nsp % DEC_WARPS == 0 && nsp <= ATTN_DEC_MERGE_MAX;
+#else
+    (void)p;
+    (void)nsp;
+    return false;
+#endif
+}
+
 template <int KS, int NP, bool QS>
 __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_params p, int ht) {
     extern __shared__ float dec_sm[];
@@ -1026,13 +1094,20 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
         vcur = vnext;
     }
 
-    /* epilogue: row sums over the quad; split partials (attn_latent's
-     * layout, merged by attn_merge_cuda) or the normalised rows */
+    /* epilogue: row sums over the quad; split partials (merged in the
+     * cluster, or in attn_latent's layout for attn_merge_cuda) or the
+     * normalised rows */
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
         lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 1);
         lrow[rr] += __shfl_xor_sync(0xffffffffu, lrow[rr], 2);
     }
+#ifdef __CUDACC__
+    if (dec_merge_on(p, nsp)) {
+        dec_merge<NP>(p, acc, mrow, lrow, dec_sm, DEC_KT * Ep, nsp, spl, htile, g, t);
+        return;
+    }
+#endif
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
         const int row = htile * 16 + gq + 8 * rr;
@@ -1074,10 +1149,34 @@ asa_err dec_launch(const attn_params *p, cudaStream_t st) {
     const size_t smem = (size_t)DEC_WARPS * 2 * DEC_KT * (16 * KS + 8) * sizeof(uint16_t);
     static size_t raised = 0;
     KC_CUDA_TRY(kc_smem_optin(attn_dec_kernel<KS, NP, QS>, smem, &raised));
+    const bool pdl = kc_pdl_on != 0 && !p->dec_plain;
+    const dim3 grid((unsigned)((items + DEC_WARPS - 1) / DEC_WARPS));
+#ifdef __CUDACC__
+    if (dec_merge_on(*p, nsp)) {
+        /* a cluster of nsp / 4 blocks a (token, group, head tile): the
+         * grid (items / 4 blocks) is a whole number of them */
+        static_assert(ATTN_DEC_MERGE_MAX / DEC_WARPS <= 8, "portable cluster sizes");
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = grid;
+        cfg.blockDim = dim3(DEC_WARPS * 32);
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = st;
+        cudaLaunchAttribute at[2];
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = (unsigned)(nsp / DEC_WARPS);
+        at[0].val.clusterDim.y = 1;
+        at[0].val.clusterDim.z = 1;
+        at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[1].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = at;
+        cfg.numAttrs = pdl ? 2 : 1;
+        KC_CUDA_TRY(cudaLaunchKernelEx(&cfg, attn_dec_kernel<KS, NP, QS>, *p, ht));
+        return ASA_OK;
+    }
+#endif
     /* PDL like the engine's other decode kernels, unless dec_plain */
-    KC_CUDA_TRY(kc_launch_pdl(kc_pdl_on != 0 && !p->dec_plain, attn_dec_kernel<KS, NP, QS>,
-                          dim3((unsigned)((items + DEC_WARPS - 1) / DEC_WARPS)), dim3(DEC_WARPS * 32),
-                          smem, st, *p, ht));
+    KC_CUDA_TRY(kc_launch_pdl(pdl, attn_dec_kernel<KS, NP, QS>, grid, dim3(DEC_WARPS * 32), smem,
+                              st, *p, ht));
     return nsp > 1 ? attn_merge_cuda(p, st) : ASA_OK;
 }
 
@@ -1110,6 +1209,14 @@ asa_err mm_pick(const attn_params *p, int ks, int np, int rpb, bool qs, bool fas
 }
 
 } /* namespace */
+
+extern "C" int attn_mma_dec_merge(void) {
+#ifdef __CUDACC__
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 extern "C" asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream) {
     if (!p || p->T < 0 || p->H < 1 || p->c.G < 1 || p->H % p->c.G || p->c.dg < 1 ||

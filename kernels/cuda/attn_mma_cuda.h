@@ -72,6 +72,10 @@ extern "C" {
 #define ATTN_MMA_VFIRST 16
 
 asa_err attn_mma_cuda(const attn_params *p, int flags, cudaStream_t stream);
+/* 1 where the decode kernel merges its splits inside the launch
+ * (attn_params.dec_merge; thread block clusters), 0 in builds without
+ * clusters (the CPU emulation: part and the merge launch instead). */
+int attn_mma_dec_merge(void);
 /* Host reference of ATTN_MMA_VFIRST (double sums; attn_latent_ref's key
  * sets and conventions). */
 void attn_vfirst_ref(const attn_params *p);

@@ -117,8 +117,12 @@ static void run_case_x(const mcase *m, bool xonly) {
                 }
             }
     }
-    /* queries [T][H][dg], rope queries and gates in one strided array */
-    const int qs = dR + 5, ld = H * qs + 2 * H + 7;
+    /* queries [T][H][dg], rope queries and gates in one strided array:
+     * odd strides and offsets (scalar loads), except on the asa-1.3b shapes,
+     * where 8-byte alignment lets the decode kernel (attn_dec_kernel) take
+     * the token-rows launches */
+    const bool al = (dg == 192 || dg == 96) && dR == 32;
+    const int qs = dR + (al ? 6 : 5), ld = H * qs + 2 * H + (al ? 8 : 7), qo = al ? 4 : 3;
     size_t nu = (size_t)T * H * dg;
     float *qt = malloc(nu * 4), *qa = malloc((size_t)T * ld * 4);
     for (size_t i = 0; i < nu; i++)
@@ -182,11 +186,11 @@ static void run_case_x(const mcase *m, bool xonly) {
                      .heads_per_block = 1,
                      .c = {.kv = kv, .page_elems = pe, .layer_off = lo, .B = B, .G = G,
                            .dg = dg, .dR = dR, .tab = tab, .seq_toff = toff},
-                     .tok_pos = pos, .tok_seq = seq, .qt = qt, .qr = qa + 3, .ld_qr = ld,
+                     .tok_pos = pos, .tok_seq = seq, .qt = qt, .qr = qa + qo, .ld_qr = ld,
                      .qr_stride = qs,
                      .s = {.sel_src = src, .tsel = tsel, .tsel_cnt = tcnt, .slot_sel = ssel,
                            .slot_cnt = scnt, .Lg = Lg, .ti = ti, .top_n = top_n},
-                     .gate = qa + H * qs + 3};
+                     .gate = qa + H * qs + qo};
     float *u_loc = malloc(nu * 4), *u_cmp = malloc(nu * 4), *u_slc = malloc(nu * 4);
     float *lse = malloc((size_t)T * H * 4);
     if (!xonly) {
@@ -212,8 +216,8 @@ static void run_case_x(const mcase *m, bool xonly) {
     d.tok_seq = dup_dev(seq, (size_t)T * 4);
     d.qt = dup_dev(qt, nu * 4);
     float *qa_d = dup_dev(qa, (size_t)T * ld * 4);
-    d.qr = qa_d + 3;
-    d.gate = qa_d + H * qs + 3;
+    d.qr = qa_d + qo;
+    d.gate = qa_d + H * qs + qo;
     d.u_cmp = dup_dev(u_cmp, nu * 4);
     d.s.sel_src = dup_dev(src, (size_t)T * 4);
     d.s.tsel = dup_dev(tsel, (size_t)T * G * top_n * 4);
@@ -227,23 +231,37 @@ static void run_case_x(const mcase *m, bool xonly) {
     int kmax = 0;
     for (int t = 0; t < T; t++)
         kmax = pos[t] + 1 + B > kmax ? pos[t] + 1 + B : kmax;
-    float *part_d = poison_dev((size_t)T * H * 3 * (dg + 2) * 4);
+    const size_t part_n = (size_t)T * H * 16 * (dg + 2);
+    float *part_d = poison_dev(part_n * 4);
+    /* the decode kernel (asa-1.3b shapes) merges in its clusters where the
+     * build can: then part stays untouched */
+    const bool in_launch = attn_mma_dec_merge() && (dg == 192 || dg == 96) && dR == 32;
     for (int mode = 0; mode < (xonly ? 0 : 3); mode++)
-        for (int fi = 0; fi < 5; fi++) {
+        for (int fi = 0; fi < (in_launch ? 8 : 5); fi++) {
             /* bf16 queries; hi + lo queries (the compressed-branch flag for
              * ATTN_CMP, the all-modes flag for the others); the decode
              * schedule with the engine's flags, unsplit and in 3 splits
-             * merged by attn_merge_cuda; those 3 splits in the block form */
+             * merged by attn_merge_cuda; those 3 splits in the block form;
+             * where the decode kernel can (asa-1.3b shapes, a build with
+             * clusters) 4 / 8 / 16 splits merged inside the launch
+             * (dec_merge: one block, clusters of 2 and 4; 16-key multiples,
+             * the last splits of short tokens empty) */
             const int fl = fi == 0   ? 0
                            : fi == 1 ? (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : ATTN_MMA_QSPLIT_ALL)
                                      : (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : 0) |
                                            ATTN_MMA_TOKEN_ROWS |
                                            (fi == 4 ? ATTN_MMA_ROWS_BLOCK : 0);
-            d.n_split = fi >= 3 ? 3 : 1;
-            d.split_keys = fi >= 3 ? (kmax + 2) / 3 : 0;
+            const int nsp = fi >= 5 ? 4 << (fi - 5) : fi >= 3 ? 3 : 1;
+            d.n_split = nsp;
+            d.split_keys = fi >= 5   ? ((kmax + nsp - 1) / nsp + 15) / 16 * 16
+                           : fi >= 3 ? (kmax + 2) / 3
+                                     : 0;
             d.part = fi >= 3 ? part_d : NULL;
             d.dec_prefetch = fi == 3; /* the keys' L2 prefetch before the wait */
             d.dec_plain = fi == 2;
+            d.dec_merge = fi >= 5;
+            if (fi >= 5)
+                assert_int_equal(cudaMemset(part_d, 0xff, part_n * 4), cudaSuccess);
             const bool qs = (fl & (ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL)) != 0;
             d.mode = (attn_mode)mode;
             d.u = poison_dev(nu * 4);
@@ -253,11 +271,24 @@ static void run_case_x(const mcase *m, bool xonly) {
                 fail_msg("%s: attn_mma_cuda mode %d: %s", m->name, mode, asa_strerror(rc));
             get_dev(ug, d.u, nu * 4);
             const float *want = mode == ATTN_LOCAL ? u_loc : mode == ATTN_CMP ? u_cmp : u_slc;
+            static const char *const form[8] = {"",
+                                                "",
+                                                " token rows",
+                                                " token rows, 3 splits",
+                                                " token rows, 3 splits, block form",
+                                                " token rows, 4 splits merged in the launch",
+                                                " token rows, 8 splits merged in the launch",
+                                                " token rows, 16 splits merged in the launch"};
             snprintf(what, sizeof what, "%s: mode %d%s%s u", m->name, mode, qs ? " qsplit" : "",
-                     fi == 2   ? " token rows"
-                     : fi == 3 ? " token rows, 3 splits"
-                     : fi == 4 ? " token rows, 3 splits, block form"
-                               : "");
+                     form[fi]);
+            if (fi >= 5) {
+                uint32_t *ph = malloc(part_n * 4);
+                get_dev(ph, part_d, part_n * 4);
+                for (size_t i = 0; i < part_n; i++)
+                    if (ph[i] != 0xffffffffu)
+                        fail_msg("%s: part written (element %zu)", what, i);
+                free(ph);
+            }
             cmp_scaled(what, ug, want, nu, 1.5e-2, 1e-6, qs ? &worst_u_qs : &worst_u);
             if (fi == 0) { /* without the per-tile fast paths: the same bits */
                 float *un = poison_dev(nu * 4), *hn = malloc(nu * 4);
@@ -287,10 +318,7 @@ static void run_case_x(const mcase *m, bool xonly) {
             if (mode == ATTN_CMP) {
                 get_dev(lg, d.lse, (size_t)T * H * 4);
                 snprintf(what, sizeof what, "%s: lse%s%s", m->name, qs ? " qsplit" : "",
-                         fi == 2   ? " token rows"
-                         : fi == 3 ? " token rows, 3 splits"
-                         : fi == 4 ? " token rows, 3 splits, block form"
-                                   : "");
+                         form[fi]);
                 double w = 0.0;
                 for (int i = 0; i < T * H; i++) {
                     if (isnan(lg[i]) || (isinf(lse[i]) != isinf(lg[i])) ||
@@ -314,6 +342,7 @@ static void run_case_x(const mcase *m, bool xonly) {
     d.n_split = 1;
     d.split_keys = 0;
     d.part = NULL;
+    d.dec_merge = 0;
     cudaFree(part_d);
     /* the expanded form (ATTN_MMA_VFIRST): entries [v | k] per head, the
      * queries as a projection row [q_nope | q_rope] (qt not read), u rows
