@@ -189,13 +189,15 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
 #define CU_STACK_ROWS 128
 #define CU_STACK_M_MAX 256
 /* the token-rows decode attention splits a token's keys in ranges of whole
- * CU_DEC_KT_SMALL keys up to CU_DEC_KT_T tokens a step, of 64 beyond (more,
- * shorter splits: a warp's chain of 16-key stages is what a small step
- * waits for.  H200, asa-1.3b, alternated: 32-key ranges batch 1 / 2 / 4 /
- * 8 / 16 -3.4 / -3.1 / -2.7 / -2.7 / -1.1 %, batch 32 +2.6 to +3.7 %; 16
- * keys batch 1 -0.7 %, batch 16 +6.7 %; 48 keys batch 1 -2.4 %) */
-#define CU_DEC_KT_SMALL 32
-#define CU_DEC_KT_T 16
+ * 16 keys up to CU_DEC_KT16_T tokens a step, 32 up to CU_DEC_KT32_T, 64
+ * beyond (more, shorter splits: a warp's chain of 16-key stages is what a
+ * small step waits for.  H200, asa-1.3b, alternated, with the merge launch:
+ * 32-key ranges against 64 batch 1 / 2 / 4 / 8 / 16 -3.4 / -3.1 / -2.7 /
+ * -2.7 / -1.1 %, batch 32 +2.6 to +3.7 %; with the splits merged in the
+ * launch: 16-key ranges against 32 batch 1 / 2 / 4 / 8 -2.8 / -2.1 / -0.7
+ * / -1.5 % at 1k, batch 1 -3.1 % at 4k, batch 12 / 16 +3.9 / +4.0 %) */
+#define CU_DEC_KT16_T 8
+#define CU_DEC_KT32_T 16
 /* default of ASA_CUDA_GEMV_ROWS: the GEMV beat cuBLAS at M = 1 and lost
  * 2-3x at M = 8 (kernel lab, H200); at M = 2 gemm_small with 16-row tiles
  * beats it too, even with RMSNorm and SiLU-gate as kernels of their own
@@ -404,8 +406,9 @@ typedef struct cu_be {
                                   (token, group) pairs */
     int mma_dec_kt;            /* ASA_CUDA_MMA_DEC_KT: ... in ranges of whole
                                   multiples of this many keys (16, 32, 48
-                                  or 64; default 0: CU_DEC_KT_SMALL up to
-                                  CU_DEC_KT_T tokens, else 64) */
+                                  or 64; default 0: 16 up to CU_DEC_KT16_T
+                                  tokens, 32 up to CU_DEC_KT32_T, else
+                                  64) */
     bool dec_merge;            /* the token-rows decode kernel merges its
                                   splits inside the launch (thread block
                                   clusters; n_split rounded up to a multiple
@@ -1667,7 +1670,10 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
              * about mma_dec_split blocks per SM (ranges of whole key
              * tiles; the partials must fit c->part) */
             const long blocks = (long)T * at->c.G;
-            const int kt = c->mma_dec_kt ? c->mma_dec_kt : T <= CU_DEC_KT_T ? CU_DEC_KT_SMALL : 64;
+            const int kt = c->mma_dec_kt    ? c->mma_dec_kt
+                           : T <= CU_DEC_KT16_T ? 16
+                           : T <= CU_DEC_KT32_T ? 32
+                                                : 64;
             int per = 0;
             const int ns = cu__even_splits(
                 c, ((long)c->mma_dec_split * c->n_sm + blocks - 1) / blocks,

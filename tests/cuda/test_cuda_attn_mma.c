@@ -231,21 +231,21 @@ static void run_case_x(const mcase *m, bool xonly) {
     int kmax = 0;
     for (int t = 0; t < T; t++)
         kmax = pos[t] + 1 + B > kmax ? pos[t] + 1 + B : kmax;
-    const size_t part_n = (size_t)T * H * 16 * (dg + 2);
+    const size_t part_n = (size_t)T * H * 32 * (dg + 2);
     float *part_d = poison_dev(part_n * 4);
     /* the decode kernel (asa-1.3b shapes) merges in its clusters where the
      * build can: then part stays untouched */
     const bool in_launch = attn_mma_dec_merge() && (dg == 192 || dg == 96) && dR == 32;
     for (int mode = 0; mode < (xonly ? 0 : 3); mode++)
-        for (int fi = 0; fi < (in_launch ? 8 : 5); fi++) {
+        for (int fi = 0; fi < (in_launch ? 9 : 5); fi++) {
             /* bf16 queries; hi + lo queries (the compressed-branch flag for
              * ATTN_CMP, the all-modes flag for the others); the decode
              * schedule with the engine's flags, unsplit and in 3 splits
              * merged by attn_merge_cuda; those 3 splits in the block form;
              * where the decode kernel can (asa-1.3b shapes, a build with
-             * clusters) 4 / 8 / 16 splits merged inside the launch
-             * (dec_merge: one block, clusters of 2 and 4; 16-key multiples,
-             * the last splits of short tokens empty) */
+             * clusters) 4 / 8 / 16 / 32 splits merged inside the launch
+             * (dec_merge: one block, clusters of 2, 4 and 8; 16-key
+             * multiples, the last splits of short tokens empty) */
             const int fl = fi == 0   ? 0
                            : fi == 1 ? (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : ATTN_MMA_QSPLIT_ALL)
                                      : (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : 0) |
@@ -271,14 +271,15 @@ static void run_case_x(const mcase *m, bool xonly) {
                 fail_msg("%s: attn_mma_cuda mode %d: %s", m->name, mode, asa_strerror(rc));
             get_dev(ug, d.u, nu * 4);
             const float *want = mode == ATTN_LOCAL ? u_loc : mode == ATTN_CMP ? u_cmp : u_slc;
-            static const char *const form[8] = {"",
+            static const char *const form[9] = {"",
                                                 "",
                                                 " token rows",
                                                 " token rows, 3 splits",
                                                 " token rows, 3 splits, block form",
                                                 " token rows, 4 splits merged in the launch",
                                                 " token rows, 8 splits merged in the launch",
-                                                " token rows, 16 splits merged in the launch"};
+                                                " token rows, 16 splits merged in the launch",
+                                                " token rows, 32 splits merged in the launch"};
             snprintf(what, sizeof what, "%s: mode %d%s%s u", m->name, mode, qs ? " qsplit" : "",
                      form[fi]);
             if (fi >= 5) {
