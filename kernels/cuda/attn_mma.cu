@@ -852,9 +852,8 @@ constexpr int DEC_KT = 16; /* keys a stage */
  * sum of each row) in its own stage buffers (free after the key loop);
  * after a cluster barrier warp s merges rows s, s + n_split, ... reading
  * the others' partials through distributed shared memory (merge_row, as
- * the merge launch does: the same bits);
- * a second barrier keeps every partial alive until it is read.  wbuf:
- * floats of a warp's buffers. */
+ * the merge launch does: the same bits); a second barrier keeps every
+ * partial alive until it is read.  wbuf: floats of a warp's buffers. */
 template <int NP>
 __device__ __forceinline__ void dec_merge(const attn_params &p, const float (&acc)[2 * NP][4],
                                           const float (&mrow)[2], const float (&lrow)[2],
@@ -1156,21 +1155,9 @@ asa_err dec_launch(const attn_params *p, cudaStream_t st) {
         /* a cluster of nsp / 4 blocks a (token, group, head tile): the
          * grid (items / 4 blocks) is a whole number of them */
         static_assert(ATTN_DEC_MERGE_MAX / DEC_WARPS <= 8, "portable cluster sizes");
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = grid;
-        cfg.blockDim = dim3(DEC_WARPS * 32);
-        cfg.dynamicSmemBytes = smem;
-        cfg.stream = st;
-        cudaLaunchAttribute at[2];
-        at[0].id = cudaLaunchAttributeClusterDimension;
-        at[0].val.clusterDim.x = (unsigned)(nsp / DEC_WARPS);
-        at[0].val.clusterDim.y = 1;
-        at[0].val.clusterDim.z = 1;
-        at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[1].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = at;
-        cfg.numAttrs = pdl ? 2 : 1;
-        KC_CUDA_TRY(cudaLaunchKernelEx(&cfg, attn_dec_kernel<KS, NP, QS>, *p, ht));
+        KC_CUDA_TRY(kc_launch_cluster(pdl, dim3((unsigned)(nsp / DEC_WARPS)),
+                                      attn_dec_kernel<KS, NP, QS>, grid, dim3(DEC_WARPS * 32),
+                                      smem, st, *p, ht));
         return ASA_OK;
     }
 #endif

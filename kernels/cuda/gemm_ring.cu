@@ -318,21 +318,8 @@ cudaError_t launch(const gemm_ring_params &p, int cl, cudaStream_t s) {
                 return a;
             nonportable = true;
         }
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = grid;
-        cfg.blockDim = dim3(GR_THREADS);
-        cfg.dynamicSmemBytes = smem;
-        cfg.stream = s;
-        cudaLaunchAttribute at[2];
-        at[0].id = cudaLaunchAttributeClusterDimension;
-        at[0].val.clusterDim.x = 1;
-        at[0].val.clusterDim.y = (unsigned)splits;
-        at[0].val.clusterDim.z = 1;
-        at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[1].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = at;
-        cfg.numAttrs = kc_pdl_on ? 2 : 1;
-        return cudaLaunchKernelEx(&cfg, k, p, splits, kc);
+        return kc_launch_cluster(kc_pdl_on != 0, dim3(1, (unsigned)splits, 1), k, grid,
+                                 GR_THREADS, smem, s, p, splits, kc);
 #else
         return cudaErrorInvalidValue; /* not reached: the entry refuses first */
 #endif

@@ -89,6 +89,31 @@ inline cudaError_t kc_launch_pdl(bool pdl, void (*k)(KA...), dim3 grid, dim3 blo
     cfg.numAttrs = pdl ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
 }
+#ifdef __CUDACC__
+/* kc_launch_pdl for a grid of thread block clusters of cluster blocks (the
+ * grid a whole number of them; sizes above 8 need the kernel's
+ * cudaFuncAttributeNonPortableClusterSizeAllowed, set by the caller).  Not
+ * in the CPU emulation (no clusters). */
+template <typename... KA, typename... A>
+inline cudaError_t kc_launch_cluster(bool pdl, dim3 cluster, void (*k)(KA...), dim3 grid,
+                                     dim3 block, size_t smem, cudaStream_t s, A &&...args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = cluster.x;
+    at[0].val.clusterDim.y = cluster.y;
+    at[0].val.clusterDim.z = cluster.z;
+    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl ? 2 : 1;
+    return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
+}
+#endif
 /* kc_launch_pdl with the process setting (kcuda.h). */
 template <typename... KA, typename... A>
 inline cudaError_t kc_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t smem,
