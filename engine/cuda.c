@@ -707,7 +707,7 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
     const float one = 1.0f, zero = 0.0f;
     const uint16_t *xlo = cu__lo_buf(c, M, K, lo);
     if (lo && !acc && 2 * M <= c->stack_m) {
-        const bool pair = half2 && c->pair && !acc && 2 * M <= c->T;
+        const bool pair = half2 && c->pair && 2 * M <= c->T;
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
                                 CUDA_R_16BF, K, c->xhi, CUDA_R_16BF, K, &zero,
                                 pair ? y : c->y2, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
@@ -1224,7 +1224,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         (err = cu__malloc((void **)&c->gu, (size_t)T * 2 * F * 4)) ||
         (err = cu__malloc((void **)&c->act, (size_t)T * F * 4)) ||
         (err = cu__malloc((void **)&c->xhi, (size_t)xrows * kmax * 2)) ||
-        (err = cu__malloc((void **)&c->y2, (size_t)(c->stack_m > 0 ? c->stack_m : 1) * nmax * 4)) ||
+        (err = cu__malloc((void **)&c->y2, (size_t)c->stack_m * nmax * 4)) ||
         (err = cu__malloc((void **)&c->xlo, (size_t)T * kmax * 2)) ||
         (err = cu__malloc((void **)&c->tsel, (size_t)T * c->Gg * c->top_n * 4)) ||
         (err = cu__malloc((void **)&c->tsel_cnt, (size_t)T * c->Gg * 4)) ||

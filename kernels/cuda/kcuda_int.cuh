@@ -71,23 +71,35 @@ __device__ __forceinline__ int kc_atom_add_acq_rel(int *p, int v) {
 #endif
 }
 
-/* Launches kernel k with programmatic stream serialization when pdl;
- * otherwise the same as k<<<grid, block, smem, s>>>(args).  The launch
- * error is returned (no cudaGetLastError needed). */
+/* Launches kernel k with the n launch attributes at (none when n is 0);
+ * the launch error is returned (no cudaGetLastError needed). */
 template <typename... KA, typename... A>
-inline cudaError_t kc_launch_pdl(bool pdl, void (*k)(KA...), dim3 grid, dim3 block, size_t smem,
-                                 cudaStream_t s, A &&...args) {
+inline cudaError_t kc_launch_ex(cudaLaunchAttribute *at, unsigned n, void (*k)(KA...), dim3 grid,
+                                dim3 block, size_t smem, cudaStream_t s, A &&...args) {
     cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cfg.attrs = at;
-    cfg.numAttrs = pdl ? 1 : 0;
+    cfg.numAttrs = n;
     return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
+}
+
+/* Fills *at with the programmatic stream serialization attribute. */
+inline void kc_attr_pdl(cudaLaunchAttribute *at) {
+    at->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at->val.programmaticStreamSerializationAllowed = 1;
+}
+
+/* Launches kernel k with programmatic stream serialization when pdl;
+ * otherwise the same as k<<<grid, block, smem, s>>>(args). */
+template <typename... KA, typename... A>
+inline cudaError_t kc_launch_pdl(bool pdl, void (*k)(KA...), dim3 grid, dim3 block, size_t smem,
+                                 cudaStream_t s, A &&...args) {
+    cudaLaunchAttribute at[1];
+    kc_attr_pdl(&at[0]);
+    return kc_launch_ex(at, pdl ? 1u : 0u, k, grid, block, smem, s, std::forward<A>(args)...);
 }
 #ifdef __CUDACC__
 /* kc_launch_pdl for a grid of thread block clusters of cluster blocks (the
@@ -97,21 +109,13 @@ inline cudaError_t kc_launch_pdl(bool pdl, void (*k)(KA...), dim3 grid, dim3 blo
 template <typename... KA, typename... A>
 inline cudaError_t kc_launch_cluster(bool pdl, dim3 cluster, void (*k)(KA...), dim3 grid,
                                      dim3 block, size_t smem, cudaStream_t s, A &&...args) {
-    cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute at[2];
     at[0].id = cudaLaunchAttributeClusterDimension;
     at[0].val.clusterDim.x = cluster.x;
     at[0].val.clusterDim.y = cluster.y;
     at[0].val.clusterDim.z = cluster.z;
-    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cfg.attrs = at;
-    cfg.numAttrs = pdl ? 2 : 1;
-    return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
+    kc_attr_pdl(&at[1]);
+    return kc_launch_ex(at, pdl ? 2u : 1u, k, grid, block, smem, s, std::forward<A>(args)...);
 }
 #endif
 /* kc_launch_pdl with the process setting (kcuda.h). */
