@@ -350,6 +350,15 @@ typedef struct cu_be {
                                   one kernel); ASA_CUDA_RING_ROWS, default 0
                                   (off: not yet measured in the engine), at
                                   most GEMM_RING_MAX_M */
+    int wg_rows;               /* products of small_rows < M <= wg_rows rows
+                                  (bf16 parts) run as gemm_ring_cuda_wg
+                                  (the ring on warpgroup MMAs, its K slices
+                                  summed in a cluster); ASA_CUDA_WG_ROWS,
+                                  default 0, at most GEMM_RING_MAX_M */
+    int wg_blocks;             /* its target block count: K slices =
+                                  ceil(wg_blocks / 128-row columns), 1..16
+                                  (ASA_CUDA_WG_BLOCKS, default
+                                  CU_WG_BLOCKS) */
     float *ring_ws;            /* gemm_ring's split-K tiles (ring_rows > 0) */
     int *ring_cnt;             /* gemm_ring's column counters (zero between
                                   launches) */
@@ -674,8 +683,21 @@ static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
  * costs ~4 us more and loses everywhere: opt-in, default 0), in
  * batch-invariant mode, or for shapes it does not take (K % 64). */
 #define CU_RING_MAX_N 4096
+#define CU_WG_BLOCKS 132 /* gemm_ring_cuda_wg's target blocks (slices x columns) */
 static asa_err cu__ring_gemm(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                              bool lo, bool acc) {
+    if (!c->invariant && M > c->gemv_rows && M > c->small_rows && M <= c->wg_rows) {
+        /* the warpgroup-MMA form: slices summed in a cluster, no workspace */
+        gemm_ring_params rp = {.M = M, .N = N, .K = K, .xhi = c->xhi,
+                               .xlo = cu__lo_buf(c, M, K, lo), .ldx = K, .w = W, .ldw = K,
+                               .y = y, .ldy = N, .acc = acc};
+        const int cols = (N + 127) / 128, chunks = K / GEMM_RING_KC;
+        int sl = (c->wg_blocks + cols - 1) / cols;
+        sl = sl > 16 ? 16 : sl > chunks ? chunks : sl < 1 ? 1 : sl;
+        const asa_err e = gemm_ring_cuda_wg(&rp, sl, c->st);
+        if (e != ASA_EINVAL) /* shapes it does not take: the paths below */
+            return e;
+    }
     if (c->invariant || M <= c->gemv_rows || M <= c->small_rows || M > c->ring_rows ||
         N > CU_RING_MAX_N)
         return ASA_EUNSUPPORTED;
@@ -1166,6 +1188,10 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->small_rows = cu__env_int("ASA_CUDA_SMALL_ROWS", CU_SMALL_ROWS, 0);
     if (c->small_rows > GEMM_SMALL_MAX_M)
         c->small_rows = GEMM_SMALL_MAX_M;
+    c->wg_rows = cu__env_int("ASA_CUDA_WG_ROWS", 0, 0);
+    if (c->wg_rows > GEMM_RING_MAX_M)
+        c->wg_rows = GEMM_RING_MAX_M;
+    c->wg_blocks = cu__env_int("ASA_CUDA_WG_BLOCKS", CU_WG_BLOCKS, 1);
     c->ring_rows = cu__env_int("ASA_CUDA_RING_ROWS", 0, 0);
     if (c->ring_rows > GEMM_RING_MAX_M)
         c->ring_rows = GEMM_RING_MAX_M;

@@ -1,6 +1,8 @@
 /*
  * kernels/cuda/gemm_ring.cu - the decode product for 9 to 64 rows with W
  * and x through a shared-memory ring (contract in gemm_ring_cuda.h).
+ * The WG form (gemm_ring_cuda_wg) keeps the ring and the cluster sum and
+ * replaces the main loop below by warpgroup MMAs (wgmma_sm90.cuh).
  *
  * A stage is 128 rows of W x 64 k (16 KiB; the 16-byte chunks of a row are
  * stored at chunk ^ (row & 7), so the eight rows an ldmatrix phase reads
@@ -18,6 +20,7 @@
 
 #include "kcuda_int.cuh"
 #include "mma_sm80.cuh"
+#include "wgmma_sm90.cuh"
 #ifdef __CUDACC__
 #include <cooperative_groups.h>
 #endif
@@ -27,17 +30,21 @@ namespace {
 constexpr int GR_WARPS = 8, GR_THREADS = 32 * GR_WARPS, GR_BN = 16 * GR_WARPS;
 constexpr int GR_KC = GEMM_RING_KC, GR_XLD = GR_KC + 8;
 constexpr int GR_TARGET_BLOCKS = 264; /* two an SM of a 132-SM card */
-constexpr int GR_SUMV = 8;             /* slices' partials in flight a thread */
+constexpr int GR_SUMV = 8;            /* slices' partials in flight a thread */
 
-template <int NT, bool LO> __host__ __device__ constexpr size_t gr_stage_bytes() {
-    return (size_t)GR_BN * GR_KC * 2 + (size_t)(LO ? 2 : 1) * 8 * NT * GR_XLD * 2;
+/* WG: the warpgroup-MMA form's x rows, 64 k unpadded and swizzled like
+ * W's (wgmma_sm90.cuh), every stage 1024-byte aligned */
+template <int NT, bool LO, bool WG = false> __host__ __device__ constexpr size_t gr_stage_bytes() {
+    return (size_t)GR_BN * GR_KC * 2 + (size_t)(LO ? 2 : 1) * 8 * NT * (WG ? GR_KC : GR_XLD) * 2;
 }
 /* stages: as many as fit two blocks in an SM's shared memory, 2..4 */
-template <int NT, bool LO> constexpr int gr_stages() {
-    return 110 * 1024 / gr_stage_bytes<NT, LO>() >= 4   ? 4
-           : 110 * 1024 / gr_stage_bytes<NT, LO>() >= 3 ? 3
-                                                        : 2;
+template <int NT, bool LO, bool WG = false> constexpr int gr_stages() {
+    return 110 * 1024 / gr_stage_bytes<NT, LO, WG>() >= 4   ? 4
+           : 110 * 1024 / gr_stage_bytes<NT, LO, WG>() >= 3 ? 3
+                                                            : 2;
 }
+/* the WG form's slack to align the ring to 1024 bytes */
+template <bool WG> constexpr size_t gr_align_slack() { return WG ? 1024 : 0; }
 
 #ifdef __CUDACC__
 /* The lab's split-K sum inside a thread block cluster (gemm_ring_cuda_
@@ -88,14 +95,21 @@ __device__ __forceinline__ void gr_cluster_sum(const gemm_ring_params &p, const 
 
 /* NT: 8-row tiles of x (M <= 8 NT); LO: the lo part too; RS: ring stages.
  * CL: the slices summed in a cluster (gr_cluster_sum) instead of the
- * workspace.  Grid: (128-row columns of W, K slices of kc chunks of 64). */
-template <int NT, bool LO, int RS, bool CL = false>
+ * workspace.  WG: the main loop on warpgroup MMAs (two warpgroups of 64 W
+ * rows, x rows as B; sm_90a, nvcc only) instead of mma.sync.  Grid: (128-row
+ * columns of W, K slices of kc chunks of 64). */
+template <int NT, bool LO, int RS, bool CL = false, bool WG = false>
 __global__ void __launch_bounds__(GR_THREADS, 2)
     gemm_ring_kernel(const gemm_ring_params p, const int splits, const int kc) {
     extern __shared__ float gr_sm[];
-    constexpr int XR = 8 * NT, PARTS = LO ? 2 : 1;
-    constexpr size_t STB = gr_stage_bytes<NT, LO>();
-    char *const base = (char *)gr_sm;
+    constexpr int XR = 8 * NT, PARTS = LO ? 2 : 1, XLD = WG ? GR_KC : GR_XLD;
+    constexpr size_t STB = gr_stage_bytes<NT, LO, WG>();
+    char *base = (char *)gr_sm;
+#if defined(__CUDACC__) && !defined(ASA_CUDA_EMU)
+    if constexpr (WG) /* the swizzle is on address bits: 1024-byte aligned stages
+                       */
+        base += (1024 - ((uint32_t)__cvta_generic_to_shared(gr_sm) & 1023)) & 1023;
+#endif
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
     const int nb = blockIdx.x * GR_BN, split = blockIdx.y;
     const int c_first = split * kc, nch = min(kc, p.K / GR_KC - c_first);
@@ -119,7 +133,8 @@ __global__ void __launch_bounds__(GR_THREADS, 2)
             const int part = i / (XR * 8), r = i / 8 % XR, ch = i & 7;
             const uint16_t *src =
                 (part ? p.xlo : p.xhi) + (int64_t)min(r, p.M - 1) * p.ldx + k + 8 * ch;
-            mma_cp16(xs + (part * XR + r) * GR_XLD + 8 * ch, src, r < p.M); /* zeros past M */
+            const int pc = WG ? ch ^ (r & 7) : ch;                       /* WG: swizzled like W */
+            mma_cp16(xs + (part * XR + r) * XLD + 8 * pc, src, r < p.M); /* zeros past M */
         }
     };
     /* W of the first RS - 1 stages before the PDL wait (one group each),
@@ -152,6 +167,10 @@ __global__ void __launch_bounds__(GR_THREADS, 2)
             mma_cp_wait<0>();
         else
             mma_cp_wait<RS - 2>();
+#if defined(__CUDACC__) && !defined(ASA_CUDA_EMU)
+        if constexpr (WG)
+            wg_fence_proxy(); /* the copies, to the MMAs' async proxy */
+#endif
         __syncthreads(); /* chunk c everywhere; chunk c - 1's slot free */
         if (c + RS - 1 < nch) {
             issue_w(c + RS - 1);
@@ -159,17 +178,35 @@ __global__ void __launch_bounds__(GR_THREADS, 2)
         }
         mma_cp_commit();
         const uint16_t *ws = wst(c), *xs = xst(c);
+        if constexpr (WG) {
+#if defined(__CUDACC__) && !defined(ASA_CUDA_EMU)
+            /* warpgroup g: W rows 64 g.. of the block's 128 as A, the x
+             * rows as B (hi, then lo into the same accumulators); done
+             * before the next chunk's barrier frees this slot */
+            const uint16_t *wa = ws + (warp >> 2) * 64 * GR_KC;
+            wg_fence();
 #pragma unroll
-        for (int s = 0; s < GR_KC / 16; s++) {
-            uint32_t a[4];
-            mma_ldsm_x4<false>(a, ws + ar * GR_KC + 8 * ((2 * s + ah) ^ (ar & 7)));
+            for (int s = 0; s < GR_KC / 16; s++) {
+                wg_mma_bf16<NT>(acc, wg_desc(wa + 16 * s), wg_desc(xs + 16 * s));
+                if (LO)
+                    wg_mma_bf16<NT>(acc, wg_desc(wa + 16 * s), wg_desc(xs + XR * GR_KC + 16 * s));
+            }
+            wg_commit();
+            wg_wait_all();
+#endif
+        } else {
 #pragma unroll
-            for (int t = 0; t < NT; t++) {
-                const uint16_t *xr = xs + (8 * t + gq) * GR_XLD + 16 * s + 2 * tq;
-                mma_16816(acc[t], a, *(const uint32_t *)xr, *(const uint32_t *)(xr + 8));
-                if (LO) {
-                    const uint16_t *xl = xr + XR * GR_XLD;
-                    mma_16816(acc[t], a, *(const uint32_t *)xl, *(const uint32_t *)(xl + 8));
+            for (int s = 0; s < GR_KC / 16; s++) {
+                uint32_t a[4];
+                mma_ldsm_x4<false>(a, ws + ar * GR_KC + 8 * ((2 * s + ah) ^ (ar & 7)));
+#pragma unroll
+                for (int t = 0; t < NT; t++) {
+                    const uint16_t *xr = xs + (8 * t + gq) * XLD + 16 * s + 2 * tq;
+                    mma_16816(acc[t], a, *(const uint32_t *)xr, *(const uint32_t *)(xr + 8));
+                    if (LO) {
+                        const uint16_t *xl = xr + XR * XLD;
+                        mma_16816(acc[t], a, *(const uint32_t *)xl, *(const uint32_t *)(xl + 8));
+                    }
                 }
             }
         }
@@ -285,14 +322,15 @@ void gr_split(int N, int K, int *splits, int *kc) {
 }
 
 /* One launch; CL: the cluster form (gemm_ring_cuda_cluster, cl = 2..16
- * slices at most, one cluster a 128-row column), else the workspace form
- * (gr_split's slices). */
-template <int NT, bool LO, bool CL>
+ * slices at most, one cluster a 128-row column; 1 with WG), else the
+ * workspace form (gr_split's slices).  WG: the warpgroup-MMA main loop. */
+template <int NT, bool LO, bool CL, bool WG = false>
 cudaError_t launch(const gemm_ring_params &p, int cl, cudaStream_t s) {
-    constexpr int RS = gr_stages<NT, LO>();
-    constexpr size_t smem = RS * gr_stage_bytes<NT, LO>();
-    static_assert(!CL || smem >= (size_t)8 * NT * GR_BN * 4, "the cluster tile in the ring");
-    auto *const k = gemm_ring_kernel<NT, LO, RS, CL>;
+    constexpr int RS = gr_stages<NT, LO, WG>();
+    constexpr size_t smem = RS * gr_stage_bytes<NT, LO, WG>() + gr_align_slack<WG>();
+    static_assert(!CL || smem - gr_align_slack<WG>() >= (size_t)8 * NT * GR_BN * 4,
+                  "the cluster tile in the ring");
+    auto *const k = gemm_ring_kernel<NT, LO, RS, CL, WG>;
     static size_t raised = 0; /* per instance (kc_smem_optin) */
     const cudaError_t e = kc_smem_optin(k, smem, &raised);
     if (e != cudaSuccess)
@@ -318,8 +356,8 @@ cudaError_t launch(const gemm_ring_params &p, int cl, cudaStream_t s) {
                 return a;
             nonportable = true;
         }
-        return kc_launch_cluster(kc_pdl_on != 0, dim3(1, (unsigned)splits, 1), k, grid,
-                                 GR_THREADS, smem, s, p, splits, kc);
+        return kc_launch_cluster(kc_pdl_on != 0, dim3(1, (unsigned)splits, 1), k, grid, GR_THREADS,
+                                 smem, s, p, splits, kc);
 #else
         return cudaErrorInvalidValue; /* not reached: the entry refuses first */
 #endif
@@ -327,15 +365,15 @@ cudaError_t launch(const gemm_ring_params &p, int cl, cudaStream_t s) {
 }
 
 /* The tile count of x rows from M (NT 8-row tiles). */
-template <bool LO, bool CL>
+template <bool LO, bool CL, bool WG = false>
 cudaError_t launch_nt(const gemm_ring_params &p, int cl, cudaStream_t s) {
     if (p.M <= 8)
-        return launch<1, LO, CL>(p, cl, s);
+        return launch<1, LO, CL, WG>(p, cl, s);
     if (p.M <= 16)
-        return launch<2, LO, CL>(p, cl, s);
+        return launch<2, LO, CL, WG>(p, cl, s);
     if (p.M <= 32)
-        return launch<4, LO, CL>(p, cl, s);
-    return launch<8, LO, CL>(p, cl, s);
+        return launch<4, LO, CL, WG>(p, cl, s);
+    return launch<8, LO, CL, WG>(p, cl, s);
 }
 
 } // namespace
@@ -358,8 +396,7 @@ extern "C" int gemm_ring_counters(int N) { return N < 1 ? 0 : (N + GR_BN - 1) / 
 /* splits <= ceil(T / cols) <= T / cols + 1 and N <= 128 cols, so splits x
  * N <= 128 T + 128 cols <= 128 T + N + 127 (T: GR_TARGET_BLOCKS) */
 extern "C" size_t gemm_ring_ws_bound(int M, int N) {
-    return M < 1 || N < 1 ? 0
-                          : (size_t)M * ((size_t)GR_BN * GR_TARGET_BLOCKS + (size_t)N + GR_BN);
+    return M < 1 || N < 1 ? 0 : (size_t)M * ((size_t)GR_BN * GR_TARGET_BLOCKS + (size_t)N + GR_BN);
 }
 
 /* The parameters but the workspace. */
@@ -392,8 +429,8 @@ extern "C" asa_err gemm_ring_cuda(const gemm_ring_params *p, cudaStream_t stream
     asa_err e = gemm_ring_check(p);
     if (e)
         return e;
-    KC_CUDA_TRY((p->xlo ? launch_nt<true, false>(*p, 0, stream)
-                        : launch_nt<false, false>(*p, 0, stream)));
+    KC_CUDA_TRY(
+        (p->xlo ? launch_nt<true, false>(*p, 0, stream) : launch_nt<false, false>(*p, 0, stream)));
     return ASA_OK;
 }
 
@@ -411,6 +448,23 @@ extern "C" asa_err gemm_ring_cuda_cluster(const gemm_ring_params *p, int cluster
 #else
     (void)stream;
     return ASA_EUNSUPPORTED; /* the CPU emulation has no clusters */
+#endif
+}
+
+extern "C" asa_err gemm_ring_cuda_wg(const gemm_ring_params *p, int cluster, cudaStream_t stream) {
+    if (!p || cluster < 1 || cluster > 16)
+        return ASA_EINVAL;
+    const asa_err e = check_shape(p); /* no workspace */
+    if (e)
+        return e;
+#if defined(__CUDACC__) && !defined(ASA_CUDA_EMU)
+    KC_CUDA_TRY((p->xlo ? launch_nt<true, true, true>(*p, cluster, stream)
+                        : launch_nt<false, true, true>(*p, cluster, stream)));
+    return ASA_OK;
+#else
+    (void)stream;
+    return ASA_EUNSUPPORTED; /* the CPU emulation has no clusters or warpgroup
+                                MMAs */
 #endif
 }
 

@@ -81,14 +81,27 @@ asa_err gemm_ring_check(const gemm_ring_params *p);
  * parameters, ASA_ECUDA for a launch failure. */
 asa_err gemm_ring_cuda(const gemm_ring_params *p, cudaStream_t stream);
 
-/* Lab form (tools/gpu/gemm_dec_lab.cu; not used by the engine, not yet
- * run on a GPU): K cut into at most `cluster` slices (2..16; above 8 a
+/* Lab form (tools/gpu/gemm_dec_lab.cu; not used by the engine): K cut
+ * into at most `cluster` slices (2..16; above 8 a
  * non-portable cluster size), the blocks of a 128-row column one thread
  * block cluster that adds the slices' tiles in slice order through
  * distributed shared memory instead of the workspace (ws and counters
  * ignored).  ASA_EINVAL for bad parameters (also K < 2 x GEMM_RING_KC),
  * ASA_EUNSUPPORTED where built without nvcc (the CPU emulation). */
 asa_err gemm_ring_cuda_cluster(const gemm_ring_params *p, int cluster, cudaStream_t stream);
+
+/* The cluster form with its main loop on warpgroup MMAs (wgmma, sm_90a):
+ * each warpgroup of a block multiplies its 64 W rows of a stage by the x
+ * rows as one m64nNk16 MMA a 16 k (hi, then lo), reading x from shared
+ * memory through the hardware instead of per-lane fragment loads (x rows
+ * staged unpadded, swizzled like W).  cluster 1..16 slices (1: no split).
+ * Same results contract as the cluster form (the slices added in order; a
+ * row's bits depend on N, K and cluster, not on M); ASA_EUNSUPPORTED where
+ * built without nvcc.  Measured on the H200 (kernels/cuda/NOTES.md,
+ * "Sixteenth run"): as fast as the mma.sync cluster form, so still behind
+ * cuBLAS except q|kv_a|g hi + lo at 48-64 rows; the engine takes it only
+ * when asked (ASA_CUDA_WG_ROWS). */
+asa_err gemm_ring_cuda_wg(const gemm_ring_params *p, int cluster, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -28,7 +28,15 @@ typedef struct gr_case {
     int pad_x, pad_w, pad_y; /* extra elements per row (pad_x % 8 == 0) */
     bool poison_values;      /* NaN in x, Inf in W */
     int cluster;             /* 0: gemm_ring_cuda; else gemm_ring_cuda_cluster */
+    bool wg;                 /* gemm_ring_cuda_wg with cluster slices */
 } gr_case;
+
+/* The case's form on device parameters d. */
+static asa_err launch(const gr_case *c, const gemm_ring_params *d) {
+    if (c->wg)
+        return gemm_ring_cuda_wg(d, c->cluster, 0);
+    return c->cluster ? gemm_ring_cuda_cluster(d, c->cluster, 0) : gemm_ring_cuda(d, 0);
+}
 
 /* Runs one case on fresh random inputs (or x_in / w_in: [M][K + pad_x]
  * f32 and [N][K + pad_w] bf16); the f32 result rows go to y_out when set. */
@@ -102,8 +110,7 @@ static void run_case(const gr_case *c, float *y_out, const uint16_t *w_in, const
     d.y = dy;
     d.ws = dws;
     d.counters = dc;
-    assert_int_equal(c->cluster ? gemm_ring_cuda_cluster(&d, c->cluster, 0) : gemm_ring_cuda(&d, 0),
-                     ASA_OK);
+    assert_int_equal(launch(c, &d), ASA_OK);
     kt_sync();
 
     /* padding untouched, then the N columns of each row */
@@ -117,9 +124,7 @@ static void run_case(const gr_case *c, float *y_out, const uint16_t *w_in, const
         kt_dev_free(dy);
         dy = kt_dev_upload(y0, yn * 4);
         d.y = dy;
-        assert_int_equal(
-            c->cluster ? gemm_ring_cuda_cluster(&d, c->cluster, 0) : gemm_ring_cuda(&d, 0),
-            ASA_OK);
+        assert_int_equal(launch(c, &d), ASA_OK);
         kt_sync();
         kt_dev_download(again, dy, yn * 4);
         assert_memory_equal(again, got, yn * 4);
@@ -146,22 +151,22 @@ static void run_case(const gr_case *c, float *y_out, const uint16_t *w_in, const
 static void test_shapes(void **state) {
     (void)state;
     const gr_case small[] = {
-        {1, 1, 64, false, false, 0, 0, 0, false, 0},     /* one slice */
-        {3, 17, 128, true, false, 8, 8, 1, false, 0},    /* 2 slices */
-        {9, 33, 320, true, true, 16, 0, 3, false, 0},    /* 5 slices, acc */
-        {16, 130, 64, false, false, 0, 0, 0, false, 0},  /* two columns, one slice */
-        {20, 257, 448, true, false, 0, 8, 2, true, 0},   /* NaN / Inf */
-        {33, 200, 640, false, true, 8, 0, 0, false, 0},  /* 10 slices, acc */
-        {64, 129, 192, true, true, 0, 0, 5, false, 0},   /* 8 tiles of x rows with lo */
-        {41, 300, 256, true, false, 0, 0, 0, false, 0},
+        {1, 1, 64, false, false, 0, 0, 0, false, 0, false},     /* one slice */
+        {3, 17, 128, true, false, 8, 8, 1, false, 0, false},    /* 2 slices */
+        {9, 33, 320, true, true, 16, 0, 3, false, 0, false},    /* 5 slices, acc */
+        {16, 130, 64, false, false, 0, 0, 0, false, 0, false},  /* two columns, one slice */
+        {20, 257, 448, true, false, 0, 8, 2, true, 0, false},   /* NaN / Inf */
+        {33, 200, 640, false, true, 8, 0, 0, false, 0, false},  /* 10 slices, acc */
+        {64, 129, 192, true, true, 0, 0, 5, false, 0, false},   /* 8 tiles of x rows with lo */
+        {41, 300, 256, true, false, 0, 0, 0, false, 0, false},
     };
     const gr_case large[] = {
-        {16, 3296, 2048, true, false, 0, 0, 0, false, 0},
-        {32, 2048, 5632, false, false, 0, 8, 4, false, 0},
-        {64, 11264, 2048, false, false, 0, 0, 0, false, 0},
-        {24, 32000, 2048, false, false, 8, 0, 0, false, 0},
-        {48, 2048, 2048, true, true, 0, 0, 0, false, 0},
-        {13, 2051, 5632, true, false, 0, 0, 1, true, 0},
+        {16, 3296, 2048, true, false, 0, 0, 0, false, 0, false},
+        {32, 2048, 5632, false, false, 0, 8, 4, false, 0, false},
+        {64, 11264, 2048, false, false, 0, 0, 0, false, 0, false},
+        {24, 32000, 2048, false, false, 8, 0, 0, false, 0, false},
+        {48, 2048, 2048, true, true, 0, 0, 0, false, 0, false},
+        {13, 2051, 5632, true, false, 0, 0, 1, true, 0, false},
     };
     for (size_t i = 0; i < sizeof small / sizeof small[0]; i++)
         run_case(&small[i], NULL, NULL, NULL);
@@ -172,15 +177,15 @@ static void test_shapes(void **state) {
     /* M across the tile counts, both forms */
     for (int M = 1; M <= GEMM_RING_MAX_M; M += 7) {
         gr_case c = {M, 45 + M, 64 * (1 + M % 7), M % 2 == 0, M % 3 == 0, 8 * (M % 3), 0, M % 4,
-                     false, 0};
+                     false, 0, false};
         run_case(&c, NULL, NULL, NULL);
     }
 }
 
 /* Rows of a batch of 64 equal the same rows computed alone or in smaller
- * batches (M = 1, 9, 33), bitwise, with and without split K. */
-static void test_row_independence(void **state) {
-    (void)state;
+ * batches (M = 1, 9, 33), bitwise, with and without split K; in the form
+ * given by cluster and wg (gr_case). */
+static void row_independence(int cluster, bool wg) {
     const int Ns[] = {211, 4100}, K = 512, M = GEMM_RING_MAX_M;
     for (int ni = 0; ni < (kt_quick() ? 1 : 2); ni++) {
         const int N = Ns[ni];
@@ -193,12 +198,12 @@ static void test_row_independence(void **state) {
         assert_non_null(y1);
         kt_fill_bf16(w, (size_t)N * K, 0.05f);
         kt_fill_f32(x, (size_t)M * K, 1.0f);
-        gr_case c = {M, N, K, true, false, 0, 0, 0, false, 0};
+        gr_case c = {M, N, K, true, false, 0, 0, 0, false, cluster, wg};
         run_case(&c, yb, w, x);
         const int ms[] = {1, 9, 33}, m0s[] = {3, 40, 17};
         for (int i = 0; i < 3; i++) {
             const int m0 = m0s[i];
-            gr_case c1 = {ms[i], N, K, true, false, 0, 0, 0, false, 0};
+            gr_case c1 = {ms[i], N, K, true, false, 0, 0, 0, false, cluster, wg};
             run_case(&c1, y1, w, x + (size_t)m0 * K);
             assert_memory_equal(y1, yb + (size_t)m0 * N, (size_t)ms[i] * N * 4);
         }
@@ -207,6 +212,11 @@ static void test_row_independence(void **state) {
         free(yb);
         free(y1);
     }
+}
+
+static void test_row_independence(void **state) {
+    (void)state;
+    row_independence(0, false);
 }
 
 /* The cluster form (slices summed through distributed shared memory):
@@ -236,16 +246,79 @@ static void test_cluster(void **state) {
         assert_int_equal(e, ASA_OK);
     }
     const gr_case cs[] = {
-        {3, 17, 128, true, false, 8, 8, 1, false, 2},
-        {9, 33, 320, true, true, 16, 0, 3, false, 8},
-        {20, 257, 448, true, false, 0, 8, 2, true, 4},
-        {33, 200, 640, false, true, 8, 0, 0, false, 16},
-        {64, 129, 192, true, true, 0, 0, 5, false, 8},
-        {16, 3296, 2048, true, false, 0, 0, 0, false, 8},
-        {16, 2048, 5632, false, true, 0, 0, 0, false, 16},
+        {3, 17, 128, true, false, 8, 8, 1, false, 2, false},
+        {9, 33, 320, true, true, 16, 0, 3, false, 8, false},
+        {20, 257, 448, true, false, 0, 8, 2, true, 4, false},
+        {33, 200, 640, false, true, 8, 0, 0, false, 16, false},
+        {64, 129, 192, true, true, 0, 0, 5, false, 8, false},
+        {16, 3296, 2048, true, false, 0, 0, 0, false, 8, false},
+        {16, 2048, 5632, false, true, 0, 0, 0, false, 16, false},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         run_case(&cs[i], NULL, NULL, NULL);
+}
+
+/* The warpgroup-MMA form (wgmma, clusters of 1-16 slices): odd shapes,
+ * lo, acc, padding, poison, every x-row tile count, the engine's shapes at
+ * 33-64 rows and the order contract; where the build has neither (the CPU
+ * emulation) it must say ASA_EUNSUPPORTED. */
+static void test_wg(void **state) {
+    (void)state;
+    {
+        float *dy = kt_dev_alloc(64 * 4);
+        uint16_t *dw = kt_dev_alloc(16 * 128 * 2), *dh = kt_dev_alloc(128 * 2);
+        const gemm_ring_params p = {.M = 1, .N = 16, .K = 128, .xhi = dh, .ldx = 128, .w = dw,
+                                    .ldw = 128, .y = dy, .ldy = 16};
+        gemm_ring_params b = p;
+        b.K = 96;
+        assert_int_equal(gemm_ring_cuda_wg(&b, 1, 0), ASA_EINVAL);
+        assert_int_equal(gemm_ring_cuda_wg(&p, 0, 0), ASA_EINVAL);
+        assert_int_equal(gemm_ring_cuda_wg(&p, 17, 0), ASA_EINVAL);
+        assert_int_equal(gemm_ring_cuda_wg(NULL, 1, 0), ASA_EINVAL);
+        const asa_err e = gemm_ring_cuda_wg(&p, 2, 0);
+        kt_sync();
+        kt_dev_free(dy);
+        kt_dev_free(dw);
+        kt_dev_free(dh);
+        if (e == ASA_EUNSUPPORTED) {
+            print_message("test_wg: no warpgroup MMAs in this build\n");
+            return;
+        }
+        assert_int_equal(e, ASA_OK);
+    }
+    const gr_case cs[] = {
+        {1, 1, 64, false, false, 0, 0, 0, false, 1, true},
+        {3, 17, 128, true, false, 8, 8, 1, false, 2, true},
+        {9, 33, 320, true, true, 16, 0, 3, false, 8, true},
+        {16, 130, 64, false, false, 0, 0, 0, false, 1, true},
+        {20, 257, 448, true, false, 0, 8, 2, true, 4, true},
+        {33, 200, 640, false, true, 8, 0, 0, false, 16, true},
+        {64, 129, 192, true, true, 0, 0, 5, false, 3, true},
+        {41, 300, 256, true, false, 0, 0, 0, false, 1, true},
+    };
+    /* the engine's shapes (fewer rows where N is large: the host
+     * reference's time) */
+    const gr_case large[] = {
+        {8, 64, 1024, true, false, 0, 0, 0, false, 5, true},
+        {64, 3296, 2048, true, false, 0, 0, 0, false, 4, true},
+        {48, 2048, 2048, false, true, 0, 0, 0, false, 8, true},
+        {33, 11264, 2048, false, false, 0, 0, 0, false, 3, true},
+        {40, 2048, 5632, false, false, 0, 8, 4, false, 8, true},
+        {17, 32000, 1024, false, false, 8, 0, 0, false, 1, true},
+        {13, 2051, 5632, true, false, 0, 0, 1, true, 8, true},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        run_case(&cs[i], NULL, NULL, NULL);
+    if (kt_quick())
+        return;
+    for (size_t i = 0; i < sizeof large / sizeof large[0]; i++)
+        run_case(&large[i], NULL, NULL, NULL);
+    for (int M = 1; M <= GEMM_RING_MAX_M; M += 7) {
+        gr_case c = {M, 45 + M, 64 * (1 + M % 7), M % 2 == 0, M % 3 == 0, 8 * (M % 3), 0, M % 4,
+                     false, 1 + M % 5, true};
+        run_case(&c, NULL, NULL, NULL);
+    }
+    row_independence(4, true);
 }
 
 static void test_checks(void **state) {
@@ -307,6 +380,7 @@ int main(void) {
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_row_independence),
         cmocka_unit_test(test_cluster),
+        cmocka_unit_test(test_wg),
         cmocka_unit_test(test_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -32,8 +32,9 @@
  * "Thirteenth run").  The library's ordered split-K sum through a global
  * workspace costs 4+ us ("Fourteenth run"); the last columns time
  * gemm_ring_cuda_cluster, the slices summed inside a thread block cluster
- * through distributed shared memory, with 8 and 16 slices (written
- * without a GPU: -1 in the error column where a launch failed).
+ * through distributed shared memory, with 8 and 16 slices (-1 in the
+ * error column where a launch failed), and the line below each shape
+ * gemm_ring_cuda_wg, that form on warpgroup MMAs, with 1-16 slices.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -191,7 +192,7 @@ int main(int argc, char **argv) {
                   {11264, 2048, false, "gate|up"},
                   {2048, 5632, false, "down"},
                   {32000, 2048, false, "lm_head"}};
-    const int Ms[] = {16, 32, 64};
+    const int Ms[] = {16, 32, 48, 64};
     cudaStream_t st;
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     cublasHandle_t h;
@@ -324,6 +325,27 @@ int main(int argc, char **argv) {
                     return gemm_ring_cuda_cluster(&q, cl, s) == ASA_OK;
                 });
             }
+            /* the warpgroup-MMA form (gemm_ring_cuda_wg), 1-16 slices */
+            const int wcl[5] = {1, 2, 4, 8, 16};
+            double wgu[5], wgw[5];
+            for (int ci = 0; ci < 5; ci++) {
+                wgu[ci] = -1, wgw[ci] = -1;
+                CK(cudaMemsetAsync(y, 0xff, (size_t)M * sh.N * 4, st));
+                if (gemm_ring_cuda_wg(&pr, wcl[ci], st) != ASA_OK) {
+                    (void)cudaGetLastError();
+                    continue;
+                }
+                if (cudaStreamSynchronize(st) != cudaSuccess) {
+                    printf("wg %d: %s\n", wcl[ci], cudaGetErrorString(cudaGetLastError()));
+                    continue;
+                }
+                wgw[ci] = check();
+                wgu[ci] = lab_graph_us(st, reps, [&](cudaStream_t s, int r) {
+                    gemm_ring_params q = pr;
+                    q.w = W[r % copies];
+                    return gemm_ring_cuda_wg(&q, wcl[ci], s) == ASA_OK;
+                });
+            }
             const float one = 1.0f, zero = 0.0f;
             const double cub = lab_graph_us(st, reps, [&](cudaStream_t, int r) {
                 bool ok = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, M, sh.K, &one,
@@ -342,6 +364,10 @@ int main(int argc, char **argv) {
                    sh.name, M, splits, ours, cub, wbytes / ours / 1e3, wbytes / cub / 1e3, worst,
                    rsplits, ring, wbytes / ring / 1e3, worst_r, memset_us, clu[0], clw[0], clu[1],
                    clw[1]);
+            printf("  %-18s wg (us, worst rel. error) ", sh.name);
+            for (int ci = 0; ci < 5; ci++)
+                printf(" %d: %7.2f %9.2e", wcl[ci], wgu[ci], wgw[ci]);
+            printf("   cuBLAS %7.2f\n", cub);
             fflush(stdout);
             for (auto *w : W)
                 cudaFree(w);

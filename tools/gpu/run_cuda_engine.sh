@@ -31,7 +31,8 @@
 #      both again with ASA_CUDA_XATTN_MIN_T=1 (every prefill step's local
 #                          layers in the expanded form); test_cuda_engine
 #                          with ASA_CUDA_KCAT=0, and with every product of
-#                          2..64 rows on gemm_ring (ASA_CUDA_RING_ROWS=64)
+#                          2..64 rows on gemm_ring (ASA_CUDA_RING_ROWS=64),
+#                          and on its warpgroup-MMA form (ASA_CUDA_WG_ROWS=64)
 #   3. the kernels/cuda unit tests of the other kernels, when built
 #   4. compute-sanitizer memcheck + racecheck on test_cuda_kernels (when the
 #      tool is installed)
@@ -139,6 +140,10 @@ unset ASA_CUDA_KCAT
 export ASA_CUDA_RING_ROWS=64 ASA_CUDA_SMALL_ROWS=0
 run engine_vs_cpu_ring 150 "$T/test_cuda_engine"
 unset ASA_CUDA_RING_ROWS ASA_CUDA_SMALL_ROWS
+# every product of 2..64 rows on gemm_ring's warpgroup-MMA form
+export ASA_CUDA_WG_ROWS=64 ASA_CUDA_SMALL_ROWS=0
+run engine_vs_cpu_wg 150 "$T/test_cuda_engine"
+unset ASA_CUDA_WG_ROWS ASA_CUDA_SMALL_ROWS
 for k in gemv gemm_small gemm_ring rmsnorm silu_mul topn; do
     b="$K/test_${k}_cuda"
     [ -x "$b" ] && run "kernel_$k" 60 "$b"
