@@ -336,6 +336,9 @@ typedef struct cu_be {
                                   the kernel that reads them where its caller
                                   takes them (cu__gemm_parts' half2;
                                   ASA_CUDA_PAIR=0: by an add2 launch) */
+    bool qa2_rope;             /* q|kv_a|g's halves added by the rope launch
+                                  (rope_cache_params.qa2) rather than an add2
+                                  launch (ASA_CUDA_QA2=0) */
     const float *tmp2;         /* the second half of the last o_proj / down
                                   output in tmp (NULL: tmp is the whole) */
     int small_rows;            /* products of gemv_rows < M <= small_rows rows
@@ -1069,6 +1072,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
     c->acc_res = !cu__env_is("ASA_CUDA_ACC_RES", "0");
     c->pair = !cu__env_is("ASA_CUDA_PAIR", "0");
+    c->qa2_rope = !cu__env_is("ASA_CUDA_QA2", "0");
     c->kcat = !cu__env_is("ASA_CUDA_KCAT", "0");
     c->xattn_bf16 = !cu__env_is("ASA_CUDA_XATTN_BF16", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
@@ -1896,7 +1900,9 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add
  * rope kernel and the anchors' stores in the block choice): whenever the
  * absorb would run as its kernel anyway (below the batched-cuBLAS
  * threshold), not only at GEMV sizes.  Batch-invariant mode keeps the
- * separate kernels. */
+ * separate kernels.  (Folding the compressed entries and the stores at
+ * every decode batch, with the batched absorb too, was measured slower
+ * at 48-64 tokens, ~3 % at 4k: not taken.) */
 static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
     return c->fuse && !c->invariant && !(y->kvbf && T >= c->blas_heads_t);
 }
@@ -1987,8 +1993,14 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const bool acc = cu__acc_res(c, T); /* o_proj, down add into c->res */
     const float *in2 = first || acc ? NULL : c->tmp2; /* the last down's second half */
     c->tmp2 = NULL;
+    /* (qa2: where the product is a stacked hi + lo pair, its second half;
+     * rope_cache adds it in place, no add2 launch: only where rope_cache
+     * runs alone, as measured: with the fused rope + absorb the add2
+     * launch is faster) */
+    float *qa2 = NULL;
     CU_OK(cu__norm_gemm(c, first || acc ? c->res : c->tmp, in2, !first && !acc, y->attn_norm, T,
-                        y->w_in, cu__kcat(c, T) ? y->w_in2 : NULL, y->n_in, c->qa, true, NULL));
+                        y->w_in, cu__kcat(c, T) ? y->w_in2 : NULL, y->n_in, c->qa, true,
+                        c->qa2_rope && !cu__fused_attn(c, y, T) ? &qa2 : NULL));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
@@ -1997,7 +2009,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .page_elems = page_elems, .layer_off = layer_off, .B = c->B,
                             /* fused decode: the compressed entries with the
                              * cache writes (a block completes at one token) */
-                            .compress = global && cu__fused_attn(c, y, T) && c->one_per_seq};
+                            .compress = global && cu__fused_attn(c, y, T) && c->one_per_seq,
+                            .qa2 = qa2};
     absorb_params ap = {.T = T, .H = H, .dh = c->dh, .dv = c->dv, .dg = y->dg, .qa = c->qa,
                         .ld_qa = y->n_in, .q_stride = c->dh + c->dR, .kvb = y->kvb, .qt = c->qt};
     /* expanded local attention (prefill, not decode-only steps; never in a

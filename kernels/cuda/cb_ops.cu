@@ -407,6 +407,8 @@ extern "C" asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t stream) {
 
 extern "C" asa_err cb_rope_absorb_cuda(const rope_cache_params *rp, const absorb_params *p,
                                        cudaStream_t stream) {
+    if (rp && rp->qa2) /* the halves: rope_cache_cuda sums them (not here) */
+        return ASA_EUNSUPPORTED;
     if (!rp || !p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb ||
         !p->qt || rp->T != p->T || rp->qa != p->qa || rp->T < 1 || rp->H < 1 || rp->dR < 0 ||
         rp->dR % 2 || rp->G < 1 || rp->dg < 1 || rp->B < 1 || !rp->norm_w || !rp->tok_pos ||

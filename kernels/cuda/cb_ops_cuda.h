@@ -32,7 +32,8 @@ void cb_absorb_ref(const absorb_params *p);
 /* rope_cache_cuda(rp) and cb_absorb_cuda(p) as one launch (decode: one
  * graph node less per layer); rp->qa == p->qa, same T.  The results are
  * those of the two launches.  ASA_EUNSUPPORTED (nothing launched) when the
- * absorb shapes are not those of its vector path: run the two launchers. */
+ * absorb shapes are not those of its vector path, or with rp->qa2: run the
+ * two launchers. */
 asa_err cb_rope_absorb_cuda(const rope_cache_params *rp, const absorb_params *p,
                             cudaStream_t stream);
 

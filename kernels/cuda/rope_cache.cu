@@ -19,8 +19,51 @@ namespace {
 
 constexpr int RC_THREADS = 128;
 
+/* qa2: the token's row + its second half, in place (add2's sums): every
+ * load of a round issued before its stores (the compiler must assume the
+ * two alias), float4 where the rows allow. */
+__device__ __forceinline__ void rc_add_half(const rope_cache_params &p, int t) {
+    constexpr int U = 4;
+    float *row = p.qa + (int64_t)t * p.ld_qa;
+    const float *r2 = p.qa2 + (int64_t)t * p.ld_qa;
+    if (p.ld_qa % 4 == 0 && (((uintptr_t)row | (uintptr_t)r2) & 15) == 0) {
+        const int n4 = (int)(p.ld_qa / 4);
+        for (int j0 = threadIdx.x; j0 < n4; j0 += U * RC_THREADS) {
+            float4 a[U], b[U];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (j0 + u * RC_THREADS < n4) {
+                    a[u] = ((const float4 *)row)[j0 + u * RC_THREADS];
+                    b[u] = ((const float4 *)r2)[j0 + u * RC_THREADS];
+                }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (j0 + u * RC_THREADS < n4)
+                    ((float4 *)row)[j0 + u * RC_THREADS] = make_float4(
+                        a[u].x + b[u].x, a[u].y + b[u].y, a[u].z + b[u].z, a[u].w + b[u].w);
+        }
+    } else {
+        for (int j0 = threadIdx.x; j0 < p.ld_qa; j0 += U * RC_THREADS) {
+            float a[U], b[U];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (j0 + u * RC_THREADS < p.ld_qa) {
+                    a[u] = row[j0 + u * RC_THREADS];
+                    b[u] = r2[j0 + u * RC_THREADS];
+                }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (j0 + u * RC_THREADS < p.ld_qa)
+                    row[j0 + u * RC_THREADS] = a[u] + b[u];
+        }
+    }
+    __syncthreads();
+}
+
 __global__ void __launch_bounds__(RC_THREADS) rope_cache_kernel(const rope_cache_params p) {
     kc_pdl_enter();
+    if (p.qa2)
+        rc_add_half(p, blockIdx.x);
     rope_cache_token(p, blockIdx.x);
 }
 
@@ -42,6 +85,9 @@ extern "C" void rope_cache_ref(const rope_cache_params *p) {
     for (int t = 0; t < p->T; t++) {
         const int pos = p->tok_pos[t];
         float *row = p->qa + (int64_t)t * p->ld_qa;
+        if (p->qa2)
+            for (int64_t j = 0; j < p->ld_qa; j++)
+                row[j] += p->qa2[(int64_t)t * p->ld_qa + j];
         const float *a = row + (int64_t)p->H * (p->dh + p->dR);
         const float *cs = p->cosv + (int64_t)pos * half, *sn = p->sinv + (int64_t)pos * half;
         uint16_t *ent = p->kv +

@@ -41,6 +41,11 @@ typedef struct rope_cache_params {
      * once), saving the compress launch.  Only when no other token of the
      * launch writes into that block (decode: one token per sequence). */
     int compress;
+    /* NULL, or the second half of a stacked product ([T][ld_qa], the
+     * same layout): the row's values are qa + qa2, and qa holds that sum
+     * (every column, in place) after the launch, for the readers after it
+     * (cb_rope_absorb_cuda does not take it: ASA_EUNSUPPORTED) */
+    const float *qa2;
 } rope_cache_params;
 
 asa_err rope_cache_cuda(const rope_cache_params *p, cudaStream_t stream);

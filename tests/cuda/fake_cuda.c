@@ -244,6 +244,8 @@ asa_err cb_absorb_cuda(const absorb_params *p, cudaStream_t s) { (void)s; cb_abs
 int fake_rope_absorb_calls;
 asa_err cb_rope_absorb_cuda(const rope_cache_params *rp, const absorb_params *p, cudaStream_t s) {
     (void)s;
+    if (rp->qa2)
+        return ASA_EUNSUPPORTED;
     fake_rope_absorb_calls++;
     rope_cache_ref(rp);
     cb_absorb_ref(p);

@@ -131,16 +131,22 @@ static void pcache_make(pcache *c, int G, int dg, int dR, int B, const int *pos0
 
 /* ---- tests ----------------------------------------------------------------- */
 
-static void test_rope_cache(void **st) {
+/* two: the row as the two halves of a stacked product (qa2); pad: row
+ * elements past the parts (6: rows of a multiple of 4, the kernel's float4
+ * path for qa2) */
+static void rope_cache_case(int two, int pad) {
     const int H = 3, dh = 5, dR = 6, half = 3, G = 3, dg = 13, B = 5;
     const int p0[] = {3, 4, 5, 6}, p1[] = {10, 11, 12};
     pcache c;
     pcache_make(&c, G, dg, dR, B, p0, 4, p1, 3);
-    const int T = c.T, ld = H * (dh + dR) + c.S + 3;
+    const int T = c.T, ld = H * (dh + dR) + c.S + pad;
     const int NP = 13; /* positions of the cos/sin tables */
     float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)NP * half * 4),
           *sn = malloc((size_t)NP * half * 4), *nw = malloc((size_t)G * dg * 4);
+    float *qa2 = two ? malloc((size_t)T * ld * 4) : NULL;
     fill_f32(qa, (size_t)T * ld, 2.0f);
+    if (two)
+        fill_f32(qa2, (size_t)T * ld, 1.0f);
     fill_f32(nw, (size_t)G * dg, 1.5f);
     for (int q = 0; q < NP; q++)
         for (int k = 0; k < half; k++) {
@@ -164,7 +170,12 @@ static void test_rope_cache(void **st) {
     d.tab = dup_dev(c.tab, sizeof c.tab);
     d.seq_toff = dup_dev(c.toff, sizeof c.toff);
     d.kv = dup_dev(c.kv, nkv * 2);
+    if (two)
+        d.qa2 = dup_dev(qa2, (size_t)T * ld * 4);
     assert_int_equal(rope_cache_cuda(&d, 0), ASA_OK);
+    if (two) /* the reference on the sum, computed here */
+        for (size_t i = 0; i < (size_t)T * ld; i++)
+            qa[i] += qa2[i];
     p.qa = qa;
     p.cosv = cs;
     p.sinv = sn;
@@ -191,13 +202,22 @@ static void test_rope_cache(void **st) {
     cudaFree((void *)d.tab);
     cudaFree((void *)d.seq_toff);
     cudaFree(d.kv);
+    cudaFree((void *)d.qa2);
     free(qa);
+    free(qa2);
     free(cs);
     free(sn);
     free(nw);
     free(qg);
     free(kg);
     free(c.kv);
+}
+
+static void test_rope_cache(void **st) {
+    (void)st;
+    rope_cache_case(0, 3);
+    rope_cache_case(1, 3);
+    rope_cache_case(1, 6);
 }
 
 /* Attention in one mode at two head chunkings, and (CMP) the block choice. */
@@ -1324,6 +1344,12 @@ static void test_rope_absorb(void **st) {
         ad.qa = rd.qa;
         ad.kvb = dup_dev(kvb, (size_t)H * (dh + dv) * dg * 2);
         ad.qt = poison_dev((size_t)T * H * dg * 4);
+        { /* a stacked product's halves: not taken (rope_cache_cuda sums
+           * them; nothing launched) */
+            rope_cache_params two = rd;
+            two.qa2 = rd.qa;
+            assert_int_equal(cb_rope_absorb_cuda(&two, &ad, 0), ASA_EUNSUPPORTED);
+        }
         assert_int_equal(cb_rope_absorb_cuda(&rd, &ad, 0), ASA_OK);
         rp.qa = qa;
         rp.cosv = cs;
