@@ -98,9 +98,9 @@ asa_err gemm_ring_cuda_cluster(const gemm_ring_params *p, int cluster, cudaStrea
  * Same results contract as the cluster form (the slices added in order; a
  * row's bits depend on N, K and cluster, not on M); ASA_EUNSUPPORTED where
  * built without nvcc.  Measured on the H200 (kernels/cuda/NOTES.md,
- * "Sixteenth run"): as fast as the mma.sync cluster form, so still behind
- * cuBLAS except q|kv_a|g hi + lo at 48-64 rows; the engine takes it only
- * when asked (ASA_CUDA_WG_ROWS). */
+ * "Sixteenth run"): 19-40 % faster than the mma.sync cluster form at 64
+ * rows, equal at 16, but still behind cuBLAS except q|kv_a|g hi + lo at
+ * 48-64 rows; the engine takes it only when asked (ASA_CUDA_WG_ROWS). */
 asa_err gemm_ring_cuda_wg(const gemm_ring_params *p, int cluster, cudaStream_t stream);
 
 #ifdef __cplusplus
