@@ -219,32 +219,45 @@ static void test_row_independence(void **state) {
     row_independence(0, false);
 }
 
+/* The launcher checks of the cluster form (wg false) or the warpgroup-MMA
+ * form, then one launch on a small valid product: false (with a message)
+ * where the build has no such form (the CPU emulation: ASA_EUNSUPPORTED). */
+static bool form_checks(bool wg) {
+    float *dy = kt_dev_alloc(64 * 4);
+    uint16_t *dw = kt_dev_alloc(16 * 128 * 2), *dh = kt_dev_alloc(128 * 2);
+    const gemm_ring_params p = {.M = 1, .N = 16, .K = 128, .xhi = dh, .ldx = 128, .w = dw,
+                                .ldw = 128, .y = dy, .ldy = 16};
+    const gr_case c = {.cluster = 2, .wg = wg};
+    gemm_ring_params b = p;
+    b.K = wg ? 96 : 64; /* not a multiple of the chunk; one chunk: nothing to cut */
+    gr_case bc = c;
+    assert_int_equal(launch(&bc, &b), ASA_EINVAL);
+    bc.cluster = wg ? 0 : 1;
+    assert_int_equal(launch(&bc, &p), ASA_EINVAL);
+    bc.cluster = 17;
+    assert_int_equal(launch(&bc, &p), ASA_EINVAL);
+    assert_int_equal(wg ? gemm_ring_cuda_wg(NULL, 1, 0) : gemm_ring_cuda_cluster(NULL, 2, 0),
+                     ASA_EINVAL);
+    const asa_err e = launch(&c, &p);
+    kt_sync();
+    kt_dev_free(dy);
+    kt_dev_free(dw);
+    kt_dev_free(dh);
+    if (e == ASA_EUNSUPPORTED) {
+        print_message("%s: not in this build\n", wg ? "test_wg" : "test_cluster");
+        return false;
+    }
+    assert_int_equal(e, ASA_OK);
+    return true;
+}
+
 /* The cluster form (slices summed through distributed shared memory):
  * odd shapes, lo, acc, padding, poison, 2-16 slices; where the build has
  * no clusters (the CPU emulation) it must say ASA_EUNSUPPORTED. */
 static void test_cluster(void **state) {
     (void)state;
-    {
-        float *dy = kt_dev_alloc(64 * 4);
-        uint16_t *dw = kt_dev_alloc(16 * 128 * 2), *dh = kt_dev_alloc(128 * 2);
-        const gemm_ring_params p = {.M = 1, .N = 16, .K = 128, .xhi = dh, .ldx = 128, .w = dw,
-                                    .ldw = 128, .y = dy, .ldy = 16};
-        gemm_ring_params b = p;
-        b.K = 64; /* one chunk: nothing to cut */
-        assert_int_equal(gemm_ring_cuda_cluster(&b, 2, 0), ASA_EINVAL);
-        assert_int_equal(gemm_ring_cuda_cluster(&p, 1, 0), ASA_EINVAL);
-        assert_int_equal(gemm_ring_cuda_cluster(&p, 17, 0), ASA_EINVAL);
-        const asa_err e = gemm_ring_cuda_cluster(&p, 2, 0);
-        kt_sync();
-        kt_dev_free(dy);
-        kt_dev_free(dw);
-        kt_dev_free(dh);
-        if (e == ASA_EUNSUPPORTED) {
-            print_message("test_cluster: no thread block clusters in this build\n");
-            return;
-        }
-        assert_int_equal(e, ASA_OK);
-    }
+    if (!form_checks(false))
+        return;
     const gr_case cs[] = {
         {3, 17, 128, true, false, 8, 8, 1, false, 2, false},
         {9, 33, 320, true, true, 16, 0, 3, false, 8, false},
@@ -264,28 +277,8 @@ static void test_cluster(void **state) {
  * emulation) it must say ASA_EUNSUPPORTED. */
 static void test_wg(void **state) {
     (void)state;
-    {
-        float *dy = kt_dev_alloc(64 * 4);
-        uint16_t *dw = kt_dev_alloc(16 * 128 * 2), *dh = kt_dev_alloc(128 * 2);
-        const gemm_ring_params p = {.M = 1, .N = 16, .K = 128, .xhi = dh, .ldx = 128, .w = dw,
-                                    .ldw = 128, .y = dy, .ldy = 16};
-        gemm_ring_params b = p;
-        b.K = 96;
-        assert_int_equal(gemm_ring_cuda_wg(&b, 1, 0), ASA_EINVAL);
-        assert_int_equal(gemm_ring_cuda_wg(&p, 0, 0), ASA_EINVAL);
-        assert_int_equal(gemm_ring_cuda_wg(&p, 17, 0), ASA_EINVAL);
-        assert_int_equal(gemm_ring_cuda_wg(NULL, 1, 0), ASA_EINVAL);
-        const asa_err e = gemm_ring_cuda_wg(&p, 2, 0);
-        kt_sync();
-        kt_dev_free(dy);
-        kt_dev_free(dw);
-        kt_dev_free(dh);
-        if (e == ASA_EUNSUPPORTED) {
-            print_message("test_wg: no warpgroup MMAs in this build\n");
-            return;
-        }
-        assert_int_equal(e, ASA_OK);
-    }
+    if (!form_checks(true))
+        return;
     const gr_case cs[] = {
         {1, 1, 64, false, false, 0, 0, 0, false, 1, true},
         {3, 17, 128, true, false, 8, 8, 1, false, 2, true},
