@@ -148,6 +148,16 @@ static void run_case(const gr_case *c, float *y_out, const uint16_t *w_in, const
     free(cnt);
 }
 
+/* M across the tile counts (odd N and K, lo, acc, padding varied with M)
+ * in the workspace form, or (wg) the warpgroup-MMA form with 1-5 slices. */
+static void m_sweep(bool wg) {
+    for (int M = 1; M <= GEMM_RING_MAX_M; M += 7) {
+        gr_case c = {M, 45 + M, 64 * (1 + M % 7), M % 2 == 0, M % 3 == 0, 8 * (M % 3), 0, M % 4,
+                     false, wg ? 1 + M % 5 : 0, wg};
+        run_case(&c, NULL, NULL, NULL);
+    }
+}
+
 static void test_shapes(void **state) {
     (void)state;
     const gr_case small[] = {
@@ -174,12 +184,8 @@ static void test_shapes(void **state) {
         return;
     for (size_t i = 0; i < sizeof large / sizeof large[0]; i++)
         run_case(&large[i], NULL, NULL, NULL);
-    /* M across the tile counts, both forms */
-    for (int M = 1; M <= GEMM_RING_MAX_M; M += 7) {
-        gr_case c = {M, 45 + M, 64 * (1 + M % 7), M % 2 == 0, M % 3 == 0, 8 * (M % 3), 0, M % 4,
-                     false, 0, false};
-        run_case(&c, NULL, NULL, NULL);
-    }
+    /* M across the tile counts, hi alone and with lo */
+    m_sweep(false);
 }
 
 /* Rows of a batch of 64 equal the same rows computed alone or in smaller
@@ -306,11 +312,7 @@ static void test_wg(void **state) {
         return;
     for (size_t i = 0; i < sizeof large / sizeof large[0]; i++)
         run_case(&large[i], NULL, NULL, NULL);
-    for (int M = 1; M <= GEMM_RING_MAX_M; M += 7) {
-        gr_case c = {M, 45 + M, 64 * (1 + M % 7), M % 2 == 0, M % 3 == 0, 8 * (M % 3), 0, M % 4,
-                     false, 1 + M % 5, true};
-        run_case(&c, NULL, NULL, NULL);
-    }
+    m_sweep(true);
     row_independence(4, true);
 }
 
