@@ -106,8 +106,9 @@ __global__ void __launch_bounds__(GR_THREADS, 2)
     constexpr size_t STB = gr_stage_bytes<NT, LO, WG>();
     char *base = (char *)gr_sm;
 #if defined(__CUDACC__) && !defined(ASA_CUDA_EMU)
-    if constexpr (WG) /* the swizzle is on address bits: 1024-byte aligned stages
-                       */
+    /* WG: the swizzle is on address bits, so the stages are 1024-byte
+     * aligned */
+    if constexpr (WG)
         base += (1024 - ((uint32_t)__cvta_generic_to_shared(gr_sm) & 1023)) & 1023;
 #endif
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
