@@ -689,25 +689,20 @@ static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo) {
 #define CU_WG_BLOCKS 132 /* gemm_ring_cuda_wg's target blocks (slices x columns) */
 static asa_err cu__ring_gemm(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
                              bool lo, bool acc) {
-    if (!c->invariant && M > c->gemv_rows && M > c->small_rows && M <= c->wg_rows) {
-        /* the warpgroup-MMA form: slices summed in a cluster, no workspace */
-        gemm_ring_params rp = {.M = M, .N = N, .K = K, .xhi = c->xhi,
-                               .xlo = cu__lo_buf(c, M, K, lo), .ldx = K, .w = W, .ldw = K,
-                               .y = y, .ldy = N, .acc = acc};
-        const int cols = (N + 127) / 128, chunks = K / GEMM_RING_KC;
-        int sl = (c->wg_blocks + cols - 1) / cols;
-        sl = sl > 16 ? 16 : sl > chunks ? chunks : sl < 1 ? 1 : sl;
-        const asa_err e = gemm_ring_cuda_wg(&rp, sl, c->st);
-        if (e != ASA_EINVAL) /* shapes it does not take: the paths below */
-            return e;
-    }
-    if (c->invariant || M <= c->gemv_rows || M <= c->small_rows || M > c->ring_rows ||
-        N > CU_RING_MAX_N)
+    if (c->invariant || M <= c->gemv_rows || M <= c->small_rows)
         return ASA_EUNSUPPORTED;
     gemm_ring_params rp = {.M = M, .N = N, .K = K, .xhi = c->xhi,
                            .xlo = cu__lo_buf(c, M, K, lo), .ldx = K, .w = W, .ldw = K, .y = y,
                            .ldy = N, .acc = acc, .ws = c->ring_ws, .counters = c->ring_cnt};
-    if (gemm_ring_check(&rp) != ASA_OK)
+    if (M <= c->wg_rows) {
+        /* the warpgroup-MMA form: K slices (at most 16; the launcher caps
+         * them at K's chunks) summed in a cluster, no workspace */
+        const int cols = (N + 127) / 128, sl = (c->wg_blocks + cols - 1) / cols;
+        const asa_err e = gemm_ring_cuda_wg(&rp, sl < 16 ? sl : 16, c->st);
+        if (e != ASA_EINVAL) /* shapes it does not take: the paths below */
+            return e;
+    }
+    if (M > c->ring_rows || N > CU_RING_MAX_N || gemm_ring_check(&rp) != ASA_OK)
         return ASA_EUNSUPPORTED;
     return gemm_ring_cuda(&rp, c->st);
 }

@@ -81,6 +81,10 @@ __host__ __device__ inline key_plan make_plan(const attn_params &p, int t, int g
     return kp;
 }
 
+/* The selected branch's gate: 1 / (1 + e^-z) (the merges, attn_latent's
+ * and attn_mma's epilogues). */
+__device__ __forceinline__ float attn_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+
 /* One (token, head) row's merge of at most 32 split partials by a warp
  * (attn_merge_warp_kernel, attn_dec_kernel's in-launch merge): lane s holds
  * split s's scaled maximum m and sum l (lanes >= ns: -inf and 0); load(s,
@@ -152,8 +156,7 @@ __device__ __forceinline__ void merge_row_store(const attn_params &p, int t, int
         float v = L > 0.0f ? a[k] / L : 0.0f;
         if (p.mode == ATTN_SLC) {
             const float *gt = p.gate + (int64_t)t * p.ld_qr;
-            v = 1.0f / (1.0f + expf(-gt[hh])) * p.u_cmp[o0 + e] +
-                1.0f / (1.0f + expf(-gt[p.H + hh])) * v;
+            v = attn_sigmoid(gt[hh]) * p.u_cmp[o0 + e] + attn_sigmoid(gt[p.H + hh]) * v;
         }
         p.u[o0 + e] = v;
     }

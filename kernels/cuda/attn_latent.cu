@@ -41,8 +41,6 @@ __host__ __device__ inline int att_tile_stride(int E, bool fast) {
     return fast ? (E % 8 == 0 ? E + 4 : E + 8) : pad_odd(E);
 }
 
-__device__ __forceinline__ float sigmoidf_(float z) { return 1.0f / (1.0f + expf(-z)); }
-
 /* The merge of head hh of token t (split partials of launch row tl) by one
  * warp, in the last split block (p.merge_cnt): attn_merge_kernel's
  * arithmetic in its order (maximum, weights, the sum by one lane in
@@ -85,7 +83,7 @@ __device__ __noinline__ void merge_head_warp(const attn_params &p, int tl, int t
         const int64_t o = ((int64_t)t * p.H + hh) * dg + e;
         if (p.mode == ATTN_SLC) {
             const float *gt = p.gate + (int64_t)t * p.ld_qr;
-            v = sigmoidf_(gt[hh]) * p.u_cmp[o] + sigmoidf_(gt[p.H + hh]) * v;
+            v = attn_sigmoid(gt[hh]) * p.u_cmp[o] + attn_sigmoid(gt[p.H + hh]) * v;
         }
         p.u[o] = v;
     }
@@ -348,7 +346,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(const attn_params p) 
         const int64_t o = ((int64_t)t * p.H + hh) * dg + e;
         if (p.mode == ATTN_SLC) {
             const float *gt = p.gate + (int64_t)t * p.ld_qr;
-            v = sigmoidf_(gt[hh]) * p.u_cmp[o] + sigmoidf_(gt[p.H + hh]) * v;
+            v = attn_sigmoid(gt[hh]) * p.u_cmp[o] + attn_sigmoid(gt[p.H + hh]) * v;
         }
         p.u[o] = v;
     }
@@ -433,7 +431,7 @@ __global__ void attn_merge_kernel(const attn_params p, int stage) {
         const int64_t o = ((int64_t)t * p.H + hh) * dg + e;
         if (p.mode == ATTN_SLC) {
             const float *gt = p.gate + (int64_t)t * p.ld_qr;
-            v = sigmoidf_(gt[hh]) * p.u_cmp[o] + sigmoidf_(gt[p.H + hh]) * v;
+            v = attn_sigmoid(gt[hh]) * p.u_cmp[o] + attn_sigmoid(gt[p.H + hh]) * v;
         }
         p.u[o] = v;
     }

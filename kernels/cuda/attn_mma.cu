@@ -43,8 +43,6 @@ constexpr int MM_TOK = 64;    /* tokens per block at most (one per row) */
 constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block */
 constexpr float MM_LOG2E = 1.4426950408889634f;
 
-__device__ __forceinline__ float mm_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
-
 /* A finished row (token t, head hh of H) of the unsplit epilogue: its
  * normaliser, the selected branch's gates (slc: ATTN_SLC; else 0) and, for
  * ATTN_CMP, its lse (written by the quad's first lane). */
@@ -55,8 +53,8 @@ __device__ __forceinline__ void mm_row_finish(const attn_params &p, bool slc, in
     ga = gb = 0.0f;
     if (slc) {
         const float *gt = p.gate + (int64_t)t * p.ld_qr;
-        ga = mm_sigmoid(gt[hh]);
-        gb = mm_sigmoid(gt[H + hh]);
+        ga = attn_sigmoid(gt[hh]);
+        gb = attn_sigmoid(gt[H + hh]);
     }
     if (p.mode == ATTN_CMP && tq == 0)
         p.lse[(int64_t)t * H + hh] = l > 0.0f ? m * p.scale + logf(l) : -INFINITY;
@@ -895,18 +893,12 @@ __device__ __forceinline__ void dec_merge(const attn_params &p, const float (&ac
     }
     cl.sync();
 }
-#endif
 
 /* whether a launch of nsp splits merges them in its clusters */
 __host__ __device__ inline bool dec_merge_on(const attn_params &p, int nsp) {
-#ifdef __CUDACC__
     return p.dec_merge && nsp > 1 && nsp % DEC_WARPS == 0 && nsp <= ATTN_DEC_MERGE_MAX;
-#else
-    (void)p;
-    (void)nsp;
-    return false;
-#endif
 }
+#endif
 
 template <int KS, int NP, bool QS>
 __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_params p, int ht) {

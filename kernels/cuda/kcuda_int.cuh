@@ -243,15 +243,15 @@ __device__ __forceinline__ void kc_prefetch_l2(const void *p) {
 /* For i = threadIdx.x, + nth, ... < n: store(i, load(i)), with U of a
  * thread's loads in flight before their stores (a plain loop of load and
  * store waits one L2 round trip per element: the query staging at the
- * start of the attention kernels). */
-template <int U, typename L, typename S>
+ * start of the attention kernels).  V: the value type (float, float4). */
+template <int U, typename V = float, typename L, typename S>
 __device__ __forceinline__ void kc_staged_copy(int n, int nth, L load, S store) {
     for (int i0 = (int)threadIdx.x; i0 < n; i0 += U * nth) {
-        float v[U];
+        V v[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int i = i0 + u * nth;
-            v[u] = i < n ? load(i) : 0.0f;
+            v[u] = i < n ? load(i) : V{};
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {

@@ -19,43 +19,26 @@ namespace {
 
 constexpr int RC_THREADS = 128;
 
-/* qa2: the token's row + its second half, in place (add2's sums): every
- * load of a round issued before its stores (the compiler must assume the
- * two alias), float4 where the rows allow. */
+/* qa2: the token's row + its second half, in place (add2's sums), with
+ * 4 rounds of loads in flight before their stores (the compiler must assume
+ * the two alias), float4 where the rows allow. */
 __device__ __forceinline__ void rc_add_half(const rope_cache_params &p, int t) {
-    constexpr int U = 4;
     float *row = p.qa + (int64_t)t * p.ld_qa;
     const float *r2 = p.qa2 + (int64_t)t * p.ld_qa;
     if (p.ld_qa % 4 == 0 && (((uintptr_t)row | (uintptr_t)r2) & 15) == 0) {
-        const int n4 = (int)(p.ld_qa / 4);
-        for (int j0 = threadIdx.x; j0 < n4; j0 += U * RC_THREADS) {
-            float4 a[U], b[U];
-#pragma unroll
-            for (int u = 0; u < U; u++)
-                if (j0 + u * RC_THREADS < n4) {
-                    a[u] = ((const float4 *)row)[j0 + u * RC_THREADS];
-                    b[u] = ((const float4 *)r2)[j0 + u * RC_THREADS];
-                }
-#pragma unroll
-            for (int u = 0; u < U; u++)
-                if (j0 + u * RC_THREADS < n4)
-                    ((float4 *)row)[j0 + u * RC_THREADS] = make_float4(
-                        a[u].x + b[u].x, a[u].y + b[u].y, a[u].z + b[u].z, a[u].w + b[u].w);
-        }
+        float4 *r4 = (float4 *)row;
+        const float4 *h4 = (const float4 *)r2;
+        kc_staged_copy<4, float4>(
+            (int)(p.ld_qa / 4), RC_THREADS,
+            [&](int i) {
+                const float4 a = r4[i], b = h4[i];
+                return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+            },
+            [&](int i, float4 v) { r4[i] = v; });
     } else {
-        for (int j0 = threadIdx.x; j0 < p.ld_qa; j0 += U * RC_THREADS) {
-            float a[U], b[U];
-#pragma unroll
-            for (int u = 0; u < U; u++)
-                if (j0 + u * RC_THREADS < p.ld_qa) {
-                    a[u] = row[j0 + u * RC_THREADS];
-                    b[u] = r2[j0 + u * RC_THREADS];
-                }
-#pragma unroll
-            for (int u = 0; u < U; u++)
-                if (j0 + u * RC_THREADS < p.ld_qa)
-                    row[j0 + u * RC_THREADS] = a[u] + b[u];
-        }
+        kc_staged_copy<4>(
+            (int)p.ld_qa, RC_THREADS, [&](int i) { return row[i] + r2[i]; },
+            [&](int i, float v) { row[i] = v; });
     }
     __syncthreads();
 }
