@@ -304,48 +304,37 @@ int main(int argc, char **argv) {
                 q.w = W[r % copies];
                 return gemm_ring_cuda(&q, s) == ASA_OK;
             });
+            /* a form of the library ring with cl slices (fn: its launcher):
+             * checked, then timed into *us and *err (left as they are
+             * where the launch fails) */
+            auto form = [&](asa_err (*fn)(const gemm_ring_params *, int, cudaStream_t),
+                            const char *name, int cl, double *us, double *err) {
+                CK(cudaMemsetAsync(y, 0xff, (size_t)M * sh.N * 4, st));
+                if (fn(&pr, cl, st) != ASA_OK) {
+                    (void)cudaGetLastError();
+                    return;
+                }
+                if (cudaStreamSynchronize(st) != cudaSuccess) {
+                    printf("%s %d: %s\n", name, cl, cudaGetErrorString(cudaGetLastError()));
+                    return;
+                }
+                *err = check();
+                *us = lab_graph_us(st, reps, [&](cudaStream_t s, int r) {
+                    gemm_ring_params q = pr;
+                    q.w = W[r % copies];
+                    return fn(&q, cl, s) == ASA_OK;
+                });
+            };
             /* the cluster form (gemm_ring_cuda_cluster: slices summed
              * through distributed shared memory), 8 and 16 slices */
             double clu[2] = {0, 0}, clw[2] = {-1, -1};
-            for (int ci = 0; ci < 2; ci++) {
-                const int cl = ci ? 16 : 8;
-                CK(cudaMemsetAsync(y, 0xff, (size_t)M * sh.N * 4, st));
-                if (gemm_ring_cuda_cluster(&pr, cl, st) != ASA_OK) {
-                    (void)cudaGetLastError();
-                    continue;
-                }
-                if (cudaStreamSynchronize(st) != cudaSuccess) {
-                    printf("cluster %d: %s\n", cl, cudaGetErrorString(cudaGetLastError()));
-                    continue;
-                }
-                clw[ci] = check();
-                clu[ci] = lab_graph_us(st, reps, [&](cudaStream_t s, int r) {
-                    gemm_ring_params q = pr;
-                    q.w = W[r % copies];
-                    return gemm_ring_cuda_cluster(&q, cl, s) == ASA_OK;
-                });
-            }
+            for (int ci = 0; ci < 2; ci++)
+                form(gemm_ring_cuda_cluster, "cluster", ci ? 16 : 8, &clu[ci], &clw[ci]);
             /* the warpgroup-MMA form (gemm_ring_cuda_wg), 1-16 slices */
             const int wcl[5] = {1, 2, 4, 8, 16};
-            double wgu[5], wgw[5];
-            for (int ci = 0; ci < 5; ci++) {
-                wgu[ci] = -1, wgw[ci] = -1;
-                CK(cudaMemsetAsync(y, 0xff, (size_t)M * sh.N * 4, st));
-                if (gemm_ring_cuda_wg(&pr, wcl[ci], st) != ASA_OK) {
-                    (void)cudaGetLastError();
-                    continue;
-                }
-                if (cudaStreamSynchronize(st) != cudaSuccess) {
-                    printf("wg %d: %s\n", wcl[ci], cudaGetErrorString(cudaGetLastError()));
-                    continue;
-                }
-                wgw[ci] = check();
-                wgu[ci] = lab_graph_us(st, reps, [&](cudaStream_t s, int r) {
-                    gemm_ring_params q = pr;
-                    q.w = W[r % copies];
-                    return gemm_ring_cuda_wg(&q, wcl[ci], s) == ASA_OK;
-                });
-            }
+            double wgu[5] = {-1, -1, -1, -1, -1}, wgw[5] = {-1, -1, -1, -1, -1};
+            for (int ci = 0; ci < 5; ci++)
+                form(gemm_ring_cuda_wg, "wg", wcl[ci], &wgu[ci], &wgw[ci]);
             const float one = 1.0f, zero = 0.0f;
             const double cub = lab_graph_us(st, reps, [&](cudaStream_t, int r) {
                 bool ok = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, M, sh.K, &one,
