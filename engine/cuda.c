@@ -56,8 +56,13 @@
  * that already holds the hi sum; the fixtures' worst error went 0.0188 ->
  * 0.0194 with that order).  ASA_CUDA_KCAT=0, or when the copy cannot be
  * allocated: two products.
- * ASA_CUDA_PRECISE=2 pairs every product, =0 none.  From CU_BLAS_HEADS_T
- * tokens of a step on, the per-head absorb and expand run as batched
+ * ASA_CUDA_PRECISE=2 pairs every product, =0 none.  The per-head absorb
+ * and expand run on tensor cores from CU_HEADS_MMA_T to CU_HEADS_MMA_MAX
+ * tokens of a step with 16 or more heads a latent group
+ * (cb_absorb_mma_cuda: bf16 hi + lo inputs, f32 sums; the expand then
+ * writes o_proj's bf16 input parts, no split launch; ASA_CUDA_HEADS_MMA_T,
+ * _MAX, ASA_CUDA_EXPAND_PARTS=0), else from CU_BLAS_HEADS_T
+ * tokens on as batched
  * cuBLAS products (TF32 on an f32 copy of kv_b_proj, ASA_CUDA_TF32=0 for
  * exact f32; ASA_CUDA_BLAS_HEADS_T sets the threshold, 0 never).  Attention runs one block
  * per (token, latent group, head chunk), and splits the keys across blocks
@@ -210,6 +215,8 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * batched products, 3.28 against 3.41) */
 #define CU_BLAS_HEADS_T 33
 #define CU_BLAS_HEADS_T_FEW 16 /* the same with fewer than 16 heads a group */
+#define CU_HEADS_MMA_T 17      /* absorb / expand on tensor cores from ... */
+#define CU_HEADS_MMA_MAX 64    /* ... to this many tokens (>= 16 heads a group) */
 /* rows of the fused decode kernels at most (GEMV x modes: M <= 4 and the
  * rows staged in shared memory; cu__fused) */
 #define CU_FUSE_ROWS 4
@@ -377,6 +384,14 @@ typedef struct cu_be {
     int blas_heads_t;          /* absorb/expand through batched cuBLAS from
                                   this many tokens on (ASA_CUDA_BLAS_HEADS_T,
                                   0 = never) */
+    int heads_mma_t;           /* ... on tensor cores (cb_absorb_mma_cuda)
+                                  from this many tokens on
+                                  (ASA_CUDA_HEADS_MMA_T, 0 = never) up to
+                                  heads_mma_max (ASA_CUDA_HEADS_MMA_MAX),
+                                  before the other two */
+    int heads_mma_max;
+    bool expand_parts;         /* that expand writes o_proj's bf16 input
+                                  parts (ASA_CUDA_EXPAND_PARTS=0: f32 o) */
     bool xattn_bf16;           /* cu__xattn writes o_proj's bf16 input directly
                                   (ASA_CUDA_XATTN_BF16=0: f32, split) */
     bool acc_res;              /* o_proj and down add into the residual stream
@@ -1059,6 +1074,23 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         cu__env_int("ASA_CUDA_BLAS_HEADS_T", wide ? CU_BLAS_HEADS_T : CU_BLAS_HEADS_T_FEW, INT_MIN);
     if (c->invariant || c->blas_heads_t < 0)
         c->blas_heads_t = 0;
+    /* the per-head products on tensor cores (cb_absorb_mma_cuda) from
+     * CU_HEADS_MMA_T to CU_HEADS_MMA_MAX tokens, where measured: on
+     * asa-1.3b's shapes (H200, 5 rounds alternated, with the expand
+     * writing o_proj's input parts) decode batch 24-64 1.3-2.3 % faster
+     * at 1k and 4k, batch 1-16 even, batch 128 -0.5 / +1.2 % in two runs
+     * (cuBLAS kept there), a 4k prefill 1 % slower (cuBLAS there).  Not with
+     * fewer than 16 heads a group (unmeasured; there the fixture
+     * g3_share1_tied's worst prefill position moved from 0.0188 to 0.0212
+     * against the CPU engine: its block choice at every token flips on
+     * last-bit changes of the absorbed query, see kernels/cuda/NOTES.md),
+     * nor in batch-invariant mode (the vector kernels serve every size
+     * there, so a token's sums never change with the batch) */
+    c->heads_mma_t = cu__env_int("ASA_CUDA_HEADS_MMA_T", wide ? CU_HEADS_MMA_T : 0, INT_MIN);
+    c->heads_mma_max = cu__env_int("ASA_CUDA_HEADS_MMA_MAX", CU_HEADS_MMA_MAX, 0);
+    if (c->invariant || c->heads_mma_t < 0)
+        c->heads_mma_t = 0;
+    c->expand_parts = !cu__env_is("ASA_CUDA_EXPAND_PARTS", "0");
     /* the expanded local attention takes asa-1.3b's head shape (64 + 64
      * dims, 32 rope; attn_mma ATTN_MMA_VFIRST); not in batch-invariant mode */
     c->xattn_t = cu__env_int("ASA_CUDA_XATTN_MIN_T", CU_XATTN_MIN_T, 0);
@@ -1898,8 +1930,34 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add
  * separate kernels.  (Folding the compressed entries and the stores at
  * every decode batch, with the batched absorb too, was measured slower
  * at 48-64 tokens, ~3 % at 4k: not taken.) */
+static bool cu__heads_mma(const cu_be *c, int T) {
+    return c->heads_mma_t > 0 && T >= c->heads_mma_t && T <= c->heads_mma_max;
+}
+
 static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
-    return c->fuse && !c->invariant && !(y->kvbf && T >= c->blas_heads_t);
+    return c->fuse && !c->invariant && !(y->kvbf && T >= c->blas_heads_t) &&
+           !cu__heads_mma(c, T);
+}
+
+/* absorb / expand of T tokens: on tensor cores from heads_mma_t to
+ * heads_mma_max tokens (where the shapes suit it), else batched cuBLAS
+ * from blas_heads_t on, else the per-head kernels */
+static asa_err cu__absorb(cu_be *c, const cu_layer *y, int T, const absorb_params *ap) {
+    if (cu__heads_mma(c, T)) {
+        asa_err e = cb_absorb_mma_cuda(ap, c->st);
+        if (e != ASA_EUNSUPPORTED)
+            return e;
+    }
+    return y->kvbf && T >= c->blas_heads_t ? cu__absorb_blas(c, y, T) : cb_absorb_cuda(ap, c->st);
+}
+
+static asa_err cu__expand(cu_be *c, const cu_layer *y, int T, const expand_params *ep) {
+    if (cu__heads_mma(c, T)) {
+        asa_err e = cb_expand_mma_cuda(ep, c->st);
+        if (e != ASA_EUNSUPPORTED)
+            return e;
+    }
+    return y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T) : cb_expand_cuda(ep, c->st);
 }
 
 /* The buffers of the expanded form, allocated at its first use rather than
@@ -2033,8 +2091,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         CU_OK(fe);
     } else {
         CU_OK(rope_cache_cuda(&rp, c->st));
-        CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__absorb_blas(c, y, T)
-                                              : cb_absorb_cuda(&ap, c->st));
+        CU_OK(cu__absorb(c, y, T, &ap));
     }
 
     /* attention */
@@ -2094,14 +2151,26 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     /* output projection, MLP */
     expand_params ep = {.T = T, .H = H, .dg = y->dg, .dv = c->dv, .u = c->u, .wuvT = y->wuvT,
                         .o = c->o, .ld_o = (int64_t)H * c->dv};
-    if (!xa) /* else o written by cu__xattn */
-        CU_OK(y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T)
-                                              : cb_expand_cuda(&ep, c->st));
+    /* o16: o_proj's bf16 input parts are written (by the expanded
+     * attention: hi alone; by the expand on tensor cores where o_proj reads
+     * parts: hi and, where it reads it, lo; no split launch) */
+    bool o16 = xa16;
+    if (!xa && c->expand_parts && cu__heads_mma(c, T) && cu__presplit(c, T)) {
+        ep.o_hi = c->xhi;
+        ep.o_lo = cu__lo_buf(c, T, H * c->dv, cu__want_lo(c, T, false));
+        asa_err e = cb_expand_mma_cuda(&ep, c->st);
+        if (e != ASA_EUNSUPPORTED) {
+            CU_OK(e);
+            o16 = true;
+        }
+        ep.o_hi = ep.o_lo = NULL;
+    }
+    if (!xa && !o16) /* else o or its parts written above */
+        CU_OK(cu__expand(c, y, T, &ep));
     cu__mark(c, CU_T_PROJ);
-    /* (xa16: the expanded attention wrote o_proj's bf16 input) */
     /* o_proj, gate|up and down: where they run as stacked hi + lo products,
      * the next kernel (RMSNorm, SiLU-gate) adds the two halves (no add2) */
-    CU_OK(cu__gemm_out(c, acc, xa16 ? NULL : c->o, T, H * c->dv, y->o_proj, d));
+    CU_OK(cu__gemm_out(c, acc, o16 ? NULL : c->o, T, H * c->dv, y->o_proj, d));
     const float *o2 = c->tmp2;
     c->tmp2 = NULL;
     float *gu2;

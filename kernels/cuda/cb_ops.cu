@@ -8,6 +8,7 @@
 #include "cb_ops_cuda.h"
 
 #include "kcuda_int.cuh"
+#include "mma_sm80.cuh"
 #include "rope_cache_dev.cuh"
 
 namespace {
@@ -234,6 +235,161 @@ __global__ void __launch_bounds__(CV_THREADS) expand_vec_kernel(const expand_par
     }
 }
 
+/* Per-head products on tensor cores (absorb and expand from a few dozen
+ * tokens on): y[t][h][n] = sum_k W_h[k][n] x[t][h][k], W_h bf16 row-major
+ * [K][N], x and y f32.  One block per (head, run of mt tiles of 16
+ * tokens).  W_h goes to shared memory by cp.async before the PDL wait (a
+ * weight: nothing earlier writes it), the x tiles after it, the next tile
+ * while the warps work on the current one (rows past T zero-filled); rows
+ * padded (W by 8 bf16, x by 8 floats) so the transposed ldmatrix reads of
+ * W and the f32 pair reads of x are conflict-free.  Each warp takes the
+ * 16-column pairs w, w + 4, ... and splits x into bf16 hi + lo (~16 bits
+ * of x; products exact in f32; two MMAs per k-step).  A token's sums do
+ * not depend on the other tokens. */
+constexpr int HM_THREADS = 128, HM_PAIRS = 4; /* 16-column pairs per warp at most: N <= 256 */
+
+struct hm_args {
+    int T, K, N, mt;
+    const uint16_t *w;
+    int64_t w_head;
+    const float *x;
+    int64_t ld_x, x_head;
+    float *y;
+    int64_t ld_y, y_head;
+    uint16_t *yhi, *ylo; /* not NULL: y's bf16 parts instead of y (same indexing) */
+};
+
+/* cp.async of x tile `tile` (16 rows of K floats) into xs */
+__device__ __forceinline__ void hm_stage_x(const hm_args &a, int h, int tile, float *xs) {
+    const int c4 = a.K / 4, ldx = a.K + 8;
+    for (int i = threadIdx.x; i < 16 * c4; i += HM_THREADS) {
+        const int r = i / c4, c = i % c4, t = tile * 16 + r;
+        const float *src = a.x + (int64_t)(t < a.T ? t : 0) * a.ld_x + (int64_t)h * a.x_head;
+        mma_cp16(xs + r * ldx + 4 * c, src + 4 * c, t < a.T);
+    }
+    mma_cp_commit();
+}
+
+__global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) {
+    extern __shared__ float hm_sm[];
+    const int h = blockIdx.x, ldw = a.N + 8, ldx = a.K + 8, c8 = a.N / 8;
+    /* [2][16][K + 8] f32 x tiles, then [K][N + 8] bf16 W */
+    float *xs = hm_sm;
+    uint16_t *ws = (uint16_t *)(hm_sm + 2 * 16 * ldx);
+    const uint16_t *w = a.w + (int64_t)h * a.w_head;
+    for (int i = threadIdx.x; i < a.K * c8; i += HM_THREADS) {
+        const int r = i / c8, c = i % c8;
+        mma_cp16(ws + r * ldw + 8 * c, w + (int64_t)r * a.N + 8 * c, true);
+    }
+    mma_cp_commit();
+    kc_pdl_enter();
+    const int tile0 = (int)blockIdx.y * a.mt, tiles = (a.T + 15) / 16;
+    const int nt = min(a.mt, tiles - tile0);
+    hm_stage_x(a, h, tile0, xs);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int npairs = a.N / 16;
+    /* this lane's ldmatrix row: matrix lane / 8 of a pair is (k half
+     * (lane / 8) & 1, n half lane / 16) */
+    const int lk = ((lane >> 3) & 1) * 8 + (lane & 7), ln = (lane >> 4) * 8;
+    for (int mi = 0; mi < nt; mi++) {
+        if (mi + 1 < nt) {
+            hm_stage_x(a, h, tile0 + mi + 1, xs + ((mi + 1) & 1) * 16 * ldx);
+            mma_cp_wait<1>();
+        } else {
+            mma_cp_wait<0>();
+        }
+        __syncthreads();
+        const float *xt = xs + (mi & 1) * 16 * ldx;
+        float acc[HM_PAIRS][2][4];
+#pragma unroll
+        for (int pi = 0; pi < HM_PAIRS; pi++)
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    acc[pi][j][e] = 0.0f;
+#pragma unroll 4
+        for (int k0 = 0; k0 < a.K; k0 += 16) {
+            const float *xa = xt + g * ldx + k0 + 2 * t4, *xb = xa + 8 * ldx;
+            const float2 f[4] = {*(const float2 *)xa, *(const float2 *)xb,
+                                 *(const float2 *)(xa + 8), *(const float2 *)(xb + 8)};
+            uint32_t ahi[4], alo[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                ahi[i] = mma_pack_bf16(f[i].x, f[i].y);
+                alo[i] = mma_pack_bf16(f[i].x - mma_lo_f32(ahi[i]), f[i].y - mma_hi_f32(ahi[i]));
+            }
+#pragma unroll
+            for (int pi = 0; pi < HM_PAIRS; pi++) {
+                const int pr = warp + 4 * pi;
+                if (pr < npairs) {
+                    uint32_t b[4];
+                    mma_ldsm_x4<true>(b, ws + (k0 + lk) * ldw + pr * 16 + ln);
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        mma_16816(acc[pi][j], ahi, b[2 * j], b[2 * j + 1]);
+                        mma_16816(acc[pi][j], alo, b[2 * j], b[2 * j + 1]);
+                    }
+                }
+            }
+        }
+        const int t0 = (tile0 + mi) * 16;
+        const bool va = t0 + g < a.T, vb = t0 + g + 8 < a.T;
+#pragma unroll
+        for (int pi = 0; pi < HM_PAIRS; pi++) {
+            const int pr = warp + 4 * pi;
+            if (pr < npairs)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    const int64_t col = (int64_t)h * a.y_head + pr * 16 + j * 8 + 2 * t4;
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        if (!(r ? vb : va))
+                            continue;
+                        const int64_t at = (int64_t)(t0 + g + 8 * r) * a.ld_y + col;
+                        const float v0 = acc[pi][j][2 * r], v1 = acc[pi][j][2 * r + 1];
+                        if (!a.yhi) {
+                            *(float2 *)(a.y + at) = make_float2(v0, v1);
+                            continue;
+                        }
+                        const uint32_t hi = mma_pack_bf16(v0, v1);
+                        *(uint32_t *)(a.yhi + at) = hi;
+                        if (a.ylo)
+                            *(uint32_t *)(a.ylo + at) =
+                                mma_pack_bf16(v0 - mma_lo_f32(hi), v1 - mma_hi_f32(hi));
+                    }
+                }
+        }
+        __syncthreads(); /* this buffer is the one staged next */
+    }
+}
+
+/* Launches heads_mma_kernel over H heads; ASA_EUNSUPPORTED (nothing
+ * launched) where the shapes or alignments do not fit it. */
+asa_err heads_mma_launch(hm_args a, int H, cudaStream_t stream) {
+    static size_t raised;
+    const size_t smem = (size_t)a.K * (a.N + 8) * 2 + (size_t)2 * 16 * (a.K + 8) * 4;
+    if (a.K < 16 || a.K % 16 || a.N < 16 || a.N % 16 || a.N / 16 > 4 * HM_PAIRS ||
+        smem > 100 * 1024 || !kc_aligned(a.w, 16) || a.w_head % 8 || !kc_aligned(a.x, 16) ||
+        a.ld_x % 4 || a.x_head % 4 || a.ld_y % 2 || a.y_head % 2 ||
+        (a.yhi ? !kc_aligned(a.yhi, 4) || (a.ylo && !kc_aligned(a.ylo, 4)) : !kc_aligned(a.y, 8)))
+        return ASA_EUNSUPPORTED;
+    /* about two blocks per SM of an H100 / H200 at most: longer runs of
+     * tiles per block beyond that (W_h staged once per run) */
+    const long tiles = (a.T + 15) / 16;
+    a.mt = 1;
+    while ((long)H * ((tiles + a.mt - 1) / a.mt) > 264 && a.mt < 16)
+        a.mt *= 2;
+    const long gy = (tiles + a.mt - 1) / a.mt;
+    if (gy > 65535)
+        return ASA_EUNSUPPORTED;
+    KC_CUDA_TRY(kc_smem_optin(heads_mma_kernel, smem, &raised));
+    KC_CUDA_TRY(kc_launch(heads_mma_kernel, dim3((unsigned)H, (unsigned)gy), HM_THREADS, smem,
+                          stream, a));
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
+}
+
 /* Shared memory of the vector path, 0 when it does not apply. */
 size_t cv_smem(int nrow, int ncol, const uint16_t *w) {
     if (ncol % 8 || ncol / 8 > CV_THREADS || !kc_aligned(w, 16))
@@ -427,6 +583,8 @@ extern "C" asa_err cb_rope_absorb_cuda(const rope_cache_params *rp, const absorb
 }
 
 extern "C" asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream) {
+    if (p && p->o_hi)
+        return ASA_EUNSUPPORTED;
     if (!p || p->T < 1 || p->H < 1 || p->dv < 1 || p->dg < 1 || !p->u || !p->wuvT || !p->o)
         return ASA_EINVAL;
     const size_t vsm = cv_smem(p->dg, p->dv, p->wuvT);
@@ -443,6 +601,29 @@ extern "C" asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream) {
     KC_CUDA_TRY(kc_launch(expand_kernel, grid, threads_for(p->dv), smem, stream, *p));
     KC_LAUNCH_CHECK();
     return ASA_OK;
+}
+
+extern "C" asa_err cb_absorb_mma_cuda(const absorb_params *p, cudaStream_t stream) {
+    if (!p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb || !p->qt)
+        return ASA_EINVAL;
+    const hm_args a = {.T = p->T, .K = p->dh, .N = p->dg, .mt = 1, .w = p->kvb,
+                       .w_head = (int64_t)(p->dh + p->dv) * p->dg, .x = p->qa,
+                       .ld_x = p->ld_qa, .x_head = p->q_stride, .y = p->qt,
+                       .ld_y = (int64_t)p->H * p->dg, .y_head = p->dg, .yhi = NULL,
+                       .ylo = NULL};
+    return heads_mma_launch(a, p->H, stream);
+}
+
+extern "C" asa_err cb_expand_mma_cuda(const expand_params *p, cudaStream_t stream) {
+    if (!p || p->T < 1 || p->H < 1 || p->dv < 1 || p->dg < 1 || !p->u || !p->wuvT ||
+        (!p->o && !p->o_hi))
+        return ASA_EINVAL;
+    const hm_args a = {.T = p->T, .K = p->dg, .N = p->dv, .mt = 1, .w = p->wuvT,
+                       .w_head = (int64_t)p->dg * p->dv, .x = p->u,
+                       .ld_x = (int64_t)p->H * p->dg, .x_head = p->dg, .y = p->o,
+                       .ld_y = p->ld_o, .y_head = p->dv, .yhi = p->o_hi,
+                       .ylo = p->o_hi ? p->o_lo : NULL};
+    return heads_mma_launch(a, p->H, stream);
 }
 
 extern "C" asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_t *embed,

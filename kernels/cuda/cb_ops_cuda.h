@@ -45,9 +45,25 @@ typedef struct expand_params {
     const uint16_t *wuvT;
     float *o;
     int64_t ld_o;
+    /* cb_expand_mma_cuda only (the others refuse it: ASA_EUNSUPPORTED):
+     * when not NULL, o is not written; o's bf16 rounding goes to o_hi
+     * instead and, when o_lo is not NULL, the rounding of its residue to
+     * o_lo (cb_split_bf16_cuda's parts; same indexing, ld_o even) */
+    uint16_t *o_hi, *o_lo;
 } expand_params;
 asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream);
 void cb_expand_ref(const expand_params *p);
+
+/* absorb and expand on tensor cores (x as bf16 hi + lo pairs: ~16 bits,
+ * products exact, f32 sums; relative error ~1e-5): one block per (head,
+ * run of 16-token tiles), W_h staged once per block.  The results of a
+ * token do not depend on the other tokens.  ASA_EUNSUPPORTED (nothing
+ * launched) unless the product's K (absorb dh, expand dg) and N (dg, dv)
+ * are multiples of 16, N <= 256, the shared memory (K (N + 8) bf16 and
+ * 2 x 16 (K + 8) floats) <= 100 KiB, the weights and the input rows
+ * 16-byte aligned (per head too) and the output rows 8-byte aligned. */
+asa_err cb_absorb_mma_cuda(const absorb_params *p, cudaStream_t stream);
+asa_err cb_expand_mma_cuda(const expand_params *p, cudaStream_t stream);
 
 /* x[t][e] = embed[tok[t]][e] widened to f32, e < d. */
 asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_t *embed, float *x,

@@ -779,17 +779,35 @@ static void test_fixture(void **st) {
  * sequences of 40..299 prompt tokens (windows full, compressed blocks and
  * selection active), then batches of 1, 3 and 8 decoding 4 steps each,
  * every step's logits against the CPU engine's (relative L2), both fed
- * the CPU engine's greedy tokens.  Once with the default decode and once
- * with ASA_CUDA_MMA_DEC=0 (the FFMA attention) for comparison. */
-static double w_wide, w_wide_ffma;
+ * the CPU engine's greedy tokens.  Once with the default decode, once
+ * with ASA_CUDA_MMA_DEC=0 (the FFMA attention) for comparison, and once
+ * with absorb / expand on tensor cores at every step (prefills and
+ * decode; GEMV rows 0, so decode's o_proj reads the parts that expand
+ * writes). */
+static double w_wide, w_wide_ffma, w_wide_heads;
 static int n_wide;
 
-static double wide_run(const eng_model *m, const char *dec_env) {
-    if (dec_env)
-        setenv("ASA_CUDA_MMA_DEC", dec_env, 1);
+/* env: NULL or "NAME=VALUE" settings separated by spaces, set while the
+ * CUDA engine is created */
+static double wide_run(const eng_model *m, const char *env) {
+    char names[4][128];
+    int nn = 0;
+    for (const char *e = env; e && *e && nn < 4;) {
+        char kv[128];
+        int len = (int)strcspn(e, " ");
+        snprintf(kv, sizeof kv, "%.*s", len, e);
+        char *eq = strchr(kv, '=');
+        assert_non_null(eq);
+        *eq = 0;
+        setenv(kv, eq + 1, 1);
+        snprintf(names[nn++], sizeof names[0], "%s", kv);
+        e += len;
+        while (*e == ' ')
+            e++;
+    }
     eng *eg = mk_engine(m, ENG_BACKEND_CUDA, 8, 512, 1024);
-    if (dec_env)
-        unsetenv("ASA_CUDA_MMA_DEC");
+    for (int i = 0; i < nn; i++)
+        unsetenv(names[i]);
     eng *ec = mk_engine(m, ENG_BACKEND_CPU, 8, 512, 1024);
     const int V = m->cfg.vocab_size, NS = 8;
     etu_seq qg[8], qc[8];
@@ -846,9 +864,8 @@ static double wide_run(const eng_model *m, const char *dec_env) {
                 }
                 const double w = etu_rel_l2(lg + (size_t)i * V, ref, V);
                 if (w > 2e-2)
-                    fail_msg("wide model%s: batch %d step %d sequence %d: relative L2 %.4g vs "
-                             "the CPU engine", dec_env ? " (ASA_CUDA_MMA_DEC=0)" : "", nb, k, i,
-                             w);
+                    fail_msg("wide model (%s): batch %d step %d sequence %d: relative L2 %.4g "
+                             "vs the CPU engine", env ? env : "default", nb, k, i, w);
                 if (w > worst)
                     worst = w;
                 tok[i] = best;
@@ -881,7 +898,9 @@ static void test_wide_decode(void **st) {
     if (eng_model_load(dir, &m, &eb))
         fail_msg("wide model: %s", msg);
     w_wide = wide_run(m, NULL);
-    w_wide_ffma = wide_run(m, "0");
+    w_wide_ffma = wide_run(m, "ASA_CUDA_MMA_DEC=0");
+    w_wide_heads = wide_run(m, "ASA_CUDA_HEADS_MMA_T=1 ASA_CUDA_HEADS_MMA_MAX=4096 "
+                               "ASA_CUDA_GEMV_ROWS=0");
     eng_model_destroy(m);
     etu_rmdir(dir);
 }
@@ -913,11 +932,11 @@ int main(void) {
            "to the CPU engine's (%d near-ties skipped); batch-invariant mode bitwise on %d; "
            "%d device greedy samples equal to eng_sample's; %d seeded samples equal with "
            "ASA_CUDA_GPU_SAMPLE=0 and 1; graph decode %.3g; wide model decode %.3g "
-           "(FFMA attention %.3g) over %d rows\n",
+           "(FFMA attention %.3g, absorb / expand on tensor cores %.3g) over %d rows\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
            n_sets_skipped, n_inv, n_devgreedy, n_sampled, w_graph, w_wide, w_wide_ffma,
-           n_wide);
+           w_wide_heads, n_wide);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;

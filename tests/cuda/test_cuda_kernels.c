@@ -975,6 +975,132 @@ static void test_compress(void **st) {
     free(kg);
 }
 
+/* absorb and expand on tensor cores (cb_absorb_mma_cuda / cb_expand_mma_cuda)
+ * on the asa-1.3b head shapes (dh = dv = 64, dg = 192 and 96) and a small
+ * one (dh = dg = 16: one k-step, one column pair) with padded
+ * strides, T with partial 16-token tiles (and, on a GPU, enough tiles for
+ * runs of several per block); x carries ~16 bits through the hi + lo
+ * pair, so the tolerance is 1e-4; expand's bf16 parts output.  Then: a
+ * shorter launch on the same
+ * inputs gives the same bits for its tokens (row independence), and
+ * shapes it does not take are refused without a launch. */
+static void test_absorb_expand_mma(void **st) {
+    (void)st;
+    /* (dh, dv, dg, dR): asa-1.3b's global and local heads, a small model's */
+    const int shapes[][4] = {{64, 64, 96, 32}, {64, 64, 192, 32}, {16, 32, 16, 8}};
+    const int Ts[] = {1, 17, 40, 1500};
+    const int nT = getenv("ASA_EMU") ? 3 : 4;
+    for (int si = 0; si < 3; si++)
+        for (int ti = 0; ti < nT; ti++) {
+            const int H = 3, dh = shapes[si][0], dv = shapes[si][1], dg = shapes[si][2];
+            const int dR = shapes[si][3], qs = dh + dR, ld = H * qs + 8;
+            const int T = Ts[ti], ldo = H * dv + 6;
+            const size_t nq = (size_t)T * H * dg, no = (size_t)T * ldo;
+            float *qa = malloc((size_t)T * ld * 4), *qt = malloc(nq * 4), *g = malloc(nq * 4);
+            float *o = malloc(no * 4), *og = malloc(no * 4), *g2 = malloc(nq * 4);
+            uint16_t *kvb = malloc((size_t)H * (dh + dv) * dg * 2);
+            uint16_t *wt = malloc((size_t)H * dg * dv * 2);
+            fill_f32(qa, (size_t)T * ld, 1.0f);
+            fill_bf16(kvb, (size_t)H * (dh + dv) * dg, 0.5f);
+            fill_bf16(wt, (size_t)H * dg * dv, 0.5f);
+            absorb_params p = {.T = T, .H = H, .dh = dh, .dv = dv, .dg = dg, .qa = qa,
+                               .ld_qa = ld, .q_stride = qs, .kvb = kvb, .qt = qt};
+            absorb_params d = p;
+            d.qa = dup_dev(qa, (size_t)T * ld * 4);
+            d.kvb = dup_dev(kvb, (size_t)H * (dh + dv) * dg * 2);
+            d.qt = poison_dev(nq * 4);
+            assert_int_equal(cb_absorb_mma_cuda(&d, 0), ASA_OK);
+            cb_absorb_ref(&p);
+            get_dev(g, d.qt, nq * 4);
+            cmp_f32("absorb (tensor cores)", g, qt, nq, 1e-4, 1e-4);
+            n_kernels++;
+            for (int i = 0; i < (int)no; i++)
+                o[i] = NAN;
+            expand_params e = {.T = T, .H = H, .dg = dg, .dv = dv, .u = qt, .wuvT = wt, .o = o,
+                               .ld_o = ldo};
+            expand_params ed = e;
+            ed.u = d.qt;
+            ed.wuvT = dup_dev(wt, (size_t)H * dg * dv * 2);
+            ed.o = poison_dev(no * 4);
+            assert_int_equal(cb_expand_mma_cuda(&ed, 0), ASA_OK);
+            cb_expand_ref(&e);
+            get_dev(og, ed.o, no * 4);
+            cmp_f32("expand (tensor cores)", og, o, no, 1e-4, 1e-4);
+            n_kernels++;
+            /* the bf16 parts instead of o: the split of the f32 results
+             * just read back, bit for bit; without o_lo only hi (the lo
+             * buffer stays poisoned), o itself untouched */
+            for (int wl = 0; wl < 2; wl++) {
+                expand_params ep = ed;
+                ep.o = poison_dev(no * 4);
+                ep.o_hi = poison_dev(no * 2);
+                ep.o_lo = poison_dev(no * 2);
+                uint16_t *lo_d = ep.o_lo;
+                if (!wl)
+                    ep.o_lo = NULL;
+                assert_int_equal(cb_expand_cuda(&ep, 0), ASA_EUNSUPPORTED);
+                assert_int_equal(cb_expand_mma_cuda(&ep, 0), ASA_OK);
+                uint16_t *ph = malloc(no * 2), *pl = malloc(no * 2);
+                uint16_t *wh = malloc(no * 2), *wlo = malloc(no * 2);
+                float *po = malloc(no * 4);
+                get_dev(ph, ep.o_hi, no * 2);
+                get_dev(pl, lo_d, no * 2);
+                get_dev(po, ep.o, no * 4);
+                for (size_t i = 0; i < no; i++) {
+                    const bool pad = i % (size_t)ldo >= (size_t)H * dv;
+                    wh[i] = pad ? 0xffff : asa_f32_to_bf16(og[i]);
+                    wlo[i] = pad || !wl ? 0xffff
+                                        : asa_f32_to_bf16(og[i] - asa_bf16_to_f32(wh[i]));
+                    assert_true(isnan(po[i]));
+                }
+                assert_memory_equal(ph, wh, no * 2);
+                assert_memory_equal(pl, wlo, no * 2);
+                n_checked += (int)no;
+                free(ph);
+                free(pl);
+                free(wh);
+                free(wlo);
+                free(po);
+                cudaFree(ep.o);
+                cudaFree(ep.o_hi);
+                cudaFree(lo_d);
+            }
+            if (T > 1) { /* the first T - 7 tokens alone: the same bits */
+                absorb_params d2 = d;
+                d2.T = T - 7;
+                d2.qt = poison_dev(nq * 4);
+                assert_int_equal(cb_absorb_mma_cuda(&d2, 0), ASA_OK);
+                get_dev(g2, d2.qt, (size_t)d2.T * H * dg * 4);
+                assert_memory_equal(g2, g, (size_t)d2.T * H * dg * 4);
+                cudaFree(d2.qt);
+            }
+            cudaFree((void *)d.qa);
+            cudaFree((void *)d.kvb);
+            cudaFree(d.qt);
+            cudaFree((void *)ed.wuvT);
+            cudaFree(ed.o);
+            free(qa);
+            free(qt);
+            free(g);
+            free(g2);
+            free(o);
+            free(og);
+            free(kvb);
+            free(wt);
+        }
+    /* refused: K not a multiple of 16 (dh = 7), N = 8 (dv), N > 256 */
+    absorb_params bad = {.T = 4, .H = 2, .dh = 7, .dv = 9, .dg = 16, .qa = (const float *)16,
+                         .ld_qa = 64, .q_stride = 16, .kvb = (const uint16_t *)16,
+                         .qt = (float *)16};
+    assert_int_equal(cb_absorb_mma_cuda(&bad, 0), ASA_EUNSUPPORTED);
+    bad.dh = 16;
+    bad.dg = 272;
+    assert_int_equal(cb_absorb_mma_cuda(&bad, 0), ASA_EUNSUPPORTED);
+    expand_params bade = {.T = 4, .H = 2, .dg = 16, .dv = 8, .u = (const float *)16,
+                          .wuvT = (const uint16_t *)16, .o = (float *)16, .ld_o = 16};
+    assert_int_equal(cb_expand_mma_cuda(&bade, 0), ASA_EUNSUPPORTED);
+}
+
 /* absorb and expand on the asa-1.3b head shapes (dh = dv = 64, dg = 192 and
  * 96: the 16-byte vector path), T not a multiple of the token tile */
 static void test_absorb_expand_vec(void **st) {
@@ -2206,7 +2332,8 @@ int main(void) {
         cmocka_unit_test(test_attn_cmp_select), cmocka_unit_test(test_attn_slc),
         cmocka_unit_test(test_compress),
         cmocka_unit_test(test_select_long),     cmocka_unit_test(test_select_shapes),     cmocka_unit_test(test_absorb_expand),
-        cmocka_unit_test(test_absorb_expand_vec), cmocka_unit_test(test_attn_merge),
+        cmocka_unit_test(test_absorb_expand_vec), cmocka_unit_test(test_absorb_expand_mma),
+        cmocka_unit_test(test_attn_merge),
         cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_gemv_fused),
         cmocka_unit_test(test_sample),          cmocka_unit_test(test_sample_chi2),
         cmocka_unit_test(test_sample_huge),
