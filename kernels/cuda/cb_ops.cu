@@ -243,10 +243,11 @@ __global__ void __launch_bounds__(CV_THREADS) expand_vec_kernel(const expand_par
  * while the warps work on the current one (rows past T zero-filled); rows
  * padded (W by 8 bf16, x by 8 floats) so the transposed ldmatrix reads of
  * W and the f32 pair reads of x are conflict-free.  Each warp takes the
- * 16-column pairs w, w + 4, ... and splits x into bf16 hi + lo (~16 bits
+ * 16-column pairs w, w + 8, ... and splits x into bf16 hi + lo (~16 bits
  * of x; products exact in f32; two MMAs per k-step).  A token's sums do
  * not depend on the other tokens. */
-constexpr int HM_THREADS = 128, HM_PAIRS = 4; /* 16-column pairs per warp at most: N <= 256 */
+constexpr int HM_THREADS = 256, HM_WARPS = HM_THREADS / 32,
+              HM_PAIRS = 2; /* 16-column pairs per warp at most: N <= 256 */
 
 struct hm_args {
     int T, K, N, mt;
@@ -321,7 +322,7 @@ __global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) 
             }
 #pragma unroll
             for (int pi = 0; pi < HM_PAIRS; pi++) {
-                const int pr = warp + 4 * pi;
+                const int pr = warp + HM_WARPS * pi;
                 if (pr < npairs) {
                     uint32_t b[4];
                     mma_ldsm_x4<true>(b, ws + (k0 + lk) * ldw + pr * 16 + ln);
@@ -337,7 +338,7 @@ __global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) 
         const bool va = t0 + g < a.T, vb = t0 + g + 8 < a.T;
 #pragma unroll
         for (int pi = 0; pi < HM_PAIRS; pi++) {
-            const int pr = warp + 4 * pi;
+            const int pr = warp + HM_WARPS * pi;
             if (pr < npairs)
 #pragma unroll
                 for (int j = 0; j < 2; j++) {
@@ -369,7 +370,7 @@ __global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) 
 asa_err heads_mma_launch(hm_args a, int H, cudaStream_t stream) {
     static size_t raised;
     const size_t smem = (size_t)a.K * (a.N + 8) * 2 + (size_t)2 * 16 * (a.K + 8) * 4;
-    if (a.K < 16 || a.K % 16 || a.N < 16 || a.N % 16 || a.N / 16 > 4 * HM_PAIRS ||
+    if (a.K < 16 || a.K % 16 || a.N < 16 || a.N % 16 || a.N / 16 > HM_WARPS * HM_PAIRS ||
         smem > 100 * 1024 || !kc_aligned(a.w, 16) || a.w_head % 8 || !kc_aligned(a.x, 16) ||
         a.ld_x % 4 || a.x_head % 4 || a.ld_y % 2 || a.y_head % 2 ||
         (a.yhi ? !kc_aligned(a.yhi, 4) || (a.ylo && !kc_aligned(a.ylo, 4)) : !kc_aligned(a.y, 8)))
