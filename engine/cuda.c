@@ -61,10 +61,10 @@
  * tokens of a step with 16 or more heads a latent group
  * (cb_absorb_mma_cuda: bf16 hi + lo inputs, f32 sums; the expand then
  * writes o_proj's bf16 input parts, no split launch; ASA_CUDA_HEADS_MMA_T,
- * _MAX, ASA_CUDA_EXPAND_PARTS=0), else from CU_BLAS_HEADS_T
- * tokens on as batched
- * cuBLAS products (TF32 on an f32 copy of kv_b_proj, ASA_CUDA_TF32=0 for
- * exact f32; ASA_CUDA_BLAS_HEADS_T sets the threshold, 0 never).  Attention runs one block
+ * _MAX, ASA_CUDA_EXPAND_PARTS=0), else from CU_BLAS_HEADS_T tokens on as
+ * batched cuBLAS products (TF32 on an f32 copy of kv_b_proj,
+ * ASA_CUDA_TF32=0 for exact f32; ASA_CUDA_BLAS_HEADS_T sets the threshold,
+ * 0 never).  Attention runs one block
  * per (token, latent group, head chunk), and splits the keys across blocks
  * (log-sum-exp merge) when that grid is too small for the GPU
  * (cu__attn_plan).  Launches of at least ASA_CUDA_MMA_MIN_T tokens (default
@@ -1922,18 +1922,19 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add
     return cu__gemm(c, c->hn, T, d, W, N, y, want_lo, half2);
 }
 
-/* The attention-side folds of the default mode (rope + absorb as one
- * launch; with one token per sequence also the compressed entries in the
- * rope kernel and the anchors' stores in the block choice): whenever the
- * absorb would run as its kernel anyway (below the batched-cuBLAS
- * threshold), not only at GEMV sizes.  Batch-invariant mode keeps the
- * separate kernels.  (Folding the compressed entries and the stores at
- * every decode batch, with the batched absorb too, was measured slower
- * at 48-64 tokens, ~3 % at 4k: not taken.) */
+/* Whether absorb / expand of a T-token step run on tensor cores. */
 static bool cu__heads_mma(const cu_be *c, int T) {
     return c->heads_mma_t > 0 && T >= c->heads_mma_t && T <= c->heads_mma_max;
 }
 
+/* The attention-side folds of the default mode (rope + absorb as one
+ * launch; with one token per sequence also the compressed entries in the
+ * rope kernel and the anchors' stores in the block choice): whenever the
+ * absorb would run as its vector kernel anyway (below the batched-cuBLAS
+ * threshold, outside the tensor-core range), not only at GEMV sizes.  Batch-invariant mode keeps the
+ * separate kernels.  (Folding the compressed entries and the stores at
+ * every decode batch, with the batched absorb too, was measured slower
+ * at 48-64 tokens, ~3 % at 4k: not taken.) */
 static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
     return c->fuse && !c->invariant && !(y->kvbf && T >= c->blas_heads_t) &&
            !cu__heads_mma(c, T);
