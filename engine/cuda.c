@@ -1942,7 +1942,10 @@ static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
 
 /* absorb / expand of T tokens: on tensor cores from heads_mma_t to
  * heads_mma_max tokens (where the shapes suit it), else batched cuBLAS
- * from blas_heads_t on, else the per-head kernels */
+ * from blas_heads_t on, else the per-head kernels.  cu__expand with
+ * *parts true: on tensor cores it writes o_proj's bf16 input parts (hi in
+ * c->xhi and, where o_proj reads it, lo) instead of o; *parts says on
+ * return whether it did. */
 static asa_err cu__absorb(cu_be *c, const cu_layer *y, int T, const absorb_params *ap) {
     if (cu__heads_mma(c, T)) {
         asa_err e = cb_absorb_mma_cuda(ap, c->st);
@@ -1952,12 +1955,19 @@ static asa_err cu__absorb(cu_be *c, const cu_layer *y, int T, const absorb_param
     return y->kvbf && T >= c->blas_heads_t ? cu__absorb_blas(c, y, T) : cb_absorb_cuda(ap, c->st);
 }
 
-static asa_err cu__expand(cu_be *c, const cu_layer *y, int T, const expand_params *ep) {
+static asa_err cu__expand(cu_be *c, const cu_layer *y, int T, const expand_params *ep,
+                          bool *parts) {
     if (cu__heads_mma(c, T)) {
-        asa_err e = cb_expand_mma_cuda(ep, c->st);
+        expand_params q = *ep;
+        if (*parts) {
+            q.o_hi = c->xhi;
+            q.o_lo = cu__lo_buf(c, T, ep->H * ep->dv, cu__want_lo(c, T, false));
+        }
+        asa_err e = cb_expand_mma_cuda(&q, c->st);
         if (e != ASA_EUNSUPPORTED)
             return e;
     }
+    *parts = false;
     return y->kvbf && T >= c->blas_heads_t ? cu__expand_blas(c, y, T) : cb_expand_cuda(ep, c->st);
 }
 
@@ -2156,18 +2166,10 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
      * attention: hi alone; by the expand on tensor cores where o_proj reads
      * parts: hi and, where it reads it, lo; no split launch) */
     bool o16 = xa16;
-    if (!xa && c->expand_parts && cu__heads_mma(c, T) && cu__presplit(c, T)) {
-        ep.o_hi = c->xhi;
-        ep.o_lo = cu__lo_buf(c, T, H * c->dv, cu__want_lo(c, T, false));
-        asa_err e = cb_expand_mma_cuda(&ep, c->st);
-        if (e != ASA_EUNSUPPORTED) {
-            CU_OK(e);
-            o16 = true;
-        }
-        ep.o_hi = ep.o_lo = NULL;
+    if (!xa) { /* else o written by cu__xattn */
+        o16 = c->expand_parts && cu__presplit(c, T);
+        CU_OK(cu__expand(c, y, T, &ep, &o16));
     }
-    if (!xa && !o16) /* else o or its parts written above */
-        CU_OK(cu__expand(c, y, T, &ep));
     cu__mark(c, CU_T_PROJ);
     /* o_proj, gate|up and down: where they run as stacked hi + lo products,
      * the next kernel (RMSNorm, SiLU-gate) adds the two halves (no add2) */

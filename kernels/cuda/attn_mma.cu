@@ -1002,8 +1002,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
             for (int i = 0; i < 4; i++) {
                 qf[ks][i] = mma_pack_bf16(v[ks][i].x, v[ks][i].y);
                 if (QS)
-                    ql[ks][i] = mma_pack_bf16(v[ks][i].x - mma_lo_f32(qf[ks][i]),
-                                              v[ks][i].y - mma_hi_f32(qf[ks][i]));
+                    ql[ks][i] = mma_pack_residue(v[ks][i].x, v[ks][i].y, qf[ks][i]);
             }
     }
 

@@ -318,7 +318,7 @@ __global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) 
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 ahi[i] = mma_pack_bf16(f[i].x, f[i].y);
-                alo[i] = mma_pack_bf16(f[i].x - mma_lo_f32(ahi[i]), f[i].y - mma_hi_f32(ahi[i]));
+                alo[i] = mma_pack_residue(f[i].x, f[i].y, ahi[i]);
             }
 #pragma unroll
             for (int pi = 0; pi < HM_PAIRS; pi++) {
@@ -356,8 +356,7 @@ __global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) 
                         const uint32_t hi = mma_pack_bf16(v0, v1);
                         *(uint32_t *)(a.yhi + at) = hi;
                         if (a.ylo)
-                            *(uint32_t *)(a.ylo + at) =
-                                mma_pack_bf16(v0 - mma_lo_f32(hi), v1 - mma_hi_f32(hi));
+                            *(uint32_t *)(a.ylo + at) = mma_pack_residue(v0, v1, hi);
                     }
                 }
         }

@@ -148,8 +148,7 @@ __global__ void __launch_bounds__(GS_THREADS, R == 2 && NT == 2 ? 1 : 2)
                         const float v0 = __uint_as_float(xv[u][t][2 * j]);
                         const float v1 = __uint_as_float(xv[u][t][2 * j + 1]);
                         bh[j] = mma_pack_bf16(v0, v1);
-                        bl[j] = LO ? mma_pack_bf16(v0 - mma_lo_f32(bh[j]), v1 - mma_hi_f32(bh[j]))
-                                   : 0u;
+                        bl[j] = LO ? mma_pack_residue(v0, v1, bh[j]) : 0u;
                     }
                 } else {
 #pragma unroll

@@ -50,6 +50,12 @@ __device__ __forceinline__ uint32_t mma_pack_bf16(float lo, float hi) {
 __device__ __forceinline__ float mma_lo_f32(uint32_t v) { return __uint_as_float(v << 16); }
 __device__ __forceinline__ float mma_hi_f32(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
+/* The residues of (lo, hi)'s rounding to hi2 = mma_pack_bf16(lo, hi), as
+ * bf16x2 in the same halves: the lo part of a hi + lo pair. */
+__device__ __forceinline__ uint32_t mma_pack_residue(float lo, float hi, uint32_t hi2) {
+    return mma_pack_bf16(lo - mma_lo_f32(hi2), hi - mma_hi_f32(hi2));
+}
+
 /* Four floats as bf16 at hi[0..3] and, with LO, the residues of that
  * rounding as bf16 at lo[0..3] (x ~ hi + lo; both 8-byte aligned): a row of
  * query parts staged for ldmatrix. */
@@ -58,8 +64,7 @@ __device__ __forceinline__ void mma_store_hilo4(uint16_t *hi, uint16_t *lo, floa
     const uint32_t h0 = mma_pack_bf16(x.x, x.y), h1 = mma_pack_bf16(x.z, x.w);
     *(uint2 *)hi = make_uint2(h0, h1);
     if (LO)
-        *(uint2 *)lo = make_uint2(mma_pack_bf16(x.x - mma_lo_f32(h0), x.y - mma_hi_f32(h0)),
-                                  mma_pack_bf16(x.z - mma_lo_f32(h1), x.w - mma_hi_f32(h1)));
+        *(uint2 *)lo = make_uint2(mma_pack_residue(x.x, x.y, h0), mma_pack_residue(x.z, x.w, h1));
 }
 
 #ifdef ASA_CUDA_EMU

@@ -787,27 +787,14 @@ static void test_fixture(void **st) {
 static double w_wide, w_wide_ffma, w_wide_heads;
 static int n_wide;
 
-/* env: NULL or "NAME=VALUE" settings separated by spaces, set while the
- * CUDA engine is created */
-static double wide_run(const eng_model *m, const char *env) {
-    char names[4][128];
-    int nn = 0;
-    for (const char *e = env; e && *e && nn < 4;) {
-        char kv[128];
-        int len = (int)strcspn(e, " ");
-        snprintf(kv, sizeof kv, "%.*s", len, e);
-        char *eq = strchr(kv, '=');
-        assert_non_null(eq);
-        *eq = 0;
-        setenv(kv, eq + 1, 1);
-        snprintf(names[nn++], sizeof names[0], "%s", kv);
-        e += len;
-        while (*e == ' ')
-            e++;
-    }
+/* env: NULL or name, value, name, value, ..., NULL: the settings while the
+ * CUDA engine is created; what: how a failure names the run */
+static double wide_run(const eng_model *m, const char *const *env, const char *what) {
+    for (int i = 0; env && env[i]; i += 2)
+        setenv(env[i], env[i + 1], 1);
     eng *eg = mk_engine(m, ENG_BACKEND_CUDA, 8, 512, 1024);
-    for (int i = 0; i < nn; i++)
-        unsetenv(names[i]);
+    for (int i = 0; env && env[i]; i += 2)
+        unsetenv(env[i]);
     eng *ec = mk_engine(m, ENG_BACKEND_CPU, 8, 512, 1024);
     const int V = m->cfg.vocab_size, NS = 8;
     etu_seq qg[8], qc[8];
@@ -865,7 +852,7 @@ static double wide_run(const eng_model *m, const char *env) {
                 const double w = etu_rel_l2(lg + (size_t)i * V, ref, V);
                 if (w > 2e-2)
                     fail_msg("wide model (%s): batch %d step %d sequence %d: relative L2 %.4g "
-                             "vs the CPU engine", env ? env : "default", nb, k, i, w);
+                             "vs the CPU engine", what, nb, k, i, w);
                 if (w > worst)
                     worst = w;
                 tok[i] = best;
@@ -897,10 +884,12 @@ static void test_wide_decode(void **st) {
     eng_model *m = NULL;
     if (eng_model_load(dir, &m, &eb))
         fail_msg("wide model: %s", msg);
-    w_wide = wide_run(m, NULL);
-    w_wide_ffma = wide_run(m, "ASA_CUDA_MMA_DEC=0");
-    w_wide_heads = wide_run(m, "ASA_CUDA_HEADS_MMA_T=1 ASA_CUDA_HEADS_MMA_MAX=4096 "
-                               "ASA_CUDA_GEMV_ROWS=0");
+    static const char *const ffma[] = {"ASA_CUDA_MMA_DEC", "0", NULL};
+    static const char *const heads[] = {"ASA_CUDA_HEADS_MMA_T", "1", "ASA_CUDA_HEADS_MMA_MAX",
+                                        "4096", "ASA_CUDA_GEMV_ROWS", "0", NULL};
+    w_wide = wide_run(m, NULL, "default");
+    w_wide_ffma = wide_run(m, ffma, "ASA_CUDA_MMA_DEC=0");
+    w_wide_heads = wide_run(m, heads, "absorb / expand on tensor cores");
     eng_model_destroy(m);
     etu_rmdir(dir);
 }
