@@ -442,6 +442,9 @@ typedef struct cu_be {
                                   of 4) instead of a merge launch
                                   (ASA_CUDA_DEC_MERGE=0: never; builds
                                   without clusters never) */
+    int dec_bw;                /* its warps a block then (attn_params.dec_bw;
+                                  ASA_CUDA_DEC_BW=4 or 8, default 0: 8
+                                  where a token has 8 splits) */
     int dec_pf_t, dec_pdl_t;   /* the token-rows decode kernel: keys' L2
                                   prefetch before its PDL wait up to this
                                   many tokens (ASA_CUDA_DEC_PF_T, default
@@ -1129,6 +1132,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     if (c->mma_dec_kt % 16 || c->mma_dec_kt > 64)
         c->mma_dec_kt = 0;
     c->dec_merge = attn_mma_dec_merge() && !cu__env_is("ASA_CUDA_DEC_MERGE", "0");
+    c->dec_bw = cu__env_int("ASA_CUDA_DEC_BW", 0, 0);
     c->dec_pf_t = cu__env_int("ASA_CUDA_DEC_PF_T", 8, 0);
     c->dec_pdl_t = cu__env_int("ASA_CUDA_DEC_PDL_T", 8, 0);
     c->heads_compute = cu__env_is("ASA_CUDA_TF32", "0") ? CUBLAS_COMPUTE_32F
@@ -1750,6 +1754,7 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
                      * 64 / 128 -1.3 / -1.6 / -1.5 / -2.3 / -1.6 %, batch
                      * 8 within +-0.3 % */
                     q.dec_merge = 1;
+                    q.dec_bw = c->dec_bw;
                     q.n_split = ns4;
                     q.split_keys = ((maxkeys + ns4 - 1) / ns4 + 15) / 16 * 16;
                 }

@@ -124,8 +124,13 @@ typedef struct attn_params {
      * (token, group, 16 heads) is one thread block cluster of n_split / 4
      * blocks whose warps sum the partials through distributed shared
      * memory: no merge launch, part not written) where attn_mma_dec_merge()
-     * says the build can; else part and the merge launch as usual. */
-    int dec_prefetch, dec_plain, dec_merge;
+     * says the build can; else part and the merge launch as usual.
+     * dec_bw: warps a block of that kernel where it merges in the launch,
+     * 4 or 8 (8 only where n_split is a multiple of 8; 0: 8 where n_split
+     * is 8, else 4); the n_split / dec_bw blocks of an item form its
+     * cluster, and where that is one block the merge reads the block's own
+     * shared memory (no cluster). */
+    int dec_prefetch, dec_plain, dec_merge, dec_bw;
 } attn_params;
 #define ATTN_DEC_MERGE_MAX 32
 

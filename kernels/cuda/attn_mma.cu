@@ -828,35 +828,41 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
  *
  * One warp is one work item: a token, a latent group, 16 of the group's
  * heads (a head tile) and a split of the token's keys; a block holds
- * DEC_WARPS independent items and no block barrier.  A warp walks its keys
- * 16 at a time: the page lookups of the next-but-one stage (a lane a key)
- * and the copies of the next (cp.async into the warp's own two buffers)
- * are in flight while a stage is computed, and its query fragments come
- * straight from global memory into registers (one round trip, during the
- * first copies).  Scores, masks, online softmax (base 2) and P V as in
+ * DW independent items (DEC_WARPS; DEC_WARPS_MAX where the 8 splits of
+ * an item merge in one block) and no block barrier before the merge.  A
+ * warp walks its keys 16 at a time: the page lookups of the next-but-one
+ * stage (a lane a key) and the copies of the next (cp.async into the
+ * warp's own two buffers) are in flight while a stage is computed, and its
+ * query fragments come straight from global memory into registers (one
+ * round trip, beside the first lookup's).  Scores, masks, online softmax (base 2) and P V as in
  * attn_mma_kernel, per 16 keys.  The block-per-token form above spent a
  * decode launch in barriers and one warp a scheduler (batch 64 at 4k:
  * 0.16 issued instructions a cycle a scheduler, ~11 cycles an
  * instruction); here every SM holds several independent warps.
- * KS / NP: the exact shape (E = 16 KS, dg = 16 NP); QS: hi + lo queries. */
-constexpr int DEC_WARPS = 4;
+ * KS / NP: the exact shape (E = 16 KS, dg = 16 NP); QS: hi + lo queries;
+ * DW: warps a block. */
+constexpr int DEC_WARPS = 4, DEC_WARPS_MAX = 8;
 constexpr int DEC_KT = 16; /* keys a stage */
 
 #ifdef __CUDACC__
 /* attn_dec_kernel's splits merged inside the launch (dec_merge): the
- * n_split warps of one (token, group, 16-head tile) are the 4 warps of each
- * block of one cluster (split s: block rank s / 4, warp s % 4).  Each warp
- * puts its partial (16 rows x dg accumulators, the scaled maximum and the
- * sum of each row) in its own stage buffers (free after the key loop);
- * after a cluster barrier warp s merges rows s, s + n_split, ... reading
- * the others' partials through distributed shared memory (merge_row, as
- * the merge launch does: the same bits); a second barrier keeps every
- * partial alive until it is read.  wbuf: floats of a warp's buffers. */
+ * n_split warps of one (token, group, 16-head tile) are the dw warps of
+ * each block of one cluster (split s: block rank s / dw, warp s % dw).
+ * Each warp puts its partial (16 rows x dg accumulators, the scaled
+ * maximum and the sum of each row) in its own stage buffers (free after
+ * the key loop); after a barrier warp s merges rows s, s + n_split, ...
+ * reading the others' partials (merge_row, as the merge launch does: the
+ * same bits).  A cluster of one block (n_split = dw) reads its own shared
+ * memory after a block barrier; a larger one reads through distributed
+ * shared memory, and a second cluster barrier keeps every partial alive
+ * until it is read (in the cluster form the merge held ~40 % of a local
+ * launch's stall samples at batch 64: remote loads, the barriers'
+ * fences).  wbuf: floats of a warp's buffers. */
 template <int NP>
 __device__ __forceinline__ void dec_merge(const attn_params &p, const float (&acc)[2 * NP][4],
                                           const float (&mrow)[2], const float (&lrow)[2],
-                                          float *smem, int wbuf, int nsp, int spl, int htile,
-                                          int g, int t) {
+                                          float *smem, int wbuf, int nsp, int dw, int spl,
+                                          int htile, int g, int t) {
     namespace cg = cooperative_groups;
     constexpr int dg = 16 * NP, ME = (dg + 31) / 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
@@ -873,24 +879,32 @@ __device__ __forceinline__ void dec_merge(const attn_params &p, const float (&ac
             ps[16 * dg + 16 + r] = lrow[rr];
         }
     }
+    /* the rows of this warp, split s's partial at peer(s) */
+    auto rows = [&](auto peer) {
+        for (int r = spl; r < 16 && htile * 16 + r < hpg; r += nsp) {
+            const int hh = g * hpg + htile * 16 + r;
+            float m = -INFINITY, l = 0.0f;
+            if (lane < nsp) {
+                const float *q = peer(lane);
+                m = q[16 * dg + r];
+                l = q[16 * dg + 16 + r];
+            }
+            float M, L, a[ME];
+            merge_row<8>(
+                m, l, nsp, dg, [&](int s, int e) { return peer(s)[r * dg + e]; }, M, L, a);
+            merge_row_store(p, t, hh, M, L, a);
+        }
+    };
+    if (nsp == dw) {
+        __syncthreads();
+        rows([&](int s) -> const float * { return smem + (size_t)s * wbuf; });
+        return;
+    }
     cg::cluster_group cl = cg::this_cluster();
     cl.sync();
-    auto peer = [&](int s) -> const float * {
-        return cl.map_shared_rank(smem + (size_t)(s & 3) * wbuf, (unsigned)(s >> 2));
-    };
-    for (int r = spl; r < 16 && htile * 16 + r < hpg; r += nsp) {
-        const int hh = g * hpg + htile * 16 + r;
-        float m = -INFINITY, l = 0.0f;
-        if (lane < nsp) {
-            const float *q = peer(lane);
-            m = q[16 * dg + r];
-            l = q[16 * dg + 16 + r];
-        }
-        float M, L, a[ME];
-        merge_row<4>(
-            m, l, nsp, dg, [&](int s, int e) { return peer(s)[r * dg + e]; }, M, L, a);
-        merge_row_store(p, t, hh, M, L, a);
-    }
+    rows([&](int s) -> const float * {
+        return cl.map_shared_rank(smem + (size_t)(s % dw) * wbuf, (unsigned)(s / dw));
+    });
     cl.sync();
 }
 
@@ -900,14 +914,16 @@ __host__ __device__ inline bool dec_merge_on(const attn_params &p, int nsp) {
 }
 #endif
 
-template <int KS, int NP, bool QS>
-__global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_params p, int ht) {
+template <int KS, int NP, bool QS, int DW>
+__global__ void __launch_bounds__(DW * 32, DEC_WARPS_MAX / DW) attn_dec_kernel(const attn_params p,
+                                                                               int ht) {
     extern __shared__ float dec_sm[];
     constexpr int E = 16 * KS, dg = 16 * NP, Ep = E + 8, E8 = E / 8, dg8 = dg / 8;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
     const int G = p.c.G, H = p.H, hpg = H / G;
     const int nsp = p.n_split > 1 ? p.n_split : 1;
-    const long item = (long)blockIdx.x * DEC_WARPS + warp;
+    constexpr int dw = DW;
+    const long item = (long)blockIdx.x * dw + warp;
     if (item >= (long)p.T * G * ht * nsp) {
         kc_pdl_wait(); /* every thread of the grid waits (kc_pdl_enter) */
         return;
@@ -953,30 +969,41 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
         const int k = kbeg + j * DEC_KT + lane;
         return lane < DEC_KT && k < kend ? kp.entry(k) : -1;
     };
-    /* stage j's copies into buffer j & 1 (masked keys: zeros) */
-    auto stage = [&](int j, int64_t kb) {
-        uint16_t *kt = buf + (j & 1) * DEC_KT * Ep;
-        for (int i = lane; i < DEC_KT * E8; i += 32) {
-            const int k = i / E8, ch = i - k * E8;
+    /* stage j's copies into buffer j & 1, v: its keys' validity (bit k;
+     * masked keys: zeros).  A lane copies one 16-byte column (cch) of key
+     * ckey of each group of KPI keys: the column's source offset and the
+     * destination fixed per lane, so a copy costs a shuffle of the key's
+     * entry, an address and the copy (the loop over i / E8 cost ~35
+     * instructions a copy, 40 % of the local kernel's) */
+    constexpr int KPI = 32 / E8, NIT = DEC_KT / KPI;
+    static_assert(E8 <= 32 && DEC_KT % KPI == 0, "a key's columns within a warp");
+    const int ckey = lane / E8, cch = lane - ckey * E8;
+    const bool cact = ckey < KPI;
+    const uint16_t *const csrc =
+        p.c.kv + (cch < dg8 ? g * dg + 8 * cch : G * dg + 8 * (cch - dg8));
+    uint16_t *const cdst = buf + ckey * Ep + 8 * cch;
+    auto stage = [&](int j, int64_t kb, unsigned v) {
+        uint16_t *kt = cdst + (j & 1) * DEC_KT * Ep;
+        kb = kb >= 0 ? kb : 0;
+#pragma unroll
+        for (int it = 0; it < NIT; it++) {
+            const int k = it * KPI + ckey;
             const int64_t b = __shfl_sync(0xffffffffu, kb, k);
-            const uint16_t *src =
-                p.c.kv + (b >= 0 ? b : 0) + (ch < dg8 ? g * dg + 8 * ch : G * dg + 8 * (ch - dg8));
-            mma_cp16(kt + k * Ep + 8 * ch, src, b >= 0);
+            if (cact)
+                mma_cp16(kt + it * KPI * Ep, csrc + b, (v >> k) & 1u);
         }
         mma_cp_commit();
     };
-    static_assert(DEC_KT * E8 % 32 == 0, "every lane through the same copy loop");
     int64_t kb_next = lookup(0);
-    /* key validity of the stage being computed: bit k (lanes < 16) */
-    unsigned vcur = __ballot_sync(0xffffffffu, kb_next >= 0);
-    if (nst > 0)
-        stage(0, kb_next);
-    kb_next = lookup(1);
 
     /* query fragments: rows gq, gq + 8 of the tile (head h0 + row), columns
-     * 16 ks + 2 tq (+1, +8, +9): [q~ | qR] of the head, zeros past hpg */
+     * 16 ks + 2 tq (+1, +8, +9): [q~ | qR] of the head, zeros past hpg.
+     * Loaded while the first lookup's block-table read is in flight and
+     * converted after the first copies are issued: the two round trips
+     * overlap (issued after the copies, the query's waited for them) */
     const int h0 = g * hpg + htile * 16;
     uint32_t qf[KS][4], ql[QS ? KS : 1][4];
+    unsigned vcur;
     {
         float2 v[KS][4];
 #pragma unroll
@@ -996,6 +1023,11 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
                                                   : *(const float2 *)(qrr + (col - dg));
                 }
         }
+        /* key validity of the stage being computed: bit k (lanes < 16) */
+        vcur = __ballot_sync(0xffffffffu, kb_next >= 0);
+        if (nst > 0)
+            stage(0, kb_next, vcur);
+        kb_next = lookup(1);
 #pragma unroll
         for (int ks = 0; ks < KS; ks++)
 #pragma unroll
@@ -1016,7 +1048,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
     for (int j = 0; j < nst; j++) {
         const unsigned vnext = __ballot_sync(0xffffffffu, kb_next >= 0);
         if (j + 1 < nst) {
-            stage(j + 1, kb_next);
+            stage(j + 1, kb_next, vnext);
             kb_next = lookup(j + 2);
             mma_cp_wait<1>();
         } else {
@@ -1094,7 +1126,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
     }
 #ifdef __CUDACC__
     if (dec_merge_on(p, nsp)) {
-        dec_merge<NP>(p, acc, mrow, lrow, dec_sm, DEC_KT * Ep, nsp, spl, htile, g, t);
+        dec_merge<NP>(p, acc, mrow, lrow, dec_sm, DEC_KT * Ep, nsp, dw, spl, htile, g, t);
         return;
     }
 #endif
@@ -1131,31 +1163,50 @@ __global__ void __launch_bounds__(DEC_WARPS * 32, 2) attn_dec_kernel(const attn_
     }
 }
 
+/* attn_dec_kernel with DW warps a block (see dec_launch) */
+template <int KS, int NP, bool QS, int DW>
+asa_err dec_launch_dw(const attn_params *p, bool merge, int ht, long items, cudaStream_t st) {
+    const int nsp = p->n_split > 1 ? p->n_split : 1;
+    const size_t smem = (size_t)DW * 2 * DEC_KT * (16 * KS + 8) * sizeof(uint16_t);
+    static size_t raised = 0;
+    KC_CUDA_TRY(kc_smem_optin(attn_dec_kernel<KS, NP, QS, DW>, smem, &raised));
+    const bool pdl = kc_pdl_on != 0 && !p->dec_plain;
+    const dim3 grid((unsigned)((items + DW - 1) / DW));
+#ifdef __CUDACC__
+    if (merge && nsp > DW) {
+        /* a cluster of nsp / DW blocks a (token, group, head tile): the
+         * grid (items / DW blocks) is a whole number of them */
+        static_assert(ATTN_DEC_MERGE_MAX / DEC_WARPS <= 8, "portable cluster sizes");
+        KC_CUDA_TRY(kc_launch_cluster(pdl, dim3((unsigned)(nsp / DW)),
+                                      attn_dec_kernel<KS, NP, QS, DW>, grid, dim3(DW * 32), smem,
+                                      st, *p, ht));
+        return ASA_OK;
+    }
+#endif
+    /* PDL like the engine's other decode kernels, unless dec_plain; a
+     * merge in one block needs no cluster */
+    KC_CUDA_TRY(kc_launch_pdl(pdl, attn_dec_kernel<KS, NP, QS, DW>, grid, dim3(DW * 32), smem, st,
+                              *p, ht));
+    return nsp > 1 && !merge ? attn_merge_cuda(p, st) : ASA_OK;
+}
+
 template <int KS, int NP, bool QS>
 asa_err dec_launch(const attn_params *p, cudaStream_t st) {
     const int hpg = p->H / p->c.G, ht = (hpg + 15) / 16;
     const int nsp = p->n_split > 1 ? p->n_split : 1;
     const long items = (long)p->T * p->c.G * ht * nsp;
-    const size_t smem = (size_t)DEC_WARPS * 2 * DEC_KT * (16 * KS + 8) * sizeof(uint16_t);
-    static size_t raised = 0;
-    KC_CUDA_TRY(kc_smem_optin(attn_dec_kernel<KS, NP, QS>, smem, &raised));
-    const bool pdl = kc_pdl_on != 0 && !p->dec_plain;
-    const dim3 grid((unsigned)((items + DEC_WARPS - 1) / DEC_WARPS));
 #ifdef __CUDACC__
-    if (dec_merge_on(*p, nsp)) {
-        /* a cluster of nsp / 4 blocks a (token, group, head tile): the
-         * grid (items / 4 blocks) is a whole number of them */
-        static_assert(ATTN_DEC_MERGE_MAX / DEC_WARPS <= 8, "portable cluster sizes");
-        KC_CUDA_TRY(kc_launch_cluster(pdl, dim3((unsigned)(nsp / DEC_WARPS)),
-                                      attn_dec_kernel<KS, NP, QS>, grid, dim3(DEC_WARPS * 32),
-                                      smem, st, *p, ht));
-        return ASA_OK;
-    }
+    const bool merge = dec_merge_on(*p, nsp);
+#else
+    const bool merge = false; /* no clusters: part and the merge launch */
 #endif
-    /* PDL like the engine's other decode kernels, unless dec_plain */
-    KC_CUDA_TRY(kc_launch_pdl(pdl, attn_dec_kernel<KS, NP, QS>, grid, dim3(DEC_WARPS * 32), smem,
-                              st, *p, ht));
-    return nsp > 1 ? attn_merge_cuda(p, st) : ASA_OK;
+    /* merging in the launch: 8 warps a block where the 8 splits of an item
+     * then fill one block (its merge without a cluster; dec_bw: a fixed
+     * width, 4 or 8, where the splits come in eights) */
+    const bool eight = merge && nsp % DEC_WARPS_MAX == 0 &&
+                       (p->dec_bw ? p->dec_bw == DEC_WARPS_MAX : nsp == DEC_WARPS_MAX);
+    return eight ? dec_launch_dw<KS, NP, QS, DEC_WARPS_MAX>(p, merge, ht, items, st)
+                 : dec_launch_dw<KS, NP, QS, DEC_WARPS>(p, merge, ht, items, st);
 }
 
 template <int KS, int NP, bool EXACT, bool QS, bool FAST, int KS0>

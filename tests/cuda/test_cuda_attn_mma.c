@@ -237,21 +237,24 @@ static void run_case_x(const mcase *m, bool xonly) {
      * build can: then part stays untouched */
     const bool in_launch = attn_mma_dec_merge() && (dg == 192 || dg == 96) && dR == 32;
     for (int mode = 0; mode < (xonly ? 0 : 3); mode++)
-        for (int fi = 0; fi < (in_launch ? 9 : 5); fi++) {
+        for (int fi = 0; fi < (in_launch ? 11 : 5); fi++) {
             /* bf16 queries; hi + lo queries (the compressed-branch flag for
              * ATTN_CMP, the all-modes flag for the others); the decode
              * schedule with the engine's flags, unsplit and in 3 splits
              * merged by attn_merge_cuda; those 3 splits in the block form;
              * where the decode kernel can (asa-1.3b shapes, a build with
              * clusters) 4 / 8 / 16 / 32 splits merged inside the launch
-             * (dec_merge: one block, clusters of 2, 4 and 8; 16-key
-             * multiples, the last splits of short tokens empty) */
+             * (dec_merge: one block of 4 warps, one of 8, clusters of 4
+             * and 8 four-warp blocks; 16-key multiples, the last splits of
+             * short tokens empty), then 8 splits in a cluster of two
+             * four-warp blocks and 16 in one of two eight-warp blocks
+             * (dec_bw) */
             const int fl = fi == 0   ? 0
                            : fi == 1 ? (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : ATTN_MMA_QSPLIT_ALL)
                                      : (mode == ATTN_CMP ? ATTN_MMA_QSPLIT : 0) |
                                            ATTN_MMA_TOKEN_ROWS |
                                            (fi == 4 ? ATTN_MMA_ROWS_BLOCK : 0);
-            const int nsp = fi >= 5 ? 4 << (fi - 5) : fi >= 3 ? 3 : 1;
+            const int nsp = fi >= 9 ? 8 << (fi - 9) : fi >= 5 ? 4 << (fi - 5) : fi >= 3 ? 3 : 1;
             d.n_split = nsp;
             d.split_keys = fi >= 5   ? ((kmax + nsp - 1) / nsp + 15) / 16 * 16
                            : fi >= 3 ? (kmax + 2) / 3
@@ -260,6 +263,7 @@ static void run_case_x(const mcase *m, bool xonly) {
             d.dec_prefetch = fi == 3; /* the keys' L2 prefetch before the wait */
             d.dec_plain = fi == 2;
             d.dec_merge = fi >= 5;
+            d.dec_bw = fi == 9 ? 4 : fi == 10 ? 8 : 0;
             if (fi >= 5)
                 assert_int_equal(cudaMemset(part_d, 0xff, part_n * 4), cudaSuccess);
             const bool qs = (fl & (ATTN_MMA_QSPLIT | ATTN_MMA_QSPLIT_ALL)) != 0;
@@ -271,7 +275,7 @@ static void run_case_x(const mcase *m, bool xonly) {
                 fail_msg("%s: attn_mma_cuda mode %d: %s", m->name, mode, asa_strerror(rc));
             get_dev(ug, d.u, nu * 4);
             const float *want = mode == ATTN_LOCAL ? u_loc : mode == ATTN_CMP ? u_cmp : u_slc;
-            static const char *const form[9] = {"",
+            static const char *const form[11] = {"",
                                                 "",
                                                 " token rows",
                                                 " token rows, 3 splits",
@@ -279,7 +283,9 @@ static void run_case_x(const mcase *m, bool xonly) {
                                                 " token rows, 4 splits merged in the launch",
                                                 " token rows, 8 splits merged in the launch",
                                                 " token rows, 16 splits merged in the launch",
-                                                " token rows, 32 splits merged in the launch"};
+                                                " token rows, 32 splits merged in the launch",
+                                                " token rows, 8 splits merged in 4-warp blocks",
+                                                " token rows, 16 splits merged in 8-warp blocks"};
             snprintf(what, sizeof what, "%s: mode %d%s%s u", m->name, mode, qs ? " qsplit" : "",
                      form[fi]);
             if (fi >= 5) {
@@ -344,6 +350,7 @@ static void run_case_x(const mcase *m, bool xonly) {
     d.split_keys = 0;
     d.part = NULL;
     d.dec_merge = 0;
+    d.dec_bw = 0;
     cudaFree(part_d);
     /* the expanded form (ATTN_MMA_VFIRST): entries [v | k] per head, the
      * queries as a projection row [q_nope | q_rope] (qt not read), u rows
