@@ -416,10 +416,11 @@ typedef struct cu_be {
                                   per SM a small split grid aims at */
     int split_min;             /* ASA_CUDA_SPLIT_MIN (default 1): key tiles per
                                   split at least */
-    int mma_dec;               /* ASA_CUDA_MMA_DEC (default 16): decode steps'
-                                  attention on attn_mma (one token per block)
-                                  where a token has at most this many 64-key
-                                  tiles; 0 off */
+    int mma_dec;               /* ASA_CUDA_MMA_DEC (default 16; no limit on
+                                  the decode kernel of independent warps):
+                                  decode steps' attention on attn_mma where a
+                                  token has at most this many 64-key tiles;
+                                  0 off */
     int mma_dec_min;           /* ASA_CUDA_MMA_DEC_MIN (default 1, 32 with
                                   fewer than 16 heads a group): ... and the
                                   step has at least this many tokens */
@@ -1111,14 +1112,20 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->nh_min = cu__env_int("ASA_CUDA_ATTN_NH_MIN", 0, 1); /* 0: by the key range */
     c->split_bps = cu__env_int("ASA_CUDA_SPLIT_BPS", 4, 1);
     c->split_min = cu__env_int("ASA_CUDA_SPLIT_MIN", 1, 1);
-    c->mma_dec = cu__env_int("ASA_CUDA_MMA_DEC", 16, INT_MIN);
+    const bool dec_warps = !cu__env_is("ASA_CUDA_MMA_DEC_WARPS", "0");
+    /* the decode kernel of independent warps splits long key ranges, so
+     * on the asa-1.3b shapes no limit (H200, alternated: 32k batch 8 / 32
+     * / 64 2.625 / 4.280 / 5.417 -> 2.211 / 2.955 / 3.515 ms, 128k batch 1
+     * / 8 / 32 1.757 / 3.966 / 8.776 -> 1.617 / 2.629 / 4.408; the
+     * compressed branch had gone to attn_latent above 1,024 keys); the
+     * block form walks a range tile after tile: 16 tiles there */
+    c->mma_dec = cu__env_int("ASA_CUDA_MMA_DEC", wide && dec_warps ? 1 << 20 : 16, INT_MIN);
     /* 1 (H200, asa-1.3b, against attn_latent): with the decode kernel of
      * independent warps batch 2 / 4 at 1k 2.013 / 2.220 -> 1.961 / 2.071
      * ms, at 4k 2.022 / 2.222 -> 1.958 / 2.074; batch 1 (alternated) at 1k
      * 1.652 -> 1.618, 4k 1.659 -> 1.643, 128k 1.978 -> 1.960.  With the
      * block form 6 (batch 6 / 8 at 1k 2.477 / 2.531 -> 2.245 / 2.280,
      * batch 4 and 12 tied); 16 before that (batch 8 and 12 lost or tied) */
-    const bool dec_warps = !cu__env_is("ASA_CUDA_MMA_DEC_WARPS", "0");
     c->mma_dec_min = cu__env_int("ASA_CUDA_MMA_DEC_MIN", !wide ? 32 : dec_warps ? 1 : 6, INT_MIN);
     /* 4 with the decode kernel of independent warps (blocks of 4 items):
      * batch 32 / 64 at 4k 2.703 / 2.978 -> 2.585 / 2.843 ms; 1 for the
