@@ -7,6 +7,7 @@ Reads from DIR (what run_bench.sh writes there):
   llama.json          llama_baseline.py results (ceilings, decode, prefill)
   eager.json          asa_eager.py results (ceilings, decode, prefill)
   cuda_<mode>_<ctx>.log   bench_cuda_engine output, mode "plain" or "graphs"
+                          (cuda_<mode>_<ctx>_wide.log: more batches, decode only)
   gpu.txt             nvidia-smi name line (optional)
 Floors use the ceilings measured in the same run (the higher bandwidth and
 GEMM rate of the two processes, so the floor is the lower, conservative
@@ -39,10 +40,12 @@ def parse_cuda_logs(work):
     "runs": [...]} from bench_cuda_engine logs; the faster mode wins."""
     out = {"decode": {}, "prefill": {}, "kv_bytes_per_token": None, "runs": []}
     for path in sorted(glob.glob(os.path.join(work, "cuda_*_*.log"))):
-        m = re.match(r"cuda_([a-z0-9]+)_(\d+)\.log$", os.path.basename(path))
+        m = re.match(r"cuda_([a-z0-9]+)_(\d+)(_wide)?\.log$", os.path.basename(path))
         if not m:
             continue
-        mode, ctx = m.group(1), int(m.group(2))
+        # "_wide": a second run of a context for more batches; its prefill
+        # is not a second sample of the prefill figure
+        mode, ctx, wide = m.group(1), int(m.group(2)), m.group(3) is not None
         try:
             text = open(path, errors="replace").read()
         except OSError:
@@ -61,7 +64,7 @@ def parse_cuda_logs(work):
                 if cur is None or ms < cur["ms"]:
                     out["decode"][(b, c)] = {"ms": ms, "mode": mode, "cache": run["cache"]}
             p = re.match(r"^prefill \(one step\)\s+([0-9.]+) ms", line)
-            if p:
+            if p and not wide:
                 ms = float(p.group(1))
                 run["prefill_ms"] = ms
                 cur = out["prefill"].get(ctx)

@@ -4,13 +4,14 @@
 #
 #   tools/bench/run_bench.sh
 #
-# Parts, each with its own time limit (the whole run stays under 5 minutes):
+# Parts, each with its own time limit (the whole run stays under 7 minutes):
 #   1. the CUDA engine's bench_cuda_engine, if built (.devlibs/cuda-bin or
 #      .devlibs/build-cuda/tests/cuda, see tools/gpu/run_cuda_engine.sh):
 #      context 1k (plain and with ASA_CUDA_GRAPHS=1) at batches 1, 8, 32,
 #      64, 128, 256, then in the faster mode 4k at the same batches, 128k,
-#      8k and 32k at batches 1 and 8 (caches above 32k: pages of a real
-#      8k prefill repeated, see the binary's "cache:" line)
+#      8k and 32k at batches 1 and 8, then 8k at 32-256, 32k at 32-128 and
+#      128k at 32 (caches above 32k: pages of a real 8k prefill repeated,
+#      see the binary's "cache:" line)
 #   2. tools/bench/asa_eager.py   baseline (a), plain eager torch ASA
 #   3. tools/bench/llama_baseline.py   baseline (b), transformers Llama
 #   4. tools/bench/combine.py     floors from the ceilings measured in 2/3,
@@ -19,7 +20,7 @@
 # bench_logs.tar.gz (every log and part JSON); they are rewritten after
 # each part, so a run cut short still returns what it measured.
 #
-# Environment (seconds): ASA_BENCH_CUDA_S (120), ASA_BENCH_EAGER_S (75),
+# Environment (seconds): ASA_BENCH_CUDA_S (220), ASA_BENCH_EAGER_S (75),
 # ASA_BENCH_LLAMA_S (85); PYTHON (python3); ASA_BENCH_SKIP="cuda eager
 # llama" (any subset); ASA_BENCH_EAGER_ARGS / ASA_BENCH_LLAMA_ARGS (extra
 # arguments, e.g. "--batches 1,8 --contexts 1024,8192").
@@ -32,7 +33,7 @@ PY=${PYTHON:-python3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/asa_bench.XXXXXX")
 NOTES="$WORK/notes.txt"
 : > "$NOTES"
-CUDA_S=${ASA_BENCH_CUDA_S:-120}
+CUDA_S=${ASA_BENCH_CUDA_S:-220}
 EAGER_S=${ASA_BENCH_EAGER_S:-75}
 LLAMA_S=${ASA_BENCH_LLAMA_S:-85}
 SKIP=" ${ASA_BENCH_SKIP:-} "
@@ -88,16 +89,16 @@ cuda_part() {
     [ -n "$miss" ] && note "CUDA engine: missing shared libraries: $miss(copy them into .devlibs/lib)"
     local t0 best=plain
     t0=$(date +%s)
-    # cuda_run MODE CTX STEPS LIMIT BATCHES
+    # cuda_run MODE CTX STEPS LIMIT BATCHES [TAG]
     cuda_run() {
-        local mode=$1 ctx=$2 steps=$3 limit=$4 batches=$5 left rc log
+        local mode=$1 ctx=$2 steps=$3 limit=$4 batches=$5 tag=${6:-} left rc log
         left=$((CUDA_S - ($(date +%s) - t0)))
         if [ "$left" -lt 20 ]; then
             note "CUDA engine: $mode ctx $ctx skipped (part budget spent)"
             return 1
         fi
         [ "$limit" -gt "$left" ] && limit=$left
-        log="$WORK/cuda_${mode}_${ctx}.log"
+        log="$WORK/cuda_${mode}_${ctx}${tag}.log"
         if [ "$mode" = graphs ]; then
             ASA_CUDA_GRAPHS=1 timeout -k 5 "$limit" "$bin" "$ctx" "$steps" full "$batches" > "$log" 2>&1
         else
@@ -131,6 +132,11 @@ cuda_part() {
     cuda_run "$best" 131072 8 40 1,8
     cuda_run "$best" 8192 20 30 1,8
     cuda_run "$best" 32768 10 40 1,8
+    # the larger batches of the long contexts (the issue's table, where
+    # memory allows: 256 x 8k, 128 x 32k and 32 x 128k caches take 12-24 GB)
+    cuda_run "$best" 8192 20 40 32,64,128,256 _wide
+    cuda_run "$best" 32768 10 40 32,64,128 _wide
+    cuda_run "$best" 131072 8 40 32 _wide
 }
 if [[ $SKIP == *" cuda "* ]]; then note "CUDA engine: skipped (ASA_BENCH_SKIP)"; else cuda_part; fi
 publish
