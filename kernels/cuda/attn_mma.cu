@@ -834,11 +834,11 @@ __global__ void __launch_bounds__(MM_THREADS, KS - KS0 <= 8 && NP <= 6 ? 3 : 1) 
  * stage (a lane a key) and the copies of the next (cp.async into the
  * warp's own two buffers) are in flight while a stage is computed, and its
  * query fragments come straight from global memory into registers (one
- * round trip, beside the first lookup's).  Scores, masks, online softmax (base 2) and P V as in
- * attn_mma_kernel, per 16 keys.  The block-per-token form above spent a
- * decode launch in barriers and one warp a scheduler (batch 64 at 4k:
- * 0.16 issued instructions a cycle a scheduler, ~11 cycles an
- * instruction); here every SM holds several independent warps.
+ * round trip, beside the first lookup's).  Scores, masks, online softmax
+ * (base 2) and P V as in attn_mma_kernel, per 16 keys.  The block-per-token
+ * form above spent a decode launch in barriers and one warp a scheduler
+ * (batch 64 at 4k: 0.16 issued instructions a cycle a scheduler, ~11
+ * cycles an instruction); here every SM holds several independent warps.
  * KS / NP: the exact shape (E = 16 KS, dg = 16 NP); QS: hi + lo queries;
  * DW: warps a block. */
 constexpr int DEC_WARPS = 4, DEC_WARPS_MAX = 8;
