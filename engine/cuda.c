@@ -438,11 +438,11 @@ typedef struct cu_be {
                                   tokens, 32 up to CU_DEC_KT32_T, else
                                   64) */
     bool dec_merge;            /* the token-rows decode kernel merges its
-                                  splits inside the launch (thread block
-                                  clusters; n_split rounded up to a multiple
-                                  of 4) instead of a merge launch
-                                  (ASA_CUDA_DEC_MERGE=0: never; builds
-                                  without clusters never) */
+                                  splits inside the launch (in one block or
+                                  a thread block cluster; n_split rounded up
+                                  to a multiple of 4) instead of a merge
+                                  launch (ASA_CUDA_DEC_MERGE=0: never;
+                                  builds without clusters never) */
     int dec_bw;                /* its warps a block then (attn_params.dec_bw;
                                   ASA_CUDA_DEC_BW=4 or 8, default 0: 8
                                   where a token has 8 splits) */

@@ -120,16 +120,14 @@ typedef struct attn_params {
      * into L2 before its PDL wait (a hint: it pays where the kernel before
      * it is launched with PDL and the lines are few); dec_plain launches it
      * without PDL.  dec_merge: with n_split a multiple of 4 up to
-     * ATTN_DEC_MERGE_MAX, the splits are merged inside the launch (each
-     * (token, group, 16 heads) is one thread block cluster of n_split / 4
-     * blocks whose warps sum the partials through distributed shared
-     * memory: no merge launch, part not written) where attn_mma_dec_merge()
-     * says the build can; else part and the merge launch as usual.
-     * dec_bw: warps a block of that kernel where it merges in the launch,
-     * 4 or 8 (8 only where n_split is a multiple of 8; 0: 8 where n_split
-     * is 8, else 4); the n_split / dec_bw blocks of an item form its
-     * cluster, and where that is one block the merge reads the block's own
-     * shared memory (no cluster). */
+     * ATTN_DEC_MERGE_MAX, the splits are merged inside the launch where
+     * attn_mma_dec_merge() says the build can (no merge launch, part not
+     * written; else part and the merge launch as usual): the splits of each
+     * (token, group, 16 heads) are the warps of n_split / dec_bw blocks,
+     * one block summing the partials in its own shared memory, more a
+     * thread block cluster summing them through distributed shared memory.
+     * dec_bw: warps a block there, 4 or 8 (8 only where n_split is a
+     * multiple of 8; 0: 8 where n_split is 8, else 4). */
     int dec_prefetch, dec_plain, dec_merge, dec_bw;
 } attn_params;
 #define ATTN_DEC_MERGE_MAX 32
