@@ -174,7 +174,11 @@
 #define CU_MMA_MIN_T 64 /* default of ASA_CUDA_MMA_MIN_T */
 #define CU_SPLIT_TILES 8 /* key tiles per block of a split decode launch, about */
 #define CU_MAX_MARKS 1024 /* timing events per step (ASA_CUDA_TIMING) */
-#define CU_MAX_GRAPHS 160 /* (padded batch, context bucket) graphs; then eager */
+#define CU_MAX_GRAPHS 160 /* (padded batch, context bucket, quiet) graphs; then eager */
+/* quiet graphs up to this many sequences: a batch of one is quiet at 3 of
+ * 4 decode steps (selection_share 4); with positions spread evenly a batch
+ * of n at (3/4)^n of them (4: 32 %, 8: 10 %) */
+#define CU_QUIET_PAD 4
 #define CU_SAMPLE_TOKS (1 << 20) /* penalty list ids per chunk of rows (sample_cuda) */
 #define CU_SAMPLE_BIAS 65536     /* logit bias entries per chunk of rows */
 
@@ -495,9 +499,18 @@ typedef struct cu_be {
     bool graphs_on, capturing;
     bool graph_eager;          /* ASA_CUDA_GRAPHS=eager: padded steps, no capture */
     int pad_max;
+    /* quiet decode steps (no anchor, no completed block, no set to store:
+     * the block scoring, choice, compression and store launches of the
+     * global layers have nothing to do) of up to quiet_pad sequences
+     * without padding run graphs of their own that leave those launches out
+     * (ASA_CUDA_QUIET_PAD, default CU_QUIET_PAD; 0 off) */
+    int quiet_pad;
+    bool quiet;                /* the current step is one (cu__build_meta) */
+    long n_gsteps, n_qsteps;   /* padded decode steps, quiet ones (logged at destroy) */
     int n_graphs;
     struct cu_graph {
         int pad, mp, seen;
+        bool quiet;
         cudaGraphExec_t exec;
     } graphs[CU_MAX_GRAPHS];
     float *hrows;              /* [LR, d] */
@@ -842,6 +855,8 @@ static void cuda_destroy(void *p) {
                          c->t_gpu[k][CU_T_ATTN] / c->t_steps[k],
                          c->t_gpu[k][CU_T_OTHER] / c->t_steps[k]);
     }
+    if (c->n_gsteps)
+        ASA_LOGI("cuda", "padded decode steps: %ld, quiet: %ld", c->n_gsteps, c->n_qsteps);
     for (int i = 0; i < c->n_graphs; i++)
         if (c->graphs[i].exec)
             cudaGraphExecDestroy(c->graphs[i].exec);
@@ -1259,6 +1274,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->fuse_merge = c->fuse && cu__env_is("ASA_CUDA_FUSE_MERGE", "1");
     c->graphs_on = !cu__env_is("ASA_CUDA_GRAPHS", "0"); /* on unless ASA_CUDA_GRAPHS=0 */
     c->graph_eager = c->graphs_on && cu__env_is("ASA_CUDA_GRAPHS", "eager");
+    c->quiet_pad = cu__env_int("ASA_CUDA_QUIET_PAD", CU_QUIET_PAD, 0);
     const char *te = getenv("ASA_CUDA_TIMING");
     if (te && te[0] && strcmp(te, "0") != 0) {
         c->ev = calloc(CU_MAX_MARKS, sizeof *c->ev);
@@ -1548,6 +1564,9 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
         else if (s->sample || s->logits_out)
             c->rows[nr++] = c->seq_tok0[i] + s->n_tokens - 1;
     }
+    /* quiet: no padding tokens (they are anchors), no anchor, completed
+     * block or store; the lists stay padded, their counts 0 */
+    c->quiet = pad > 0 && ns == pad && pad <= c->quiet_pad && na == 0 && nc == 0 && nst == 0;
     if (pad > 0) {
         /* the dummy sequence and tokens; padded lists; every row */
         gtoff[ns] = (int32_t)ng;
@@ -1592,9 +1611,9 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
     c->one_per_seq = true;
     for (int i = 0; i < ns; i++)
         c->one_per_seq = c->one_per_seq && b->seqs[i].n_tokens == 1;
-    mt->n_anchor = na;
-    mt->n_store = nst;
-    mt->n_comp = nc;
+    mt->n_anchor = c->quiet ? 0 : na;
+    mt->n_store = c->quiet ? 0 : nst;
+    mt->n_comp = c->quiet ? 0 : nc;
     mt->n_rows = nr;
     *ntok = t;
     CU_TRY(cudaMemcpyAsync(c->d_meta, c->h_meta, goff + ng * 4, cudaMemcpyHostToDevice, c->st));
@@ -2273,16 +2292,20 @@ static void cu__graphs_off(cu_be *c, const char *what, cudaError_t e) {
  * graph of its key, capturing it the second time the key is seen. */
 static asa_err cu__graph_run(cu_be *c, int T, int n0) {
     struct cu_graph *g = NULL;
+    c->n_gsteps++;
+    c->n_qsteps += c->quiet;
     if (c->graph_eager)
         return cu__forward(c, T, n0);
     for (int i = 0; i < c->n_graphs; i++)
-        if (c->graphs[i].pad == T && c->graphs[i].mp == c->max_pos)
+        if (c->graphs[i].pad == T && c->graphs[i].mp == c->max_pos &&
+            c->graphs[i].quiet == c->quiet)
             g = &c->graphs[i];
     if (!g) {
         if (c->n_graphs == CU_MAX_GRAPHS)
             return cu__forward(c, T, n0);
         g = &c->graphs[c->n_graphs++];
-        *g = (struct cu_graph){.pad = T, .mp = c->max_pos, .seen = 0, .exec = NULL};
+        *g = (struct cu_graph){
+            .pad = T, .mp = c->max_pos, .seen = 0, .quiet = c->quiet, .exec = NULL};
     }
     if (g->exec) {
         cudaError_t e = cudaGraphLaunch(g->exec, c->st);

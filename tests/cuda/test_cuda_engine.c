@@ -60,6 +60,16 @@
  *      bias, logprobs), in batch-invariant mode (bitwise logits) with
  *      ASA_CUDA_GPU_SAMPLE=0 (eng_sample on the host) and =1 (sample_cuda):
  *      the same tokens and logprobs (within one float ulp);
+ *  10. quiet decode steps: batches of 1 and 2 sequences decoded as CUDA
+ *      graphs and as padded eager steps (ASA_CUDA_GRAPHS=eager) with the
+ *      default ASA_CUDA_QUIET_PAD (steps without an anchor, a completed
+ *      block or a set to store leave the block scoring / choice /
+ *      compression / store launches out, in graphs of their own) and with
+ *      ASA_CUDA_QUIET_PAD=0: bitwise equal logits at every step, within
+ *      DEF_TOL of the CPU rows, and exactly the steps at positions that are
+ *      neither anchors nor block ends counted quiet (the counts the engine
+ *      logs at destroy; graph runs where the graphs went off, as in the CPU
+ *      emulation, are only compared);
  * Prints one summary line.  Exits 77 without a CUDA device or fixtures.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -77,6 +87,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cuda_runtime_api.h>
 
@@ -343,7 +354,8 @@ static void batch4(eng *e, const int32_t *seq, int P, int V, float *out0) {
 }
 
 static bool invariant_engines;
-static double w_graph;
+static double w_graph, w_quiet;
+static long n_quiet, n_quiet_graph;
 
 /* Check 8: three copies of the sequence prefilled, then decoded together
  * (fed the fixture's tokens): copies 0 and 1 return logits (within DEF_TOL
@@ -394,6 +406,75 @@ static double graph_decode(eng *e, const char *dir, const int32_t *seq, int np, 
     free(row);
     free(samp);
     return w;
+}
+
+static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int T,
+                      int max_len);
+
+/* Destroys e with stderr in a temporary file; the counts of the CUDA
+ * engine's "padded decode steps: N, quiet: Q" line into n and q (-1:
+ * none). */
+static void destroy_quiet(eng *e, long *n, long *q) {
+    fflush(stderr);
+    FILE *tf = tmpfile();
+    const int fd = dup(2);
+    assert_non_null(tf);
+    assert_true(fd >= 0);
+    dup2(fileno(tf), 2);
+    eng_destroy(e);
+    fflush(stderr);
+    dup2(fd, 2);
+    close(fd);
+    rewind(tf);
+    char line[512];
+    *n = *q = -1;
+    while (fgets(line, sizeof line, tf)) {
+        const char *at = strstr(line, "padded decode steps: ");
+        if (at && sscanf(at, "padded decode steps: %ld, quiet: %ld", n, q) != 2)
+            *n = *q = -1;
+    }
+    fclose(tf);
+}
+
+/* Check 10: nb sequences (1 or 2) decoded n_gen - 1 steps with
+ * ASA_CUDA_QUIET_PAD=quiet and ASA_CUDA_GRAPHS=graphs; logits of every
+ * step and sequence into out ([step][nb][V]); the padded steps and the
+ * quiet ones the engine counted into n, q. */
+static void quiet_decode(const eng_model *m, const char *quiet, const char *graphs,
+                         const int32_t *seq, int np, int n_gen, int V, int nb, int P, int max_len,
+                         float *out, long *n, long *q) {
+    setenv("ASA_CUDA_QUIET_PAD", quiet, 1);
+    setenv("ASA_CUDA_GRAPHS", graphs, 1);
+    eng *e = mk_engine(m, ENG_BACKEND_CUDA, 4, P, max_len);
+    unsetenv("ASA_CUDA_QUIET_PAD");
+    unsetenv("ASA_CUDA_GRAPHS");
+    etu_seq qs[2];
+    const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    for (int i = 0; i < nb; i++) {
+        etu_seq_open(e, &qs[i]);
+        etu_prefill(e, &qs[i], seq, np, np, NULL);
+    }
+    for (int k = 0; k + 1 < n_gen; k++) {
+        kv_copy cp[8];
+        int ncp = 0;
+        eng_seq_step st[2];
+        eng_seq_result r[2];
+        for (int i = 0; i < nb; i++) {
+            assert_int_equal(kv_seq_alloc(eng_kv_pool(e), qs[i].kv, 1, cp, 8, &ncp), ASA_OK);
+            st[i] = (eng_seq_step){.slot = qs[i].slot, .tokens = &seq[np + k], .n_tokens = 1,
+                                   .pos0 = qs[i].pos, .kv = qs[i].kv, .sp = &sp,
+                                   .logits_out = out + ((size_t)k * nb + i) * V};
+        }
+        eng_batch b = {.n_seqs = nb, .seqs = st, .copies = cp, .n_copies = ncp};
+        assert_int_equal(eng_step(e, &b, r), ASA_OK);
+        for (int i = 0; i < nb; i++) {
+            kv_seq_commit(eng_kv_pool(e), qs[i].kv, 1);
+            qs[i].pos++;
+        }
+    }
+    for (int i = 0; i < nb; i++)
+        etu_seq_close(e, &qs[i]);
+    destroy_quiet(e, n, q);
 }
 
 static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int T,
@@ -757,6 +838,61 @@ static void test_fixture(void **st) {
         w_graph = fmax(w_graph, wg);
         eng_destroy(eh);
     }
+
+    /* 10. quiet decode graphs against graphs with every launch; padded
+     * eager steps too (the CPU emulation has no graphs: the engine
+     * switches them off at the first capture) */
+    for (int run = 0; run < 4 && n_gen > 1; run++) {
+        const int nb = 1 + run % 2;
+        const char *gm = run < 2 ? "1" : "eager";
+        const size_t nv = (size_t)(n_gen - 1) * nb * V;
+        float *lq = malloc(nv * sizeof(float)), *lf = malloc(nv * sizeof(float));
+        assert_non_null(lq);
+        assert_non_null(lf);
+        for (size_t i = 0; i < nv; i++) /* poison: every row must be written */
+            lq[i] = lf[i] = NAN;
+        long nq, nqp, nf, nfp;
+        quiet_decode(m, "4", gm, seq, np, n_gen, V, nb, P, max_len, lq, &nqp, &nq);
+        quiet_decode(m, "0", gm, seq, np, n_gen, V, nb, P, max_len, lf, &nfp, &nf);
+        if (nf != 0)
+            fail_msg("%s: ASA_CUDA_QUIET_PAD=0: %ld quiet steps counted", dir, nf);
+        /* quiet: the steps at positions that are not anchors and do not
+         * complete a global block */
+        const int share = m->cfg.global.selection_share, B = m->cfg.global.block_size;
+        long want = 0;
+        for (int k = 0; k + 1 < n_gen; k++) {
+            const int p = np + k;
+            want += p % share != 0 && !(m->cfg.n_global_layers > 0 && (p + 1) % B == 0);
+        }
+        if (nqp == n_gen - 1 && nq != want) /* else graphs went off (CPU emulation) */
+            fail_msg("%s: batch %d, ASA_CUDA_GRAPHS=%s: %ld quiet steps counted, %ld expected",
+                     dir, nb, gm, nq, want);
+        if ((nqp != n_gen - 1 || nfp != n_gen - 1) && !strcmp(gm, "eager"))
+            fail_msg("%s: batch %d, padded eager: %ld / %ld padded steps of %d", dir, nb, nqp,
+                     nfp, n_gen - 1);
+        if (nqp != n_gen - 1)
+            print_message("%s: batch %d: graphs went off after %ld steps\n", dir, nb, nqp);
+        else if (!strcmp(gm, "1"))
+            n_quiet_graph += nq;
+        for (size_t i = 0; i < nv; i++)
+            if (memcmp(&lq[i], &lf[i], sizeof(float)) != 0 || isnan(lq[i])) {
+                fail_msg("%s: batch %d, ASA_CUDA_GRAPHS=%s: quiet steps: step %zu row %zu logit "
+                         "%zu: %.9g vs %.9g", dir, nb, gm, i / V / nb, i / V % nb, i % V, lq[i],
+                         lf[i]);
+            }
+        for (int k = 0; k + 1 < n_gen; k++) {
+            const int t = np + k;
+            for (int i = 0; i < nb && !amb[t]; i++) {
+                const double x = rel_l2(lq + ((size_t)k * nb + i) * V, cpu + (size_t)t * V, V);
+                if (!(x < DEF_TOL))
+                    fail_msg("%s: quiet graph decode, batch %d step %d: error %g", dir, nb, k, x);
+                w_quiet = fmax(w_quiet, x);
+            }
+        }
+        n_quiet += nq;
+        free(lq);
+        free(lf);
+    }
     eng_destroy(ec);
     free_copy(mr);
     eng_model_destroy(m);
@@ -920,12 +1056,13 @@ int main(void) {
            "steps, %d disagreements; %d ambiguous positions (worst %.3g); %d block sets equal "
            "to the CPU engine's (%d near-ties skipped); batch-invariant mode bitwise on %d; "
            "%d device greedy samples equal to eng_sample's; %d seeded samples equal with "
-           "ASA_CUDA_GPU_SAMPLE=0 and 1; graph decode %.3g; wide model decode %.3g "
-           "(FFMA attention %.3g, absorb / expand on tensor cores %.3g) over %d rows\n",
+           "ASA_CUDA_GPU_SAMPLE=0 and 1; graph decode %.3g; quiet steps %ld, %ld of them in "
+           "graphs (bitwise equal, %.3g); wide model decode %.3g (FFMA attention %.3g, "
+           "absorb / expand on tensor cores %.3g) over %d rows\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
-           n_sets_skipped, n_inv, n_devgreedy, n_sampled, w_graph, w_wide, w_wide_ffma,
-           w_wide_heads, n_wide);
+           n_sets_skipped, n_inv, n_devgreedy, n_sampled, w_graph, n_quiet, n_quiet_graph,
+           w_quiet, w_wide, w_wide_ffma, w_wide_heads, n_wide);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;
