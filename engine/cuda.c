@@ -288,7 +288,7 @@ typedef struct cu_layer {
 
 /* Device pointers of the current step's metadata (inside d_meta). */
 typedef struct cu_meta {
-    int32_t *tok, *pos, *seq, *sel_src, *anchors, *st_slot, *st_tok, *comp, *rows;
+    int32_t *tok, *pos, *seq, *sel_src, *anchors, *anc_of, *st_slot, *st_tok, *comp, *rows;
     int32_t *gtoff, *ltoff, *gtab, *ltab;
     int n_anchor, n_store, n_comp, n_rows;
 } cu_meta;
@@ -457,6 +457,10 @@ typedef struct cu_be {
                                   (ASA_CUDA_DEC_PDL_T, default 8) */
     bool sel_exact;            /* ASA_CUDA_SEL_EXACT=1: block scores with f32
                                   FMAs instead of tensor cores (hi + lo query) */
+    bool sel_fold;             /* decode steps: the block scores from the
+                                  compressed attention launch where it can
+                                  (attn_params.sel_scores; ASA_CUDA_SEL_FOLD=0:
+                                  the scoring launch) */
     cublasComputeType_t heads_compute; /* TF32 (default) or exact f32
                                   (ASA_CUDA_TF32=0) for those products */
     bool invariant;            /* opt.batch_invariant (see the top comment) */
@@ -1122,6 +1126,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->kcat = !cu__env_is("ASA_CUDA_KCAT", "0");
     c->xattn_bf16 = !cu__env_is("ASA_CUDA_XATTN_BF16", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
+    c->sel_fold = !c->sel_exact && !c->invariant && !cu__env_is("ASA_CUDA_SEL_FOLD", "0");
     /* split-plan knobs, for measuring the decode attention's schedule */
     c->split_tiles = cu__env_int("ASA_CUDA_SPLIT_TILES", CU_SPLIT_TILES, 1);
     c->nh_min = cu__env_int("ASA_CUDA_ATTN_NH_MIN", 0, 1); /* 0: by the key range */
@@ -1367,7 +1372,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     /* metadata: 9 token arrays, 4 per-sequence arrays, completed blocks,
      * two block tables */
     size_t ntab = (size_t)c->max_seqs * (c->nb_max + 1);
-    c->meta_cap = 9 * cu__al((size_t)T * 4) + 4 * cu__al((size_t)c->max_seqs * 4) +
+    c->meta_cap = 10 * cu__al((size_t)T * 4) + 4 * cu__al((size_t)c->max_seqs * 4) +
                   cu__al(((size_t)T / c->B + c->max_seqs + 1) * 4) + 2 * cu__al(ntab * 4) +
                   64;
     /* the padded (graph) layout of cu__build_meta, for up to pad_max tokens */
@@ -1378,7 +1383,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
         c->pad_max = lr;
     {
         const size_t P = (size_t)c->pad_max;
-        c->meta_cap += 10 * cu__al(P * 4 + 4) + cu__al((P * (c->w / c->B + 2) + 1) * 4) +
+        c->meta_cap += 11 * cu__al(P * 4 + 4) + cu__al((P * (c->w / c->B + 2) + 1) * 4) +
                        cu__al((P * c->nb_max + 1) * 4) + 64;
     }
     if (cudaMallocHost((void **)&c->h_meta, c->meta_cap) != cudaSuccess)
@@ -1497,6 +1502,7 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
     int32_t *seq = cu__meta(c, (size_t)TT * 4, (void **)&mt->seq);
     int32_t *src = cu__meta(c, (size_t)TT * 4, (void **)&mt->sel_src);
     int32_t *anc = cu__meta(c, (size_t)TT * 4, (void **)&mt->anchors);
+    int32_t *anc_of = cu__meta(c, (size_t)TT * 4, (void **)&mt->anc_of);
     int32_t *rows = cu__meta(c, (size_t)TT * 4, (void **)&mt->rows);
     int32_t *st_slot = cu__meta(c, (size_t)NST * 4, (void **)&mt->st_slot);
     int32_t *st_tok = cu__meta(c, (size_t)NST * 4, (void **)&mt->st_tok);
@@ -1543,8 +1549,10 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
             if (p > max_pos)
                 max_pos = p;
             seq[t] = i;
+            anc_of[t] = -1;
             if (p % c->share == 0) {
                 src[t] = t;
+                anc_of[t] = na;
                 anc[na++] = t;
                 last_anchor = t;
             } else {
@@ -1578,6 +1586,7 @@ static asa_err cu__build_meta(cu_be *c, const eng_batch *b, int pad, int *ntok) 
             pos[t] = 0;
             seq[t] = ns;
             src[t] = t;
+            anc_of[t] = na;
             anc[na++] = t;
         }
         for (; na < pad; na++)
@@ -1786,6 +1795,8 @@ static asa_err cu__attn_run(cu_be *c, attn_params *at, int maxkeys) {
                 }
             }
         }
+        /* the most keys a warp walks (the block scores' rows) */
+        q.sel_keys = ((q.n_split > 1 ? q.split_keys : maxkeys) + 15) / 16 * 16;
         asa_err r = attn_mma_cuda(&q, c->mma_flags | ATTN_MMA_TOKEN_ROWS, c->st);
         if (r != ASA_EUNSUPPORTED)
             return r;
@@ -2162,7 +2173,20 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         at.mode = ATTN_CMP;
         at.u = c->ucmp;
         at.lse = c->lse;
+        /* decode steps: the anchors' block scores from this launch where
+         * the decode kernel can (sel_done set), else the scoring launch */
+        int sel_done = 0;
+        if (c->sel_fold && c->one_per_seq && mt->n_anchor > 0) {
+            at.sel_scores = c->scores;
+            at.sel_anchor = mt->anc_of;
+            at.sel_nb_max = c->nb_max;
+            at.sel_init = c->init_b;
+            at.sel_local = c->local_b;
+            at.sel_done = &sel_done;
+        }
         CU_OK(cu__attn_run(c, &at, (mp + 1) / c->B));
+        at.sel_scores = NULL;
+        at.sel_done = NULL;
         select_params sp = {.n_anchors = mt->n_anchor, .H = H, .anchors = mt->anchors,
                             .scale = c->scale, .init_blocks = c->init_b,
                             .local_blocks = c->local_b, .nb_max = c->nb_max, .c = at.c,
@@ -2170,7 +2194,8 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
                             .ld_qr = at.ld_qr, .qr_stride = at.qr_stride, .lse = c->lse,
                             .s = sets, .scores = c->scores, .exact = c->sel_exact,
                             .anchor_runs = !c->one_per_seq,
-                            .done_cnt = c->fuse && !c->invariant ? c->scnt : NULL};
+                            .done_cnt = c->fuse && !c->invariant ? c->scnt : NULL,
+                            .scored = sel_done};
         if (rp.compress) { /* fused decode, one token per sequence: the stores too */
             sp.n_store = mt->n_store;
             sp.st_slot = mt->st_slot;

@@ -1460,7 +1460,9 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
                      (p->c.dg + 15) / 16 + (p->c.dR + 15) / 16 <= SELM_KMAX;
     const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
     select_params q = *p;
-    if (mma) {
+    if (p->scored) {
+        q.done_cnt = nullptr; /* the scores are there: the choice alone */
+    } else if (mma) {
         /* tensor-core scores (no fused choice).  Anchors in runs of one
          * sequence (prefill): select_score_tiled_kernel, SELM_WARPS anchors
          * sharing each staged candidate.  Otherwise one anchor a block: few

@@ -129,8 +129,27 @@ typedef struct attn_params {
      * dec_bw: warps a block there, 4 or 8 (8 only where n_split is a
      * multiple of 8; 0: 8 where n_split is 8, else 4). */
     int dec_prefetch, dec_plain, dec_merge, dec_bw;
+    /* ATTN_CMP on attn_mma_cuda's decode kernel: with sel_scores set, the
+     * launch also writes select_blocks_cuda's block scores for every token
+     * t with sel_anchor[t] = a >= 0 (after the merge, the probabilities
+     * exp(score - lse) summed over the group's heads; forced blocks -1):
+     * sel_scores[(a * G + g) * sel_nb_max + b] for the token's visible
+     * blocks b, the row's other elements untouched, and sets *sel_done
+     * (host memory) to 1.  Only where a warp holds all of a token's group
+     * heads (H / G <= 16) and the splits merge in the launch (dec_merge;
+     * or there is one split), for at most sel_keys keys a warp (split_keys,
+     * or unsplit the visible blocks; a multiple of 16, at most
+     * ATTN_SEL_KEYS); else
+     * nothing of it happens and *sel_done is left alone (select_blocks_cuda
+     * scores then).  Needs hi + lo queries (ATTN_MMA_QSPLIT): the scores
+     * select_blocks_cuda computes are of those. */
+    float *sel_scores;
+    const int32_t *sel_anchor; /* [T] anchor index of each token, -1 */
+    int sel_nb_max, sel_init, sel_local, sel_keys;
+    int *sel_done;
 } attn_params;
 #define ATTN_DEC_MERGE_MAX 32
+#define ATTN_SEL_KEYS 128
 
 asa_err attn_latent_cuda(const attn_params *p, cudaStream_t stream);
 /* The merge of split partials alone (p->part, n_split > 1, written by a
@@ -177,6 +196,10 @@ typedef struct select_params {
      * token per sequence, an anchor token uses its own set). */
     int n_store;
     const int32_t *st_slot, *st_tok;
+    /* 1: scores already holds every anchor's block scores (written by the
+     * compressed attention launch, attn_params.sel_scores): only the
+     * choice runs */
+    int scored;
 } select_params;
 
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream);

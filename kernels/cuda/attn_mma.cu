@@ -862,7 +862,7 @@ template <int NP>
 __device__ __forceinline__ void dec_merge(const attn_params &p, const float (&acc)[2 * NP][4],
                                           const float (&mrow)[2], const float (&lrow)[2],
                                           float *smem, int wbuf, int nsp, int dw, int spl,
-                                          int htile, int g, int t) {
+                                          int htile, int g, int t, float *lse_out) {
     namespace cg = cooperative_groups;
     constexpr int dg = 16 * NP, ME = (dg + 31) / 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
@@ -880,7 +880,7 @@ __device__ __forceinline__ void dec_merge(const attn_params &p, const float (&ac
         }
     }
     /* the rows of this warp, split s's partial at peer(s) */
-    auto rows = [&](auto peer) {
+    auto rows = [&](auto peer, auto put_lse) {
         for (int r = spl; r < 16 && htile * 16 + r < hpg; r += nsp) {
             const int hh = g * hpg + htile * 16 + r;
             float m = -INFINITY, l = 0.0f;
@@ -893,18 +893,31 @@ __device__ __forceinline__ void dec_merge(const attn_params &p, const float (&ac
             merge_row<8>(
                 m, l, nsp, dg, [&](int s, int e) { return peer(s)[r * dg + e]; }, M, L, a);
             merge_row_store(p, t, hh, M, L, a);
+            if (lse_out) /* the row's lse, as merge_row_store's */
+                put_lse(r, L > 0.0f ? M + logf(L) : -INFINITY);
         }
     };
     if (nsp == dw) {
         __syncthreads();
-        rows([&](int s) -> const float * { return smem + (size_t)s * wbuf; });
+        rows([&](int s) -> const float * { return smem + (size_t)s * wbuf; },
+             [&](int r, float v) {
+                 if (lane == 0)
+                     lse_out[r] = v;
+             });
         return;
     }
     cg::cluster_group cl = cg::this_cluster();
     cl.sync();
-    rows([&](int s) -> const float * {
-        return cl.map_shared_rank(smem + (size_t)(s % dw) * wbuf, (unsigned)(s / dw));
-    });
+    /* lse_out: into every block of the cluster (lane q: block q), before
+     * the second barrier */
+    rows(
+        [&](int s) -> const float * {
+            return cl.map_shared_rank(smem + (size_t)(s % dw) * wbuf, (unsigned)(s / dw));
+        },
+        [&](int r, float v) {
+            if (lane < nsp / dw)
+                *cl.map_shared_rank(lse_out + r, (unsigned)lane) = v;
+        });
     cl.sync();
 }
 
@@ -914,7 +927,27 @@ __host__ __device__ inline bool dec_merge_on(const attn_params &p, int nsp) {
 }
 #endif
 
-template <int KS, int NP, bool QS, int DW>
+/* attn_params.sel_scores for the keys [kbeg, kend) of a warp (compressed
+ * entries: key k is block k): raw scores of row r (unscaled q . k, hi + lo
+ * queries) at fs[r * fk + k - kbeg], the rows' lse at lse[r]; the sum over
+ * the group's hpg heads of exp(score * scale - lse), the forced blocks -1,
+ * into the anchor's row (select_score_mma_kernel's expression; the heads
+ * added in order) */
+__device__ __forceinline__ void dec_sel_scores(const attn_params &p, const float *fs, int fk,
+                                               const float *lse, int hpg, int kbeg, int kend,
+                                               int a, int g, int pos) {
+    const int lane = threadIdx.x & 31, cur = pos / p.c.B;
+    float *sc = p.sel_scores + ((int64_t)a * p.c.G + g) * p.sel_nb_max;
+    for (int k = kbeg + lane; k < kend; k += 32) {
+        float sum = 0.0f;
+        for (int r = 0; r < hpg; r++)
+            sum += expf(fs[r * fk + k - kbeg] * p.scale - lse[r]);
+        const bool forced = k < p.sel_init || k > cur - p.sel_local;
+        sc[k] = forced ? -1.0f : sum;
+    }
+}
+
+template <int KS, int NP, bool QS, int DW, bool SEL = false>
 __global__ void __launch_bounds__(DW * 32, DEC_WARPS_MAX / DW) attn_dec_kernel(const attn_params p,
                                                                                int ht) {
     extern __shared__ float dec_sm[];
@@ -932,6 +965,15 @@ __global__ void __launch_bounds__(DW * 32, DEC_WARPS_MAX / DW) attn_dec_kernel(c
               g = (int)(item / nsp / ht % G), tl = (int)(item / nsp / ht / G);
     const int t = p.t_off + tl;
     uint16_t *const buf = (uint16_t *)dec_sm + (size_t)warp * 2 * DEC_KT * Ep;
+    /* SEL (ATTN_CMP, attn_params.sel_scores): an anchor's warps keep their
+     * raw scores (rows of fk floats after the stage buffers) and the rows'
+     * lse (16 floats a warp after those) for the block scores */
+    const int sel_a = SEL ? p.sel_anchor[t] : -1;
+    const int fk = p.sel_keys + 4; /* + 4: rows on different banks */
+    float *const fs = SEL ? (float *)(dec_sm + (size_t)dw * DEC_KT * Ep) + (size_t)warp * 16 * fk
+                          : nullptr;
+    float *const fl = SEL ? (float *)(dec_sm + (size_t)dw * DEC_KT * Ep) + (size_t)dw * 16 * fk
+                          : nullptr;
 
     /* The split's keys [kbeg, kend) of the token's (make_plan's
      * coordinate; ATTN_SLC: the set's blocks' keys in list order).  The
@@ -1090,6 +1132,14 @@ __global__ void __launch_bounds__(DW * 32, DEC_WARPS_MAX / DW) attn_dec_kernel(c
                 s[n][e] = v;
                 mt[e >> 1] = fmaxf(mt[e >> 1], v);
             }
+        if (SEL && sel_a >= 0 && j * DEC_KT < p.sel_keys) { /* raw scores, rows gq, gq + 8 */
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++)
+                    *(float2 *)(fs + (gq + 8 * rr) * fk + j * DEC_KT + 8 * n + 2 * tq) =
+                        make_float2(s[n][2 * rr], s[n][2 * rr + 1]);
+        }
         float mref[2];
         mm_softmax_max<NP>(mt, mrow, lrow, acc, sc2, false, mref);
 #pragma unroll
@@ -1126,7 +1176,12 @@ __global__ void __launch_bounds__(DW * 32, DEC_WARPS_MAX / DW) attn_dec_kernel(c
     }
 #ifdef __CUDACC__
     if (dec_merge_on(p, nsp)) {
-        dec_merge<NP>(p, acc, mrow, lrow, dec_sm, DEC_KT * Ep, nsp, dw, spl, htile, g, t);
+        dec_merge<NP>(p, acc, mrow, lrow, dec_sm, DEC_KT * Ep, nsp, dw, spl, htile, g, t,
+                      SEL ? fl : nullptr);
+        if (SEL && sel_a >= 0) { /* every row's lse in this block's fl */
+            __syncthreads(); /* (one block: after the merge's stores) */
+            dec_sel_scores(p, fs, fk, fl, hpg, kbeg, kend, sel_a, g, kp.pos);
+        }
         return;
     }
 #endif
@@ -1149,6 +1204,9 @@ __global__ void __launch_bounds__(DW * 32, DEC_WARPS_MAX / DW) attn_dec_kernel(c
         }
         float inv, ga, gb;
         mm_row_finish(p, p.mode == ATTN_SLC, H, t, hh, mrow[rr], lrow[rr], tq, inv, ga, gb);
+        if (SEL && tq == 0) /* the row's lse (mm_row_finish's) for the scores */
+            fl[warp * 16 + row] =
+                lrow[rr] > 0.0f ? mrow[rr] * p.scale + logf(lrow[rr]) : -INFINITY;
         const int64_t o0 = ((int64_t)t * H + hh) * dg;
 #pragma unroll
         for (int n = 0; n < 2 * NP; n++) {
@@ -1161,15 +1219,21 @@ __global__ void __launch_bounds__(DW * 32, DEC_WARPS_MAX / DW) attn_dec_kernel(c
             *(float2 *)(p.u + o0 + d) = v;
         }
     }
+    if (SEL && sel_a >= 0 && nsp == 1) { /* one split: the warp has every row */
+        __syncwarp();
+        dec_sel_scores(p, fs, fk, fl + warp * 16, hpg, kbeg, kend, sel_a, g, kp.pos);
+    }
 }
 
-/* attn_dec_kernel with DW warps a block (see dec_launch) */
-template <int KS, int NP, bool QS, int DW>
+/* attn_dec_kernel with DW warps a block (see dec_launch); SEL: with the
+ * block scores (attn_params.sel_scores) */
+template <int KS, int NP, bool QS, int DW, bool SEL = false>
 asa_err dec_launch_dw(const attn_params *p, bool merge, int ht, long items, cudaStream_t st) {
     const int nsp = p->n_split > 1 ? p->n_split : 1;
-    const size_t smem = (size_t)DW * 2 * DEC_KT * (16 * KS + 8) * sizeof(uint16_t);
+    const size_t smem = (size_t)DW * 2 * DEC_KT * (16 * KS + 8) * sizeof(uint16_t) +
+                        (SEL ? (size_t)DW * 16 * (p->sel_keys + 5) * sizeof(float) : 0);
     static size_t raised = 0;
-    KC_CUDA_TRY(kc_smem_optin(attn_dec_kernel<KS, NP, QS, DW>, smem, &raised));
+    KC_CUDA_TRY(kc_smem_optin(attn_dec_kernel<KS, NP, QS, DW, SEL>, smem, &raised));
     const bool pdl = kc_pdl_on != 0 && !p->dec_plain;
     const dim3 grid((unsigned)((items + DW - 1) / DW));
 #ifdef __CUDACC__
@@ -1178,14 +1242,14 @@ asa_err dec_launch_dw(const attn_params *p, bool merge, int ht, long items, cuda
          * grid (items / DW blocks) is a whole number of them */
         static_assert(ATTN_DEC_MERGE_MAX / DEC_WARPS <= 8, "portable cluster sizes");
         KC_CUDA_TRY(kc_launch_cluster(pdl, dim3((unsigned)(nsp / DW)),
-                                      attn_dec_kernel<KS, NP, QS, DW>, grid, dim3(DW * 32), smem,
+                                      attn_dec_kernel<KS, NP, QS, DW, SEL>, grid, dim3(DW * 32), smem,
                                       st, *p, ht));
         return ASA_OK;
     }
 #endif
     /* PDL like the engine's other decode kernels, unless dec_plain; a
      * merge in one block needs no cluster */
-    KC_CUDA_TRY(kc_launch_pdl(pdl, attn_dec_kernel<KS, NP, QS, DW>, grid, dim3(DW * 32), smem, st,
+    KC_CUDA_TRY(kc_launch_pdl(pdl, attn_dec_kernel<KS, NP, QS, DW, SEL>, grid, dim3(DW * 32), smem, st,
                               *p, ht));
     return nsp > 1 && !merge ? attn_merge_cuda(p, st) : ASA_OK;
 }
@@ -1205,6 +1269,22 @@ asa_err dec_launch(const attn_params *p, cudaStream_t st) {
      * width, 4 or 8, where the splits come in eights) */
     const bool eight = merge && nsp % DEC_WARPS_MAX == 0 &&
                        (p->dec_bw ? p->dec_bw == DEC_WARPS_MAX : nsp == DEC_WARPS_MAX);
+    if constexpr (KS == 8 && NP == 6 && QS) {
+        /* the block scores too (attn_params.sel_scores): one split, or
+         * splits merged in the launch (a block or a cluster) */
+        const bool sel = p->sel_scores && p->sel_anchor && p->sel_done && p->mode == ATTN_CMP &&
+                         ht == 1 && p->sel_nb_max >= 1 && p->sel_keys >= 16 &&
+                         p->sel_keys % 16 == 0 && p->sel_keys <= ATTN_SEL_KEYS &&
+                         (nsp == 1 || (merge && p->split_keys <= p->sel_keys));
+        if (sel) {
+            const asa_err e =
+                eight ? dec_launch_dw<KS, NP, QS, DEC_WARPS_MAX, true>(p, merge, ht, items, st)
+                      : dec_launch_dw<KS, NP, QS, DEC_WARPS, true>(p, merge, ht, items, st);
+            if (e == ASA_OK)
+                *p->sel_done = 1;
+            return e;
+        }
+    }
     return eight ? dec_launch_dw<KS, NP, QS, DEC_WARPS_MAX>(p, merge, ht, items, st)
                  : dec_launch_dw<KS, NP, QS, DEC_WARPS>(p, merge, ht, items, st);
 }

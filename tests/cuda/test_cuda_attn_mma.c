@@ -40,8 +40,9 @@
 #include "attn_mma_cuda.h"
 #include "cuda_test_util.h"
 
-static int n_cases;
+static int n_cases, n_sel; /* launches that wrote block scores */
 static long n_checked;
+static double worst_sel; /* block scores: largest error / |want| */
 static double worst_u, worst_u_qs, worst_lse; /* largest error / max|want| seen (bf16
                                                   queries, hi + lo queries), lse error */
 
@@ -236,6 +237,39 @@ static void run_case_x(const mcase *m, bool xonly) {
     /* the decode kernel (asa-1.3b shapes) merges in its clusters where the
      * build can: then part stays untouched */
     const bool in_launch = attn_mma_dec_merge() && (dg == 192 || dg == 96) && dR == 32;
+    /* the compressed branch's block scores (attn_params.sel_scores): every
+     * other token an anchor; the reference from select_blocks_ref on the
+     * reference lse (its sets into scratch copies); the compressed keys
+     * per token (visible blocks) bound the splits of ATTN_CMP */
+    const int na = (T + 1) / 2;
+    int cmax = 0;
+    for (int t = 0; t < T; t++)
+        cmax = (pos[t] + 1) / B > cmax ? (pos[t] + 1) / B : cmax;
+    const int nbm = cmax + 1;
+    const size_t nsel = (size_t)na * G * nbm;
+    int32_t *anc = malloc((size_t)na * 4), *anc_of = malloc((size_t)T * 4);
+    float *sel_want = malloc(nsel * 4), *sel_got = malloc(nsel * 4);
+    for (int t = 0; t < T; t++) {
+        anc_of[t] = t % 2 == 0 ? t / 2 : -1;
+        if (t % 2 == 0)
+            anc[t / 2] = t;
+    }
+    for (size_t i = 0; i < nsel; i++)
+        sel_want[i] = NAN;
+    if (!xonly) {
+        int32_t *ts = malloc((size_t)T * G * top_n * 4), *tc = malloc((size_t)T * G * 4);
+        select_params ps = {.n_anchors = na, .H = H, .anchors = anc, .scale = scale,
+                            .init_blocks = 1, .local_blocks = 2, .nb_max = nbm, .c = p.c,
+                            .tok_pos = pos, .tok_seq = seq, .qt = qt, .qr = p.qr,
+                            .ld_qr = ld, .qr_stride = qs, .lse = lse, .s = p.s,
+                            .scores = sel_want};
+        ps.s.tsel = ts;
+        ps.s.tsel_cnt = tc;
+        select_blocks_ref(&ps);
+        free(ts);
+        free(tc);
+    }
+    int32_t *anc_of_d = dup_dev(anc_of, (size_t)T * 4);
     for (int mode = 0; mode < (xonly ? 0 : 3); mode++)
         for (int fi = 0; fi < (in_launch ? 11 : 5); fi++) {
             /* bf16 queries; hi + lo queries (the compressed-branch flag for
@@ -255,9 +289,11 @@ static void run_case_x(const mcase *m, bool xonly) {
                                            ATTN_MMA_TOKEN_ROWS |
                                            (fi == 4 ? ATTN_MMA_ROWS_BLOCK : 0);
             const int nsp = fi >= 9 ? 8 << (fi - 9) : fi >= 5 ? 4 << (fi - 5) : fi >= 3 ? 3 : 1;
+            /* the mode's keys: compressed entries for ATTN_CMP */
+            const int km = mode == ATTN_CMP ? cmax + 1 : kmax;
             d.n_split = nsp;
-            d.split_keys = fi >= 5   ? ((kmax + nsp - 1) / nsp + 15) / 16 * 16
-                           : fi >= 3 ? (kmax + 2) / 3
+            d.split_keys = fi >= 5   ? ((km + nsp - 1) / nsp + 15) / 16 * 16
+                           : fi >= 3 ? (km + 2) / 3
                                      : 0;
             d.part = fi >= 3 ? part_d : NULL;
             d.dec_prefetch = fi == 3; /* the keys' L2 prefetch before the wait */
@@ -270,6 +306,28 @@ static void run_case_x(const mcase *m, bool xonly) {
             d.mode = (attn_mode)mode;
             d.u = poison_dev(nu * 4);
             d.lse = mode == ATTN_CMP ? poison_dev((size_t)T * H * 4) : NULL;
+            /* block scores asked of every token-rows launch of ATTN_CMP;
+             * written where the decode kernel has one split or merges a
+             * token's splits in the launch (a block or a cluster), H / G
+             * <= 16, hi + lo queries and at most ATTN_SEL_KEYS keys a warp */
+            const bool ask_sel = mode == ATTN_CMP && fi >= 2;
+            int sel_done = 0;
+            float *sel_d = NULL;
+            if (ask_sel) {
+                sel_d = poison_dev(nsel * 4);
+                d.sel_scores = sel_d;
+                d.sel_anchor = anc_of_d;
+                d.sel_nb_max = nbm;
+                d.sel_init = 1;
+                d.sel_local = 2;
+                d.sel_keys = nsp > 1 ? d.split_keys : (cmax + 15) / 16 * 16;
+                d.sel_done = &sel_done;
+            }
+            const bool dec_kernel = al && fi >= 2 && fi != 4;
+            const bool sel_want_done =
+                ask_sel && dec_kernel && dg == 96 && m->hpg <= 16 && qs && d.sel_keys >= 16 &&
+                d.sel_keys <= ATTN_SEL_KEYS &&
+                (nsp == 1 || (in_launch && fi >= 5));
             asa_err rc = attn_mma_cuda(&d, fl, 0);
             if (rc != ASA_OK)
                 fail_msg("%s: attn_mma_cuda mode %d: %s", m->name, mode, asa_strerror(rc));
@@ -288,6 +346,36 @@ static void run_case_x(const mcase *m, bool xonly) {
                                                 " token rows, 16 splits merged in 8-warp blocks"};
             snprintf(what, sizeof what, "%s: mode %d%s%s u", m->name, mode, qs ? " qsplit" : "",
                      form[fi]);
+            if (ask_sel) {
+                if (sel_done != (int)sel_want_done)
+                    fail_msg("%s: block scores %s", what, sel_done ? "written" : "not written");
+                get_dev(sel_got, sel_d, nsel * 4);
+                for (int a = 0; a < na; a++)
+                    for (int g = 0; g < G; g++) {
+                        const int nvis = (pos[anc[a]] + 1) / B;
+                        for (int b = 0; b < nbm; b++) {
+                            const size_t i = ((size_t)a * G + g) * nbm + b;
+                            const float x = sel_got[i], w = sel_want[i];
+                            if (!sel_done || b >= nvis) { /* untouched */
+                                if (!isnan(x))
+                                    fail_msg("%s: block score %d/%d/%d written: %g", what, a,
+                                             g, b, x);
+                                continue;
+                            }
+                            const double e = fabs((double)x - w);
+                            if (isnan(x) || (w < 0 && x != w) || !(e <= 1e-3 * fabs(w) + 1e-6))
+                                fail_msg("%s: block score anchor %d group %d block %d: got "
+                                         "%.8g, want %.8g", what, a, g, b, x, w);
+                            if (w > 0 && e / w > worst_sel)
+                                worst_sel = e / w;
+                        }
+                    }
+                n_sel += sel_done;
+                n_checked += (long)nsel;
+                cudaFree(sel_d);
+                d.sel_scores = NULL;
+                d.sel_done = NULL;
+            }
             if (fi >= 5) {
                 uint32_t *ph = malloc(part_n * 4);
                 get_dev(ph, part_d, part_n * 4);
@@ -351,7 +439,13 @@ static void run_case_x(const mcase *m, bool xonly) {
     d.part = NULL;
     d.dec_merge = 0;
     d.dec_bw = 0;
+    d.sel_anchor = NULL;
     cudaFree(part_d);
+    cudaFree(anc_of_d);
+    free(anc);
+    free(anc_of);
+    free(sel_want);
+    free(sel_got);
     /* the expanded form (ATTN_MMA_VFIRST): entries [v | k] per head, the
      * queries as a projection row [q_nope | q_rope] (qt not read), u rows
      * of dg / 2; nothing written past them */
@@ -577,8 +671,9 @@ int main(void) {
         cmocka_set_test_filter(flt);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     printf("test_cuda_attn_mma: %s: %d cases, %ld elements compared, worst |err|/max|u| %.3g "
-           "(hi + lo queries %.3g), worst lse err (hi + lo) %.3g, seed %llu\n",
-           rc ? "FAIL" : "PASS", n_cases, n_checked, worst_u, worst_u_qs, worst_lse,
-           (unsigned long long)seed);
+           "(hi + lo queries %.3g), worst lse err (hi + lo) %.3g, %d launches with block "
+           "scores (worst |err|/|want| %.3g), seed %llu\n",
+           rc ? "FAIL" : "PASS", n_cases, n_checked, worst_u, worst_u_qs, worst_lse, n_sel,
+           worst_sel, (unsigned long long)seed);
     return rc;
 }
