@@ -1459,6 +1459,8 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
     const bool mma = !p->exact && hpg <= 16 && p->c.dg % 2 == 0 && p->c.dR % 2 == 0 &&
                      (p->c.dg + 15) / 16 + (p->c.dR + 15) / 16 <= SELM_KMAX;
     const size_t vsm = p->nb_max <= SEL_SMEM_MAX ? (size_t)p->nb_max * sizeof(float) : 0;
+    /* the step's candidates bound the tensor-core grids and the choice */
+    const int nbs = p->nb_step > 0 && p->nb_step < p->nb_max ? p->nb_step : p->nb_max;
     select_params q = *p;
     if (p->scored) {
         q.done_cnt = nullptr; /* the scores are there: the choice alone */
@@ -1482,7 +1484,7 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
                             ((uintptr_t)p->c.kv & 15) == 0;
             const int csz = SELT_KT * SELT_TILES;
             const dim3 tgrid((unsigned)((p->n_anchors + SELM_WARPS - 1) / SELM_WARPS),
-                             (unsigned)p->c.G, (unsigned)((p->nb_max + csz - 1) / csz));
+                             (unsigned)p->c.G, (unsigned)((nbs + csz - 1) / csz));
             KC_CUDA_TRY(kc_launch(select_score_tiled_kernel, tgrid, SELM_WARPS * 32, tsm, stream,
                                   q, ep, vec));
         } else {
@@ -1490,9 +1492,10 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
              * asa-1.3b at 4k, batch 32 / 64 / 128 -3.0 / -3.0 / -1.8 % a
              * step against 8 tiles from 64 pairs (the blocks' tile chains
              * were the scoring's critical path) */
-            const int ntw = p->n_anchors * p->c.G >= 1024 ? 8 : 2, csz = SELM_WARPS * ntw * 8;
+            const int ntw = p->tiles > 0 ? p->tiles : p->n_anchors * p->c.G >= 1024 ? 8 : 2,
+                      csz = SELM_WARPS * ntw * 8;
             const dim3 mgrid((unsigned)p->n_anchors, (unsigned)p->c.G,
-                             (unsigned)((p->nb_max + csz - 1) / csz));
+                             (unsigned)((nbs + csz - 1) / csz));
             KC_CUDA_TRY(
                 kc_launch(select_score_mma_kernel, mgrid, SELM_WARPS * 32, 0, stream, q, ntw));
         }
@@ -1505,13 +1508,13 @@ extern "C" asa_err select_blocks_cuda(const select_params *p, cudaStream_t strea
         if (q.done_cnt)
             return ASA_OK;
     }
-    if (p->nb_max <= SELW_MAX) {
+    if (nbs <= SELW_MAX) {
         const int pairs = p->n_anchors * p->c.G;
         const unsigned nb = (unsigned)((pairs + SELW_WARPS - 1) / SELW_WARPS);
         KC_CUDA_TRY(kc_launch(select_warp_kernel, nb, SELW_WARPS * 32, 0, stream, q));
-    } else if (p->nb_max <= SELB_WARPS * SELW_MAX) {
+    } else if (nbs <= SELB_WARPS * SELW_MAX) {
         const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);
-        const int warps = (p->nb_max + SELW_MAX - 1) / SELW_MAX;
+        const int warps = (nbs + SELW_MAX - 1) / SELW_MAX;
         KC_CUDA_TRY(kc_launch(select_multi_kernel, grid, warps * 32, 0, stream, q));
     } else {
         const dim3 grid((unsigned)p->n_anchors, (unsigned)p->c.G);

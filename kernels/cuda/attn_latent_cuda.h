@@ -200,6 +200,14 @@ typedef struct select_params {
      * compressed attention launch, attn_params.sel_scores): only the
      * choice runs */
     int scored;
+    /* tensor-core scoring at few anchors (decode): tiles of 8 candidates
+     * a warp (a block: 4 warps); 0: 2, or 8 from 1,024 (anchor, group)
+     * pairs */
+    int tiles;
+    /* more than any anchor's visible blocks (0: nb_max): the scoring grids
+     * and the choice kernel are sized by it; the rows keep their nb_max
+     * stride */
+    int nb_step;
 } select_params;
 
 asa_err select_blocks_cuda(const select_params *p, cudaStream_t stream);
