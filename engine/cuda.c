@@ -79,6 +79,10 @@
  * least ASA_CUDA_XATTN_MIN_T tokens (128), not decode-only, run the local
  * layers in the expanded form instead (cu__xattn: keys and values per head, 320 instead of
  * 832 FLOPs per head and key, no absorb / W_UV products).
+ * At anchors of decode steps the compressed attention launch also writes
+ * the block scores (attn_params.sel_scores, ASA_CUDA_SEL_FOLD) where its
+ * decode kernel can, and only the choice runs after it; else the scoring
+ * kernels recompute them (grids sized by the step's context bucket).
  *
  * Sampling: every row that samples without returning logits is
  * sampled on the device by sample_cuda (kernels/cuda/sample_cuda.h: the
