@@ -1995,26 +1995,6 @@ static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
  * *parts true: on tensor cores it writes o_proj's bf16 input parts (hi in
  * c->xhi and, where o_proj reads it, lo) instead of o; *parts says on
  * return whether it did. */
-/* Candidate tiles a warp of the decode block scoring (select_params.tiles)
- * for pairs (anchor, group) over nb candidates: the most of 16, 8, 4 that
- * leaves every pair at least CU_SEL_CHUNKS chunks (a block: 32 tiles
- * candidates) and the grid at least two blocks an SM; else 2.  H200,
- * asa-1.3b, alternated against 2 (the default before): 32k batch 32 / 64
- * with 16 tiles -6.6 / -9.1 %, 8 tiles -3.5 / -6.9 %; 128k batch 8 with 8
- * tiles -4.4 %; 8k batch 128 with 8 tiles -2.8 %; at 4k (5 chunks of 2
- * tiles) 8 tiles were 1.8-3 % slower (a pair's last chunk mostly empty). */
-#define CU_SEL_CHUNKS 5
-static int cu__sel_tiles(const cu_be *c, long pairs, int nb) {
-    if (c->sel_tiles > 0)
-        return c->sel_tiles;
-    for (int w = 16; w > 2; w /= 2) {
-        const long csz = 32L * w;
-        if (CU_SEL_CHUNKS * csz <= nb && pairs * ((nb + csz - 1) / csz) >= 2L * c->n_sm)
-            return w;
-    }
-    return 2;
-}
-
 static asa_err cu__absorb(cu_be *c, const cu_layer *y, int T, const absorb_params *ap) {
     if (cu__heads_mma(c, T)) {
         asa_err e = cb_absorb_mma_cuda(ap, c->st);
@@ -2111,6 +2091,26 @@ static asa_err cu__xattn(cu_be *c, const cu_layer *y, int T, int64_t layer_off, 
     return attn_mma_cuda(&at, (c->mma_flags & (ATTN_MMA_QSPLIT_ALL | ATTN_MMA_NOFAST)) |
                                   ATTN_MMA_VFIRST,
                          c->st);
+}
+
+/* Candidate tiles a warp of the decode block scoring (select_params.tiles)
+ * for pairs (anchor, group) over nb candidates: the most of 16, 8, 4 that
+ * leaves every pair at least CU_SEL_CHUNKS chunks (a block's chunk: 32 x
+ * tiles candidates) and the grid at least two blocks an SM; else 2.  H200,
+ * asa-1.3b, alternated against 2 (the default before): 32k batch 32 / 64
+ * with 16 tiles -6.6 / -9.1 %, 8 tiles -3.5 / -6.9 %; 128k batch 8 with 8
+ * tiles -4.4 %; 8k batch 128 with 8 tiles -2.8 %; at 4k (5 chunks of 2
+ * tiles) 8 tiles were 1.8-3 % slower (a pair's last chunk mostly empty). */
+#define CU_SEL_CHUNKS 5
+static int cu__sel_tiles(const cu_be *c, long pairs, int nb) {
+    if (c->sel_tiles > 0)
+        return c->sel_tiles;
+    for (int w = 16; w > 2; w /= 2) {
+        const long csz = 32L * w;
+        if (CU_SEL_CHUNKS * csz <= nb && pairs * ((nb + csz - 1) / csz) >= 2L * c->n_sm)
+            return w;
+    }
+    return 2;
 }
 
 static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
