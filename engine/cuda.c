@@ -1714,8 +1714,6 @@ static void cu__attn_plan(const cu_be *c, attn_params *at, int T, int G, int max
     }
 }
 
-/* Runs a planned attention launch; split launches in chunks of tokens whose
- * partials fit c->part (a token's sums do not depend on the chunking). */
 /* Many tokens: the per-head products of absorb (qt_h = W_UK,h^T qC_h) and
  * expand (o_h = W_UV,h u_h) as one strided batched cuBLAS product each over
  * the heads, on the f32 copy of kv_b_proj (column-major views: W_UK,h is
