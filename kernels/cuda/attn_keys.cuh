@@ -81,6 +81,12 @@ __host__ __device__ inline key_plan make_plan(const attn_params &p, int t, int g
     return kp;
 }
 
+/* Whether block b is forced into a choice at cur (ASA-SPEC 3.3: b <
+ * init_blocks or cur - local_blocks < b): its score row holds -1. */
+__host__ __device__ inline bool sel_forced(int b, int cur, int init_blocks, int local_blocks) {
+    return b < init_blocks || b > cur - local_blocks;
+}
+
 /* The selected branch's gate: 1 / (1 + e^-z) (the merges, attn_latent's
  * and attn_mma's epilogues). */
 __device__ __forceinline__ float attn_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }

@@ -511,7 +511,7 @@ __device__ __forceinline__ void select_score_block(const select_params &p, float
     __syncthreads();
     const int b = b0 + (int)threadIdx.x;
     if (b < nvis) {
-        const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
+        const bool forced = sel_forced(b, cur, p.init_blocks, p.local_blocks);
         float sum = -1.0f;
         if (!forced) {
             const uint16_t *ent = p.c.kv + (int64_t)tab[b] * p.c.page_elems + p.c.layer_off +
@@ -617,7 +617,7 @@ __device__ __forceinline__ void selm_sum_store(const select_params &p, const flo
         for (int u = 0; u < 2; u++) {
             const int b = b0 + 2 * tig + u;
             if (b < lim) {
-                const bool forced = b < p.init_blocks || b > cur - p.local_blocks;
+                const bool forced = sel_forced(b, cur, p.init_blocks, p.local_blocks);
                 sc[b] = forced ? -1.0f : (u ? s1 : s0);
             }
         }
@@ -1659,7 +1659,7 @@ extern "C" void select_blocks_ref(const select_params *p) {
             int32_t chosen[64];
             int cnt = 0;
             for (int b = 0; b <= cur; b++) {
-                const bool forced = b < p->init_blocks || b > cur - p->local_blocks;
+                const bool forced = sel_forced(b, cur, p->init_blocks, p->local_blocks);
                 sc[b] = -1;
                 if (forced) {
                     if (cnt < n)

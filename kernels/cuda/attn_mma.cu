@@ -942,7 +942,7 @@ __device__ __forceinline__ void dec_sel_scores(const attn_params &p, const float
         float sum = 0.0f;
         for (int r = 0; r < hpg; r++)
             sum += expf(fs[r * fk + k - kbeg] * p.scale - lse[r]);
-        const bool forced = k < p.sel_init || k > cur - p.sel_local;
+        const bool forced = sel_forced(k, cur, p.sel_init, p.sel_local);
         sc[k] = forced ? -1.0f : sum;
     }
 }

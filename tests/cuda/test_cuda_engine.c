@@ -357,6 +357,40 @@ static bool invariant_engines;
 static double w_graph, w_quiet;
 static long n_quiet, n_quiet_graph;
 
+/* nb (at most 4) copies of the prompt seq[0 .. np) opened and prefilled in
+ * one step each. */
+static void open_copies(eng *e, etu_seq *q, int nb, const int32_t *seq, int np) {
+    for (int i = 0; i < nb; i++) {
+        etu_seq_open(e, &q[i]);
+        etu_prefill(e, &q[i], seq, np, np, NULL);
+    }
+}
+
+/* One decode step of the nb (at most 4) sequences q, each fed *tok:
+ * sequence i < nrows returns its logits at rows + i * V, sequence sample_i
+ * (-1: none) samples with sp; results into r; the sequences' positions
+ * advance. */
+static void decode_copies(eng *e, etu_seq *q, int nb, const int32_t *tok,
+                          const eng_sampling *sp, float *rows, int nrows, int V, int sample_i,
+                          eng_seq_result *r) {
+    kv_copy cp[8];
+    int ncp = 0;
+    eng_seq_step st[4];
+    assert_true(nb <= 4);
+    for (int i = 0; i < nb; i++) {
+        assert_int_equal(kv_seq_alloc(eng_kv_pool(e), q[i].kv, 1, cp, 8, &ncp), ASA_OK);
+        st[i] = (eng_seq_step){.slot = q[i].slot, .tokens = tok, .n_tokens = 1,
+                               .pos0 = q[i].pos, .kv = q[i].kv, .sample = i == sample_i,
+                               .sp = sp, .logits_out = i < nrows ? rows + (size_t)i * V : NULL};
+    }
+    eng_batch b = {.n_seqs = nb, .seqs = st, .copies = cp, .n_copies = ncp};
+    assert_int_equal(eng_step(e, &b, r), ASA_OK);
+    for (int i = 0; i < nb; i++) {
+        kv_seq_commit(eng_kv_pool(e), q[i].kv, 1);
+        q[i].pos++;
+    }
+}
+
 /* Check 8: three copies of the sequence prefilled, then decoded together
  * (fed the fixture's tokens): copies 0 and 1 return logits (within DEF_TOL
  * of the CPU rows at unambiguous positions: default numerics), copy 2 only a device greedy token
@@ -368,27 +402,10 @@ static double graph_decode(eng *e, const char *dir, const int32_t *seq, int np, 
     const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1,
                              .n_logprobs = 3};
     double w = 0;
-    for (int i = 0; i < 3; i++) {
-        etu_seq_open(e, &q[i]);
-        etu_prefill(e, &q[i], seq, np, np, NULL);
-    }
+    open_copies(e, q, 3, seq, np);
     for (int k = 0; k + 1 < n_gen; k++) {
-        kv_copy cp[8];
-        int ncp = 0;
-        eng_seq_step st[3];
         eng_seq_result r[3], rw;
-        for (int i = 0; i < 3; i++) {
-            assert_int_equal(kv_seq_alloc(eng_kv_pool(e), q[i].kv, 1, cp, 8, &ncp), ASA_OK);
-            st[i] = (eng_seq_step){.slot = q[i].slot, .tokens = &seq[np + k], .n_tokens = 1,
-                                   .pos0 = q[i].pos, .kv = q[i].kv, .sample = i == 2,
-                                   .sp = &sp, .logits_out = i < 2 ? row + (size_t)i * V : NULL};
-        }
-        eng_batch b = {.n_seqs = 3, .seqs = st, .copies = cp, .n_copies = ncp};
-        assert_int_equal(eng_step(e, &b, r), ASA_OK);
-        for (int i = 0; i < 3; i++) {
-            kv_seq_commit(eng_kv_pool(e), q[i].kv, 1);
-            q[i].pos++;
-        }
+        decode_copies(e, q, 3, &seq[np + k], &sp, row, 2, V, 2, r);
         const int t = np + k;
         for (int i = 0; i < 2 && !amb[t]; i++) {
             double x = rel_l2(row + (size_t)i * V, cpu + (size_t)t * V, V);
@@ -450,27 +467,10 @@ static void quiet_decode(const eng_model *m, const char *quiet, const char *grap
     unsetenv("ASA_CUDA_GRAPHS");
     etu_seq qs[2];
     const eng_sampling sp = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
-    for (int i = 0; i < nb; i++) {
-        etu_seq_open(e, &qs[i]);
-        etu_prefill(e, &qs[i], seq, np, np, NULL);
-    }
+    open_copies(e, qs, nb, seq, np);
     for (int k = 0; k + 1 < n_gen; k++) {
-        kv_copy cp[8];
-        int ncp = 0;
-        eng_seq_step st[2];
         eng_seq_result r[2];
-        for (int i = 0; i < nb; i++) {
-            assert_int_equal(kv_seq_alloc(eng_kv_pool(e), qs[i].kv, 1, cp, 8, &ncp), ASA_OK);
-            st[i] = (eng_seq_step){.slot = qs[i].slot, .tokens = &seq[np + k], .n_tokens = 1,
-                                   .pos0 = qs[i].pos, .kv = qs[i].kv, .sp = &sp,
-                                   .logits_out = out + ((size_t)k * nb + i) * V};
-        }
-        eng_batch b = {.n_seqs = nb, .seqs = st, .copies = cp, .n_copies = ncp};
-        assert_int_equal(eng_step(e, &b, r), ASA_OK);
-        for (int i = 0; i < nb; i++) {
-            kv_seq_commit(eng_kv_pool(e), qs[i].kv, 1);
-            qs[i].pos++;
-        }
+        decode_copies(e, qs, nb, &seq[np + k], &sp, out + (size_t)k * nb * V, nb, V, -1, r);
     }
     for (int i = 0; i < nb; i++)
         etu_seq_close(e, &qs[i]);
