@@ -146,6 +146,11 @@ __device__ __forceinline__ void merge_row(float m, float l, int ns, int dg, Load
     }
 }
 
+/* The lse of a merged row: maximum M (scaled), sum L. */
+__device__ __forceinline__ float merge_row_lse(float M, float L) {
+    return L > 0.0f ? M + logf(L) : -INFINITY;
+}
+
 /* merge_row's result out: u[t][hh] = a / L (0 without keys; ATTN_SLC:
  * sigmoid(gate) u_cmp + sigmoid(gate') of it), lse[t][hh] = M + log L for
  * ATTN_CMP. */
@@ -167,7 +172,7 @@ __device__ __forceinline__ void merge_row_store(const attn_params &p, int t, int
         p.u[o0 + e] = v;
     }
     if (p.mode == ATTN_CMP && lane == 0)
-        p.lse[(int64_t)t * p.H + hh] = L > 0.0f ? M + logf(L) : -INFINITY;
+        p.lse[(int64_t)t * p.H + hh] = merge_row_lse(M, L);
 }
 
 #endif /* ASA_ATTN_KEYS_CUH */

@@ -43,6 +43,11 @@ constexpr int MM_TOK = 64;    /* tokens per block at most (one per row) */
 constexpr int MM_LIST = 512;  /* ATTN_SLC: distinct (sequence, block) per block */
 constexpr float MM_LOG2E = 1.4426950408889634f;
 
+/* The lse of a finished row: running maximum m (unscaled), sum l. */
+__device__ __forceinline__ float mm_row_lse(const attn_params &p, float m, float l) {
+    return l > 0.0f ? m * p.scale + logf(l) : -INFINITY;
+}
+
 /* A finished row (token t, head hh of H) of the unsplit epilogue: its
  * normaliser, the selected branch's gates (slc: ATTN_SLC; else 0) and, for
  * ATTN_CMP, its lse (written by the quad's first lane). */
@@ -57,7 +62,7 @@ __device__ __forceinline__ void mm_row_finish(const attn_params &p, bool slc, in
         gb = attn_sigmoid(gt[H + hh]);
     }
     if (p.mode == ATTN_CMP && tq == 0)
-        p.lse[(int64_t)t * H + hh] = l > 0.0f ? m * p.scale + logf(l) : -INFINITY;
+        p.lse[(int64_t)t * H + hh] = mm_row_lse(p, m, l);
 }
 
 /* The online softmax's maximum step for a warp's rows gq and gq + 8: mt,
@@ -894,7 +899,7 @@ __device__ __forceinline__ void dec_merge(const attn_params &p, const float (&ac
                 m, l, nsp, dg, [&](int s, int e) { return peer(s)[r * dg + e]; }, M, L, a);
             merge_row_store(p, t, hh, M, L, a);
             if (lse_out) /* the row's lse, as merge_row_store's */
-                put_lse(r, L > 0.0f ? M + logf(L) : -INFINITY);
+                put_lse(r, merge_row_lse(M, L));
         }
     };
     if (nsp == dw) {
@@ -1204,9 +1209,8 @@ __global__ void __launch_bounds__(DW * 32, DEC_WARPS_MAX / DW) attn_dec_kernel(c
         }
         float inv, ga, gb;
         mm_row_finish(p, p.mode == ATTN_SLC, H, t, hh, mrow[rr], lrow[rr], tq, inv, ga, gb);
-        if (SEL && tq == 0) /* the row's lse (mm_row_finish's) for the scores */
-            fl[warp * 16 + row] =
-                lrow[rr] > 0.0f ? mrow[rr] * p.scale + logf(lrow[rr]) : -INFINITY;
+        if (SEL && tq == 0) /* the row's lse for the scores */
+            fl[warp * 16 + row] = mm_row_lse(p, mrow[rr], lrow[rr]);
         const int64_t o0 = ((int64_t)t * H + hh) * dg;
 #pragma unroll
         for (int n = 0; n < 2 * NP; n++) {
@@ -1242,15 +1246,15 @@ asa_err dec_launch_dw(const attn_params *p, bool merge, int ht, long items, cuda
          * grid (items / DW blocks) is a whole number of them */
         static_assert(ATTN_DEC_MERGE_MAX / DEC_WARPS <= 8, "portable cluster sizes");
         KC_CUDA_TRY(kc_launch_cluster(pdl, dim3((unsigned)(nsp / DW)),
-                                      attn_dec_kernel<KS, NP, QS, DW, SEL>, grid, dim3(DW * 32), smem,
-                                      st, *p, ht));
+                                      attn_dec_kernel<KS, NP, QS, DW, SEL>, grid, dim3(DW * 32),
+                                      smem, st, *p, ht));
         return ASA_OK;
     }
 #endif
     /* PDL like the engine's other decode kernels, unless dec_plain; a
      * merge in one block needs no cluster */
-    KC_CUDA_TRY(kc_launch_pdl(pdl, attn_dec_kernel<KS, NP, QS, DW, SEL>, grid, dim3(DW * 32), smem, st,
-                              *p, ht));
+    KC_CUDA_TRY(kc_launch_pdl(pdl, attn_dec_kernel<KS, NP, QS, DW, SEL>, grid, dim3(DW * 32),
+                              smem, st, *p, ht));
     return nsp > 1 && !merge ? attn_merge_cuda(p, st) : ASA_OK;
 }
 
