@@ -6,7 +6,10 @@
  * cublasGemmEx default and every algorithm of cublasLtMatmulAlgoGetHeuristic
  * (up to 32) with the same workspace as the engine (32 MiB), as medians of
  * CUDA-graph replays of 20 products over copies of W that together exceed
- * the L2 (so W streams from memory as in a decode step).
+ * the L2 (so W streams from memory as in a decode step).  Also K split in
+ * S = 2 / 4 slices as one strided batched product into S partial outputs
+ * (beta 0; the consumer adds the partials, as the engine's kernels add a
+ * stacked product's halves).
  *
  *   nvcc -O2 -std=c++17 -gencode=arch=compute_90a,code=sm_90a \
  *        tools/gpu/blas_algos.cu -lcublasLt -lcublas -o blas_algos
@@ -75,8 +78,9 @@ int main(int argc, char **argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, L2 %d MiB, cuBLASLt %zu\n", prop.name, prop.l2CacheSize >> 20,
            cublasLtGetVersion());
-    printf("%-6s %-6s %-4s %-4s %9s %9s %9s %5s %7s %7s %s\n", "N", "K", "M", "beta", "default",
-           "heur0", "best", "#best", "GB/s d", "GB/s b", "best algo (id tile stages splitK)");
+    printf("%-6s %-6s %-4s %-4s %9s %9s %9s %5s %7s %7s %7s %7s %s\n", "N", "K", "M", "beta",
+           "default", "heur0", "best", "#best", "GB/s d", "GB/s b", "K/2", "K/4",
+           "best algo (id tile stages splitK)");
     for (const shape &sh : shapes) {
         const size_t wbytes = (size_t)sh.N * sh.K * 2;
         int copies = (int)std::max<size_t>(2, ((size_t)256 << 20) / wbytes + 1);
@@ -90,7 +94,7 @@ int main(int argc, char **argv) {
         uint16_t *x;
         float *y;
         CK(cudaMalloc(&x, (size_t)sh.M * sh.K * 2));
-        CK(cudaMalloc(&y, (size_t)sh.M * sh.N * 4));
+        CK(cudaMalloc(&y, (size_t)sh.M * sh.N * 4 * 4)); /* up to 4 partials */
         fill_kernel<<<256, 256, 0, st>>>(x, (size_t)sh.M * sh.K, 5u);
         CK(cudaMemsetAsync(y, 0, (size_t)sh.M * sh.N * 4, st));
         CK(cudaStreamSynchronize(st));
@@ -102,6 +106,21 @@ int main(int argc, char **argv) {
                                 CUDA_R_32F, sh.N, CUBLAS_COMPUTE_32F,
                                 CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
         });
+
+        double t_split[2] = {-1, -1};
+        for (int si = 0; si < 2; si++) {
+            const int S = 2 << si, Ks = sh.K / S;
+            if (sh.K % (8 * S))
+                continue;
+            const float zero = 0.0f;
+            t_split[si] = lab_graph_us(st, reps, [&](cudaStream_t, int r) {
+                return cublasGemmStridedBatchedEx(
+                           h, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, sh.M, Ks, &one, W[r % copies],
+                           CUDA_R_16BF, sh.K, Ks, x, CUDA_R_16BF, sh.K, Ks, &zero, y, CUDA_R_32F,
+                           sh.N, (long long)sh.M * sh.N, S, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+            });
+        }
 
         cublasLtMatmulDesc_t op;
         CB(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -148,9 +167,9 @@ int main(int argc, char **argv) {
                                                  sizeof splitk, &got);
             snprintf(desc, sizeof desc, "%d %d %d %d", id, tile, stages, splitk);
         }
-        printf("%-6d %-6d %-4d %-4g %9.2f %9.2f %9.2f %2d/%-2d %7.0f %7.0f %s\n", sh.N, sh.K, sh.M,
-               sh.beta, t_def, heur0, best, ibest, nres, wbytes / t_def / 1e3,
-               wbytes / best / 1e3, desc);
+        printf("%-6d %-6d %-4d %-4g %9.2f %9.2f %9.2f %2d/%-2d %7.0f %7.0f %7.2f %7.2f %s\n", sh.N,
+               sh.K, sh.M, sh.beta, t_def, heur0, best, ibest, nres, wbytes / t_def / 1e3,
+               wbytes / best / 1e3, t_split[0], t_split[1], desc);
         fflush(stdout);
         cublasLtMatmulPreferenceDestroy(pref);
         cublasLtMatrixLayoutDestroy(la);
