@@ -24,7 +24,9 @@
  * reuses it.  Then
  * per layer: RMSNorm (fused with the residual add of the previous product;
  * where o_proj and down run on cuBLAS they add into the residual stream
- * themselves, beta = 1, and the RMSNorm reads the stream alone)
+ * themselves, beta = 1, and the RMSNorm reads the stream alone; at 33-128
+ * rows they run as two K-halves instead, cu__ksplit, and the RMSNorm adds
+ * both halves and the stream)
  * -> one product for q|kv_a|g -> RoPE + latent norm + cache write ->
  * absorbed queries -> attention (local window; or compressed entries,
  * compression branch, block choice at anchors, selection branch with the
@@ -201,6 +203,17 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * / 64 -1.0 / -2.3 / -2.9 %; stacking up to 128 rows: batch 96 +1.9 %) */
 #define CU_STACK_ROWS 128
 #define CU_STACK_M_MAX 256
+/* products of up to this many rows in two K-halves (c->ksplit_max): the
+ * cuBLAS call on bf16 parts alone is cut into two products of K / 2 as one
+ * strided batched call whose halves the next kernel adds (H200, isolated,
+ * us, one call against the two halves: down 2048 x 5632 at 32 / 64 / 128
+ * rows 11.1 / 11.2 / 12.3 -> 8.4 / 8.6 / 9.7 (the one call splits K itself
+ * and adds the slices in a reduce launch), o_proj 2048 x 2048 6.0 / 6.1 /
+ * 6.5 -> 5.1 / 5.2 / 5.3; gate|up 11264 x 2048 at 64 / 128 rows 15.7 /
+ * 15.6 -> 15.3 / 17.7: only products of at most CU_KSPLIT_MAX_N outputs,
+ * whose one call has few output tiles) */
+#define CU_KSPLIT_MAX 128
+#define CU_KSPLIT_MAX_N 4096
 /* the token-rows decode attention splits a token's keys in ranges of whole
  * 16 keys up to CU_DEC_KT16_T tokens a step, 32 up to CU_DEC_KT32_T, 64
  * beyond (more, shorter splits: a warp's chain of 16-key stages is what a
@@ -347,6 +360,15 @@ typedef struct cu_be {
                                   products of more rows than stack_m / 2
                                   that read lo run as two products (or
                                   q|kv_a|g as one with K = 2d, cu__kcat) */
+    int ksplit_max;            /* products of up to this many rows that read
+                                  the hi part alone, have at most
+                                  CU_KSPLIT_MAX_N outputs and whose reader
+                                  adds a second half (o_proj, down, the
+                                  K = 2d q|kv_a|g) run on cuBLAS as two
+                                  K-halves in one strided batched call, the
+                                  reader adding the halves (cu__ksplit;
+                                  ASA_CUDA_KSPLIT_MAX, default
+                                  CU_KSPLIT_MAX, 0 off) */
     bool pair;                 /* a stacked hi + lo product's halves added by
                                   the kernel that reads them where its caller
                                   takes them (cu__gemm_parts' half2;
@@ -517,6 +539,8 @@ typedef struct cu_be {
     int quiet_pad;
     bool quiet;                /* the current step is one (cu__build_meta) */
     long n_gsteps, n_qsteps;   /* padded decode steps, quiet ones (logged at destroy) */
+    long n_ksplit;             /* products launched as two K-halves (cu__ksplit;
+                                  logged at destroy; a captured graph's once) */
     int n_graphs;
     struct cu_graph {
         int pad, mp, seen;
@@ -657,6 +681,14 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
     return cu__gemm_parts(c, M, K, W, N, y, lo, false, half2);
 }
 
+/* Whether a cuBLAS product of M rows on the hi part alone runs as two
+ * K-halves whose reader adds them (c->ksplit_max): the second half goes
+ * after the first in the output buffer, which holds c->T rows. */
+static bool cu__ksplit(const cu_be *c, int M) {
+    return c->ksplit_max > 0 && c->pair && !c->invariant && M > c->gemv_rows &&
+           M > c->small_rows && M <= c->ksplit_max && 2 * M <= c->T && !cu__want_lo(c, M, false);
+}
+
 /* Whether a step of T tokens adds o_proj's and down's outputs into the
  * residual stream in the cuBLAS product (beta = 1; the next RMSNorm then
  * reads the stream alone): where those products take the plain cuBLAS
@@ -664,7 +696,7 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
  * [T][d] f32, for one more read in the product's epilogue. */
 static bool cu__acc_res(const cu_be *c, int T) {
     return c->acc_res && !c->invariant && T > c->gemv_rows && T > c->small_rows &&
-           2 * T > CU_STACK_M;
+           2 * T > CU_STACK_M && !cu__ksplit(c, T);
 }
 
 /* The output of o_proj and down: x[M][K] . W[N][K]^T added into the
@@ -780,6 +812,18 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
         }
         return cb_add2_cuda(M, N, c->y2, c->y2 + (size_t)M * N, y, c->st);
     }
+    if (!lo && !acc && half2 && K % 16 == 0 && N <= CU_KSPLIT_MAX_N && cu__ksplit(c, M)) {
+        /* two K-halves: y = x[:, :K/2] . W[:, :K/2]^T, then the second
+         * half's product after it; the reader adds them */
+        const int kh = K / 2;
+        CUBLAS_TRY(cublasGemmStridedBatchedEx(
+            c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, kh, &one, W, CUDA_R_16BF, K, kh, c->xhi,
+            CUDA_R_16BF, K, kh, &zero, y, CUDA_R_32F, N, (long long)M * N, 2, CUBLAS_COMPUTE_32F,
+            CUBLAS_GEMM_DEFAULT));
+        *half2 = y + (size_t)M * N;
+        c->n_ksplit++;
+        return ASA_OK;
+    }
     CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K,
                             c->xhi, CUDA_R_16BF, K, acc ? &one : &zero, y, CUDA_R_32F, N,
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -867,6 +911,8 @@ static void cuda_destroy(void *p) {
     }
     if (c->n_gsteps)
         ASA_LOGI("cuda", "padded decode steps: %ld, quiet: %ld", c->n_gsteps, c->n_qsteps);
+    if (c->n_ksplit)
+        ASA_LOGI("cuda", "K-split products: %ld", c->n_ksplit);
     for (int i = 0; i < c->n_graphs; i++)
         if (c->graphs[i].exec)
             cudaGraphExecDestroy(c->graphs[i].exec);
@@ -1128,6 +1174,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->presplit = !cu__env_is("ASA_CUDA_PRESPLIT", "0");
     c->acc_res = !cu__env_is("ASA_CUDA_ACC_RES", "0");
     c->pair = !cu__env_is("ASA_CUDA_PAIR", "0");
+    c->ksplit_max = cu__env_int("ASA_CUDA_KSPLIT_MAX", CU_KSPLIT_MAX, 0);
     c->qa2_rope = !cu__env_is("ASA_CUDA_QA2", "0");
     c->kcat = !cu__env_is("ASA_CUDA_KCAT", "0");
     c->xattn_bf16 = !cu__env_is("ASA_CUDA_XATTN_BF16", "0");

@@ -425,6 +425,14 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           const void *beta, void *C, cudaDataType ct, int ldc, long long sc,
                                           int batch, cublasComputeType_t comp, cublasGemmAlgo_t algo) {
     (void)h; (void)comp; (void)algo;
+    if (at == CUDA_R_16BF && bt == CUDA_R_16BF) { /* bf16 in (a product's K slices), f32 out */
+        if (ta != CUBLAS_OP_T || tb != CUBLAS_OP_N || ct != CUDA_R_32F) abort();
+        for (int z = 0; z < batch; z++)
+            cublasGemmEx(h, ta, tb, m, n, k, alpha, (const uint16_t *)A + z * sa, at, lda,
+                         (const uint16_t *)B + z * sb, bt, ldb, beta, (float *)C + z * sc, ct, ldc,
+                         comp, algo);
+        return CUBLAS_STATUS_SUCCESS;
+    }
     if (tb != CUBLAS_OP_N || at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F) abort();
     const float al = *(const float *)alpha, be = *(const float *)beta;
     fake_gemm_calls++;

@@ -429,9 +429,9 @@ static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int
                       int max_len);
 
 /* Destroys e with stderr in a temporary file; the counts of the CUDA
- * engine's "padded decode steps: N, quiet: Q" line into n and q (-1:
- * none). */
-static void destroy_quiet(eng *e, long *n, long *q) {
+ * engine's "padded decode steps: N, quiet: Q" line into n and q, and of
+ * its "K-split products: K" line into ks when given (-1: none). */
+static void destroy_counts(eng *e, long *n, long *q, long *ks) {
     fflush(stderr);
     FILE *tf = tmpfile();
     const int fd = dup(2);
@@ -445,10 +445,15 @@ static void destroy_quiet(eng *e, long *n, long *q) {
     rewind(tf);
     char line[512];
     *n = *q = -1;
+    if (ks)
+        *ks = -1;
     while (fgets(line, sizeof line, tf)) {
         const char *at = strstr(line, "padded decode steps: ");
         if (at && sscanf(at, "padded decode steps: %ld, quiet: %ld", n, q) != 2)
             *n = *q = -1;
+        at = strstr(line, "K-split products: ");
+        if (at && ks && sscanf(at, "K-split products: %ld", ks) != 1)
+            *ks = -1;
     }
     fclose(tf);
 }
@@ -474,7 +479,7 @@ static void quiet_decode(const eng_model *m, const char *quiet, const char *grap
     }
     for (int i = 0; i < nb; i++)
         etu_seq_close(e, &qs[i]);
-    destroy_quiet(e, n, q);
+    destroy_counts(e, n, q, NULL);
 }
 
 static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int T,
@@ -919,9 +924,11 @@ static void test_fixture(void **st) {
  * with ASA_CUDA_MMA_DEC=0 (the FFMA attention) for comparison, and once
  * with absorb / expand on tensor cores at every step (prefills and
  * decode; GEMV rows 0, so decode's o_proj reads the parts that expand
- * writes). */
+ * writes).  The default run's prefills of 40, 77 and 114 tokens must run
+ * products as two K-halves (the count the engine logs at destroy). */
 static double w_wide, w_wide_ffma, w_wide_heads;
 static int n_wide;
+static long n_wide_ksplit; /* products run as two K-halves */
 
 /* env: NULL or name, value, name, value, ..., NULL: the settings while the
  * CUDA engine is created; what: how a failure names the run */
@@ -1002,7 +1009,16 @@ static double wide_run(const eng_model *m, const char *const *env, const char *w
     free(lg);
     free(lc);
     free(ref);
-    eng_destroy(eg);
+    long ng, nq, ks;
+    destroy_counts(eg, &ng, &nq, &ks);
+    /* the prefills of 40, 77 and 114 tokens run o_proj and down as two
+     * K-halves (cu__ksplit; by default up to 128 rows) unless the
+     * environment turns that off */
+    const bool ks_on = !getenv("ASA_CUDA_KSPLIT_MAX") && !getenv("ASA_CUDA_PAIR") &&
+                       !getenv("ASA_CUDA_PRECISE");
+    if (!env && ks_on && ks <= 0)
+        fail_msg("wide model (%s): no product ran as two K-halves (%ld)", what, ks);
+    n_wide_ksplit += ks > 0 ? ks : 0;
     eng_destroy(ec);
     return worst;
 }
@@ -1058,11 +1074,11 @@ int main(void) {
            "%d device greedy samples equal to eng_sample's; %d seeded samples equal with "
            "ASA_CUDA_GPU_SAMPLE=0 and 1; graph decode %.3g; quiet steps %ld, %ld of them in "
            "graphs (bitwise equal, %.3g); wide model decode %.3g (FFMA attention %.3g, "
-           "absorb / expand on tensor cores %.3g) over %d rows\n",
+           "absorb / expand on tensor cores %.3g) over %d rows, %ld products as two K-halves\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
            n_sets_skipped, n_inv, n_devgreedy, n_sampled, w_graph, n_quiet, n_quiet_graph,
-           w_quiet, w_wide, w_wide_ffma, w_wide_heads, n_wide);
+           w_quiet, w_wide, w_wide_ffma, w_wide_heads, n_wide, n_wide_ksplit);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;
