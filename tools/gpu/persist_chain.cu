@@ -22,11 +22,15 @@
  *              barrier, x into shared memory) and for each slot
  *   ws-all nobar (nomath): without the barriers (wrong outputs: timing
  *              only), and also without the arithmetic (the ring's stream)
+ *   tc-*       the ring on tensor cores (tc_kernel): slots of 16 rows x 512
+ *              k (16 row segments, a bulk copy each), a consumer warp takes
+ *              a slot with mma.sync, x as bf16 hi + lo in two B columns
  *   +gaps      NG stand-in kernels where the attention side runs (between
  *              q|kv_a|g and o_proj)
  * Median of 9 replays, ms a step; given the copy ceiling in GB/s also the
  * multiple of the floor (weights over it).  Every form's outputs are
- * checked against sep's (the same sums in the same order: bitwise).
+ * checked against sep's (the same sums in the same order: bitwise; tc-*:
+ * the worst relative L2 of a product's output).
  * Results: kernels/cuda/NOTES.md ("Twentieth run").
  *
  *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Ikernels/cuda \
@@ -37,11 +41,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "kcuda_int.cuh"
 #include "lab.cuh"
+#include "mma_sm80.cuh"
 
 namespace {
 
@@ -326,6 +332,153 @@ __global__ void __launch_bounds__(WS_TH, 1) ws_kernel(const plan *pl, int first,
     }
 }
 
+/* ---- the tensor-core form: as ws_kernel, but a slot holds 16 rows x 512
+ * k of W (row segments 16 bytes apart more than 1 KB: conflict-free
+ * ldmatrix), a consumer warp takes a slot as one unit (16 rows, one k
+ * chunk) with mma.sync m16n8k16: W as A, x as B with its bf16 hi part in
+ * column 0 and the lo part in column 1 (x ~ hi + lo); the units' partial
+ * rows go to shared memory and are added over the k chunks in order after
+ * the product's last unit.  Slot seq -> warp seq % TC_CW (TC_SLOTS a
+ * multiple of it: a warp always waits for the phase after its own). */
+constexpr int TC_CW = 12, TC_TH = 32 * (TC_CW + 1), TC_SLOTS = 12, TC_KC = 512;
+constexpr int TC_RSTR = TC_KC + 8, TC_SLOT_E = 16 * TC_RSTR, TC_UMAX = 64;
+static_assert(TC_SLOTS % TC_CW == 0, "a slot's phases in order");
+constexpr size_t TC_SMEM = (size_t)TC_SLOTS * TC_SLOT_E * 2 + (size_t)WS_XMAX * 4 +
+                           (size_t)TC_UMAX * 16 * 4 + 2 * TC_SLOTS * 8;
+
+__device__ __forceinline__ void rgs_of(const prod &pr, int *g0, int *g1) {
+    const int RG = pr.N / 16;
+    *g0 = (int)((int64_t)blockIdx.x * RG / gridDim.x);
+    *g1 = (int)((int64_t)(blockIdx.x + 1) * RG / gridDim.x);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float a, float b) {
+    return (uint32_t)(__float_as_uint(a) >> 16) | (__float_as_uint(b) & 0xffff0000u);
+}
+/* round to nearest even bf16, as a float */
+__device__ __forceinline__ float rn_bf16(float v) {
+    uint32_t u = __float_as_uint(v);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __uint_as_float(u & 0xffff0000u);
+}
+
+__global__ void __launch_bounds__(TC_TH, 1) tc_kernel(const plan *pl, int first, int cnt,
+                                                     unsigned *ctr, int mode) {
+    extern __shared__ __align__(128) unsigned char tsm[];
+    uint16_t *slots = (uint16_t *)tsm;
+    float *xs = (float *)(tsm + (size_t)TC_SLOTS * TC_SLOT_E * 2);
+    float *part = xs + WS_XMAX;
+    uint64_t *full = (uint64_t *)(part + TC_UMAX * 16), *empty = full + TC_SLOTS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < TC_SLOTS; i++) {
+            mb_init(&full[i], 1);
+            mb_init(&empty[i], 1);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (warp == TC_CW) { /* producer: lane r < 16 copies row r of each slot */
+        unsigned seq = 0;
+        for (int i = 0; i < cnt; i++) {
+            const prod pr = pl->p[first + i];
+            int g0, g1;
+            rgs_of(pr, &g0, &g1);
+            const int nkc = pr.K / TC_KC;
+            for (int g = g0; g < g1; g++)
+                for (int kc = 0; kc < nkc; kc++, seq++) {
+                    const int sl = seq % TC_SLOTS;
+                    if (lane == 0) {
+                        if (seq >= TC_SLOTS)
+                            mb_wait(&empty[sl], ((seq / TC_SLOTS) - 1) & 1);
+                        mb_expect(&full[sl], 16 * TC_KC * 2);
+                    }
+                    __syncwarp();
+                    if (lane < 16)
+                        bulk_g2s(slots + (size_t)sl * TC_SLOT_E + lane * TC_RSTR,
+                                 pr.w + (size_t)(16 * g + lane) * pr.K + kc * TC_KC, TC_KC * 2,
+                                 &full[sl]);
+                }
+        }
+        kc_pdl_enter();
+        return;
+    }
+    kc_pdl_enter();
+    unsigned seq = 0;
+    for (int i = 0; i < cnt; i++) {
+        const prod pr = pl->p[first + i];
+        if (i > 0 && !(mode & 1)) {
+            asm volatile("bar.sync 1, %0;" ::"n"(32 * TC_CW) : "memory");
+            if (threadIdx.x == 0) {
+                __threadfence();
+                atomicAdd(ctr, 1u);
+                const unsigned want = (unsigned)i * gridDim.x;
+                unsigned seen;
+                do {
+                    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(ctr));
+                } while (seen < want);
+            }
+        }
+        asm volatile("bar.sync 1, %0;" ::"n"(32 * TC_CW) : "memory");
+        for (int k = threadIdx.x * 4; k < pr.K; k += 32 * TC_CW * 4)
+            *(float4 *)(xs + k) = __ldcg((const float4 *)(pr.x + k));
+        asm volatile("bar.sync 1, %0;" ::"n"(32 * TC_CW) : "memory");
+        int g0, g1;
+        rgs_of(pr, &g0, &g1);
+        const int nkc = pr.K / TC_KC, nu = (g1 - g0) * nkc;
+        /* this warp's units: global seq = seq + u with (seq + u) % TC_CW == warp */
+        int u = (int)((warp - (int)(seq % TC_CW) + TC_CW) % TC_CW);
+        for (; u < nu; u += TC_CW) {
+            const unsigned sq = seq + (unsigned)u;
+            const int sl = sq % TC_SLOTS, kc = u % nkc;
+            mb_wait(&full[sl], (sq / TC_SLOTS) & 1);
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (!(mode & 2)) {
+                const uint16_t *ws = slots + (size_t)sl * TC_SLOT_E +
+                                     ((lane & 7) + 8 * ((lane >> 3) & 1)) * TC_RSTR + 8 * (lane >> 4);
+                const float *xk = xs + kc * TC_KC + 2 * tq;
+#pragma unroll 4
+                for (int ks = 0; ks < TC_KC / 16; ks++) {
+                    uint32_t a[4];
+                    mma_ldsm_x4<false>(a, ws + 16 * ks);
+                    uint32_t b0 = 0, b1 = 0;
+                    if (gq < 2) {
+                        const float2 p0 = *(const float2 *)(xk + 16 * ks);
+                        const float2 p1 = *(const float2 *)(xk + 16 * ks + 8);
+                        float h00 = rn_bf16(p0.x), h01 = rn_bf16(p0.y), h10 = rn_bf16(p1.x),
+                              h11 = rn_bf16(p1.y);
+                        if (gq == 1) {
+                            h00 = rn_bf16(p0.x - h00);
+                            h01 = rn_bf16(p0.y - h01);
+                            h10 = rn_bf16(p1.x - h10);
+                            h11 = rn_bf16(p1.y - h11);
+                        }
+                        b0 = pack_bf16(h00, h01);
+                        b1 = pack_bf16(h10, h11);
+                    }
+                    mma_16816(acc, a, b0, b1);
+                }
+            }
+            __syncwarp();
+            if (lane == 0)
+                mb_arrive(&empty[sl]);
+            if (tq == 0 && u < TC_UMAX) { /* columns 0 (hi) and 1 (lo) */
+                part[u * 16 + gq] = acc[0] + acc[1];
+                part[u * 16 + gq + 8] = acc[2] + acc[3];
+            }
+        }
+        asm volatile("bar.sync 1, %0;" ::"n"(32 * TC_CW) : "memory");
+        for (int r = threadIdx.x; r < (g1 - g0) * 16; r += 32 * TC_CW) {
+            const int gl = r / 16, rr = r % 16;
+            float y = 0.0f;
+            for (int kc = 0; kc < nkc; kc++)
+                y += part[(gl * nkc + kc) * 16 + rr];
+            pr.y[16 * (g0 + gl) + rr] = y;
+        }
+        seq += (unsigned)nu;
+    }
+}
+
 __global__ void __launch_bounds__(128) gap_kernel(const float *x, float *y) {
     kc_pdl_enter();
     const int i = blockIdx.x * 128 + threadIdx.x;
@@ -364,7 +517,9 @@ int main(int argc, char **argv) {
     /* activations: one buffer an output, KMAX floats each */
     const int np = 4 * L + 1;
     float *act;
-    CK(cudaMalloc(&act, (size_t)(np + 1) * KMAX * 4));
+    /* (the last output, lm_head's, is V floats) */
+    const size_t act_n = (size_t)np * KMAX + V;
+    CK(cudaMalloc(&act, act_n * 4));
     {
         std::vector<float> h0(KMAX);
         for (int i = 0; i < KMAX; i++)
@@ -435,25 +590,46 @@ int main(int argc, char **argv) {
         CK(kc_launch_pdl(false, ws_kernel, sms, WS_TH, WS_SMEM, s, (const plan *)dp, 0, np,
                          ctr + 63, mode));
     };
+    CK(cudaFuncSetAttribute(tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
+    auto tcl = [&](bool g) {
+        CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
+        CK(kc_launch_pdl(false, one_kernel, sms, TH, 0, s, hp.p[0]));
+        gaps(g);
+        for (int l = 0; l < L; l++) {
+            const int first = 4 * l + 1, cnt = l + 1 < L ? 4 : 3;
+            CK(kc_launch_pdl(true, tc_kernel, sms, TC_TH, TC_SMEM, s, (const plan *)dp, first, cnt,
+                             ctr + l, 0));
+            if (l + 1 < L)
+                gaps(g);
+        }
+        CK(kc_launch_pdl(true, one_kernel, sms, TH, 0, s, hp.p[np - 1]));
+    };
+    auto tca = [&](int mode = 0) {
+        CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
+        CK(kc_launch_pdl(false, tc_kernel, sms, TC_TH, TC_SMEM, s, (const plan *)dp, 0, np,
+                         ctr + 63, mode));
+    };
     auto all = [&] {
         CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
         CK(kc_launch_pdl(false, multi_kernel, sms, TH, 0, s, (const plan *)dp, 0, np, ctr + 63));
     };
 
     /* outputs of each form against sep's */
-    std::vector<float> ref((size_t)(np + 1) * KMAX), got(ref.size());
+    std::vector<float> ref(act_n), got(ref.size());
     auto outputs = [&](std::vector<float> &o) {
         CK(cudaStreamSynchronize(s));
         CK(cudaMemcpy(o.data(), act, o.size() * 4, cudaMemcpyDeviceToHost));
     };
-    auto clear = [&] { CK(cudaMemset(act + KMAX, 0xff, (size_t)np * KMAX * 4)); };
+    auto clear = [&] { CK(cudaMemset(act + KMAX, 0xff, (act_n - KMAX) * 4)); };
     clear();
     sep(false);
     outputs(ref);
-    constexpr int NF = 10;
-    const char *names[NF] = {"sep",          "layer",    "all",     "sep+gaps",
-                             "layer+gaps",   "ws-all",   "ws-layer", "ws-layer+gaps",
-                             "ws-all nobar", "ws-all nobar nomath"};
+    constexpr int NF = 15;
+    const char *names[NF] = {"sep",          "layer",      "all",           "sep+gaps",
+                             "layer+gaps",   "ws-all",     "ws-layer",      "ws-layer+gaps",
+                             "ws-all nobar", "ws-all nobar nomath", "tc-all", "tc-layer",
+                             "tc-layer+gaps", "tc-all nobar", "tc-all nobar nomath"};
+    double rel[NF] = {0};
     bool same[NF];
     same[0] = true;
     for (int f = 1; f < NF; f++) {
@@ -470,8 +646,14 @@ int main(int argc, char **argv) {
             wsa();
         else if (f < 8)
             wsl(f == 7);
-        else
+        else if (f < 10)
             wsa(f == 8 ? 1 : 3);
+        else if (f == 10)
+            tca();
+        else if (f < 13)
+            tcl(f == 12);
+        else
+            tca(f == 13 ? 1 : 3);
         const cudaError_t e = cudaStreamSynchronize(s);
         if (e != cudaSuccess) {
             fprintf(stderr, "form %s: %s\n", names[f], cudaGetErrorString(e));
@@ -479,6 +661,17 @@ int main(int argc, char **argv) {
         }
         outputs(got);
         same[f] = memcmp(ref.data(), got.data(), ref.size() * 4) == 0;
+        for (int i = 1; i <= np; i++) { /* relative L2 of each product's output */
+            const int N = hp.p[i - 1].N;
+            double d = 0, n = 0;
+            for (int j = 0; j < N; j++) {
+                const double a = ref[(size_t)i * KMAX + j], b = got[(size_t)i * KMAX + j];
+                d += (a - b) * (a - b);
+                n += a * a;
+            }
+            const double r = n > 0 && std::isfinite(n) ? sqrt(d / n) : 0;
+            rel[f] = r > rel[f] || r != r ? r : rel[f];
+        }
     }
     double ms[NF];
     ms[0] = lab_graph_ms(s, [&] { sep(false); });
@@ -491,15 +684,21 @@ int main(int argc, char **argv) {
     ms[7] = lab_graph_ms(s, [&] { wsl(true); });
     ms[8] = lab_graph_ms(s, [&] { wsa(1); });
     ms[9] = lab_graph_ms(s, [&] { wsa(3); });
+    ms[10] = lab_graph_ms(s, [&] { tca(); });
+    ms[11] = lab_graph_ms(s, [&] { tcl(false); });
+    ms[12] = lab_graph_ms(s, [&] { tcl(true); });
+    ms[13] = lab_graph_ms(s, [&] { tca(1); });
+    ms[14] = lab_graph_ms(s, [&] { tca(3); });
     CK(cudaGetLastError());
     const double mb = welems * 2 / 1e6, floor_ms = gbs > 0 ? mb / gbs : 0.0;
     printf("device: %s, %d SMs; %d products, %.1f MB of weights", prop.name, sms, np, mb);
     if (floor_ms > 0)
         printf("; floor at %.0f GB/s %.3f ms", gbs, floor_ms);
     printf("; %d gap kernels an attention side\n", ng);
-    printf("%-12s %8s %8s %8s %s\n", "form", "ms", "x floor", "GB/s", "outputs");
+    printf("%-20s %8s %8s %8s %s\n", "form", "ms", "x floor", "GB/s", "outputs");
     for (int f = 0; f < NF; f++)
-        printf("%-12s %8.3f %8.2f %8.0f %s\n", names[f], ms[f], floor_ms > 0 ? ms[f] / floor_ms : 0,
-               mb / ms[f], same[f] ? "= sep" : "DIFFER");
+        printf("%-20s %8.3f %8.2f %8.0f %s (worst relative L2 of a product %.2g)\n", names[f],
+               ms[f], floor_ms > 0 ? ms[f] / floor_ms : 0, mb / ms[f], same[f] ? "= sep" : "DIFFER",
+               rel[f]);
     return 0;
 }
