@@ -137,19 +137,41 @@ __global__ void __launch_bounds__(TH, 1) one_kernel(const prod pr) {
     run_prod(pr, xs, v, gw < pr.N);
 }
 
-/* Grid barrier k of this launch on a counter zeroed before the step. */
+/* One thread's side of grid barrier k (counter zeroed before the step):
+ * its block's arrival, then the wait for every block's. */
+__device__ __forceinline__ void grid_arrive_wait(unsigned *ctr, unsigned k) {
+    __threadfence();
+    atomicAdd(ctr, 1u);
+    const unsigned want = (k + 1) * gridDim.x;
+    unsigned seen;
+    do {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(ctr));
+    } while (seen < want);
+}
+
+/* Grid barrier k of this launch. */
 __device__ __forceinline__ void grid_bar(unsigned *ctr, unsigned k) {
     __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        atomicAdd(ctr, 1u);
-        const unsigned want = (k + 1) * gridDim.x;
-        unsigned seen;
-        do {
-            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(ctr));
-        } while (seen < want);
-    }
+    if (threadIdx.x == 0)
+        grid_arrive_wait(ctr, k);
     __syncthreads();
+}
+
+/* The consumer warps (NT threads, named barrier 1) of the warp-specialised
+ * forms before product i: with bar, barrier i - 1 (product i - 1 done
+ * everywhere), then x into shared memory. */
+template <int NT>
+__device__ __forceinline__ void consumer_x(const prod &pr, bool bar, unsigned i, unsigned *ctr,
+                                           float *xs) {
+    if (bar) {
+        asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
+        if (threadIdx.x == 0)
+            grid_arrive_wait(ctr, i - 1);
+    }
+    asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
+    for (int k = threadIdx.x * 4; k < pr.K; k += NT * 4)
+        *(float4 *)(xs + k) = __ldcg((const float4 *)(pr.x + k));
+    asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
 }
 
 /* Products first .. first + cnt - 1 of the plan, barriers between. */
@@ -232,6 +254,30 @@ __device__ __forceinline__ void rows_dot(const uint4 *row, int nch, const float 
     }
 }
 
+/* A ring of n slots: full[i] completes when slot i's copies land (one
+ * arrival with their byte count), empty[i] when its consumer is done; then
+ * a block barrier. */
+__device__ __forceinline__ void ring_init(uint64_t *full, uint64_t *empty, int n) {
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < n; i++) {
+            mb_init(&full[i], 1);
+            mb_init(&empty[i], 1);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+}
+
+/* The producer's turn at slot seq % n: its last use freed, then bytes
+ * announced on its full barrier (the copies follow). */
+__device__ __forceinline__ void slot_acquire(uint64_t *full, uint64_t *empty, unsigned seq, int n,
+                                             unsigned bytes) {
+    const int sl = seq % n;
+    if (seq >= (unsigned)n)
+        mb_wait(&empty[sl], ((seq / n) - 1) & 1);
+    mb_expect(&full[sl], bytes);
+}
+
 __device__ __forceinline__ void rows_of(const prod &pr, int *r0, int *r1) {
     *r0 = (int)((int64_t)blockIdx.x * pr.N / gridDim.x);
     *r1 = (int)((int64_t)(blockIdx.x + 1) * pr.N / gridDim.x);
@@ -244,14 +290,7 @@ __global__ void __launch_bounds__(WS_TH, 1) ws_kernel(const plan *pl, int first,
     float *xs = (float *)(wsm + (size_t)WS_SLOTS * WS_SLOT_B);
     uint64_t *full = (uint64_t *)(xs + WS_XMAX), *empty = full + WS_SLOTS;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < WS_SLOTS; i++) {
-            mb_init(&full[i], 1);
-            mb_init(&empty[i], 1);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
+    ring_init(full, empty, WS_SLOTS);
     if (warp == WS_CW) { /* producer: weights only, no dependency */
         if (lane == 0) {
             unsigned seq = 0;
@@ -263,9 +302,7 @@ __global__ void __launch_bounds__(WS_TH, 1) ws_kernel(const plan *pl, int first,
                 for (int n = r0; n < r1; n += rps, seq++) {
                     const int sl = seq % WS_SLOTS, nr = min(rps, r1 - n);
                     const unsigned bytes = (unsigned)(nr * pr.K * 2);
-                    if (seq >= WS_SLOTS)
-                        mb_wait(&empty[sl], ((seq / WS_SLOTS) - 1) & 1);
-                    mb_expect(&full[sl], bytes);
+                    slot_acquire(full, empty, seq, WS_SLOTS, bytes);
                     bulk_g2s(slots + (size_t)sl * WS_SLOT_B, pr.w + (size_t)n * pr.K, bytes,
                              &full[sl]);
                 }
@@ -279,22 +316,7 @@ __global__ void __launch_bounds__(WS_TH, 1) ws_kernel(const plan *pl, int first,
     unsigned seq = 0;
     for (int i = 0; i < cnt; i++) {
         const prod pr = pl->p[first + i];
-        if (i > 0 && !(mode & 1)) { /* product i - 1 done everywhere */
-            asm volatile("bar.sync 1, %0;" ::"n"(32 * WS_CW) : "memory");
-            if (threadIdx.x == 0) {
-                __threadfence();
-                atomicAdd(ctr, 1u);
-                const unsigned want = (unsigned)i * gridDim.x;
-                unsigned seen;
-                do {
-                    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(ctr));
-                } while (seen < want);
-            }
-        }
-        asm volatile("bar.sync 1, %0;" ::"n"(32 * WS_CW) : "memory");
-        for (int k = threadIdx.x * 4; k < pr.K; k += 32 * WS_CW * 4)
-            *(float4 *)(xs + k) = __ldcg((const float4 *)(pr.x + k));
-        asm volatile("bar.sync 1, %0;" ::"n"(32 * WS_CW) : "memory");
+        consumer_x<32 * WS_CW>(pr, i > 0 && !(mode & 1), (unsigned)i, ctr, xs);
         int r0, r1;
         rows_of(pr, &r0, &r1);
         const int nch = pr.K / 8, rps = min(4, WS_SLOT_B / (pr.K * 2));
@@ -370,14 +392,7 @@ __global__ void __launch_bounds__(TC_TH, 1) tc_kernel(const plan *pl, int first,
     float *part = xs + WS_XMAX;
     uint64_t *full = (uint64_t *)(part + TC_UMAX * 16), *empty = full + TC_SLOTS;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < TC_SLOTS; i++) {
-            mb_init(&full[i], 1);
-            mb_init(&empty[i], 1);
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
+    ring_init(full, empty, TC_SLOTS);
     if (warp == TC_CW) { /* producer: lane r < 16 copies row r of each slot */
         unsigned seq = 0;
         for (int i = 0; i < cnt; i++) {
@@ -388,11 +403,8 @@ __global__ void __launch_bounds__(TC_TH, 1) tc_kernel(const plan *pl, int first,
             for (int g = g0; g < g1; g++)
                 for (int kc = 0; kc < nkc; kc++, seq++) {
                     const int sl = seq % TC_SLOTS;
-                    if (lane == 0) {
-                        if (seq >= TC_SLOTS)
-                            mb_wait(&empty[sl], ((seq / TC_SLOTS) - 1) & 1);
-                        mb_expect(&full[sl], 16 * TC_KC * 2);
-                    }
+                    if (lane == 0)
+                        slot_acquire(full, empty, seq, TC_SLOTS, 16 * TC_KC * 2);
                     __syncwarp();
                     if (lane < 16)
                         bulk_g2s(slots + (size_t)sl * TC_SLOT_E + lane * TC_RSTR,
@@ -407,22 +419,7 @@ __global__ void __launch_bounds__(TC_TH, 1) tc_kernel(const plan *pl, int first,
     unsigned seq = 0;
     for (int i = 0; i < cnt; i++) {
         const prod pr = pl->p[first + i];
-        if (i > 0 && !(mode & 1)) {
-            asm volatile("bar.sync 1, %0;" ::"n"(32 * TC_CW) : "memory");
-            if (threadIdx.x == 0) {
-                __threadfence();
-                atomicAdd(ctr, 1u);
-                const unsigned want = (unsigned)i * gridDim.x;
-                unsigned seen;
-                do {
-                    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(ctr));
-                } while (seen < want);
-            }
-        }
-        asm volatile("bar.sync 1, %0;" ::"n"(32 * TC_CW) : "memory");
-        for (int k = threadIdx.x * 4; k < pr.K; k += 32 * TC_CW * 4)
-            *(float4 *)(xs + k) = __ldcg((const float4 *)(pr.x + k));
-        asm volatile("bar.sync 1, %0;" ::"n"(32 * TC_CW) : "memory");
+        consumer_x<32 * TC_CW>(pr, i > 0 && !(mode & 1), (unsigned)i, ctr, xs);
         int g0, g1;
         rgs_of(pr, &g0, &g1);
         const int nkc = pr.K / TC_KC, nu = (g1 - g0) * nkc;
@@ -549,8 +546,7 @@ int main(int argc, char **argv) {
             for (int g = 0; g < ng; g++)
                 CK(kc_launch_pdl(true, gap_kernel, sms, 128, 0, s, (const float *)gbuf, gbuf));
     };
-    /* q|kv_a|g of layer 0 alone, then a unit [o, gu, dn, q(next)] a layer
-     * (the last layer's unit ends at down), then lm_head */
+    /* one launch a product, the gap kernels after each q|kv_a|g */
     auto sep = [&](bool g) {
         for (int i = 0; i < np; i++) {
             CK(kc_launch_pdl(i > 0, one_kernel, sms, TH, 0, s, hp.p[i]));
@@ -558,60 +554,49 @@ int main(int argc, char **argv) {
                 gaps(g);
         }
     };
-    auto layer = [&](bool g) {
+    /* q|kv_a|g of layer 0 alone, then unit(first, cnt, counter) a layer
+     * ([o, gu, dn, q(next)]; the last ends at down), then lm_head */
+    auto units = [&](bool g, auto unit) {
         CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
         CK(kc_launch_pdl(false, one_kernel, sms, TH, 0, s, hp.p[0]));
         gaps(g);
         for (int l = 0; l < L; l++) {
-            const int first = 4 * l + 1, cnt = l + 1 < L ? 4 : 3;
-            CK(kc_launch_pdl(true, multi_kernel, sms, TH, 0, s, (const plan *)dp, first, cnt,
-                             ctr + l));
+            unit(4 * l + 1, l + 1 < L ? 4 : 3, ctr + l);
             if (l + 1 < L)
                 gaps(g);
         }
         CK(kc_launch_pdl(true, one_kernel, sms, TH, 0, s, hp.p[np - 1]));
     };
     CK(cudaFuncSetAttribute(ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WS_SMEM));
-    auto wsl = [&](bool g) {
-        CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
-        CK(kc_launch_pdl(false, one_kernel, sms, TH, 0, s, hp.p[0]));
-        gaps(g);
-        for (int l = 0; l < L; l++) {
-            const int first = 4 * l + 1, cnt = l + 1 < L ? 4 : 3;
-            CK(kc_launch_pdl(true, ws_kernel, sms, WS_TH, WS_SMEM, s, (const plan *)dp, first, cnt,
-                             ctr + l, 0));
-            if (l + 1 < L)
-                gaps(g);
-        }
-        CK(kc_launch_pdl(true, one_kernel, sms, TH, 0, s, hp.p[np - 1]));
+    CK(cudaFuncSetAttribute(tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
+    const plan *pd = dp;
+    auto layer = [&](bool g) {
+        units(g, [&](int f, int c, unsigned *k) {
+            CK(kc_launch_pdl(true, multi_kernel, sms, TH, 0, s, pd, f, c, k));
+        });
     };
+    auto wsl = [&](bool g) {
+        units(g, [&](int f, int c, unsigned *k) {
+            CK(kc_launch_pdl(true, ws_kernel, sms, WS_TH, WS_SMEM, s, pd, f, c, k, 0));
+        });
+    };
+    auto tcl = [&](bool g) {
+        units(g, [&](int f, int c, unsigned *k) {
+            CK(kc_launch_pdl(true, tc_kernel, sms, TC_TH, TC_SMEM, s, pd, f, c, k, 0));
+        });
+    };
+    /* the whole step as one launch */
     auto wsa = [&](int mode = 0) {
         CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
-        CK(kc_launch_pdl(false, ws_kernel, sms, WS_TH, WS_SMEM, s, (const plan *)dp, 0, np,
-                         ctr + 63, mode));
-    };
-    CK(cudaFuncSetAttribute(tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
-    auto tcl = [&](bool g) {
-        CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
-        CK(kc_launch_pdl(false, one_kernel, sms, TH, 0, s, hp.p[0]));
-        gaps(g);
-        for (int l = 0; l < L; l++) {
-            const int first = 4 * l + 1, cnt = l + 1 < L ? 4 : 3;
-            CK(kc_launch_pdl(true, tc_kernel, sms, TC_TH, TC_SMEM, s, (const plan *)dp, first, cnt,
-                             ctr + l, 0));
-            if (l + 1 < L)
-                gaps(g);
-        }
-        CK(kc_launch_pdl(true, one_kernel, sms, TH, 0, s, hp.p[np - 1]));
+        CK(kc_launch_pdl(false, ws_kernel, sms, WS_TH, WS_SMEM, s, pd, 0, np, ctr + 63, mode));
     };
     auto tca = [&](int mode = 0) {
         CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
-        CK(kc_launch_pdl(false, tc_kernel, sms, TC_TH, TC_SMEM, s, (const plan *)dp, 0, np,
-                         ctr + 63, mode));
+        CK(kc_launch_pdl(false, tc_kernel, sms, TC_TH, TC_SMEM, s, pd, 0, np, ctr + 63, mode));
     };
     auto all = [&] {
         CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
-        CK(kc_launch_pdl(false, multi_kernel, sms, TH, 0, s, (const plan *)dp, 0, np, ctr + 63));
+        CK(kc_launch_pdl(false, multi_kernel, sms, TH, 0, s, pd, 0, np, ctr + 63));
     };
 
     /* outputs of each form against sep's */
