@@ -378,6 +378,8 @@ typedef struct cu_be {
                                   launch (ASA_CUDA_QA2=0) */
     const float *tmp2;         /* the second half of the last o_proj / down
                                   output in tmp (NULL: tmp is the whole) */
+    int tmp2_n;                /* blocks of [T][d] from tmp2 on (1, or 3: the
+                                  K-halves of a stacked hi + lo product) */
     int small_rows;            /* products of gemv_rows < M <= small_rows rows
                                   run as gemm_small (tensor cores, the pair
                                   hi + lo in one kernel) instead of cuBLAS;
@@ -539,8 +541,9 @@ typedef struct cu_be {
     int quiet_pad;
     bool quiet;                /* the current step is one (cu__build_meta) */
     long n_gsteps, n_qsteps;   /* padded decode steps, quiet ones (logged at destroy) */
-    long n_ksplit;             /* products launched as two K-halves (cu__ksplit;
-                                  logged at destroy; a captured graph's once) */
+    long n_ksplit, n_ksplit4;  /* products launched as two K-halves (cu__ksplit),
+                                  those of them stacked hi + lo (four parts);
+                                  logged at destroy, a captured graph's once */
     int n_graphs;
     struct cu_graph {
         int pad, mp, seen;
@@ -640,15 +643,15 @@ static asa_err cu__small_gemm(cu_be *c, int M, int K, const float *x, bool lo,
                               const uint16_t *W, int N, float *y);
 static uint16_t *cu__lo_buf(const cu_be *c, int M, int K, bool lo);
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
-                              bool lo, bool acc, float **half2);
+                              bool lo, bool acc, float **half2, int *n2);
 
 /* y[M][N] (f32, ld N) = x[M][K] (f32, ld K) . W[N][K]^T (bf16).  Up to
  * c->gemv_rows rows: the GEMV kernel reads x as f32.  Larger: cuBLAS on the
  * bf16 rounding of x (bf16 x bf16 -> f32), plus, in precise mode, a second
  * product on the rounding residue (x ~ hi + lo, ~16 significant bits).
- * half2: as cu__gemm_parts'. */
+ * half2, n2: as cu__gemm_parts'. */
 static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *W, int N,
-                        float *y, bool want_lo, float **half2) {
+                        float *y, bool want_lo, float **half2, int *n2) {
     if (half2) /* set where the stacked cuBLAS product leaves two halves */
         *half2 = NULL;
     if (c->invariant) {
@@ -678,15 +681,20 @@ static asa_err cu__gemm(cu_be *c, const float *x, int M, int K, const uint16_t *
     if (e != ASA_EUNSUPPORTED)
         return e;
     CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
-    return cu__gemm_parts(c, M, K, W, N, y, lo, false, half2);
+    return cu__gemm_parts(c, M, K, W, N, y, lo, false, half2, n2);
 }
 
 /* Whether a cuBLAS product of M rows on the hi part alone runs as two
  * K-halves whose reader adds them (c->ksplit_max): the second half goes
- * after the first in the output buffer, which holds c->T rows. */
-static bool cu__ksplit(const cu_be *c, int M) {
+ * after the first in the output buffer, which holds c->T rows.
+ * cu__ksplit_rows: the conditions on M alone (a stacked hi + lo product's
+ * K-halves: cu__gemm_parts). */
+static bool cu__ksplit_rows(const cu_be *c, int M) {
     return c->ksplit_max > 0 && c->pair && !c->invariant && M > c->gemv_rows &&
-           M > c->small_rows && M <= c->ksplit_max && 2 * M <= c->T && !cu__want_lo(c, M, false);
+           M > c->small_rows && M <= c->ksplit_max;
+}
+static bool cu__ksplit(const cu_be *c, int M) {
+    return cu__ksplit_rows(c, M) && 2 * M <= c->T && !cu__want_lo(c, M, false);
 }
 
 /* Whether a step of T tokens adds o_proj's and down's outputs into the
@@ -703,22 +711,24 @@ static bool cu__acc_res(const cu_be *c, int T) {
  * residual stream c->res (acc: where cu__acc_res holds) or written to
  * c->tmp for the next RMSNorm to add.  x NULL: the input's bf16 part is
  * already in xhi (written by its producer where the product reads that part
- * alone); else f32 x.  The output's second half to c->tmp2 (or NULL):
- * the next RMSNorm adds it. */
+ * alone); else f32 x.  The output's other parts to c->tmp2 (or NULL) and
+ * their count to c->tmp2_n: the next RMSNorm adds them. */
 static asa_err cu__gemm_out(cu_be *c, bool acc, const float *x, int M, int K, const uint16_t *W,
                             int N) {
     float *y = acc ? c->res : c->tmp, *half2 = NULL;
+    int n2 = 1;
     asa_err e;
     if (!x) { /* the parts in xhi (and cu__lo_buf where the product wants lo) */
-        e = cu__gemm_parts(c, M, K, W, N, y, cu__want_lo(c, M, false), acc, &half2);
+        e = cu__gemm_parts(c, M, K, W, N, y, cu__want_lo(c, M, false), acc, &half2, &n2);
     } else if (!acc) {
-        e = cu__gemm(c, x, M, K, W, N, y, false, &half2);
+        e = cu__gemm(c, x, M, K, W, N, y, false, &half2, &n2);
     } else {
         const bool lo = cu__want_lo(c, M, false);
         CU_OK(cb_split_bf16_cuda(M, K, x, K, c->xhi, cu__lo_buf(c, M, K, lo), c->st));
-        e = cu__gemm_parts(c, M, K, W, N, y, lo, true, NULL);
+        e = cu__gemm_parts(c, M, K, W, N, y, lo, true, NULL, NULL);
     }
     c->tmp2 = half2;
+    c->tmp2_n = n2;
     return e;
 }
 
@@ -787,11 +797,17 @@ static asa_err cu__ring_gemm(cu_be *c, int M, int K, const uint16_t *W, int N, f
  * where a caller whose reader adds a stacked product's halves itself
  * (RMSNorm, SiLU-gate) learns of them: both go to y ([2M][N], when 2M <=
  * T) and *half2 = y + M N instead of an add2 launch; *half2 = NULL when y
- * holds the whole result. */
+ * holds the whole result.  Products with no lo part may leave two K-halves
+ * the same way (cu__ksplit).  n2: NULL, or where the reader can add up to
+ * three blocks after the first (RMSNorm): a stacked product may then leave
+ * its two K-halves, [hi | lo] of the first half of K and then of the
+ * second (4M rows in y), and *n2 = 3; else *n2 = 1. */
 static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, float *y,
-                              bool lo, bool acc, float **half2) {
+                              bool lo, bool acc, float **half2, int *n2) {
     if (half2)
         *half2 = NULL;
+    if (n2)
+        *n2 = 1;
     asa_err e = acc ? ASA_EUNSUPPORTED : cu__small_gemm(c, M, K, NULL, lo, W, N, y);
     if (e != ASA_EUNSUPPORTED)
         return e;
@@ -802,6 +818,21 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
     const uint16_t *xlo = cu__lo_buf(c, M, K, lo);
     if (lo && !acc && 2 * M <= c->stack_m) {
         const bool pair = half2 && c->pair && 2 * M <= c->T;
+        if (pair && n2 && K % 16 == 0 && N <= CU_KSPLIT_MAX_N && 4 * M <= c->T &&
+            cu__ksplit_rows(c, M)) {
+            /* two K-halves of the stacked product: [hi | lo] x W[:, :K/2]
+             * into y, then the second half's 2M rows after it */
+            const int kh = K / 2;
+            CUBLAS_TRY(cublasGemmStridedBatchedEx(
+                c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, kh, &one, W, CUDA_R_16BF, K, kh,
+                c->xhi, CUDA_R_16BF, K, kh, &zero, y, CUDA_R_32F, N, (long long)2 * M * N, 2,
+                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+            *half2 = y + (size_t)M * N;
+            *n2 = 3;
+            c->n_ksplit++;
+            c->n_ksplit4++;
+            return ASA_OK;
+        }
         CUBLAS_TRY(cublasGemmEx(c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, K, &one, W,
                                 CUDA_R_16BF, K, c->xhi, CUDA_R_16BF, K, &zero,
                                 pair ? y : c->y2, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
@@ -834,16 +865,17 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
     return ASA_OK;
 }
 
-/* x2: NULL, or the second half of a stacked product (x + x2 first). */
-static asa_err cu__rmsnorm(cu_be *c, const float *x, const float *x2, float *residual,
+/* x2: NULL, or the other parts of the product that wrote x (n2 blocks of
+ * [rows][d] from x2 on; x + x2 + ... first). */
+static asa_err cu__rmsnorm(cu_be *c, const float *x, const float *x2, int n2, float *residual,
                            const float *w, float *y, int rows) {
     /* the f32 row kernel of cb_ops (all loads in flight); the general one
      * for shapes it does not take */
-    asa_err e = cb_rmsnorm_cuda(rows, c->d, c->eps, x, x2, residual, w, y, c->st);
+    asa_err e = cb_rmsnorm_cuda(rows, c->d, c->eps, x, x2, n2, residual, w, y, c->st);
     if (e != ASA_EUNSUPPORTED)
         return e;
-    if (x2) /* the halves added in place first */
-        CU_OK(cb_add2_cuda(rows, c->d, x, x2, (float *)x, c->st));
+    for (int q = 0; x2 && q < n2; q++) /* the parts added in place first */
+        CU_OK(cb_add2_cuda(rows, c->d, x, x2 + (size_t)q * rows * c->d, (float *)x, c->st));
     rmsnorm_params rp = {.rows = rows, .D = c->d, .eps = c->eps, .x = x, .x_type = KC_F32,
                          .ldx = c->d, .residual = residual, .r_type = KC_F32, .ldr = c->d,
                          .w = w, .w_type = KC_F32, .y = y, .y_type = KC_F32, .ldy = c->d};
@@ -912,7 +944,7 @@ static void cuda_destroy(void *p) {
     if (c->n_gsteps)
         ASA_LOGI("cuda", "padded decode steps: %ld, quiet: %ld", c->n_gsteps, c->n_qsteps);
     if (c->n_ksplit)
-        ASA_LOGI("cuda", "K-split products: %ld", c->n_ksplit);
+        ASA_LOGI("cuda", "K-split products: %ld, stacked: %ld", c->n_ksplit, c->n_ksplit4);
     for (int i = 0; i < c->n_graphs; i++)
         if (c->graphs[i].exec)
             cudaGraphExecDestroy(c->graphs[i].exec);
@@ -1958,11 +1990,12 @@ static bool cu__kcat(cu_be *c, int T) {
  * the current one), which becomes c->res.  Otherwise RMSNorm into hn (in
  * place on c->res) and the product.  W2: NULL, or W's rows twice
  * ([N][2d], where cu__kcat holds): the norm writes [lo | hi] rows and one
- * product with K = 2d reads them.  x2: NULL, or the second half of the
- * stacked product that wrote x: the norm adds it to x first (the fused
- * GEMV path adds it in place beforehand).  half2: as cu__gemm_parts', for
- * the product's output. */
-static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add_res,
+ * product with K = 2d reads them.  x2: NULL, or the other parts of the
+ * product that wrote x (n2 blocks of [T][d] from x2 on, cu__gemm_out): the
+ * norm adds them to x first (the fused GEMV path adds them in place
+ * beforehand).  half2: as cu__gemm_parts', for the product's output (its
+ * reader adds one second half). */
+static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, int n2, bool add_res,
                              const float *w_norm, int T,
                              const uint16_t *W, const uint16_t *W2, int N, float *y,
                              bool want_lo, float **half2) {
@@ -1970,10 +2003,9 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add
         *half2 = NULL;
     const int d = c->d;
     if (cu__fused(c, T)) {
-        if (x2) { /* the GEMV's prologue reads one x */
-            CU_OK(cb_add2_cuda(T, d, x, x2, (float *)x, c->st));
-            x2 = NULL;
-        }
+        for (int q = 0; x2 && q < n2; q++) /* the GEMV's prologue reads one x */
+            CU_OK(cb_add2_cuda(T, d, x, x2 + (size_t)q * T * d, (float *)x, c->st));
+        x2 = NULL;
         float *alt = c->res == c->x ? c->x2 : c->x;
         gemv_params gp = {.M = T, .N = N, .K = d, .x = x, .x_type = KC_F32, .ldx = d, .w = W,
                           .ldw = d, .y_f32 = y, .ldy = N, .x_mode = GEMV_X_NORM,
@@ -1993,27 +2025,27 @@ static asa_err cu__norm_gemm(cu_be *c, const float *x, const float *x2, bool add
         /* the norm writes the bf16 parts the cuBLAS product reads */
         if (W2) {
             /* rows [lo | hi] */
-            asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, x2, residual, w_norm,
+            asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, x2, n2, residual, w_norm,
                                               c->xhi + d, c->xhi, 2 * (int64_t)d, c->st);
             if (e != ASA_EUNSUPPORTED) {
                 CU_OK(e);
                 cu__mark(c, CU_T_PROJ);
                 /* the product on one part, K = 2d */
-                return cu__gemm_parts(c, T, 2 * d, W2, N, y, false, false, half2);
+                return cu__gemm_parts(c, T, 2 * d, W2, N, y, false, false, half2, NULL);
             }
         }
         const bool lo = cu__want_lo(c, T, want_lo);
-        asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, x2, residual, w_norm, c->xhi,
+        asa_err e = cb_rmsnorm_split_cuda(T, d, c->eps, x, x2, n2, residual, w_norm, c->xhi,
                                           cu__lo_buf(c, T, d, lo), d, c->st);
         if (e != ASA_EUNSUPPORTED) {
             CU_OK(e);
             cu__mark(c, CU_T_PROJ);
-            return cu__gemm_parts(c, T, d, W, N, y, lo, false, half2);
+            return cu__gemm_parts(c, T, d, W, N, y, lo, false, half2, NULL);
         }
     }
-    CU_OK(cu__rmsnorm(c, x, x2, residual, w_norm, c->hn, T));
+    CU_OK(cu__rmsnorm(c, x, x2, n2, residual, w_norm, c->hn, T));
     cu__mark(c, CU_T_PROJ);
-    return cu__gemm(c, c->hn, T, d, W, N, y, want_lo, half2);
+    return cu__gemm(c, c->hn, T, d, W, N, y, want_lo, half2, NULL);
 }
 
 /* Whether absorb / expand of a T-token step run on tensor cores. */
@@ -2169,16 +2201,17 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
 
     /* attention input */
     const bool acc = cu__acc_res(c, T); /* o_proj, down add into c->res */
-    const float *in2 = first || acc ? NULL : c->tmp2; /* the last down's second half */
+    const float *in2 = first || acc ? NULL : c->tmp2; /* the last down's other parts */
+    const int in2_n = c->tmp2_n;
     c->tmp2 = NULL;
     /* (qa2: where the product is a stacked hi + lo pair, its second half;
      * rope_cache adds it in place, no add2 launch: only where rope_cache
      * runs alone, as measured: with the fused rope + absorb the add2
      * launch is faster) */
     float *qa2 = NULL;
-    CU_OK(cu__norm_gemm(c, first || acc ? c->res : c->tmp, in2, !first && !acc, y->attn_norm, T,
-                        y->w_in, cu__kcat(c, T) ? y->w_in2 : NULL, y->n_in, c->qa, true,
-                        c->qa2_rope && !cu__fused_attn(c, y, T) ? &qa2 : NULL));
+    CU_OK(cu__norm_gemm(c, first || acc ? c->res : c->tmp, in2, in2_n, !first && !acc,
+                        y->attn_norm, T, y->w_in, cu__kcat(c, T) ? y->w_in2 : NULL, y->n_in,
+                        c->qa, true, c->qa2_rope && !cu__fused_attn(c, y, T) ? &qa2 : NULL));
     cu__mark(c, CU_T_ATTN);
     rope_cache_params rp = {.T = T, .H = H, .dh = c->dh, .dR = c->dR, .G = y->G, .dg = y->dg,
                             .eps = c->eps, .qa = c->qa, .ld_qa = y->n_in, .cosv = c->cosv,
@@ -2303,14 +2336,16 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
         CU_OK(cu__expand(c, y, T, &ep, &o16));
     }
     cu__mark(c, CU_T_PROJ);
-    /* o_proj, gate|up and down: where they run as stacked hi + lo products,
-     * the next kernel (RMSNorm, SiLU-gate) adds the two halves (no add2) */
+    /* o_proj, gate|up and down: where they run as stacked hi + lo products
+     * or in K-halves, the next kernel (RMSNorm, SiLU-gate) adds the parts
+     * (no add2) */
     CU_OK(cu__gemm_out(c, acc, o16 ? NULL : c->o, T, H * c->dv, y->o_proj, d));
     const float *o2 = c->tmp2;
+    const int o2_n = c->tmp2_n;
     c->tmp2 = NULL;
     float *gu2;
-    CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, o2, !acc, y->mlp_norm, T, y->w_gu, NULL, 2 * F,
-                        c->gu, false, &gu2));
+    CU_OK(cu__norm_gemm(c, acc ? c->res : c->tmp, o2, o2_n, !acc, y->mlp_norm, T, y->w_gu, NULL,
+                        2 * F, c->gu, false, &gu2));
     if (!gu2 && cu__fused(c, T) && (c->fuse_silu == 2 || (c->fuse_silu == 1 && T == 1))) {
         /* SiLU-gate in the down product's prologue */
         gemv_params gp = {.M = T, .N = d, .K = F, .x = c->gu, .x_type = KC_F32, .ldx = 2 * F,
@@ -2344,7 +2379,7 @@ static asa_err cu__logits(cu_be *c, int r0, int n) {
         h = c->hrows;
     }
     cu__mark(c, CU_T_PROJ);
-    CU_OK(cu__gemm(c, h, n, c->d, c->lm_head, c->V, c->logits, false, NULL));
+    CU_OK(cu__gemm(c, h, n, c->d, c->lm_head, c->V, c->logits, false, NULL, NULL));
     cu__mark(c, CU_T_OTHER);
     return ASA_OK;
 }
@@ -2361,8 +2396,8 @@ static asa_err cu__forward(cu_be *c, int T, int n0) {
     const bool tmp_out = c->L > 0 && !cu__acc_res(c, T); /* the last down's output */
     const float *out2 = tmp_out ? c->tmp2 : NULL;
     c->tmp2 = NULL;
-    CU_OK(cu__rmsnorm(c, tmp_out ? c->tmp : c->res, out2, tmp_out ? c->res : NULL, c->norm, c->hn,
-                      T));
+    CU_OK(cu__rmsnorm(c, tmp_out ? c->tmp : c->res, out2, c->tmp2_n, tmp_out ? c->res : NULL,
+                      c->norm, c->hn, T));
     if (n0 > 0)
         CU_OK(cu__logits(c, 0, n0));
     return ASA_OK;

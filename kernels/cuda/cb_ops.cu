@@ -413,8 +413,8 @@ constexpr int NM_THREADS = 256, NM_V = 4; /* float4 per thread: D <= 4096 */
  * row stride (f32 y is dense) */
 template <bool SPLIT>
 __global__ void __launch_bounds__(NM_THREADS)
-norm_kernel(int D, float eps, const float *x, const float *x2, float *res, const float *w,
-            float *y, uint16_t *hi, uint16_t *lo, int64_t ldo) {
+norm_kernel(int D, float eps, const float *x, const float *x2, int n2, float *res,
+            const float *w, float *y, uint16_t *hi, uint16_t *lo, int64_t ldo) {
     kc_pdl_enter();
     __shared__ float part[NM_THREADS / 32];
     const int64_t row = blockIdx.x;
@@ -426,8 +426,10 @@ norm_kernel(int D, float eps, const float *x, const float *x2, float *res, const
         const int i = threadIdx.x + u * NM_THREADS;
         v[u] = i < D4 ? xr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-    if (x2) { /* x + x2 first, as an add2 launch before this one would */
-        const float4 *xr2 = (const float4 *)(x2 + row * D);
+    /* x + x2 (+ the parts after it) first, as add2 launches before this
+     * one would, in order */
+    for (int q = 0; x2 && q < n2; q++) {
+        const float4 *xr2 = (const float4 *)(x2 + ((int64_t)q * gridDim.x + row) * D);
 #pragma unroll
         for (int u = 0; u < NM_V; u++) {
             const int i = threadIdx.x + u * NM_THREADS;
@@ -719,25 +721,26 @@ extern "C" asa_err cb_add2_cuda(int rows, int cols, const float *a, const float 
 }
 
 extern "C" asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, const float *x2,
-                                   float *residual, const float *w, float *y,
+                                   int n2, float *residual, const float *w, float *y,
                                    cudaStream_t stream) {
-    if (rows < 1 || D < 4 || !x || !w || !y || !(eps > 0))
+    if (rows < 1 || D < 4 || !x || !w || !y || !(eps > 0) || (x2 && (n2 < 1 || n2 > 3)))
         return ASA_EINVAL;
     if (D % 4 || D > 4 * NM_V * NM_THREADS || !kc_aligned(x, 16) || !kc_aligned(w, 16) ||
         !kc_aligned(y, 16) || (x2 && (!kc_aligned(x2, 16) || x2 == residual)) ||
         (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
     KC_CUDA_TRY(kc_launch(norm_kernel<false>, (unsigned)rows, NM_THREADS, 0, stream, D, eps, x,
-                          x2, residual, w, y, (uint16_t *)nullptr, (uint16_t *)nullptr,
+                          x2, n2, residual, w, y, (uint16_t *)nullptr, (uint16_t *)nullptr,
                           (int64_t)D));
     return ASA_OK;
 }
 
 extern "C" asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x,
-                                         const float *x2, float *residual, const float *w,
-                                         uint16_t *hi, uint16_t *lo, int64_t ldo,
+                                         const float *x2, int n2, float *residual,
+                                         const float *w, uint16_t *hi, uint16_t *lo, int64_t ldo,
                                          cudaStream_t stream) {
-    if (rows < 1 || D < 4 || ldo < D || !x || !w || !hi || !(eps > 0))
+    if (rows < 1 || D < 4 || ldo < D || !x || !w || !hi || !(eps > 0) ||
+        (x2 && (n2 < 1 || n2 > 3)))
         return ASA_EINVAL;
     if (D % 4 || ldo % 4 || D > 4 * NM_V * NM_THREADS || !kc_aligned(x, 16) ||
         !kc_aligned(w, 16) || !kc_aligned(hi, 8) || (lo && !kc_aligned(lo, 8)) ||
@@ -745,6 +748,6 @@ extern "C" asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float
         (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
     KC_CUDA_TRY(kc_launch(norm_kernel<true>, (unsigned)rows, NM_THREADS, 0, stream, D, eps, x,
-                          x2, residual, w, (float *)nullptr, hi, lo, ldo));
+                          x2, n2, residual, w, (float *)nullptr, hi, lo, ldo));
     return ASA_OK;
 }

@@ -78,15 +78,17 @@ asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint1
                            uint16_t *lo, cudaStream_t stream);
 
 /* RMSNorm of f32 rows (dense, row length D), with the residual add of the
- * engine: v = x[r] (+ x2[r] when x2 is not NULL: the two halves of a
- * stacked hi + lo product, added first as cb_add2_cuda would) (+
+ * engine: v = x[r] (+ x2[r] + x2[rows + r] + ... over n2 = 1..3 blocks of
+ * rows when x2 is not NULL: the other parts of a product whose reader adds
+ * them, a stacked hi + lo pair's second half or a product's other
+ * K-halves, added first and in order as cb_add2_cuda launches would) (+
  * residual[r], the sum also stored to residual[r] when residual is not
  * NULL), y[r][e] = v[e] * (1 / sqrt(mean(v^2) + eps)) * w[e].
  * One block per row, every load issued before the first use.  Returns
  * ASA_EUNSUPPORTED (nothing launched) unless D % 4 == 0, D <= 4096 and the
- * pointers are 16-byte aligned, x != residual, x2 != residual.  A row's result does not
- * depend on the other rows. */
-asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, const float *x2,
+ * pointers are 16-byte aligned, x != residual, x2 != residual.  A row's
+ * result does not depend on the other rows. */
+asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, const float *x2, int n2,
                         float *residual, const float *w, float *y, cudaStream_t stream);
 /* The same with the normalised rows cut into bf16 parts as
  * cb_split_bf16_cuda would cut them (hi, and lo when not NULL; [rows][D]
@@ -95,7 +97,7 @@ asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, const float 
  * parts; lo = buf, hi = buf + D, ldo = 2D: rows [lo | hi], the input of
  * one product with K = 2D against [W | W].  Also needs hi/lo 8-byte
  * aligned and ldo % 4 == 0 (ASA_EUNSUPPORTED), ldo >= D (ASA_EINVAL). */
-asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, const float *x2,
+asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, const float *x2, int n2,
                               float *residual, const float *w, uint16_t *hi, uint16_t *lo,
                               int64_t ldo, cudaStream_t stream);
 

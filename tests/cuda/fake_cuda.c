@@ -327,16 +327,18 @@ asa_err cb_split_bf16_cuda(int rows, int cols, const float *x, int64_t ld, uint1
     }
     return ASA_OK;
 }
-asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, const float *x2, float *res,
+asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, const float *x2, int n2, float *res,
                         const float *w, float *y, cudaStream_t s) {
     (void)s;
+    if (x2 && (n2 < 1 || n2 > 3)) return ASA_EINVAL;
     if (D % 4) return ASA_EUNSUPPORTED;
     for (int r = 0; r < rows; r++) {
         double ss = 0;
         float *v = malloc((size_t)D * 4);
         for (int e = 0; e < D; e++) {
             v[e] = x[(size_t)r * D + e];
-            if (x2) v[e] += x2[(size_t)r * D + e]; /* first, as an add2 launch */
+            for (int q = 0; x2 && q < n2; q++) /* first, as add2 launches */
+                v[e] += x2[((size_t)q * rows + r) * D + e];
             if (res) v[e] += res[(size_t)r * D + e];
             if (res) res[(size_t)r * D + e] = v[e];
             ss += (double)v[e] * v[e];
@@ -347,12 +349,13 @@ asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, const float 
     }
     return ASA_OK;
 }
-asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, const float *x2, float *res,
-                              const float *w, uint16_t *hi, uint16_t *lo, int64_t ldo, cudaStream_t s) {
+asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float *x, const float *x2, int n2,
+                              float *res, const float *w, uint16_t *hi, uint16_t *lo, int64_t ldo,
+                              cudaStream_t s) {
     if (ldo < D) return ASA_EINVAL;
     if (ldo % 4) return ASA_EUNSUPPORTED;
     float *y = malloc((size_t)rows * D * 4);
-    asa_err e = cb_rmsnorm_cuda(rows, D, eps, x, x2, res, w, y, s);
+    asa_err e = cb_rmsnorm_cuda(rows, D, eps, x, x2, n2, res, w, y, s);
     for (int r = 0; r < rows && !e; r++) /* the parts at row stride ldo */
         e = cb_split_bf16_cuda(1, D, y + (size_t)r * D, D, hi + (size_t)r * ldo,
                                lo ? lo + (size_t)r * ldo : NULL, s);

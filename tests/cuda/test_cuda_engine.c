@@ -430,7 +430,8 @@ static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int
 
 /* Destroys e with stderr in a temporary file; the counts of the CUDA
  * engine's "padded decode steps: N, quiet: Q" line into n and q, and of
- * its "K-split products: K" line into ks when given (-1: none). */
+ * its "K-split products: K, stacked: S" line into ks[0], ks[1] when given
+ * (-1: none). */
 static void destroy_counts(eng *e, long *n, long *q, long *ks) {
     fflush(stderr);
     FILE *tf = tmpfile();
@@ -446,14 +447,14 @@ static void destroy_counts(eng *e, long *n, long *q, long *ks) {
     char line[512];
     *n = *q = -1;
     if (ks)
-        *ks = -1;
+        ks[0] = ks[1] = -1;
     while (fgets(line, sizeof line, tf)) {
         const char *at = strstr(line, "padded decode steps: ");
         if (at && sscanf(at, "padded decode steps: %ld, quiet: %ld", n, q) != 2)
             *n = *q = -1;
         at = strstr(line, "K-split products: ");
-        if (at && ks && sscanf(at, "K-split products: %ld", ks) != 1)
-            *ks = -1;
+        if (at && ks && sscanf(at, "K-split products: %ld, stacked: %ld", ks, ks + 1) != 2)
+            ks[0] = ks[1] = -1;
     }
     fclose(tf);
 }
@@ -924,11 +925,13 @@ static void test_fixture(void **st) {
  * with ASA_CUDA_MMA_DEC=0 (the FFMA attention) for comparison, and once
  * with absorb / expand on tensor cores at every step (prefills and
  * decode; GEMV rows 0, so decode's o_proj reads the parts that expand
- * writes).  The default run's prefills of 40, 77 and 114 tokens must run
- * products as two K-halves (the count the engine logs at destroy). */
+ * writes).  The second sequence's prefill runs in chunks of 24 tokens on
+ * the CUDA engine; the default run's prefills must run products as two
+ * K-halves, among them stacked hi + lo ones (the counts the engine logs at
+ * destroy). */
 static double w_wide, w_wide_ffma, w_wide_heads;
 static int n_wide;
-static long n_wide_ksplit; /* products run as two K-halves */
+static long n_wide_ksplit, n_wide_ksplit4; /* products run as two K-halves, stacked ones */
 
 /* env: NULL or name, value, name, value, ..., NULL: the settings while the
  * CUDA engine is created; what: how a failure names the run */
@@ -947,7 +950,9 @@ static double wide_run(const eng_model *m, const char *const *env, const char *w
         etu_tokens(prompt, np, V, 100 + (uint32_t)i);
         etu_seq_open(eg, &qg[i]);
         etu_seq_open(ec, &qc[i]);
-        etu_prefill(eg, &qg[i], prompt, np, np, NULL);
+        /* sequence 1 (77 tokens) in chunks of 24 on the CUDA engine: steps
+         * of 24 rows, whose products stack hi + lo */
+        etu_prefill(eg, &qg[i], prompt, np, i == 1 ? 24 : np, NULL);
         etu_prefill(ec, &qc[i], prompt, np, np, NULL);
         tok[i] = prompt[np - 1] ^ 1;
     }
@@ -1009,16 +1014,20 @@ static double wide_run(const eng_model *m, const char *const *env, const char *w
     free(lg);
     free(lc);
     free(ref);
-    long ng, nq, ks;
-    destroy_counts(eg, &ng, &nq, &ks);
-    /* the prefills of 40, 77 and 114 tokens run o_proj and down as two
-     * K-halves (cu__ksplit; by default up to 128 rows) unless the
-     * environment turns that off */
+    long ng, nq, ks[2];
+    destroy_counts(eg, &ng, &nq, ks);
+    /* the prefills of 40 and 114 tokens run o_proj and down as two
+     * K-halves (cu__ksplit; by default up to 128 rows), and the 24-token
+     * chunks of the 77-token one as stacked hi + lo products in two
+     * K-halves, unless the environment turns that off */
     const bool ks_on = !getenv("ASA_CUDA_KSPLIT_MAX") && !getenv("ASA_CUDA_PAIR") &&
-                       !getenv("ASA_CUDA_PRECISE");
-    if (!env && ks_on && ks <= 0)
-        fail_msg("wide model (%s): no product ran as two K-halves (%ld)", what, ks);
-    n_wide_ksplit += ks > 0 ? ks : 0;
+                       !getenv("ASA_CUDA_PRECISE") && !getenv("ASA_CUDA_SMALL_ROWS") &&
+                       !getenv("ASA_CUDA_RING_ROWS") && !getenv("ASA_CUDA_WG_ROWS");
+    if (!env && ks_on && (ks[0] <= 0 || ks[1] <= 0))
+        fail_msg("wide model (%s): products as two K-halves %ld, of them stacked %ld", what,
+                 ks[0], ks[1]);
+    n_wide_ksplit += ks[0] > 0 ? ks[0] : 0;
+    n_wide_ksplit4 += ks[1] > 0 ? ks[1] : 0;
     eng_destroy(ec);
     return worst;
 }
@@ -1074,11 +1083,12 @@ int main(void) {
            "%d device greedy samples equal to eng_sample's; %d seeded samples equal with "
            "ASA_CUDA_GPU_SAMPLE=0 and 1; graph decode %.3g; quiet steps %ld, %ld of them in "
            "graphs (bitwise equal, %.3g); wide model decode %.3g (FFMA attention %.3g, "
-           "absorb / expand on tensor cores %.3g) over %d rows, %ld products as two K-halves\n",
+           "absorb / expand on tensor cores %.3g) over %d rows, %ld products as two K-halves "
+           "(%ld stacked)\n",
            rc ? "FAIL" : "PASS", n_fix, w_prefill, w_decode, w_chunk, w_chunk_self, w_batch,
            w_default, w_f32, n_checked, n_steps, n_disagree, n_amb, w_amb, n_sets,
            n_sets_skipped, n_inv, n_devgreedy, n_sampled, w_graph, n_quiet, n_quiet_graph,
-           w_quiet, w_wide, w_wide_ffma, w_wide_heads, n_wide, n_wide_ksplit);
+           w_quiet, w_wide, w_wide_ffma, w_wide_heads, n_wide, n_wide_ksplit, n_wide_ksplit4);
     for (int i = 0; i < n_fix; i++)
         free(fix_dirs[i]);
     return rc;

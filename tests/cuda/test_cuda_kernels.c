@@ -1142,34 +1142,39 @@ static void test_absorb_expand_vec(void **st) {
         }
         float *xd = dup_dev(x, n * 4), *rd = dup_dev(r, n * 4), *wd = dup_dev(w, (size_t)D * 4);
         float *yd = poison_dev(n * 4);
-        assert_int_equal(cb_rmsnorm_cuda(nr, D, 1e-6f, xd, NULL, wr ? rd : NULL, wd, yd, 0),
+        assert_int_equal(cb_rmsnorm_cuda(nr, D, 1e-6f, xd, NULL, 0, wr ? rd : NULL, wd, yd, 0),
                          ASA_OK);
         get_dev(yg, yd, n * 4);
         get_dev(rg, rd, n * 4);
         cmp_f32("rmsnorm rows", yg, yr, n, 1e-5, 1e-5);
         cmp_f32("rmsnorm residual", rg, rr, n, 0, 0);
         n_kernels++;
-        /* x + x2 (a stacked product's two halves): bitwise cb_add2_cuda and
-         * then the norm of the sum, rows, parts and residual */
-        {
-            float *x2 = malloc(n * 4), *ya = malloc(n * 4), *yb = malloc(n * 4),
+        /* x + x2 (n2 = 1: a stacked product's two halves; 3: x2 and the two
+         * blocks after it, a stacked product's K-halves): bitwise
+         * cb_add2_cuda launches in order and then the norm of the sum,
+         * rows, parts and residual */
+        for (int n2 = 1; n2 <= 3; n2 += 2) {
+            float *x2 = malloc(3 * n * 4), *ya = malloc(n * 4), *yb = malloc(n * 4),
                   *ra = malloc(n * 4), *rb = malloc(n * 4);
-            fill_f32(x2, n, 0.01f);
-            float *x2d = dup_dev(x2, n * 4), *sd = poison_dev(n * 4);
+            fill_f32(x2, 3 * n, 0.01f);
+            float *x2d = dup_dev(x2, 3 * n * 4), *sd = poison_dev(n * 4);
             float *rda = dup_dev(r, n * 4), *rdb = dup_dev(r, n * 4);
             float *yda = poison_dev(n * 4), *ydb = poison_dev(n * 4);
             assert_int_equal(cb_add2_cuda(nr, D, xd, x2d, sd, 0), ASA_OK);
-            assert_int_equal(cb_rmsnorm_cuda(nr, D, 1e-6f, sd, NULL, wr ? rda : NULL, wd, yda, 0),
-                             ASA_OK);
-            assert_int_equal(cb_rmsnorm_cuda(nr, D, 1e-6f, xd, x2d, wr ? rdb : NULL, wd, ydb, 0),
-                             ASA_OK);
+            for (int q = 1; q < n2; q++)
+                assert_int_equal(cb_add2_cuda(nr, D, sd, x2d + q * n, sd, 0), ASA_OK);
+            assert_int_equal(
+                cb_rmsnorm_cuda(nr, D, 1e-6f, sd, NULL, 0, wr ? rda : NULL, wd, yda, 0), ASA_OK);
+            assert_int_equal(
+                cb_rmsnorm_cuda(nr, D, 1e-6f, xd, x2d, n2, wr ? rdb : NULL, wd, ydb, 0), ASA_OK);
             get_dev(ya, yda, n * 4);
             get_dev(yb, ydb, n * 4);
             get_dev(ra, rda, n * 4);
             get_dev(rb, rdb, n * 4);
             if (memcmp(ya, yb, n * 4) || memcmp(ra, rb, n * 4))
-                fail_msg("rmsnorm x + x2: not bitwise add2 + rmsnorm (D %d, residual %d)", D,
-                         wr);
+                fail_msg("rmsnorm x + x2: not bitwise add2 + rmsnorm (D %d, residual %d, %d "
+                         "parts)",
+                         D, wr, n2);
             uint16_t *hda = poison_dev(n * 2), *lda = poison_dev(n * 2);
             uint16_t *hdb = poison_dev(n * 2), *ldb = poison_dev(n * 2);
             uint16_t *pa = malloc(n * 4), *pb = malloc(n * 4);
@@ -1177,18 +1182,19 @@ static void test_absorb_expand_vec(void **st) {
             cudaFree(rdb);
             rda = dup_dev(r, n * 4);
             rdb = dup_dev(r, n * 4);
-            assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, sd, NULL, wr ? rda : NULL, wd,
-                                                   hda, lda, D, 0),
+            assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, sd, NULL, 0, wr ? rda : NULL,
+                                                   wd, hda, lda, D, 0),
                              ASA_OK);
-            assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, x2d, wr ? rdb : NULL, wd,
-                                                   hdb, ldb, D, 0),
+            assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, x2d, n2, wr ? rdb : NULL,
+                                                   wd, hdb, ldb, D, 0),
                              ASA_OK);
             get_dev(pa, hda, n * 2);
             get_dev(pa + n, lda, n * 2);
             get_dev(pb, hdb, n * 2);
             get_dev(pb + n, ldb, n * 2);
             if (memcmp(pa, pb, n * 4))
-                fail_msg("rmsnorm split x + x2: not bitwise add2 + rmsnorm (D %d)", D);
+                fail_msg("rmsnorm split x + x2: not bitwise add2 + rmsnorm (D %d, %d parts)", D,
+                         n2);
             n_checked += 4 * (int)n;
             n_kernels++;
             cudaFree(x2d);
@@ -1217,8 +1223,8 @@ static void test_absorb_expand_vec(void **st) {
             uint16_t *hg = malloc(n * 2), *lg = malloc(n * 2), *hw = malloc(n * 2),
                      *lw = malloc(n * 2);
             for (int lo = 0; lo < 2; lo++) {
-                assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, NULL, wr ? rd2 : NULL, wd, hd,
-                                                       lo ? ld : NULL, D, 0),
+                assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, NULL, 0, wr ? rd2 : NULL,
+                                                       wd, hd, lo ? ld : NULL, D, 0),
                                  ASA_OK);
                 get_dev(hg, hd, n * 2);
                 get_dev(lg, ld, n * 2);
@@ -1253,8 +1259,8 @@ static void test_absorb_expand_vec(void **st) {
                 const size_t nb = (size_t)(nr + 1) * (size_t)ldo;
                 float *rd3 = dup_dev(r, n * 4);
                 uint16_t *bd = poison_dev(nb * 2), *bg = malloc(nb * 2);
-                assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, NULL, wr ? rd3 : NULL, wd, bd,
-                                                       lo ? bd + D : NULL, ldo, 0),
+                assert_int_equal(cb_rmsnorm_split_cuda(nr, D, 1e-6f, xd, NULL, 0, wr ? rd3 : NULL,
+                                                       wd, bd, lo ? bd + D : NULL, ldo, 0),
                                  ASA_OK);
                 get_dev(bg, bd, nb * 2);
                 for (size_t i = 0; i < nb; i++) {
@@ -1537,7 +1543,7 @@ static void test_gemv_fused(void **st) {
                                   .ld_gu = 2 * F, .out = hd, .out_type = KC_F32, .ld_out = F};
             assert_int_equal(silu_mul_cuda(&sm, 0), ASA_OK);
         } else {
-            assert_int_equal(cb_rmsnorm_cuda(M, D, 1e-6f, xd, NULL, rcopy, wd, hd, 0), ASA_OK);
+            assert_int_equal(cb_rmsnorm_cuda(M, D, 1e-6f, xd, NULL, 0, rcopy, wd, hd, 0), ASA_OK);
         }
         gemv_params g1 = {.M = M, .N = N, .K = K, .x = hd, .x_type = KC_F32, .ldx = K, .w = Wd,
                           .ldw = K, .y_f32 = yd1, .ldy = N};
