@@ -24,9 +24,9 @@
  * reuses it.  Then
  * per layer: RMSNorm (fused with the residual add of the previous product;
  * where o_proj and down run on cuBLAS they add into the residual stream
- * themselves, beta = 1, and the RMSNorm reads the stream alone; at 33-128
+ * themselves, beta = 1, and the RMSNorm reads the stream alone; at 9-128
  * rows they run as two K-halves instead, cu__ksplit, and the RMSNorm adds
- * both halves and the stream)
+ * the parts and the stream)
  * -> one product for q|kv_a|g -> RoPE + latent norm + cache write ->
  * absorbed queries -> attention (local window; or compressed entries,
  * compression branch, block choice at anchors, selection branch with the
@@ -211,7 +211,9 @@ enum { CU_T_PROJ, CU_T_ATTN, CU_T_OTHER, CU_NT };
  * and adds the slices in a reduce launch), o_proj 2048 x 2048 6.0 / 6.1 /
  * 6.5 -> 5.1 / 5.2 / 5.3; gate|up 11264 x 2048 at 64 / 128 rows 15.7 /
  * 15.6 -> 15.3 / 17.7: only products of at most CU_KSPLIT_MAX_N outputs,
- * whose one call has few output tiles) */
+ * whose one call has few output tiles).  Stacked hi + lo products of 2M
+ * rows (9-32 tokens) the same where the RMSNorm reads them (four parts:
+ * o_proj and down) */
 #define CU_KSPLIT_MAX 128
 #define CU_KSPLIT_MAX_N 4096
 /* the token-rows decode attention splits a token's keys in ranges of whole
@@ -366,9 +368,11 @@ typedef struct cu_be {
                                   adds a second half (o_proj, down, the
                                   K = 2d q|kv_a|g) run on cuBLAS as two
                                   K-halves in one strided batched call, the
-                                  reader adding the halves (cu__ksplit;
-                                  ASA_CUDA_KSPLIT_MAX, default
-                                  CU_KSPLIT_MAX, 0 off) */
+                                  reader adding the halves (cu__ksplit), and
+                                  so do stacked hi + lo ones read by the
+                                  RMSNorm (o_proj, down: four parts);
+                                  ASA_CUDA_KSPLIT_MAX, default CU_KSPLIT_MAX,
+                                  0 off */
     bool pair;                 /* a stacked hi + lo product's halves added by
                                   the kernel that reads them where its caller
                                   takes them (cu__gemm_parts' half2;
