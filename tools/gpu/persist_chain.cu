@@ -25,6 +25,8 @@
  *   tc-*       the ring on tensor cores (tc_kernel): slots of 16 rows x 512
  *              k (16 row segments, a bulk copy each), a consumer warp takes
  *              a slot with mma.sync, x as bf16 hi + lo in two B columns
+ *   tcb-*      the same with x's B fragments made once a product (not yet
+ *              run on a GPU)
  *   +gaps      NG stand-in kernels where the attention side runs (between
  *              q|kv_a|g and o_proj)
  * Median of 9 replays, ms a step; given the copy ceiling in GB/s also the
@@ -159,16 +161,20 @@ __device__ __forceinline__ void grid_bar(unsigned *ctr, unsigned k) {
 
 /* The consumer warps (NT threads, named barrier 1) of the warp-specialised
  * forms before product i: with bar, barrier i - 1 (product i - 1 done
- * everywhere), then x into shared memory. */
-template <int NT>
-__device__ __forceinline__ void consumer_x(const prod &pr, bool bar, unsigned i, unsigned *ctr,
-                                           float *xs) {
+ * everywhere). */
+template <int NT> __device__ __forceinline__ void consumer_bar(bool bar, unsigned i, unsigned *ctr) {
     if (bar) {
         asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
         if (threadIdx.x == 0)
             grid_arrive_wait(ctr, i - 1);
     }
     asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
+}
+/* (after the barrier, x into shared memory) */
+template <int NT>
+__device__ __forceinline__ void consumer_x(const prod &pr, bool bar, unsigned i, unsigned *ctr,
+                                           float *xs) {
+    consumer_bar<NT>(bar, i, ctr);
     for (int k = threadIdx.x * 4; k < pr.K; k += NT * 4)
         *(float4 *)(xs + k) = __ldcg((const float4 *)(pr.x + k));
     asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
@@ -384,6 +390,13 @@ __device__ __forceinline__ float rn_bf16(float v) {
     return __uint_as_float(u & 0xffff0000u);
 }
 
+/* BF: x's B fragments made once a product (after the barrier, straight
+ * from global memory: for each 16 k and lane g < 2, t < 4 of a warp the
+ * two 32-bit registers, hi for g = 0 and lo for g = 1, 64 bytes a k-step,
+ * in place of the f32 x) instead of at every k-step of every unit (the
+ * measured form: ~50 instructions a k-step on the lanes g < 2).  Written
+ * after the round's device time was spent: not yet run. */
+template <bool BF>
 __global__ void __launch_bounds__(TC_TH, 1) tc_kernel(const plan *pl, int first, int cnt,
                                                      unsigned *ctr, int mode) {
     extern __shared__ __align__(128) unsigned char tsm[];
@@ -419,7 +432,26 @@ __global__ void __launch_bounds__(TC_TH, 1) tc_kernel(const plan *pl, int first,
     unsigned seq = 0;
     for (int i = 0; i < cnt; i++) {
         const prod pr = pl->p[first + i];
-        consumer_x<32 * TC_CW>(pr, i > 0 && !(mode & 1), (unsigned)i, ctr, xs);
+        if (BF) {
+            consumer_bar<32 * TC_CW>(i > 0 && !(mode & 1), (unsigned)i, ctr);
+            uint2 *bf = (uint2 *)xs; /* [K / 16][g 2][t 4] */
+            for (int e = threadIdx.x; e < pr.K / 2; e += 32 * TC_CW) {
+                const int ks = e >> 3, g = (e >> 2) & 1, t = e & 3;
+                const float *xp = pr.x + 16 * ks + 2 * t;
+                const float2 p0 = __ldcg((const float2 *)xp), p1 = __ldcg((const float2 *)(xp + 8));
+                float h[4] = {rn_bf16(p0.x), rn_bf16(p0.y), rn_bf16(p1.x), rn_bf16(p1.y)};
+                if (g) {
+                    h[0] = rn_bf16(p0.x - h[0]);
+                    h[1] = rn_bf16(p0.y - h[1]);
+                    h[2] = rn_bf16(p1.x - h[2]);
+                    h[3] = rn_bf16(p1.y - h[3]);
+                }
+                bf[e] = make_uint2(pack_bf16(h[0], h[1]), pack_bf16(h[2], h[3]));
+            }
+            asm volatile("bar.sync 1, %0;" ::"n"(32 * TC_CW) : "memory");
+        } else {
+            consumer_x<32 * TC_CW>(pr, i > 0 && !(mode & 1), (unsigned)i, ctr, xs);
+        }
         int g0, g1;
         rgs_of(pr, &g0, &g1);
         const int nkc = pr.K / TC_KC, nu = (g1 - g0) * nkc;
@@ -439,7 +471,13 @@ __global__ void __launch_bounds__(TC_TH, 1) tc_kernel(const plan *pl, int first,
                     uint32_t a[4];
                     mma_ldsm_x4<false>(a, ws + 16 * ks);
                     uint32_t b0 = 0, b1 = 0;
-                    if (gq < 2) {
+                    if (BF) {
+                        if (gq < 2) {
+                            const uint2 b = ((const uint2 *)xs)[(kc * TC_KC / 16 + ks) * 8 + lane];
+                            b0 = b.x;
+                            b1 = b.y;
+                        }
+                    } else if (gq < 2) {
                         const float2 p0 = *(const float2 *)(xk + 16 * ks);
                         const float2 p1 = *(const float2 *)(xk + 16 * ks + 8);
                         float h00 = rn_bf16(p0.x), h01 = rn_bf16(p0.y), h10 = rn_bf16(p1.x),
@@ -568,7 +606,8 @@ int main(int argc, char **argv) {
         CK(kc_launch_pdl(true, one_kernel, sms, TH, 0, s, hp.p[np - 1]));
     };
     CK(cudaFuncSetAttribute(ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WS_SMEM));
-    CK(cudaFuncSetAttribute(tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
+    CK(cudaFuncSetAttribute(tc_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
+    CK(cudaFuncSetAttribute(tc_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
     const plan *pd = dp;
     auto layer = [&](bool g) {
         units(g, [&](int f, int c, unsigned *k) {
@@ -580,9 +619,10 @@ int main(int argc, char **argv) {
             CK(kc_launch_pdl(true, ws_kernel, sms, WS_TH, WS_SMEM, s, pd, f, c, k, 0));
         });
     };
-    auto tcl = [&](bool g) {
+    auto tcl = [&](bool g, bool bf = false) {
         units(g, [&](int f, int c, unsigned *k) {
-            CK(kc_launch_pdl(true, tc_kernel, sms, TC_TH, TC_SMEM, s, pd, f, c, k, 0));
+            CK(kc_launch_pdl(true, bf ? tc_kernel<true> : tc_kernel<false>, sms, TC_TH, TC_SMEM, s,
+                             pd, f, c, k, 0));
         });
     };
     /* the whole step as one launch */
@@ -590,9 +630,10 @@ int main(int argc, char **argv) {
         CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
         CK(kc_launch_pdl(false, ws_kernel, sms, WS_TH, WS_SMEM, s, pd, 0, np, ctr + 63, mode));
     };
-    auto tca = [&](int mode = 0) {
+    auto tca = [&](int mode = 0, bool bf = false) {
         CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
-        CK(kc_launch_pdl(false, tc_kernel, sms, TC_TH, TC_SMEM, s, pd, 0, np, ctr + 63, mode));
+        CK(kc_launch_pdl(false, bf ? tc_kernel<true> : tc_kernel<false>, sms, TC_TH, TC_SMEM, s, pd,
+                         0, np, ctr + 63, mode));
     };
     auto all = [&] {
         CK(cudaMemsetAsync(ctr, 0, 64 * sizeof(unsigned), s));
@@ -609,11 +650,12 @@ int main(int argc, char **argv) {
     clear();
     sep(false);
     outputs(ref);
-    constexpr int NF = 15;
+    constexpr int NF = 18;
     const char *names[NF] = {"sep",          "layer",      "all",           "sep+gaps",
                              "layer+gaps",   "ws-all",     "ws-layer",      "ws-layer+gaps",
                              "ws-all nobar", "ws-all nobar nomath", "tc-all", "tc-layer",
-                             "tc-layer+gaps", "tc-all nobar", "tc-all nobar nomath"};
+                             "tc-layer+gaps", "tc-all nobar", "tc-all nobar nomath",
+                             "tcb-all",      "tcb-layer+gaps", "tcb-all nobar"};
     double rel[NF] = {0};
     bool same[NF];
     same[0] = true;
@@ -637,8 +679,12 @@ int main(int argc, char **argv) {
             tca();
         else if (f < 13)
             tcl(f == 12);
-        else
+        else if (f < 15)
             tca(f == 13 ? 1 : 3);
+        else if (f == 16)
+            tcl(true, true);
+        else
+            tca(f == 15 ? 0 : 1, true);
         const cudaError_t e = cudaStreamSynchronize(s);
         if (e != cudaSuccess) {
             fprintf(stderr, "form %s: %s\n", names[f], cudaGetErrorString(e));
@@ -674,6 +720,9 @@ int main(int argc, char **argv) {
     ms[12] = lab_graph_ms(s, [&] { tcl(true); });
     ms[13] = lab_graph_ms(s, [&] { tca(1); });
     ms[14] = lab_graph_ms(s, [&] { tca(3); });
+    ms[15] = lab_graph_ms(s, [&] { tca(0, true); });
+    ms[16] = lab_graph_ms(s, [&] { tcl(true, true); });
+    ms[17] = lab_graph_ms(s, [&] { tca(1, true); });
     CK(cudaGetLastError());
     const double mb = welems * 2 / 1e6, floor_ms = gbs > 0 ? mb / gbs : 0.0;
     printf("device: %s, %d SMs; %d products, %.1f MB of weights", prop.name, sms, np, mb);
