@@ -162,7 +162,8 @@ __device__ __forceinline__ void grid_bar(unsigned *ctr, unsigned k) {
 /* The consumer warps (NT threads, named barrier 1) of the warp-specialised
  * forms before product i: with bar, barrier i - 1 (product i - 1 done
  * everywhere). */
-template <int NT> __device__ __forceinline__ void consumer_bar(bool bar, unsigned i, unsigned *ctr) {
+template <int NT>
+__device__ __forceinline__ void consumer_bar(bool bar, unsigned i, unsigned *ctr) {
     if (bar) {
         asm volatile("bar.sync 1, %0;" ::"n"(NT) : "memory");
         if (threadIdx.x == 0)
@@ -463,8 +464,9 @@ __global__ void __launch_bounds__(TC_TH, 1) tc_kernel(const plan *pl, int first,
             mb_wait(&full[sl], (sq / TC_SLOTS) & 1);
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             if (!(mode & 2)) {
-                const uint16_t *ws = slots + (size_t)sl * TC_SLOT_E +
-                                     ((lane & 7) + 8 * ((lane >> 3) & 1)) * TC_RSTR + 8 * (lane >> 4);
+                const int ar = (lane & 7) + 8 * ((lane >> 3) & 1); /* ldmatrix row */
+                const uint16_t *ws =
+                    slots + (size_t)sl * TC_SLOT_E + ar * TC_RSTR + 8 * (lane >> 4);
                 const float *xk = xs + kc * TC_KC + 2 * tq;
 #pragma unroll 4
                 for (int ks = 0; ks < TC_KC / 16; ks++) {
@@ -606,8 +608,8 @@ int main(int argc, char **argv) {
         CK(kc_launch_pdl(true, one_kernel, sms, TH, 0, s, hp.p[np - 1]));
     };
     CK(cudaFuncSetAttribute(ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WS_SMEM));
-    CK(cudaFuncSetAttribute(tc_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
-    CK(cudaFuncSetAttribute(tc_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
+    for (auto k : {tc_kernel<false>, tc_kernel<true>})
+        CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)TC_SMEM));
     const plan *pd = dp;
     auto layer = [&](bool g) {
         units(g, [&](int f, int c, unsigned *k) {
