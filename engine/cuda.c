@@ -704,8 +704,9 @@ static bool cu__ksplit(const cu_be *c, int M) {
 /* Whether a step of T tokens adds o_proj's and down's outputs into the
  * residual stream in the cuBLAS product (beta = 1; the next RMSNorm then
  * reads the stream alone): where those products take the plain cuBLAS
- * path.  At an 8k prefill this saves each RMSNorm a read and a write of
- * [T][d] f32, for one more read in the product's epilogue. */
+ * path, not where they may run as K-halves (cu__ksplit).  At an 8k prefill
+ * this saves each RMSNorm a read and a write of [T][d] f32, for one more
+ * read in the product's epilogue. */
 static bool cu__acc_res(const cu_be *c, int T) {
     return c->acc_res && !c->invariant && T > c->gemv_rows && T > c->small_rows &&
            2 * T > CU_STACK_M && !cu__ksplit(c, T);
@@ -795,6 +796,19 @@ static asa_err cu__ring_gemm(cu_be *c, int M, int K, const uint16_t *W, int N, f
     return gemm_ring_cuda(&rp, c->st);
 }
 
+/* The rows x K bf16 rows in xhi times W[N][K]^T as two products over the
+ * halves of K in one strided batched cuBLAS call: the first half's
+ * [rows][N] f32 into y, the second's after it (K % 16 == 0). */
+static asa_err cu__khalves(cu_be *c, int rows, int K, const uint16_t *W, int N, float *y) {
+    const float one = 1.0f, zero = 0.0f;
+    const int kh = K / 2;
+    CUBLAS_TRY(cublasGemmStridedBatchedEx(
+        c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, rows, kh, &one, W, CUDA_R_16BF, K, kh, c->xhi,
+        CUDA_R_16BF, K, kh, &zero, y, CUDA_R_32F, N, (long long)rows * N, 2, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
+    return ASA_OK;
+}
+
 /* The cuBLAS product on the bf16 parts already in xhi (and cu__lo_buf);
  * acc: y += the product (only where cu__acc_res holds: the plain cuBLAS
  * path).  gemm_small or gemm_ring first where they apply.  half2: NULL, or
@@ -826,11 +840,7 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
             cu__ksplit_rows(c, M)) {
             /* two K-halves of the stacked product: [hi | lo] x W[:, :K/2]
              * into y, then the second half's 2M rows after it */
-            const int kh = K / 2;
-            CUBLAS_TRY(cublasGemmStridedBatchedEx(
-                c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * M, kh, &one, W, CUDA_R_16BF, K, kh,
-                c->xhi, CUDA_R_16BF, K, kh, &zero, y, CUDA_R_32F, N, (long long)2 * M * N, 2,
-                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+            CU_OK(cu__khalves(c, 2 * M, K, W, N, y));
             *half2 = y + (size_t)M * N;
             *n2 = 3;
             c->n_ksplit++;
@@ -850,11 +860,7 @@ static asa_err cu__gemm_parts(cu_be *c, int M, int K, const uint16_t *W, int N, 
     if (!lo && !acc && half2 && K % 16 == 0 && N <= CU_KSPLIT_MAX_N && cu__ksplit(c, M)) {
         /* two K-halves: y = x[:, :K/2] . W[:, :K/2]^T, then the second
          * half's product after it; the reader adds them */
-        const int kh = K / 2;
-        CUBLAS_TRY(cublasGemmStridedBatchedEx(
-            c->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, M, kh, &one, W, CUDA_R_16BF, K, kh, c->xhi,
-            CUDA_R_16BF, K, kh, &zero, y, CUDA_R_32F, N, (long long)M * N, 2, CUBLAS_COMPUTE_32F,
-            CUBLAS_GEMM_DEFAULT));
+        CU_OK(cu__khalves(c, M, K, W, N, y));
         *half2 = y + (size_t)M * N;
         c->n_ksplit++;
         return ASA_OK;

@@ -285,10 +285,13 @@ __device__ __forceinline__ void slot_acquire(uint64_t *full, uint64_t *empty, un
     mb_expect(&full[sl], bytes);
 }
 
-__device__ __forceinline__ void rows_of(const prod &pr, int *r0, int *r1) {
-    *r0 = (int)((int64_t)blockIdx.x * pr.N / gridDim.x);
-    *r1 = (int)((int64_t)(blockIdx.x + 1) * pr.N / gridDim.x);
+/* This block's share [a, b) of n items (rows, row groups), contiguous. */
+__device__ __forceinline__ void block_share(int n, int *a, int *b) {
+    *a = (int)((int64_t)blockIdx.x * n / gridDim.x);
+    *b = (int)((int64_t)(blockIdx.x + 1) * n / gridDim.x);
 }
+/* whole rows of K a ws_kernel slot holds (producer and consumer alike) */
+__device__ __forceinline__ int ws_rows_a_slot(int K) { return min(4, WS_SLOT_B / (K * 2)); }
 
 __global__ void __launch_bounds__(WS_TH, 1) ws_kernel(const plan *pl, int first, int cnt,
                                                      unsigned *ctr, int mode) {
@@ -304,8 +307,8 @@ __global__ void __launch_bounds__(WS_TH, 1) ws_kernel(const plan *pl, int first,
             for (int i = 0; i < cnt; i++) {
                 const prod pr = pl->p[first + i];
                 int r0, r1;
-                rows_of(pr, &r0, &r1);
-                const int rps = min(4, WS_SLOT_B / (pr.K * 2)); /* rows a slot */
+                block_share(pr.N, &r0, &r1);
+                const int rps = ws_rows_a_slot(pr.K);
                 for (int n = r0; n < r1; n += rps, seq++) {
                     const int sl = seq % WS_SLOTS, nr = min(rps, r1 - n);
                     const unsigned bytes = (unsigned)(nr * pr.K * 2);
@@ -325,8 +328,8 @@ __global__ void __launch_bounds__(WS_TH, 1) ws_kernel(const plan *pl, int first,
         const prod pr = pl->p[first + i];
         consumer_x<32 * WS_CW>(pr, i > 0 && !(mode & 1), (unsigned)i, ctr, xs);
         int r0, r1;
-        rows_of(pr, &r0, &r1);
-        const int nch = pr.K / 8, rps = min(4, WS_SLOT_B / (pr.K * 2));
+        block_share(pr.N, &r0, &r1);
+        const int nch = pr.K / 8, rps = ws_rows_a_slot(pr.K);
         const int nsl = (r1 - r0 + rps - 1) / rps;
         for (int q = warp; q < nsl; q += WS_CW) {
             const unsigned sq = seq + (unsigned)q;
@@ -375,10 +378,9 @@ static_assert(TC_SLOTS % TC_CW == 0, "a slot's phases in order");
 constexpr size_t TC_SMEM = (size_t)TC_SLOTS * TC_SLOT_E * 2 + (size_t)WS_XMAX * 4 +
                            (size_t)TC_UMAX * 16 * 4 + 2 * TC_SLOTS * 8;
 
+/* this block's 16-row groups of pr */
 __device__ __forceinline__ void rgs_of(const prod &pr, int *g0, int *g1) {
-    const int RG = pr.N / 16;
-    *g0 = (int)((int64_t)blockIdx.x * RG / gridDim.x);
-    *g1 = (int)((int64_t)(blockIdx.x + 1) * RG / gridDim.x);
+    block_share(pr.N / 16, g0, g1);
 }
 
 __device__ __forceinline__ uint32_t pack_bf16(float a, float b) {
