@@ -191,7 +191,14 @@ __device__ __forceinline__ void absorb_vec_tile(const absorb_params &p, int h, i
     }
 }
 
+/* W_UK,h of absorb_vec_tile's head into L2 (before the PDL wait) */
+__device__ __forceinline__ void absorb_vec_prefetch(const absorb_params &p, int h) {
+    kc_prefetch_l2_range(p.kvb + (int64_t)h * (p.dh + p.dv) * p.dg,
+                         (int64_t)p.dh * p.dg * (int64_t)sizeof(uint16_t));
+}
+
 __global__ void __launch_bounds__(CV_THREADS) absorb_vec_kernel(const absorb_params p) {
+    absorb_vec_prefetch(p, blockIdx.x);
     kc_pdl_enter();
     extern __shared__ float sv[]; /* xs [CV_TT][dh], red */
     absorb_vec_tile(p, blockIdx.x, blockIdx.y * CV_TT, sv);
@@ -204,20 +211,26 @@ __global__ void __launch_bounds__(CV_THREADS) absorb_vec_kernel(const absorb_par
  * the two kernels. */
 __global__ void __launch_bounds__(CV_THREADS)
 rope_absorb_kernel(const rope_cache_params rp, const absorb_params p) {
-    kc_pdl_enter();
     extern __shared__ float sv[]; /* absorb: xs [CV_TT][dh], red */
     const int nab = p.H * ((p.T + CV_TT - 1) / CV_TT);
     if ((int)blockIdx.x >= nab) {
-        rope_cache_token(rp, (int)blockIdx.x - nab);
+        const rc_token rt = rope_cache_prep(rp, (int)blockIdx.x - nab);
+        kc_pdl_enter();
+        rope_cache_token(rp, rt);
         return;
     }
+    absorb_vec_prefetch(p, (int)blockIdx.x % p.H);
+    kc_pdl_enter();
     absorb_vec_tile(p, (int)blockIdx.x % p.H, (int)blockIdx.x / p.H * CV_TT, sv);
 }
 
 __global__ void __launch_bounds__(CV_THREADS) expand_vec_kernel(const expand_params p) {
+    const int h = blockIdx.x, t0 = blockIdx.y * CV_TT;
+    /* W_UV,h into L2 before the PDL wait (a weight) */
+    kc_prefetch_l2_range(p.wuvT + (int64_t)h * p.dg * p.dv,
+                         (int64_t)p.dg * p.dv * (int64_t)sizeof(uint16_t));
     kc_pdl_enter();
     extern __shared__ float sv[]; /* xs [CV_TT][dg], red */
-    const int h = blockIdx.x, t0 = blockIdx.y * CV_TT;
     const int nt = min(CV_TT, p.T - t0);
     float *xs = sv, *red = sv + CV_TT * p.dg;
     kc_staged_copy<4>(
@@ -410,45 +423,58 @@ constexpr int NM_THREADS = 256, NM_V = 4; /* float4 per thread: D <= 4096 */
 
 /* SPLIT: the normalised row goes out as bf16 hi (+ lo) parts, exactly as
  * split4_kernel would cut the f32 row, instead of f32 y; ldo is the parts'
- * row stride (f32 y is dense) */
-template <bool SPLIT>
+ * row stride (f32 y is dense).  NV float4 a thread (D <= 4 NV NM_THREADS):
+ * the launchers take NV = 2 for D <= 2048, else NM_V, so that asa-1.3b's
+ * rows keep ~60 registers a thread (with every load in flight at once,
+ * NM_V took 124: two blocks an SM, a 4k prefill ~2 % slower). */
+template <bool SPLIT, int NV>
 __global__ void __launch_bounds__(NM_THREADS)
 norm_kernel(int D, float eps, const float *x, const float *x2, int n2, float *res,
             const float *w, float *y, uint16_t *hi, uint16_t *lo, int64_t ldo) {
+    /* the norm weights are not written by the launch before: read before
+     * the PDL wait */
+    const int D4 = D >> 2;
+    const float4 *wr = (const float4 *)w;
+    float4 g[NV];
+#pragma unroll
+    for (int u = 0; u < NV; u++) {
+        const int i = threadIdx.x + u * NM_THREADS;
+        g[u] = i < D4 ? wr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     kc_pdl_enter();
     __shared__ float part[NM_THREADS / 32];
     const int64_t row = blockIdx.x;
-    const int D4 = D >> 2;
+    const int nb = x2 ? n2 : 0;
+    /* every load of the row (x, the parts after it, the residual) is in
+     * flight before the first add: one round trip instead of one an array */
     const float4 *xr = (const float4 *)(x + row * D);
-    float4 v[NM_V];
+    float4 *rr = res ? (float4 *)(res + row * D) : nullptr;
+    float4 v[NV], b[3][NV], r[NV];
 #pragma unroll
-    for (int u = 0; u < NM_V; u++) {
+    for (int u = 0; u < NV; u++) {
         const int i = threadIdx.x + u * NM_THREADS;
         v[u] = i < D4 ? xr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int q = 0; q < 3; q++) {
+            const int64_t o2 = ((int64_t)q * gridDim.x + row) * D4 + i;
+            b[q][u] = q < nb && i < D4 ? ((const float4 *)x2)[o2]
+                                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        r[u] = rr && i < D4 ? rr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
     /* x + x2 (+ the parts after it) first, as add2 launches before this
-     * one would, in order */
-    for (int q = 0; x2 && q < n2; q++) {
-        const float4 *xr2 = (const float4 *)(x2 + ((int64_t)q * gridDim.x + row) * D);
+     * one would, in order; then the residual */
 #pragma unroll
-        for (int u = 0; u < NM_V; u++) {
-            const int i = threadIdx.x + u * NM_THREADS;
-            if (i < D4) {
-                const float4 b = xr2[i];
-                v[u] = make_float4(v[u].x + b.x, v[u].y + b.y, v[u].z + b.z, v[u].w + b.w);
-            }
+    for (int q = 0; q < 3; q++)
+        if (q < nb) {
+#pragma unroll
+            for (int u = 0; u < NV; u++)
+                v[u] = make_float4(v[u].x + b[q][u].x, v[u].y + b[q][u].y, v[u].z + b[q][u].z,
+                                   v[u].w + b[q][u].w);
         }
-    }
-    if (res) {
-        float4 *rr = (float4 *)(res + row * D);
-        float4 r[NM_V];
+    if (rr) {
 #pragma unroll
-        for (int u = 0; u < NM_V; u++) {
-            const int i = threadIdx.x + u * NM_THREADS;
-            r[u] = i < D4 ? rr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-#pragma unroll
-        for (int u = 0; u < NM_V; u++) {
+        for (int u = 0; u < NV; u++) {
             const int i = threadIdx.x + u * NM_THREADS;
             v[u].x += r[u].x;
             v[u].y += r[u].y;
@@ -460,7 +486,7 @@ norm_kernel(int D, float eps, const float *x, const float *x2, int n2, float *re
     }
     float ss = 0.0f;
 #pragma unroll
-    for (int u = 0; u < NM_V; u++) {
+    for (int u = 0; u < NV; u++) {
         ss = fmaf(v[u].x, v[u].x, ss);
         ss = fmaf(v[u].y, v[u].y, ss);
         ss = fmaf(v[u].z, v[u].z, ss);
@@ -468,14 +494,12 @@ norm_kernel(int D, float eps, const float *x, const float *x2, int n2, float *re
     }
     const float tot = kc_block_sum<NM_THREADS / 32>(ss, part);
     const float inv = rsqrtf(tot / (float)D + eps);
-    const float4 *wr = (const float4 *)w;
 #pragma unroll
-    for (int u = 0; u < NM_V; u++) {
+    for (int u = 0; u < NV; u++) {
         const int i = threadIdx.x + u * NM_THREADS;
         if (i < D4) {
-            const float4 g = wr[i];
-            const float4 o = make_float4(v[u].x * inv * g.x, v[u].y * inv * g.y,
-                                         v[u].z * inv * g.z, v[u].w * inv * g.w);
+            const float4 o = make_float4(v[u].x * inv * g[u].x, v[u].y * inv * g[u].y,
+                                         v[u].z * inv * g[u].z, v[u].w * inv * g[u].w);
             if (!SPLIT) {
                 ((float4 *)(y + row * D))[i] = o;
             } else {
@@ -729,9 +753,9 @@ extern "C" asa_err cb_rmsnorm_cuda(int rows, int D, float eps, const float *x, c
         !kc_aligned(y, 16) || (x2 && (!kc_aligned(x2, 16) || x2 == residual)) ||
         (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
-    KC_CUDA_TRY(kc_launch(norm_kernel<false>, (unsigned)rows, NM_THREADS, 0, stream, D, eps, x,
-                          x2, n2, residual, w, y, (uint16_t *)nullptr, (uint16_t *)nullptr,
-                          (int64_t)D));
+    KC_CUDA_TRY(kc_launch(D <= 8 * NM_THREADS ? norm_kernel<false, 2> : norm_kernel<false, NM_V>,
+                          (unsigned)rows, NM_THREADS, 0, stream, D, eps, x, x2, n2, residual, w, y,
+                          (uint16_t *)nullptr, (uint16_t *)nullptr, (int64_t)D));
     return ASA_OK;
 }
 
@@ -747,7 +771,8 @@ extern "C" asa_err cb_rmsnorm_split_cuda(int rows, int D, float eps, const float
         (x2 && (!kc_aligned(x2, 16) || x2 == residual)) ||
         (residual && (!kc_aligned(residual, 16) || residual == x)))
         return ASA_EUNSUPPORTED;
-    KC_CUDA_TRY(kc_launch(norm_kernel<true>, (unsigned)rows, NM_THREADS, 0, stream, D, eps, x,
-                          x2, n2, residual, w, (float *)nullptr, hi, lo, ldo));
+    KC_CUDA_TRY(kc_launch(D <= 8 * NM_THREADS ? norm_kernel<true, 2> : norm_kernel<true, NM_V>,
+                          (unsigned)rows, NM_THREADS, 0, stream, D, eps, x, x2, n2, residual, w,
+                          (float *)nullptr, hi, lo, ldo));
     return ASA_OK;
 }

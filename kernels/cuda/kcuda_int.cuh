@@ -240,6 +240,13 @@ __device__ __forceinline__ void kc_prefetch_l2(const void *p) {
 #endif
 }
 
+/* L2 prefetches of the n bytes at p, one 128-byte line a thread a round
+ * (before a PDL wait: only for what no earlier launch writes, weights). */
+__device__ __forceinline__ void kc_prefetch_l2_range(const void *p, int64_t n) {
+    for (int64_t o = 128 * (int64_t)threadIdx.x; o < n; o += 128 * (int64_t)blockDim.x)
+        kc_prefetch_l2((const char *)p + o);
+}
+
 /* For i = threadIdx.x, + nth, ... < n: store(i, load(i)), with U of a
  * thread's loads in flight before their stores (a plain loop of load and
  * store waits one L2 round trip per element: the query staging at the

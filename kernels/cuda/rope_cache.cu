@@ -44,10 +44,11 @@ __device__ __forceinline__ void rc_add_half(const rope_cache_params &p, int t) {
 }
 
 __global__ void __launch_bounds__(RC_THREADS) rope_cache_kernel(const rope_cache_params p) {
+    const rc_token k = rope_cache_prep(p, blockIdx.x);
     kc_pdl_enter();
     if (p.qa2)
         rc_add_half(p, blockIdx.x);
-    rope_cache_token(p, blockIdx.x);
+    rope_cache_token(p, k);
 }
 
 } // namespace

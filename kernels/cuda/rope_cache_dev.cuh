@@ -11,21 +11,53 @@
 #include "kcuda_int.cuh"
 #include "rope_cache_cuda.h"
 
-__device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, int t) {
+/* Latent values a lane keeps in registers (RC_LV x 32 >= dg; larger dg
+ * read the slice twice from memory). */
+constexpr int RC_LV = 8;
+
+/* What a token's work reads that no earlier launch of the step writes:
+ * the position, the cache entry's address (token positions, block tables
+ * and pages are copied in before the step's first kernel) and, for the
+ * warp that normalises latent group `warp`, its norm weights (constants).
+ * Read before the PDL wait, so that their chains of dependent loads run
+ * under the previous launch. */
+struct rc_token {
+    int t, pos;
+    uint16_t *ent;
+    float nw[RC_LV]; /* norm_w[g * dg + lane + 32 j] of this warp's group */
+};
+
+__device__ __forceinline__ rc_token rope_cache_prep(const rope_cache_params &p, int t) {
+    rc_token k;
+    k.t = t;
+    k.pos = p.tok_pos[t];
+    const int64_t S = (int64_t)p.G * p.dg + p.dR;
+    k.ent = p.kv + (int64_t)p.tab[p.seq_toff[p.tok_seq[t]] + k.pos / p.B] * p.page_elems +
+            p.layer_off + (int64_t)(k.pos % p.B) * S;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const bool regs = p.dg <= 32 * RC_LV && (int)blockDim.x / 32 > p.G;
+#pragma unroll
+    for (int j = 0; j < RC_LV; j++) {
+        const int e = lane + 32 * j;
+        k.nw[j] = regs && warp < p.G && e < p.dg ? p.norm_w[warp * p.dg + e] : 0.0f;
+    }
+    return k;
+}
+
+__device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, const rc_token &k) {
     const int half = p.dR / 2, G = p.G, dg = p.dg, nth = (int)blockDim.x;
-    const int pos = p.tok_pos[t];
+    const int t = k.t, pos = k.pos;
     float *row = p.qa + (int64_t)t * p.ld_qa;
     const float *a = row + (int64_t)p.H * (p.dh + p.dR);
     const float *cs = p.cosv + (int64_t)pos * half, *sn = p.sinv + (int64_t)pos * half;
     const int64_t S = (int64_t)G * dg + p.dR;
-    uint16_t *ent = p.kv + (int64_t)p.tab[p.seq_toff[p.tok_seq[t]] + pos / p.B] * p.page_elems +
-                    p.layer_off + (int64_t)(pos % p.B) * S;
+    uint16_t *ent = k.ent;
     /* With more warps than latent groups, warps [0, G) normalise the latent
-     * slices while the others rotate: the two chains of dependent loads
-     * (the entry's address through tok_seq, seq_toff and tab; the rope
-     * pairs after the position) overlap instead of following each other.
-     * The results do not depend on the split (elementwise rotations; a
-     * group's sum is one warp's, the same lanes and order either way). */
+     * slices (each slice read once, into registers, where dg allows) while
+     * the others rotate: the two groups' loads overlap instead of
+     * following each other.  The results do not depend on the split
+     * (elementwise rotations; a group's sum is one warp's, the same lanes
+     * and order either way). */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = nth / 32;
     const bool split = nw > G;
     const int r0 = split ? 32 * G : 0, nr = nth - r0; /* the rotating threads */
@@ -67,17 +99,43 @@ __device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, int
             }
         }
     }
-    for (int g = warp; g < G; g += split ? G : nw) { /* split: warp g alone */
-        const float *x = a + (int64_t)g * dg;
-        float ss = 0.0f;
-        for (int e = lane; e < dg; e += 32)
-            ss = fmaf(x[e], x[e], ss);
+    if (split && dg <= 32 * RC_LV) { /* warp g alone, its slice in registers */
+        if (warp < G) {
+            const float *x = a + (int64_t)warp * dg;
+            float xv[RC_LV], ss = 0.0f;
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        const float r = 1.0f / sqrtf(ss / (float)dg + p.eps);
-        for (int e = lane; e < dg; e += 32)
-            ent[g * dg + e] = kc_f32_bf16((x[e] * r) * p.norm_w[g * dg + e]);
+            for (int j = 0; j < RC_LV; j++) {
+                const int e = lane + 32 * j;
+                xv[j] = e < dg ? x[e] : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < RC_LV; j++)
+                if (lane + 32 * j < dg)
+                    ss = fmaf(xv[j], xv[j], ss);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            const float r = 1.0f / sqrtf(ss / (float)dg + p.eps);
+#pragma unroll
+            for (int j = 0; j < RC_LV; j++) {
+                const int e = lane + 32 * j;
+                if (e < dg)
+                    ent[warp * dg + e] = kc_f32_bf16((xv[j] * r) * k.nw[j]);
+            }
+        }
+    } else {
+        for (int g = warp; g < G; g += split ? G : nw) { /* split: warp g alone */
+            const float *x = a + (int64_t)g * dg;
+            float ss = 0.0f;
+            for (int e = lane; e < dg; e += 32)
+                ss = fmaf(x[e], x[e], ss);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            const float r = 1.0f / sqrtf(ss / (float)dg + p.eps);
+            for (int e = lane; e < dg; e += 32)
+                ent[g * dg + e] = kc_f32_bf16((x[e] * r) * p.norm_w[g * dg + e]);
+        }
     }
     if (p.compress && (pos + 1) % p.B == 0) { /* uniform in the block */
         /* the entry just written is the block's last: its compressed entry

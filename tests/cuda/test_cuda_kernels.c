@@ -1116,10 +1116,11 @@ static void test_absorb_expand_vec(void **st) {
     (void)st;
     for (int dg = 96; dg <= 192; dg += 96)
         absorb_expand_case(3, 64, 64, dg, 32, 6, false);
-    /* rmsnorm of f32 rows (engine shape D = 2048 and a short one), with and
-     * without the residual add */
-    for (int cs = 0; cs < 4; cs++) {
-        const int nr = 3, D = cs < 2 ? 2048 : 36;
+    /* rmsnorm of f32 rows (engine shape D = 2048, a short one and one past
+     * 2048, the launchers' other kernel width), with and without the
+     * residual add */
+    for (int cs = 0; cs < 6; cs++) {
+        const int nr = 3, D = cs < 2 ? 2048 : cs < 4 ? 36 : 3076;
         const bool wr = cs % 2 == 1;
         const size_t n = (size_t)nr * D;
         float *x = malloc(n * 4), *r = malloc(n * 4), *w = malloc((size_t)D * 4);
@@ -1149,11 +1150,12 @@ static void test_absorb_expand_vec(void **st) {
         cmp_f32("rmsnorm rows", yg, yr, n, 1e-5, 1e-5);
         cmp_f32("rmsnorm residual", rg, rr, n, 0, 0);
         n_kernels++;
-        /* x + x2 (n2 = 1: a stacked product's two halves; 3: x2 and the two
-         * blocks after it, a stacked product's K-halves): bitwise
+        /* x + x2 (n2 = 1: a stacked product's two halves or two K-halves;
+         * 3: x2 and the two blocks after it, a stacked product's K-halves;
+         * 2 for the kernel's sake): bitwise
          * cb_add2_cuda launches in order and then the norm of the sum,
          * rows, parts and residual */
-        for (int n2 = 1; n2 <= 3; n2 += 2) {
+        for (int n2 = 1; n2 <= 3; n2++) {
             float *x2 = malloc(3 * n * 4), *ya = malloc(n * 4), *yb = malloc(n * 4),
                   *ra = malloc(n * 4), *rb = malloc(n * 4);
             fill_f32(x2, 3 * n, 0.01f);
