@@ -380,6 +380,8 @@ typedef struct cu_be {
     bool qa2_rope;             /* q|kv_a|g's halves added by the rope launch
                                   (rope_cache_params.qa2) rather than an add2
                                   launch (ASA_CUDA_QA2=0) */
+    bool rope_mma;             /* rope_cache and the tensor-core absorb as one
+                                  launch (ASA_CUDA_ROPE_MMA=0: two) */
     const float *tmp2;         /* the second half of the last o_proj / down
                                   output in tmp (NULL: tmp is the whole) */
     int tmp2_n;                /* blocks of [T][d] from tmp2 on (1, or 3: the
@@ -548,6 +550,7 @@ typedef struct cu_be {
     long n_ksplit, n_ksplit4;  /* products launched as two K-halves (cu__ksplit),
                                   those of them stacked hi + lo (four parts);
                                   logged at destroy, a captured graph's once */
+    long n_rope_mma;           /* rope + tensor-core absorb launches (the same) */
     int n_graphs;
     struct cu_graph {
         int pad, mp, seen;
@@ -955,6 +958,8 @@ static void cuda_destroy(void *p) {
         ASA_LOGI("cuda", "padded decode steps: %ld, quiet: %ld", c->n_gsteps, c->n_qsteps);
     if (c->n_ksplit)
         ASA_LOGI("cuda", "K-split products: %ld, stacked: %ld", c->n_ksplit, c->n_ksplit4);
+    if (c->n_rope_mma)
+        ASA_LOGI("cuda", "rope + absorb (tensor cores) launches: %ld", c->n_rope_mma);
     for (int i = 0; i < c->n_graphs; i++)
         if (c->graphs[i].exec)
             cudaGraphExecDestroy(c->graphs[i].exec);
@@ -1218,6 +1223,7 @@ static asa_err cu__create(cu_be *c, eng *e, asa_errbuf *eb) {
     c->pair = !cu__env_is("ASA_CUDA_PAIR", "0");
     c->ksplit_max = cu__env_int("ASA_CUDA_KSPLIT_MAX", CU_KSPLIT_MAX, 0);
     c->qa2_rope = !cu__env_is("ASA_CUDA_QA2", "0");
+    c->rope_mma = !cu__env_is("ASA_CUDA_ROPE_MMA", "0");
     c->kcat = !cu__env_is("ASA_CUDA_KCAT", "0");
     c->xattn_bf16 = !cu__env_is("ASA_CUDA_XATTN_BF16", "0");
     c->sel_exact = cu__env_is("ASA_CUDA_SEL_EXACT", "1");
@@ -2067,10 +2073,12 @@ static bool cu__heads_mma(const cu_be *c, int T) {
  * launch; with one token per sequence also the compressed entries in the
  * rope kernel and the anchors' stores in the block choice): whenever the
  * absorb would run as its vector kernel anyway (below the batched-cuBLAS
- * threshold, outside the tensor-core range), not only at GEMV sizes.  Batch-invariant mode keeps the
- * separate kernels.  (Folding the compressed entries and the stores at
- * every decode batch, with the batched absorb too, was measured slower
- * at 48-64 tokens, ~3 % at 4k: not taken.) */
+ * threshold, outside the tensor-core range), not only at GEMV sizes.
+ * Batch-invariant mode keeps the separate kernels.  (Folding the
+ * compressed entries and the stores at every decode batch, with the
+ * batched absorb too, was measured slower at 48-64 tokens, ~3 % at 4k:
+ * not taken.  In the tensor-core range rope + absorb are one launch too:
+ * cu__layer, rope_mma.) */
 static bool cu__fused_attn(const cu_be *c, const cu_layer *y, int T) {
     return c->fuse && !c->invariant && !(y->kvbf && T >= c->blas_heads_t) &&
            !cu__heads_mma(c, T);
@@ -2252,11 +2260,16 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     /* the expanded form writes o_proj's input as its bf16 part where the
      * product reads that part alone (ASA_CUDA_XATTN_BF16=0: f32 + split) */
     const bool xa16 = xa && c->xattn_bf16 && cu__presplit(c, T) && !cu__want_lo(c, T, false);
+    /* rope alone, or rope + absorb in one launch (the vector absorb, or
+     * from heads_mma_t tokens the tensor-core one) */
+    const bool rope_mma = c->fuse && c->rope_mma && cu__heads_mma(c, T);
     asa_err fe = xa                     ? rope_cache_cuda(&rp, c->st)
                  : cu__fused_attn(c, y, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st)
+                 : rope_mma                ? cb_rope_absorb_mma_cuda(&rp, &ap, c->st)
                                            : ASA_EUNSUPPORTED;
-    if (fe != ASA_EUNSUPPORTED) { /* rope alone, or rope + absorb in one launch */
+    if (fe != ASA_EUNSUPPORTED) {
         CU_OK(fe);
+        c->n_rope_mma += rope_mma;
     } else {
         CU_OK(rope_cache_cuda(&rp, c->st));
         CU_OK(cu__absorb(c, y, T, &ap));

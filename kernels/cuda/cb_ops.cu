@@ -267,37 +267,53 @@ struct hm_args {
     const uint16_t *w;
     int64_t w_head;
     const float *x;
+    const float *x2; /* not NULL: the input is x + x2 (a stacked product's
+                      * halves; the same indexing), added in f32 */
     int64_t ld_x, x_head;
     float *y;
     int64_t ld_y, y_head;
     uint16_t *yhi, *ylo; /* not NULL: y's bf16 parts instead of y (same indexing) */
 };
 
-/* cp.async of x tile `tile` (16 rows of K floats) into xs */
+/* Shared memory: [2][16][K + 8] f32 x tiles (with x2: then x2's two), then
+ * [K][N + 8] bf16 W */
+__host__ __device__ __forceinline__ int64_t hm_x_floats(const hm_args &a) {
+    return (a.x2 ? 4 : 2) * 16 * (int64_t)(a.K + 8);
+}
+
+/* cp.async of x tile `tile` (16 rows of K floats) into buffer xs (and of
+ * x2's into the buffer two after it) */
 __device__ __forceinline__ void hm_stage_x(const hm_args &a, int h, int tile, float *xs) {
     const int c4 = a.K / 4, ldx = a.K + 8;
     for (int i = threadIdx.x; i < 16 * c4; i += HM_THREADS) {
         const int r = i / c4, c = i % c4, t = tile * 16 + r;
-        const float *src = a.x + (int64_t)(t < a.T ? t : 0) * a.ld_x + (int64_t)h * a.x_head;
-        mma_cp16(xs + r * ldx + 4 * c, src + 4 * c, t < a.T);
+        const int64_t o = (int64_t)(t < a.T ? t : 0) * a.ld_x + (int64_t)h * a.x_head + 4 * c;
+        mma_cp16(xs + r * ldx + 4 * c, a.x + o, t < a.T);
+        if (a.x2)
+            mma_cp16(xs + 2 * 16 * ldx + r * ldx + 4 * c, a.x2 + o, t < a.T);
     }
     mma_cp_commit();
 }
 
-__global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) {
-    extern __shared__ float hm_sm[];
-    const int h = blockIdx.x, ldw = a.N + 8, ldx = a.K + 8, c8 = a.N / 8;
-    /* [2][16][K + 8] f32 x tiles, then [K][N + 8] bf16 W */
-    float *xs = hm_sm;
-    uint16_t *ws = (uint16_t *)(hm_sm + 2 * 16 * ldx);
+/* W_h to shared memory by cp.async (before the PDL wait: a weight) */
+__device__ __forceinline__ void hm_stage_w(const hm_args &a, int h, float *sm) {
+    const int ldw = a.N + 8, c8 = a.N / 8;
+    uint16_t *ws = (uint16_t *)(sm + hm_x_floats(a));
     const uint16_t *w = a.w + (int64_t)h * a.w_head;
     for (int i = threadIdx.x; i < a.K * c8; i += HM_THREADS) {
         const int r = i / c8, c = i % c8;
         mma_cp16(ws + r * ldw + 8 * c, w + (int64_t)r * a.N + 8 * c, true);
     }
     mma_cp_commit();
-    kc_pdl_enter();
-    const int tile0 = (int)blockIdx.y * a.mt, tiles = (a.T + 15) / 16;
+}
+
+/* The products of head h for run `run` of a.mt tiles, after hm_stage_w and
+ * the PDL wait. */
+__device__ __forceinline__ void hm_run(const hm_args &a, int h, int run, float *sm) {
+    const int ldw = a.N + 8, ldx = a.K + 8;
+    float *xs = sm;
+    const uint16_t *ws = (const uint16_t *)(sm + hm_x_floats(a));
+    const int tile0 = run * a.mt, tiles = (a.T + 15) / 16;
     const int nt = min(a.mt, tiles - tile0);
     hm_stage_x(a, h, tile0, xs);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -313,7 +329,15 @@ __global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) 
             mma_cp_wait<0>();
         }
         __syncthreads();
-        const float *xt = xs + (mi & 1) * 16 * ldx;
+        float *xt = xs + (mi & 1) * 16 * ldx;
+        if (a.x2) { /* x + x2 in place */
+            const float *x2t = xt + 2 * 16 * ldx;
+            for (int i = threadIdx.x; i < 16 * a.K; i += HM_THREADS) {
+                const int r = i / a.K, c = i % a.K;
+                xt[r * ldx + c] += x2t[r * ldx + c];
+            }
+            __syncthreads();
+        }
         float acc[HM_PAIRS][2][4];
 #pragma unroll
         for (int pi = 0; pi < HM_PAIRS; pi++)
@@ -377,24 +401,63 @@ __global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) 
     }
 }
 
+__global__ void __launch_bounds__(HM_THREADS) heads_mma_kernel(const hm_args a) {
+    extern __shared__ float hm_sm[];
+    hm_stage_w(a, blockIdx.x, hm_sm);
+    kc_pdl_enter();
+    hm_run(a, blockIdx.x, blockIdx.y, hm_sm);
+}
+
+/* rope_cache and the absorb on tensor cores in one launch: blocks 0 ..
+ * nab - 1 are heads_mma_kernel's (head b % H, run b / H), the last T
+ * blocks run rope_cache's token work.  With rp.qa2 the absorb blocks add
+ * the q nope halves as they stage them and the rope blocks add every other
+ * column in place (each column is written by one side only). */
+__global__ void __launch_bounds__(HM_THREADS)
+rope_absorb_mma_kernel(const rope_cache_params rp, const hm_args a, int H, int nab) {
+    extern __shared__ float hm_sm[];
+    if ((int)blockIdx.x >= nab) {
+        const rc_token k = rope_cache_prep(rp, (int)blockIdx.x - nab);
+        kc_pdl_enter();
+        if (rp.qa2)
+            rope_cache_add_half(rp, k.t, true);
+        rope_cache_token(rp, k);
+        return;
+    }
+    const int h = (int)blockIdx.x % H;
+    hm_stage_w(a, h, hm_sm);
+    kc_pdl_enter();
+    hm_run(a, h, (int)blockIdx.x / H, hm_sm);
+}
+
 /* Launches heads_mma_kernel over H heads; ASA_EUNSUPPORTED (nothing
  * launched) where the shapes or alignments do not fit it. */
-asa_err heads_mma_launch(hm_args a, int H, cudaStream_t stream) {
-    static size_t raised;
-    const size_t smem = (size_t)a.K * (a.N + 8) * 2 + (size_t)2 * 16 * (a.K + 8) * 4;
-    if (a.K < 16 || a.K % 16 || a.N < 16 || a.N % 16 || a.N / 16 > HM_WARPS * HM_PAIRS ||
-        smem > 100 * 1024 || !kc_aligned(a.w, 16) || a.w_head % 8 || !kc_aligned(a.x, 16) ||
-        a.ld_x % 4 || a.x_head % 4 || a.ld_y % 2 || a.y_head % 2 ||
-        (a.yhi ? !kc_aligned(a.yhi, 4) || (a.ylo && !kc_aligned(a.ylo, 4)) : !kc_aligned(a.y, 8)))
-        return ASA_EUNSUPPORTED;
+/* heads_mma_kernel's plan for H heads: a->mt, the runs a head (*gy) and
+ * the shared memory; false where the shapes or alignments do not fit it. */
+bool hm_plan(hm_args *a, int H, long *gy, size_t *smem) {
+    *smem = (size_t)a->K * (a->N + 8) * 2 + (size_t)hm_x_floats(*a) * 4;
+    if (a->K < 16 || a->K % 16 || a->N < 16 || a->N % 16 || a->N / 16 > HM_WARPS * HM_PAIRS ||
+        *smem > 100 * 1024 || !kc_aligned(a->w, 16) || a->w_head % 8 || !kc_aligned(a->x, 16) ||
+        (a->x2 && !kc_aligned(a->x2, 16)) || a->ld_x % 4 || a->x_head % 4 || a->ld_y % 2 ||
+        a->y_head % 2 ||
+        (a->yhi ? !kc_aligned(a->yhi, 4) || (a->ylo && !kc_aligned(a->ylo, 4))
+                : !kc_aligned(a->y, 8)))
+        return false;
     /* about two blocks per SM of an H100 / H200 at most: longer runs of
      * tiles per block beyond that (W_h staged once per run) */
-    const long tiles = (a.T + 15) / 16;
-    a.mt = 1;
-    while ((long)H * ((tiles + a.mt - 1) / a.mt) > 264 && a.mt < 16)
-        a.mt *= 2;
-    const long gy = (tiles + a.mt - 1) / a.mt;
-    if (gy > 65535)
+    const long tiles = (a->T + 15) / 16;
+    a->mt = 1;
+    while ((long)H * ((tiles + a->mt - 1) / a->mt) > 264 && a->mt < 16)
+        a->mt *= 2;
+    *gy = (tiles + a->mt - 1) / a->mt;
+    return *gy <= 65535;
+}
+
+asa_err heads_mma_launch(hm_args a, int H, cudaStream_t stream) {
+    static size_t raised;
+    long gy;
+    size_t smem;
+    if (!hm_plan(&a, H, &gy, &smem))
         return ASA_EUNSUPPORTED;
     KC_CUDA_TRY(kc_smem_optin(heads_mma_kernel, smem, &raised));
     KC_CUDA_TRY(kc_launch(heads_mma_kernel, dim3((unsigned)H, (unsigned)gy), HM_THREADS, smem,
@@ -629,15 +692,46 @@ extern "C" asa_err cb_expand_cuda(const expand_params *p, cudaStream_t stream) {
     return ASA_OK;
 }
 
+/* the absorb as heads_mma_kernel's product (x2: the halves' second) */
+static hm_args absorb_hm(const absorb_params *p, const float *x2) {
+    return hm_args{.T = p->T, .K = p->dh, .N = p->dg, .mt = 1, .w = p->kvb,
+                   .w_head = (int64_t)(p->dh + p->dv) * p->dg, .x = p->qa, .x2 = x2,
+                   .ld_x = p->ld_qa, .x_head = p->q_stride, .y = p->qt,
+                   .ld_y = (int64_t)p->H * p->dg, .y_head = p->dg, .yhi = NULL, .ylo = NULL};
+}
+
 extern "C" asa_err cb_absorb_mma_cuda(const absorb_params *p, cudaStream_t stream) {
     if (!p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb || !p->qt)
         return ASA_EINVAL;
-    const hm_args a = {.T = p->T, .K = p->dh, .N = p->dg, .mt = 1, .w = p->kvb,
-                       .w_head = (int64_t)(p->dh + p->dv) * p->dg, .x = p->qa,
-                       .ld_x = p->ld_qa, .x_head = p->q_stride, .y = p->qt,
-                       .ld_y = (int64_t)p->H * p->dg, .y_head = p->dg, .yhi = NULL,
-                       .ylo = NULL};
-    return heads_mma_launch(a, p->H, stream);
+    return heads_mma_launch(absorb_hm(p, NULL), p->H, stream);
+}
+
+extern "C" asa_err cb_rope_absorb_mma_cuda(const rope_cache_params *rp, const absorb_params *p,
+                                           cudaStream_t stream) {
+    if (!rp || !p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb ||
+        !p->qt || rp->T != p->T || rp->qa != p->qa || rp->H != p->H || rp->dh != p->dh ||
+        rp->dh + rp->dR != p->q_stride || rp->ld_qa != p->ld_qa || rp->H < 1 || rp->dR < 0 ||
+        rp->dR % 2 || rp->G < 1 || rp->dg < 1 || rp->B < 1 || !rp->norm_w || !rp->tok_pos ||
+        !rp->tok_seq || !rp->tab || !rp->seq_toff || !rp->kv ||
+        (rp->dR > 0 && (!rp->cosv || !rp->sinv)))
+        return ASA_EINVAL;
+    /* with the halves: the rope blocks' column split in float4s */
+    if (rp->qa2 && !rope_cache_split_ok(*rp))
+        return ASA_EUNSUPPORTED;
+    static size_t raised;
+    hm_args a = absorb_hm(p, rp->qa2);
+    long gy;
+    size_t smem;
+    if (!hm_plan(&a, p->H, &gy, &smem))
+        return ASA_EUNSUPPORTED;
+    const long nab = (long)p->H * gy;
+    if (nab + p->T > 0x7fffffffL)
+        return ASA_EUNSUPPORTED;
+    KC_CUDA_TRY(kc_smem_optin(rope_absorb_mma_kernel, smem, &raised));
+    KC_CUDA_TRY(kc_launch(rope_absorb_mma_kernel, dim3((unsigned)(nab + p->T)), HM_THREADS, smem,
+                          stream, *rp, a, p->H, (int)nab));
+    KC_LAUNCH_CHECK();
+    return ASA_OK;
 }
 
 extern "C" asa_err cb_expand_mma_cuda(const expand_params *p, cudaStream_t stream) {
@@ -645,7 +739,7 @@ extern "C" asa_err cb_expand_mma_cuda(const expand_params *p, cudaStream_t strea
         (!p->o && !p->o_hi))
         return ASA_EINVAL;
     const hm_args a = {.T = p->T, .K = p->dg, .N = p->dv, .mt = 1, .w = p->wuvT,
-                       .w_head = (int64_t)p->dg * p->dv, .x = p->u,
+                       .w_head = (int64_t)p->dg * p->dv, .x = p->u, .x2 = NULL,
                        .ld_x = (int64_t)p->H * p->dg, .x_head = p->dg, .y = p->o,
                        .ld_y = p->ld_o, .y_head = p->dv, .yhi = p->o_hi,
                        .ylo = p->o_hi ? p->o_lo : NULL};

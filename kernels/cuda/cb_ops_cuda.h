@@ -65,6 +65,19 @@ void cb_expand_ref(const expand_params *p);
 asa_err cb_absorb_mma_cuda(const absorb_params *p, cudaStream_t stream);
 asa_err cb_expand_mma_cuda(const expand_params *p, cudaStream_t stream);
 
+/* rope_cache_cuda(rp) and cb_absorb_mma_cuda(p) as one launch (one graph
+ * node less per layer from a few dozen tokens on); rp->qa == p->qa, the
+ * same T, H, dh, row stride and head stride (dh + dR).  With rp->qa2 the
+ * absorb reads qa + qa2 and the q heads' nope columns (h (dh + dR) + [0,
+ * dh)) of qa are left as they were: every other column holds the sum
+ * afterwards, as rope_cache_cuda leaves it (ASA_EUNSUPPORTED where the
+ * row is not cut in float4s: ld_qa, dh, dR multiples of 4, qa and qa2
+ * 16-byte aligned).  Otherwise the results are those of the two launches,
+ * bitwise; ASA_EUNSUPPORTED (nothing launched) where
+ * cb_absorb_mma_cuda's shapes do not fit. */
+asa_err cb_rope_absorb_mma_cuda(const rope_cache_params *rp, const absorb_params *p,
+                                cudaStream_t stream);
+
 /* x[t][e] = embed[tok[t]][e] widened to f32, e < d. */
 asa_err cb_embed_cuda(int T, int d, const int32_t *tok, const uint16_t *embed, float *x,
                       cudaStream_t stream);

@@ -19,35 +19,11 @@ namespace {
 
 constexpr int RC_THREADS = 128;
 
-/* qa2: the token's row + its second half, in place (add2's sums), with
- * 4 rounds of loads in flight before their stores (the compiler must assume
- * the two alias), float4 where the rows allow. */
-__device__ __forceinline__ void rc_add_half(const rope_cache_params &p, int t) {
-    float *row = p.qa + (int64_t)t * p.ld_qa;
-    const float *r2 = p.qa2 + (int64_t)t * p.ld_qa;
-    if (p.ld_qa % 4 == 0 && (((uintptr_t)row | (uintptr_t)r2) & 15) == 0) {
-        float4 *r4 = (float4 *)row;
-        const float4 *h4 = (const float4 *)r2;
-        kc_staged_copy<4, float4>(
-            (int)(p.ld_qa / 4), RC_THREADS,
-            [&](int i) {
-                const float4 a = r4[i], b = h4[i];
-                return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
-            },
-            [&](int i, float4 v) { r4[i] = v; });
-    } else {
-        kc_staged_copy<4>(
-            (int)p.ld_qa, RC_THREADS, [&](int i) { return row[i] + r2[i]; },
-            [&](int i, float v) { row[i] = v; });
-    }
-    __syncthreads();
-}
-
 __global__ void __launch_bounds__(RC_THREADS) rope_cache_kernel(const rope_cache_params p) {
     const rc_token k = rope_cache_prep(p, blockIdx.x);
     kc_pdl_enter();
     if (p.qa2)
-        rc_add_half(p, blockIdx.x);
+        rope_cache_add_half(p, blockIdx.x, false);
     rope_cache_token(p, k);
 }
 

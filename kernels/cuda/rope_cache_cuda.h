@@ -44,7 +44,8 @@ typedef struct rope_cache_params {
     /* NULL, or the second half of a stacked product ([T][ld_qa], the
      * same layout): the row's values are qa + qa2, and qa holds that sum
      * (every column, in place) after the launch, for the readers after it
-     * (cb_rope_absorb_cuda does not take it: ASA_EUNSUPPORTED) */
+     * (cb_rope_absorb_cuda does not take it: ASA_EUNSUPPORTED;
+     * cb_rope_absorb_mma_cuda leaves the q nope columns unsummed) */
     const float *qa2;
 } rope_cache_params;
 

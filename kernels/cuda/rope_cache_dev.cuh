@@ -44,6 +44,49 @@ __device__ __forceinline__ rc_token rope_cache_prep(const rope_cache_params &p, 
     return k;
 }
 
+/* Whether rope_cache_add_half can leave the q nope columns out: float4
+ * rows and a float4 split of each head's columns. */
+__host__ __device__ __forceinline__ bool rope_cache_split_ok(const rope_cache_params &p) {
+    return p.ld_qa % 4 == 0 && p.dh % 4 == 0 && p.dR % 4 == 0 && p.H * (p.dh + p.dR) <= p.ld_qa &&
+           ((uintptr_t)p.qa & 15) == 0 && ((uintptr_t)p.qa2 & 15) == 0;
+}
+
+/* qa2: token t's row + its second half, in place (add2's sums), with 4
+ * rounds of loads in flight before their stores (the compiler must assume
+ * the two alias), float4 where the rows allow; then a block barrier.
+ * skip_nope (rope_cache_split_ok): every column but the q heads' first dh
+ * (those are another block's to add as it reads them). */
+__device__ __forceinline__ void rope_cache_add_half(const rope_cache_params &p, int t,
+                                                    bool skip_nope) {
+    float *row = p.qa + (int64_t)t * p.ld_qa;
+    const float *r2 = p.qa2 + (int64_t)t * p.ld_qa;
+    const int nth = (int)blockDim.x;
+    if (skip_nope || (p.ld_qa % 4 == 0 && (((uintptr_t)row | (uintptr_t)r2) & 15) == 0)) {
+        float4 *r4 = (float4 *)row;
+        const float4 *h4 = (const float4 *)r2;
+        /* float4 j of the columns added: with skip_nope the heads' rope
+         * columns, then everything after the heads */
+        const int hs4 = (p.dh + p.dR) / 4, dh4 = p.dh / 4, dr4 = p.dR / 4;
+        const int nq4 = p.H * hs4, nr4 = skip_nope ? p.H * dr4 : 0;
+        const int n4 = skip_nope ? nr4 + (int)(p.ld_qa / 4) - nq4 : (int)(p.ld_qa / 4);
+        auto col = [&](int j) {
+            return !skip_nope ? j : j < nr4 ? j / dr4 * hs4 + dh4 + j % dr4 : nq4 + j - nr4;
+        };
+        kc_staged_copy<4, float4>(
+            n4, nth,
+            [&](int j) {
+                const float4 a = r4[col(j)], b = h4[col(j)];
+                return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+            },
+            [&](int j, float4 v) { r4[col(j)] = v; });
+    } else {
+        kc_staged_copy<4>(
+            (int)p.ld_qa, nth, [&](int i) { return row[i] + r2[i]; },
+            [&](int i, float v) { row[i] = v; });
+    }
+    __syncthreads();
+}
+
 __device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, const rc_token &k) {
     const int half = p.dR / 2, G = p.G, dg = p.dg, nth = (int)blockDim.x;
     const int t = k.t, pos = k.pos;

@@ -19,7 +19,7 @@ W=$(mktemp -d)
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$W"' EXIT
 weak=""
 for s in topn_cuda sample_cuda cb_split_bf16_cuda cb_xgather_cuda attn_latent_cuda attn_merge_cuda attn_mma_cuda select_blocks_cuda compress_cuda \
-         selstore_cuda rope_cache_cuda cb_absorb_cuda cb_rope_absorb_cuda cb_expand_cuda cb_absorb_mma_cuda cb_expand_mma_cuda \
+         selstore_cuda rope_cache_cuda cb_absorb_cuda cb_rope_absorb_cuda cb_expand_cuda cb_absorb_mma_cuda cb_rope_absorb_mma_cuda cb_expand_mma_cuda \
          cb_embed_cuda cb_gather_rows_cuda cb_add2_cuda cb_rmsnorm_cuda cb_rmsnorm_split_cuda \
          gemv_bf16_cuda gemm_small_cuda gemm_ring_cuda rmsnorm_cuda silu_mul_cuda \
          cudaFuncSetAttribute cudaGetErrorString cudaGetLastError; do

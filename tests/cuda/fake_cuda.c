@@ -268,6 +268,29 @@ asa_err cb_absorb_mma_cuda(const absorb_params *p, cudaStream_t s) {
     cb_absorb_ref(p);
     return ASA_OK;
 }
+/* rope + the tensor-core absorb: as the two, but with qa2 the q nope
+ * columns of qa are left unsummed, as the real launch leaves them (so a
+ * reader of them after it would show here too) */
+asa_err cb_rope_absorb_mma_cuda(const rope_cache_params *rp, const absorb_params *p, cudaStream_t s) {
+    (void)s;
+    if (!fake_hm_ok(p->dh, p->dg)) return ASA_EUNSUPPORTED;
+    if (rp->qa2 && (rp->ld_qa % 4 || rp->dh % 4 || rp->dR % 4)) return ASA_EUNSUPPORTED;
+    const size_t nn = (size_t)rp->T * rp->H * rp->dh;
+    float *keep = rp->qa2 ? malloc(nn * sizeof(float)) : NULL;
+    if (rp->qa2 && !keep) return ASA_ENOMEM;
+    for (size_t i = 0; keep && i < nn; i++) {
+        const size_t t = i / ((size_t)rp->H * rp->dh), r = i % ((size_t)rp->H * rp->dh);
+        keep[i] = rp->qa[t * rp->ld_qa + r / rp->dh * (rp->dh + rp->dR) + r % rp->dh];
+    }
+    rope_cache_ref(rp);
+    cb_absorb_ref(p);
+    for (size_t i = 0; keep && i < nn; i++) {
+        const size_t t = i / ((size_t)rp->H * rp->dh), r = i % ((size_t)rp->H * rp->dh);
+        rp->qa[t * rp->ld_qa + r / rp->dh * (rp->dh + rp->dR) + r % rp->dh] = keep[i];
+    }
+    free(keep);
+    return ASA_OK;
+}
 asa_err cb_expand_mma_cuda(const expand_params *p, cudaStream_t s) {
     (void)s;
     if (!fake_hm_ok(p->dg, p->dv)) return ASA_EUNSUPPORTED;

@@ -430,8 +430,9 @@ static eng *mk_engine(const eng_model *m, eng_backend_kind be, int max_seqs, int
 
 /* Destroys e with stderr in a temporary file; the counts of the CUDA
  * engine's "padded decode steps: N, quiet: Q" line into n and q, and of
- * its "K-split products: K, stacked: S" line into ks[0], ks[1] when given
- * (-1: none). */
+ * its "K-split products: K, stacked: S" line into ks[0], ks[1] and of
+ * its "rope + absorb (tensor cores) launches: R" line into ks[2] when
+ * given (-1: none). */
 static void destroy_counts(eng *e, long *n, long *q, long *ks) {
     fflush(stderr);
     FILE *tf = tmpfile();
@@ -447,7 +448,7 @@ static void destroy_counts(eng *e, long *n, long *q, long *ks) {
     char line[512];
     *n = *q = -1;
     if (ks)
-        ks[0] = ks[1] = -1;
+        ks[0] = ks[1] = ks[2] = -1;
     while (fgets(line, sizeof line, tf)) {
         const char *at = strstr(line, "padded decode steps: ");
         if (at && sscanf(at, "padded decode steps: %ld, quiet: %ld", n, q) != 2)
@@ -455,6 +456,9 @@ static void destroy_counts(eng *e, long *n, long *q, long *ks) {
         at = strstr(line, "K-split products: ");
         if (at && ks && sscanf(at, "K-split products: %ld, stacked: %ld", ks, ks + 1) != 2)
             ks[0] = ks[1] = -1;
+        at = strstr(line, "rope + absorb (tensor cores) launches: ");
+        if (at && ks && sscanf(at, "rope + absorb (tensor cores) launches: %ld", ks + 2) != 1)
+            ks[2] = -1;
     }
     fclose(tf);
 }
@@ -1014,7 +1018,7 @@ static double wide_run(const eng_model *m, const char *const *env, const char *w
     free(lg);
     free(lc);
     free(ref);
-    long ng, nq, ks[2];
+    long ng, nq, ks[3];
     destroy_counts(eg, &ng, &nq, ks);
     /* the prefills of 40 and 114 tokens run o_proj and down as two
      * K-halves (cu__ksplit; by default up to 128 rows), and the 24-token
@@ -1026,6 +1030,14 @@ static double wide_run(const eng_model *m, const char *const *env, const char *w
     if (!env && ks_on && (ks[0] <= 0 || ks[1] <= 0))
         fail_msg("wide model (%s): products as two K-halves %ld, of them stacked %ld", what,
                  ks[0], ks[1]);
+    /* the 24- and 40-token steps: rope + absorb on tensor cores in one
+     * launch (cb_rope_absorb_mma_cuda, with the halves of the stacked
+     * q|kv_a|g at 24) */
+    const bool rm_on = !getenv("ASA_CUDA_ROPE_MMA") && !getenv("ASA_CUDA_FUSE") &&
+                       !getenv("ASA_CUDA_HEADS_MMA_T") && !getenv("ASA_CUDA_HEADS_MMA_MAX") &&
+                       !getenv("ASA_CUDA_PRECISE") && !getenv("ASA_CUDA_XATTN_MIN_T");
+    if (!env && rm_on && ks[2] <= 0)
+        fail_msg("wide model (%s): rope + absorb (tensor cores) launches %ld", what, ks[2]);
     n_wide_ksplit += ks[0] > 0 ? ks[0] : 0;
     n_wide_ksplit4 += ks[1] > 0 ? ks[1] : 0;
     eng_destroy(ec);

@@ -83,7 +83,7 @@ typedef struct pcache {
     int64_t page_elems, layer_off;
     uint16_t *kv;          /* host */
     int T;
-    int32_t pos[16], seq[16], tab[256], toff[2];
+    int32_t pos[48], seq[48], tab[256], toff[2];
 } pcache;
 
 /* Two sequences, tokens at the given positions; tables map every block up
@@ -1511,6 +1511,128 @@ static void test_rope_absorb(void **st) {
     }
 }
 
+/* rope_cache + the tensor-core absorb in one launch
+ * (cb_rope_absorb_mma_cuda) against the two launches it replaces
+ * (rope_cache_cuda, then cb_absorb_mma_cuda): bitwise, the cache entries,
+ * qt and qa, whose q nope columns the one launch leaves unsummed where qa2
+ * is given.  asa-1.3b's head shapes (dh 64, dR 32; G 1 dg 192, G 2 dg
+ * 96), 40 tokens of two sequences (three 16-token tiles), with and
+ * without a stacked product's second half, and one token a sequence with
+ * the compressed entries. */
+static void test_rope_absorb_mma(void **st) {
+    (void)st;
+    const int H = 3, dh = 64, dv = 64, dR = 32, half = dR / 2, B = 5, NP = 48;
+    for (int cs = 0; cs < 5; cs++) {
+        const int G = cs % 2 ? 2 : 1, dg = G == 1 ? 192 : 96, two = cs >= 2, cmp = cs == 4;
+        int p0[24], p1[16];
+        for (int i = 0; i < 24; i++)
+            p0[i] = i;
+        for (int i = 0; i < 16; i++)
+            p1[i] = 7 + i;
+        const int q0[] = {9}, q1[] = {34};
+        pcache c;
+        if (cmp)
+            pcache_make(&c, G, dg, dR, B, q0, 1, q1, 1);
+        else
+            pcache_make(&c, G, dg, dR, B, p0, 24, p1, 16);
+        const int T = c.T, ld = (H * (dh + dR) + c.S + 2 * H + 3) / 4 * 4 + 4;
+        const size_t nkv = (size_t)c.npages * c.page_elems, nq = (size_t)T * ld;
+        const size_t nt = (size_t)T * H * dg;
+        float *qa = malloc(nq * 4), *qa2 = malloc(nq * 4), *cs = malloc((size_t)NP * half * 4);
+        float *sn = malloc((size_t)NP * half * 4), *nw = malloc((size_t)G * dg * 4);
+        uint16_t *kvb = malloc((size_t)H * (dh + dv) * dg * 2);
+        fill_f32(qa, nq, 2.0f);
+        fill_f32(qa2, nq, 1.0f);
+        fill_f32(nw, (size_t)G * dg, 1.5f);
+        fill_bf16(kvb, (size_t)H * (dh + dv) * dg, 0.5f);
+        for (int q = 0; q < NP; q++)
+            for (int k = 0; k < half; k++) {
+                double an = q * pow(10000.0, -2.0 * k / dR);
+                cs[q * half + k] = (float)cos(an);
+                sn[q * half + k] = (float)sin(an);
+            }
+        rope_cache_params ra = {.T = T, .H = H, .dh = dh, .dR = dR, .G = G, .dg = dg,
+                                .eps = 1e-5f, .ld_qa = ld, .page_elems = c.page_elems,
+                                .layer_off = c.layer_off, .B = B, .compress = cmp};
+        ra.cosv = dup_dev(cs, (size_t)NP * half * 4);
+        ra.sinv = dup_dev(sn, (size_t)NP * half * 4);
+        ra.norm_w = dup_dev(nw, (size_t)G * dg * 4);
+        ra.tok_pos = dup_dev(c.pos, (size_t)T * 4);
+        ra.tok_seq = dup_dev(c.seq, (size_t)T * 4);
+        ra.tab = dup_dev(c.tab, sizeof c.tab);
+        ra.seq_toff = dup_dev(c.toff, sizeof c.toff);
+        ra.qa2 = two ? dup_dev(qa2, nq * 4) : NULL;
+        rope_cache_params rb = ra;
+        ra.qa = dup_dev(qa, nq * 4);
+        rb.qa = dup_dev(qa, nq * 4);
+        ra.kv = dup_dev(c.kv, nkv * 2);
+        rb.kv = dup_dev(c.kv, nkv * 2);
+        absorb_params aa = {.T = T, .H = H, .dh = dh, .dv = dv, .dg = dg, .ld_qa = ld,
+                            .q_stride = dh + dR};
+        aa.kvb = dup_dev(kvb, (size_t)H * (dh + dv) * dg * 2);
+        absorb_params ab = aa;
+        aa.qa = ra.qa;
+        ab.qa = rb.qa;
+        aa.qt = poison_dev(nt * 4);
+        ab.qt = poison_dev(nt * 4);
+        assert_int_equal(rope_cache_cuda(&ra, 0), ASA_OK);
+        assert_int_equal(cb_absorb_mma_cuda(&aa, 0), ASA_OK);
+        assert_int_equal(cb_rope_absorb_mma_cuda(&rb, &ab, 0), ASA_OK);
+        float *qga = malloc(nq * 4), *qgb = malloc(nq * 4), *tga = malloc(nt * 4),
+              *tgb = malloc(nt * 4);
+        uint16_t *kga = malloc(nkv * 2), *kgb = malloc(nkv * 2);
+        get_dev(qga, ra.qa, nq * 4);
+        get_dev(qgb, rb.qa, nq * 4);
+        get_dev(tga, aa.qt, nt * 4);
+        get_dev(tgb, ab.qt, nt * 4);
+        get_dev(kga, ra.kv, nkv * 2);
+        get_dev(kgb, rb.kv, nkv * 2);
+        if (memcmp(kga, kgb, nkv * 2) || memcmp(tga, tgb, nt * 4))
+            fail_msg("rope_absorb_mma (case %d): entries or qt not bitwise the two launches'",
+                     cs);
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < ld; i++) {
+                const size_t at = (size_t)t * ld + i;
+                const bool nope = two && i < H * (dh + dR) && i % (dh + dR) < dh;
+                const float want = nope ? qa[at] : qga[at];
+                if (memcmp(&qgb[at], &want, 4))
+                    fail_msg("rope_absorb_mma (case %d): qa token %d column %d: got %.8g, "
+                             "want %.8g",
+                             cs, t, i, qgb[at], want);
+            }
+        n_checked += (int)(2 * nq + nt + nkv);
+        n_kernels++;
+        cudaFree((void *)ra.cosv);
+        cudaFree((void *)ra.sinv);
+        cudaFree((void *)ra.norm_w);
+        cudaFree((void *)ra.tok_pos);
+        cudaFree((void *)ra.tok_seq);
+        cudaFree((void *)ra.tab);
+        cudaFree((void *)ra.seq_toff);
+        cudaFree((void *)ra.qa2);
+        cudaFree(ra.qa);
+        cudaFree(rb.qa);
+        cudaFree(ra.kv);
+        cudaFree(rb.kv);
+        cudaFree((void *)aa.kvb);
+        cudaFree(aa.qt);
+        cudaFree(ab.qt);
+        free(qa);
+        free(qa2);
+        free(cs);
+        free(sn);
+        free(nw);
+        free(kvb);
+        free(qga);
+        free(qgb);
+        free(tga);
+        free(tgb);
+        free(kga);
+        free(kgb);
+        free(c.kv);
+    }
+}
+
 /* The fused GEMV x modes of the decode step against the two-kernel path
  * they replace (cb_rmsnorm_cuda or silu_mul_cuda, then the plain GEMV), at
  * the engine's shapes (d 2048; F a multiple of 8) and M = 1, 2: bitwise on
@@ -2265,7 +2387,8 @@ int main(void) {
         cmocka_unit_test(test_select_long),     cmocka_unit_test(test_select_shapes),     cmocka_unit_test(test_absorb_expand),
         cmocka_unit_test(test_absorb_expand_vec), cmocka_unit_test(test_absorb_expand_mma),
         cmocka_unit_test(test_attn_merge),
-        cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_gemv_fused),
+        cmocka_unit_test(test_rope_absorb),     cmocka_unit_test(test_rope_absorb_mma),
+        cmocka_unit_test(test_gemv_fused),
         cmocka_unit_test(test_sample),          cmocka_unit_test(test_sample_chi2),
         cmocka_unit_test(test_sample_huge),
     };
