@@ -129,31 +129,77 @@ static void pcache_make(pcache *c, int G, int dg, int dR, int B, const int *pos0
     fill_bf16(c->kv, n, 1.0f);
 }
 
+/* ---- rope_cache inputs --------------------------------------------------------- */
+
+/* The host inputs of a rope_cache launch besides qa and the cache: the
+ * cos / sin tables of positions 0 .. np - 1 for rope dimension dR and nw_n
+ * latent norm weights (random). */
+typedef struct rope_in {
+    int np, half, nw_n;
+    float *cs, *sn, *nw;
+} rope_in;
+
+static rope_in rope_in_make(int np, int dR, int nw_n) {
+    rope_in r = {.np = np, .half = dR / 2, .nw_n = nw_n};
+    r.cs = malloc((size_t)np * r.half * 4);
+    r.sn = malloc((size_t)np * r.half * 4);
+    r.nw = malloc((size_t)nw_n * 4);
+    fill_f32(r.nw, (size_t)nw_n, 1.5f);
+    for (int q = 0; q < np; q++)
+        for (int k = 0; k < r.half; k++) {
+            const double a = q * pow(10000.0, -2.0 * k / dR);
+            r.cs[q * r.half + k] = (float)cos(a);
+            r.sn[q * r.half + k] = (float)sin(a);
+        }
+    return r;
+}
+
+static void rope_in_free(rope_in *r) {
+    free(r->cs);
+    free(r->sn);
+    free(r->nw);
+}
+
+/* p's read-only inputs: r's tables and weights and c's positions,
+ * sequences and block tables, on the device (dev) or as the host arrays */
+static void rope_inputs(rope_cache_params *p, const rope_in *r, const pcache *c, bool dev) {
+    const size_t nt = (size_t)r->np * r->half * 4;
+    p->cosv = dev ? dup_dev(r->cs, nt) : r->cs;
+    p->sinv = dev ? dup_dev(r->sn, nt) : r->sn;
+    p->norm_w = dev ? dup_dev(r->nw, (size_t)r->nw_n * 4) : r->nw;
+    p->tok_pos = dev ? dup_dev(c->pos, (size_t)c->T * 4) : c->pos;
+    p->tok_seq = dev ? dup_dev(c->seq, (size_t)c->T * 4) : c->seq;
+    p->tab = dev ? dup_dev(c->tab, sizeof c->tab) : c->tab;
+    p->seq_toff = dev ? dup_dev(c->toff, sizeof c->toff) : c->toff;
+}
+
+static void rope_inputs_free_dev(const rope_cache_params *d) {
+    cudaFree((void *)d->cosv);
+    cudaFree((void *)d->sinv);
+    cudaFree((void *)d->norm_w);
+    cudaFree((void *)d->tok_pos);
+    cudaFree((void *)d->tok_seq);
+    cudaFree((void *)d->tab);
+    cudaFree((void *)d->seq_toff);
+}
+
 /* ---- tests ----------------------------------------------------------------- */
 
 /* two: the row as the two halves of a stacked product (qa2); pad: row
  * elements past the parts (6: rows of a multiple of 4, the kernel's float4
  * path for qa2) */
 static void rope_cache_case(int two, int pad) {
-    const int H = 3, dh = 5, dR = 6, half = 3, G = 3, dg = 13, B = 5;
+    const int H = 3, dh = 5, dR = 6, G = 3, dg = 13, B = 5;
     const int p0[] = {3, 4, 5, 6}, p1[] = {10, 11, 12};
     pcache c;
     pcache_make(&c, G, dg, dR, B, p0, 4, p1, 3);
     const int T = c.T, ld = H * (dh + dR) + c.S + pad;
-    const int NP = 13; /* positions of the cos/sin tables */
-    float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)NP * half * 4),
-          *sn = malloc((size_t)NP * half * 4), *nw = malloc((size_t)G * dg * 4);
+    rope_in ri = rope_in_make(13, dR, G * dg);
+    float *qa = malloc((size_t)T * ld * 4);
     float *qa2 = two ? malloc((size_t)T * ld * 4) : NULL;
     fill_f32(qa, (size_t)T * ld, 2.0f);
     if (two)
         fill_f32(qa2, (size_t)T * ld, 1.0f);
-    fill_f32(nw, (size_t)G * dg, 1.5f);
-    for (int q = 0; q < NP; q++)
-        for (int k = 0; k < half; k++) {
-            double a = q * pow(10000.0, -2.0 * k / dR);
-            cs[q * half + k] = (float)cos(a);
-            sn[q * half + k] = (float)sin(a);
-        }
     size_t nkv = (size_t)c.npages * c.page_elems;
     for (size_t i = 0; i < nkv; i++)
         c.kv[i] = 0xffff; /* poison: untouched entries stay NaN on both sides */
@@ -162,13 +208,7 @@ static void rope_cache_case(int two, int pad) {
                            .B = B};
     rope_cache_params d = p;
     d.qa = dup_dev(qa, (size_t)T * ld * 4);
-    d.cosv = dup_dev(cs, (size_t)NP * half * 4);
-    d.sinv = dup_dev(sn, (size_t)NP * half * 4);
-    d.norm_w = dup_dev(nw, (size_t)G * dg * 4);
-    d.tok_pos = dup_dev(c.pos, (size_t)T * 4);
-    d.tok_seq = dup_dev(c.seq, (size_t)T * 4);
-    d.tab = dup_dev(c.tab, sizeof c.tab);
-    d.seq_toff = dup_dev(c.toff, sizeof c.toff);
+    rope_inputs(&d, &ri, &c, true);
     d.kv = dup_dev(c.kv, nkv * 2);
     if (two)
         d.qa2 = dup_dev(qa2, (size_t)T * ld * 4);
@@ -177,13 +217,7 @@ static void rope_cache_case(int two, int pad) {
         for (size_t i = 0; i < (size_t)T * ld; i++)
             qa[i] += qa2[i];
     p.qa = qa;
-    p.cosv = cs;
-    p.sinv = sn;
-    p.norm_w = nw;
-    p.tok_pos = c.pos;
-    p.tok_seq = c.seq;
-    p.tab = c.tab;
-    p.seq_toff = c.toff;
+    rope_inputs(&p, &ri, &c, false);
     p.kv = c.kv;
     rope_cache_ref(&p);
     float *qg = malloc((size_t)T * ld * 4);
@@ -194,20 +228,12 @@ static void rope_cache_case(int two, int pad) {
     cmp_bf16("rope_cache entries", kg, c.kv, nkv, 1e-6, 1.6e-2);
     n_kernels++;
     cudaFree(d.qa);
-    cudaFree((void *)d.cosv);
-    cudaFree((void *)d.sinv);
-    cudaFree((void *)d.norm_w);
-    cudaFree((void *)d.tok_pos);
-    cudaFree((void *)d.tok_seq);
-    cudaFree((void *)d.tab);
-    cudaFree((void *)d.seq_toff);
+    rope_inputs_free_dev(&d);
     cudaFree(d.kv);
     cudaFree((void *)d.qa2);
     free(qa);
     free(qa2);
-    free(cs);
-    free(sn);
-    free(nw);
+    rope_in_free(&ri);
     free(qg);
     free(kg);
     free(c.kv);
@@ -1392,7 +1418,7 @@ static void test_attn_merge(void **st) {
  * the vector-path shapes (dh 64, dg 96 and 192), two sequences. */
 static void test_rope_absorb(void **st) {
     (void)st;
-    const int H = 3, dh = 64, dv = 64, dR = 32, half = dR / 2, B = 5, NP = 40;
+    const int H = 3, dh = 64, dv = 64, dR = 32, B = 5, NP = 40;
     /* cases: G = 1 and 2 with several tokens of a sequence in one block;
      * G = 2 with one token per sequence, both completing their block, and
      * the compressed entries written by the rope blocks (compress) */
@@ -1406,19 +1432,11 @@ static void test_rope_absorb(void **st) {
             pcache_make(&c, G, dg, dR, B, p0, 3, p1, 1);
         const int T = c.T, ld = H * (dh + dR) + c.S + 2 * H + 4;
         const size_t nkv = (size_t)c.npages * c.page_elems;
-        float *qa = malloc((size_t)T * ld * 4), *cs = malloc((size_t)NP * half * 4);
-        float *sn = malloc((size_t)NP * half * 4), *nw = malloc((size_t)G * dg * 4);
-        float *qt = malloc((size_t)T * H * dg * 4);
+        rope_in ri = rope_in_make(NP, dR, G * dg);
+        float *qa = malloc((size_t)T * ld * 4), *qt = malloc((size_t)T * H * dg * 4);
         uint16_t *kvb = malloc((size_t)H * (dh + dv) * dg * 2);
         fill_f32(qa, (size_t)T * ld, 2.0f);
-        fill_f32(nw, (size_t)G * dg, 1.5f);
         fill_bf16(kvb, (size_t)H * (dh + dv) * dg, 0.5f);
-        for (int q = 0; q < NP; q++)
-            for (int k = 0; k < half; k++) {
-                double an = q * pow(10000.0, -2.0 * k / dR);
-                cs[q * half + k] = (float)cos(an);
-                sn[q * half + k] = (float)sin(an);
-            }
         if (!cmp) /* poison: untouched entries stay NaN on both sides */
             for (size_t i = 0; i < nkv; i++)
                 c.kv[i] = 0xffff;
@@ -1433,13 +1451,7 @@ static void test_rope_absorb(void **st) {
         rope_cache_params rd = rp;
         absorb_params ad = ap;
         rd.qa = dup_dev(qa, (size_t)T * ld * 4);
-        rd.cosv = dup_dev(cs, (size_t)NP * half * 4);
-        rd.sinv = dup_dev(sn, (size_t)NP * half * 4);
-        rd.norm_w = dup_dev(nw, (size_t)G * dg * 4);
-        rd.tok_pos = dup_dev(c.pos, (size_t)T * 4);
-        rd.tok_seq = dup_dev(c.seq, (size_t)T * 4);
-        rd.tab = dup_dev(c.tab, sizeof c.tab);
-        rd.seq_toff = dup_dev(c.toff, sizeof c.toff);
+        rope_inputs(&rd, &ri, &c, true);
         rd.kv = dup_dev(c.kv, nkv * 2);
         ad.qa = rd.qa;
         ad.kvb = dup_dev(kvb, (size_t)H * (dh + dv) * dg * 2);
@@ -1452,13 +1464,7 @@ static void test_rope_absorb(void **st) {
         }
         assert_int_equal(cb_rope_absorb_cuda(&rd, &ad, 0), ASA_OK);
         rp.qa = qa;
-        rp.cosv = cs;
-        rp.sinv = sn;
-        rp.norm_w = nw;
-        rp.tok_pos = c.pos;
-        rp.tok_seq = c.seq;
-        rp.tab = c.tab;
-        rp.seq_toff = c.toff;
+        rope_inputs(&rp, &ri, &c, false);
         rp.kv = c.kv;
         ap.qa = qa;
         ap.kvb = kvb;
@@ -1488,20 +1494,12 @@ static void test_rope_absorb(void **st) {
         cmp_f32("rope_absorb qt", tg, qt, (size_t)T * H * dg, 1e-4, 1e-5);
         n_kernels++;
         cudaFree(rd.qa);
-        cudaFree((void *)rd.cosv);
-        cudaFree((void *)rd.sinv);
-        cudaFree((void *)rd.norm_w);
-        cudaFree((void *)rd.tok_pos);
-        cudaFree((void *)rd.tok_seq);
-        cudaFree((void *)rd.tab);
-        cudaFree((void *)rd.seq_toff);
+        rope_inputs_free_dev(&rd);
         cudaFree(rd.kv);
         cudaFree((void *)ad.kvb);
         cudaFree(ad.qt);
         free(qa);
-        free(cs);
-        free(sn);
-        free(nw);
+        rope_in_free(&ri);
         free(qt);
         free(kvb);
         free(qg);
@@ -1521,7 +1519,7 @@ static void test_rope_absorb(void **st) {
  * the compressed entries. */
 static void test_rope_absorb_mma(void **st) {
     (void)st;
-    const int H = 3, dh = 64, dv = 64, dR = 32, half = dR / 2, B = 5, NP = 48;
+    const int H = 3, dh = 64, dv = 64, dR = 32, B = 5, NP = 48;
     for (int cs = 0; cs < 5; cs++) {
         const int G = cs % 2 ? 2 : 1, dg = G == 1 ? 192 : 96, two = cs >= 2, cmp = cs == 4;
         int p0[24], p1[16];
@@ -1538,29 +1536,16 @@ static void test_rope_absorb_mma(void **st) {
         const int T = c.T, ld = (H * (dh + dR) + c.S + 2 * H + 3) / 4 * 4 + 4;
         const size_t nkv = (size_t)c.npages * c.page_elems, nq = (size_t)T * ld;
         const size_t nt = (size_t)T * H * dg;
-        float *qa = malloc(nq * 4), *qa2 = malloc(nq * 4), *cs = malloc((size_t)NP * half * 4);
-        float *sn = malloc((size_t)NP * half * 4), *nw = malloc((size_t)G * dg * 4);
+        rope_in ri = rope_in_make(NP, dR, G * dg);
+        float *qa = malloc(nq * 4), *qa2 = malloc(nq * 4);
         uint16_t *kvb = malloc((size_t)H * (dh + dv) * dg * 2);
         fill_f32(qa, nq, 2.0f);
         fill_f32(qa2, nq, 1.0f);
-        fill_f32(nw, (size_t)G * dg, 1.5f);
         fill_bf16(kvb, (size_t)H * (dh + dv) * dg, 0.5f);
-        for (int q = 0; q < NP; q++)
-            for (int k = 0; k < half; k++) {
-                double an = q * pow(10000.0, -2.0 * k / dR);
-                cs[q * half + k] = (float)cos(an);
-                sn[q * half + k] = (float)sin(an);
-            }
         rope_cache_params ra = {.T = T, .H = H, .dh = dh, .dR = dR, .G = G, .dg = dg,
                                 .eps = 1e-5f, .ld_qa = ld, .page_elems = c.page_elems,
                                 .layer_off = c.layer_off, .B = B, .compress = cmp};
-        ra.cosv = dup_dev(cs, (size_t)NP * half * 4);
-        ra.sinv = dup_dev(sn, (size_t)NP * half * 4);
-        ra.norm_w = dup_dev(nw, (size_t)G * dg * 4);
-        ra.tok_pos = dup_dev(c.pos, (size_t)T * 4);
-        ra.tok_seq = dup_dev(c.seq, (size_t)T * 4);
-        ra.tab = dup_dev(c.tab, sizeof c.tab);
-        ra.seq_toff = dup_dev(c.toff, sizeof c.toff);
+        rope_inputs(&ra, &ri, &c, true);
         ra.qa2 = two ? dup_dev(qa2, nq * 4) : NULL;
         rope_cache_params rb = ra;
         ra.qa = dup_dev(qa, nq * 4);
@@ -1602,13 +1587,7 @@ static void test_rope_absorb_mma(void **st) {
             }
         n_checked += (int)(2 * nq + nt + nkv);
         n_kernels++;
-        cudaFree((void *)ra.cosv);
-        cudaFree((void *)ra.sinv);
-        cudaFree((void *)ra.norm_w);
-        cudaFree((void *)ra.tok_pos);
-        cudaFree((void *)ra.tok_seq);
-        cudaFree((void *)ra.tab);
-        cudaFree((void *)ra.seq_toff);
+        rope_inputs_free_dev(&ra);
         cudaFree((void *)ra.qa2);
         cudaFree(ra.qa);
         cudaFree(rb.qa);
@@ -1619,9 +1598,7 @@ static void test_rope_absorb_mma(void **st) {
         cudaFree(ab.qt);
         free(qa);
         free(qa2);
-        free(cs);
-        free(sn);
-        free(nw);
+        rope_in_free(&ri);
         free(kvb);
         free(qga);
         free(qgb);
