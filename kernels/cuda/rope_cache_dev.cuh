@@ -15,6 +15,12 @@
  * read the slice twice from memory). */
 constexpr int RC_LV = 8;
 
+/* Whether warp g < G normalises latent group g alone with its slice in
+ * registers (rope_cache_prep and rope_cache_token must agree). */
+__device__ __forceinline__ bool rc_latent_regs(const rope_cache_params &p) {
+    return p.dg <= 32 * RC_LV && (int)blockDim.x / 32 > p.G;
+}
+
 /* What a token's work reads that no earlier launch of the step writes:
  * the position, the cache entry's address (token positions, block tables
  * and pages are copied in before the step's first kernel) and, for the
@@ -35,7 +41,7 @@ __device__ __forceinline__ rc_token rope_cache_prep(const rope_cache_params &p, 
     k.ent = p.kv + (int64_t)p.tab[p.seq_toff[p.tok_seq[t]] + k.pos / p.B] * p.page_elems +
             p.layer_off + (int64_t)(k.pos % p.B) * S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const bool regs = p.dg <= 32 * RC_LV && (int)blockDim.x / 32 > p.G;
+    const bool regs = rc_latent_regs(p);
 #pragma unroll
     for (int j = 0; j < RC_LV; j++) {
         const int e = lane + 32 * j;
@@ -142,7 +148,7 @@ __device__ __forceinline__ void rope_cache_token(const rope_cache_params &p, con
             }
         }
     }
-    if (split && dg <= 32 * RC_LV) { /* warp g alone, its slice in registers */
+    if (rc_latent_regs(p)) { /* warp g alone, its slice in registers */
         if (warp < G) {
             const float *x = a + (int64_t)warp * dg;
             float xv[RC_LV], ss = 0.0f;

@@ -1031,8 +1031,8 @@ static double wide_run(const eng_model *m, const char *const *env, const char *w
         fail_msg("wide model (%s): products as two K-halves %ld, of them stacked %ld", what,
                  ks[0], ks[1]);
     /* the 24- and 40-token steps: rope + absorb on tensor cores in one
-     * launch (cb_rope_absorb_mma_cuda, with the halves of the stacked
-     * q|kv_a|g at 24) */
+     * launch (cb_rope_absorb_mma_cuda; q|kv_a|g's product comes in two
+     * halves there, which the launch adds) */
     const bool rm_on = !getenv("ASA_CUDA_ROPE_MMA") && !getenv("ASA_CUDA_FUSE") &&
                        !getenv("ASA_CUDA_HEADS_MMA_T") && !getenv("ASA_CUDA_HEADS_MMA_MAX") &&
                        !getenv("ASA_CUDA_PRECISE") && !getenv("ASA_CUDA_XATTN_MIN_T");
