@@ -2262,7 +2262,7 @@ static asa_err cu__layer(cu_be *c, const cu_layer *y, int T, bool first) {
     const bool xa16 = xa && c->xattn_bf16 && cu__presplit(c, T) && !cu__want_lo(c, T, false);
     /* rope alone, or rope + absorb in one launch (the vector absorb, or
      * from heads_mma_t tokens the tensor-core one) */
-    const bool rope_mma = c->fuse && c->rope_mma && cu__heads_mma(c, T);
+    const bool rope_mma = !xa && c->fuse && c->rope_mma && cu__heads_mma(c, T);
     asa_err fe = xa                     ? rope_cache_cuda(&rp, c->st)
                  : cu__fused_attn(c, y, T) ? cb_rope_absorb_cuda(&rp, &ap, c->st)
                  : rope_mma                ? cb_rope_absorb_mma_cuda(&rp, &ap, c->st)

@@ -654,11 +654,8 @@ extern "C" asa_err cb_rope_absorb_cuda(const rope_cache_params *rp, const absorb
                                        cudaStream_t stream) {
     if (rp && rp->qa2) /* the halves: rope_cache_cuda sums them (not here) */
         return ASA_EUNSUPPORTED;
-    if (!rp || !p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb ||
-        !p->qt || rp->T != p->T || rp->qa != p->qa || rp->T < 1 || rp->H < 1 || rp->dR < 0 ||
-        rp->dR % 2 || rp->G < 1 || rp->dg < 1 || rp->B < 1 || !rp->norm_w || !rp->tok_pos ||
-        !rp->tok_seq || !rp->tab || !rp->seq_toff || !rp->kv ||
-        (rp->dR > 0 && (!rp->cosv || !rp->sinv)))
+    if (rope_cache_params_check(rp) || !p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 ||
+        !p->qa || !p->kvb || !p->qt || rp->T != p->T || rp->qa != p->qa)
         return ASA_EINVAL;
     const size_t vsm = cv_smem(p->dh, p->dg, p->kvb);
     if (!vsm)
@@ -708,12 +705,9 @@ extern "C" asa_err cb_absorb_mma_cuda(const absorb_params *p, cudaStream_t strea
 
 extern "C" asa_err cb_rope_absorb_mma_cuda(const rope_cache_params *rp, const absorb_params *p,
                                            cudaStream_t stream) {
-    if (!rp || !p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 || !p->qa || !p->kvb ||
-        !p->qt || rp->T != p->T || rp->qa != p->qa || rp->H != p->H || rp->dh != p->dh ||
-        rp->dh + rp->dR != p->q_stride || rp->ld_qa != p->ld_qa || rp->H < 1 || rp->dR < 0 ||
-        rp->dR % 2 || rp->G < 1 || rp->dg < 1 || rp->B < 1 || !rp->norm_w || !rp->tok_pos ||
-        !rp->tok_seq || !rp->tab || !rp->seq_toff || !rp->kv ||
-        (rp->dR > 0 && (!rp->cosv || !rp->sinv)))
+    if (rope_cache_params_check(rp) || !p || p->T < 1 || p->H < 1 || p->dh < 1 || p->dg < 1 ||
+        !p->qa || !p->kvb || !p->qt || rp->T != p->T || rp->qa != p->qa || rp->H != p->H ||
+        rp->dh != p->dh || rp->dh + rp->dR != p->q_stride || rp->ld_qa != p->ld_qa)
         return ASA_EINVAL;
     /* with the halves: the rope blocks' column split in float4s */
     if (rp->qa2 && !rope_cache_split_ok(*rp))

@@ -29,10 +29,16 @@ __global__ void __launch_bounds__(RC_THREADS) rope_cache_kernel(const rope_cache
 
 } // namespace
 
-extern "C" asa_err rope_cache_cuda(const rope_cache_params *p, cudaStream_t stream) {
+extern "C" asa_err rope_cache_params_check(const rope_cache_params *p) {
     if (!p || p->T < 1 || p->H < 1 || p->dR < 0 || p->dR % 2 || p->G < 1 || p->dg < 1 ||
         p->B < 1 || !p->qa || !p->norm_w || !p->tok_pos || !p->tok_seq || !p->tab ||
         !p->seq_toff || !p->kv || (p->dR > 0 && (!p->cosv || !p->sinv)))
+        return ASA_EINVAL;
+    return ASA_OK;
+}
+
+extern "C" asa_err rope_cache_cuda(const rope_cache_params *p, cudaStream_t stream) {
+    if (rope_cache_params_check(p))
         return ASA_EINVAL;
     KC_CUDA_TRY(kc_launch(rope_cache_kernel, (unsigned)p->T, RC_THREADS, 0, stream, *p));
     KC_LAUNCH_CHECK();

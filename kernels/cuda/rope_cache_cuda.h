@@ -49,6 +49,9 @@ typedef struct rope_cache_params {
     const float *qa2;
 } rope_cache_params;
 
+/* ASA_OK, or ASA_EINVAL where p's shapes or pointers are not a launch's
+ * (the check of rope_cache_cuda and of the fused launchers of cb_ops). */
+asa_err rope_cache_params_check(const rope_cache_params *p);
 asa_err rope_cache_cuda(const rope_cache_params *p, cudaStream_t stream);
 /* Host reference (double), host pointers. */
 void rope_cache_ref(const rope_cache_params *p);

@@ -268,6 +268,11 @@ asa_err cb_absorb_mma_cuda(const absorb_params *p, cudaStream_t s) {
     cb_absorb_ref(p);
     return ASA_OK;
 }
+/* the i-th q nope value of qa (token, head, column < dh) */
+static float *fake_nope(const rope_cache_params *rp, size_t i) {
+    const size_t per = (size_t)rp->H * rp->dh, t = i / per, r = i % per;
+    return rp->qa + t * rp->ld_qa + r / rp->dh * (rp->dh + rp->dR) + r % rp->dh;
+}
 /* rope + the tensor-core absorb: as the two, but with qa2 the q nope
  * columns of qa are left unsummed, as the real launch leaves them (so a
  * reader of them after it would show here too) */
@@ -278,16 +283,10 @@ asa_err cb_rope_absorb_mma_cuda(const rope_cache_params *rp, const absorb_params
     const size_t nn = (size_t)rp->T * rp->H * rp->dh;
     float *keep = rp->qa2 ? malloc(nn * sizeof(float)) : NULL;
     if (rp->qa2 && !keep) return ASA_ENOMEM;
-    for (size_t i = 0; keep && i < nn; i++) {
-        const size_t t = i / ((size_t)rp->H * rp->dh), r = i % ((size_t)rp->H * rp->dh);
-        keep[i] = rp->qa[t * rp->ld_qa + r / rp->dh * (rp->dh + rp->dR) + r % rp->dh];
-    }
+    for (size_t i = 0; keep && i < nn; i++) keep[i] = *fake_nope(rp, i);
     rope_cache_ref(rp);
     cb_absorb_ref(p);
-    for (size_t i = 0; keep && i < nn; i++) {
-        const size_t t = i / ((size_t)rp->H * rp->dh), r = i % ((size_t)rp->H * rp->dh);
-        rp->qa[t * rp->ld_qa + r / rp->dh * (rp->dh + rp->dR) + r % rp->dh] = keep[i];
-    }
+    for (size_t i = 0; keep && i < nn; i++) *fake_nope(rp, i) = keep[i];
     free(keep);
     return ASA_OK;
 }
